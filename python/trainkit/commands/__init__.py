@@ -1,0 +1,1 @@
+"""CLI subcommands: thin shells that parse arguments, call the library and print."""

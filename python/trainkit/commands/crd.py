@@ -1,0 +1,24 @@
+"""`trainkit crd`: print the CustomResourceDefinitions generated from trainkit.spec."""
+
+from __future__ import annotations
+
+import sys
+
+
+def register(sub) -> None:
+    p = sub.add_parser("crd", help="print the generated CRDs (YAML)")
+    p.add_argument("-o", "--output", help="write to this file instead of stdout")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from trainkit.spec.crd import all_crds, render_yaml
+
+    text = render_yaml(all_crds())
+    if args.output:
+        from trainkit.storage import write_text_atomic
+
+        write_text_atomic(args.output, text)
+    else:
+        sys.stdout.write(text)
+    return 0

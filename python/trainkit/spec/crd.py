@@ -1,0 +1,248 @@
+"""Generate the TrainingRun CustomResourceDefinition from the Pydantic models.
+
+Pydantic's JSON Schema is not a Kubernetes structural schema; `structural()` rewrites it:
+$ref inlined, Optional[X] -> X + nullable, const -> enum, numeric exclusive bounds in OpenAPI 3.0 form,
+titles dropped, object defaults so nested defaults apply, list-map keys for named lists. Cross-field
+rules the JSON Schema cannot express are CEL `x-kubernetes-validations`, written below next to the
+validators in `models.py` that enforce the same rules in Python.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from trainkit.spec.models import (
+    API_GROUP,
+    API_VERSION,
+    DNS1035_LABEL,
+    MAX_RUN_NAME_LENGTH,
+    TrainingRunSpec,
+)
+from trainkit.spec.presets import MODEL_PRESETS
+from trainkit.spec.status import TrainingRunStatus
+
+DROP_KEYS = {"title", "$schema", "examples"}
+# Lists of named items become list-maps: the API server enforces unique keys and merges by key.
+LIST_MAP_KEYS = {"sources": ["name"], "tasks": ["name"], "env": ["name"], "conditions": ["type"]}
+
+
+def _inline_refs(node: Any, defs: dict) -> Any:
+    if isinstance(node, dict):
+        if "$ref" in node:
+            target = defs[node["$ref"].split("/")[-1]]
+            merged = {**_inline_refs(copy.deepcopy(target), defs), **{k: v for k, v in node.items() if k != "$ref"}}
+            return _inline_refs(merged, defs)
+        return {k: _inline_refs(v, defs) for k, v in node.items() if k != "$defs"}
+    if isinstance(node, list):
+        return [_inline_refs(v, defs) for v in node]
+    return node
+
+
+def _rewrite(node: Any) -> Any:
+    if isinstance(node, list):
+        return [_rewrite(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    node = {k: v for k, v in node.items() if k not in DROP_KEYS}
+    if "anyOf" in node:
+        variants = [v for v in node.pop("anyOf") if v.get("type") != "null"]
+        if len(variants) != 1:
+            raise ValueError(f"cannot express a union of {len(variants)} types structurally: {variants}")
+        nullable = True
+        merged = {**variants[0], **node}
+        if merged.get("default", ...) is None:
+            del merged["default"]
+        node = merged
+        node["nullable"] = nullable
+    if "const" in node:
+        node["enum"] = [node.pop("const")]
+    for bound, plain in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        if bound in node and not isinstance(node[bound], bool):
+            node[plain] = node.pop(bound)
+            node[bound] = True
+    if "enum" in node and "type" not in node:
+        node["type"] = "string"
+    out = {}
+    for key, value in node.items():
+        if key == "properties":
+            out[key] = {name: _rewrite(sub) for name, sub in value.items()}
+        elif key in ("items", "additionalProperties") and isinstance(value, dict):
+            out[key] = _rewrite(value)
+        else:
+            out[key] = value
+    if out.get("type") == "object" and "properties" in out:
+        out.pop("additionalProperties", None)  # structural: never both (unknown fields are pruned)
+        required = set(out.get("required", []))
+        for name, sub in out["properties"].items():
+            # An object property with nested defaults needs `default: {}` for them to apply when omitted.
+            if sub.get("type") == "object" and name not in required and "default" not in sub and not sub.get("nullable"):
+                sub["default"] = {}
+            if sub.get("type") == "array" and name in LIST_MAP_KEYS:
+                sub["x-kubernetes-list-type"] = "map"
+                sub["x-kubernetes-list-map-keys"] = LIST_MAP_KEYS[name]
+    return out
+
+
+def structural(model: type[BaseModel]) -> dict:
+    raw = model.model_json_schema(by_alias=True, mode="validation")
+    return _rewrite(_inline_refs(raw, raw.get("$defs", {})))
+
+
+# ----------------------------------------------------------------------------------- CEL rules
+CREDENTIAL_RE2 = "(?i)(secret|password|passwd|token|access[-_]?key|credential|private[-_]?key)"
+URI_SCHEME_RULE = "!self.contains('://') || self.startsWith('s3://') || self.startsWith('file://')"
+
+
+def _preset_map(field: str) -> str:
+    return "{" + ", ".join(f"'{name}': {arch[field]}" for name, arch in MODEL_PRESETS.items()) + "}"
+
+
+def _resolved(field: str, override: str) -> str:
+    """CEL for the model's value of `field`: the override if set, else the preset's."""
+    return (
+        f"(has(self.model.overrides) && has(self.model.overrides.{override}) ? self.model.overrides.{override} "
+        f": {_preset_map(field)}[self.model.preset])"
+    )
+
+
+def cel_rules() -> dict[tuple[str, ...], list[dict]]:
+    """CEL rules keyed by the schema path (property names) they attach to."""
+    workers = "(has(self.resources) && has(self.resources.workers) ? self.resources.workers : 1)"
+    return {
+        ("metadata",): [],
+        ("spec",): [
+            {
+                "rule": f"self.training.globalBatchSize % (self.training.microBatchSize * {workers}) == 0",
+                "message": "training.globalBatchSize must be divisible by training.microBatchSize x resources.workers",
+                "fieldPath": ".training.globalBatchSize",
+            },
+            {
+                "rule": f"!has(self.data.seqLength) || self.data.seqLength <= {_resolved('n_positions', 'nPositions')}",
+                "message": "data.seqLength is above the model's context (nPositions)",
+                "fieldPath": ".data.seqLength",
+            },
+        ],
+        ("spec", "model"): [
+            {
+                "rule": "(has(self.overrides) && has(self.overrides.nEmbd) ? self.overrides.nEmbd : "
+                f"{_preset_map('n_embd')}[self.preset]) % (has(self.overrides) && has(self.overrides.nHead) ? "
+                f"self.overrides.nHead : {_preset_map('n_head')}[self.preset]) == 0",
+                "message": "the model's hidden size must be divisible by its number of heads",
+            }
+        ],
+        ("spec", "data", "sources"): [
+            {"rule": "self.all(s, s.weight > 0)", "message": "every source weight must be > 0"},
+            {"rule": "self.all(a, self.exists_one(b, b.name == a.name))", "message": "source names must be unique"},
+        ],
+        ("spec", "data", "sources", "[]", "uri"): [
+            {"rule": URI_SCHEME_RULE, "message": "unknown URI scheme; use s3://, file:// or a local path"}
+        ],
+        ("spec", "output", "uri"): [
+            {"rule": URI_SCHEME_RULE, "message": "unknown URI scheme; use s3://, file:// or a local path"}
+        ],
+        ("spec", "training", "learningRate"): [
+            {"rule": "!has(self.final) || !has(self.peak) || self.final <= self.peak", "message": "final learning rate must not exceed the peak"},
+            {"rule": "!(has(self.warmupSteps) && has(self.warmupFraction))", "message": "set warmupSteps or warmupFraction, not both"},
+        ],
+        ("spec", "resources", "env", "[]"): [
+            {
+                "rule": f"!self.name.matches('{CREDENTIAL_RE2}')",
+                "message": "credentials must come from the Secret named in storage.credentialsSecret, not env",
+            }
+        ],
+    }
+
+
+def _node_at(schema: dict, path: tuple[str, ...]) -> dict:
+    node = schema
+    for part in path:
+        node = node["items"] if part == "[]" else node["properties"][part]
+    return node
+
+
+def training_run_schema() -> dict:
+    spec = structural(TrainingRunSpec)
+    status = structural(TrainingRunStatus)
+    status.pop("default", None)
+    root = {
+        "type": "object",
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": {"type": "object"},
+            "spec": spec,
+            "status": status,
+        },
+        "x-kubernetes-validations": [
+            {
+                "rule": f"self.metadata.name.size() <= {MAX_RUN_NAME_LENGTH}",
+                "message": f"metadata.name must be at most {MAX_RUN_NAME_LENGTH} characters "
+                "(names of the RayJob, RayCluster and Services derive from it)",
+            },
+            {
+                "rule": f"self.metadata.name.matches('{DNS1035_LABEL}')",
+                "message": "metadata.name must be a DNS-1035 label",
+            },
+        ],
+    }
+    for path, rules in cel_rules().items():
+        if rules:
+            _node_at(root, path).setdefault("x-kubernetes-validations", []).extend(rules)
+    return root
+
+
+PRINTER_COLUMNS = [
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    {"name": "Progress", "type": "number", "jsonPath": ".status.progress.percent", "description": "percent of steps done"},
+    {"name": "Loss", "type": "number", "jsonPath": ".status.progress.loss"},
+    {"name": "Eval", "type": "number", "jsonPath": ".status.eval.average", "description": "average eval score"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
+
+
+def training_run_crd() -> dict:
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"trainingruns.{API_GROUP}",
+            "labels": {"app.kubernetes.io/name": "trainkit", "app.kubernetes.io/component": "crd"},
+        },
+        "spec": {
+            "group": API_GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": "TrainingRun",
+                "listKind": "TrainingRunList",
+                "plural": "trainingruns",
+                "singular": "trainingrun",
+                "shortNames": ["tr"],
+                "categories": ["trainkit"],
+            },
+            "versions": [
+                {
+                    "name": API_VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": PRINTER_COLUMNS,
+                    "schema": {"openAPIV3Schema": training_run_schema()},
+                }
+            ],
+        },
+    }
+
+
+def all_crds() -> list[dict]:
+    """Every CRD the bundle ships, in the order `trainkit crd` prints them."""
+    return [training_run_crd()]
+
+
+def render_yaml(crds: list[dict]) -> str:
+    header = "# Generated by `trainkit crd` from trainkit.spec; do not edit by hand.\n"
+    return header + "---\n".join(yaml.safe_dump(c, sort_keys=False, width=120) for c in crds)

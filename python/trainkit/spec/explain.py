@@ -1,0 +1,45 @@
+"""Human-readable rendering of a run's derived plan (`trainkit validate --explain`)."""
+
+from __future__ import annotations
+
+from trainkit.spec.models import TrainingRun
+from trainkit.spec.plan import Plan
+
+
+def human(n: float) -> str:
+    for unit, size in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.1f}{unit}"
+    return f"{n:g}"
+
+
+def explain(run: TrainingRun, plan: Plan) -> str:
+    s = run.spec
+    t = s.training
+    arch = s.model.architecture()
+    lines = [
+        f"TrainingRun {run.metadata.name}",
+        f"  model            {s.model.preset}: {arch['n_layer']} layers, hidden {arch['n_embd']}, "
+        f"{arch['n_head']} heads, context {arch['n_positions']}, vocab {arch['vocab_size']}",
+        f"  parameters       {plan.parameters:,} ({human(plan.parameters)})",
+        f"  tokens/step      {plan.tokens_per_step:,} = global batch {t.global_batch_size} x seq {s.data.seq_length}",
+        f"  steps            {plan.total_steps:,} ({human(plan.tokens_trained)} tokens of the "
+        f"{human(s.data.total_tokens)} asked; whole steps only)",
+        f"  batch geometry   {s.resources.workers} worker(s) x micro-batch {t.micro_batch_size} x "
+        f"{plan.gradient_accumulation} accumulation step(s) = {t.global_batch_size} sequences",
+        f"  warmup steps     {plan.warmup_steps:,}",
+        f"  learning rate    {t.learning_rate.peak:g} -> {t.learning_rate.final:g} ({t.learning_rate.schedule})",
+        f"  precision        {t.precision}",
+        f"  FLOPs            {plan.flops_per_token:.3g}/token, {plan.total_flops:.3g} total",
+        "  time estimate    hours = total FLOPs / (workers x GPU peak FLOP/s x MFU) / 3600; "
+        f"e.g. one H100 at 40% MFU: {plan.total_flops / (989e12 * 0.4) / 60:.1f} min",
+        "  sources          (token proportions over the run)",
+    ]
+    width = max(len(x.name) for x in plan.sources)
+    for share in plan.sources:
+        lines.append(
+            f"    {share.name:<{width}}  {share.weight:6.1%}  {human(share.tokens):>7} tokens "
+            f"({share.tokens:,}; {share.sequences:,} sequences)"
+        )
+    lines.append(f"  output           {s.output.uri}")
+    return "\n".join(lines)

@@ -1,0 +1,127 @@
+"""Reading run.yaml files and turning validation failures into `file: field.path: message` lines."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from trainkit.spec.models import CREDENTIAL_WORDS, TrainingRun, TrainingRunSpec
+from trainkit.spec.plan import Plan, PlanError, derive_plan
+
+
+@dataclass(frozen=True)
+class SpecIssue:
+    path: str  # dotted field path, e.g. spec.data.sources[1].weight
+    message: str
+
+    def render(self, source: str) -> str:
+        return f"{source}: {self.path}: {self.message}" if self.path else f"{source}: {self.message}"
+
+
+class SpecError(ValueError):
+    def __init__(self, source: str, issues: list[SpecIssue]):
+        self.source = source
+        self.issues = issues
+        super().__init__("\n".join(i.render(source) for i in issues))
+
+
+def field_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def issues_from(error: ValidationError, prefix: tuple = ()) -> list[SpecIssue]:
+    issues = []
+    for e in error.errors(include_url=False):
+        loc = prefix + tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            key = str(loc[-1]) if loc else ""
+            msg = (
+                f"credentials must not be written in the spec; put them in a Secret and name it in "
+                f"spec.storage.credentialsSecret"
+                if CREDENTIAL_WORDS.search(key)
+                else "unknown field (check the spelling; see `trainkit crd` for the schema)"
+            )
+        elif e["type"] == "literal_error":
+            msg = f"{msg} (got {e['input']!r})"
+        issues.append(SpecIssue(field_path(loc), msg))
+    return issues
+
+
+def parse_run(document: Any, source: str = "<spec>") -> TrainingRun:
+    """Validate one TrainingRun document; raise SpecError listing every problem."""
+    if not isinstance(document, dict):
+        raise SpecError(source, [SpecIssue("", f"expected a TrainingRun mapping, got {type(document).__name__}")])
+    try:
+        run = TrainingRun.model_validate(document)
+    except ValidationError as e:
+        raise SpecError(source, issues_from(e)) from None
+    try:
+        derive_plan(run.spec)
+    except PlanError as e:
+        raise SpecError(source, [SpecIssue("spec", str(e))]) from None
+    return run
+
+
+def parse_spec(spec: Any, source: str = "<spec>") -> tuple[TrainingRunSpec, Plan]:
+    """Validate a bare `spec:` mapping, as the operator receives it from the API server."""
+    try:
+        parsed = TrainingRunSpec.model_validate(spec)
+    except ValidationError as e:
+        raise SpecError(source, issues_from(e, ("spec",))) from None
+    try:
+        return parsed, derive_plan(parsed)
+    except PlanError as e:
+        raise SpecError(source, [SpecIssue("spec", str(e))]) from None
+
+
+def read_documents(path: str | Path) -> list[Any]:
+    """All YAML documents of a file (empty ones dropped); SpecError on unreadable or malformed YAML."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise SpecError(str(path), [SpecIssue("", f"cannot read file: {e.strerror or e}")]) from None
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as e:
+        raise SpecError(str(path), [SpecIssue("", f"invalid YAML: {e}")]) from None
+    if not docs:
+        raise SpecError(str(path), [SpecIssue("", "file holds no YAML document")])
+    return docs
+
+
+def load_runs(path: str | Path) -> list[TrainingRun]:
+    """Every TrainingRun in a file; documents of other kinds (e.g. a Secret next to it) are skipped."""
+    runs, issues = [], []
+    docs = read_documents(path)
+    for i, doc in enumerate(docs):
+        if isinstance(doc, dict) and doc.get("kind") not in (None, "TrainingRun"):
+            continue
+        try:
+            runs.append(parse_run(doc, str(path)))
+        except SpecError as e:
+            prefix = f"document {i + 1}: " if len(docs) > 1 else ""
+            issues += [SpecIssue(x.path, prefix + x.message) if prefix and not x.path else x for x in e.issues]
+    if issues:
+        raise SpecError(str(path), issues)
+    if not runs:
+        raise SpecError(str(path), [SpecIssue("kind", "file holds no TrainingRun")])
+    return runs
+
+
+def load_run(path: str | Path) -> TrainingRun:
+    runs = load_runs(path)
+    if len(runs) > 1:
+        raise SpecError(str(path), [SpecIssue("", f"expected one TrainingRun, found {len(runs)}")])
+    return runs[0]

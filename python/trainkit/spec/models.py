@@ -1,0 +1,346 @@
+"""The TrainingRun spec: the single source of truth for run.yaml, the CRD and the trainer.
+
+YAML fields are camelCase (the Kubernetes convention); Python attributes are snake_case.
+Every model forbids unknown fields, so a typo is an error rather than a silently ignored setting.
+Cross-field rules live here as validators *and* in `CEL_RULES` (see `trainkit.spec.crd`), so the
+API server rejects the same mistakes `trainkit validate` does.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from trainkit.spec.presets import MODEL_PRESETS, resolved_architecture
+
+API_GROUP = "trainkit.dev"
+API_VERSION = "v1alpha1"
+TRAINING_RUN_API_VERSION = f"{API_GROUP}/{API_VERSION}"
+
+# RayJob, RayCluster and Service names are derived from the run's name; KubeRay appends up to
+# ~20 characters (`-raycluster-xxxxx-head-svc`) and Services must be DNS-1035 labels (<= 63,
+# starting with a letter). 40 keeps every derived name and label value legal.
+MAX_RUN_NAME_LENGTH = 40
+DNS1035_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+SOURCE_NAME = r"^[a-z0-9]([-_a-z0-9]*[a-z0-9])?$"
+QUANTITY = r"^([0-9]+(\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E|m)?$"
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+URI_SCHEMES = ("s3://", "file://")
+
+# Field names and env-var names that carry secrets. Credentials come from a Secret named in
+# `storage.credentialsSecret`, never from the spec (which is stored in etcd, logs and status).
+CREDENTIAL_WORDS = re.compile(r"(secret|password|passwd|token|access[-_]?key|credential|private[-_]?key)", re.I)
+
+
+class SpecModel(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True, validate_default=True,
+        # Strict: "0.5" is not a weight and "yes" is not a bool; YAML types are what the API server sees.
+        strict=True,
+    )
+
+
+def check_uri(value: str, field: str) -> str:
+    """Object-store or local URI: s3://bucket/prefix, file:///path, or a plain local path."""
+    if "://" in value and not value.startswith(URI_SCHEMES):
+        scheme = value.split("://", 1)[0]
+        raise ValueError(f"unknown URI scheme '{scheme}://' in {field}; use s3://, file:// or a local path")
+    if value.startswith("s3://"):
+        bucket = value[5:].split("/", 1)[0]
+        if "@" in bucket or ":" in bucket:
+            raise ValueError(f"{field} must not carry credentials; name a Secret in storage.credentialsSecret")
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
+            raise ValueError(f"'{bucket}' in {field} is not a valid S3 bucket name")
+    return value
+
+
+# ----------------------------------------------------------------------------------------- model
+class GPT2Overrides(SpecModel):
+    """GPT2Config fields a run may change on top of its preset."""
+
+    n_layer: Annotated[int, Field(ge=1, le=256)] | None = None
+    n_embd: Annotated[int, Field(ge=8, le=16384)] | None = None
+    n_head: Annotated[int, Field(ge=1, le=256)] | None = None
+    n_positions: Annotated[int, Field(ge=8, le=131072)] | None = None
+    vocab_size: Annotated[int, Field(ge=2, le=1_000_000)] | None = None
+    n_inner: Annotated[int, Field(ge=8)] | None = None
+    activation_function: Literal["gelu_new", "gelu", "relu", "silu", "gelu_pytorch_tanh"] | None = None
+    layer_norm_epsilon: Annotated[float, Field(gt=0, lt=1)] | None = None
+    initializer_range: Annotated[float, Field(gt=0, lt=1)] | None = None
+    tie_word_embeddings: bool | None = None
+
+    @model_validator(mode="after")
+    def heads_divide_width(self):
+        if self.n_embd is not None and self.n_head is not None and self.n_embd % self.n_head:
+            raise ValueError(f"nEmbd ({self.n_embd}) must be divisible by nHead ({self.n_head})")
+        return self
+
+
+class ModelSpec(SpecModel):
+    preset: Literal["tiny", "gpt2-70m", "gpt2-124m"] = "gpt2-70m"
+    overrides: GPT2Overrides = Field(default_factory=GPT2Overrides)
+
+    def architecture(self) -> dict:
+        return resolved_architecture(self.preset, self.overrides.model_dump(exclude_none=True))
+
+    @model_validator(mode="after")
+    def heads_divide_resolved_width(self):
+        arch = self.architecture()
+        if arch["n_embd"] % arch["n_head"]:
+            raise ValueError(
+                f"hidden size {arch['n_embd']} is not divisible by {arch['n_head']} heads "
+                f"(preset {self.preset} with overrides)"
+            )
+        return self
+
+
+# ------------------------------------------------------------------------------------------ data
+class SourceSpec(SpecModel):
+    name: Annotated[str, Field(min_length=1, max_length=63, pattern=SOURCE_NAME)]
+    uri: Annotated[str, Field(min_length=1, max_length=1024, description="Token shards of this source (output of `trainkit prepare`)")]
+    weight: Annotated[float, Field(gt=0, le=1e6, description="Token proportion, normalised over all sources")]
+
+    @field_validator("uri")
+    @classmethod
+    def known_scheme(cls, v: str) -> str:
+        return check_uri(v, "uri")
+
+
+class DataSpec(SpecModel):
+    seq_length: Annotated[int, Field(ge=8, le=131072)] = 1024
+    total_tokens: Annotated[int, Field(ge=1, le=10**15)]
+    sources: Annotated[list[SourceSpec], Field(min_length=1, max_length=64)]
+    shard_format: Literal["trainkit-tokens-v1"] = "trainkit-tokens-v1"
+    when_exhausted: Literal["fail", "repeat"] = Field(
+        "fail",
+        description="A source with fewer tokens than its share: fail before training starts, or repeat it in a new permutation",
+    )
+
+    @field_validator("sources")
+    @classmethod
+    def unique_names(cls, sources: list[SourceSpec]) -> list[SourceSpec]:
+        seen: set[str] = set()
+        for s in sources:
+            if s.name in seen:
+                raise ValueError(f"duplicate source name '{s.name}'")
+            seen.add(s.name)
+        return sources
+
+
+# -------------------------------------------------------------------------------------- training
+class LearningRateSpec(SpecModel):
+    peak: Annotated[float, Field(gt=0, le=10)] = 5e-4
+    final: Annotated[float, Field(ge=0, le=10)] = 5e-5
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_steps: Annotated[int, Field(ge=0)] | None = None
+    warmup_fraction: Annotated[float, Field(ge=0, lt=1)] | None = None
+
+    @model_validator(mode="after")
+    def consistent(self):
+        if self.final > self.peak:
+            raise ValueError(f"final learning rate {self.final} is above the peak {self.peak}")
+        if self.warmup_steps is not None and self.warmup_fraction is not None:
+            raise ValueError("set warmupSteps or warmupFraction, not both")
+        return self
+
+
+class OptimizerSpec(SpecModel):
+    name: Literal["adamw"] = "adamw"
+    betas: Annotated[list[Annotated[float, Field(ge=0, lt=1)]], Field(min_length=2, max_length=2)] = [0.9, 0.95]
+    eps: Annotated[float, Field(gt=0, lt=1)] = 1e-8
+    weight_decay: Annotated[float, Field(ge=0, le=1)] = 0.1
+    fused: bool | None = Field(None, description="Fused AdamW kernel; default: on when training on GPU")
+
+
+class TrainingSpec(SpecModel):
+    micro_batch_size: Annotated[int, Field(ge=1, le=65536)]
+    global_batch_size: Annotated[int, Field(ge=1, le=1 << 24)]
+    learning_rate: LearningRateSpec = Field(default_factory=LearningRateSpec)
+    optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
+    gradient_clipping: Annotated[float, Field(ge=0, description="Max global grad norm; 0 turns clipping off")] = 1.0
+    precision: Literal["bf16", "fp16", "fp32"] = "bf16"
+    seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    compile: bool = False
+    log_every_steps: Annotated[int, Field(ge=1)] = 10
+
+
+class CheckpointSpec(SpecModel):
+    every_steps: Annotated[int, Field(ge=1)] = 500
+    keep: Annotated[int, Field(ge=1, le=1000)] = 3
+
+
+# ------------------------------------------------------------------------------------------ eval
+class EvalTaskSpec(SpecModel):
+    name: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")]
+    num_fewshot: Annotated[int, Field(ge=0, le=64)] | None = None
+    limit: Annotated[float, Field(gt=0, description="Examples per task: a count (>= 1) or a fraction (< 1)")] | None = None
+    path: Annotated[str, Field(min_length=1, description="Folder of local lm-eval task YAMLs")] | None = None
+
+
+class EvalSpec(SpecModel):
+    suite: Literal["seed-suite", "none"] = Field(
+        "none", description="seed-suite: MMLU 5-shot, HellaSwag, ARC-Challenge, PIQA, WinoGrande, TruthfulQA MC2"
+    )
+    tasks: Annotated[list[EvalTaskSpec], Field(max_length=64)] = []
+    at_end: bool = True
+    every_steps: Annotated[int, Field(ge=1)] | None = None
+    batch_size: Annotated[int, Field(ge=1, le=4096)] = 8
+
+    @field_validator("tasks")
+    @classmethod
+    def unique_tasks(cls, tasks: list[EvalTaskSpec]) -> list[EvalTaskSpec]:
+        names = [t.name for t in tasks]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"duplicate eval task(s): {', '.join(sorted(dup))}")
+        return tasks
+
+
+# ------------------------------------------------------------------------------------- resources
+class Toleration(SpecModel):
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] = "Equal"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: Annotated[int, Field(ge=0)] | None = None
+
+
+class EnvVar(SpecModel):
+    name: Annotated[str, Field(min_length=1, max_length=256, pattern=ENV_NAME)]
+    value: str = ""
+
+    @field_validator("name")
+    @classmethod
+    def no_credentials(cls, v: str) -> str:
+        if CREDENTIAL_WORDS.search(v):
+            raise ValueError(
+                f"env var '{v}' looks like a credential; credentials come from the Secret named in "
+                "storage.credentialsSecret, never from the spec"
+            )
+        return v
+
+
+class ResourcesSpec(SpecModel):
+    workers: Annotated[int, Field(ge=1, le=4096)] = 1
+    gpus_per_worker: Annotated[int, Field(ge=0, le=16)] = 1
+    cpus_per_worker: Annotated[float, Field(gt=0, le=1024)] = 8
+    memory_per_worker: Annotated[str, Field(pattern=QUANTITY)] = "64Gi"
+    head_cpus: Annotated[float, Field(gt=0, le=1024)] = 2
+    head_memory: Annotated[str, Field(pattern=QUANTITY)] = "8Gi"
+    node_selector: dict[str, str] = {}
+    tolerations: list[Toleration] = []
+    image: Annotated[str, Field(min_length=1, max_length=1024)] | None = None
+    image_pull_secrets: list[Annotated[str, Field(pattern=DNS1123_LABEL, max_length=253)]] = []
+    env: Annotated[list[EnvVar], Field(max_length=128)] = []
+
+
+# ------------------------------------------------------------------------ scheduling and storage
+class SchedulingSpec(SpecModel):
+    queue_name: Annotated[str, Field(pattern=DNS1123_LABEL, max_length=63)] | None = Field(
+        None, description="Kueue LocalQueue: forwarded as the kueue.x-k8s.io/queue-name label"
+    )
+    priority_class_name: Annotated[str, Field(pattern=DNS1123_LABEL, max_length=253)] | None = None
+    volcano_queue: Annotated[str, Field(pattern=DNS1123_LABEL, max_length=63)] | None = Field(
+        None, description="Gang-schedule through KubeRay's Volcano integration in this queue"
+    )
+    suspend: bool = False
+    backoff_limit: Annotated[int, Field(ge=0, le=100)] = 0
+    active_deadline_seconds: Annotated[int, Field(ge=1)] | None = None
+
+
+class OutputSpec(SpecModel):
+    uri: Annotated[str, Field(min_length=1, max_length=1024, description="Where checkpoints, progress and reports go")]
+
+    @field_validator("uri")
+    @classmethod
+    def known_scheme(cls, v: str) -> str:
+        return check_uri(v, "output.uri")
+
+
+class StorageSpec(SpecModel):
+    endpoint: Annotated[str, Field(pattern=r"^https?://[^\s/@]+(/.*)?$", max_length=1024)] | None = Field(
+        None, description="S3 endpoint URL (MinIO, Ceph, moto); default: AWS"
+    )
+    region: Annotated[str, Field(pattern=r"^[a-z0-9-]+$", max_length=64)] | None = None
+    credentials_secret: Annotated[str, Field(pattern=DNS1123_LABEL, max_length=253)] | None = Field(
+        None, description="Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; never the keys themselves"
+    )
+
+
+# ---------------------------------------------------------------------------------------- the run
+class TrainingRunSpec(SpecModel):
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    tokenizer: Annotated[str, Field(min_length=1, max_length=1024, description="'gpt2' or a folder with vocab.json + merges.txt")] = "gpt2"
+    data: DataSpec
+    training: TrainingSpec
+    checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
+    eval: EvalSpec = Field(default_factory=EvalSpec)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    scheduling: SchedulingSpec = Field(default_factory=SchedulingSpec)
+    output: OutputSpec
+    storage: StorageSpec = Field(default_factory=StorageSpec)
+
+    @model_validator(mode="after")
+    def cross_field(self):
+        context = self.model.architecture()["n_positions"]
+        if self.data.seq_length > context:
+            raise ValueError(
+                f"data.seqLength {self.data.seq_length} is above the model's context {context} "
+                f"(model.preset {self.model.preset}; raise model.overrides.nPositions or shorten the sequence)"
+            )
+        per_step = self.training.micro_batch_size * self.resources.workers
+        if self.training.global_batch_size % per_step:
+            raise ValueError(
+                f"training.globalBatchSize {self.training.global_batch_size} is not divisible by "
+                f"training.microBatchSize x resources.workers = {self.training.micro_batch_size} x "
+                f"{self.resources.workers} = {per_step}"
+            )
+        vocab = self.model.architecture()["vocab_size"]
+        if self.tokenizer == "gpt2" and vocab < 50257:
+            raise ValueError(f"model vocab size {vocab} is smaller than the gpt2 tokenizer's 50257")
+        return self
+
+
+class ObjectMeta(BaseModel):
+    # Objects read back from a cluster carry uid, resourceVersion, ...; only these are ours to check.
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    name: Annotated[str, Field(min_length=1)]
+    namespace: Annotated[str, Field(pattern=DNS1123_LABEL, max_length=63)] | None = None
+    labels: dict[str, str] = {}
+    annotations: dict[str, str] = {}
+
+    @field_validator("name")
+    @classmethod
+    def dns_label(cls, v: str) -> str:
+        if len(v) > MAX_RUN_NAME_LENGTH:
+            raise ValueError(
+                f"'{v}' is {len(v)} characters; at most {MAX_RUN_NAME_LENGTH}, because the RayJob, "
+                "RayCluster and Service names and label values derived from it must stay within 63"
+            )
+        if not re.fullmatch(DNS1035_LABEL, v):
+            raise ValueError(
+                f"'{v}' is not a DNS-1035 label (lower-case letters, digits and '-', starting with a letter, "
+                "ending with a letter or digit)"
+            )
+        return v
+
+
+class TrainingRun(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+
+    api_version: Literal["trainkit.dev/v1alpha1"]
+    kind: Literal["TrainingRun"]
+    metadata: ObjectMeta
+    spec: TrainingRunSpec
+    # Present when the object is read back from a cluster; validated by the operator, not here.
+    status: dict | None = None
+
+
+def known_preset_contexts() -> dict[str, int]:
+    return {name: int(arch["n_positions"]) for name, arch in MODEL_PRESETS.items()}

@@ -1,0 +1,93 @@
+"""The TrainingRun status the operator writes: typed, and part of the generated CRD."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+Phase = Literal["Pending", "Queued", "Running", "Succeeded", "Failed", "Suspended"]
+TERMINAL_PHASES = ("Succeeded", "Failed")
+
+# KubeRay's enums, verbatim (ray.io/v1 RayJob status; identical at v1.7.0 and master).
+JobStatus = Literal["", "PENDING", "RUNNING", "STOPPED", "SUCCEEDED", "FAILED"]
+JobDeploymentStatus = Literal[
+    "",
+    "Initializing",
+    "Running",
+    "Complete",
+    "Failed",
+    "ValidationFailed",
+    "Suspending",
+    "Suspended",
+    "Retrying",
+    "Waiting",
+]
+
+# Condition types the operator always initialises (an absent condition is not "False").
+CONDITION_TYPES = ("SpecValid", "Admitted", "Running", "Succeeded", "Failed")
+
+
+class StatusModel(BaseModel):
+    # Status comes back from the API server with whatever an older operator wrote: ignore extras.
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+
+class Condition(StatusModel):
+    """metav1.Condition."""
+
+    type: Annotated[str, Field(min_length=1, max_length=316)]
+    status: Literal["True", "False", "Unknown"]
+    reason: Annotated[str, Field(min_length=1, max_length=1024)]
+    message: Annotated[str, Field(max_length=32768)] = ""
+    last_transition_time: str
+    observed_generation: Annotated[int, Field(ge=0)] | None = None
+
+
+class Progress(StatusModel):
+    step: Annotated[int, Field(ge=0)] = 0
+    total_steps: Annotated[int, Field(ge=0)] = 0
+    percent: Annotated[float, Field(ge=0, le=100)] = 0.0
+    tokens: Annotated[int, Field(ge=0)] = 0
+    loss: float | None = None
+    tokens_per_second: float | None = None
+    mfu: float | None = None
+    eta_seconds: float | None = None
+    updated_at: str | None = None
+
+
+class CheckpointRef(StatusModel):
+    step: Annotated[int, Field(ge=0)]
+    uri: str
+
+
+class EvalSummary(StatusModel):
+    step: Annotated[int, Field(ge=0)]
+    average: float | None = None
+    tasks: dict[str, float] = {}
+    report_uri: str | None = None
+
+
+class Artifacts(StatusModel):
+    output: str | None = None
+    checkpoints: str | None = None
+    eval: str | None = None
+    logs: str | None = None
+
+
+class TrainingRunStatus(StatusModel):
+    phase: Phase = "Pending"
+    reason: str | None = None
+    message: str | None = None
+    job_status: JobStatus | None = None
+    job_deployment_status: JobDeploymentStatus | None = None
+    ray_job_name: str | None = None
+    observed_generation: Annotated[int, Field(ge=0)] | None = None
+    conditions: list[Condition] = []
+    progress: Progress | None = None
+    last_checkpoint: CheckpointRef | None = None
+    eval: EvalSummary | None = None
+    artifacts: Artifacts | None = None
+    start_time: str | None = None
+    completion_time: str | None = None
