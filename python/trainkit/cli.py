@@ -14,6 +14,7 @@ import trainkit
 COMMAND_MODULES = [
     "trainkit.commands.validate",
     "trainkit.commands.crd",
+    "trainkit.commands.bench",
 ]
 
 
