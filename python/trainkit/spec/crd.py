@@ -56,7 +56,7 @@ def _rewrite(node: Any) -> Any:
         merged = {**variants[0], **node}
         if merged.get("default", ...) is None:
             del merged["default"]
-        node = merged
+        node = {k: v for k, v in merged.items() if k not in DROP_KEYS}
         node["nullable"] = nullable
     if "const" in node:
         node["enum"] = [node.pop("const")]
@@ -95,6 +95,10 @@ def structural(model: type[BaseModel]) -> dict:
 # ----------------------------------------------------------------------------------- CEL rules
 CREDENTIAL_RE2 = "(?i)(secret|password|passwd|token|access[-_]?key|credential|private[-_]?key)"
 URI_SCHEME_RULE = "!self.contains('://') || self.startsWith('s3://') || self.startsWith('file://')"
+URI_RULES = [
+    {"rule": URI_SCHEME_RULE, "message": "unknown URI scheme; use s3://, file:// or a local path"},
+    {"rule": "!self.matches('^s3://[^/]*[@:]')", "message": "URIs must not carry credentials; name a Secret in storage.credentialsSecret"},
+]
 
 
 def _preset_map(field: str) -> str:
@@ -125,6 +129,12 @@ def cel_rules() -> dict[tuple[str, ...], list[dict]]:
                 "message": "data.seqLength is above the model's context (nPositions)",
                 "fieldPath": ".data.seqLength",
             },
+            {
+                "rule": "self.data.totalTokens >= self.training.globalBatchSize * "
+                "(has(self.data.seqLength) ? self.data.seqLength : 1024)",
+                "message": "data.totalTokens must cover at least one step (globalBatchSize x seqLength tokens)",
+                "fieldPath": ".data.totalTokens",
+            },
         ],
         ("spec", "model"): [
             {
@@ -135,15 +145,11 @@ def cel_rules() -> dict[tuple[str, ...], list[dict]]:
             }
         ],
         ("spec", "data", "sources"): [
-            {"rule": "self.all(s, s.weight > 0)", "message": "every source weight must be > 0"},
+            {"rule": "self.all(s, s.weight > 0.0)", "message": "every source weight must be > 0"},
             {"rule": "self.all(a, self.exists_one(b, b.name == a.name))", "message": "source names must be unique"},
         ],
-        ("spec", "data", "sources", "[]", "uri"): [
-            {"rule": URI_SCHEME_RULE, "message": "unknown URI scheme; use s3://, file:// or a local path"}
-        ],
-        ("spec", "output", "uri"): [
-            {"rule": URI_SCHEME_RULE, "message": "unknown URI scheme; use s3://, file:// or a local path"}
-        ],
+        ("spec", "data", "sources", "[]", "uri"): URI_RULES,
+        ("spec", "output", "uri"): URI_RULES,
         ("spec", "training", "learningRate"): [
             {"rule": "!has(self.final) || !has(self.peak) || self.final <= self.peak", "message": "final learning rate must not exceed the peak"},
             {"rule": "!(has(self.warmupSteps) && has(self.warmupFraction))", "message": "set warmupSteps or warmupFraction, not both"},

@@ -52,6 +52,13 @@ def issues_from(error: ValidationError, prefix: tuple = ()) -> list[SpecIssue]:
                 if CREDENTIAL_WORDS.search(key)
                 else "unknown field (check the spelling; see `trainkit crd` for the schema)"
             )
+        elif e["type"] in ("float_type", "int_type") and isinstance(e.get("input"), str):
+            msg = f"{msg}, got the string {e['input']!r}"
+            try:
+                float(e["input"])
+                msg += " (YAML reads an exponent without a dot, like 5e-4, as a string: write 5.0e-4)"
+            except ValueError:
+                pass
         elif e["type"] == "literal_error":
             msg = f"{msg} (got {e['input']!r})"
         issues.append(SpecIssue(field_path(loc), msg))

@@ -1,0 +1,213 @@
+"""What a kube-apiserver does with a custom resource against its CRD's structural schema.
+
+Used by the API test server and by the CRD tests: null-dropping, defaulting, pruning (unknown fields
+are reported, for strict field validation), OpenAPI v3 validation (through jsonschema, Draft 4
+semantics: OpenAPI 3.0 uses boolean exclusiveMinimum) and CEL `x-kubernetes-validations` (through
+cel-python, with values typed by the schema as the API server types them: `number` is a double).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import celpy
+import jsonschema
+from celpy import celtypes
+
+
+@dataclass(frozen=True)
+class SchemaIssue:
+    path: str  # e.g. spec.data.sources[1].weight
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+def _child(path: str, key: str | int) -> str:
+    return f"{path}[{key}]" if isinstance(key, int) else (f"{path}.{key}" if path else key)
+
+
+# ------------------------------------------------------------------------ defaulting and pruning
+def apply_defaults(schema: dict, value: Any) -> Any:
+    """Return `value` with nulls of non-nullable fields dropped and schema defaults filled in."""
+    value = copy.deepcopy(value)
+    _default(schema, value)
+    return value
+
+
+def _default(schema: dict, value: Any) -> None:
+    if isinstance(value, dict) and "properties" in schema:
+        for name, sub in schema["properties"].items():
+            if name in value and value[name] is None and not sub.get("nullable"):
+                del value[name]
+            if name not in value and "default" in sub:
+                value[name] = copy.deepcopy(sub["default"])
+            if name in value:
+                _default(sub, value[name])
+    elif isinstance(value, dict) and isinstance(schema.get("additionalProperties"), dict):
+        for v in value.values():
+            _default(schema["additionalProperties"], v)
+    elif isinstance(value, list) and "items" in schema:
+        for v in value:
+            _default(schema["items"], v)
+
+
+def prune(schema: dict, value: Any, path: str = "", root: bool = True) -> tuple[Any, list[str]]:
+    """Drop fields the schema does not know; return the pruned value and the dropped paths."""
+    dropped: list[str] = []
+    value = copy.deepcopy(value)
+    _prune(schema, value, path, dropped, root)
+    return value, dropped
+
+
+def _prune(schema: dict, value: Any, path: str, dropped: list[str], root: bool) -> None:
+    if schema.get("x-kubernetes-preserve-unknown-fields"):
+        return
+    if isinstance(value, dict):
+        props = schema.get("properties")
+        if props is not None:
+            for key in list(value):
+                if key not in props:
+                    dropped.append(_child(path, key))
+                    del value[key]
+                elif not (root and key == "metadata"):  # the API server owns metadata
+                    _prune(props[key], value[key], _child(path, key), dropped, False)
+        elif isinstance(schema.get("additionalProperties"), dict):
+            for key, v in value.items():
+                _prune(schema["additionalProperties"], v, _child(path, key), dropped, False)
+    elif isinstance(value, list) and "items" in schema:
+        for i, v in enumerate(value):
+            _prune(schema["items"], v, _child(path, i), dropped, False)
+
+
+# ---------------------------------------------------------------------------------- validation
+def _to_draft4(node: Any) -> Any:
+    if isinstance(node, list):
+        return [_to_draft4(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _to_draft4(v) for k, v in node.items() if not k.startswith("x-kubernetes-") and k != "nullable"}
+    if node.get("nullable"):
+        if "type" in out:
+            out["type"] = [out["type"], "null"]
+        if "enum" in out:
+            out["enum"] = [*out["enum"], None]
+    return out
+
+
+@lru_cache(maxsize=32)
+def _validator(schema_key: str) -> jsonschema.Draft4Validator:
+    import json
+
+    return jsonschema.Draft4Validator(_to_draft4(json.loads(schema_key)))
+
+
+def _list_map_duplicates(schema: dict, value: Any, path: str = "") -> list[SchemaIssue]:
+    """x-kubernetes-list-type: map means unique keys; JSON Schema cannot say that."""
+    issues: list[SchemaIssue] = []
+    if isinstance(value, list):
+        keys = schema.get("x-kubernetes-list-map-keys") if schema.get("x-kubernetes-list-type") == "map" else None
+        seen: set = set()
+        for i, item in enumerate(value):
+            if keys and isinstance(item, dict):
+                k = tuple(item.get(x) for x in keys)
+                if k in seen:
+                    issues.append(SchemaIssue(_child(path, i), f"Duplicate value: {dict(zip(keys, k))}"))
+                seen.add(k)
+            issues += _list_map_duplicates(schema.get("items", {}), item, _child(path, i))
+    elif isinstance(value, dict):
+        props = schema.get("properties", {})
+        for key, v in value.items():
+            if key in props:
+                issues += _list_map_duplicates(props[key], v, _child(path, key))
+    return issues
+
+
+def validate_schema(schema: dict, value: Any) -> list[SchemaIssue]:
+    import json
+
+    validator = _validator(json.dumps(schema, sort_keys=True))
+    issues = _list_map_duplicates(schema, value)
+    for err in sorted(validator.iter_errors(value), key=lambda e: list(map(str, e.absolute_path))):
+        path = ""
+        for part in err.absolute_path:
+            path = _child(path, part)
+        issues.append(SchemaIssue(path, err.message))
+    return issues
+
+
+# ------------------------------------------------------------------------------------------ CEL
+_CEL_ENV = celpy.Environment()
+
+
+@lru_cache(maxsize=256)
+def _program(rule: str):
+    return _CEL_ENV.program(_CEL_ENV.compile(rule))
+
+
+def _typed(schema: dict, value: Any) -> Any:
+    """Python JSON value -> CEL value, typed by the schema (numbers are doubles, as in the API server)."""
+    t = schema.get("type")
+    if value is None:
+        return None
+    if t == "number":
+        return celtypes.DoubleType(float(value))
+    if t == "integer":
+        return celtypes.IntType(int(value))
+    if t == "boolean":
+        return celtypes.BoolType(value)
+    if t == "string":
+        return celtypes.StringType(value)
+    if t == "array":
+        item = schema.get("items", {})
+        return celtypes.ListType([_typed(item, v) for v in value])
+    if t == "object" or isinstance(value, dict):
+        props = schema.get("properties", {})
+        extra = schema.get("additionalProperties") if isinstance(schema.get("additionalProperties"), dict) else {}
+        return celtypes.MapType(
+            {celtypes.StringType(k): _typed(props.get(k, extra), v) for k, v in value.items() if v is not None}
+        )
+    return celpy.json_to_cel(value)
+
+
+def check_cel(schema: dict, value: Any, path: str = "") -> list[SchemaIssue]:
+    """Evaluate every x-kubernetes-validations rule whose node is present in `value`."""
+    issues: list[SchemaIssue] = []
+    for rule in schema.get("x-kubernetes-validations", []):
+        try:
+            ok = _program(rule["rule"]).evaluate({"self": _typed(schema, value)})
+        except Exception as e:  # noqa: BLE001 - an evaluation error rejects the object, as in the API server
+            ok = False
+            message = f"{rule.get('message', rule['rule'])} (evaluation error: {e})"
+        else:
+            message = rule.get("message") or f"failed rule: {rule['rule']}"
+        # celpy returns evaluation errors as values (CELEvalError), not exceptions.
+        if isinstance(ok, celpy.CELEvalError):
+            message = f"{rule.get('message', rule['rule'])} (evaluation error: {ok})"
+        if not (isinstance(ok, (bool, celtypes.BoolType)) and bool(ok)):
+            issues.append(SchemaIssue(path + rule.get("fieldPath", ""), message))
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        for key, v in value.items():
+            if key in props and v is not None:
+                issues += check_cel(props[key], v, _child(path, key))
+    elif isinstance(value, list) and "items" in schema:
+        for i, v in enumerate(value):
+            issues += check_cel(schema["items"], v, _child(path, i))
+    return issues
+
+
+def admit(schema: dict, obj: dict, strict_fields: bool = True) -> tuple[dict, list[SchemaIssue]]:
+    """What the API server does on create/update: prune (strict: reject unknown fields), default,
+    validate, run CEL. Returns the stored object and the issues (empty when admitted)."""
+    pruned, dropped = prune(schema, obj)
+    issues = [SchemaIssue(p, "unknown field") for p in dropped] if strict_fields else []
+    defaulted = apply_defaults(schema, pruned)
+    issues += validate_schema(schema, defaulted)
+    if not issues:
+        issues += check_cel(schema, defaulted)
+    return defaulted, issues
