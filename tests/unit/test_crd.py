@@ -140,3 +140,11 @@ def test_api_server_defaults_equal_pydantic_defaults():
     assert from_server == from_models
     assert stored["spec"]["training"]["learningRate"]["schedule"] == "cosine"
     assert stored["spec"]["resources"]["workers"] == 1
+
+
+def test_committed_field_reference_matches_models():
+    from trainkit.spec.reference import render_spec_reference
+
+    assert (REPO / "docs" / "spec.md").read_text() == render_spec_reference(), (
+        "docs/spec.md drifted from trainkit.spec: run `trainkit crd --reference -o docs/spec.md`"
+    )

@@ -8,13 +8,19 @@ import sys
 def register(sub) -> None:
     p = sub.add_parser("crd", help="print the generated CRDs (YAML)")
     p.add_argument("-o", "--output", help="write to this file instead of stdout")
+    p.add_argument("--reference", action="store_true", help="print the field reference (docs/spec.md) instead")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from trainkit.spec.crd import all_crds, render_yaml
 
-    text = render_yaml(all_crds())
+    if args.reference:
+        from trainkit.spec.reference import render_spec_reference
+
+        text = render_spec_reference()
+    else:
+        text = render_yaml(all_crds())
     if args.output:
         from trainkit.storage import write_text_atomic
 

@@ -1,0 +1,76 @@
+"""docs/spec.md, rendered from the same structural schema the CRD carries, so the reference cannot
+drift from the code (a test compares the committed file with this rendering)."""
+
+from __future__ import annotations
+
+import json
+
+from trainkit.spec.crd import structural
+
+
+def _type(node: dict) -> str:
+    t = node.get("type", "any")
+    if t == "array":
+        return f"list of {_type(node.get('items', {}))}"
+    if t == "object" and isinstance(node.get("additionalProperties"), dict):
+        return f"map of {_type(node['additionalProperties'])}"
+    return t
+
+
+def _constraints(node: dict) -> str:
+    out = []
+    if "enum" in node:
+        out.append("one of " + ", ".join(f"`{v}`" for v in node["enum"]))
+    for key, sym in (("minimum", ">"), ("maximum", "<")):
+        if key in node:
+            exclusive = node.get("exclusiveM" + key[1:])
+            out.append(f"{sym}{'' if exclusive else '='} {node[key]:g}")
+    for key, label in (("minLength", "min length"), ("maxLength", "max length"), ("minItems", "min items"), ("maxItems", "max items")):
+        if key in node:
+            out.append(f"{label} {node[key]}")
+    if "pattern" in node:
+        out.append(f"pattern `{node['pattern']}`")
+    return "; ".join(out)
+
+
+def _rows(node: dict, path: str, required: set[str]):
+    for name, sub in node.get("properties", {}).items():
+        p = f"{path}.{name}" if path else name
+        default = sub.get("default")
+        shown_default = "" if default in (None, {}) else f"`{json.dumps(default)}`"
+        req = "yes" if name in required else ""
+        desc = "; ".join(x for x in (sub.get("description", "").rstrip("."), _constraints(sub)) if x)
+        yield f"| `{p}` | {_type(sub)} | {req} | {shown_default} | {desc} |"
+        target = sub.get("items", sub) if sub.get("type") == "array" else sub
+        if target.get("type") == "object" and "properties" in target:
+            suffix = "[]" if sub.get("type") == "array" else ""
+            yield from _rows(target, p + suffix, set(target.get("required", [])))
+
+
+def render_reference(model, title: str, intro: str) -> str:
+    schema = structural(model)
+    lines = [
+        f"# {title}",
+        "",
+        intro,
+        "",
+        "| field | type | required | default | constraints and meaning |",
+        "| --- | --- | --- | --- | --- |",
+        *_rows(schema, "spec", set(schema.get("required", []))),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def render_spec_reference() -> str:
+    from trainkit.spec.models import TrainingRunSpec
+
+    return render_reference(
+        TrainingRunSpec,
+        "TrainingRun spec reference",
+        "Generated from `trainkit.spec` by `trainkit crd --reference`; a test keeps it in sync. "
+        "Cross-field rules (checked by `trainkit validate` and by the CRD's CEL rules): source names unique, "
+        "weights > 0 (token proportions, normalised), `data.seqLength` <= the model's context, "
+        "`training.globalBatchSize` divisible by `microBatchSize x resources.workers`, `learningRate.final` <= `peak`, "
+        "`warmupSteps` or `warmupFraction` (not both), `data.totalTokens` >= one step, no credentials anywhere "
+        "(name a Secret in `storage.credentialsSecret`). `metadata.name`: a DNS-1035 label of at most 40 characters.",
+    )
