@@ -1,0 +1,158 @@
+"""The token shard format `trainkit-tokens-v1`: raw little-endian token arrays plus `index.json`.
+
+A prepared source is a folder (or S3 prefix) holding `shards/*.bin` and `index.json`. The index is
+written last, so a source exists iff its index does; readers never list the folder. Each shard entry
+records its token count, byte size and CRC-32, so a truncated or corrupted shard is caught on read with
+the shard's URI in the error, before any of its tokens reach training.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from trainkit import storage
+from trainkit.storage import StorageOptions
+
+SHARD_FORMAT = "trainkit-tokens-v1"
+INDEX_FILE = "index.json"
+
+
+class DataError(ValueError):
+    """Prepared data is missing, damaged or does not fit the run; the message names the file."""
+
+
+def dtype_for_vocab(vocab_size: int) -> np.dtype:
+    return np.dtype("<u2") if vocab_size <= 65536 else np.dtype("<u4")
+
+
+def encode_shard(tokens: np.ndarray, dtype: np.dtype) -> tuple[bytes, int]:
+    data = np.ascontiguousarray(tokens, dtype=dtype).tobytes()
+    return data, zlib.crc32(data)
+
+
+@dataclass(frozen=True)
+class ShardEntry:
+    file: str  # relative to the source URI
+    tokens: int
+    documents: int
+    bytes: int
+    crc32: int
+
+
+@dataclass(frozen=True)
+class ShardIndex:
+    uri: str
+    dtype: np.dtype
+    tokenizer_name: str
+    fingerprint: str
+    vocab_size: int
+    eos_id: int
+    shards: tuple[ShardEntry, ...]
+    source_files: tuple[dict, ...]
+
+    @property
+    def total_tokens(self) -> int:
+        return sum(s.tokens for s in self.shards)
+
+    @property
+    def total_documents(self) -> int:
+        return sum(s.documents for s in self.shards)
+
+    def sequences_per_shard(self, sequence_tokens: int) -> tuple[int, ...]:
+        return tuple(s.tokens // sequence_tokens for s in self.shards)
+
+    def shard_uri(self, i: int) -> str:
+        return storage.join(self.uri, self.shards[i].file)
+
+
+def index_document(*, dtype: np.dtype, tokenizer, shards: list[dict], source_files: list[dict], shard_tokens: int) -> dict:
+    return {
+        "format": SHARD_FORMAT,
+        "dtype": np.dtype(dtype).name,
+        "tokenizer": {
+            "name": tokenizer.name, "fingerprint": tokenizer.fingerprint,
+            "vocabSize": tokenizer.vocab_size, "eosId": tokenizer.eos_id,
+        },
+        "shardTokens": shard_tokens,
+        "totalTokens": sum(s["tokens"] for s in shards),
+        "totalDocuments": sum(s["documents"] for s in shards),
+        "shards": shards,
+        "sourceFiles": source_files,
+    }
+
+
+def parse_index(doc: dict, uri: str) -> ShardIndex:
+    where = storage.join(uri, INDEX_FILE)
+    try:
+        if doc.get("format") != SHARD_FORMAT:
+            raise DataError(f"{where}: format is {doc.get('format')!r}, expected {SHARD_FORMAT!r}")
+        tok = doc["tokenizer"]
+        shards = tuple(
+            ShardEntry(file=s["file"], tokens=int(s["tokens"]), documents=int(s["documents"]),
+                       bytes=int(s["bytes"]), crc32=int(s["crc32"]))
+            for s in doc["shards"]
+        )
+        dtype = np.dtype(doc["dtype"]).newbyteorder("<")
+        for s in shards:
+            if s.bytes != s.tokens * dtype.itemsize:
+                raise DataError(f"{where}: shard {s.file} lists {s.tokens} tokens but {s.bytes} bytes")
+        return ShardIndex(
+            uri=uri, dtype=dtype, tokenizer_name=tok["name"], fingerprint=tok["fingerprint"],
+            vocab_size=int(tok["vocabSize"]), eos_id=int(tok["eosId"]), shards=shards,
+            source_files=tuple(doc.get("sourceFiles", ())),
+        )
+    except (KeyError, TypeError) as e:
+        raise DataError(f"{where}: missing or malformed field {e}") from e
+
+
+def read_index(uri: str, options: StorageOptions | None = None) -> ShardIndex:
+    where = storage.join(uri, INDEX_FILE)
+    try:
+        raw = storage.read_bytes(where, options)
+    except FileNotFoundError as e:
+        raise DataError(f"{where}: not found; run `trainkit prepare` for this source (a source exists iff its index.json does)") from e
+    try:
+        import json
+
+        doc = json.loads(raw)
+    except ValueError as e:
+        raise DataError(f"{where}: not valid JSON ({e})") from e
+    return parse_index(doc, uri)
+
+
+def check_compatible(index: ShardIndex, *, fingerprint: str, vocab_size: int, source: str) -> None:
+    if index.fingerprint != fingerprint:
+        raise DataError(
+            f"source '{source}' ({index.uri}/index.json) was tokenized with {index.tokenizer_name} "
+            f"({index.fingerprint}); the run's tokenizer is {fingerprint}: re-run `trainkit prepare` with the run's tokenizer"
+        )
+    if index.vocab_size > vocab_size:
+        raise DataError(
+            f"source '{source}' ({index.uri}/index.json) has a vocabulary of {index.vocab_size} tokens, "
+            f"more than the model's {vocab_size}"
+        )
+
+
+def decode_shard(data: bytes, index: ShardIndex, i: int, vocab_size: int) -> np.ndarray:
+    """Verify one shard's bytes against its index entry and return its tokens (read-only view)."""
+    entry, uri = index.shards[i], index.shard_uri(i)
+    if len(data) != entry.bytes:
+        raise DataError(f"{uri}: {len(data)} bytes, index.json lists {entry.bytes} (truncated or replaced shard)")
+    if zlib.crc32(data) != entry.crc32:
+        raise DataError(f"{uri}: CRC-32 mismatch against index.json (corrupted shard)")
+    tokens = np.frombuffer(data, dtype=index.dtype)
+    if len(tokens) and int(tokens.max()) >= vocab_size:
+        raise DataError(f"{uri}: token id {int(tokens.max())} >= vocab size {vocab_size}")
+    return tokens
+
+
+def read_shard(index: ShardIndex, i: int, vocab_size: int, options: StorageOptions | None = None) -> np.ndarray:
+    uri = index.shard_uri(i)
+    try:
+        data = storage.read_bytes(uri, options)
+    except FileNotFoundError as e:
+        raise DataError(f"{uri}: listed in index.json but missing") from e
+    return decode_shard(data, index, i, vocab_size)
