@@ -13,6 +13,15 @@ def human(n: float) -> str:
     return f"{n:g}"
 
 
+def memory_line(spec, plan: Plan) -> str:
+    from trainkit.train.memory import estimate_memory, gib  # pure arithmetic, no torch
+
+    est = estimate_memory(spec, plan)
+    where = f"GPU {gib(est.device_bytes)}, worker " if est.on_gpu else ""
+    return (f"  memory/worker    ~{where}{gib(est.worker_bytes)} estimated "
+            f"(resources.memoryPerWorker {spec.resources.memory_per_worker})")
+
+
 def explain(run: TrainingRun, plan: Plan) -> str:
     s = run.spec
     t = s.training
@@ -33,6 +42,7 @@ def explain(run: TrainingRun, plan: Plan) -> str:
         f"  FLOPs            {plan.flops_per_token:.3g}/token, {plan.total_flops:.3g} total",
         "  time estimate    hours = total FLOPs / (workers x GPU peak FLOP/s x MFU) / 3600; "
         f"e.g. one H100 at 40% MFU: {plan.total_flops / (989e12 * 0.4) / 60:.1f} min",
+        memory_line(s, plan),
         "  sources          (token proportions over the run)",
     ]
     width = max(len(x.name) for x in plan.sources)

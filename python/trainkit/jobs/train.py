@@ -1,0 +1,88 @@
+"""The RayJob entrypoint: `python -m trainkit.jobs.train --spec FILE`.
+
+FILE is the TrainingRun (or its bare `spec:`) as JSON or YAML, as the operator mounts it from a
+ConfigMap; it is never interpolated into a shell line. Connects to the Ray cluster of the job
+(RAY_ADDRESS) or starts a local one, checks the run, trains, and exits non-zero with the spec field
+named when something is wrong. Exit codes: 0 done, 2 invalid spec, 3 preflight check failed, 1 training failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import yaml
+
+from trainkit.spec.load import SpecError, SpecIssue, parse_run, parse_spec
+from trainkit.spec.models import TrainingRunSpec
+
+DEFAULT_MAX_FAILURES = 3
+
+
+def load_spec_file(path: str | Path) -> tuple[TrainingRunSpec, str | None]:
+    """(spec, run name or None) from a JSON/YAML file holding a TrainingRun or a bare spec."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise SpecError(str(path), [SpecIssue("", f"cannot read file: {e.strerror or e}")]) from None
+    try:
+        doc = json.loads(text) if text.lstrip().startswith("{") else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as e:
+        raise SpecError(str(path), [SpecIssue("", f"neither JSON nor YAML: {e}")]) from None
+    if isinstance(doc, dict) and "kind" in doc:
+        run = parse_run(doc, str(path))
+        return run.spec, run.metadata.name
+    if isinstance(doc, dict) and "spec" in doc and "data" not in doc:
+        doc = doc["spec"]
+    spec, _ = parse_spec(doc, str(path))
+    return spec, None
+
+
+def connect_ray(local_cpus: int | None = None, log_to_driver: bool = True) -> None:
+    """The job's cluster when RAY_ADDRESS is set (KubeRay sets it), else a local Ray sized for this machine."""
+    import ray
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(log_to_driver=log_to_driver)
+    else:
+        ray.init(num_cpus=local_cpus or os.cpu_count(), include_dashboard=False,
+                 object_store_memory=1 << 30, log_to_driver=log_to_driver)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m trainkit.jobs.train", description=__doc__.splitlines()[0])
+    parser.add_argument("--spec", required=True, metavar="FILE", help="TrainingRun or bare spec, JSON or YAML")
+    parser.add_argument("--name", help="run name (default: metadata.name, else 'trainkit-run')")
+    parser.add_argument("--max-failures", type=int, default=int(os.environ.get("TRAINKIT_MAX_FAILURES", DEFAULT_MAX_FAILURES)),
+                        help="worker-group restarts from the last checkpoint before giving up (Ray FailureConfig)")
+    args = parser.parse_args(argv)
+    try:
+        spec, name = load_spec_file(args.spec)
+    except SpecError as e:
+        print(str(e), file=sys.stderr)
+        return 2
+    from trainkit.train.launch import PreflightError, run_training
+
+    connect_ray()
+    try:
+        result = run_training(spec, name=args.name or name or "trainkit-run", max_failures=args.max_failures)
+    except PreflightError as e:
+        print(f"{args.spec}: {e}", file=sys.stderr)
+        return 3
+    except Exception as e:  # noqa: BLE001 - the job fails with the cause on one line
+        print(f"{args.spec}: training failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    print(f"final checkpoint: {result.final_checkpoint}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""The driver side of a run: checks before training, then Ray Train's TorchTrainer over `loop.train_worker`.
+
+Used by the RayJob entrypoint (`python -m trainkit.jobs.train`) and by `trainkit run` alike. Every
+check that can fail without a GPU fails here, before any worker starts, with the spec field named:
+memory fit (resources.memoryPerWorker), token shards (data.sources[i].uri), output URI (output.uri).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+
+from trainkit import storage
+from trainkit.spec.models import TrainingRunSpec
+from trainkit.spec.plan import Plan, derive_plan
+from trainkit.storage import StorageOptions
+from trainkit.train.memory import check_fits
+
+SHARD_INDEX = "index.json"
+
+
+class PreflightError(ValueError):
+    """The run cannot start; the message names the spec field (and file) to fix."""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    output_uri: str
+    total_steps: int
+    final_checkpoint: str | None
+    eval: object | None = None
+
+
+def spec_document(spec: TrainingRunSpec) -> dict:
+    return spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def check_shards(spec: TrainingRunSpec, plan: Plan, options: StorageOptions) -> None:
+    """Every source has an index.json (the commit marker of `trainkit prepare`), then the data plane's
+    own checks (tokenizer fingerprint, sizes against whenExhausted) by opening the loader once."""
+    missing = []
+    for i, src in enumerate(spec.data.sources):
+        uri = storage.join(src.uri, SHARD_INDEX)
+        try:
+            ok = storage.exists(uri, options)
+        except (storage.StorageError, OSError) as e:
+            raise PreflightError(f"spec.data.sources[{i}].uri ({src.name}): cannot read {uri}: {e}") from None
+        if not ok:
+            missing.append(f"spec.data.sources[{i}].uri ({src.name}): no token shards at {src.uri} "
+                           f"({SHARD_INDEX} not found; run `trainkit prepare` for this source)")
+    if missing:
+        raise PreflightError("\n".join(missing))
+    from trainkit.data import MixtureLoader
+
+    try:
+        MixtureLoader.from_spec(spec, plan, rank=0, world_size=spec.resources.workers, storage=options).close()
+    except (ValueError, OSError) as e:
+        raise PreflightError(f"spec.data.sources: {e}") from None
+
+
+def check_output(spec: TrainingRunSpec, options: StorageOptions) -> None:
+    """Write spec.json to the output URI: proves it is reachable and writable, and records the run."""
+    uri = storage.join(spec.output.uri, "spec.json")
+    try:
+        storage.write_bytes(uri, json.dumps(spec_document(spec), indent=2, sort_keys=True).encode() + b"\n", options)
+    except Exception as e:  # noqa: BLE001 - any failure here means the output is unusable
+        raise PreflightError(f"spec.output.uri {spec.output.uri} is not writable: {type(e).__name__}: {e}") from None
+
+
+def preflight(spec: TrainingRunSpec, plan: Plan, options: StorageOptions) -> None:
+    """Cheapest first; nothing is written unless every check before the output check passed."""
+    try:
+        check_fits(spec, plan)
+    except ValueError as e:
+        raise PreflightError(str(e)) from None
+    check_shards(spec, plan, options)
+    check_output(spec, options)
+
+
+def fault_env() -> dict[str, str]:
+    from trainkit.train.loop import FAULT_ENV
+
+    return {k: os.environ[k] for k in FAULT_ENV if k in os.environ}
+
+
+def run_training(spec: TrainingRunSpec, *, name: str = "trainkit-run", max_failures: int = 0,
+                 ray_storage: str | None = None) -> RunResult:
+    """Check, then train with Ray Train on the connected Ray cluster (call `ray.init` first)."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from trainkit.train import checkpoint
+    from trainkit.train.loop import train_worker
+
+    plan = derive_plan(spec)
+    options = StorageOptions.from_spec(spec.storage)
+    preflight(spec, plan, options)
+    r = spec.resources
+    resources = {"CPU": r.cpus_per_worker}
+    if r.gpus_per_worker:
+        resources["GPU"] = r.gpus_per_worker
+    # Ray's own run state only; our checkpoints live under the output URI (see docs/training.md).
+    ray_storage = ray_storage or os.path.join(tempfile.gettempdir(), "trainkit-ray")
+    env = fault_env()
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config={"spec": spec_document(spec),
+                           "storage": {"endpoint": options.resolved_endpoint(), "region": options.region}},
+        scaling_config=ray.train.ScalingConfig(num_workers=r.workers, use_gpu=r.gpus_per_worker > 0,
+                                               resources_per_worker=resources),
+        run_config=ray.train.RunConfig(
+            name=name, storage_path=ray_storage,
+            failure_config=ray.train.FailureConfig(max_failures=max_failures),
+            worker_runtime_env={"env_vars": env} if env else None,
+        ),
+    )
+    trainer.fit()
+    final = checkpoint.latest_complete(spec.output.uri, options)
+    result = RunResult(spec.output.uri, plan.total_steps,
+                       checkpoint.checkpoint_uri(spec.output.uri, final) if final is not None else None)
+    return RunResult(result.output_uri, result.total_steps, result.final_checkpoint, eval=run_eval_hook(spec, result))
+
+
+def run_eval_hook(spec: TrainingRunSpec, result: RunResult):
+    """End-of-training eval as its own Ray task, when the spec asks and `trainkit.eval` is installed."""
+    e = spec.eval
+    if not e.at_end or (e.suite == "none" and not e.tasks) or result.final_checkpoint is None:
+        return None
+    try:
+        from trainkit.eval import evaluate_checkpoint
+    except ImportError:
+        print("[trainkit] spec.eval asks for an eval but trainkit.eval is not available; skipped", flush=True)
+        return None
+    import ray
+
+    task = ray.remote(num_cpus=min(1, spec.resources.cpus_per_worker),
+                      num_gpus=min(1, spec.resources.gpus_per_worker))(evaluate_checkpoint)
+    return ray.get(task.remote(spec, result.final_checkpoint))

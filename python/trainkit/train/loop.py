@@ -1,0 +1,306 @@
+"""What one training worker does, top to bottom (nanoGPT style; Ray Train runs `train_worker` on each).
+
+  1. read the spec and its plan; pick the device and precision
+  2. build the GPT-2, the AdamW optimizer and this rank's view of the mixed token stream
+  3. resume from the newest complete checkpoint under the output URI, if there is one
+  4. wrap the model for data parallelism (Ray Train's prepare_model: DDP) and optionally compile it
+  5. step loop: learning rate from the schedule -> micro-batches with gradient accumulation ->
+     clip -> AdamW step; every logEverySteps rank 0 writes metrics.jsonl + progress.json;
+     every checkpoint.everySteps (and at the end) rank 0 writes a checkpoint and prunes old ones
+
+Everything a resume needs is a function of the checkpoint: weights, optimizer state, the step (the
+schedule is a pure function of it; the RNG is reseeded from (seed, step, rank) at every step) and the
+data position (sequences consumed: the stream is computed, so any worker count can continue it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from trainkit.model import ModelConfig, build_model
+from trainkit.spec.models import TrainingRunSpec
+from trainkit.spec.plan import derive_plan
+from trainkit.storage import StorageOptions
+from trainkit.train import checkpoint
+from trainkit.train.progress import ProgressWriter, Throughput, mfu, peak_flops
+from trainkit.train.schedule import Schedule, lr_at
+
+# Test-only fault injection (documented in docs/training.md): rank TRAINKIT_FAULT_RANK (default: the last)
+# raises at the start of step TRAINKIT_FAULT_AT_STEP, once per TRAINKIT_FAULT_MARKER file.
+FAULT_ENV = ("TRAINKIT_FAULT_AT_STEP", "TRAINKIT_FAULT_RANK", "TRAINKIT_FAULT_MARKER")
+
+
+class InjectedFault(RuntimeError):
+    pass
+
+
+@dataclass
+class WorkerContext:
+    """Where this worker sits; Ray Train fills it in, the benchmark builds a single-process one."""
+
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+    prepare_model: Callable = lambda m: m
+
+
+def ray_context() -> WorkerContext:
+    import ray.train
+    import ray.train.torch
+
+    ctx = ray.train.get_context()
+    return WorkerContext(ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device(),
+                         ray.train.torch.prepare_model)
+
+
+def train_worker(config: dict) -> None:
+    """Ray Train's train_loop_per_worker."""
+    train(config, ray_context())
+
+
+# ------------------------------------------------------------------------------------ small parts
+def build_optimizer(model: torch.nn.Module, spec: TrainingRunSpec, device: torch.device) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not biases, LayerNorms); fused on GPU unless told otherwise."""
+    o = spec.training.optimizer
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": o.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    fused = o.fused if o.fused is not None else device.type == "cuda"
+    return torch.optim.AdamW(groups, lr=spec.training.learning_rate.peak, betas=tuple(o.betas), eps=o.eps, fused=fused)
+
+
+def autocast_for(precision: str, device: torch.device):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError("training.precision fp16 needs a GPU; use bf16 or fp32 on CPU")
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def reseed(seed: int, step: int, rank: int) -> None:
+    """The RNG (dropout) of each step is a function of (seed, step, rank): resume needs no RNG blobs."""
+    torch.manual_seed((seed * 1_000_003 + step * 7919 + rank) % (2**63))
+
+
+def row_digests(batches: list[torch.Tensor]) -> list[bytes]:
+    """An 8-byte hash per sequence, in stream order: proves which sequences a step trained on."""
+    return [hashlib.blake2b(row.numpy().tobytes(), digest_size=8).digest() for x in batches for row in x.cpu()]
+
+
+def gather(obj, world_size: int) -> list:
+    if world_size == 1 or not dist.is_initialized():
+        return [obj]
+    out = [None] * world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast(obj, world_size: int):
+    if world_size == 1 or not dist.is_initialized():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def mean_across(value: torch.Tensor, world_size: int) -> float:
+    if world_size > 1 and dist.is_initialized():
+        value = value.clone()
+        dist.all_reduce(value)
+        value /= world_size
+    return float(value)
+
+
+def maybe_fault(step: int, rank: int, world_size: int) -> None:
+    at = os.environ.get("TRAINKIT_FAULT_AT_STEP")
+    if at is None or step != int(at) or rank != int(os.environ.get("TRAINKIT_FAULT_RANK", world_size - 1)):
+        return
+    marker = Path(os.environ.get("TRAINKIT_FAULT_MARKER") or Path(tempfile.gettempdir()) / f"trainkit-fault-{at}")
+    if marker.exists():
+        return
+    marker.write_text(f"fault injected at step {step} on rank {rank}\n")
+    raise InjectedFault(f"TRAINKIT_FAULT_AT_STEP: injected failure at step {step} on rank {rank}")
+
+
+def load_tokenizer_for(spec: TrainingRunSpec):
+    from trainkit.data import load_tokenizer
+
+    return load_tokenizer(spec.tokenizer)
+
+
+def make_loader(spec, plan, rank, world_size, options):
+    from trainkit.data import MixtureLoader
+
+    return MixtureLoader.from_spec(spec, plan, rank=rank, world_size=world_size, storage=options)
+
+
+# -------------------------------------------------------------------------------------- the loop
+def train(config: dict, ctx: WorkerContext) -> dict:
+    # 1. spec, plan, device ----------------------------------------------------------------------
+    spec = TrainingRunSpec.model_validate(config["spec"])
+    plan = derive_plan(spec)
+    options = StorageOptions(**config.get("storage", {}))
+    out = spec.output.uri
+    t = spec.training
+    rank, world, device = ctx.rank, ctx.world_size, ctx.device
+    is_main = rank == 0
+    accum = plan.gradient_accumulation
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    autocast = autocast_for(t.precision, device)
+
+    # 2. model, optimizer, data ------------------------------------------------------------------
+    tokenizer = load_tokenizer_for(spec)
+    torch.manual_seed(t.seed)  # same initial weights on every rank
+    raw_model = build_model(ModelConfig.from_spec(spec.model, t.dropout), eos_id=tokenizer.eos_id).to(device)
+    optimizer = build_optimizer(raw_model, spec, device)
+    schedule = Schedule.from_spec(spec, plan)
+    loader = make_loader(spec, plan, rank, world, options)
+    writer = ProgressWriter(out, plan.total_steps, plan.tokens_per_step, options) if is_main else None
+    stream_digest = ""  # running hash of every sequence trained on, in stream order (rank 0)
+
+    # 3. resume ----------------------------------------------------------------------------------
+    start = broadcast(checkpoint.latest_complete(out, options) if is_main else None, world)
+    if start is not None:
+        with tempfile.TemporaryDirectory(prefix="trainkit-resume-") as tmp:
+            folder = checkpoint.download(out, start, tmp, options)
+            from safetensors.torch import load_file
+
+            missing, unexpected = raw_model.load_state_dict(load_file(folder / "model.safetensors", device=str(device)), strict=False)
+            tied = {"lm_head.weight"} if raw_model.config.tie_word_embeddings else set()
+            if set(missing) - tied or unexpected:
+                raise RuntimeError(f"checkpoint step {start}: weights do not match the model (missing {missing}, unexpected {unexpected})")
+            optimizer.load_state_dict(torch.load(folder / checkpoint.OPTIMIZER_STATE, map_location=device, weights_only=True))
+            state = json.loads((folder / checkpoint.TRAINER_STATE).read_text())
+        loader.load_state_dict(state["data"])
+        stream_digest = state.get("streamDigest", "")
+        if writer:
+            writer.resume(start)
+        print(f"[trainkit] rank {rank}: resumed from {checkpoint.checkpoint_uri(out, start)} "
+              f"(sequences consumed {state['data'].get('sequences_consumed')})", flush=True)
+    step = start or 0
+
+    # 4. parallelism -----------------------------------------------------------------------------
+    model = ctx.prepare_model(raw_model)
+    if t.compile:
+        model = torch.compile(model)
+    no_sync = getattr(model, "no_sync", None) or getattr(getattr(model, "_orig_mod", None), "no_sync", None)
+
+    peak = peak_flops(torch.cuda.get_device_name(device) if device.type == "cuda" else None, t.precision)
+    throughput = Throughput()
+    window_loss, window_steps, pending_rows = torch.zeros((), device=device), 0, []
+    loop_seconds, t_loop = 0.0, time.perf_counter()
+    model.train()
+
+    # 5. the step loop ---------------------------------------------------------------------------
+    while step < plan.total_steps:
+        maybe_fault(step, rank, world)
+        lr = lr_at(step, schedule)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        batches = loader.next_step()
+        pending_rows.append(row_digests(batches))
+        reseed(t.seed, step, rank)
+        for micro, x in enumerate(batches):
+            x = x.to(device, non_blocking=True)
+            inputs, labels = x[:, :-1], x[:, 1:]
+            last = micro == len(batches) - 1
+            with (no_sync() if (no_sync and not last) else contextlib.nullcontext()):
+                with autocast:
+                    logits = model(input_ids=inputs, use_cache=False).logits
+                loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), labels.reshape(-1)) / accum
+                loss.backward()
+            window_loss += loss.detach()
+        grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), t.gradient_clipping or float("inf"))
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        window_steps += 1
+        throughput.add(plan.tokens_per_step)
+
+        final = step == plan.total_steps
+        log_now = step % t.log_every_steps == 0 or final
+        ckpt_now = step % spec.checkpoint.every_steps == 0 or final
+        if log_now or ckpt_now:
+            # Every rank's sequence hashes, in rank order = global stream order (contiguous slices).
+            gathered = gather(pending_rows, world)
+            pending_rows = []
+            if is_main:
+                h = hashlib.blake2b(bytes.fromhex(stream_digest), digest_size=16)
+                for per_step in zip(*gathered):
+                    for rows in per_step:
+                        h.update(b"".join(rows))
+                stream_digest = h.hexdigest()
+        if log_now:
+            loss_value = mean_across(window_loss, world) / window_steps
+            window_loss.zero_()
+            window_steps = 0
+            tps = throughput.rate()
+            if is_main:
+                sources = loader.source_sequences()
+                writer.log({
+                    "step": step, "loss": loss_value, "lr": lr, "gradNorm": float(grad_norm),
+                    "tokensPerSecond": tps, "mfu": mfu(tps, plan.flops_per_token, peak, world),
+                    "tokens": step * plan.tokens_per_step,
+                    "sourceSequences": sources,
+                    "sourceTokens": {k: v * spec.data.seq_length for k, v in sources.items()},
+                    "streamDigest": stream_digest,
+                }, final=final)
+                print(f"[trainkit] step {step}/{plan.total_steps} loss {loss_value:.4f} lr {lr:.3g} "
+                      f"tokens/s {tps:,.0f}", flush=True)
+        if ckpt_now:
+            if is_main:
+                save_checkpoint(spec, plan, out, step, raw_model, optimizer, tokenizer, loader, schedule,
+                                stream_digest, writer, options)
+            if world > 1 and dist.is_initialized():
+                dist.barrier()  # nobody races ahead of a checkpoint that might be resumed from
+    loop_seconds = time.perf_counter() - t_loop
+    loader.close()
+    return {"step": step, "streamDigest": stream_digest, "loopSeconds": loop_seconds,
+            "stepsRun": step - (start or 0), "resumedFrom": start}
+
+
+def save_checkpoint(spec, plan, out, step, raw_model, optimizer, tokenizer, loader, schedule, stream_digest,
+                    writer, options) -> str:
+    """Rank 0: HF folder + trainer state into a temp dir, then upload with checkpoint.json last; prune."""
+    with tempfile.TemporaryDirectory(prefix="trainkit-ckpt-") as tmp:
+        folder = Path(tmp)
+        raw_model.save_pretrained(folder, safe_serialization=True)
+        tokenizer.save_pretrained(folder)
+        (folder / "trainer").mkdir()
+        torch.save(optimizer.state_dict(), folder / checkpoint.OPTIMIZER_STATE)
+        sources = loader.source_sequences()
+        state = {
+            "step": step,
+            "totalSteps": plan.total_steps,
+            "tokens": step * plan.tokens_per_step,
+            "data": loader.state_dict(),
+            "schedule": schedule.state_dict(),
+            "rng": {"scheme": "torch.manual_seed from (seed, step, rank) at every step", "seed": spec.training.seed},
+            "streamDigest": stream_digest,
+            "sourceSequences": sources,
+        }
+        (folder / checkpoint.TRAINER_STATE).write_text(json.dumps(state, indent=2, sort_keys=True))
+        uri = checkpoint.save(out, step, folder, extra={
+            "tokens": step * plan.tokens_per_step, "sourceSequences": sources,
+            "tokenizerFingerprint": tokenizer.fingerprint,
+        }, options=options)
+    checkpoint.prune(out, spec.checkpoint.keep, options)
+    print(f"[trainkit] checkpoint {uri}", flush=True)
+    return uri

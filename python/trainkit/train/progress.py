@@ -1,0 +1,126 @@
+"""progress.json and metrics.jsonl under the output URI (rank 0 writes), plus throughput and MFU.
+
+progress.json: {step, totalSteps, tokens, loss, tokensPerSecond, mfu, etaSeconds, updatedAt} (the operator
+reads it for `kubectl get trainingruns`). metrics.jsonl: one line per log step (step, loss, lr, gradNorm,
+tokensPerSecond, mfu, sourceSequences, sourceTokens, streamDigest). Object stores cannot append, so the
+writer keeps the lines and rewrites the (small) file; on resume it drops lines past the resumed step,
+so no step appears twice.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timezone
+
+from trainkit import storage
+from trainkit.storage import StorageOptions
+
+PROGRESS = "progress.json"
+METRICS = "metrics.jsonl"
+
+# Dense peak FLOP/s per device, by (name fragment, precision). MFU is reported against these.
+PEAK_FLOPS = (
+    ("H200", {"bf16": 989e12, "fp16": 989e12, "fp32": 494e12}),  # fp32 = TF32 dense
+    ("H100", {"bf16": 989e12, "fp16": 989e12, "fp32": 494e12}),
+    ("A100", {"bf16": 312e12, "fp16": 312e12, "fp32": 156e12}),
+    ("L40S", {"bf16": 362e12, "fp16": 362e12, "fp32": 183e12}),
+    ("L4", {"bf16": 121e12, "fp16": 121e12, "fp32": 60e12}),
+    ("A10", {"bf16": 125e12, "fp16": 125e12, "fp32": 62.5e12}),
+)
+
+
+def peak_flops(device_name: str | None, precision: str) -> float | None:
+    """Peak FLOP/s of one accelerator, or None when unknown (CPU, unlisted GPU): MFU is then not reported."""
+    if not device_name:
+        return None
+    for fragment, table in PEAK_FLOPS:
+        if fragment in device_name:
+            return table.get(precision)
+    return None
+
+
+def mfu(tokens_per_second: float, flops_per_token: float, peak_per_device: float | None, devices: int) -> float | None:
+    if not peak_per_device or tokens_per_second <= 0:
+        return None
+    return tokens_per_second * flops_per_token / (peak_per_device * devices)
+
+
+def eta_seconds(step: int, total_steps: int, tokens_per_step: int, tokens_per_second: float) -> float | None:
+    if tokens_per_second <= 0:
+        return None
+    return (total_steps - step) * tokens_per_step / tokens_per_second
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def progress_record(metrics: dict, total_steps: int, tokens_per_step: int) -> dict:
+    """progress.json's content from one metrics line."""
+    step, tps = metrics["step"], metrics["tokensPerSecond"]
+    return {
+        "step": step,
+        "totalSteps": total_steps,
+        "tokens": step * tokens_per_step,
+        "loss": metrics["loss"],
+        "tokensPerSecond": tps,
+        "mfu": metrics.get("mfu"),
+        "etaSeconds": eta_seconds(step, total_steps, tokens_per_step, tps),
+        "updatedAt": utc_now(),
+    }
+
+
+def keep_until(lines: list[dict], step: int) -> list[dict]:
+    """Metrics lines up to and including `step` (the resumed checkpoint): later ones are redone."""
+    return [m for m in lines if m.get("step", 0) <= step]
+
+
+class ProgressWriter:
+    """Rank 0's writer of progress.json + metrics.jsonl. state: the lines written so far."""
+
+    def __init__(self, output_uri: str, total_steps: int, tokens_per_step: int, options: StorageOptions | None = None):
+        self.output_uri, self.total_steps, self.tokens_per_step, self.options = output_uri, total_steps, tokens_per_step, options
+        self.lines: list[dict] = []
+
+    def resume(self, step: int) -> None:
+        """Load what an earlier attempt wrote, keeping lines up to `step`."""
+        uri = storage.join(self.output_uri, METRICS)
+        try:
+            text = storage.read_bytes(uri, self.options).decode()
+        except FileNotFoundError:
+            text = ""
+        self.lines = keep_until([json.loads(x) for x in text.splitlines() if x.strip()], step)
+
+    def log(self, metrics: dict, final: bool = False) -> dict:
+        self.lines.append(metrics)
+        body = "".join(json.dumps(m, sort_keys=True) + "\n" for m in self.lines).encode()
+        storage.write_bytes(storage.join(self.output_uri, METRICS), body, self.options)
+        record = progress_record(metrics, self.total_steps, self.tokens_per_step)
+        if final:
+            record["finished"] = True
+        storage.write_json(storage.join(self.output_uri, PROGRESS), record, self.options)
+        return record
+
+    def state_dict(self) -> dict:
+        return {"lines": list(self.lines)}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.lines = list(d["lines"])
+
+
+class Throughput:
+    """Tokens/s over the steps since the last call (wall clock)."""
+
+    def __init__(self):
+        self.t0, self.tokens = time.perf_counter(), 0
+
+    def add(self, tokens: int) -> None:
+        self.tokens += tokens
+
+    def rate(self) -> float:
+        now = time.perf_counter()
+        dt = now - self.t0
+        r = self.tokens / dt if dt > 0 else 0.0
+        self.t0, self.tokens = now, 0
+        return r
