@@ -14,6 +14,8 @@ import trainkit
 COMMAND_MODULES = [
     "trainkit.commands.validate",
     "trainkit.commands.crd",
+    "trainkit.commands.sweep",
+    "trainkit.commands.prepare", "trainkit.commands.demo_data",
     "trainkit.commands.bench",
 ]
 

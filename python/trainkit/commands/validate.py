@@ -1,10 +1,12 @@
-"""`trainkit validate FILE...`: check run specs; `--explain` prints the derived plan."""
+"""`trainkit validate FILE...`: check TrainingRun and TrainingSweep files; `--explain` prints the derived plan."""
 
 from __future__ import annotations
 
 import sys
 
-from trainkit.spec import SpecError, derive_plan, load_runs
+from trainkit.spec import SpecError, derive_plan
+from trainkit.spec.load import load_resources
+from trainkit.spec.models import TrainingRun
 from trainkit.spec.explain import explain
 
 
@@ -19,15 +21,22 @@ def run(args) -> int:
     failed = False
     for path in args.files:
         try:
-            runs = load_runs(path)
+            # Manifests of other kinds (a Kueue queue, a prepare RayJob) may sit beside runs in jobs/.
+            resources = load_resources(path, allow_none=True)
         except SpecError as e:
             failed = True
             for issue in e.issues:
                 print(issue.render(path), file=sys.stderr)
             continue
-        for tr in runs:
-            if args.explain:
-                print(explain(tr, derive_plan(tr.spec)))
+        if not resources:
+            print(f"{path}: no TrainingRun or TrainingSweep (other kinds are not checked)")
+        for res in resources:
+            if not isinstance(res, TrainingRun):
+                from trainkit.spec.sweep import expand_sweep
+
+                print(f"{path}: TrainingSweep {res.metadata.name}: valid ({len(expand_sweep(res))} runs)")
+            elif args.explain:
+                print(explain(res, derive_plan(res.spec)))
             else:
-                print(f"{path}: TrainingRun {tr.metadata.name}: valid")
+                print(f"{path}: TrainingRun {res.metadata.name}: valid")
     return 1 if failed else 0

@@ -113,12 +113,11 @@ def _resolved(field: str, override: str) -> str:
     )
 
 
-def cel_rules() -> dict[tuple[str, ...], list[dict]]:
-    """CEL rules keyed by the schema path (property names) they attach to."""
+def run_spec_rules() -> dict[tuple[str, ...], list[dict]]:
+    """CEL rules of a TrainingRunSpec, keyed by the path (property names, "[]" for items) below the spec."""
     workers = "(has(self.resources) && has(self.resources.workers) ? self.resources.workers : 1)"
     return {
-        ("metadata",): [],
-        ("spec",): [
+        (): [
             {
                 "rule": f"self.training.globalBatchSize % (self.training.microBatchSize * {workers}) == 0",
                 "message": "training.globalBatchSize must be divisible by training.microBatchSize x resources.workers",
@@ -136,7 +135,7 @@ def cel_rules() -> dict[tuple[str, ...], list[dict]]:
                 "fieldPath": ".data.totalTokens",
             },
         ],
-        ("spec", "model"): [
+        ("model",): [
             {
                 "rule": "(has(self.overrides) && has(self.overrides.nEmbd) ? self.overrides.nEmbd : "
                 f"{_preset_map('n_embd')}[self.preset]) % (has(self.overrides) && has(self.overrides.nHead) ? "
@@ -144,17 +143,17 @@ def cel_rules() -> dict[tuple[str, ...], list[dict]]:
                 "message": "the model's hidden size must be divisible by its number of heads",
             }
         ],
-        ("spec", "data", "sources"): [
+        ("data", "sources"): [
             {"rule": "self.all(s, s.weight > 0.0)", "message": "every source weight must be > 0"},
             {"rule": "self.all(a, self.exists_one(b, b.name == a.name))", "message": "source names must be unique"},
         ],
-        ("spec", "data", "sources", "[]", "uri"): URI_RULES,
-        ("spec", "output", "uri"): URI_RULES,
-        ("spec", "training", "learningRate"): [
+        ("data", "sources", "[]", "uri"): URI_RULES,
+        ("output", "uri"): URI_RULES,
+        ("training", "learningRate"): [
             {"rule": "!has(self.final) || !has(self.peak) || self.final <= self.peak", "message": "final learning rate must not exceed the peak"},
             {"rule": "!(has(self.warmupSteps) && has(self.warmupFraction))", "message": "set warmupSteps or warmupFraction, not both"},
         ],
-        ("spec", "resources", "env", "[]"): [
+        ("resources", "env", "[]"): [
             {
                 "rule": f"!self.name.matches('{CREDENTIAL_RE2}')",
                 "message": "credentials must come from the Secret named in storage.credentialsSecret, not env",
@@ -170,11 +169,10 @@ def _node_at(schema: dict, path: tuple[str, ...]) -> dict:
     return node
 
 
-def training_run_schema() -> dict:
-    spec = structural(TrainingRunSpec)
-    status = structural(TrainingRunStatus)
+def _root_schema(spec: dict, status_model: type[BaseModel], max_name: int, why: str) -> dict:
+    status = structural(status_model)
     status.pop("default", None)
-    root = {
+    return {
         "type": "object",
         "required": ["spec"],
         "properties": {
@@ -185,20 +183,43 @@ def training_run_schema() -> dict:
             "status": status,
         },
         "x-kubernetes-validations": [
-            {
-                "rule": f"self.metadata.name.size() <= {MAX_RUN_NAME_LENGTH}",
-                "message": f"metadata.name must be at most {MAX_RUN_NAME_LENGTH} characters "
-                "(names of the RayJob, RayCluster and Services derive from it)",
-            },
-            {
-                "rule": f"self.metadata.name.matches('{DNS1035_LABEL}')",
-                "message": "metadata.name must be a DNS-1035 label",
-            },
+            {"rule": f"self.metadata.name.size() <= {max_name}", "message": f"metadata.name must be at most {max_name} characters ({why})"},
+            {"rule": f"self.metadata.name.matches('{DNS1035_LABEL}')", "message": "metadata.name must be a DNS-1035 label"},
         ],
     }
-    for path, rules in cel_rules().items():
+
+
+def _attach(root: dict, prefix: tuple[str, ...], rules_by_path: dict[tuple[str, ...], list[dict]]) -> None:
+    for path, rules in rules_by_path.items():
         if rules:
-            _node_at(root, path).setdefault("x-kubernetes-validations", []).extend(rules)
+            _node_at(root, prefix + path).setdefault("x-kubernetes-validations", []).extend(rules)
+
+
+def training_run_schema() -> dict:
+    root = _root_schema(
+        structural(TrainingRunSpec), TrainingRunStatus, MAX_RUN_NAME_LENGTH,
+        "names of the RayJob, RayCluster and Services derive from it",
+    )
+    _attach(root, ("spec",), run_spec_rules())
+    return root
+
+
+def training_sweep_schema() -> dict:
+    from trainkit.spec.sweep import MAX_SWEEP_NAME_LENGTH, TrainingSweepSpec
+    from trainkit.spec.sweep_status import TrainingSweepStatus
+
+    root = _root_schema(structural(TrainingSweepSpec), TrainingSweepStatus, MAX_SWEEP_NAME_LENGTH, "its runs add '-NNN'")
+    _attach(root, ("spec", "template"), run_spec_rules())
+    _attach(root, ("spec",), {
+        ("mixtures",): [{
+            "rule": "[has(self.explicit), has(self.grid), has(self.dirichlet)].filter(x, x).size() == 1",
+            "message": "set exactly one of explicit, grid or dirichlet",
+        }],
+        ("mixtures", "explicit", "[]", "weights"): [{
+            "rule": "self.exists(k, self[k] > 0.0)",
+            "message": "mixture weights cannot be normalised: none is > 0",
+        }],
+    })
     return root
 
 
@@ -211,23 +232,23 @@ PRINTER_COLUMNS = [
 ]
 
 
-def training_run_crd() -> dict:
+def _crd(kind: str, plural: str, short: list[str], schema: dict, columns: list[dict]) -> dict:
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {
-            "name": f"trainingruns.{API_GROUP}",
+            "name": f"{plural}.{API_GROUP}",
             "labels": {"app.kubernetes.io/name": "trainkit", "app.kubernetes.io/component": "crd"},
         },
         "spec": {
             "group": API_GROUP,
             "scope": "Namespaced",
             "names": {
-                "kind": "TrainingRun",
-                "listKind": "TrainingRunList",
-                "plural": "trainingruns",
-                "singular": "trainingrun",
-                "shortNames": ["tr"],
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": plural,
+                "singular": kind.lower(),
+                "shortNames": short,
                 "categories": ["trainkit"],
             },
             "versions": [
@@ -236,19 +257,43 @@ def training_run_crd() -> dict:
                     "served": True,
                     "storage": True,
                     "subresources": {"status": {}},
-                    "additionalPrinterColumns": PRINTER_COLUMNS,
-                    "schema": {"openAPIV3Schema": training_run_schema()},
+                    "additionalPrinterColumns": columns,
+                    "schema": {"openAPIV3Schema": schema},
                 }
             ],
         },
     }
 
 
+SWEEP_PRINTER_COLUMNS = [
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    {"name": "Runs", "type": "integer", "jsonPath": ".status.runs.total"},
+    {"name": "Active", "type": "integer", "jsonPath": ".status.runs.active"},
+    {"name": "Done", "type": "integer", "jsonPath": ".status.runs.succeeded"},
+    {"name": "Best", "type": "string", "jsonPath": ".status.best.run"},
+    {"name": "Score", "type": "number", "jsonPath": ".status.best.value"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
+
+
+def training_run_crd() -> dict:
+    return _crd("TrainingRun", "trainingruns", ["tr"], training_run_schema(), PRINTER_COLUMNS)
+
+
+def training_sweep_crd() -> dict:
+    return _crd("TrainingSweep", "trainingsweeps", ["tsw"], training_sweep_schema(), SWEEP_PRINTER_COLUMNS)
+
+
 def all_crds() -> list[dict]:
     """Every CRD the bundle ships, in the order `trainkit crd` prints them."""
-    return [training_run_crd()]
+    return [training_run_crd(), training_sweep_crd()]
 
 
 def render_yaml(crds: list[dict]) -> str:
     header = "# Generated by `trainkit crd` from trainkit.spec; do not edit by hand.\n"
     return header + "---\n".join(yaml.safe_dump(c, sort_keys=False, width=120) for c in crds)
+
+
+def crd_files() -> dict[str, str]:
+    """The chart's crds/ folder: one file per CRD, named after its plural."""
+    return {f"{c['spec']['names']['plural']}.yaml": render_yaml([c]) for c in all_crds()}

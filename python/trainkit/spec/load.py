@@ -108,23 +108,60 @@ def read_documents(path: str | Path) -> list[Any]:
     return docs
 
 
-def load_runs(path: str | Path) -> list[TrainingRun]:
-    """Every TrainingRun in a file; documents of other kinds (e.g. a Secret next to it) are skipped."""
-    runs, issues = [], []
+def parse_sweep(document: Any, source: str = "<spec>"):
+    """Validate a TrainingSweep and every TrainingRun it expands to; raise SpecError listing every problem."""
+    from trainkit.spec.sweep import TrainingSweep, expand_sweep
+
+    try:
+        sweep = TrainingSweep.model_validate(document)
+    except ValidationError as e:
+        raise SpecError(source, issues_from(e)) from None
+    issues = []
+    for run in expand_sweep(sweep):
+        try:
+            parse_run(run, source)
+        except SpecError as e:
+            name = run["metadata"]["name"]
+            issues += [SpecIssue(f"run {name}: {x.path}" if x.path else f"run {name}", x.message) for x in e.issues]
+    if issues:
+        raise SpecError(source, issues)
+    return sweep
+
+
+PARSERS = {"TrainingRun": parse_run, "TrainingSweep": parse_sweep}
+
+
+def load_resources(path: str | Path, kinds: tuple[str, ...] = tuple(PARSERS), allow_none: bool = False) -> list:
+    """Every document of the given kinds in a file, validated; other kinds (e.g. a Secret) are skipped.
+    A document without a kind is read as a TrainingRun (and rejected for its missing kind)."""
+    found, issues = [], []
     docs = read_documents(path)
     for i, doc in enumerate(docs):
-        if isinstance(doc, dict) and doc.get("kind") not in (None, "TrainingRun"):
+        kind = doc.get("kind") if isinstance(doc, dict) else None
+        if kind is not None and kind not in kinds:
             continue
         try:
-            runs.append(parse_run(doc, str(path)))
+            found.append(PARSERS.get(kind, parse_run)(doc, str(path)))
         except SpecError as e:
             prefix = f"document {i + 1}: " if len(docs) > 1 else ""
             issues += [SpecIssue(x.path, prefix + x.message) if prefix and not x.path else x for x in e.issues]
     if issues:
         raise SpecError(str(path), issues)
-    if not runs:
-        raise SpecError(str(path), [SpecIssue("kind", "file holds no TrainingRun")])
-    return runs
+    if not found and not allow_none:
+        raise SpecError(str(path), [SpecIssue("kind", f"file holds no {' or '.join(kinds)}")])
+    return found
+
+
+def load_runs(path: str | Path) -> list[TrainingRun]:
+    """Every TrainingRun in a file."""
+    return load_resources(path, ("TrainingRun",))
+
+
+def load_sweep(path: str | Path):
+    sweeps = load_resources(path, ("TrainingSweep",))
+    if len(sweeps) > 1:
+        raise SpecError(str(path), [SpecIssue("", f"expected one TrainingSweep, found {len(sweeps)}")])
+    return sweeps[0]
 
 
 def load_run(path: str | Path) -> TrainingRun:

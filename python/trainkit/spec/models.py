@@ -182,11 +182,16 @@ class EvalTaskSpec(SpecModel):
     path: Annotated[str, Field(min_length=1, description="Folder of local lm-eval task YAMLs")] | None = None
 
 
+# lm-eval task names of the model card's suite; trainkit.eval holds their settings.
+SEED_SUITE_TASKS = ("mmlu", "hellaswag", "arc_challenge", "piqa", "winogrande", "truthfulqa_mc2")
+
+
 class EvalSpec(SpecModel):
     suite: Literal["seed-suite", "none"] = Field(
         "none", description="seed-suite: MMLU 5-shot, HellaSwag, ARC-Challenge, PIQA, WinoGrande, TruthfulQA MC2"
     )
     tasks: Annotated[list[EvalTaskSpec], Field(max_length=64)] = []
+    limit: Annotated[float, Field(gt=0, description="Examples per task for every task without its own limit")] | None = None
     at_end: bool = True
     every_steps: Annotated[int, Field(ge=1)] | None = None
     batch_size: Annotated[int, Field(ge=1, le=4096)] = 8

@@ -29,13 +29,16 @@ def _constraints(node: dict) -> str:
         if key in node:
             out.append(f"{label} {node[key]}")
     if "pattern" in node:
-        out.append(f"pattern `{node['pattern']}`")
+        out.append("pattern `" + node["pattern"].replace("|", "\\|") + "`")
     return "; ".join(out)
 
 
-def _rows(node: dict, path: str, required: set[str]):
+def _rows(node: dict, path: str, required: set[str], skip: frozenset[str] = frozenset()):
     for name, sub in node.get("properties", {}).items():
         p = f"{path}.{name}" if path else name
+        if p in skip:
+            yield f"| `{p}` | object | yes |  | a TrainingRun spec, as above |"
+            continue
         default = sub.get("default")
         shown_default = "" if default in (None, {}) else f"`{json.dumps(default)}`"
         req = "yes" if name in required else ""
@@ -47,26 +50,27 @@ def _rows(node: dict, path: str, required: set[str]):
             yield from _rows(target, p + suffix, set(target.get("required", [])))
 
 
-def render_reference(model, title: str, intro: str) -> str:
+def render_reference(model, title: str, intro: str, skip: frozenset[str] = frozenset()) -> str:
     schema = structural(model)
     lines = [
-        f"# {title}",
+        f"{title}",
         "",
         intro,
         "",
         "| field | type | required | default | constraints and meaning |",
         "| --- | --- | --- | --- | --- |",
-        *_rows(schema, "spec", set(schema.get("required", []))),
+        *_rows(schema, "spec", set(schema.get("required", [])), skip),
     ]
     return "\n".join(lines) + "\n"
 
 
 def render_spec_reference() -> str:
     from trainkit.spec.models import TrainingRunSpec
+    from trainkit.spec.sweep import TrainingSweepSpec
 
-    return render_reference(
+    run = render_reference(
         TrainingRunSpec,
-        "TrainingRun spec reference",
+        "# TrainingRun spec reference",
         "Generated from `trainkit.spec` by `trainkit crd --reference`; a test keeps it in sync. "
         "Cross-field rules (checked by `trainkit validate` and by the CRD's CEL rules): source names unique, "
         "weights > 0 (token proportions, normalised), `data.seqLength` <= the model's context, "
@@ -74,3 +78,12 @@ def render_spec_reference() -> str:
         "`warmupSteps` or `warmupFraction` (not both), `data.totalTokens` >= one step, no credentials anywhere "
         "(name a Secret in `storage.credentialsSecret`). `metadata.name`: a DNS-1035 label of at most 40 characters.",
     )
+    sweep = render_reference(
+        TrainingSweepSpec,
+        "## TrainingSweep spec",
+        "A base run (`template`) and the mixtures to try: exactly one of `mixtures.explicit`, `mixtures.grid` or "
+        "`mixtures.dirichlet`. Run `i` is named `<sweep>-<i:03d>` and writes to `<template.output.uri>/<run>/`; a source "
+        "whose weight is 0 in a mixture is left out of that run. `metadata.name`: at most 36 characters.",
+        skip=frozenset({"spec.template"}),
+    )
+    return run + "\n" + sweep

@@ -1,0 +1,235 @@
+"""The TrainingSweep spec: one base run, the mixtures to try, and how to rank them.
+
+`expand_sweep` (pure) turns a sweep into the TrainingRuns it stands for; the operator, `trainkit sweep`
+and `trainkit sweep --local` all create exactly these.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from trainkit.spec.models import (
+    MAX_RUN_NAME_LENGTH,
+    SEED_SUITE_TASKS,
+    ObjectMeta,
+    SpecModel,
+    TrainingRunSpec,
+)
+
+# Run names are "<sweep>-<index:03d>", so the sweep's own name leaves room for the suffix.
+MAX_SWEEP_NAME_LENGTH = MAX_RUN_NAME_LENGTH - 4
+METRIC_PATTERN = r"^(loss|eval\.average|eval\.[A-Za-z0-9_.\-]+)$"
+
+
+class Mixture(SpecModel):
+    weights: Annotated[dict[str, Annotated[float, Field(ge=0)]], Field(min_length=1)]
+
+
+class GridSpec(SpecModel):
+    step: Annotated[float, Field(gt=0, le=0.5, description="Every weight is a multiple of step; 1/step must be an integer")]
+    min_weight: Annotated[float, Field(ge=0, lt=1)] = 0.0
+
+    @field_validator("step")
+    @classmethod
+    def divides_one(cls, step: float) -> float:
+        if abs(1 / step - round(1 / step)) > 1e-9:
+            raise ValueError(f"step {step} does not divide 1 (1/step must be an integer)")
+        return step
+
+
+class DirichletSpec(SpecModel):
+    samples: Annotated[int, Field(ge=1, le=10000)]
+    seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
+    alpha: Annotated[float, Field(gt=0, le=1000)] = 1.0
+
+
+class MixturesSpec(SpecModel):
+    explicit: Annotated[list[Mixture], Field(min_length=1, max_length=10000)] | None = None
+    grid: GridSpec | None = None
+    dirichlet: DirichletSpec | None = None
+
+    @model_validator(mode="after")
+    def exactly_one(self):
+        given = [k for k in ("explicit", "grid", "dirichlet") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"set exactly one of explicit, grid or dirichlet (got {', '.join(given) or 'none'})")
+        return self
+
+
+class SweepOverrides(SpecModel):
+    """Applied to every run of the sweep, e.g. small proxy runs of a few million tokens."""
+
+    total_tokens: Annotated[int, Field(ge=1)] | None = None
+    seed: Annotated[int, Field(ge=0, le=2**31 - 1)] | None = None
+    eval_limit: Annotated[float, Field(gt=0)] | None = Field(None, description="Examples per eval task in every run")
+
+
+class TrainingSweepSpec(SpecModel):
+    template: TrainingRunSpec
+    mixtures: MixturesSpec
+    overrides: SweepOverrides = Field(default_factory=SweepOverrides)
+    parallelism: Annotated[int, Field(ge=1, le=1000)] = 2
+    max_runs: Annotated[int, Field(ge=1, le=1000)] = 100
+    rank_by: Annotated[str, Field(pattern=METRIC_PATTERN, description="loss, eval.average or eval.<task>")] = "eval.average"
+
+    @model_validator(mode="after")
+    def consistent(self):
+        names = [s.name for s in self.template.data.sources]
+        if self.mixtures.explicit:
+            for i, mixture in enumerate(self.mixtures.explicit):
+                unknown = sorted(set(mixture.weights) - set(names))
+                if unknown:
+                    raise ValueError(
+                        f"mixtures.explicit[{i}]: unknown source(s) {', '.join(unknown)}; the template has {', '.join(names)}"
+                    )
+                if not any(w > 0 for w in mixture.weights.values()):
+                    raise ValueError(f"mixtures.explicit[{i}]: weights cannot be normalised (none is > 0)")
+        count = mixture_count(self.mixtures, len(names))
+        if count > self.max_runs:
+            raise ValueError(f"the mixtures give {count} runs, above maxRuns {self.max_runs}")
+        if self.rank_by.startswith("eval."):
+            tasks = evaluated_tasks(self.template)
+            if not tasks:
+                raise ValueError(f"rankBy {self.rank_by}: the template evaluates nothing (set template.eval)")
+            task = self.rank_by[len("eval."):]
+            if task != "average" and task not in tasks:
+                raise ValueError(f"rankBy {self.rank_by}: unknown metric; the runs evaluate {', '.join(sorted(tasks))}")
+        return self
+
+
+class TrainingSweep(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+
+    api_version: Literal["trainkit.dev/v1alpha1"]
+    kind: Literal["TrainingSweep"]
+    metadata: ObjectMeta
+    spec: TrainingSweepSpec
+    status: dict | None = None
+
+    @field_validator("metadata")
+    @classmethod
+    def room_for_run_suffix(cls, meta: ObjectMeta) -> ObjectMeta:
+        if len(meta.name) > MAX_SWEEP_NAME_LENGTH:
+            raise ValueError(f"sweep name '{meta.name}' is longer than {MAX_SWEEP_NAME_LENGTH} characters (runs add '-NNN')")
+        return meta
+
+
+def evaluated_tasks(spec: TrainingRunSpec) -> set[str]:
+    tasks = {t.name for t in spec.eval.tasks}
+    if spec.eval.suite == "seed-suite":
+        tasks |= set(SEED_SUITE_TASKS)
+    return tasks
+
+
+# ------------------------------------------------------------------------------ mixture algebra
+def grid_size(sources: int, step: float, min_weight: float) -> int:
+    """Weight vectors of `sources` multiples of `step` summing to 1, each >= min_weight (stars and bars)."""
+    units = round(1 / step)
+    floor_units = math.ceil(min_weight / step - 1e-9)
+    free = units - sources * floor_units
+    return 0 if free < 0 else math.comb(free + sources - 1, sources - 1)
+
+
+def mixture_count(mixtures: MixturesSpec, sources: int) -> int:
+    if mixtures.explicit is not None:
+        return len(mixtures.explicit)
+    if mixtures.grid is not None:
+        return grid_size(sources, mixtures.grid.step, mixtures.grid.min_weight)
+    return mixtures.dirichlet.samples
+
+
+def grid_points(sources: int, step: float, min_weight: float) -> list[tuple[float, ...]]:
+    units = round(1 / step)
+    floor_units = math.ceil(min_weight / step - 1e-9)
+
+    def rec(k: int, left: int) -> list[tuple[int, ...]]:
+        if k == 1:
+            return [(left,)] if left >= floor_units else []
+        return [(u, *rest) for u in range(left - floor_units * (k - 1), floor_units - 1, -1) for rest in rec(k - 1, left - u)]
+
+    return [tuple(round(u * step, 10) for u in point) for point in rec(sources, units)]
+
+
+def dirichlet_points(sources: int, spec: DirichletSpec) -> list[tuple[float, ...]]:
+    import numpy as np
+
+    rng = np.random.default_rng(spec.seed)
+    samples = rng.dirichlet([spec.alpha] * sources, spec.samples)
+    return [tuple(round(float(w), 6) for w in row) for row in samples]
+
+
+def mixtures_of(spec: TrainingSweepSpec) -> list[dict[str, float]]:
+    """The sweep's mixtures in a fixed order, each {source: normalised weight} with zero weights dropped."""
+    names = [s.name for s in spec.template.data.sources]
+    m = spec.mixtures
+    if m.explicit is not None:
+        raw = [[mix.weights.get(n, 0.0) for n in names] for mix in m.explicit]
+    elif m.grid is not None:
+        raw = grid_points(len(names), m.grid.step, m.grid.min_weight)
+    else:
+        raw = dirichlet_points(len(names), m.dirichlet)
+    out = []
+    for weights in raw:
+        total = sum(weights)
+        out.append({n: round(w / total, 10) for n, w in zip(names, weights) if w > 0})
+    return out
+
+
+def run_name(sweep_name: str, index: int) -> str:
+    return f"{sweep_name}-{index:03d}"
+
+
+def expand_sweep(sweep: TrainingSweep) -> list[dict]:
+    """The TrainingRun manifests of a sweep, in index order (names and outputs are deterministic)."""
+    spec = sweep.spec
+    base = spec.template.model_dump(by_alias=True, exclude_none=True, mode="json")
+    runs = []
+    for index, weights in enumerate(mixtures_of(spec)):
+        name = run_name(sweep.metadata.name, index)
+        run_spec = copy.deepcopy(base)
+        run_spec["data"]["sources"] = [
+            {**s, "weight": weights[s["name"]]} for s in base["data"]["sources"] if s["name"] in weights
+        ]
+        run_spec["output"]["uri"] = base["output"]["uri"].rstrip("/") + f"/{name}/"
+        o = spec.overrides
+        if o.total_tokens is not None:
+            run_spec["data"]["totalTokens"] = o.total_tokens
+        if o.seed is not None:
+            run_spec["training"]["seed"] = o.seed
+        if o.eval_limit is not None:
+            run_spec["eval"]["limit"] = o.eval_limit
+        metadata = {
+            "name": name,
+            "labels": {
+                **sweep.metadata.labels,
+                "trainkit.dev/sweep": sweep.metadata.name,
+                "trainkit.dev/mixture-index": str(index),
+            },
+        }
+        if sweep.metadata.namespace:
+            metadata["namespace"] = sweep.metadata.namespace
+        runs.append({"apiVersion": "trainkit.dev/v1alpha1", "kind": "TrainingRun", "metadata": metadata, "spec": run_spec})
+    return runs
+
+
+def metric_value(metric: str, loss: float | None, eval_average: float | None, eval_tasks: dict[str, float]) -> float | None:
+    """The value a sweep ranks by; None when the run does not have it (yet)."""
+    if metric == "loss":
+        return loss
+    if metric == "eval.average":
+        return eval_average
+    return eval_tasks.get(metric[len("eval."):])
+
+
+def higher_is_better(metric: str) -> bool:
+    return metric != "loss"
+
+
+def valid_metric_name(metric: str) -> bool:
+    return re.fullmatch(METRIC_PATTERN, metric) is not None
