@@ -1,0 +1,16 @@
+"""Evaluation with lm-evaluation-harness: checkpoints in object storage -> eval/step-XXXXXXXX/ reports.
+
+Public API (imports stay light; lm-eval and torch load when an eval runs):
+    evaluate_checkpoint(checkpoint_uri, eval_spec, output_uri, step=None, storage=None) -> summary dict
+    launch_eval_task(checkpoint_uri, eval_spec, output_uri, step=None, storage=None) -> ray.ObjectRef
+"""
+
+from trainkit.eval.errors import CheckpointError, EvalError, TaskDataError
+from trainkit.eval.ray_task import launch_eval_task
+from trainkit.eval.runner import eval_dir, evaluate_checkpoint, read_history
+from trainkit.eval.suite import SEED_SUITE, TaskRequest, resolve_tasks
+
+__all__ = [
+    "CheckpointError", "EvalError", "TaskDataError", "SEED_SUITE", "TaskRequest", "eval_dir",
+    "evaluate_checkpoint", "launch_eval_task", "read_history", "resolve_tasks",
+]

@@ -1,0 +1,144 @@
+"""Fetch a checkpoint from object storage into a local cache, trusting only what checkpoint.json lists.
+
+Contract (docs/architecture.md): `checkpoints/step-XXXXXXXX/` holds a Hugging Face folder plus
+`trainer/`, and `checkpoint.json` = {step, files: {relpath: size}} written last. A checkpoint exists iff
+checkpoint.json exists and every listed file has its size. Only the Hugging Face files are downloaded
+(not `trainer/`). The cache is keyed by the URI and reused while the manifest is unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from trainkit import storage
+from trainkit.eval.errors import CheckpointError
+
+MANIFEST = "checkpoint.json"
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+@dataclass(frozen=True)
+class LocalCheckpoint:
+    uri: str
+    path: Path
+    step: int
+    files: dict[str, int]
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("TRAINKIT_CACHE_DIR") or Path.home() / ".cache" / "trainkit") / "checkpoints"
+
+
+def parse_manifest(data: bytes, uri: str) -> tuple[int, dict[str, int]]:
+    """(step, files) from checkpoint.json bytes; CheckpointError naming the URI and field otherwise."""
+    where = storage.join(uri, MANIFEST)
+    try:
+        manifest = json.loads(data)
+    except ValueError as e:
+        raise CheckpointError(f"{where}: not valid JSON ({e})") from None
+    if not isinstance(manifest, dict):
+        raise CheckpointError(f"{where}: expected an object with 'step' and 'files'")
+    step, files = manifest.get("step"), manifest.get("files")
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise CheckpointError(f"{where}: field 'step' must be a non-negative integer, got {step!r}")
+    if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, int) for k, v in files.items()):
+        raise CheckpointError(f"{where}: field 'files' must map relative paths to sizes in bytes")
+    if "config.json" not in files:
+        raise CheckpointError(f"{where}: lists no config.json; not a Hugging Face model folder")
+    if not any(w in files for w in WEIGHT_FILES):
+        raise CheckpointError(f"{where}: lists no model weights ({', '.join(WEIGHT_FILES)})")
+    return step, files
+
+
+def size_problems(expected: dict[str, int], actual: dict[str, int]) -> list[str]:
+    """Every listed file that is missing or has another size (pure)."""
+    problems = []
+    for rel, size in sorted(expected.items()):
+        if rel not in actual:
+            problems.append(f"{rel} is missing")
+        elif actual[rel] != size:
+            problems.append(f"{rel} has {actual[rel]} bytes, checkpoint.json says {size}")
+    return problems
+
+
+def is_model_file(rel: str) -> bool:
+    """Files the evaluator needs: the Hugging Face folder, not the trainer state."""
+    return not rel.startswith("trainer/")
+
+
+def fetch_checkpoint(uri: str, cache_dir: Path | None = None, options: storage.StorageOptions | None = None) -> LocalCheckpoint:
+    """Verify the checkpoint at `uri` against its manifest and make a local copy of its model files."""
+    uri = uri.rstrip("/")
+    try:
+        raw = storage.read_bytes(storage.join(uri, MANIFEST), options)
+    except FileNotFoundError:
+        raise CheckpointError(
+            f"no checkpoint at {uri}: {MANIFEST} is missing (not a checkpoint, or one that was never committed)"
+        ) from None
+    step, files = parse_manifest(raw, uri)
+
+    fs, root = storage.filesystem(uri, options)
+    listing = storage.retry(lambda: fs.find(root, detail=True), f"listing {uri}")
+    actual = {p[len(root):].lstrip("/"): int(info.get("size") or 0) for p, info in listing.items()}
+    if problems := size_problems(files, actual):
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        raise CheckpointError(f"incomplete checkpoint at {uri}: {shown}")
+
+    cache_root = Path(cache_dir) if cache_dir else default_cache_dir()
+    dest = cache_root / hashlib.sha256(uri.encode()).hexdigest()[:20]
+    if not _cached(dest, raw, files):
+        _download(uri, root, fs, files, dest, raw, cache_root)
+    check_causal_lm(dest, uri)
+    return LocalCheckpoint(uri=uri, path=dest, step=step, files=files)
+
+
+def check_causal_lm(folder: Path, uri: str) -> None:
+    """Refuse a model that `AutoModelForCausalLM` cannot load as a causal LM, naming the URI."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except ValueError as e:
+        raise CheckpointError(f"{uri}/config.json: not valid JSON ({e})") from None
+    model_type = config.get("model_type")
+    causal_classes = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
+    architectures = config.get("architectures") or []
+    if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or (architectures and not set(architectures) & causal_classes):
+        raise CheckpointError(
+            f"{uri} is not a causal language model (config.json: model_type={model_type!r}, "
+            f"architectures={architectures}); lm-eval's `hf` model needs one AutoModelForCausalLM can load"
+        )
+
+
+def _cached(dest: Path, raw: bytes, files: dict[str, int]) -> bool:
+    marker = dest / MANIFEST
+    if not marker.is_file() or marker.read_bytes() != raw:
+        return False
+    return all((dest / rel).is_file() and (dest / rel).stat().st_size == size for rel, size in files.items() if is_model_file(rel))
+
+
+def _download(uri, root, fs, files, dest: Path, raw: bytes, cache_root: Path) -> None:
+    cache_root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=cache_root))
+    try:
+        for rel in sorted(files):
+            if not is_model_file(rel):
+                continue
+            target = tmp / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            storage.retry(lambda rel=rel, target=target: fs.get_file(f"{root}/{rel}", str(target)), f"downloading {uri}/{rel}")
+            if target.stat().st_size != files[rel]:
+                raise CheckpointError(f"incomplete checkpoint at {uri}: {rel} changed while downloading")
+        (tmp / MANIFEST).write_bytes(raw)  # marks the cache entry complete
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,111 @@
+"""evaluate_checkpoint: fetch -> resolve tasks -> lm-eval -> table -> files under the run's output URI.
+
+Everything is computed in memory first; files are written only after the evaluation succeeded, each one
+atomically, summary.json last (it is what the operator reads, so it marks the eval complete). Any error
+before that point leaves no file behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+from trainkit import storage as store
+from trainkit.eval import harness, plots
+from trainkit.eval.checkpoint import default_cache_dir, fetch_checkpoint
+from trainkit.eval.errors import EvalError
+from trainkit.eval.local_tasks import prepare_task_folder
+from trainkit.eval.report import build_table, markdown, summary
+from trainkit.eval.suite import TaskRequest, resolve_tasks
+
+log = logging.getLogger(__name__)
+
+RESULTS, SUMMARY, REPORT, BAR_CHART, BY_STEP = "results.json", "summary.json", "report.md", "tasks.png", "scores_by_step.png"
+
+
+def eval_dir(output_uri: str, step: int) -> str:
+    return store.join(output_uri, "eval", f"step-{step:08d}")
+
+
+def storage_options(storage) -> store.StorageOptions | None:
+    """Accept StorageOptions, the spec's StorageSpec, or None."""
+    if storage is None or isinstance(storage, store.StorageOptions):
+        return storage
+    return store.StorageOptions.from_spec(storage)
+
+
+def evaluate_checkpoint(checkpoint_uri: str, eval_spec, output_uri: str, step: int | None = None, storage=None, *,
+                        requests: list[TaskRequest] | None = None, cache_dir: str | Path | None = None,
+                        device: str | None = None) -> dict:
+    """Evaluate the checkpoint at `checkpoint_uri` with the tasks of `eval_spec` (an EvalSpec), write
+    results.json, report.md, plots and summary.json to `<output_uri>/eval/step-XXXXXXXX/`, and return the
+    summary dict {step, average, tasks, metrics, ...}. `step` defaults to the checkpoint's own.
+    `requests` replaces the spec's task list (the CLI's --tasks). Raises EvalError with a clear message."""
+    started = time.time()
+    options = storage_options(storage)
+    requests = list(requests) if requests is not None else resolve_tasks(eval_spec)
+    if not requests:
+        raise EvalError("nothing to evaluate: eval.suite is 'none' and eval.tasks is empty")
+    batch_size = getattr(eval_spec, "batch_size", 8) if eval_spec is not None else 8
+    cache = Path(cache_dir) if cache_dir else default_cache_dir().parent
+
+    ckpt = fetch_checkpoint(checkpoint_uri, cache / "checkpoints", options)
+    step = ckpt.step if step is None else step
+
+    with tempfile.TemporaryDirectory(prefix="tk-tasks-", dir=cache if cache.exists() else None) as tmp:
+        folders = {r.path: prepare_task_folder(r.path, Path(tmp), options) for r in requests if r.path}
+        manager = harness.task_manager(list(folders.values()), include_defaults=not all(r.path for r in requests))
+        harness.check_names(requests, manager)
+        harness.preflight(requests, manager)
+        model = harness.load_model(ckpt.path, batch_size, device)
+        output = harness.evaluate(model, requests, manager)
+
+    table = build_table([r.name for r in requests], output, step)
+    result = summary(table, checkpoint=ckpt.uri, evalSeconds=round(time.time() - started, 1))
+    out_dir = eval_dir(output_uri, step)
+    history = [s for s in read_history(output_uri, options) if s.get("step") != step] + [result]
+    files = {
+        RESULTS: json_bytes(results_document(output)),
+        REPORT: markdown(table, title=f"Evaluation of {ckpt.uri} (step {step})").encode(),
+        BAR_CHART: plots.tasks_bar_chart(table),
+    }
+    if len(history) >= 2:
+        files[BY_STEP] = plots.scores_by_step(history)
+    for name, data in files.items():
+        store.write_bytes(store.join(out_dir, name), data, options)
+    store.write_json(store.join(out_dir, SUMMARY), result, options)  # last: marks the eval complete
+    return result
+
+
+def results_document(output: dict) -> dict:
+    """lm-eval's output as results.json: everything but the per-sample logs (large), made JSON-safe."""
+    return {k: v for k, v in output.items() if k != "samples"}
+
+
+def json_bytes(obj) -> bytes:
+    return json.dumps(obj, indent=2, sort_keys=True, default=_jsonable).encode() + b"\n"
+
+
+def _jsonable(value):
+    if hasattr(value, "item"):  # numpy / torch scalars
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return repr(value)
+
+
+def read_history(output_uri: str, options: store.StorageOptions | None = None) -> list[dict]:
+    """Every committed eval's summary under `<output_uri>/eval/`, by step."""
+    fs, root = store.filesystem(store.join(output_uri, "eval"), options)
+    try:
+        paths = store.retry(lambda: fs.glob(f"{root}/step-*/{SUMMARY}"), f"listing {output_uri}/eval")
+    except FileNotFoundError:
+        return []
+    out = []
+    for p in sorted(paths):
+        data = store.retry(lambda p=p: fs.cat_file(p), f"reading {p}")
+        out.append(json.loads(data))
+    return sorted(out, key=lambda s: s.get("step") or 0)
