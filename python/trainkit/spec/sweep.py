@@ -233,3 +233,12 @@ def higher_is_better(metric: str) -> bool:
 
 def valid_metric_name(metric: str) -> bool:
     return re.fullmatch(METRIC_PATTERN, metric) is not None
+
+
+def rank_values(values: list[float | None], higher_is_better: bool) -> list[int | None]:
+    """Competition ranks (1, 2, 2, 4) of `values`; runs without a value get no rank."""
+    present = sorted((v for v in values if v is not None), reverse=higher_is_better)
+    first_rank = {}
+    for i, v in enumerate(present):
+        first_rank.setdefault(v, i + 1)
+    return [None if v is None else first_rank[v] for v in values]
