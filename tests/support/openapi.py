@@ -192,12 +192,44 @@ def check_cel(schema: dict, value: Any, path: str = "") -> list[SchemaIssue]:
             issues.append(SchemaIssue(path + rule.get("fieldPath", ""), message))
     if isinstance(value, dict):
         props = schema.get("properties", {})
+        extra = schema.get("additionalProperties") if isinstance(schema.get("additionalProperties"), dict) else None
         for key, v in value.items():
-            if key in props and v is not None:
-                issues += check_cel(props[key], v, _child(path, key))
+            sub = props.get(key, extra if not props else None)
+            if sub is not None and v is not None:
+                issues += check_cel(sub, v, _child(path, key))
     elif isinstance(value, list) and "items" in schema:
         for i, v in enumerate(value):
             issues += check_cel(schema["items"], v, _child(path, i))
+    return issues
+
+
+def check_list_types(schema: dict, value: Any, path: str = "") -> list[SchemaIssue]:
+    """`x-kubernetes-list-type: map` (unique keys) and `set` (unique items), as the API server enforces them."""
+    issues: list[SchemaIssue] = []
+    if isinstance(value, list):
+        kind = schema.get("x-kubernetes-list-type")
+        seen: dict = {}
+        for i, v in enumerate(value):
+            if kind == "map" and isinstance(v, dict):
+                ident = tuple(repr(v.get(k)) for k in schema.get("x-kubernetes-list-map-keys", []))
+            elif kind == "set":
+                ident = repr(v)
+            else:
+                break
+            if ident in seen:
+                shown = {k: v.get(k) for k in schema.get("x-kubernetes-list-map-keys", [])} if kind == "map" else v
+                issues.append(SchemaIssue(_child(path, i), f"Duplicate value: {shown!r}"))
+            seen[ident] = i
+        if "items" in schema:
+            for i, v in enumerate(value):
+                issues += check_list_types(schema["items"], v, _child(path, i))
+    elif isinstance(value, dict):
+        props = schema.get("properties")
+        extra = schema.get("additionalProperties") if isinstance(schema.get("additionalProperties"), dict) else None
+        for key, v in value.items():
+            sub = props.get(key) if props is not None else extra
+            if sub:
+                issues += check_list_types(sub, v, _child(path, key))
     return issues
 
 
@@ -208,6 +240,7 @@ def admit(schema: dict, obj: dict, strict_fields: bool = True) -> tuple[dict, li
     issues = [SchemaIssue(p, "unknown field") for p in dropped] if strict_fields else []
     defaulted = apply_defaults(schema, pruned)
     issues += validate_schema(schema, defaulted)
+    issues += check_list_types(schema, defaulted)
     if not issues:
         issues += check_cel(schema, defaulted)
     return defaulted, issues
