@@ -1,0 +1,48 @@
+"""Every Kubernetes API call the operator makes: the Helm chart's ClusterRole must grant exactly these.
+
+(verb, group, resource, subresource). "" is the core group. The integration tests compare this list
+with the requests the API test server recorded while the operator ran, so it cannot drift.
+"""
+
+from __future__ import annotations
+
+API_CALLS: tuple[tuple[str, str, str, str], ...] = (
+    # kopf: watch the runs, keep handler progress + diff-base in annotations (patch), post Events.
+    ("list", "trainkit.dev", "trainingruns", ""),
+    ("watch", "trainkit.dev", "trainingruns", ""),
+    ("patch", "trainkit.dev", "trainingruns", ""),
+    # our reconcile: fresh read, then the status subresource.
+    ("get", "trainkit.dev", "trainingruns", ""),
+    ("patch", "trainkit.dev", "trainingruns", "status"),
+    # children
+    ("get", "ray.io", "rayjobs", ""),
+    ("create", "ray.io", "rayjobs", ""),
+    ("patch", "ray.io", "rayjobs", ""),
+    ("list", "ray.io", "rayjobs", ""),   # kopf: watch RayJobs labelled trainkit.dev/run (fast status)
+    ("watch", "ray.io", "rayjobs", ""),
+    ("get", "", "configmaps", ""),
+    ("create", "", "configmaps", ""),
+    ("update", "", "configmaps", ""),
+    # the run's credentials Secret: existence only (metadata), never its data is used
+    ("get", "", "secrets", ""),
+    # why Ray pods are stuck (image pulls, unschedulable GPUs), only while Initializing
+    ("list", "", "pods", ""),
+    # Events for transitions (kopf posts them)
+    ("create", "", "events", ""),
+    # kopf discovers the resources it serves
+    ("get", "apiextensions.k8s.io", "customresourcedefinitions", ""),
+)
+
+# kopf reads discovery documents (/api, /apis, /apis/<group>/<version>): non-resource URLs, which
+# every authenticated user may read through the default system:discovery ClusterRole.
+NON_RESOURCE_URLS = ("/api", "/api/*", "/apis", "/apis/*")
+
+# Cluster-scoped peering (only when TRAINKIT_PEERING is set): kopf's ClusterKopfPeering objects.
+PEERING_CALLS: tuple[tuple[str, str, str, str], ...] = (
+    ("list", "kopf.dev", "clusterkopfpeerings", ""),
+    ("watch", "kopf.dev", "clusterkopfpeerings", ""),
+    ("patch", "kopf.dev", "clusterkopfpeerings", ""),
+    ("list", "kopf.dev", "kopfpeerings", ""),
+    ("watch", "kopf.dev", "kopfpeerings", ""),
+    ("patch", "kopf.dev", "kopfpeerings", ""),
+)

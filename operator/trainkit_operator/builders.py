@@ -1,0 +1,450 @@
+"""Pure builders of the child objects of a TrainingRun: the spec ConfigMap and the KubeRay RayJob.
+
+No I/O, no clock, no randomness: the same (run, spec, config) always gives the same objects, so the
+reconcile can compare, create and re-create idempotently, and unit tests need no cluster.
+
+Security rules enforced here (and tested):
+- the spec reaches the trainer as a file mounted from the ConfigMap; the entrypoint is a constant;
+- storage credentials are `secretKeyRef`s to the Secret the run names; no key, value or token is ever
+  copied into the RayJob, the ConfigMap, labels or annotations;
+- every container runs as non-root, without privilege escalation, with all capabilities dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from trainkit.spec.models import TRAINING_RUN_API_VERSION, TrainingRunSpec
+
+from trainkit_operator.config import OperatorConfig
+
+RAYJOB_API_VERSION = "ray.io/v1"
+RUN_LABEL = "trainkit.dev/run"
+MANAGED_BY = "trainkit-operator"
+SPEC_HASH_ANNOTATION = "trainkit.dev/spec-hash"
+
+SPEC_KEY = "spec.json"
+SPEC_DIR = "/etc/trainkit"
+SPEC_PATH = f"{SPEC_DIR}/{SPEC_KEY}"
+# A constant: nothing from the spec is ever interpolated into the command line.
+ENTRYPOINT = f"python -m trainkit.jobs.train --spec {SPEC_PATH}"
+
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+VOLCANO_SCHEDULER_LABEL = "ray.io/scheduler-name"
+VOLCANO_QUEUE_LABEL = "volcano.sh/queue-name"
+RAY_PRIORITY_LABEL = "ray.io/priority-class-name"
+GANG_LABEL = "ray.io/gang-scheduling-enabled"
+
+CREDENTIAL_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+# Env names the operator sets itself; a run's spec.resources.env may not shadow them.
+RESERVED_ENV = frozenset(
+    {
+        *CREDENTIAL_KEYS,
+        "AWS_ENDPOINT_URL",
+        "AWS_DEFAULT_REGION",
+        "TRAINKIT_RUN_NAME",
+        "TRAINKIT_RUN_NAMESPACE",
+        "TRAINKIT_SPEC",
+    }
+)
+NON_ROOT_UID = 1000
+
+HEAD_CONTAINER = "ray-head"
+WORKER_CONTAINER = "ray-worker"
+WORKER_GROUP = "gpu-workers"
+
+
+def configmap_name(run_name: str) -> str:
+    return f"{run_name}-spec"
+
+
+def rayjob_name(run_name: str) -> str:
+    return run_name
+
+
+def spec_document(run: dict, spec: TrainingRunSpec) -> dict:
+    """The TrainingRun document the trainer reads (`trainkit.spec.load_run` accepts it as JSON)."""
+    meta = run["metadata"]
+    return {
+        "apiVersion": TRAINING_RUN_API_VERSION,
+        "kind": "TrainingRun",
+        "metadata": {"name": meta["name"], "namespace": meta.get("namespace") or "default"},
+        "spec": spec.model_dump(by_alias=True, mode="json", exclude_none=True),
+    }
+
+
+def _yaml_safe_floats(obj: Any, table: dict[str, str]) -> Any:
+    """Floats like 5e-05 become placeholders: YAML 1.1 (PyYAML) reads an exponent without a dot as a string."""
+    if isinstance(obj, float):
+        text = repr(obj)
+        if "e" in text and "." not in text.split("e")[0]:
+            key = f"__trainkit_float_{len(table)}__"
+            mantissa, exponent = text.split("e")
+            table[key] = f"{mantissa}.0e{exponent}"
+            return key
+        return obj
+    if isinstance(obj, dict):
+        return {k: _yaml_safe_floats(v, table) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_yaml_safe_floats(v, table) for v in obj]
+    return obj
+
+
+def spec_json(run: dict, spec: TrainingRunSpec) -> str:
+    """The spec file: JSON that YAML loaders read with the same types (5e-05 is written 5.0e-05)."""
+    table: dict[str, str] = {}
+    text = json.dumps(_yaml_safe_floats(spec_document(run, spec), table), indent=2, sort_keys=True) + "\n"
+    for key, number in table.items():
+        text = text.replace(f'"{key}"', number)
+    return text
+
+
+def spec_hash(run: dict, spec: TrainingRunSpec) -> str:
+    return hashlib.sha256(spec_json(run, spec).encode()).hexdigest()[:16]
+
+
+def owner_reference(run: dict) -> dict:
+    meta = run["metadata"]
+    if not meta.get("uid"):
+        raise ValueError(f"TrainingRun {meta.get('name')!r} has no uid: read it back from the API server first")
+    return {
+        "apiVersion": run.get("apiVersion") or TRAINING_RUN_API_VERSION,
+        "kind": "TrainingRun",
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def common_labels(run: dict, config: OperatorConfig | None = None) -> dict[str, str]:
+    labels = dict(config.extra_labels) if config else {}
+    labels.update(
+        {
+            RUN_LABEL: run["metadata"]["name"],
+            "app.kubernetes.io/name": "trainkit",
+            "app.kubernetes.io/component": "training-run",
+            "app.kubernetes.io/managed-by": MANAGED_BY,
+        }
+    )
+    return labels
+
+
+def build_configmap(run: dict, spec: TrainingRunSpec, config: OperatorConfig | None = None) -> dict:
+    meta = run["metadata"]
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": configmap_name(meta["name"]),
+            "namespace": meta.get("namespace") or "default",
+            "labels": common_labels(run, config),
+            "annotations": {SPEC_HASH_ANNOTATION: spec_hash(run, spec)},
+            "ownerReferences": [owner_reference(run)],
+        },
+        "data": {SPEC_KEY: spec_json(run, spec)},
+    }
+
+
+# ------------------------------------------------------------------------------------- helpers
+def quantity(value: float) -> str:
+    """A CPU count as a Kubernetes quantity: 8 -> '8', 0.5 -> '500m'."""
+    if float(value).is_integer():
+        return str(int(value))
+    return f"{int(round(value * 1000))}m"
+
+
+def container_security_context() -> dict:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": NON_ROOT_UID,
+        "runAsGroup": NON_ROOT_UID,
+        "allowPrivilegeEscalation": False,
+        "privileged": False,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def pod_security_context() -> dict:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": NON_ROOT_UID,
+        "runAsGroup": NON_ROOT_UID,
+        "fsGroup": NON_ROOT_UID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def storage_env(run: dict, spec: TrainingRunSpec, config: OperatorConfig) -> list[dict]:
+    """Env for object storage: endpoint and region as values, credentials ONLY as secretKeyRefs."""
+    env: list[dict] = []
+    endpoint = spec.storage.endpoint or config.default_storage_endpoint
+    if endpoint:
+        env.append({"name": "AWS_ENDPOINT_URL", "value": endpoint})
+    if spec.storage.region:
+        env.append({"name": "AWS_DEFAULT_REGION", "value": spec.storage.region})
+    secret = credentials_secret(spec, config)
+    if secret:
+        for key in CREDENTIAL_KEYS:
+            env.append({"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": False}}})
+    return env
+
+
+def credentials_secret(spec: TrainingRunSpec, config: OperatorConfig) -> str | None:
+    """The Secret the Ray pods take storage credentials from (None: the pods' own identity, e.g. IRSA)."""
+    return spec.storage.credentials_secret or config.default_credentials_secret
+
+
+def container_env(run: dict, spec: TrainingRunSpec, config: OperatorConfig) -> list[dict]:
+    meta = run["metadata"]
+    env = [
+        {"name": "TRAINKIT_RUN_NAME", "value": meta["name"]},
+        {"name": "TRAINKIT_RUN_NAMESPACE", "value": meta.get("namespace") or "default"},
+        {"name": "TRAINKIT_SPEC", "value": SPEC_PATH},
+    ]
+    env += storage_env(run, spec, config)
+    env += [{"name": e.name, "value": e.value} for e in spec.resources.env if e.name not in RESERVED_ENV]
+    return env
+
+
+def tolerations(spec: TrainingRunSpec) -> list[dict]:
+    return [t.model_dump(by_alias=True, mode="json", exclude_none=True) for t in spec.resources.tolerations]
+
+
+def _pod_spec(
+    run: dict,
+    spec: TrainingRunSpec,
+    config: OperatorConfig,
+    *,
+    container: str,
+    resources: dict,
+    node_selector: dict[str, str],
+) -> dict:
+    image = spec.resources.image or config.trainer_image
+    pod: dict[str, Any] = {
+        "securityContext": pod_security_context(),
+        "containers": [
+            {
+                "name": container,
+                "image": image,
+                "imagePullPolicy": config.image_pull_policy,
+                "resources": resources,
+                "env": container_env(run, spec, config),
+                "volumeMounts": [
+                    {"name": "trainkit-spec", "mountPath": SPEC_DIR, "readOnly": True},
+                    {"name": "dshm", "mountPath": "/dev/shm"},
+                ],
+                "securityContext": container_security_context(),
+            }
+        ],
+        "volumes": [
+            {
+                "name": "trainkit-spec",
+                "configMap": {"name": configmap_name(run["metadata"]["name"]), "items": [{"key": SPEC_KEY, "path": SPEC_KEY}]},
+            },
+            {"name": "dshm", "emptyDir": {"medium": "Memory"}},
+        ],
+        # Ray pods never talk to the Kubernetes API: no token mounted.
+        "automountServiceAccountToken": False,
+    }
+    if node_selector:
+        pod["nodeSelector"] = dict(node_selector)
+    tol = tolerations(spec)
+    if tol:
+        pod["tolerations"] = tol
+    if spec.resources.image_pull_secrets:
+        pod["imagePullSecrets"] = [{"name": n} for n in spec.resources.image_pull_secrets]
+    if spec.scheduling.priority_class_name:
+        pod["priorityClassName"] = spec.scheduling.priority_class_name
+    if config.service_account:
+        pod["serviceAccountName"] = config.service_account
+    return pod
+
+
+def head_pod_template(run: dict, spec: TrainingRunSpec, config: OperatorConfig) -> dict:
+    r = spec.resources
+    res = {
+        "requests": {"cpu": quantity(r.head_cpus), "memory": r.head_memory},
+        "limits": {"cpu": quantity(r.head_cpus), "memory": r.head_memory},
+    }
+    # The head runs the driver on CPU nodes: the GPU pool's nodeSelector applies to workers only;
+    # tolerations are harmless on the head and let it land on a tainted pool when that is all there is.
+    return {
+        "metadata": {"labels": common_labels(run, config)},
+        "spec": _pod_spec(run, spec, config, container=HEAD_CONTAINER, resources=res, node_selector={}),
+    }
+
+
+def worker_pod_template(run: dict, spec: TrainingRunSpec, config: OperatorConfig) -> dict:
+    r = spec.resources
+    requests = {"cpu": quantity(r.cpus_per_worker), "memory": r.memory_per_worker}
+    limits = dict(requests)
+    if r.gpus_per_worker:
+        gpus = str(r.gpus_per_worker)
+        requests["nvidia.com/gpu"] = gpus
+        limits["nvidia.com/gpu"] = gpus
+    return {
+        "metadata": {"labels": common_labels(run, config)},
+        "spec": _pod_spec(
+            run, spec, config, container=WORKER_CONTAINER, resources={"requests": requests, "limits": limits},
+            node_selector=r.node_selector,
+        ),
+    }
+
+
+def submitter_pod_template(run: dict, spec: TrainingRunSpec, config: OperatorConfig) -> dict:
+    """The K8sJobMode submitter (`ray job submit`): KubeRay fills the command; we make it non-root and small."""
+    pod: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "securityContext": pod_security_context(),
+        "automountServiceAccountToken": False,
+        "containers": [
+            {
+                "name": "ray-job-submitter",
+                "image": spec.resources.image or config.trainer_image,
+                "imagePullPolicy": config.image_pull_policy,
+                "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
+                "securityContext": container_security_context(),
+            }
+        ],
+    }
+    if spec.resources.image_pull_secrets:
+        pod["imagePullSecrets"] = [{"name": n} for n in spec.resources.image_pull_secrets]
+    if spec.scheduling.priority_class_name:
+        pod["priorityClassName"] = spec.scheduling.priority_class_name
+    return {"metadata": {"labels": common_labels(run, config)}, "spec": pod}
+
+
+def scheduling_labels(spec: TrainingRunSpec) -> dict[str, str]:
+    s = spec.scheduling
+    labels: dict[str, str] = {}
+    if s.queue_name:
+        labels[KUEUE_QUEUE_LABEL] = s.queue_name
+    if s.volcano_queue:
+        labels[VOLCANO_SCHEDULER_LABEL] = "volcano"
+        labels[VOLCANO_QUEUE_LABEL] = s.volcano_queue
+        labels[GANG_LABEL] = "true"
+        if s.priority_class_name:
+            labels[RAY_PRIORITY_LABEL] = s.priority_class_name
+    return labels
+
+
+def build_rayjob(run: dict, spec: TrainingRunSpec, config: OperatorConfig) -> dict:
+    meta = run["metadata"]
+    r, s = spec.resources, spec.scheduling
+    labels = common_labels(run, config)
+    labels.update(scheduling_labels(spec))
+    rayjob_spec: dict[str, Any] = {
+        "entrypoint": ENTRYPOINT,
+        "submissionMode": "K8sJobMode",
+        "shutdownAfterJobFinishes": True,  # Kueue's webhook requires it; frees the GPUs at the end
+        "backoffLimit": s.backoff_limit,
+        # Forwarded on create; afterwards Kueue owns it when a queue is named (never fight Kueue).
+        "suspend": s.suspend,
+        "submitterPodTemplate": submitter_pod_template(run, spec, config),
+        "rayClusterSpec": {
+            "rayVersion": config.ray_version,
+            "headGroupSpec": {
+                # num-cpus 0: no training task lands on the head; the driver still runs there.
+                "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0"},
+                "template": head_pod_template(run, spec, config),
+            },
+            "workerGroupSpecs": [
+                {
+                    "groupName": WORKER_GROUP,
+                    "replicas": r.workers,
+                    "minReplicas": r.workers,
+                    "maxReplicas": r.workers,
+                    "rayStartParams": {},
+                    "template": worker_pod_template(run, spec, config),
+                }
+            ],
+        },
+    }
+    if s.active_deadline_seconds is not None:
+        rayjob_spec["activeDeadlineSeconds"] = s.active_deadline_seconds
+    return {
+        "apiVersion": RAYJOB_API_VERSION,
+        "kind": "RayJob",
+        "metadata": {
+            "name": rayjob_name(meta["name"]),
+            "namespace": meta.get("namespace") or "default",
+            "labels": labels,
+            "annotations": {SPEC_HASH_ANNOTATION: spec_hash(run, spec)},
+            "ownerReferences": [owner_reference(run)],
+        },
+        "spec": rayjob_spec,
+    }
+
+
+# --------------------------------------------------------------------- mutable fields of a RayJob
+# Paths (JSON pointer) of the RayJob that follow a spec change after creation, and the spec fields
+# that drive them. Everything else is fixed once the RayJob exists (see decide.MUTABLE_SPEC_FIELDS).
+def mutable_paths(desired: dict, *, kueue_managed: bool) -> dict[str, Any]:
+    """JSON-pointer -> desired value for every RayJob field the operator may change after creation.
+
+    A value of None means "absent". `suspend` is only ours when no Kueue queue is named.
+    """
+    spec = desired["spec"]
+    out: dict[str, Any] = {
+        "/spec/backoffLimit": spec.get("backoffLimit"),
+        "/spec/activeDeadlineSeconds": spec.get("activeDeadlineSeconds"),
+    }
+    if not kueue_managed:
+        out["/spec/suspend"] = spec.get("suspend", False)
+    head = spec["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
+    out["/spec/rayClusterSpec/headGroupSpec/template/spec/priorityClassName"] = head.get("priorityClassName")
+    for i, group in enumerate(spec["rayClusterSpec"]["workerGroupSpecs"]):
+        out[f"/spec/rayClusterSpec/workerGroupSpecs/{i}/template/spec/priorityClassName"] = group["template"]["spec"].get(
+            "priorityClassName"
+        )
+    out["/spec/submitterPodTemplate/spec/priorityClassName"] = spec["submitterPodTemplate"]["spec"].get("priorityClassName")
+    prio = desired["metadata"]["labels"].get(RAY_PRIORITY_LABEL)
+    out["/metadata/labels/" + RAY_PRIORITY_LABEL.replace("~", "~0").replace("/", "~1")] = prio
+    out["/metadata/annotations/" + SPEC_HASH_ANNOTATION.replace("~", "~0").replace("/", "~1")] = desired["metadata"][
+        "annotations"
+    ][SPEC_HASH_ANNOTATION]
+    return out
+
+
+def _get_pointer(obj: Any, pointer: str) -> tuple[bool, Any]:
+    cur = obj
+    for raw in pointer.lstrip("/").split("/"):
+        part = raw.replace("~1", "/").replace("~0", "~")
+        if isinstance(cur, list):
+            idx = int(part)
+            if idx >= len(cur):
+                return False, None
+            cur = cur[idx]
+        elif isinstance(cur, dict):
+            if part not in cur:
+                return False, None
+            cur = cur[part]
+        else:
+            return False, None
+    return True, cur
+
+
+def mutable_patch(desired: dict, current: dict, *, kueue_managed: bool) -> list[dict]:
+    """JSON Patch (RFC 6902) ops that bring `current`'s mutable fields to `desired`'s; [] when equal."""
+    ops: list[dict] = []
+    for pointer, want in mutable_paths(desired, kueue_managed=kueue_managed).items():
+        present, have = _get_pointer(current, pointer)
+        if want is None:
+            if present and have is not None:
+                ops.append({"op": "remove", "path": pointer})
+            continue
+        if present and have == want:
+            continue
+        parent = pointer.rsplit("/", 1)[0]
+        parent_present, parent_value = _get_pointer(current, parent)
+        if not parent_present or parent_value is None:
+            # e.g. metadata.labels absent: create the map with the one key.
+            key = pointer.rsplit("/", 1)[1].replace("~1", "/").replace("~0", "~")
+            ops.append({"op": "add", "path": parent, "value": {key: want}})
+        else:
+            ops.append({"op": "add", "path": pointer, "value": want})
+    return ops

@@ -1,0 +1,453 @@
+"""Pure decisions of the reconcile: what to do with the children, and the status to show.
+
+Nothing here talks to the API server, the object store or the clock (`now` is an argument):
+- `plan_actions(...)`  -> Decision: create the ConfigMap + RayJob, update allowed mutable fields,
+                          refuse immutable changes (never half-applied), or do nothing (terminal runs).
+- `derive_phase(...)`  -> the ONE phase shown to users, from KubeRay's dual status (kuberay#2314).
+- `summarize(...)`     -> the whole TrainingRunStatus: phase, KubeRay's enums verbatim, conditions
+                          (always all of them), progress, last checkpoint, eval summary, artifacts.
+
+Terminal phases are sticky: once a run is Succeeded or Failed the operator never creates, updates or
+re-creates a child again (kubeflow/trainer#3779), and the status is not rewritten. The one exception
+is a run that failed with InvalidSpec before any child existed: fixing the spec or creating the
+missing Secret lets it start, because nothing ever ran.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from trainkit.spec.models import TrainingRunSpec
+from trainkit.spec.status import (
+    TERMINAL_PHASES,
+    Artifacts,
+    CheckpointRef,
+    Condition,
+    EvalSummary,
+    Progress,
+    TrainingRunStatus,
+)
+from trainkit.storage import join
+
+from trainkit_operator.builders import (
+    KUEUE_QUEUE_LABEL,
+    SPEC_HASH_ANNOTATION,
+    SPEC_KEY,
+    build_configmap,
+    build_rayjob,
+    mutable_patch,
+    spec_hash,
+)
+from trainkit_operator.config import OperatorConfig
+
+# Conditions always present (an absent condition is not "False"): trainkit.spec.status's plus ours.
+CONDITION_TYPES = ("SpecValid", "SpecApplied", "Admitted", "Running", "Succeeded", "Failed")
+
+# Spec fields that may change after the RayJob exists; anything else is refused as a whole.
+MUTABLE_SPEC_FIELDS = frozenset(
+    {
+        "spec.scheduling.suspend",
+        "spec.scheduling.priorityClassName",
+        "spec.scheduling.backoffLimit",
+        "spec.scheduling.activeDeadlineSeconds",
+    }
+)
+
+REASON_INVALID_SPEC = "InvalidSpec"
+KUBERAY_TERMINAL_JOB = ("STOPPED", "SUCCEEDED", "FAILED")
+KUBERAY_TERMINAL_DEPLOYMENT = ("Complete", "Failed", "ValidationFailed")
+
+
+# ------------------------------------------------------------------------------------ helpers
+def previous_status(run: dict) -> TrainingRunStatus | None:
+    raw = run.get("status") or {}
+    if not raw.get("phase"):
+        return None
+    try:
+        return TrainingRunStatus.model_validate(raw)
+    except Exception:  # noqa: BLE001 - a malformed old status is replaced, never fatal
+        return None
+
+
+def is_sticky_terminal(status: TrainingRunStatus | None) -> bool:
+    """Succeeded/Failed are final, except InvalidSpec before anything was created (see module doc)."""
+    if status is None or status.phase not in TERMINAL_PHASES:
+        return False
+    return not (status.phase == "Failed" and status.reason == REASON_INVALID_SPEC and not status.ray_job_name)
+
+
+def kueue_queue(rayjob_or_spec: Any) -> str | None:
+    if isinstance(rayjob_or_spec, TrainingRunSpec):
+        return rayjob_or_spec.scheduling.queue_name
+    if isinstance(rayjob_or_spec, dict):
+        return ((rayjob_or_spec.get("metadata") or {}).get("labels") or {}).get(KUEUE_QUEUE_LABEL)
+    return None
+
+
+def spec_diff(old: Any, new: Any, path: str = "spec") -> list[str]:
+    """Dotted paths where two spec dumps differ; lists compare as a whole (sources, env, ...)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        for key in sorted(set(old) | set(new)):
+            if old.get(key) != new.get(key):
+                out += spec_diff(old.get(key), new.get(key), f"{path}.{key}")
+        return out
+    return [] if old == new else [path]
+
+
+def dump_spec(spec: TrainingRunSpec) -> dict:
+    return spec.model_dump(by_alias=True, mode="json", exclude_none=True)
+
+
+def applied_spec(configmap: dict | None) -> dict | None:
+    """The spec the running RayJob was built from (the ConfigMap's spec.json), or None."""
+    if not configmap:
+        return None
+    try:
+        return json.loads((configmap.get("data") or {})[SPEC_KEY])["spec"]
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def owned_by(obj: dict, run: dict) -> bool:
+    uid = run["metadata"].get("uid")
+    return any(
+        ref.get("uid") == uid and ref.get("controller") for ref in (obj.get("metadata") or {}).get("ownerReferences") or []
+    )
+
+
+# ------------------------------------------------------------------------------------ actions
+@dataclass(frozen=True)
+class Decision:
+    """What the reconcile must do to the children; the handler carries it out in this order:
+    ensure `configmap` (create, or replace when `configmap_replace`), create `rayjob`, apply `patch`."""
+
+    action: Literal["none", "create", "update", "refuse", "invalid", "conflict", "lost"]
+    configmap: dict | None = None
+    configmap_replace: bool = False
+    rayjob: dict | None = None
+    patch: list[dict] = field(default_factory=list)
+    refused: tuple[str, ...] = ()
+    message: str = ""
+
+
+def plan_actions(
+    run: dict,
+    spec: TrainingRunSpec | None,
+    spec_error: str | None,
+    rayjob: dict | None,
+    configmap: dict | None,
+    config: OperatorConfig,
+) -> Decision:
+    status = previous_status(run)
+    if is_sticky_terminal(status):
+        return Decision("none", message=f"run is {status.phase}: terminal, children are left alone")
+    if spec_error is not None or spec is None:
+        return Decision("invalid", message=spec_error or "spec missing")
+
+    desired_cm = build_configmap(run, spec, config)
+    desired_rj = build_rayjob(run, spec, config)
+    cm_differs = configmap is None or (configmap.get("data") or {}).get(SPEC_KEY) != desired_cm["data"][SPEC_KEY]
+
+    if rayjob is None:
+        if status is not None and status.ray_job_name and status.job_deployment_status:
+            # We saw it running once; re-creating would resurrect a finished or deleted job.
+            return Decision("lost", message=f"RayJob {status.ray_job_name} was deleted while the run was {status.phase}")
+        if configmap is not None and not owned_by(configmap, run):
+            return Decision("conflict", message=f"ConfigMap {desired_cm['metadata']['name']} exists and is not owned by this run")
+        return Decision("create", configmap=desired_cm, configmap_replace=configmap is not None and cm_differs, rayjob=desired_rj)
+
+    if not owned_by(rayjob, run):
+        return Decision("conflict", message=f"RayJob {rayjob['metadata']['name']} exists and is not owned by this run")
+
+    kueue = kueue_queue(rayjob) is not None
+    old = applied_spec(configmap)
+    if old is None:
+        # The ConfigMap is gone (or unreadable). Re-create it only if the spec is the one the RayJob was built from.
+        rj_hash = ((rayjob.get("metadata") or {}).get("annotations") or {}).get(SPEC_HASH_ANNOTATION)
+        if rj_hash == spec_hash(run, spec):
+            return Decision("update", configmap=desired_cm, configmap_replace=configmap is not None,
+                            patch=mutable_patch(desired_rj, rayjob, kueue_managed=kueue))
+        return Decision("refuse", refused=("spec",),
+                        message="the spec changed and the spec the RayJob was started with is no longer readable")
+
+    changed = spec_diff(old, dump_spec(spec))
+    immutable = [p for p in changed if p not in MUTABLE_SPEC_FIELDS]
+    if kueue and "spec.scheduling.suspend" in changed:
+        immutable.append("spec.scheduling.suspend")
+    if immutable:
+        why = []
+        if any(p != "spec.scheduling.suspend" for p in immutable):
+            why.append(
+                "only " + ", ".join(sorted(MUTABLE_SPEC_FIELDS)) + " may change after the RayJob exists"
+            )
+        if "spec.scheduling.suspend" in immutable and kueue:
+            why.append(f"suspend is Kueue's for a run in queue {kueue_queue(rayjob)!r}: stop it through Kueue")
+        return Decision(
+            "refuse",
+            refused=tuple(sorted(set(immutable))),
+            message="refused changes to " + ", ".join(sorted(set(immutable))) + " (" + "; ".join(why)
+            + "); nothing of this edit was applied, the run continues with the spec it started with",
+        )
+    ops = mutable_patch(desired_rj, rayjob, kueue_managed=kueue)
+    if ops or cm_differs:
+        return Decision("update", configmap=desired_cm if cm_differs else None, configmap_replace=cm_differs, patch=ops)
+    return Decision("none")
+
+
+# -------------------------------------------------------------------------------------- phase
+def derive_phase(
+    job_status: str | None,
+    deployment_status: str | None,
+    *,
+    rayjob_suspended: bool = False,
+    user_suspend: bool = False,
+    kueue_queue_name: str | None = None,
+    reason: str | None = None,
+    message: str | None = None,
+) -> tuple[str, str, str]:
+    """(phase, reason, message) from KubeRay's jobStatus x jobDeploymentStatus.
+
+    jobDeploymentStatus is authoritative for the lifecycle (it is what KubeRay and Kueue act on);
+    jobStatus only refines the outcome once the deployment is Complete. A finished jobStatus under a
+    live deployment is not declared terminal early, because terminal is sticky.
+    """
+    js = job_status or ""
+    jds = deployment_status or ""
+    if jds == "Complete":
+        if js == "SUCCEEDED":
+            return "Succeeded", "JobSucceeded", message or "the training job succeeded"
+        if js == "FAILED":
+            return "Failed", reason or "AppFailed", message or "the Ray job failed"
+        if js == "STOPPED":
+            return "Failed", reason or "JobStopped", message or "the Ray job was stopped"
+        return "Failed", "InconsistentStatus", (
+            f"KubeRay reports jobDeploymentStatus Complete with jobStatus {js or 'unset'}; "
+            "success is only declared with jobStatus SUCCEEDED"
+        )
+    if jds in ("Failed", "ValidationFailed"):
+        msg = message or f"KubeRay marked the RayJob {jds}"
+        if js and js not in ("FAILED", "STOPPED"):
+            msg += f" (jobStatus {js} ignored: the deployment status is authoritative)"
+        return "Failed", reason or jds, msg
+    if rayjob_suspended or jds in ("Suspended", "Suspending"):
+        if user_suspend:
+            return "Suspended", "SuspendedByUser", "spec.scheduling.suspend is true"
+        if kueue_queue_name:
+            return "Queued", "WaitingForKueue", f"Kueue holds the RayJob suspended until LocalQueue {kueue_queue_name} admits it"
+        return "Suspended", "SuspendedExternally", "the RayJob is suspended, but not by this run's spec"
+    if jds == "Running":
+        if js == "RUNNING":
+            return "Running", "JobRunning", message or "training"
+        if js in KUBERAY_TERMINAL_JOB:
+            return "Running", "JobFinishing", f"jobStatus {js}; waiting for KubeRay to finish the deployment"
+        return "Pending", "JobPending", message or "the Ray cluster is up; the job is being submitted"
+    if jds == "Retrying":
+        return "Pending", "Retrying", message or "KubeRay is retrying the job on a new Ray cluster"
+    if jds in ("", "Initializing", "Waiting", "Scheduling", "Scheduled"):
+        return "Pending", jds or "Created", message or "waiting for the Ray cluster"
+    return "Pending", "UnknownDeploymentStatus", f"KubeRay reports an unknown jobDeploymentStatus {jds!r}"
+
+
+def pod_problems(pods: list[dict] | None) -> str | None:
+    """Why Ray pods are not running (image pulls, unschedulable GPUs, missing Secret keys), or None."""
+    problems: list[str] = []
+    for pod in pods or []:
+        name = (pod.get("metadata") or {}).get("name", "?")
+        st = pod.get("status") or {}
+        for cond in st.get("conditions") or []:
+            if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+                problems.append(f"{name}: {cond.get('reason') or 'Unschedulable'}: {cond.get('message') or ''}".rstrip(": "))
+        for cs in (st.get("initContainerStatuses") or []) + (st.get("containerStatuses") or []):
+            waiting = (cs.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") and waiting["reason"] not in ("ContainerCreating", "PodInitializing"):
+                problems.append(f"{name}/{cs.get('name')}: {waiting['reason']}: {waiting.get('message') or ''}".rstrip(": "))
+    return "; ".join(problems)[:2000] if problems else None
+
+
+# ------------------------------------------------------------------------------------- status
+def _condition(prev: dict[str, Condition], type_: str, status: bool, reason: str, message: str, now: str,
+               generation: int | None) -> Condition:
+    value = "True" if status else "False"
+    old = prev.get(type_)
+    ltt = old.last_transition_time if old is not None and old.status == value else now
+    return Condition(type=type_, status=value, reason=reason, message=message[:32768], last_transition_time=ltt,
+                     observed_generation=generation)
+
+
+def progress_from(raw: dict | None, total_steps: int | None) -> Progress | None:
+    if not raw:
+        return None
+    try:
+        step = max(0, int(raw.get("step") or 0))
+        total = int(raw.get("totalSteps") or total_steps or 0)
+        percent = round(min(100.0, 100.0 * step / total), 2) if total > 0 else 0.0
+
+        def num(key: str) -> float | None:
+            v = raw.get(key)
+            return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+        eta = num("etaSeconds")
+        return Progress(
+            step=step, total_steps=max(0, total), percent=percent, tokens=max(0, int(raw.get("tokens") or 0)),
+            loss=num("loss"), tokens_per_second=num("tokensPerSecond"), mfu=num("mfu"),
+            eta_seconds=None if eta is None else max(0.0, eta), updated_at=raw.get("updatedAt"),
+        )
+    except (TypeError, ValueError):
+        return None
+
+
+def eval_from(raw: dict | None, output_uri: str | None) -> EvalSummary | None:
+    if not raw:
+        return None
+    try:
+        step = int(raw["step"])
+        tasks = {str(k): float(v) for k, v in (raw.get("tasks") or {}).items() if isinstance(v, (int, float))}
+        avg = raw.get("average")
+        average = float(avg) if isinstance(avg, (int, float)) else (sum(tasks.values()) / len(tasks) if tasks else None)
+        report = join(output_uri, "eval", f"step-{step:08d}", "report.md") if output_uri else None
+        return EvalSummary(step=step, average=None if average is None else round(average, 4), tasks=tasks, report_uri=report)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def artifacts_for(output_uri: str) -> Artifacts:
+    return Artifacts(
+        output=output_uri,
+        checkpoints=join(output_uri, "checkpoints") + "/",
+        eval=join(output_uri, "eval") + "/",
+        logs=join(output_uri, "logs") + "/",
+    )
+
+
+def summarize(
+    run: dict,
+    rayjob: dict | None,
+    progress: dict | None,
+    eval_summary: dict | None,
+    now: str,
+    *,
+    spec: TrainingRunSpec | None = None,
+    total_steps: int | None = None,
+    spec_error: str | None = None,
+    checkpoint: dict | None = None,
+    pods: list[dict] | None = None,
+    decision: Decision | None = None,
+) -> TrainingRunStatus:
+    """The TrainingRun status from what was observed. Pure: same inputs, same status.
+
+    `progress` is progress.json, `eval_summary` the highest eval/step-*/summary.json, `checkpoint`
+    {step, uri} of the newest complete checkpoint; None means "not read this time" and keeps what the
+    previous status showed (a failed S3 read never erases progress).
+    """
+    prev = previous_status(run)
+    if is_sticky_terminal(prev):
+        return prev
+    meta = run.get("metadata") or {}
+    generation = meta.get("generation")
+    prev_conds = {c.type: c for c in (prev.conditions if prev else [])}
+    out_uri = spec.output.uri if spec is not None else (prev.artifacts.output if prev and prev.artifacts else None)
+
+    rj_status = (rayjob or {}).get("status") or {}
+    js = rj_status.get("jobStatus") or None
+    jds = rj_status.get("jobDeploymentStatus") or None
+    spec_applied = (True, "Applied", "the RayJob matches the spec")
+
+    if spec_error is not None:
+        phase, reason, message = "Failed", REASON_INVALID_SPEC, spec_error
+    elif decision is not None and decision.action == "lost":
+        phase, reason, message = "Failed", "RayJobDeleted", decision.message
+    elif decision is not None and decision.action == "conflict":
+        phase, reason, message = "Pending", "NameConflict", decision.message
+    elif rayjob is None:
+        phase, reason, message = "Pending", "Creating", "creating the RayJob"
+    else:
+        rj_spec = rayjob.get("spec") or {}
+        phase, reason, message = derive_phase(
+            js, jds,
+            rayjob_suspended=bool(rj_spec.get("suspend")),
+            user_suspend=bool(spec and spec.scheduling.suspend),
+            kueue_queue_name=kueue_queue(rayjob),
+            reason=rj_status.get("reason") or None,
+            message=rj_status.get("message") or None,
+        )
+        if phase == "Pending" and jds in (None, "Initializing", "Retrying"):
+            why = pod_problems(pods)
+            if why:
+                reason, message = "PodsNotReady", why
+    if decision is not None and decision.action == "refuse":
+        spec_applied = (False, "ImmutableFieldChanged", decision.message)
+    elif decision is None and prev_conds.get("SpecApplied") is not None and prev_conds["SpecApplied"].status == "False":
+        c = prev_conds["SpecApplied"]
+        spec_applied = (False, c.reason, c.message)
+
+    prog = progress_from(progress, total_steps) or (prev.progress if prev else None)
+    if prog is None and total_steps:
+        prog = Progress(total_steps=total_steps)
+    ev = eval_from(eval_summary, out_uri) or (prev.eval if prev else None)
+    ckpt = (CheckpointRef(step=int(checkpoint["step"]), uri=checkpoint["uri"]) if checkpoint else None) or (
+        prev.last_checkpoint if prev else None
+    )
+
+    admitted = rayjob is not None and phase not in ("Queued", "Suspended") and spec_error is None
+    if spec_error is not None:
+        adm_reason = REASON_INVALID_SPEC
+    elif rayjob is None:
+        adm_reason = "NotCreated"
+    elif phase in ("Queued", "Suspended"):
+        adm_reason = reason
+    else:
+        adm_reason = "Admitted"
+    conds = [
+        _condition(prev_conds, "SpecValid", spec_error is None, "Valid" if spec_error is None else REASON_INVALID_SPEC,
+                   spec_error or "the spec is valid", now, generation),
+        _condition(prev_conds, "SpecApplied", spec_applied[0], spec_applied[1], spec_applied[2], now, generation),
+        _condition(prev_conds, "Admitted", admitted, adm_reason, "" if admitted else message, now, generation),
+        _condition(prev_conds, "Running", phase == "Running", reason if phase == "Running" else phase, message if phase == "Running" else "", now, generation),
+        _condition(prev_conds, "Succeeded", phase == "Succeeded", reason if phase == "Succeeded" else phase, message if phase == "Succeeded" else "", now, generation),
+        _condition(prev_conds, "Failed", phase == "Failed", reason if phase == "Failed" else phase, message if phase == "Failed" else "", now, generation),
+    ]
+
+    start = rj_status.get("startTime") or (prev.start_time if prev else None)
+    completion = None
+    if phase in TERMINAL_PHASES:
+        completion = rj_status.get("endTime") or now
+    if phase == "Succeeded" and prog is not None and prog.total_steps and prog.step < prog.total_steps and progress is None:
+        pass  # keep what progress.json said; never invent steps
+    return TrainingRunStatus(
+        phase=phase,
+        reason=reason,
+        message=message,
+        job_status=js if rayjob is not None else (prev.job_status if prev and decision and decision.action == "lost" else None),
+        job_deployment_status=jds if rayjob is not None else (prev.job_deployment_status if prev and decision and decision.action == "lost" else None),
+        ray_job_name=(rayjob or {}).get("metadata", {}).get("name") or (prev.ray_job_name if prev and decision and decision.action == "lost" else None),
+        observed_generation=generation,
+        conditions=conds,
+        progress=prog,
+        last_checkpoint=ckpt,
+        eval=ev,
+        artifacts=artifacts_for(out_uri) if out_uri else None,
+        start_time=start,
+        completion_time=completion,
+    )
+
+
+def status_patch(status: TrainingRunStatus) -> dict:
+    """The status as the JSON the API server stores (camelCase, unset fields as null to clear them)."""
+    return status.model_dump(by_alias=True, mode="json")
+
+
+def transition_event(prev: TrainingRunStatus | None, new: TrainingRunStatus) -> tuple[str, str, str] | None:
+    """(type, reason, message) of the Kubernetes Event for a phase change or a newly refused edit."""
+    old_phase = prev.phase if prev else None
+    if old_phase != new.phase or (prev and prev.reason != new.reason and new.phase in ("Failed", "Pending")):
+        kind = "Warning" if new.phase == "Failed" or new.reason in ("PodsNotReady", "NameConflict") else "Normal"
+        return kind, new.reason or new.phase, f"{old_phase or 'New'} -> {new.phase}: {new.message or ''}".strip()[:1000]
+    old_applied = next((c for c in (prev.conditions if prev else []) if c.type == "SpecApplied"), None)
+    new_applied = next((c for c in new.conditions if c.type == "SpecApplied"), None)
+    if new_applied and new_applied.status == "False" and (old_applied is None or old_applied.status != "False"
+                                                         or old_applied.message != new_applied.message):
+        return "Warning", new_applied.reason, new_applied.message[:1000]
+    return None

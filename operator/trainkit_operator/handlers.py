@@ -1,0 +1,362 @@
+"""Thin kopf handlers around ONE idempotent reconcile (level-based: read state -> decide -> apply).
+
+`reconcile` is called from the create/update/resume handlers, from a timer (progress, eval, missed
+events) and when a labelled RayJob changes (KubeRay's transitions show without waiting for the timer).
+All decisions are in `decide` (pure); this module only reads, writes and posts Events.
+
+Concurrency: kopf may run a timer and an event handler for the same run at once, so each run's
+reconcile holds a per-run lock, re-reads the run fresh, and writes the status with the run's
+resourceVersion (a stale write gets 409 and is retried). Children have deterministic names, so two
+creators can never make two RayJobs: the loser gets 409 AlreadyExists and adopts what exists.
+Terminal runs are never touched (decide.is_sticky_terminal).
+
+API errors (409, 429, 5xx, connection errors) raise kopf.TemporaryError with exponential backoff;
+kopf itself re-establishes dropped watches (watch timeouts are set so a silent stream is noticed).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import kopf
+
+from trainkit.spec.load import SpecError, parse_spec
+
+from trainkit_operator import builders, decide, observe
+from trainkit_operator.config import OperatorConfig
+
+GROUP, VERSION, PLURAL = "trainkit.dev", "v1alpha1", "trainingruns"
+ANNOTATION_PREFIX = "operator.trainkit.dev"
+REQUEST_TIMEOUT = (10, 60)  # connect, read (seconds) for every call of ours
+
+log = logging.getLogger("trainkit_operator")
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def backoff_delay(retry: int, base: float = 1.0, cap: float = 60.0) -> float:
+    return min(cap, base * (2 ** min(retry, 8))) * (0.5 + random.random() / 2)
+
+
+# ------------------------------------------------------------------------------- API wrapper
+class Kube:
+    """The operator's Kubernetes calls (see api_calls.API_CALLS); made per operator, never at import."""
+
+    def __init__(self, api_client):
+        from kubernetes import client
+
+        self.api_client = api_client
+        self.custom = client.CustomObjectsApi(api_client)
+        self.core = client.CoreV1Api(api_client)
+
+    @classmethod
+    def from_environment(cls, pool_size: int = 16) -> "Kube":
+        from kubernetes import client, config
+
+        cfg = client.Configuration()
+        if os.environ.get("KUBERNETES_SERVICE_HOST"):
+            config.load_incluster_config(client_configuration=cfg)
+        else:
+            config.load_kube_config(client_configuration=cfg)
+        cfg.connection_pool_maxsize = pool_size
+        cfg.retries = 0  # we retry with backoff ourselves (kopf.TemporaryError)
+        return cls(client.ApiClient(cfg))
+
+    def close(self) -> None:
+        try:
+            self.api_client.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+    @staticmethod
+    def _missing(e: Exception) -> bool:
+        return getattr(e, "status", None) == 404
+
+    def get_run(self, ns: str, name: str) -> dict | None:
+        try:
+            return self.custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name, _request_timeout=REQUEST_TIMEOUT)
+        except Exception as e:
+            if self._missing(e):
+                return None
+            raise
+
+    def patch_run_status(self, ns: str, name: str, resource_version: str | None, status: dict) -> dict:
+        body: dict[str, Any] = {"status": status}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
+        return self.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, ns, PLURAL, name, body, _request_timeout=REQUEST_TIMEOUT
+        )
+
+    def get_rayjob(self, ns: str, name: str) -> dict | None:
+        try:
+            return self.custom.get_namespaced_custom_object("ray.io", "v1", ns, "rayjobs", name, _request_timeout=REQUEST_TIMEOUT)
+        except Exception as e:
+            if self._missing(e):
+                return None
+            raise
+
+    def create_rayjob(self, ns: str, body: dict) -> dict:
+        return self.custom.create_namespaced_custom_object("ray.io", "v1", ns, "rayjobs", body, _request_timeout=REQUEST_TIMEOUT)
+
+    def patch_rayjob(self, ns: str, name: str, ops: list[dict]) -> dict:
+        return self.custom.patch_namespaced_custom_object(
+            "ray.io", "v1", ns, "rayjobs", name, ops, _content_type="application/json-patch+json",
+            _request_timeout=REQUEST_TIMEOUT,
+        )
+
+    def get_configmap(self, ns: str, name: str) -> dict | None:
+        try:
+            cm = self.core.read_namespaced_config_map(name, ns, _request_timeout=REQUEST_TIMEOUT)
+        except Exception as e:
+            if self._missing(e):
+                return None
+            raise
+        return self.api_client.sanitize_for_serialization(cm)
+
+    def create_configmap(self, ns: str, body: dict) -> dict:
+        cm = self.core.create_namespaced_config_map(ns, body, _request_timeout=REQUEST_TIMEOUT)
+        return self.api_client.sanitize_for_serialization(cm) if cm is not None else body
+
+    def replace_configmap(self, ns: str, name: str, body: dict) -> dict:
+        cm = self.core.replace_namespaced_config_map(name, ns, body, _request_timeout=REQUEST_TIMEOUT)
+        return self.api_client.sanitize_for_serialization(cm) if cm is not None else body
+
+    def secret_exists(self, ns: str, name: str) -> bool:
+        """Existence only: asks for metadata (PartialObjectMetadata) and drops the response unread."""
+        try:
+            self.core.read_namespaced_secret(
+                name, ns, _preload_content=False, _request_timeout=REQUEST_TIMEOUT,
+                _headers={"Accept": "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"},
+            ).release_conn()
+            return True
+        except Exception as e:
+            if self._missing(e):
+                return False
+            raise
+
+    def list_pods(self, ns: str, selector: str) -> list[dict]:
+        pods = self.core.list_namespaced_pod(ns, label_selector=selector, _request_timeout=REQUEST_TIMEOUT)
+        return [self.api_client.sanitize_for_serialization(p) for p in pods.items]
+
+
+def is_transient(e: BaseException) -> bool:
+    status = getattr(e, "status", None)
+    if status is not None:
+        return status in (408, 409, 429) or status >= 500 or status == 0
+    name = type(e).__name__
+    return isinstance(e, (ConnectionError, TimeoutError, OSError)) or name in (
+        "MaxRetryError", "ProtocolError", "NewConnectionError", "ReadTimeoutError", "ConnectTimeoutError",
+    )
+
+
+def describe_api_error(e: BaseException) -> str:
+    """Status code and reason only: response bodies can echo request content, which stays out of logs."""
+    status, reason = getattr(e, "status", None), getattr(e, "reason", None)
+    return f"{type(e).__name__} {status} {reason}" if status is not None else type(e).__name__
+
+
+# --------------------------------------------------------------------------------- reconcile
+@dataclass
+class Outcome:
+    status: dict | None  # what was written (None: unchanged or terminal)
+    phase: str | None
+    event: tuple[str, str, str] | None
+    decision: decide.Decision | None
+
+
+def spec_error_text(e: SpecError) -> str:
+    return "; ".join(f"{i.path}: {i.message}" if i.path else i.message for i in e.issues)[:4000]
+
+
+def reconcile(kube: Kube, run: dict, config: OperatorConfig, now: str | None = None) -> Outcome:
+    """Read state, decide (pure), apply; write the status if it changed. Idempotent."""
+    now = now or now_iso()
+    meta = run["metadata"]
+    ns, name = meta.get("namespace") or "default", meta["name"]
+    prev = decide.previous_status(run)
+    if decide.is_sticky_terminal(prev):
+        return Outcome(None, prev.phase, None, None)
+
+    spec = plan = None
+    spec_error: str | None = None
+    try:
+        spec, plan = parse_spec(run.get("spec") or {}, source=f"TrainingRun {ns}/{name}")
+    except SpecError as e:
+        spec_error = spec_error_text(e)
+    if spec is not None:
+        secret = builders.credentials_secret(spec, config)
+        if secret and not kube.secret_exists(ns, secret):
+            spec_error = (
+                f"spec.storage.credentialsSecret: Secret {secret!r} does not exist in namespace {ns!r}; "
+                "create it with keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+            )
+
+    rayjob = configmap = None
+    if spec_error is None:
+        rayjob = kube.get_rayjob(ns, builders.rayjob_name(name))
+        configmap = kube.get_configmap(ns, builders.configmap_name(name))
+    decision = decide.plan_actions(run, spec if spec_error is None else None, spec_error, rayjob, configmap, config)
+
+    if decision.action in ("create", "update"):
+        if decision.configmap is not None:
+            if configmap is None:
+                try:
+                    kube.create_configmap(ns, decision.configmap)
+                except Exception as e:
+                    if getattr(e, "status", None) != 409:
+                        raise
+                    raise kopf.TemporaryError("ConfigMap appeared concurrently; re-reading", delay=0.5) from None
+            elif decision.configmap_replace:
+                body = dict(decision.configmap)
+                body["metadata"] = {**decision.configmap["metadata"], "resourceVersion": configmap["metadata"].get("resourceVersion")}
+                kube.replace_configmap(ns, body["metadata"]["name"], body)
+        if decision.action == "create" and decision.rayjob is not None:
+            try:
+                rayjob = kube.create_rayjob(ns, decision.rayjob) or kube.get_rayjob(ns, builders.rayjob_name(name))
+            except Exception as e:
+                if getattr(e, "status", None) != 409:
+                    raise
+                # Created by an earlier incarnation or a concurrent reconcile: adopt it, never a second one.
+                rayjob = kube.get_rayjob(ns, builders.rayjob_name(name))
+        if decision.action == "update" and decision.patch:
+            rayjob = kube.patch_rayjob(ns, builders.rayjob_name(name), decision.patch) or rayjob
+
+    progress = eval_summary = checkpoint = None
+    pods = None
+    if rayjob is not None and spec is not None and spec_error is None:
+        st = rayjob.get("status") or {}
+        started = st.get("jobStatus") in ("RUNNING", "SUCCEEDED", "FAILED", "STOPPED") or st.get("jobDeploymentStatus") in (
+            "Running", "Complete", "Failed",
+        )
+        if started:
+            opts = observe.options_for(spec, config)
+            progress = observe.read_progress(spec.output.uri, opts)
+            checkpoint = observe.latest_checkpoint(spec.output.uri, opts)
+            eval_summary = observe.latest_eval_summary(spec.output.uri, opts)
+        elif st.get("jobDeploymentStatus") in ("Initializing", "Retrying") and st.get("rayClusterName"):
+            pods = kube.list_pods(ns, f"ray.io/cluster={st['rayClusterName']}")
+
+    status = decide.summarize(
+        run, rayjob, progress, eval_summary, now,
+        spec=spec if spec_error is None else None,
+        total_steps=plan.total_steps if plan is not None else None,
+        spec_error=spec_error, checkpoint=checkpoint, pods=pods, decision=decision,
+    )
+    if prev is not None and prev.model_dump() == status.model_dump():
+        return Outcome(None, status.phase, None, decision)
+    written = decide.status_patch(status)
+    kube.patch_run_status(ns, name, meta.get("resourceVersion"), written)
+    return Outcome(written, status.phase, decide.transition_event(prev, status), decision)
+
+
+# ------------------------------------------------------------------------------ kopf wiring
+def _lock_for(memo: Any, key: tuple[str, str]) -> threading.Lock:
+    with memo.locks_guard:
+        lock = memo.locks.get(key)
+        if lock is None:
+            lock = memo.locks[key] = threading.Lock()
+        return lock
+
+
+def reconcile_named(memo: Any, ns: str, name: str, retry: int = 0, fallback_body: Any = None) -> Outcome | None:
+    """Lock the run, read it fresh, reconcile, post the transition Event. Errors -> TemporaryError."""
+    config: OperatorConfig = memo.config
+    kube: Kube = memo.kube
+    with _lock_for(memo, (ns, name)):
+        try:
+            run = kube.get_run(ns, name)
+            if run is None or (run.get("metadata") or {}).get("deletionTimestamp"):
+                return None
+            outcome = reconcile(kube, run, config)
+        except kopf.TemporaryError:
+            raise
+        except Exception as e:
+            if is_transient(e):
+                raise kopf.TemporaryError(f"API call failed ({describe_api_error(e)}); retrying",
+                                          delay=backoff_delay(retry)) from None
+            raise kopf.TemporaryError(f"reconcile failed ({describe_api_error(e)}); retrying",
+                                      delay=backoff_delay(retry, base=5.0)) from None
+    if outcome.event is not None:
+        kind, reason, message = outcome.event
+        kopf.event(run, type=kind, reason=reason, message=message)
+    return outcome
+
+
+def configure_settings(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
+    # Handler progress and the diff-base live in annotations: the strict status schema would prune
+    # kopf's status.kopf and handlers would re-run forever (kopf#321, #574).
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = f"{ANNOTATION_PREFIX}/finalizer"  # unused: no deletion handlers
+    # Watches go quiet without timeouts (kopf#585, #1276).
+    settings.watching.server_timeout = config.watch_server_timeout
+    settings.watching.client_timeout = config.watch_client_timeout
+    settings.watching.connect_timeout = config.watch_connect_timeout
+    settings.watching.reconnect_backoff = 1.0
+    settings.networking.request_timeout = 120
+    # Events: kopf's own posting; the component name shows in `kubectl describe`.
+    settings.posting.enabled = True
+    settings.posting.level = logging.WARNING  # handler logs do not become Events; ours are explicit
+    settings.posting.reporting_component = "trainkit-operator"
+    settings.posting.event_name_prefix = "trainkit-"
+    # Sync handlers run in this many threads (each holds one API connection).
+    settings.execution.max_workers = config.max_workers
+    if config.peering_name:
+        settings.peering.name = config.peering_name
+        settings.peering.standalone = False
+    else:
+        settings.peering.standalone = True
+
+
+def register(registry: kopf.OperatorRegistry, config: OperatorConfig | None = None, kube: Kube | None = None) -> kopf.OperatorRegistry:
+    """Register every handler into `registry`. `kube` lets a caller supply the API client (tests)."""
+    config = config or OperatorConfig.from_env()
+
+    @kopf.on.startup(registry=registry)
+    def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_):
+        configure_settings(settings, config)
+        memo.config = config
+        memo.kube = kube or Kube.from_environment(pool_size=config.max_workers + 4)
+        memo.locks = {}
+        memo.locks_guard = threading.Lock()
+
+    @kopf.on.cleanup(registry=registry)
+    def cleanup(memo: kopf.Memo, **_):
+        if kube is None and getattr(memo, "kube", None) is not None:
+            memo.kube.close()
+
+    def handle(body, memo, retry: int = 0, **_):
+        reconcile_named(memo, body["metadata"].get("namespace") or "default", body["metadata"]["name"], retry)
+
+    kopf.on.create(GROUP, VERSION, PLURAL, id="reconcile-create", registry=registry)(handle)
+    kopf.on.update(GROUP, VERSION, PLURAL, id="reconcile-update", registry=registry)(handle)
+    kopf.on.resume(GROUP, VERSION, PLURAL, id="reconcile-resume", registry=registry)(handle)
+    kopf.timer(GROUP, VERSION, PLURAL, id="reconcile-timer", interval=config.timer_interval,
+               initial_delay=config.timer_initial_delay, registry=registry)(handle)
+
+    @kopf.on.event("ray.io", "v1", "rayjobs", labels={builders.RUN_LABEL: kopf.PRESENT}, registry=registry,
+                   id="rayjob-changed")
+    def rayjob_changed(body, memo, type, **_):
+        # KubeRay moved a RayJob: reconcile its owner now instead of at the next timer tick.
+        if type == "DELETED" or type is None:
+            # None: the initial listing; resume handlers and timers already cover existing runs.
+            if type is None:
+                return
+        run_name = body["metadata"]["labels"][builders.RUN_LABEL]
+        try:
+            reconcile_named(memo, body["metadata"].get("namespace") or "default", run_name)
+        except kopf.TemporaryError as e:
+            log.info("reconcile of %s after a RayJob change deferred to the timer: %s", run_name, e)
+
+    return registry

@@ -1,0 +1,259 @@
+"""Pure builders of the operator's children (ConfigMap, RayJob): no cluster, no I/O."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from trainkit.spec import load_run, parse_spec
+from trainkit_operator import builders
+from trainkit_operator.config import OperatorConfig
+
+REPO = Path(__file__).resolve().parents[2]
+SEED = REPO / "jobs" / "gpt2-70m-50-30-20.yaml"
+UID = "0b7e5a52-1111-4c4c-9d9d-000000000001"
+
+
+def seed_run(**spec_updates) -> dict:
+    doc = yaml.safe_load(SEED.read_text())
+    doc["metadata"].update({"namespace": "research", "uid": UID, "generation": 1, "resourceVersion": "7"})
+    for dotted, value in spec_updates.items():
+        node = doc["spec"]
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return doc
+
+
+def built(run: dict | None = None, config: OperatorConfig | None = None):
+    run = run or seed_run()
+    spec, _ = parse_spec(run["spec"])
+    config = config or OperatorConfig()
+    return run, spec, builders.build_rayjob(run, spec, config), builders.build_configmap(run, spec, config)
+
+
+def head(rj):
+    return rj["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
+
+
+def workers(rj):
+    return rj["spec"]["rayClusterSpec"]["workerGroupSpecs"]
+
+
+def test_deterministic_name_labels_and_owner_reference():
+    run, spec, rj, cm = built()
+    assert rj["apiVersion"] == "ray.io/v1" and rj["kind"] == "RayJob"
+    assert rj["metadata"]["name"] == "gpt2-70m-50-30-20"
+    assert rj["metadata"]["namespace"] == "research"
+    assert rj["metadata"]["labels"]["trainkit.dev/run"] == "gpt2-70m-50-30-20"
+    for obj in (rj, cm):
+        (ref,) = obj["metadata"]["ownerReferences"]
+        assert ref == {
+            "apiVersion": "trainkit.dev/v1alpha1", "kind": "TrainingRun", "name": "gpt2-70m-50-30-20",
+            "uid": UID, "controller": True, "blockOwnerDeletion": True,
+        }
+    # same inputs, same objects (the reconcile relies on it)
+    _, _, rj2, cm2 = built()
+    assert rj == rj2 and cm == cm2
+
+
+def test_owner_reference_needs_a_uid():
+    run = seed_run()
+    del run["metadata"]["uid"]
+    spec, _ = parse_spec(run["spec"])
+    with pytest.raises(ValueError, match="no uid"):
+        builders.build_rayjob(run, spec, OperatorConfig())
+
+
+def test_gpu_worker_group_from_resources():
+    run, spec, rj, _ = built()
+    (group,) = workers(rj)
+    assert group["replicas"] == group["minReplicas"] == group["maxReplicas"] == 1
+    pod = group["template"]["spec"]
+    c = pod["containers"][0]
+    assert c["resources"]["limits"] == {"cpu": "8", "memory": "64Gi", "nvidia.com/gpu": "1"}
+    assert c["resources"]["requests"]["nvidia.com/gpu"] == "1"
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+    assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert c["image"] == OperatorConfig().trainer_image
+    # the head: CPU only, no GPU node selector, head resources from the spec defaults
+    h = head(rj)
+    assert "nodeSelector" not in h
+    assert h["containers"][0]["resources"]["limits"] == {"cpu": "2", "memory": "8Gi"}
+    assert "nvidia.com/gpu" not in json.dumps(h["containers"][0]["resources"])
+
+
+def test_resources_overrides_image_pull_secrets_and_fractional_cpus():
+    run = seed_run()
+    run["spec"]["resources"].update(
+        {"workers": 4, "gpusPerWorker": 8, "cpusPerWorker": 0.5, "memoryPerWorker": "100Gi", "image": "registry.local/trainer:x",
+         "imagePullSecrets": ["regcred"], "headCpus": 1.5}
+    )
+    run["spec"]["training"]["globalBatchSize"] = 96
+    _, _, rj, _ = built(run)
+    (group,) = workers(rj)
+    assert group["replicas"] == 4
+    c = group["template"]["spec"]["containers"][0]
+    assert c["resources"]["limits"] == {"cpu": "500m", "memory": "100Gi", "nvidia.com/gpu": "8"}
+    assert c["image"] == head(rj)["containers"][0]["image"] == "registry.local/trainer:x"
+    assert group["template"]["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
+    assert head(rj)["imagePullSecrets"] == [{"name": "regcred"}]
+    assert head(rj)["containers"][0]["resources"]["limits"]["cpu"] == "1500m"
+
+
+def test_cpu_only_workers_have_no_gpu_limit():
+    run = seed_run()
+    run["spec"]["resources"]["gpusPerWorker"] = 0
+    _, _, rj, _ = built(run)
+    assert "nvidia.com/gpu" not in workers(rj)[0]["template"]["spec"]["containers"][0]["resources"]["limits"]
+
+
+def test_entrypoint_is_constant_and_spec_is_mounted_from_the_owned_configmap():
+    run = seed_run()
+    # A hostile-looking but schema-valid value must never reach a command line.
+    run["spec"]["output"]["uri"] = "s3://trainkit-runs/x;rm -rf $HOME/"
+    run2, spec, rj, cm = built(run)
+    assert rj["spec"]["entrypoint"] == "python -m trainkit.jobs.train --spec /etc/trainkit/spec.json"
+    assert "rm -rf" not in json.dumps(rj)
+    assert cm["metadata"]["name"] == "gpt2-70m-50-30-20-spec"
+    for pod in (head(rj), workers(rj)[0]["template"]["spec"]):
+        vol = next(v for v in pod["volumes"] if v["name"] == "trainkit-spec")
+        assert vol["configMap"]["name"] == cm["metadata"]["name"]
+        mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "trainkit-spec")
+        assert mount == {"name": "trainkit-spec", "mountPath": "/etc/trainkit", "readOnly": True}
+    doc = json.loads(cm["data"]["spec.json"])
+    assert doc["spec"]["output"]["uri"] == "s3://trainkit-runs/x;rm -rf $HOME/"
+    assert doc["spec"]["data"]["sources"][0]["name"] == "finepdfs"
+
+
+def test_configmap_document_is_a_loadable_training_run(tmp_path):
+    _, spec, _, cm = built()
+    path = tmp_path / "spec.json"
+    path.write_text(cm["data"]["spec.json"])
+    loaded = load_run(path)  # YAML loader: exponents like 5e-05 must still read as numbers
+    assert json.loads(cm["data"]["spec.json"])["spec"] == spec.model_dump(by_alias=True, mode="json", exclude_none=True)
+    assert loaded.spec == spec
+    assert loaded.metadata.name == "gpt2-70m-50-30-20"
+
+
+def test_kubray_job_fields_shutdown_backoff_deadline_suspend():
+    _, _, rj, _ = built(seed_run(**{"scheduling.activeDeadlineSeconds": 86400, "scheduling.suspend": True}))
+    s = rj["spec"]
+    assert s["shutdownAfterJobFinishes"] is True
+    assert s["backoffLimit"] == 2
+    assert s["activeDeadlineSeconds"] == 86400
+    assert s["suspend"] is True
+    assert "clusterSelector" not in s  # Kueue rejects it
+    _, _, rj, _ = built()
+    assert rj["spec"]["suspend"] is False and "activeDeadlineSeconds" not in rj["spec"]
+
+
+def test_kueue_queue_label_and_priority_forwarded():
+    _, _, rj, _ = built(seed_run(**{"scheduling.priorityClassName": "research-high"}))
+    assert rj["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-training"
+    for pod in (head(rj), workers(rj)[0]["template"]["spec"], rj["spec"]["submitterPodTemplate"]["spec"]):
+        assert pod["priorityClassName"] == "research-high"
+    assert "ray.io/scheduler-name" not in rj["metadata"]["labels"]
+
+
+def test_no_queue_no_kueue_label():
+    run = seed_run()
+    del run["spec"]["scheduling"]["queueName"]
+    _, _, rj, _ = built(run)
+    assert "kueue.x-k8s.io/queue-name" not in rj["metadata"]["labels"]
+
+
+def test_volcano_gang_labels():
+    _, _, rj, _ = built(seed_run(**{"scheduling.volcanoQueue": "gang", "scheduling.priorityClassName": "p1"}))
+    labels = rj["metadata"]["labels"]
+    assert labels["ray.io/scheduler-name"] == "volcano"
+    assert labels["volcano.sh/queue-name"] == "gang"
+    assert labels["ray.io/gang-scheduling-enabled"] == "true"
+    assert labels["ray.io/priority-class-name"] == "p1"
+
+
+def test_credentials_only_as_secret_key_refs_and_never_in_any_child():
+    planted = [os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]]
+    run = seed_run(**{"storage.endpoint": "http://minio.storage:9000", "storage.region": "eu-west-1"})
+    _, _, rj, cm = built(run, OperatorConfig(default_storage_endpoint="http://other:9000"))
+    text = json.dumps(rj) + json.dumps(cm)
+    for value in planted:
+        assert value not in text
+    for pod in (head(rj), workers(rj)[0]["template"]["spec"]):
+        env = {e["name"]: e for e in pod["containers"][0]["env"]}
+        assert env["AWS_ENDPOINT_URL"] == {"name": "AWS_ENDPOINT_URL", "value": "http://minio.storage:9000"}
+        assert env["AWS_DEFAULT_REGION"]["value"] == "eu-west-1"
+        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            assert "value" not in env[key]
+            assert env[key]["valueFrom"] == {"secretKeyRef": {"name": "trainkit-s3", "key": key, "optional": False}}
+    # the submitter never gets credentials
+    assert "env" not in rj["spec"]["submitterPodTemplate"]["spec"]["containers"][0]
+
+
+def test_default_endpoint_and_secret_from_config():
+    run = seed_run()
+    del run["spec"]["storage"]
+    _, _, rj, _ = built(run, OperatorConfig(default_storage_endpoint="http://minio:9000", default_credentials_secret="platform-s3"))
+    env = {e["name"]: e for e in head(rj)["containers"][0]["env"]}
+    assert env["AWS_ENDPOINT_URL"]["value"] == "http://minio:9000"
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "platform-s3"
+    _, _, rj, _ = built(run)
+    names = {e["name"] for e in head(rj)["containers"][0]["env"]}
+    assert not names & {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"}  # pod identity (IRSA)
+
+
+def test_user_env_forwarded_but_cannot_shadow_reserved_names():
+    run = seed_run()
+    run["spec"]["resources"]["env"] = [{"name": "NCCL_DEBUG", "value": "INFO"}, {"name": "AWS_ENDPOINT_URL", "value": "http://evil"}]
+    _, _, rj, _ = built(run)
+    env = workers(rj)[0]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "NCCL_DEBUG", "value": "INFO"} in env
+    assert [e for e in env if e["name"] == "AWS_ENDPOINT_URL"] == []  # seed has no endpoint; the user's is dropped
+
+
+def test_non_root_everywhere():
+    _, _, rj, _ = built()
+    pods = [head(rj), workers(rj)[0]["template"]["spec"], rj["spec"]["submitterPodTemplate"]["spec"]]
+    for pod in pods:
+        assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
+        assert pod["automountServiceAccountToken"] is False
+        for c in pod["containers"]:
+            sc = c["securityContext"]
+            assert sc["runAsNonRoot"] is True and sc["allowPrivilegeEscalation"] is False
+            assert sc["capabilities"] == {"drop": ["ALL"]} and sc["privileged"] is False
+
+
+def test_mutable_patch_only_touches_mutable_fields():
+    run, spec, rj, _ = built()
+    current = copy.deepcopy(rj)
+    current["status"] = {"jobDeploymentStatus": "Running"}
+    assert builders.mutable_patch(rj, current, kueue_managed=True) == []
+    run2 = seed_run(**{"scheduling.priorityClassName": "urgent", "scheduling.backoffLimit": 5, "scheduling.suspend": True})
+    spec2, _ = parse_spec(run2["spec"])
+    desired = builders.build_rayjob(run2, spec2, OperatorConfig())
+    ops = builders.mutable_patch(desired, current, kueue_managed=True)
+    paths = {o["path"] for o in ops}
+    assert "/spec/backoffLimit" in paths
+    assert "/spec/rayClusterSpec/headGroupSpec/template/spec/priorityClassName" in paths
+    assert "/spec/rayClusterSpec/workerGroupSpecs/0/template/spec/priorityClassName" in paths
+    assert "/spec/suspend" not in paths  # Kueue owns suspend
+    assert all(o["op"] in ("add", "remove") for o in ops)
+    ops = builders.mutable_patch(desired, current, kueue_managed=False)
+    assert {"op": "add", "path": "/spec/suspend", "value": True} in ops
+    # applying the ops (RFC 6902) to `current` gives `desired`'s mutable values and nothing else changes
+    import jsonpatch
+
+    patched = jsonpatch.apply_patch(current, ops)
+    assert builders.mutable_patch(desired, patched, kueue_managed=False) == []
+    assert patched["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"] == \
+        current["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"]
+    assert patched["metadata"]["labels"] == current["metadata"]["labels"]
+    # un-setting a field removes it
+    back = builders.mutable_patch(rj, patched, kueue_managed=False)
+    assert {"op": "remove", "path": "/spec/rayClusterSpec/headGroupSpec/template/spec/priorityClassName"} in back
