@@ -10,3 +10,13 @@ PY=${PYTHON:-python3.11}
 # litdata (a benchmark peer) declares torchvision, whose PyPI build breaks importing transformers next
 # to the CPU torch: install litdata without it (litdata itself never imports torchvision for our use).
 .venv/bin/pip install -q --no-deps 'litdata==0.2.76' 'lightning-utilities' 'tifffile' 'obstore'
+# Real English text for `trainkit demo-data` (licenses: docs/data.md): three Debian doc packages unpacked
+# into .trainkit/demo-text/root, not installed, so no root is needed once apt lists exist. Without apt,
+# demo-data falls back to text that ships with Python.
+if command -v apt-get >/dev/null && [ ! -d .trainkit/demo-text/root/usr/share/doc/python3.11 ]; then
+  if [ "$(id -u)" = 0 ] && ! apt-cache show python3.11-doc >/dev/null 2>&1; then apt-get update -qq || true; fi
+  ( mkdir -p .trainkit/demo-text/debs && cd .trainkit/demo-text/debs \
+    && apt-get download -qq python3.11-doc r-doc-pdf debian-handbook 2>/dev/null \
+    && for deb in *.deb; do dpkg-deb -x "$deb" ../root; done ) \
+    || echo "warning: could not fetch Debian doc packages; trainkit demo-data will use Python's own docs" >&2
+fi

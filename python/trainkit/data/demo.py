@@ -24,7 +24,10 @@ from typing import Callable, Iterator
 
 from trainkit import storage
 
-DEFAULT_TEXT_ROOT = Path(os.environ.get("TRAINKIT_DEMO_TEXT", Path.cwd() / ".trainkit" / "demo-text" / "root"))
+# Where scripts/install.sh unpacks the Debian doc packages (the repository's .trainkit/, git-ignored).
+DEFAULT_TEXT_ROOT = Path(
+    os.environ.get("TRAINKIT_DEMO_TEXT", Path(__file__).resolve().parents[3] / ".trainkit" / "demo-text" / "root")
+)
 MIN_DOC_CHARS = 200  # drop navigation stubs and empty pages
 
 
