@@ -17,6 +17,8 @@ COMMAND_MODULES = [
     "trainkit.commands.sweep",
     "trainkit.commands.prepare", "trainkit.commands.demo_data",
     "trainkit.commands.bench",
+    "trainkit.commands.eval", "trainkit.commands.report",
+    "trainkit.commands.compare",
 ]
 
 

@@ -25,8 +25,8 @@ def gpt2_tokenizer():
     try:
         from trainkit.data.tokenizer import load_tokenizer  # written by the data engineer
 
-        tok = load_tokenizer("gpt2")
-        if hasattr(tok, "save_pretrained") and tok("Hello world")["input_ids"] == [15496, 995]:
+        tok = load_tokenizer("gpt2").hf_tokenizer()
+        if tok("Hello world")["input_ids"] == [15496, 995]:
             return tok
     except Exception:  # noqa: BLE001 - not there yet, or a different interface: use the local helper
         pass

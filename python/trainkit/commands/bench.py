@@ -5,7 +5,9 @@ from __future__ import annotations
 import importlib
 
 # target name -> module exposing add_arguments(parser) and run(args) -> int
-BENCH_TARGETS: dict[str, str] = {}
+BENCH_TARGETS: dict[str, str] = {
+    "eval": "trainkit.bench.eval",
+}
 
 
 def register(sub) -> None:

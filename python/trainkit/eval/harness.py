@@ -20,12 +20,17 @@ log = logging.getLogger(__name__)
 _PER_TASK_SECTIONS = ("results", "groups", "group_subtasks", "configs", "versions", "n-shot", "higher_is_better", "n-samples", "samples")
 
 
-def task_manager(include_paths: list[Path], include_defaults: bool):
+def task_manager(requests: list[TaskRequest], include_paths: list[Path]):
+    """lm-eval's TaskManager over the local task folders alone when they hold every requested name
+    (indexing is then ~0.05 s), else over the built-in tasks too (~5 s)."""
     from lm_eval.tasks import TaskManager
 
-    return TaskManager(
-        include_path=[str(p) for p in include_paths] or None, include_defaults=include_defaults
-    )
+    paths = [str(p) for p in include_paths]
+    if paths:
+        local = TaskManager(include_path=paths, include_defaults=False)
+        if all(r.name in set(local.all_tasks) for r in requests):
+            return local
+    return TaskManager(include_path=paths or None, include_defaults=True)
 
 
 def check_names(requests: list[TaskRequest], manager) -> None:

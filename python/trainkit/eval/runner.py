@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +29,12 @@ RESULTS, SUMMARY, REPORT, BAR_CHART, BY_STEP = "results.json", "summary.json", "
 
 def eval_dir(output_uri: str, step: int) -> str:
     return store.join(output_uri, "eval", f"step-{step:08d}")
+
+
+def run_uri_of_checkpoint(checkpoint_uri: str) -> str | None:
+    """`<run>/checkpoints/step-N` -> `<run>` (where its evals go by default); None for other layouts."""
+    m = re.fullmatch(r"(.+)/checkpoints/step-\d+/*", checkpoint_uri)
+    return m.group(1) if m else None
 
 
 def storage_options(storage) -> store.StorageOptions | None:
@@ -57,7 +64,7 @@ def evaluate_checkpoint(checkpoint_uri: str, eval_spec, output_uri: str, step: i
 
     with tempfile.TemporaryDirectory(prefix="tk-tasks-", dir=cache if cache.exists() else None) as tmp:
         folders = {r.path: prepare_task_folder(r.path, Path(tmp), options) for r in requests if r.path}
-        manager = harness.task_manager(list(folders.values()), include_defaults=not all(r.path for r in requests))
+        manager = harness.task_manager(requests, list(folders.values()))
         harness.check_names(requests, manager)
         harness.preflight(requests, manager)
         model = harness.load_model(ckpt.path, batch_size, device)
@@ -109,3 +116,10 @@ def read_history(output_uri: str, options: store.StorageOptions | None = None) -
         data = store.retry(lambda p=p: fs.cat_file(p), f"reading {p}")
         out.append(json.loads(data))
     return sorted(out, key=lambda s: s.get("step") or 0)
+
+
+def list_files(uri: str, options: store.StorageOptions | None = None) -> list[str]:
+    """The files under `uri`, as URIs of the same scheme."""
+    fs, root = store.filesystem(uri, options)
+    found = store.retry(lambda: fs.find(root), f"listing {uri}")
+    return [store.join(uri, p[len(root):].lstrip("/")) for p in sorted(found)]
