@@ -1,0 +1,291 @@
+"""Pure decisions of the operator: the phase table over KubeRay's enums, status, and what to do."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+
+import pytest
+
+from trainkit.spec import parse_spec
+from trainkit.spec.status import TrainingRunStatus
+from trainkit_operator import builders, decide
+from trainkit_operator.config import OperatorConfig
+
+from test_operator_builders import UID, seed_run  # noqa: E402  (same folder)
+
+NOW = "2026-11-27T08:00:00Z"
+LATER = "2026-11-27T09:00:00Z"
+JOB_STATUSES = ["", "PENDING", "RUNNING", "STOPPED", "SUCCEEDED", "FAILED"]
+DEPLOYMENT_STATUSES = ["", "Initializing", "Running", "Complete", "Failed", "ValidationFailed", "Suspending",
+                       "Suspended", "Retrying", "Waiting"]
+CFG = OperatorConfig()
+
+
+def rayjob_for(run: dict, js: str = "", jds: str = "", suspend: bool = False, **status) -> dict:
+    spec, _ = parse_spec(run["spec"])
+    rj = builders.build_rayjob(run, spec, CFG)
+    rj["spec"]["suspend"] = suspend
+    rj["status"] = {"jobStatus": js, "jobDeploymentStatus": jds, **status}
+    return rj
+
+
+def summarize(run, rj, progress=None, ev=None, now=NOW, **kw):
+    spec, plan = parse_spec(run["spec"])
+    kw.setdefault("decision", decide.Decision("none"))
+    return decide.summarize(run, rj, progress, ev, now, spec=spec, total_steps=plan.total_steps, **kw)
+
+
+def with_status(run: dict, status: TrainingRunStatus) -> dict:
+    run = copy.deepcopy(run)
+    run["status"] = json.loads(json.dumps(decide.status_patch(status)))
+    return run
+
+
+# ------------------------------------------------------------------------------- phase table
+def expected_phase(js: str, jds: str) -> str:
+    if jds == "Complete":
+        return "Succeeded" if js == "SUCCEEDED" else "Failed"
+    if jds in ("Failed", "ValidationFailed"):
+        return "Failed"
+    if jds in ("Suspended", "Suspending"):
+        return "Queued"  # the seed names a Kueue queue and the user did not ask to suspend
+    if jds == "Running":
+        return "Running" if js in ("RUNNING", "SUCCEEDED", "FAILED", "STOPPED") else "Pending"
+    return "Pending"
+
+
+@pytest.mark.parametrize("js,jds", list(itertools.product(JOB_STATUSES, DEPLOYMENT_STATUSES)))
+def test_phase_table_every_kuberay_combination(js, jds):
+    phase, reason, message = decide.derive_phase(js, jds, kueue_queue_name="gpu-training")
+    assert phase == expected_phase(js, jds)
+    assert reason and message
+    # and through summarize, with KubeRay's enums mirrored verbatim
+    status = summarize(seed_run(), rayjob_for(seed_run(), js, jds))
+    assert status.phase == phase
+    assert status.job_status == (js or None) and status.job_deployment_status == (jds or None)
+    assert [c.type for c in status.conditions] == list(decide.CONDITION_TYPES)
+    assert sum(c.status == "True" for c in status.conditions if c.type in ("Running", "Succeeded", "Failed")) <= 1
+
+
+def test_contradiction_running_under_failed_is_failed_with_kuberay_reason():
+    phase, reason, message = decide.derive_phase("RUNNING", "Failed", reason="DeadlineExceeded",
+                                                 message="the RayJob has passed the activeDeadlineSeconds")
+    assert phase == "Failed" and reason == "DeadlineExceeded"
+    assert "activeDeadlineSeconds" in message and "RUNNING ignored" in message
+
+
+def test_finished_job_status_under_live_deployment_is_not_terminal_yet():
+    # terminal is sticky: declaring it early would freeze a wrong answer
+    for js in ("SUCCEEDED", "FAILED", "STOPPED"):
+        assert decide.derive_phase(js, "Running")[0] == "Running"
+
+
+def test_complete_without_succeeded_is_never_success():
+    assert decide.derive_phase("RUNNING", "Complete")[0] == "Failed"
+    assert decide.derive_phase("", "Complete")[1] == "InconsistentStatus"
+
+
+def test_failed_carries_kuberay_reason_and_message():
+    run = seed_run()
+    st = summarize(run, rayjob_for(run, "FAILED", "Failed", reason="AppFailed", message="Job entrypoint failed: exit 1"))
+    assert st.phase == "Failed" and st.reason == "AppFailed" and st.message == "Job entrypoint failed: exit 1"
+    failed = next(c for c in st.conditions if c.type == "Failed")
+    assert failed.status == "True" and failed.reason == "AppFailed" and "exit 1" in failed.message
+
+
+def test_queued_vs_suspended():
+    run = seed_run()
+    assert summarize(run, rayjob_for(run, "", "", suspend=True)).phase == "Queued"
+    st = summarize(run, rayjob_for(run, "", "Suspended", suspend=True))
+    assert st.phase == "Queued" and st.reason == "WaitingForKueue" and "gpu-training" in st.message
+    admitted = next(c for c in st.conditions if c.type == "Admitted")
+    assert admitted.status == "False" and admitted.reason == "WaitingForKueue"
+    user = seed_run(**{"scheduling.suspend": True})
+    assert summarize(user, rayjob_for(user, "", "Suspended", suspend=True)).phase == "Suspended"
+    nokueue = seed_run()
+    del nokueue["spec"]["scheduling"]["queueName"]
+    assert summarize(nokueue, rayjob_for(nokueue, "", "Suspended", suspend=True)).reason == "SuspendedExternally"
+
+
+def test_pending_without_rayjob_and_conditions_initialised():
+    st = summarize(seed_run(), None)
+    assert st.phase == "Pending" and st.reason == "Creating"
+    assert {c.type: c.status for c in st.conditions} == {
+        "SpecValid": "True", "SpecApplied": "True", "Admitted": "False", "Running": "False", "Succeeded": "False", "Failed": "False",
+    }
+    assert st.observed_generation == 1
+    assert st.artifacts.output == "s3://trainkit-runs/runs/default/gpt2-70m-50-30-20/"
+    assert st.artifacts.checkpoints == "s3://trainkit-runs/runs/default/gpt2-70m-50-30-20/checkpoints/"
+    assert st.progress.total_steps == 8138 and st.progress.percent == 0
+
+
+def test_progress_percent_eta_checkpoint_and_eval_average():
+    run = seed_run()
+    progress = {"step": 2000, "totalSteps": 8138, "tokens": 245760000, "loss": 3.41, "tokensPerSecond": 1.2e6,
+                "mfu": 0.41, "etaSeconds": 5000.0, "updatedAt": "2026-11-27T07:59:00Z"}
+    ev = {"step": 8138, "average": 38.1512, "tasks": {"mmlu": 24.11, "hellaswag": 27.03}}
+    ckpt = {"step": 2000, "uri": "s3://trainkit-runs/runs/default/gpt2-70m-50-30-20/checkpoints/step-00002000/"}
+    st = summarize(run, rayjob_for(run, "RUNNING", "Running"), progress, ev, checkpoint=ckpt)
+    assert st.phase == "Running"
+    assert st.progress.percent == pytest.approx(24.58, abs=0.01)
+    assert st.progress.loss == 3.41 and st.progress.eta_seconds == 5000 and st.progress.tokens_per_second == 1.2e6
+    assert st.last_checkpoint.step == 2000
+    assert st.eval.average == pytest.approx(38.1512) and st.eval.tasks["mmlu"] == 24.11
+    assert st.eval.report_uri.endswith("eval/step-00008138/report.md")
+    # average computed from tasks when the summary has none
+    st2 = summarize(run, rayjob_for(run, "RUNNING", "Running"), None, {"step": 10, "tasks": {"a": 40.0, "b": 50.0}})
+    assert st2.eval.average == 45.0
+
+
+def test_a_failed_read_keeps_previous_progress_and_eval():
+    run = seed_run()
+    st = summarize(run, rayjob_for(run, "RUNNING", "Running"), {"step": 100, "totalSteps": 8138, "loss": 5.0},
+                   {"step": 100, "average": 30.0, "tasks": {}})
+    st2 = summarize(with_status(run, st), rayjob_for(run, "RUNNING", "Running"), None, None, now=LATER)
+    assert st2.progress.step == 100 and st2.eval.average == 30.0
+    assert st2 == st  # nothing changed: the reconcile writes nothing
+
+
+def test_condition_transition_times_are_kept_until_status_flips():
+    run = seed_run()
+    st = summarize(run, rayjob_for(run, "RUNNING", "Running"), now=NOW)
+    run2 = with_status(run, st)
+    st2 = summarize(run2, rayjob_for(run, "RUNNING", "Running"), now=LATER)
+    assert {c.type: c.last_transition_time for c in st2.conditions} == {c.type: c.last_transition_time for c in st.conditions}
+    st3 = summarize(run2, rayjob_for(run, "SUCCEEDED", "Complete", endTime="2026-11-27T08:30:00Z"), now=LATER)
+    running = next(c for c in st3.conditions if c.type == "Running")
+    succeeded = next(c for c in st3.conditions if c.type == "Succeeded")
+    assert running.status == "False" and running.last_transition_time == LATER
+    assert succeeded.status == "True" and st3.completion_time == "2026-11-27T08:30:00Z"
+
+
+def test_terminal_is_sticky():
+    run = seed_run()
+    done = with_status(run, summarize(run, rayjob_for(run, "SUCCEEDED", "Complete")))
+    # KubeRay later reports something else, or the RayJob is gone: nothing changes, nothing is created
+    assert summarize(done, rayjob_for(run, "RUNNING", "Running"), now=LATER).phase == "Succeeded"
+    assert summarize(done, None, now=LATER) == decide.previous_status(done)
+    assert decide.plan_actions(done, parse_spec(run["spec"])[0], None, None, None, CFG).action == "none"
+
+
+def test_invalid_spec_is_failed_with_condition_and_recoverable_before_anything_ran():
+    run = seed_run()
+    st = decide.summarize(run, None, None, None, NOW, spec_error="spec.storage.credentialsSecret: Secret 'x' does not exist",
+                          decision=decide.Decision("invalid"))
+    assert st.phase == "Failed" and st.reason == "InvalidSpec"
+    valid = next(c for c in st.conditions if c.type == "SpecValid")
+    assert valid.status == "False" and valid.reason == "InvalidSpec" and "does not exist" in valid.message
+    failed = with_status(run, st)
+    assert not decide.is_sticky_terminal(decide.previous_status(failed))
+    assert decide.plan_actions(failed, parse_spec(run["spec"])[0], None, None, None, CFG).action == "create"
+
+
+def test_rayjob_deleted_after_it_ran_is_failed_never_recreated():
+    run = seed_run()
+    running = with_status(run, summarize(run, rayjob_for(run, "RUNNING", "Running")))
+    d = decide.plan_actions(running, parse_spec(run["spec"])[0], None, None, None, CFG)
+    assert d.action == "lost"
+    st = summarize(running, None, decision=d)
+    assert st.phase == "Failed" and st.reason == "RayJobDeleted"
+
+
+def test_pod_reasons_surface_while_initializing():
+    run = seed_run()
+    pods = [
+        {"metadata": {"name": "gpt2-head-x"}, "status": {"containerStatuses": [
+            {"name": "ray-head", "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image"}}}]}},
+        {"metadata": {"name": "gpt2-worker-y"}, "status": {"conditions": [
+            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/4 nodes: Insufficient nvidia.com/gpu"}]}},
+    ]
+    st = summarize(run, rayjob_for(run, "", "Initializing"), pods=pods)
+    assert st.phase == "Pending" and st.reason == "PodsNotReady"
+    assert "ImagePullBackOff" in st.message and "Insufficient nvidia.com/gpu" in st.message
+
+
+# ---------------------------------------------------------------------------------- actions
+def cm_for(run):
+    spec, _ = parse_spec(run["spec"])
+    return builders.build_configmap(run, spec, CFG)
+
+
+def test_create_when_nothing_exists():
+    run = seed_run()
+    d = decide.plan_actions(run, parse_spec(run["spec"])[0], None, None, None, CFG)
+    assert d.action == "create" and d.rayjob["metadata"]["name"] == "gpt2-70m-50-30-20"
+    assert d.configmap["metadata"]["name"] == "gpt2-70m-50-30-20-spec"
+
+
+def test_nothing_to_do_when_children_match():
+    run = seed_run()
+    d = decide.plan_actions(run, parse_spec(run["spec"])[0], None, rayjob_for(run, "RUNNING", "Running"), cm_for(run), CFG)
+    assert d.action == "none"
+
+
+def test_mutable_change_is_applied():
+    run = seed_run()
+    rj, cm = rayjob_for(run, "RUNNING", "Running"), cm_for(run)
+    edited = seed_run(**{"scheduling.backoffLimit": 4, "scheduling.priorityClassName": "high"})
+    d = decide.plan_actions(edited, parse_spec(edited["spec"])[0], None, rj, cm, CFG)
+    assert d.action == "update" and d.configmap_replace
+    paths = {o["path"] for o in d.patch}
+    assert "/spec/backoffLimit" in paths and "/spec/rayClusterSpec/headGroupSpec/template/spec/priorityClassName" in paths
+    assert "/spec/suspend" not in paths
+
+
+def test_suspend_follows_the_spec_without_kueue_but_is_refused_under_kueue():
+    base = seed_run()
+    del base["spec"]["scheduling"]["queueName"]
+    rj, cm = rayjob_for(base, "RUNNING", "Running"), cm_for(base)
+    edited = copy.deepcopy(base)
+    edited["spec"]["scheduling"]["suspend"] = True
+    d = decide.plan_actions(edited, parse_spec(edited["spec"])[0], None, rj, cm, CFG)
+    assert d.action == "update" and {"op": "add", "path": "/spec/suspend", "value": True} in d.patch
+    kueued = seed_run()
+    edited = seed_run(**{"scheduling.suspend": True})
+    d = decide.plan_actions(edited, parse_spec(edited["spec"])[0], None, rayjob_for(kueued, "RUNNING", "Running"), cm_for(kueued), CFG)
+    assert d.action == "refuse" and "spec.scheduling.suspend" in d.refused and "Kueue" in d.message
+
+
+def test_immutable_change_refused_as_a_whole_never_half_applied():
+    run = seed_run()
+    rj, cm = rayjob_for(run, "RUNNING", "Running"), cm_for(run)
+    edited = seed_run(**{"scheduling.backoffLimit": 4})  # mutable ...
+    edited["spec"]["resources"]["workers"] = 2  # ... plus immutable ones
+    edited["spec"]["training"]["globalBatchSize"] = 96
+    d = decide.plan_actions(edited, parse_spec(edited["spec"])[0], None, rj, cm, CFG)
+    assert d.action == "refuse" and d.patch == [] and d.configmap is None and d.rayjob is None
+    assert d.refused == ("spec.resources.workers", "spec.training.globalBatchSize")
+    st = summarize(edited, rj, decision=d)
+    applied = next(c for c in st.conditions if c.type == "SpecApplied")
+    assert applied.status == "False" and applied.reason == "ImmutableFieldChanged"
+    assert "spec.resources.workers" in applied.message and "nothing of this edit was applied" in applied.message
+    assert st.phase == "Running"  # the run goes on with the spec it started with
+    ev = decide.transition_event(decide.previous_status(with_status(run, summarize(run, rj))), st)
+    assert ev[0] == "Warning" and ev[1] == "ImmutableFieldChanged"
+
+
+def test_rayjob_of_another_owner_is_never_adopted():
+    run = seed_run()
+    rj = rayjob_for(run, "RUNNING", "Running")
+    rj["metadata"]["ownerReferences"][0]["uid"] = "someone-else"
+    d = decide.plan_actions(run, parse_spec(run["spec"])[0], None, rj, cm_for(run), CFG)
+    assert d.action == "conflict"
+    assert summarize(run, rj, decision=d).reason == "NameConflict"
+
+
+def test_transition_events():
+    run = seed_run()
+    pending = summarize(run, None)
+    running = summarize(with_status(run, pending), rayjob_for(run, "RUNNING", "Running"))
+    assert decide.transition_event(pending, running)[:2] == ("Normal", "JobRunning")
+    failed = summarize(with_status(run, running), rayjob_for(run, "FAILED", "Failed", reason="AppFailed", message="boom"))
+    assert decide.transition_event(running, failed) == ("Warning", "AppFailed", "Running -> Failed: boom")
+    assert decide.transition_event(running, running) is None
+    assert decide.transition_event(None, pending)[0] == "Normal"
+
+
+def test_spec_diff_paths():
+    assert decide.spec_diff({"a": {"b": 1, "c": [1]}}, {"a": {"b": 2, "c": [1, 2]}}) == ["spec.a.b", "spec.a.c"]
+    assert decide.spec_diff({"a": 1}, {"a": 1}) == []
