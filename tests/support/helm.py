@@ -72,13 +72,15 @@ def _value_args(values: dict | None, sets: dict | None, values_files: list[Path]
     for f in values_files or []:
         args += ["-f", str(f)]
     if values:
-        # Passed as a file so lists and maps keep their types (no --set string parsing).
-        CACHE.mkdir(parents=True, exist_ok=True)
+        # Passed as a file so lists and maps keep their types (no --set string parsing); the file is
+        # removed when the process exits (helm has read it by then).
+        import atexit
         import tempfile
 
-        fd, path = tempfile.mkstemp(prefix="values-", suffix=".yaml", dir=CACHE)
+        fd, path = tempfile.mkstemp(prefix="tk-values-", suffix=".yaml")
         with os.fdopen(fd, "w") as fh:
             yaml.safe_dump(values, fh)
+        atexit.register(lambda: os.path.exists(path) and os.remove(path))
         args += ["-f", path]
     for key, val in (sets or {}).items():
         args += ["--set-string" if isinstance(val, str) else "--set", f"{key}={val}" if not isinstance(val, bool) else f"{key}={str(val).lower()}"]

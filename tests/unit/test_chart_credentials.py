@@ -64,9 +64,11 @@ def test_planted_credentials_never_render_even_without_the_schema():
     }
     plain = [e for e in container["env"] if e.get("value") == secret_name]
     assert [e["name"] for e in plain] == ["TRAINKIT_CREDENTIALS_SECRET"]
-    # ...and nowhere else in the render.
+    # ...and in the RBAC rule that lets the operator check it exists; nowhere else.
+    (rule,) = [r for r in one(docs, "ClusterRole")["rules"] if "secrets" in r["resources"]]
+    assert rule["resourceNames"] == [secret_name] and rule["verbs"] == ["get"]
     text = template(sets={"storage.credentialsSecret": secret_name}).stdout
-    assert text.count(secret_name) == 3
+    assert text.count(secret_name) == 4
 
 
 def test_no_credentials_secret_means_no_secret_refs():

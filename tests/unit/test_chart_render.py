@@ -141,8 +141,7 @@ def test_deployment_one_replica_recreate_hardened(variant):
 def test_probes_hit_kopf_liveness_endpoint(variant):
     _, _, docs = variant
     c = container(docs)
-    args = c["args"]
-    (liveness,) = [a for a in args if a.startswith("--liveness=")]
+    (liveness,) = [a for a in c["args"] if a.startswith("--liveness=")]
     port = int(liveness.split(":")[-1].split("/")[0])
     assert liveness == f"--liveness=http://0.0.0.0:{port}/healthz"
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
@@ -154,7 +153,7 @@ def test_probes_hit_kopf_liveness_endpoint(variant):
 def test_command_is_exec_form_without_a_shell(variant):
     _, _, docs = variant
     c = container(docs)
-    assert c["command"] == ["kopf", "run"]
+    assert c["command"] == ["python", "-m", "trainkit_operator"]
     joined = " ".join(c["command"] + c["args"])
     for shellism in ("sh -c", "bash", "$(", "`", ";", "&&", "|"):
         assert shellism not in joined
@@ -163,8 +162,8 @@ def test_command_is_exec_form_without_a_shell(variant):
 
 def test_cluster_scope_uses_cluster_role_and_all_namespaces():
     docs = render()
-    args = container(docs)["args"]
-    assert "--all-namespaces" in args and not [a for a in args if a.startswith("--namespace")]
+    env = env_of(docs)
+    assert "TRAINKIT_NAMESPACES" not in env  # the operator watches the whole cluster without it
     cr = one(docs, "ClusterRole")
     crb = one(docs, "ClusterRoleBinding")
     sa = one(docs, "ServiceAccount")
@@ -172,16 +171,14 @@ def test_cluster_scope_uses_cluster_role_and_all_namespaces():
     assert crb["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": "trainkit-system"}]
     assert not by_kind(docs, "Role") and not by_kind(docs, "RoleBinding")
     peering = one(docs, "ClusterKopfPeering")
-    assert "--peering=" + peering["metadata"]["name"] in args
+    assert env["TRAINKIT_PEERING"]["value"] == peering["metadata"]["name"]
     assert not by_kind(docs, "KopfPeering")
 
 
 def test_namespaced_scope_uses_a_role_per_namespace_and_nothing_cluster_wide():
     docs = render(values_files=[CI / "namespaced-values.yaml"])
     watched = ["ml-research", "ml-prod", "default"]
-    args = container(docs)["args"]
-    assert [a for a in args if a.startswith("--namespace=")] == [f"--namespace={n}" for n in watched]
-    assert "--all-namespaces" not in args
+    assert env_of(docs)["TRAINKIT_NAMESPACES"]["value"] == ",".join(watched)
     assert not by_kind(docs, "ClusterRole") and not by_kind(docs, "ClusterRoleBinding")
     assert not by_kind(docs, "ClusterKopfPeering")
     assert sorted(r["metadata"]["namespace"] for r in by_kind(docs, "Role")) == sorted(watched)
@@ -197,16 +194,29 @@ def test_namespaced_scope_uses_a_role_per_namespace_and_nothing_cluster_wide():
 def test_namespaced_scope_defaults_to_the_release_namespace():
     docs = render(sets={"watch.scope": "namespaced"}, namespace="ml-team")
     assert [r["metadata"]["namespace"] for r in by_kind(docs, "Role")] == ["ml-team"]
-    assert "--namespace=ml-team" in container(docs)["args"]
+    assert env_of(docs)["TRAINKIT_NAMESPACES"]["value"] == "ml-team"
 
 
 def test_peering_off_runs_standalone_without_peering_objects_or_rights():
     docs = render(sets={"peering.enabled": False})
-    args = container(docs)["args"]
-    assert "--standalone" in args and not [a for a in args if a.startswith(("--peering", "--priority"))]
+    assert "TRAINKIT_PEERING" not in env_of(docs)  # the operator then runs standalone
     assert not by_kind(docs, "ClusterKopfPeering") and not by_kind(docs, "KopfPeering")
     rules = one(docs, "ClusterRole")["rules"]
     assert not [r for r in rules if "kopf.dev" in r["apiGroups"]]
+
+
+def _secret_rules(docs):
+    return [r for r in one(docs, "ClusterRole")["rules"] if "secrets" in r["resources"]]
+
+
+def test_secrets_are_readable_only_by_name():
+    (rule,) = _secret_rules(render())
+    assert rule == {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["trainkit-s3"], "verbs": ["get"]}
+    (rule,) = _secret_rules(render(sets={"rbac.secretNames": "{team-a,trainkit-s3}"}))
+    assert rule["resourceNames"] == ["trainkit-s3", "team-a"]
+    (rule,) = _secret_rules(render(sets={"rbac.allSecretNames": True}))
+    assert rule == {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}
+    assert _secret_rules(render(sets={"storage.credentialsSecret": ""})) == []
 
 
 def test_no_wildcards_in_any_rbac_rule(variant):
@@ -224,24 +234,34 @@ def test_no_wildcards_in_any_rbac_rule(variant):
 
 
 def test_values_reach_the_operator_environment():
+    from trainkit_operator.config import OperatorConfig
+
     docs = render(values_files=[CI / "all-options-values.yaml"])
     env = env_of(docs)
-    assert env["TRAINKIT_TRAINER_IMAGE"]["value"] == (
+    plain = {k: e["value"] for k, e in env.items() if "value" in e}
+    config = OperatorConfig.from_env(plain)  # the operator's own parser accepts what the chart sets
+    assert config.trainer_image == (
         "registry.example.com/ml/trainkit-trainer@sha256:fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210")
+    assert config.image_pull_policy == "Always"
+    assert config.ray_version == "2.60.0"
+    assert config.namespaces == ()
+    assert config.peering_name == "trainkit-prod"
+    assert config.timer_interval == 15
+    assert config.default_storage_endpoint == "https://minio.storage.svc.cluster.local:9000"
+    assert config.default_credentials_secret == "trainkit-s3-prod"
+    assert config.service_account == "ray-workers"
+    assert config.extra_labels == {"cost-center": "ml-research", "team.example.com/owner": "pretraining"}
     assert json.loads(env["TRAINKIT_NODE_SELECTOR"]["value"]) == {
         "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3", "cloud.google.com/gke-nodepool": "h100-pool"}
     tolerations = json.loads(env["TRAINKIT_TOLERATIONS"]["value"])
     assert tolerations[1] == {"key": "spot", "operator": "Equal", "value": "true", "effect": "NoExecute", "tolerationSeconds": 600}
-    assert json.loads(env["TRAINKIT_TRAINER_IMAGE_PULL_SECRETS"]["value"]) == ["registry-creds"]
     assert env["AWS_ENDPOINT_URL"]["value"] == "https://minio.storage.svc.cluster.local:9000"
     assert env["AWS_DEFAULT_REGION"]["value"] == "eu-west-1"
-    assert env["TRAINKIT_CREDENTIALS_SECRET"]["value"] == "trainkit-s3-prod"
-    assert env["TRAINKIT_DEFAULT_QUEUE_NAME"]["value"] == "gpu-training"
     c = container(docs)
     assert c["image"] == ("registry.example.com/ml/trainkit-operator@sha256:"
                           "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef")
     assert c["imagePullPolicy"] == "Always"
-    assert "--debug" in c["args"] and "--priority=500" in c["args"] and "--liveness=http://0.0.0.0:9090/healthz" in c["args"]
+    assert "--verbose" in c["args"] and "--liveness=http://0.0.0.0:9090/healthz" in c["args"]
     pod = deployment(docs)["spec"]["template"]["spec"]
     assert pod["priorityClassName"] == "system-cluster-critical"
     assert pod["imagePullSecrets"] == [{"name": "registry-creds"}]
@@ -250,6 +270,14 @@ def test_values_reach_the_operator_environment():
     sa = one(docs, "ServiceAccount")
     assert sa["metadata"]["name"] == "trainkit-operator"
     assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].endswith(":role/trainkit-operator")
+
+
+def test_namespaced_values_parse_in_the_operator():
+    from trainkit_operator.config import OperatorConfig
+
+    env = env_of(render(values_files=[CI / "namespaced-values.yaml"]))
+    config = OperatorConfig.from_env({k: e["value"] for k, e in env.items() if "value" in e})
+    assert config.namespaces == ("ml-research", "ml-prod", "default")
 
 
 def test_default_images_follow_the_chart_app_version():
@@ -281,8 +309,7 @@ def test_notes_tell_the_user_what_to_do_next():
     assert 'create secret generic trainkit-s3' in notes
     assert '"$AWS_ACCESS_KEY_ID"' in notes  # from the user's environment, never from values
     assert "kubectl get trainingruns" in notes and "docs/install.md" in notes
-    notes = render_notes(sets={"watch.scope": "namespaced", "watch.namespaces": "{a,b}",
-                               "storage.credentialsSecret": "", "kueue.defaultQueueName": "gpu-training"})
+    assert "jobs/kueue-setup.yaml" in notes
+    notes = render_notes(sets={"watch.scope": "namespaced", "watch.namespaces": "{a,b}", "storage.credentialsSecret": ""})
     assert "watches TrainingRuns in: a, b" in notes
     assert "create secret" not in notes and "workload identity" in notes
-    assert 'LocalQueue "gpu-training"' in notes

@@ -34,14 +34,18 @@ BAD_VALUES = [
     ("secret-name-not-dns", {"storage": {"credentialsSecret": "My S3 Keys"}}, ["storage.credentialsSecret", "pattern"]),
     ("access-key-in-values", {"storage": {"accessKeyId": "AKIAEXAMPLE"}}, ["storage", "accessKeyId", "not allowed"]),
     ("secret-key-in-values", {"storage": {"secretAccessKey": "abc"}}, ["storage", "secretAccessKey", "not allowed"]),
-    ("priority-not-integer", {"peering": {"priority": "high"}}, ["peering.priority", "Invalid type"]),
+    ("peering-name-not-dns", {"peering": {"name": "Trainkit Peering"}}, ["peering.name", "pattern"]),
+    ("interval-zero", {"operator": {"reconcileIntervalSeconds": 0}}, ["operator.reconcileIntervalSeconds", "greater than 0"]),
+    ("ray-version-not-semver", {"trainer": {"rayVersion": "latest"}}, ["trainer.rayVersion", "pattern"]),
+    ("extra-label-with-comma", {"trainer": {"extraLabels": {"team": "a,b=c"}}}, ["trainer.extraLabels.team", "pattern"]),
+    ("secret-names-not-a-list", {"rbac": {"secretNames": "trainkit-s3"}}, ["rbac.secretNames", "Invalid type", "array"]),
     ("peering-enabled-string", {"peering": {"enabled": "yes"}}, ["peering.enabled", "Invalid type", "boolean"]),
     ("toleration-operator", {"nodePool": {"tolerations": [{"key": "gpu", "operator": "Maybe"}]}},
      ["nodePool.tolerations.0.operator", "must be one of"]),
     ("toleration-effect", {"nodePool": {"tolerations": [{"key": "gpu", "operator": "Exists", "effect": "NoRun"}]}},
      ["nodePool.tolerations.0.effect", "must be one of"]),
     ("node-selector-value-not-string", {"nodePool": {"nodeSelector": {"gpu": 1}}}, ["nodePool.nodeSelector.gpu", "Invalid type", "string"]),
-    ("queue-name-not-dns", {"kueue": {"defaultQueueName": "GPU Training"}}, ["kueue.defaultQueueName", "pattern"]),
+    ("removed-option", {"kueue": {"defaultQueueName": "gpu-training"}}, ["kueue", "not allowed"]),
     ("trainer-image-empty-repo", {"trainer": {"image": {"repository": ""}}}, ["trainer.image.repository"]),
     ("shell-in-namespace", {"watch": {"scope": "namespaced", "namespaces": ["a; rm -rf /"]}}, ["watch.namespaces.0", "pattern"]),
 ]
@@ -91,12 +95,12 @@ def test_every_bad_case_is_bad_only_because_of_its_value():
 def test_helm_accepts_good_values_of_the_same_fields():
     good = {
         "watch": {"scope": "namespaced", "namespaces": ["ml-team", "default"]},
-        "operator": {"image": {"pullPolicy": "Always", "digest": "sha256:" + "a" * 64}, "logLevel": "warning",
+        "operator": {"image": {"pullPolicy": "Always", "digest": "sha256:" + "a" * 64}, "logLevel": "debug",
                      "healthPort": 8443, "resources": {"limits": {"memory": "2Gi", "cpu": 2}}},
         "storage": {"endpoint": "http://minio.minio.svc:9000", "credentialsSecret": "s3.keys-1", "region": "us-east-1"},
-        "peering": {"priority": -5, "enabled": True},
+        "peering": {"name": "trainkit.peering-2", "enabled": True},
+        "trainer": {"rayVersion": "2.60.1", "extraLabels": {"example.com/team": "a_b.c-d"}},
         "nodePool": {"nodeSelector": {"gpu": "h100"}, "tolerations": [{"key": "gpu", "operator": "Exists", "effect": "NoExecute"}]},
-        "kueue": {"defaultQueueName": "gpu-training"},
     }
     proc = template(values=good)
     assert "kind: Deployment" in proc.stdout

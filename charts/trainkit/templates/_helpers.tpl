@@ -63,3 +63,12 @@ app.kubernetes.io/part-of: trainkit
 {{- toJson (list) }}
 {{- end }}
 {{- end }}
+
+{{/* A map as "k1=v1,k2=v2" (sorted keys); the schema keeps ',' and '=' out of keys and values. */}}
+{{- define "trainkit.keyValues" -}}
+{{- $pairs := list }}
+{{- range $k := keys . | sortAlpha }}
+{{- $pairs = append $pairs (printf "%s=%s" $k (index $ $k)) }}
+{{- end }}
+{{- join "," $pairs }}
+{{- end }}
