@@ -1,0 +1,98 @@
+"""Ranking runs by one metric. Pure functions.
+
+Metrics: `loss` (final training loss, lower is better), `eval.average` and `eval.<task>` (higher is
+better). Ties share a rank (competition ranking: 1, 2, 2, 4) and are listed by name. Runs without
+the metric are listed last with rank None and a note saying why.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from trainkit.compare.results import CompareError, RunResult
+
+DEFAULT_METRIC = "eval.average"
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str             # as the user wrote it: "loss", "eval.average", "eval.hellaswag"
+    label: str           # for tables and plots
+    higher_is_better: bool
+
+    def value(self, r: RunResult) -> float | None:
+        if self.key == "loss":
+            v = r.final_loss
+        elif self.key == "eval.average":
+            v = r.eval_average
+        else:
+            v = r.eval_tasks.get(self.key[len("eval."):])
+        return v if v is not None and math.isfinite(v) else None
+
+    def why_missing(self, r: RunResult) -> str:
+        if self.key == "loss":
+            return "no final loss"
+        if not r.has_eval:
+            return "no eval summary"
+        return f"eval has no task {self.key[len('eval.'):]!r}"
+
+
+def available_metrics(results: list[RunResult]) -> list[str]:
+    tasks = sorted({t for r in results for t in r.eval_tasks})
+    return ["eval.average", "loss"] + [f"eval.{t}" for t in tasks]
+
+
+def parse_metric(key: str, results: list[RunResult] | None = None) -> Metric:
+    """The metric named `key`; CompareError naming it when it is unknown (for `eval.<task>`: when
+    `results` are given and no run reports that task)."""
+    key = (key or "").strip()
+    if key == "loss":
+        return Metric("loss", "final loss", higher_is_better=False)
+    if key == "eval.average":
+        return Metric("eval.average", "eval average", higher_is_better=True)
+    if key.startswith("eval.") and len(key) > len("eval."):
+        task = key[len("eval."):]
+        if results is not None and not any(task in r.eval_tasks for r in results):
+            known = ", ".join(available_metrics(results))
+            raise CompareError(f"unknown metric {key!r}: no run reports eval task {task!r} (available: {known})")
+        return Metric(key, task, higher_is_better=True)
+    known = ", ".join(available_metrics(results)) if results is not None else "loss, eval.average, eval.<task>"
+    raise CompareError(f"unknown metric {key!r} (use one of: {known})")
+
+
+@dataclass(frozen=True)
+class Row:
+    rank: int | None      # None: not ranked (metric missing)
+    run: RunResult
+    value: float | None
+    tied: bool = False
+    note: str = ""        # why the run is unranked, or "tied with ..."
+
+
+def leaderboard(results: list[RunResult], rank_by: str = DEFAULT_METRIC) -> list[Row]:
+    """Rows in rank order: best first, ties share a rank, runs without the metric last (rank None)."""
+    metric = parse_metric(rank_by, results)
+    have = [(metric.value(r), r) for r in results]
+    ranked = sorted(((v, r) for v, r in have if v is not None),
+                    key=lambda vr: ((-vr[0] if metric.higher_is_better else vr[0]), vr[1].name, vr[1].uri))
+    rows: list[Row] = []
+    i = 0
+    while i < len(ranked):
+        j = i
+        while j + 1 < len(ranked) and ranked[j + 1][0] == ranked[i][0]:
+            j += 1
+        group = ranked[i:j + 1]
+        for v, r in group:
+            others = [o.name for _, o in group if o is not r]
+            rows.append(Row(rank=i + 1, run=r, value=v, tied=bool(others),
+                            note=f"tied with {', '.join(others)}" if others else ""))
+        i = j + 1
+    missing = sorted((r for v, r in have if v is None), key=lambda r: (r.name, r.uri))
+    rows += [Row(rank=None, run=r, value=None, note=f"not ranked: {metric.why_missing(r)}") for r in missing]
+    return rows
+
+
+def favoured(rows: list[Row]) -> list[Row]:
+    """The rank-1 row(s): more than one when the best value is tied; [] when nothing is ranked."""
+    return [r for r in rows if r.rank == 1]

@@ -1,0 +1,70 @@
+"""The report's PNG plots, as bytes. No pyplot global state: each plot is its own Agg Figure."""
+
+from __future__ import annotations
+
+import io
+import math
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from trainkit.compare.results import RunResult
+
+
+def _png(fig: Figure) -> bytes:
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
+    return buf.getvalue()
+
+
+def loss_curves_png(results: list[RunResult], highlight: set[str] = frozenset()) -> bytes:
+    """Every run's training loss against step, in one plot; the favoured run(s) drawn thicker."""
+    fig = Figure(figsize=(8, 4.5))
+    ax = fig.add_subplot()
+    drawn = 0
+    for r in results:
+        if not r.loss_curve:
+            continue
+        steps, losses = zip(*r.loss_curve)
+        best = r.name in highlight
+        ax.plot(steps, losses, label=r.name + (" (favoured)" if best else ""), linewidth=2.6 if best else 1.2,
+                zorder=3 if best else 2)
+        drawn += 1
+    if drawn:
+        ax.legend(fontsize=8, ncol=2 if drawn > 6 else 1, loc="upper right")
+    else:
+        ax.text(0.5, 0.5, "no run has a loss curve (metrics.jsonl)", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.set_title("Loss curves")
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def weights_scatter_png(results: list[RunResult], sources: list[str], values: dict[str, float], ylabel: str,
+                        recommended: dict[str, float] | None = None) -> bytes:
+    """One panel per source: the metric (`values` by run name) against that source's weight."""
+    k = max(1, len(sources))
+    cols = min(k, 3)
+    rows = math.ceil(k / cols)
+    fig = Figure(figsize=(4.2 * cols, 3.6 * rows))
+    for i, src in enumerate(sources):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        pts = [(r.weights.get(src, 0.0), values[r.name], r.name) for r in results if r.name in values]
+        if pts:
+            xs, ys, names = zip(*pts)
+            ax.scatter(xs, ys, s=36, zorder=3)
+            for x, y, n in pts:
+                ax.annotate(n, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        else:
+            ax.text(0.5, 0.5, f"no run reports {ylabel}", ha="center", va="center", transform=ax.transAxes)
+        if recommended and src in recommended:
+            ax.axvline(recommended[src], linestyle="--", color="tab:green", label="recommended")
+            ax.legend(fontsize=7, loc="best")
+        ax.set_xlim(-0.03, 1.03)
+        ax.set_xlabel(f"weight of {src}")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{ylabel} against each source's weight")
+    return _png(fig)

@@ -1,0 +1,282 @@
+"""The comparison report: leaderboard, plots, the run the data favours and a recommended mixture,
+as report.md + PNGs + a self-contained report.html (+ report.json, written last), and a terminal text.
+
+`build_report` renders everything in memory (nothing is written if any input is bad);
+`write_report` then writes the files, report.json last as the report's commit marker.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from trainkit import storage
+from trainkit.compare.leaderboard import DEFAULT_METRIC, Metric, Row, favoured, leaderboard, parse_metric
+from trainkit.compare.plots import loss_curves_png, weights_scatter_png
+from trainkit.compare.recommend import Recommendation, fmt, recommend
+from trainkit.compare.results import CompareError, RunResult, collect_runs
+from trainkit.storage import StorageOptions
+
+LOSS_PNG = "loss_curves.png"
+WEIGHTS_PNG = "weights_vs_eval.png"
+REPORT_MD = "report.md"
+REPORT_HTML = "report.html"
+REPORT_JSON = "report.json"
+
+
+@dataclass
+class Report:
+    metric: Metric
+    rows: list[Row]
+    recommendation: Recommendation
+    sources: list[str]
+    tasks: list[str]
+    files: dict[str, bytes] = field(default_factory=dict)   # name -> content, in write order
+    text: str = ""                                           # for the terminal
+    output_uri: str | None = None
+
+    @property
+    def favoured(self) -> list[Row]:
+        return favoured(self.rows)
+
+
+# ----------------------------------------------------------------------------------------- pure
+def union_sources(results: list[RunResult]) -> list[str]:
+    out: list[str] = []
+    for r in results:
+        out += [s for s in r.weights if s not in out]
+    return out
+
+
+def union_tasks(results: list[RunResult]) -> list[str]:
+    return sorted({t for r in results for t in r.eval_tasks})
+
+
+def weights_text(r: RunResult) -> str:
+    return " / ".join(f"{s} {w:.2f}" for s, w in r.weights.items())
+
+
+def rank_text(row: Row) -> str:
+    return "-" if row.rank is None else (f"{row.rank}=" if row.tied else str(row.rank))
+
+
+def table(rows: list[Row], tasks: list[str]) -> tuple[list[str], list[list[str]]]:
+    """Header and cells of the leaderboard (the same for text, markdown and HTML)."""
+    header = ["rank", "run", "weights", "final loss", *tasks, "average", "status"]
+    body = []
+    for row in rows:
+        r = row.run
+        status = r.status + (f"; {row.note}" if row.note else "")
+        body.append([rank_text(row), r.name, weights_text(r), fmt(r.final_loss),
+                     *(fmt(r.eval_tasks.get(t)) for t in tasks), fmt(r.eval_average), status])
+    return header, body
+
+
+def favoured_text(report: Report) -> str:
+    best = report.favoured
+    m = report.metric
+    if not best:
+        return f"No run reports {m.key} yet: there is no run to favour."
+    if len(best) > 1:
+        return (f"The data does not separate {', '.join(b.run.name for b in best)}: they tie on {m.label} "
+                f"at {fmt(best[0].value)}.")
+    b = best[0]
+    ranked = [r for r in report.rows if r.rank is not None]
+    margin = ""
+    if len(ranked) > 1:
+        gap = abs(b.value - ranked[1].value)
+        margin = f", ahead of {ranked[1].run.name} by {fmt(gap)}"
+    return (f"The run the data favours: {b.run.name} ({m.label} {fmt(b.value)}{margin}), "
+            f"mixture {weights_text(b.run)}.")
+
+
+def render_text(report: Report) -> str:
+    header, body = table(report.rows, report.tasks)
+    widths = [max(len(h), *(len(c[i]) for c in body)) if body else len(h) for i, h in enumerate(header)]
+    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    out = [f"Leaderboard by {report.metric.key} ({'higher' if report.metric.higher_is_better else 'lower'} is better)",
+           line(header), line(["-" * w for w in widths]), *(line(c) for c in body), "",
+           favoured_text(report), "", *report.recommendation.lines()]
+    if report.output_uri:
+        out += ["", f"Report: {storage.join(report.output_uri, REPORT_HTML)} (and {REPORT_MD}, PNGs, {REPORT_JSON})"]
+    return "\n".join(out) + "\n"
+
+
+def _md(s: str) -> str:
+    return s.replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(report: Report) -> str:
+    header, body = table(report.rows, report.tasks)
+    m = report.metric
+    out = [f"# Mixture comparison: {len(report.rows)} runs", "",
+           f"Ranked by **{m.key}** ({'higher' if m.higher_is_better else 'lower'} is better). "
+           "Runs without the metric are listed last, unranked, with the reason.", "",
+           "## Leaderboard", "",
+           "| " + " | ".join(_md(h) for h in header) + " |",
+           "|" + "|".join(" --- " for _ in header) + "|",
+           *("| " + " | ".join(_md(c) for c in cells) + " |" for cells in body), "",
+           "## The run the data favours", "", favoured_text(report), "",
+           "## Recommended mixture", "", *(f"    {x}" for x in report.recommendation.lines()), "",
+           "## Loss curves", "", f"![loss curves]({LOSS_PNG})", "",
+           "## Eval against each source's weight", "", f"![metric against weights]({WEIGHTS_PNG})", "",
+           "## Runs", "", *(f"- {_md(r.run.name)}: `{r.run.uri}`" + (f" ({_md('; '.join(r.run.notes))})" if r.run.notes else "")
+                            for r in report.rows), ""]
+    return "\n".join(out)
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem auto;max-width:1200px;color:#1d1d1f;padding:0 1rem}
+h1{font-size:1.6rem}h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #ddd;padding-bottom:.2rem}
+table{border-collapse:collapse;width:100%;font-size:.9rem}th,td{border:1px solid #d0d0d0;padding:.35rem .55rem;text-align:left}
+th{background:#f3f4f6}tbody tr:nth-child(even){background:#fafafa}td.num{text-align:right;font-variant-numeric:tabular-nums}
+tr.best{background:#e8f5e9!important;font-weight:600}tr.unranked{color:#777}
+.callout{padding:.8rem 1rem;border-radius:6px;background:#eef6ff;border:1px solid #b6d4fe}
+.warn{background:#fff4e5;border-color:#ffc680}.ok{background:#e8f5e9;border-color:#9ed5a1}
+img{max-width:100%;height:auto;border:1px solid #eee}code{font-size:.85em}
+"""
+
+CHECK_IMAGES = """
+function tkCheckImages(){var im=document.images,ok=0;for(var i=0;i<im.length;i++){if(im[i].complete&&im[i].naturalWidth>0){ok++;}}
+document.body.setAttribute('data-images-loaded',ok+'/'+im.length);}
+window.addEventListener('load',tkCheckImages);
+"""
+
+
+def _data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def render_html(report: Report, images: dict[str, bytes]) -> str:
+    e = html.escape
+    header, body = table(report.rows, report.tasks)
+    numeric = {3, *range(4, 4 + len(report.tasks)), 4 + len(report.tasks)}
+    trs = []
+    for row, cells in zip(report.rows, body):
+        cls = "best" if row.rank == 1 else ("unranked" if row.rank is None else "")
+        tds = "".join(f'<td class="num">{e(c)}</td>' if i in numeric else f"<td>{e(c)}</td>" for i, c in enumerate(cells))
+        trs.append(f'<tr class="{cls}" data-rank="{e(rank_text(row))}" data-run="{e(row.run.name)}">{tds}</tr>')
+    rec = report.recommendation
+    rec_cls = "ok" if rec.trusted else "warn"
+    verdict = ("Trusted: enough runs, and the best mixture is stable under resampling." if rec.trusted
+               else "Not trusted: " + "; ".join(rec.reasons))
+    rec_rows = ""
+    if rec.weights:
+        rec_rows = "".join(
+            f"<tr><td>{e(s)}</td><td class='num'>{rec.weights[s]:.2f}</td>"
+            f"<td class='num'>{('±%.2f' % rec.weights_std[s]) if s in rec.weights_std else '-'}</td>"
+            f"<td class='num'>{('%.2f to %.2f' % rec.weights_interval[s]) if s in rec.weights_interval else '-'}</td></tr>"
+            for s in rec.sources)
+        rec_rows = ("<table id='recommendation-table'><thead><tr><th>source</th><th>recommended weight</th>"
+                    "<th>bootstrap std</th><th>bootstrap 5-95%</th></tr></thead><tbody>" + rec_rows + "</tbody></table>")
+    rec_lines = "".join(f"<li>{e(x.strip())}</li>" for x in rec.lines()[1:])
+    runs = "".join(f"<li><b>{e(r.run.name)}</b>: <code>{e(r.run.uri)}</code>"
+                   + (f" — {e('; '.join(r.run.notes))}" if r.run.notes else "") + "</li>" for r in report.rows)
+    m = report.metric
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Mixture comparison: {len(report.rows)} runs</title><style>{CSS}</style></head>
+<body data-images-loaded="pending">
+<h1>Mixture comparison: {len(report.rows)} runs</h1>
+<p>Ranked by <b>{e(m.key)}</b> ({'higher' if m.higher_is_better else 'lower'} is better). Runs without the metric are listed last, unranked, with the reason.</p>
+<h2>Recommendation</h2>
+<div class="callout" id="favoured">{e(favoured_text(report))}</div>
+<p></p>
+<div class="callout {rec_cls}" id="recommendation"><b>{e(rec.lines()[0])}</b> <span id="trust">{e(verdict)}</span></div>
+{rec_rows}
+<ul>{rec_lines}</ul>
+<h2>Leaderboard</h2>
+<table id="leaderboard"><thead><tr>{''.join(f'<th>{e(h)}</th>' for h in header)}</tr></thead>
+<tbody>{''.join(trs)}</tbody></table>
+<h2>Loss curves</h2>
+<img id="loss-curves" alt="loss curves of all runs" src="{_data_uri(images[LOSS_PNG])}">
+<h2>{e(weights_ylabel(report))} against each source's weight</h2>
+<img id="weights-scatter" alt="metric against each source's weight" src="{_data_uri(images[WEIGHTS_PNG])}">
+<h2>Runs</h2>
+<ul>{runs}</ul>
+<script>{CHECK_IMAGES}</script>
+</body></html>
+"""
+
+
+def weights_ylabel(report: Report) -> str:
+    return "eval average" if any(r.run.eval_average is not None for r in report.rows) else "final loss"
+
+
+def report_json(report: Report, files: list[str]) -> dict:
+    rec = report.recommendation
+    return {
+        "rankBy": report.metric.key,
+        "higherIsBetter": report.metric.higher_is_better,
+        "generatedAt": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "favoured": [r.run.name for r in report.favoured],
+        "leaderboard": [
+            {"rank": row.rank, "tied": row.tied, "value": row.value, "note": row.note, "run": row.run.name,
+             "uri": row.run.uri, "weights": row.run.weights, "finalLoss": row.run.final_loss,
+             "finished": row.run.finished, "step": row.run.step, "totalSteps": row.run.total_steps,
+             "tokens": row.run.tokens, "eval": {"step": row.run.eval_step, "average": row.run.eval_average,
+                                                "tasks": row.run.eval_tasks},
+             "notes": list(row.run.notes)}
+            for row in report.rows],
+        "recommendation": {
+            "trusted": rec.trusted, "reasons": list(rec.reasons), "weights": rec.weights, "predicted": rec.predicted,
+            "predictedInterval": rec.predicted_interval, "weightsStd": rec.weights_std,
+            "runsUsed": rec.n_runs, "minRuns": rec.min_runs, "degree": rec.degree, "notes": list(rec.notes)},
+        "files": files,
+    }
+
+
+def build_report(results: list[RunResult], rank_by: str = DEFAULT_METRIC, **recommend_kwargs) -> Report:
+    """Everything in memory: rows, recommendation, PNGs, markdown and HTML. Raises CompareError on
+    no runs or an unknown metric, before anything is rendered."""
+    if not results:
+        raise CompareError("no runs to compare")
+    metric = parse_metric(rank_by, results)
+    rows = leaderboard(results, metric.key)
+    rec = recommend(results, metric.key, **recommend_kwargs)
+    sources, tasks = union_sources(results), union_tasks(results)
+    report = Report(metric=metric, rows=rows, recommendation=rec, sources=sources, tasks=tasks)
+    ylabel = weights_ylabel(report)
+    values = {r.name: (r.eval_average if ylabel == "eval average" else r.final_loss) for r in results}
+    images = {
+        LOSS_PNG: loss_curves_png(results, highlight={r.run.name for r in report.favoured}),
+        WEIGHTS_PNG: weights_scatter_png(results, sources, {k: v for k, v in values.items() if v is not None},
+                                         ylabel, recommended=rec.weights),
+    }
+    report.files = {**images, REPORT_MD: render_markdown(report).encode(),
+                    REPORT_HTML: render_html(report, images).encode()}
+    report.text = render_text(report)
+    return report
+
+
+# ---------------------------------------------------------------------------------------- I/O
+def default_output(run_uris: list[str]) -> str:
+    """`<first run's parent>/compare`."""
+    first = run_uris[0].rstrip("/")
+    parent = first.rsplit("/", 1)[0] if "/" in first.removeprefix("s3://") else "."
+    return storage.join(parent, "compare")
+
+
+def write_report(report: Report, output_uri: str, options: StorageOptions | None = None) -> str:
+    """Write the PNGs, report.md, report.html, then report.json last. Returns the output URI."""
+    output_uri = output_uri.rstrip("/")
+    report.output_uri = output_uri
+    for name, data in report.files.items():
+        storage.write_bytes(storage.join(output_uri, name), data, options)
+    storage.write_json(storage.join(output_uri, REPORT_JSON), report_json(report, [*report.files, REPORT_JSON]), options)
+    report.text = render_text(report)
+    return output_uri
+
+
+def compare_runs(uris: list[str], rank_by: str = DEFAULT_METRIC, output: str | None = None,
+                 options: StorageOptions | None = None, **recommend_kwargs) -> Report:
+    """The whole comparison: find the runs under `uris` (runs or sweep base URIs), load them, build
+    the report and write it to `output` (default `<first run's parent>/compare`). Raises CompareError
+    (naming the URI or metric) before writing anything when an input is bad."""
+    results = collect_runs(list(uris), options)
+    report = build_report(results, rank_by, **recommend_kwargs)
+    write_report(report, output or default_output([r.uri for r in results]), options)
+    return report

@@ -1,0 +1,291 @@
+"""One run's results, read from its output URI (the object-store contract in docs/architecture.md).
+
+`run_result_from(...)` is pure: it turns the already-read documents into a `RunResult`.
+`load_run_results(run_uri)` and `discover_runs(uri)` are the thin I/O shells around it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+
+from trainkit import storage
+from trainkit.storage import StorageOptions
+
+SPEC = "spec.json"
+PROGRESS = "progress.json"
+METRICS = "metrics.jsonl"
+EVAL_DIR = "eval"
+SUMMARY = "summary.json"
+EVAL_STEP = re.compile(r"^step-(\d+)$")
+
+
+class CompareError(ValueError):
+    """Input that cannot be compared (no runs, a run without spec.json, an unknown metric...).
+    The message names the URI or metric at fault."""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    uri: str
+    name: str
+    weights: dict[str, float]                  # normalised token proportions, in spec order
+    final_loss: float | None = None
+    loss_from: str | None = None               # "metrics.jsonl" | "progress.json" | None
+    loss_curve: tuple[tuple[int, float], ...] = ()
+    step: int | None = None
+    total_steps: int | None = None
+    tokens: int | None = None
+    finished: bool = False
+    eval_step: int | None = None
+    eval_average: float | None = None
+    eval_tasks: dict[str, float] = field(default_factory=dict)
+    source_sequences: dict[str, int] = field(default_factory=dict)  # observed, from the last metrics line
+    notes: tuple[str, ...] = ()                # plain-language flags: "no eval summary", "running: step 50/200"
+
+    @property
+    def has_eval(self) -> bool:
+        return self.eval_average is not None or bool(self.eval_tasks)
+
+    @property
+    def status(self) -> str:
+        if self.finished:
+            return "finished"
+        if self.step is None:
+            return "no progress"
+        return f"running {self.step}/{self.total_steps}" if self.total_steps else f"running (step {self.step})"
+
+
+# ----------------------------------------------------------------------------------- pure parsing
+def _number(v) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    return float(v)
+
+
+def unwrap_spec(doc, uri: str) -> tuple[dict, str | None]:
+    """The bare spec mapping and the run's name when the document is a whole TrainingRun."""
+    if not isinstance(doc, dict):
+        raise CompareError(f"{storage.join(uri, SPEC)}: expected a JSON object, got {type(doc).__name__}")
+    if isinstance(doc.get("spec"), dict) and ("kind" in doc or "metadata" in doc):
+        name = (doc.get("metadata") or {}).get("name")
+        return doc["spec"], name if isinstance(name, str) and name else None
+    return doc, None
+
+
+def normalised_weights(spec: dict, uri: str) -> dict[str, float]:
+    where = storage.join(uri, SPEC)
+    sources = (spec.get("data") or {}).get("sources")
+    if not isinstance(sources, list) or not sources:
+        raise CompareError(f"{where}: no data.sources")
+    raw: dict[str, float] = {}
+    for i, s in enumerate(sources):
+        name = s.get("name") if isinstance(s, dict) else None
+        w = _number(s.get("weight")) if isinstance(s, dict) else None
+        if not isinstance(name, str) or not name:
+            raise CompareError(f"{where}: data.sources[{i}] has no name")
+        if w is None or not math.isfinite(w) or w < 0:
+            raise CompareError(f"{where}: data.sources[{i}] ({name}) has no usable weight ({s.get('weight')!r})")
+        raw[name] = raw.get(name, 0.0) + w
+    total = sum(raw.values())
+    if total <= 0:
+        raise CompareError(f"{where}: data.sources weights sum to {total}; they cannot be normalised")
+    return {k: v / total for k, v in raw.items()}
+
+
+def parse_metrics(text: str) -> tuple[list[dict], int]:
+    """metrics.jsonl lines as dicts (by step, last line of a step wins) and the count of unreadable lines."""
+    by_step: dict[int, dict] = {}
+    bad = 0
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            m = json.loads(line)
+        except json.JSONDecodeError:
+            bad += 1
+            continue
+        step = m.get("step") if isinstance(m, dict) else None
+        if not isinstance(step, int) or isinstance(step, bool):
+            bad += 1
+            continue
+        by_step[step] = m
+    return [by_step[s] for s in sorted(by_step)], bad
+
+
+def latest_eval_steps(names: list[str]) -> list[str]:
+    """`eval/` sub-folder names that are step folders, newest first (steps are zero-padded, but sort numerically anyway)."""
+    steps = [(int(m.group(1)), n) for n in names if (m := EVAL_STEP.match(n.rstrip("/").rsplit("/", 1)[-1]))]
+    return [n.rstrip("/").rsplit("/", 1)[-1] for _, n in sorted(steps, reverse=True)]
+
+
+def run_result_from(uri: str, spec_doc, progress: dict | None = None, metrics_text: str | None = None,
+                    eval_summary: dict | None = None) -> RunResult:
+    """Pure: a RunResult from the documents of one run (any of progress/metrics/eval may be missing)."""
+    spec, meta_name = unwrap_spec(spec_doc, uri)
+    weights = normalised_weights(spec, uri)
+    name = meta_name or uri.rstrip("/").rsplit("/", 1)[-1] or uri
+    notes: list[str] = []
+
+    lines, bad = parse_metrics(metrics_text or "")
+    if bad:
+        notes.append(f"{bad} unreadable metrics.jsonl line(s) skipped")
+    curve = tuple((m["step"], float(m["loss"])) for m in lines if _number(m.get("loss")) is not None)
+    progress = progress if isinstance(progress, dict) else None
+
+    final_loss, loss_from = None, None
+    if curve:
+        final_loss, loss_from = curve[-1][1], METRICS
+    elif progress and _number(progress.get("loss")) is not None:
+        final_loss, loss_from = float(progress["loss"]), PROGRESS
+    if final_loss is not None and not math.isfinite(final_loss):
+        notes.append(f"final loss is {final_loss}")
+        final_loss = None
+    if final_loss is None and loss_from is None:
+        notes.append("no loss (no metrics.jsonl and no progress.json)")
+
+    step = lines[-1]["step"] if lines else None
+    if progress and isinstance(progress.get("step"), int):
+        step = max(step or 0, progress["step"])
+    total = progress.get("totalSteps") if progress and isinstance(progress.get("totalSteps"), int) else None
+    if total is None:
+        total = planned_steps(spec)
+    finished = bool(progress and progress.get("finished") is True) or (step is not None and total is not None and step >= total)
+    if not finished:
+        notes.append("not finished" + (f": step {step}/{total}" if step is not None and total else ""))
+
+    tokens = int(progress["tokens"]) if progress and _number(progress.get("tokens")) is not None else None
+    if tokens is None and step is not None:
+        per_step = tokens_per_step(spec)
+        tokens = step * per_step if per_step else None
+
+    seqs = lines[-1].get("sourceSequences") if lines else None
+    source_sequences = {k: int(v) for k, v in seqs.items() if _number(v) is not None} if isinstance(seqs, dict) else {}
+
+    eval_step, eval_average, eval_tasks = None, None, {}
+    if isinstance(eval_summary, dict):
+        eval_tasks = {str(t): float(v) for t, v in (eval_summary.get("tasks") or {}).items() if _number(v) is not None}
+        eval_average = _number(eval_summary.get("average"))
+        if eval_average is None and eval_tasks:
+            eval_average = sum(eval_tasks.values()) / len(eval_tasks)
+            notes.append("eval average computed from the task scores (summary.json had none)")
+        eval_step = eval_summary.get("step") if isinstance(eval_summary.get("step"), int) else None
+        if eval_step is not None and step is not None and eval_step < step:
+            notes.append(f"eval is from step {eval_step}, not the last step {step}")
+    else:
+        notes.append("no eval summary")
+
+    return RunResult(uri=uri, name=name, weights=weights, final_loss=final_loss, loss_from=loss_from,
+                     loss_curve=curve, step=step, total_steps=total, tokens=tokens, finished=finished,
+                     eval_step=eval_step, eval_average=eval_average, eval_tasks=eval_tasks,
+                     source_sequences=source_sequences, notes=tuple(notes))
+
+
+def tokens_per_step(spec: dict) -> int | None:
+    gb = (spec.get("training") or {}).get("globalBatchSize")
+    seq = (spec.get("data") or {}).get("seqLength", 1024)
+    return gb * seq if isinstance(gb, int) and isinstance(seq, int) else None
+
+
+def planned_steps(spec: dict) -> int | None:
+    total = (spec.get("data") or {}).get("totalTokens")
+    per_step = tokens_per_step(spec)
+    return total // per_step if isinstance(total, int) and per_step else None
+
+
+# -------------------------------------------------------------------------------------- I/O shells
+def _read_optional_json(uri: str, options: StorageOptions | None):
+    try:
+        return storage.read_json(uri, options)
+    except FileNotFoundError:
+        return None
+    except json.JSONDecodeError as e:
+        raise CompareError(f"{uri}: not valid JSON: {e}") from None
+
+
+def _ls_dirs(uri: str, options: StorageOptions | None) -> list[str]:
+    """Immediate sub-folder names of `uri` ([] when it does not exist)."""
+    fs, path = storage.filesystem(uri, options)
+    fs.invalidate_cache()
+    try:
+        entries = storage.retry(lambda: fs.ls(path, detail=True), f"listing {uri}")
+    except FileNotFoundError:
+        return []
+    return sorted(e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries if e.get("type") == "directory")
+
+
+def read_latest_eval(run_uri: str, options: StorageOptions | None = None) -> dict | None:
+    """The newest eval/step-N/summary.json (an eval step still without its summary is skipped)."""
+    eval_uri = storage.join(run_uri, EVAL_DIR)
+    for step_dir in latest_eval_steps(_ls_dirs(eval_uri, options)):
+        doc = _read_optional_json(storage.join(eval_uri, step_dir, SUMMARY), options)
+        if isinstance(doc, dict):
+            return doc
+    return None
+
+
+def load_run_results(run_uri: str, options: StorageOptions | None = None) -> RunResult:
+    """Read one run's spec.json, progress.json, metrics.jsonl and latest eval summary."""
+    run_uri = run_uri.rstrip("/")
+    spec_doc = _read_optional_json(storage.join(run_uri, SPEC), options)
+    if spec_doc is None:
+        raise CompareError(f"{run_uri}: no spec.json: not a trainkit run output (or the run never started)")
+    progress = _read_optional_json(storage.join(run_uri, PROGRESS), options)
+    try:
+        metrics_text = storage.read_bytes(storage.join(run_uri, METRICS), options).decode("utf-8", "replace")
+    except FileNotFoundError:
+        metrics_text = None
+    return run_result_from(run_uri, spec_doc, progress, metrics_text, read_latest_eval(run_uri, options))
+
+
+def _is_run_like(uri: str, options: StorageOptions | None) -> bool:
+    return any(storage.exists(storage.join(uri, f), options) for f in (PROGRESS, METRICS))
+
+
+def discover_runs(uri: str, options: StorageOptions | None = None) -> list[str]:
+    """`uri` itself when it holds spec.json, else its sub-folders that do (a sweep's base output URI).
+
+    Raises CompareError naming the URI when there is no run, or when a folder looks like a run
+    (progress.json / metrics.jsonl) but has no spec.json."""
+    uri = uri.rstrip("/")
+    fs, _ = storage.filesystem(uri, options)
+    fs.invalidate_cache()
+    if storage.exists(storage.join(uri, SPEC), options):
+        return [uri]
+    if _is_run_like(uri, options):
+        raise CompareError(f"{uri}: has progress/metrics but no spec.json: not a complete trainkit run output")
+    runs, broken = [], []
+    for child in _ls_dirs(uri, options):
+        sub = storage.join(uri, child)
+        if storage.exists(storage.join(sub, SPEC), options):
+            runs.append(sub)
+        elif _is_run_like(sub, options):
+            broken.append(sub)
+    if broken:
+        raise CompareError("runs without spec.json: " + ", ".join(broken))
+    if not runs:
+        raise CompareError(f"{uri}: no runs found (no spec.json there or in any sub-folder)")
+    return runs
+
+
+def collect_runs(uris: list[str], options: StorageOptions | None = None) -> list[RunResult]:
+    """Every run under the given URIs (each a run or a sweep's base URI), loaded, duplicates dropped."""
+    if not uris:
+        raise CompareError("no URIs given")
+    seen: dict[str, None] = {}
+    for u in uris:
+        for r in discover_runs(u, options):
+            seen.setdefault(r, None)
+    return unique_names([load_run_results(r, options) for r in seen])
+
+
+def unique_names(results: list[RunResult]) -> list[RunResult]:
+    """Runs from different folders may share a name: those get the last two URI segments instead."""
+    from dataclasses import replace
+
+    counts: dict[str, int] = {}
+    for r in results:
+        counts[r.name] = counts.get(r.name, 0) + 1
+    return [replace(r, name="/".join(r.uri.rstrip("/").split("/")[-2:])) if counts[r.name] > 1 else r for r in results]
