@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "trainkit.commands.prepare", "trainkit.commands.demo_data",
     "trainkit.commands.bench",
     "trainkit.commands.eval", "trainkit.commands.report",
+    "trainkit.commands.compare",
 ]
 
 
