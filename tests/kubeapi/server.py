@@ -332,7 +332,7 @@ class KubeAPIServer:
         q = request.query
         rt, namespace, name, sub = self._route(group, version, rest)
         method = request.method
-        watch = q.get("watch") in ("true", "1")
+        watch = _truthy(q.get("watch"))
         verb = {
             "GET": "watch" if watch else ("get" if name else "list"),
             "POST": "create",
@@ -489,7 +489,7 @@ class KubeAPIServer:
         timeout = q.get("timeoutSeconds")
         deadline = time.monotonic() + float(timeout) if timeout else None
         rv_param = q.get("resourceVersion") or ""
-        bookmarks = q.get("allowWatchBookmarks") in ("true", "1")
+        bookmarks = _truthy(q.get("allowWatchBookmarks"))
         queue: asyncio.Queue = asyncio.Queue()
         loop = asyncio.get_running_loop()
 
@@ -581,6 +581,11 @@ class KubeAPIServer:
 # --------------------------------------------------------------------------------------- helpers
 def st_exists(st: Store, rt: ResourceType, obj: dict) -> bool:
     return (obj["metadata"].get("namespace", ""), obj["metadata"]["name"]) in st.objects.get(rt.key, {})
+
+
+def _truthy(value: str | None) -> bool:
+    """Go's strconv.ParseBool, as the API server parses boolean query parameters (the python client sends True)."""
+    return value in ("1", "t", "T", "true", "TRUE", "True")
 
 
 def _version_priority(v: str):
