@@ -100,10 +100,21 @@ def _to_draft4(node: Any) -> Any:
 
 
 @lru_cache(maxsize=32)
-def _validator(schema_key: str) -> jsonschema.Draft4Validator:
+def _validator(schema_key: str):
     import json
 
-    return jsonschema.Draft4Validator(_to_draft4(json.loads(schema_key)))
+    return _K8sValidator(_to_draft4(json.loads(schema_key)))
+
+
+# The API server decodes JSON numbers into int64 or float64 and accepts an integral float (1.0) where the
+# schema says `integer`; Draft 4 alone would reject it.
+_K8sValidator = jsonschema.validators.extend(
+    jsonschema.Draft4Validator,
+    type_checker=jsonschema.Draft4Validator.TYPE_CHECKER.redefine(
+        "integer",
+        lambda checker, v: (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, float) and v.is_integer()),
+    ),
+)
 
 
 def _list_map_duplicates(schema: dict, value: Any, path: str = "") -> list[SchemaIssue]:
