@@ -1,0 +1,100 @@
+"""kubectl (the real v1.32 binary) against the test API server: apply the CRD from `trainkit crd`, apply
+a TrainingRun, re-apply (merge patch), get with server-side printing, get -o yaml, delete."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kubeapi.fixtures import kube_api  # noqa: F401
+
+REPO = Path(__file__).resolve().parents[2]
+JOB = REPO / "jobs" / "gpt2-70m-50-30-20.yaml"
+
+pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
+
+
+def kubectl(api, *args, input=None, check=True):
+    cmd = ["kubectl", "--server", api.url, *args]
+    proc = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=60, env=os.environ.copy())
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def trainkit_crd() -> str:
+    proc = subprocess.run([sys.executable, "-m", "trainkit", "crd"], capture_output=True, text=True, timeout=60, check=True)
+    return proc.stdout
+
+
+def test_kubectl_apply_crd_then_training_run(kube_api):
+    out = kubectl(kube_api, "apply", "--validate=false", "-f", "-", input=trainkit_crd()).stdout
+    assert "customresourcedefinition.apiextensions.k8s.io/trainingruns.trainkit.dev created" in out
+    out = kubectl(kube_api, "apply", "--validate=false", "-f", str(JOB)).stdout
+    assert "trainingrun.trainkit.dev/gpt2-70m-50-30-20 created" in out
+    stored = kube_api.get("trainingruns.trainkit.dev", "gpt2-70m-50-30-20")
+    assert stored["spec"]["data"]["sources"][0]["weight"] == 0.5
+    assert stored["spec"]["data"]["shardFormat"] == "trainkit-tokens-v1"  # defaulted by the server
+    assert "kubectl.kubernetes.io/last-applied-configuration" in stored["metadata"]["annotations"]
+    assert ("create", "trainkit.dev", "trainingruns", None, "default") in [
+        (r.verb, r.group, r.resource, r.subresource, r.namespace) for r in kube_api.requests
+    ]
+
+    # re-applying the same file changes nothing; a changed file is a merge patch
+    assert "unchanged" in kubectl(kube_api, "apply", "--validate=false", "-f", str(JOB)).stdout
+    changed = yaml.safe_load(JOB.read_text())
+    changed["spec"]["checkpoint"]["keep"] = 5
+    out = kubectl(kube_api, "apply", "--validate=false", "-f", "-", input=yaml.safe_dump(changed)).stdout
+    assert "configured" in out
+    after = kube_api.get("trainingruns.trainkit.dev", "gpt2-70m-50-30-20")
+    assert after["spec"]["checkpoint"]["keep"] == 5 and after["metadata"]["generation"] == 2
+    assert kube_api.requests_for("trainingruns", "patch")
+
+
+def test_kubectl_get_uses_printer_columns(kube_api):
+    kubectl(kube_api, "apply", "--validate=false", "-f", "-", input=trainkit_crd())
+    kubectl(kube_api, "apply", "--validate=false", "-f", str(JOB))
+    kube_api.store.patch(kube_api.store.resolve("trainingruns.trainkit.dev"), "v1alpha1", "default", "gpt2-70m-50-30-20",
+                         {"status": {"phase": "Running", "progress": {"percent": 12.5, "loss": 3.25}}},
+                         "application/merge-patch+json", subresource="status")  # fmt: skip
+    lines = kubectl(kube_api, "get", "tr").stdout.splitlines()
+    header = lines[0].split()
+    assert header == ["NAME", "PHASE", "PROGRESS", "LOSS", "EVAL", "AGE"]
+    row = lines[1].split()
+    assert row[:4] == ["gpt2-70m-50-30-20", "Running", "12.5", "3.25"]
+    assert row[-1].endswith("s")  # an age, e.g. 1s
+    # other names kubectl resolves through discovery
+    assert "gpt2-70m-50-30-20" in kubectl(kube_api, "get", "trainingruns.trainkit.dev").stdout
+    assert "gpt2-70m-50-30-20" in kubectl(kube_api, "get", "trainkit").stdout  # the CRD's category
+
+
+def test_kubectl_get_yaml_and_delete(kube_api):
+    kubectl(kube_api, "apply", "--validate=false", "-f", "-", input=trainkit_crd())
+    kubectl(kube_api, "apply", "--validate=false", "-f", str(JOB))
+    doc = yaml.safe_load(kubectl(kube_api, "get", "tr", "-o", "yaml").stdout)
+    assert doc["kind"] == "List" and len(doc["items"]) == 1
+    item = doc["items"][0]
+    assert item["kind"] == "TrainingRun" and item["metadata"]["uid"] and item["metadata"]["resourceVersion"]
+    one = yaml.safe_load(kubectl(kube_api, "get", "tr", "gpt2-70m-50-30-20", "-o", "yaml").stdout)
+    assert one["spec"] == item["spec"]
+    missing = kubectl(kube_api, "get", "tr", "nope", check=False)
+    assert missing.returncode != 0 and 'trainingruns.trainkit.dev "nope" not found' in missing.stderr
+    out = kubectl(kube_api, "delete", "tr", "gpt2-70m-50-30-20").stdout
+    assert "deleted" in out and not kube_api.exists("trainingruns.trainkit.dev", "gpt2-70m-50-30-20")
+    assert "No resources found" in kubectl(kube_api, "get", "tr").stderr
+
+
+def test_kubectl_apply_rejects_invalid_run(kube_api):
+    kubectl(kube_api, "apply", "--validate=false", "-f", "-", input=trainkit_crd())
+    bad = yaml.safe_load(JOB.read_text())
+    bad["spec"]["data"]["sources"][0]["weight"] = -1
+    proc = kubectl(kube_api, "apply", "--validate=false", "-f", "-", input=yaml.safe_dump(bad), check=False)
+    assert proc.returncode != 0
+    assert "is invalid" in proc.stderr and "spec.data.sources[0].weight" in proc.stderr
+    assert not kube_api.exists("trainingruns.trainkit.dev", "gpt2-70m-50-30-20")
