@@ -19,26 +19,30 @@ def _png(fig: Figure) -> bytes:
 
 
 def loss_curves_png(results: list[RunResult], highlight: set[str] = frozenset()) -> bytes:
-    """Every run's training loss against step, in one plot; the favoured run(s) drawn thicker."""
-    fig = Figure(figsize=(8, 4.5))
-    ax = fig.add_subplot()
-    drawn = 0
-    for r in results:
-        if not r.loss_curve:
-            continue
-        steps, losses = zip(*r.loss_curve)
+    """Every run's training loss against step: the whole run, and the second half zoomed in (where
+    mixtures separate). The favoured run(s) are drawn thicker; legend in the order given."""
+    fig = Figure(figsize=(11, 4.5))
+    full, tail = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    curves = [(r, r.loss_curve) for r in results if r.loss_curve]
+    last_step = max((c[-1][0] for _, c in curves), default=0)
+    for r, curve in curves:
+        steps, losses = zip(*curve)
         best = r.name in highlight
-        ax.plot(steps, losses, label=r.name + (" (favoured)" if best else ""), linewidth=2.6 if best else 1.2,
-                zorder=3 if best else 2)
-        drawn += 1
-    if drawn:
-        ax.legend(fontsize=8, ncol=2 if drawn > 6 else 1, loc="upper right")
+        style = dict(linewidth=2.6 if best else 1.2, zorder=3 if best else 2)
+        line, = full.plot(steps, losses, label=r.name + (" (favoured)" if best else ""), **style)
+        half = [(s, x) for s, x in curve if s >= last_step / 2]
+        if half:
+            tail.plot(*zip(*half), color=line.get_color(), **style)
+    if curves:
+        full.legend(fontsize=8, ncol=2 if len(curves) > 6 else 1, loc="upper right")
     else:
-        ax.text(0.5, 0.5, "no run has a loss curve (metrics.jsonl)", ha="center", va="center", transform=ax.transAxes)
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss")
-    ax.set_title("Loss curves")
-    ax.grid(alpha=0.3)
+        full.text(0.5, 0.5, "no run has a loss curve (metrics.jsonl)", ha="center", va="center", transform=full.transAxes)
+    full.set_title("Training loss")
+    tail.set_title("Second half of training (zoomed)")
+    for ax in (full, tail):
+        ax.set_xlabel("step")
+        ax.set_ylabel("training loss")
+        ax.grid(alpha=0.3)
     return _png(fig)
 
 

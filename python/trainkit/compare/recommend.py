@@ -74,7 +74,9 @@ class Recommendation:
 def fmt(v: float | None) -> str:
     if v is None or not math.isfinite(v):
         return "-"
-    return f"{v:.4f}" if abs(v) < 10 else f"{v:.2f}"
+    if abs(v) < 1:
+        return f"{v:.4f}"
+    return f"{v:.3f}" if abs(v) < 10 else f"{v:.2f}"
 
 
 # ------------------------------------------------------------------------------------- the model

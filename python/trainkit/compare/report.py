@@ -131,7 +131,7 @@ def render_markdown(report: Report) -> str:
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem auto;max-width:1200px;color:#1d1d1f;padding:0 1rem}
 h1{font-size:1.6rem}h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #ddd;padding-bottom:.2rem}
-table{border-collapse:collapse;width:100%;font-size:.9rem}th,td{border:1px solid #d0d0d0;padding:.35rem .55rem;text-align:left}
+.scroll{overflow-x:auto}table{border-collapse:collapse;font-size:.9rem}td,th{white-space:nowrap}td.status{white-space:normal;min-width:14rem}th,td{border:1px solid #d0d0d0;padding:.35rem .55rem;text-align:left}
 th{background:#f3f4f6}tbody tr:nth-child(even){background:#fafafa}td.num{text-align:right;font-variant-numeric:tabular-nums}
 tr.best{background:#e8f5e9!important;font-weight:600}tr.unranked{color:#777}
 .callout{padding:.8rem 1rem;border-radius:6px;background:#eef6ff;border:1px solid #b6d4fe}
@@ -157,7 +157,10 @@ def render_html(report: Report, images: dict[str, bytes]) -> str:
     trs = []
     for row, cells in zip(report.rows, body):
         cls = "best" if row.rank == 1 else ("unranked" if row.rank is None else "")
-        tds = "".join(f'<td class="num">{e(c)}</td>' if i in numeric else f"<td>{e(c)}</td>" for i, c in enumerate(cells))
+        tds = "".join(f'<td class="num">{e(c)}</td>' if i in numeric
+                      else f"<td>{e(c).replace(' / ', '<br>')}</td>" if i == 2
+                      else f'<td class="status">{e(c)}</td>' if i == len(cells) - 1 else f"<td>{e(c)}</td>"
+                      for i, c in enumerate(cells))
         trs.append(f'<tr class="{cls}" data-rank="{e(rank_text(row))}" data-run="{e(row.run.name)}">{tds}</tr>')
     rec = report.recommendation
     rec_cls = "ok" if rec.trusted else "warn"
@@ -189,8 +192,8 @@ def render_html(report: Report, images: dict[str, bytes]) -> str:
 {rec_rows}
 <ul>{rec_lines}</ul>
 <h2>Leaderboard</h2>
-<table id="leaderboard"><thead><tr>{''.join(f'<th>{e(h)}</th>' for h in header)}</tr></thead>
-<tbody>{''.join(trs)}</tbody></table>
+<div class="scroll"><table id="leaderboard"><thead><tr>{''.join(f'<th>{e(h)}</th>' for h in header)}</tr></thead>
+<tbody>{''.join(trs)}</tbody></table></div>
 <h2>Loss curves</h2>
 <img id="loss-curves" alt="loss curves of all runs" src="{_data_uri(images[LOSS_PNG])}">
 <h2>{e(weights_ylabel(report))} against each source's weight</h2>
@@ -242,7 +245,7 @@ def build_report(results: list[RunResult], rank_by: str = DEFAULT_METRIC, **reco
     ylabel = weights_ylabel(report)
     values = {r.name: (r.eval_average if ylabel == "eval average" else r.final_loss) for r in results}
     images = {
-        LOSS_PNG: loss_curves_png(results, highlight={r.run.name for r in report.favoured}),
+        LOSS_PNG: loss_curves_png([r.run for r in rows], highlight={r.run.name for r in report.favoured}),
         WEIGHTS_PNG: weights_scatter_png(results, sources, {k: v for k, v in values.items() if v is not None},
                                          ylabel, recommended=rec.weights),
     }
@@ -256,7 +259,10 @@ def build_report(results: list[RunResult], rank_by: str = DEFAULT_METRIC, **reco
 def default_output(run_uris: list[str]) -> str:
     """`<first run's parent>/compare`."""
     first = run_uris[0].rstrip("/")
-    parent = first.rsplit("/", 1)[0] if "/" in first.removeprefix("s3://") else "."
+    if "/" in first.removeprefix("s3://"):
+        parent = first.rsplit("/", 1)[0]
+    else:  # a run at a bucket's root, or a bare relative folder
+        parent = first if first.startswith("s3://") else "."
     return storage.join(parent, "compare")
 
 
