@@ -85,6 +85,10 @@ class Tokenizer:
     def decode(self, ids) -> str:
         return self._encoding.decode([int(i) for i in ids])
 
+    def decode_bytes(self, ids) -> bytes:
+        """Exact bytes (a sequence may start or end inside a multi-byte character)."""
+        return self._encoding.decode_bytes([int(i) for i in ids])
+
     def save_pretrained(self, directory: str | os.PathLike) -> list[str]:
         """Write vocab.json, merges.txt and HF tokenizer configs so AutoTokenizer.from_pretrained loads it."""
         out = Path(directory)
