@@ -29,8 +29,11 @@ API_CALLS: tuple[tuple[str, str, str, str], ...] = (
     ("list", "", "pods", ""),
     # Events for transitions (kopf posts them)
     ("create", "", "events", ""),
-    # kopf discovers the resources it serves
-    ("get", "apiextensions.k8s.io", "customresourcedefinitions", ""),
+    # kopf observes CRDs (resources appearing/disappearing) and namespaces (to match --namespace patterns)
+    ("list", "apiextensions.k8s.io", "customresourcedefinitions", ""),
+    ("watch", "apiextensions.k8s.io", "customresourcedefinitions", ""),
+    ("list", "", "namespaces", ""),
+    ("watch", "", "namespaces", ""),
 )
 
 # kopf reads discovery documents (/api, /apis, /apis/<group>/<version>): non-resource URLs, which

@@ -65,7 +65,8 @@ class Kube:
         if os.environ.get("KUBERNETES_SERVICE_HOST"):
             config.load_incluster_config(client_configuration=cfg)
         else:
-            config.load_kube_config(client_configuration=cfg)
+            # The path is read NOW: kubernetes captures $KUBECONFIG when first imported.
+            config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None, client_configuration=cfg)
         cfg.connection_pool_maxsize = pool_size
         cfg.retries = 0  # we retry with backoff ourselves (kopf.TemporaryError)
         return cls(client.ApiClient(cfg))
@@ -133,10 +134,14 @@ class Kube:
     def secret_exists(self, ns: str, name: str) -> bool:
         """Existence only: asks for metadata (PartialObjectMetadata) and drops the response unread."""
         try:
-            self.core.read_namespaced_secret(
+            response = self.core.read_namespaced_secret(
                 name, ns, _preload_content=False, _request_timeout=REQUEST_TIMEOUT,
                 _headers={"Accept": "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"},
-            ).release_conn()
+            )
+            # Discard the body unparsed (a server without metadata-only reads would send the data),
+            # then hand the connection back: releasing it unread would corrupt the next request on it.
+            response.drain_conn()
+            response.release_conn()
             return True
         except Exception as e:
             if self._missing(e):
@@ -161,7 +166,10 @@ def is_transient(e: BaseException) -> bool:
 def describe_api_error(e: BaseException) -> str:
     """Status code and reason only: response bodies can echo request content, which stays out of logs."""
     status, reason = getattr(e, "status", None), getattr(e, "reason", None)
-    return f"{type(e).__name__} {status} {reason}" if status is not None else type(e).__name__
+    if status is not None:
+        return f"{type(e).__name__} {status} {reason}"
+    # connection-level errors (urllib3): the message names the host and the cause, nothing else
+    return f"{type(e).__name__}: {str(e)[:300]}"
 
 
 # --------------------------------------------------------------------------------- reconcile
@@ -291,7 +299,14 @@ def reconcile_named(memo: Any, ns: str, name: str, retry: int = 0, fallback_body
     return outcome
 
 
+# Libraries whose DEBUG logs print request headers (SigV4 Authorization carries the access key id,
+# the Kubernetes client the bearer token): capped at WARNING whatever --verbose says.
+QUIET_LOGGERS = ("botocore", "boto3", "aiobotocore", "s3fs", "urllib3", "kubernetes", "fsspec", "celpy")
+
+
 def configure_settings(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
     # Handler progress and the diff-base live in annotations: the strict status schema would prune
     # kopf's status.kopf and handlers would re-run forever (kopf#321, #574).
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)

@@ -1,0 +1,175 @@
+"""Shared harness for the operator's integration tests (no tests here).
+
+Real parts only: kopf really runs (kopf.testing.KopfRunner) against the HTTP Kubernetes API test
+server (tests/kubeapi), the operator reads progress and eval summaries from a real S3 server (moto).
+What is SIMULATED is KubeRay's controller: there is no KubeRay here, so the tests write the RayJob
+status transitions (jobStatus / jobDeploymentStatus / reason / message) that KubeRay would write, and
+Kueue's suspend/admit, through the same API. Each test says so where it does it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kubeapi.fixtures import kube_api  # noqa: F401  (re-exported fixture)
+
+REPO = Path(__file__).resolve().parents[2]
+SEED = REPO / "jobs" / "gpt2-70m-50-30-20.yaml"
+NS = "default"
+RUNS = "trainingruns.trainkit.dev"
+RAYJOBS = "rayjobs.ray.io"
+PLANTED = (os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"])
+
+
+def seed_doc(name: str | None = None, bucket: str | None = None, **spec_updates) -> dict:
+    doc = yaml.safe_load(SEED.read_text())
+    if name:
+        doc["metadata"]["name"] = name
+    if bucket:
+        doc["spec"]["output"]["uri"] = f"{bucket}/runs/{NS}/{doc['metadata']['name']}/"
+    for dotted, value in spec_updates.items():
+        node = doc["spec"]
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        if value is None:
+            node.pop(leaf, None)
+        else:
+            node[leaf] = value
+    return doc
+
+
+def operator_config(**kw):
+    from trainkit_operator.config import OperatorConfig
+
+    base = dict(timer_interval=1.0, timer_initial_delay=0.2, watch_server_timeout=20, watch_client_timeout=25,
+                watch_connect_timeout=5, max_workers=8)
+    base.update(kw)
+    return OperatorConfig(**base)
+
+
+@pytest.fixture
+def cluster(kube_api, s3_endpoint):  # noqa: F811
+    """The API test server with the generated TrainingRun CRD and the run's credentials Secret."""
+    from trainkit.spec.crd import training_run_crd
+
+    kube_api.create(training_run_crd())
+    kube_api.create({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "trainkit-s3", "namespace": NS},
+        "stringData": {"AWS_ACCESS_KEY_ID": PLANTED[0], "AWS_SECRET_ACCESS_KEY": PLANTED[1]},
+    })
+    return kube_api
+
+
+@pytest.fixture
+def seed_bucket(s3_endpoint):
+    """The seed run writes to s3://trainkit-runs/...: make that bucket exist on the moto server."""
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
+    try:
+        s3.create_bucket(Bucket="trainkit-runs")
+    except s3.exceptions.BucketAlreadyOwnedByYou:
+        pass
+    return "s3://trainkit-runs"
+
+
+@contextmanager
+def running_operator(server, config=None, timeout: float = 120):
+    """The operator under kopf's own runner, logged in to the test server; yields the runner."""
+    import kopf
+    from kopf.testing import KopfRunner
+
+    from trainkit_operator.handlers import register
+
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.login(registry=registry)
+    def login(**_):
+        return kopf.ConnectionInfo(server=server.url, scheme="Bearer", token="kubeapi-test-token", insecure=True)
+
+    register(registry, config or operator_config())
+    settings = kopf.OperatorSettings()
+    with KopfRunner(["run", "--standalone", "--namespace", NS, "--verbose"], registry=registry, settings=settings,
+                    timeout=timeout) as runner:
+        yield runner
+    assert runner.exception is None, runner.exception
+    assert runner.exit_code == 0, runner.output[-3000:]
+
+
+def wait_for(predicate, timeout: float = 30, interval: float = 0.1, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+        except (KeyError, TypeError, IndexError):
+            last = None
+        except Exception as e:  # noqa: BLE001 - e.g. NotFound from the server
+            last = e
+        if last and not isinstance(last, Exception):
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
+def get(server, resource, name):
+    try:
+        return server.get(resource, name, NS)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def status_of(server, name) -> dict:
+    return (get(server, RUNS, name) or {}).get("status") or {}
+
+
+def kuberay_sets_status(server, name: str, **status):
+    """SIMULATED KubeRay: write the RayJob status as KubeRay's controller would (status subresource)."""
+    import kubernetes
+
+    client = kubernetes.config.new_client_from_config(config_file=str(server.kubeconfig))
+    try:
+        kubernetes.client.CustomObjectsApi(client).patch_namespaced_custom_object_status(
+            "ray.io", "v1", NS, "rayjobs", name, {"status": status})
+    finally:
+        client.close()
+
+
+def kueue_sets_suspend(server, name: str, suspend: bool):
+    """SIMULATED Kueue: its webhook suspends a queued RayJob; admission un-suspends it."""
+    import kubernetes
+
+    client = kubernetes.config.new_client_from_config(config_file=str(server.kubeconfig))
+    try:
+        kubernetes.client.CustomObjectsApi(client).patch_namespaced_custom_object(
+            "ray.io", "v1", NS, "rayjobs", name, {"spec": {"suspend": suspend}})
+    finally:
+        client.close()
+
+
+def put_json(uri: str, obj: dict):
+    from trainkit import storage
+
+    storage.write_json(uri, obj)
+
+
+def events_for(server, name: str) -> list[dict]:
+    return [e for e in server.list("events", NS) if (e.get("involvedObject") or {}).get("name") == name]
+
+
+def assert_no_credentials(server, *texts: str):
+    """The planted credentials appear nowhere but in the Secret itself."""
+    dump = ""
+    for resource in (RUNS, RAYJOBS, "configmaps", "events", "pods"):
+        dump += json.dumps(server.list(resource, NS))
+    for text in (dump, *texts):
+        for value in PLANTED:
+            assert value not in text
