@@ -25,7 +25,7 @@ SOURCES = ("manuals", "web", "edu")
 TASKS = ("tk_arc_challenge", "tk_hellaswag", "tk_mmlu", "tk_piqa", "tk_truthfulqa_mc2", "tk_winogrande")
 # The truth the data is generated from: each source's contribution to the eval average (edu best)
 # and to the final loss (edu lowest). Known, so the report's ranking and recommendation can be checked.
-EVAL_BY_SOURCE = np.array([34.0, 37.0, 41.0])
+EVAL_BY_SOURCE = np.array([0.34, 0.37, 0.41])   # fractions, as trainkit.eval writes summary.json
 LOSS_BY_SOURCE = np.array([3.30, 3.15, 2.95])
 MIXTURES = {
     "mix-a": (0.5, 0.3, 0.2),
@@ -80,12 +80,13 @@ def write_run(uri: str, weights, seed: int, with_eval: bool = True) -> None:
     if not with_eval:
         return
     avg = true_eval(weights)
-    tasks = {t: avg + d for t, d in zip(TASKS, (-14.0, -10.0, -12.0, 18.0, 8.0, 10.0))}  # mean of offsets is 0
-    for step, shift in ((100, -3.0), (TOTAL_STEPS, 0.0)):  # an older, worse eval: the latest must win
+    tasks = {t: avg + d for t, d in zip(TASKS, (-0.14, -0.10, -0.12, 0.18, 0.08, 0.10))}  # mean of offsets is 0
+    for step, shift in ((100, -0.03), (TOTAL_STEPS, 0.0)):  # an older, worse eval: the latest must win
         ts = {t: v + shift for t, v in tasks.items()}
         storage.write_json(storage.join(uri, f"eval/step-{step:08d}/summary.json"), {
             "step": step, "average": sum(ts.values()) / len(ts), "tasks": ts,
-            "metrics": {t: {"acc": v / 100, "acc_norm": v / 100} for t, v in ts.items()}})
+            "metrics": {t: {"acc": v, "acc_norm": v} for t, v in ts.items()},
+            "headlineMetric": {t: "acc" for t in ts}})
         storage.write_json(storage.join(uri, f"eval/step-{step:08d}/results.json"), {"results": {}, "versions": {}})
 
 
@@ -140,6 +141,7 @@ def test_cli_ranks_a_sweep_by_eval_average_and_writes_the_report(sweep):
     positions = [text.index(f"  {n}  ") for n in order]
     assert positions == sorted(positions)
     assert "The run the data favours: mix-d" in text and "Recommended mixture" in text
+    assert f"{100 * true_eval(MIXTURES['mix-d']):.2f}" in text      # fractions are shown in percent
     md = storage.read_bytes(f"{out_uri}/report.md").decode()
     assert "| 1 | mix-d |" in md and "![loss curves](loss_curves.png)" in md
     for png in ("loss_curves.png", "weights_vs_eval.png"):

@@ -81,3 +81,19 @@ def test_default_output_is_next_to_the_first_run():
     assert default_output(["/data/sweep/run-a/"]) == "/data/sweep/compare"
     assert default_output(["run-a"]) == "./compare"
     assert default_output(["s3://bucket"]) == "s3://bucket/compare"
+
+
+def test_fractional_scores_are_shown_in_percent_but_kept_raw_in_json():
+    def frac(name, w):
+        r = result(name, w)
+        from dataclasses import replace
+        return replace(r, eval_average=r.eval_average / 100, eval_tasks={t: v / 100 for t, v in r.eval_tasks.items()})
+
+    rep = build_report([frac(n, w) for n, w in MIXES.items()], "eval.average")
+    md = rep.files[REPORT_MD].decode()
+    assert "| average (%) |" in md and "| 1 | m-c |" in md
+    top = 34 * 0.1 + 37 * 0.1 + 41 * 0.8
+    assert f"{top:.2f}" in md and "eval average 39.90" in rep.text
+    assert "predicted eval.average: 41" in rep.text
+    doc = report_json(rep, [])
+    assert doc["evalDisplayScale"] == 100.0 and doc["leaderboard"][0]["eval"]["average"] == pytest.approx(top / 100)

@@ -44,6 +44,10 @@ class Recommendation:
     nearest_run: str | None = None    # the tried mixture closest to the recommendation
     nearest_distance: float | None = None  # total-variation distance to it (0 = same mixture, 1 = disjoint)
     notes: tuple[str, ...] = ()
+    display_scale: float = 1.0        # metric values are shown multiplied by this (100: fractions as percent)
+
+    def _f(self, v: float | None) -> str:
+        return fmt(None if v is None else v * self.display_scale)
 
     def lines(self) -> list[str]:
         """Plain-language summary, one statement a line."""
@@ -55,12 +59,13 @@ class Recommendation:
         out.append("  " + ", ".join(
             f"{s} {self.weights[s]:.2f}" + (f" ±{self.weights_std[s]:.2f}" if s in self.weights_std else "")
             for s in self.sources))
-        pred = f"  predicted {self.metric}: {fmt(self.predicted)}"
+        pred = f"  predicted {self.metric}: {self._f(self.predicted)}"
         if self.predicted_interval:
-            pred += f" (bootstrap 5-95%: {fmt(self.predicted_interval[0])} to {fmt(self.predicted_interval[1])})"
+            pred += f" (bootstrap 5-95%: {self._f(self.predicted_interval[0])} to {self._f(self.predicted_interval[1])})"
         out.append(pred)
         if self.loo_rmse is not None and self.metric_std is not None:
-            out.append(f"  fit: R² {self.r2:.2f}, leave-one-out error {fmt(self.loo_rmse)} vs metric spread {fmt(self.metric_std)}")
+            r2 = "-" if self.r2 is None else f"{self.r2:.2f}"
+            out.append(f"  fit: R² {r2}, leave-one-out error {self._f(self.loo_rmse)} vs metric spread {self._f(self.metric_std)}")
         if self.nearest_run is not None:
             out.append(f"  closest tried run: {self.nearest_run} (distance {self.nearest_distance:.2f})")
         out += [f"  note: {n}" for n in self.notes]
@@ -145,7 +150,7 @@ def loo_rmse(W: np.ndarray, y: np.ndarray, degree: int, ridge: float) -> float |
 def recommend_from(W, y, sources, *, metric: str = "eval.average", higher_is_better: bool = True,
                    run_names=None, degree: int = 1, ridge: float = 1e-4, n_candidates: int = N_CANDIDATES,
                    n_bootstrap: int = N_BOOTSTRAP, max_weight_spread: float = MAX_WEIGHT_SPREAD,
-                   seed: int = 0) -> Recommendation:
+                   seed: int = 0, display_scale: float = 1.0) -> Recommendation:
     """Fit, predict over the simplex, bootstrap. W: runs x sources (rows need not be normalised), y: metric."""
     sources = tuple(sources)
     k = len(sources)
@@ -161,7 +166,7 @@ def recommend_from(W, y, sources, *, metric: str = "eval.average", higher_is_bet
     n = len(y)
     min_runs = n_terms(k, degree) + 2
     base = dict(metric=metric, higher_is_better=higher_is_better, sources=sources, n_runs=n,
-                min_runs=min_runs, degree=degree)
+                min_runs=min_runs, degree=degree, display_scale=display_scale)
 
     if k < 2:
         return Recommendation(**base, trusted=False, reasons=("only one source: there is no mixture to choose",))
@@ -191,8 +196,8 @@ def recommend_from(W, y, sources, *, metric: str = "eval.average", higher_is_bet
     metric_std = float(np.std(y, ddof=1)) if n > 1 else None
     loo = loo_rmse(W, y, degree, ridge)
     if loo is not None and metric_std is not None and metric_std > 0 and loo >= metric_std:
-        reasons.append(f"the weights explain little: leave-one-out error {fmt(loo)} is not below the "
-                       f"metric's own spread {fmt(metric_std)}")
+        reasons.append(f"the weights explain little: leave-one-out error {fmt(loo * display_scale)} is not below the "
+                       f"metric's own spread {fmt(metric_std * display_scale)}")
     if sst == 0:
         reasons.append(f"every run has the same {metric}: nothing to rank mixtures by")
 

@@ -34,6 +34,7 @@ class Report:
     recommendation: Recommendation
     sources: list[str]
     tasks: list[str]
+    scale: float = 1.0                                       # eval scores shown x this (100: fractions as percent)
     files: dict[str, bytes] = field(default_factory=dict)   # name -> content, in write order
     text: str = ""                                           # for the terminal
     output_uri: str | None = None
@@ -55,6 +56,17 @@ def union_tasks(results: list[RunResult]) -> list[str]:
     return sorted({t for r in results for t in r.eval_tasks})
 
 
+def eval_scale(results: list[RunResult]) -> float:
+    """100 when every eval score is a fraction in [0, 1] (lm-eval's convention), so tables read in
+    percent like the model card; 1 when any score is already above 1."""
+    values = [v for r in results for v in [r.eval_average, *r.eval_tasks.values()] if v is not None]
+    return 100.0 if values and all(0.0 <= v <= 1.0 for v in values) else 1.0
+
+
+def shown(report: "Report", v: float | None, is_eval: bool = True) -> str:
+    return fmt(None if v is None else v * (report.scale if is_eval else 1.0))
+
+
 def weights_text(r: RunResult) -> str:
     return " / ".join(f"{s} {w:.2f}" for s, w in r.weights.items())
 
@@ -63,38 +75,40 @@ def rank_text(row: Row) -> str:
     return "-" if row.rank is None else (f"{row.rank}=" if row.tied else str(row.rank))
 
 
-def table(rows: list[Row], tasks: list[str]) -> tuple[list[str], list[list[str]]]:
+def table(report: "Report") -> tuple[list[str], list[list[str]]]:
     """Header and cells of the leaderboard (the same for text, markdown and HTML)."""
-    header = ["rank", "run", "weights", "final loss", *tasks, "average", "status"]
+    unit = " (%)" if report.scale == 100.0 else ""
+    header = ["rank", "run", "weights", "final loss", *(t + unit for t in report.tasks), "average" + unit, "status"]
     body = []
-    for row in rows:
+    for row in report.rows:
         r = row.run
         status = r.status + (f"; {row.note}" if row.note else "")
         body.append([rank_text(row), r.name, weights_text(r), fmt(r.final_loss),
-                     *(fmt(r.eval_tasks.get(t)) for t in tasks), fmt(r.eval_average), status])
+                     *(shown(report, r.eval_tasks.get(t)) for t in report.tasks), shown(report, r.eval_average), status])
     return header, body
 
 
 def favoured_text(report: Report) -> str:
     best = report.favoured
     m = report.metric
+    is_eval = m.key != "loss"
     if not best:
         return f"No run reports {m.key} yet: there is no run to favour."
     if len(best) > 1:
         return (f"The data does not separate {', '.join(b.run.name for b in best)}: they tie on {m.label} "
-                f"at {fmt(best[0].value)}.")
+                f"at {shown(report, best[0].value, is_eval)}.")
     b = best[0]
     ranked = [r for r in report.rows if r.rank is not None]
     margin = ""
     if len(ranked) > 1:
         gap = abs(b.value - ranked[1].value)
-        margin = f", ahead of {ranked[1].run.name} by {fmt(gap)}"
-    return (f"The run the data favours: {b.run.name} ({m.label} {fmt(b.value)}{margin}), "
+        margin = f", ahead of {ranked[1].run.name} by {shown(report, gap, is_eval)}"
+    return (f"The run the data favours: {b.run.name} ({m.label} {shown(report, b.value, is_eval)}{margin}), "
             f"mixture {weights_text(b.run)}.")
 
 
 def render_text(report: Report) -> str:
-    header, body = table(report.rows, report.tasks)
+    header, body = table(report)
     widths = [max(len(h), *(len(c[i]) for c in body)) if body else len(h) for i, h in enumerate(header)]
     line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
     out = [f"Leaderboard by {report.metric.key} ({'higher' if report.metric.higher_is_better else 'lower'} is better)",
@@ -110,7 +124,7 @@ def _md(s: str) -> str:
 
 
 def render_markdown(report: Report) -> str:
-    header, body = table(report.rows, report.tasks)
+    header, body = table(report)
     m = report.metric
     out = [f"# Mixture comparison: {len(report.rows)} runs", "",
            f"Ranked by **{m.key}** ({'higher' if m.higher_is_better else 'lower'} is better). "
@@ -152,7 +166,7 @@ def _data_uri(png: bytes) -> str:
 
 def render_html(report: Report, images: dict[str, bytes]) -> str:
     e = html.escape
-    header, body = table(report.rows, report.tasks)
+    header, body = table(report)
     numeric = {3, *range(4, 4 + len(report.tasks)), 4 + len(report.tasks)}
     trs = []
     for row, cells in zip(report.rows, body):
@@ -206,7 +220,9 @@ def render_html(report: Report, images: dict[str, bytes]) -> str:
 
 
 def weights_ylabel(report: Report) -> str:
-    return "eval average" if any(r.run.eval_average is not None for r in report.rows) else "final loss"
+    if any(r.run.eval_average is not None for r in report.rows):
+        return "eval average (%)" if report.scale == 100.0 else "eval average"
+    return "final loss"
 
 
 def report_json(report: Report, files: list[str]) -> dict:
@@ -214,6 +230,7 @@ def report_json(report: Report, files: list[str]) -> dict:
     return {
         "rankBy": report.metric.key,
         "higherIsBetter": report.metric.higher_is_better,
+        "evalDisplayScale": report.scale,
         "generatedAt": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "favoured": [r.run.name for r in report.favoured],
         "leaderboard": [
@@ -239,15 +256,16 @@ def build_report(results: list[RunResult], rank_by: str = DEFAULT_METRIC, **reco
         raise CompareError("no runs to compare")
     metric = parse_metric(rank_by, results)
     rows = leaderboard(results, metric.key)
-    rec = recommend(results, metric.key, **recommend_kwargs)
+    scale = eval_scale(results)
+    rec = recommend(results, metric.key, display_scale=scale if metric.key != "loss" else 1.0, **recommend_kwargs)
     sources, tasks = union_sources(results), union_tasks(results)
-    report = Report(metric=metric, rows=rows, recommendation=rec, sources=sources, tasks=tasks)
+    report = Report(metric=metric, rows=rows, recommendation=rec, sources=sources, tasks=tasks, scale=scale)
     ylabel = weights_ylabel(report)
-    values = {r.name: (r.eval_average if ylabel == "eval average" else r.final_loss) for r in results}
+    values = {r.name: (r.eval_average * scale if ylabel.startswith("eval average") else r.final_loss)
+              for r in results if (r.eval_average if ylabel.startswith("eval average") else r.final_loss) is not None}
     images = {
         LOSS_PNG: loss_curves_png([r.run for r in rows], highlight={r.run.name for r in report.favoured}),
-        WEIGHTS_PNG: weights_scatter_png(results, sources, {k: v for k, v in values.items() if v is not None},
-                                         ylabel, recommended=rec.weights),
+        WEIGHTS_PNG: weights_scatter_png(results, sources, values, ylabel, recommended=rec.weights),
     }
     report.files = {**images, REPORT_MD: render_markdown(report).encode(),
                     REPORT_HTML: render_html(report, images).encode()}
