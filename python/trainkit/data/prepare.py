@@ -87,7 +87,7 @@ def iter_texts(uri: str, options: StorageOptions | None, batch_rows: int = 2048)
         return
     with storage.open_input(uri, options) as f:
         batch: list[str] = []
-        for line_no, line in enumerate(f, 1):
+        for line_no, line in enumerate(_lines(f), 1):
             if not line.strip():
                 continue
             try:
@@ -103,6 +103,17 @@ def iter_texts(uri: str, options: StorageOptions | None, batch_rows: int = 2048)
                 batch = []
         if batch:
             yield batch
+
+
+def _lines(f, chunk: int = 8 << 20):
+    """Lines of a binary stream; zstd streams cannot readline(), so split chunks ourselves."""
+    rest = b""
+    while data := f.read(chunk):
+        parts = (rest + data).split(b"\n")
+        rest = parts.pop()
+        yield from parts
+    if rest:
+        yield rest
 
 
 # ------------------------------------------------------------------------------- one work unit
