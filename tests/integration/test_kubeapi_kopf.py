@@ -1,0 +1,92 @@
+"""A minimal kopf operator (under kopf.testing.KopfRunner) against the test API server: it sees a created
+TrainingRun, creates an owned ConfigMap, patches status through the /status subresource, posts Events,
+and its finalizer holds deletion until its delete handler ran; the ConfigMap is garbage-collected."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import yaml
+
+from kubeapi.fixtures import kube_api  # noqa: F401
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _wait(predicate, timeout=20.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_kopf_operator_reconciles_against_the_server(kube_api):
+    import kopf
+    import kubernetes
+    from kopf.testing import KopfRunner
+    from trainkit.spec.crd import training_run_crd
+
+    kube_api.create(training_run_crd())
+    registry = kopf.OperatorRegistry()
+    settings = kopf.OperatorSettings()
+    # the TrainingRun status schema is strict: kopf's own status.kopf writes would be pruned
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage()
+    settings.watching.server_timeout = 5
+    settings.watching.client_timeout = 10
+    deleted: list[str] = []
+
+    @kopf.on.login(registry=registry)
+    def login(**_):
+        return kopf.ConnectionInfo(server=kube_api.url, default_namespace="default")
+
+    @kopf.on.create("trainkit.dev", "v1alpha1", "trainingruns", registry=registry)
+    def on_create(body, name, namespace, patch, logger, **_):
+        cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"{name}-plan"}, "data": {"steps": "8138"}}
+        kopf.adopt(cm, owner=body)
+        client = kubernetes.config.new_client_from_config(config_file=str(kube_api.kubeconfig))
+        try:
+            kubernetes.client.CoreV1Api(client).create_namespaced_config_map(namespace, cm)
+        finally:
+            client.close()
+        patch.status["phase"] = "Running"
+        patch.status["observedGeneration"] = body["metadata"]["generation"]
+        kopf.info(body, reason="Started", message="plan written")
+
+    @kopf.on.delete("trainkit.dev", "v1alpha1", "trainingruns", registry=registry)
+    def on_delete(name, **_):
+        deleted.append(name)
+
+    run = yaml.safe_load((REPO / "jobs" / "gpt2-70m-50-30-20.yaml").read_text())
+    run["metadata"]["name"] = "seed-run"
+    with KopfRunner(["run", "--standalone", "--namespace=default"], registry=registry, settings=settings) as runner:
+        created = kube_api.create(run)
+        status = _wait(lambda: (kube_api.get("trainingruns.trainkit.dev", "seed-run").get("status") or {}).get("phase") == "Running",
+                       what="status.phase Running")  # fmt: skip
+        assert status
+        stored = kube_api.get("trainingruns.trainkit.dev", "seed-run")
+        assert stored["status"]["observedGeneration"] == 1
+        assert stored["metadata"]["finalizers"] == ["kopf.zalando.org/KopfFinalizerMarker"]
+        cm = kube_api.get("configmaps", "seed-run-plan")
+        assert cm["metadata"]["ownerReferences"][0]["uid"] == created["metadata"]["uid"]
+        # kopf wrote status through the subresource (and the rest through the main resource)
+        assert any(r.verb == "patch" and r.subresource == "status" for r in kube_api.requests_for("trainingruns"))
+        # kopf posted an Event about the handler
+        events = _wait(lambda: [e for e in kube_api.list("events", "default") if e["involvedObject"].get("name") == "seed-run"],
+                       what="a kopf Event")  # fmt: skip
+        assert events[0]["reason"] == "Started" and events[0]["involvedObject"]["uid"] == created["metadata"]["uid"]
+        assert events[0]["metadata"]["name"].startswith("kopf-event-")  # generateName
+
+        # deletion: the finalizer holds the object until kopf's delete handler ran and released it
+        kubernetes.config.load_kube_config(config_file=str(kube_api.kubeconfig))
+        kubernetes.client.CustomObjectsApi().delete_namespaced_custom_object(
+            "trainkit.dev", "v1alpha1", "default", "trainingruns", "seed-run"
+        )
+        _wait(lambda: not kube_api.exists("trainingruns.trainkit.dev", "seed-run"), what="the run to be deleted")
+        assert deleted == ["seed-run"]
+        assert not kube_api.exists("configmaps", "seed-run-plan"), "garbage collection of the owned ConfigMap"
+    assert runner.exit_code == 0, runner.output
+    assert runner.exception is None
