@@ -154,3 +154,30 @@ def render_notes(values: dict | None = None, sets: dict | None = None, namespace
         cmd += _value_args(values, sets, None)
         out = run(cmd).stdout
     return yaml.safe_load(out)["notes"]
+
+
+# ------------------------------------------------------------------------------------------- RBAC
+def grants(roles: list[dict]) -> set[tuple[str, str, str, str]]:
+    """Every (verb, group, resource, subresource) the rules of these (Cluster)Roles grant."""
+    out: set[tuple[str, str, str, str]] = set()
+    for role in roles:
+        for rule in role.get("rules") or []:
+            for group in rule.get("apiGroups", []):
+                for res in rule.get("resources", []):
+                    resource, _, sub = res.partition("/")
+                    for verb in rule.get("verbs", []):
+                        out.add((verb, group, resource, sub))
+    return out
+
+
+def allows(roles: list[dict], verb: str, group: str, resource: str, subresource: str | None, name: str | None) -> bool:
+    """RBAC's own rule: some rule names the verb, group and resource[/subresource], and either has no
+    resourceNames or lists the object's name (list/watch/create carry no name, so they need a rule without)."""
+    res = f"{resource}/{subresource}" if subresource else resource
+    for role in roles:
+        for rule in role.get("rules") or []:
+            if verb in rule.get("verbs", []) and group in rule.get("apiGroups", []) and res in rule.get("resources", []):
+                names = rule.get("resourceNames")
+                if not names or (name is not None and name in names):
+                    return True
+    return False

@@ -179,7 +179,12 @@ def test_namespaced_scope_uses_a_role_per_namespace_and_nothing_cluster_wide():
     docs = render(values_files=[CI / "namespaced-values.yaml"])
     watched = ["ml-research", "ml-prod", "default"]
     assert env_of(docs)["TRAINKIT_NAMESPACES"]["value"] == ",".join(watched)
-    assert not by_kind(docs, "ClusterRole") and not by_kind(docs, "ClusterRoleBinding")
+    # Cluster-wide: only reading CRDs and namespaces (which kopf follows), nothing namespaced.
+    (cluster_role,) = by_kind(docs, "ClusterRole")
+    assert {r for rule in cluster_role["rules"] for r in rule["resources"]} == {"customresourcedefinitions", "namespaces"}
+    assert {v for rule in cluster_role["rules"] for v in rule["verbs"]} == {"list", "watch"}
+    (crb,) = by_kind(docs, "ClusterRoleBinding")
+    assert crb["roleRef"]["name"] == cluster_role["metadata"]["name"]
     assert not by_kind(docs, "ClusterKopfPeering")
     assert sorted(r["metadata"]["namespace"] for r in by_kind(docs, "Role")) == sorted(watched)
     assert sorted(p["metadata"]["namespace"] for p in by_kind(docs, "KopfPeering")) == sorted(watched)
