@@ -21,7 +21,7 @@ if command -v apt-get >/dev/null && [ ! -d .trainkit/demo-text/root/usr/share/do
     || echo "warning: could not fetch Debian doc packages; trainkit demo-data will use Python's own docs" >&2
 fi
 # Debian's Chromium: the comparison report's test renders report.html in a real headless browser
-# (tests/integration/test_compare_report.py; it skips, saying why, when no Chromium is found).
+# (tests/integration/test_compare_sweep.py; it skips, saying why, when no Chromium is found).
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! command -v chromium >/dev/null; then
   { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
     || echo "warning: could not install chromium; the HTML report's browser test will be skipped" >&2

@@ -29,7 +29,8 @@ def loss_curves_png(results: list[RunResult], highlight: set[str] = frozenset())
         steps, losses = zip(*curve)
         best = r.name in highlight
         style = dict(linewidth=2.6 if best else 1.2, zorder=3 if best else 2)
-        line, = full.plot(steps, losses, label=r.name + (" (favoured)" if best else ""), **style)
+        label = r.name + (" (favoured)" if best else "") if best or len(curves) <= 20 else None
+        line, = full.plot(steps, losses, label=label, **style)
         half = [(s, x) for s, x in curve if s >= last_step / 2]
         if half:
             tail.plot(*zip(*half), color=line.get_color(), **style)
