@@ -306,3 +306,67 @@ def test_fault_injection(k8s, kube_api):
             core.patch_namespaced_config_map("a", "default", {"data": {"x": "1"}})
         assert e.value.status == 409
     assert core.patch_namespaced_config_map("a", "default", {"data": {"x": "1"}}).data == {"x": "1"}
+
+
+def test_owner_reference_validation_and_uid_precondition(k8s):
+    from kubernetes.client import V1ConfigMap, V1ObjectMeta, V1OwnerReference
+    from kubernetes.client.exceptions import ApiException
+
+    core = _core(k8s)
+    api = _custom(k8s)
+    with pytest.raises(ApiException) as e:  # the client model forbids a missing uid; send a raw dict
+        api.create_namespaced_custom_object("ray.io", "v1", "default", "rayjobs", {**_rayjob("j"), "metadata": {
+            "name": "j", "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "x"}]}})  # fmt: skip
+    assert e.value.status == 422 and "ownerReferences[0].uid" in e.value.body
+    two = [V1OwnerReference(api_version="v1", kind="ConfigMap", name=n, uid=n, controller=True) for n in "ab"]
+    with pytest.raises(ApiException) as e:
+        core.create_namespaced_config_map("default", V1ConfigMap(metadata=V1ObjectMeta(name="c", owner_references=two)))
+    assert e.value.status == 422 and "only one reference can have Controller" in e.value.body
+    cm = core.create_namespaced_config_map("default", V1ConfigMap(metadata=V1ObjectMeta(name="c")))
+    cm.metadata.uid = "00000000-0000-0000-0000-000000000000"
+    with pytest.raises(ApiException) as e:
+        core.replace_namespaced_config_map("c", "default", cm)
+    assert e.value.status == 409 and "UID in precondition" in e.value.body
+
+
+def test_server_side_apply_creates_then_merges(kube_api):
+    import http.client
+    import json
+
+    def apply(body, manager="tester"):
+        conn = http.client.HTTPConnection("127.0.0.1", kube_api.port, timeout=10)
+        query = f"?fieldManager={manager}" if manager else ""
+        conn.request("PATCH", f"/apis/ray.io/v1/namespaces/default/rayjobs/j{query}", body=json.dumps(body),
+                     headers={"Content-Type": "application/apply-patch+yaml"})  # fmt: skip
+        resp = conn.getresponse()
+        out = resp.status, json.loads(resp.read())
+        conn.close()
+        return out
+
+    code, created = apply(_rayjob("j", suspend=True))
+    assert code == 201 and created["metadata"]["uid"] and created["spec"]["suspend"] is True
+    code, merged = apply({"apiVersion": "ray.io/v1", "kind": "RayJob", "metadata": {"name": "j"}, "spec": {"suspend": False}})
+    assert code == 200 and merged["spec"] == {"entrypoint": "python x.py", "suspend": False}
+    assert merged["metadata"]["generation"] == 2
+    code, body = apply(_rayjob("j"), manager=None)
+    assert code == 422 and "fieldManager" in body["message"]
+
+
+def test_api_client_helper_and_plain_context_manager(tmp_path):
+    import kubernetes
+
+    from kubeapi import KubeAPIServer
+
+    with KubeAPIServer(rayjob=False) as api:
+        client = api.api_client()
+        core = kubernetes.client.CoreV1Api(client)
+        names = [n.metadata.name for n in core.list_namespace().items]
+        assert names == ["default", "kube-node-lease", "kube-public", "kube-system"]
+        assert "ray.io" not in [g.name for g in kubernetes.client.ApisApi(client).get_api_versions().groups]
+        client.close()
+        url = api.url
+    import urllib.error
+    import urllib.request
+
+    with pytest.raises(urllib.error.URLError):  # stopped: nothing listens any more
+        urllib.request.urlopen(url + "/healthz", timeout=2)

@@ -90,3 +90,53 @@ def test_kopf_operator_reconciles_against_the_server(kube_api):
         assert not kube_api.exists("configmaps", "seed-run-plan"), "garbage collection of the owned ConfigMap"
     assert runner.exit_code == 0, runner.output
     assert runner.exception is None
+
+
+def test_kopf_survives_cut_watches_and_expired_history(kube_api):
+    """kopf resumes a cut watch from its last resourceVersion (the server replays what it missed) and
+    re-lists after a 410 for compacted history."""
+    import kopf
+    from kopf.testing import KopfRunner
+
+    registry = kopf.OperatorRegistry()
+    settings = kopf.OperatorSettings()
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage()
+    settings.persistence.finalizer = "kubeapi.test/finalizer"
+    handled: list[str] = []
+
+    @kopf.on.login(registry=registry)
+    def login(**_):
+        return kopf.ConnectionInfo(server=kube_api.url, default_namespace="default")
+
+    @kopf.on.create("ray.io", "v1", "rayjobs", registry=registry)
+    def on_create(name, patch, **_):
+        handled.append(name)
+        patch.status["jobStatus"] = "RUNNING"
+
+    def rayjob(name):
+        return {"apiVersion": "ray.io/v1", "kind": "RayJob", "metadata": {"name": name}, "spec": {"entrypoint": "x"}}
+
+    def running(name):
+        return lambda: (kube_api.get("rayjobs", name).get("status") or {}).get("jobStatus") == "RUNNING"
+
+    with KopfRunner(["run", "--standalone", "--namespace=default"], registry=registry, settings=settings) as runner:
+        kube_api.create(rayjob("first"))
+        _wait(running("first"), what="first handled")
+        _wait(lambda: kube_api.open_watches >= 1, what="kopf's watch")
+
+        # cut: events between the cut and the re-watch come from the history
+        kube_api.drop_watches()
+        kube_api.create(rayjob("second"))
+        _wait(running("second"), what="second handled after a cut watch")
+
+        # expire: kopf's last resourceVersion is compacted away; its re-watch gets 410 and it re-lists
+        kube_api.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "bump"}})
+        kube_api.compact()
+        mark = len(kube_api.requests)
+        kube_api.drop_watches()
+        kube_api.create(rayjob("third"))
+        _wait(running("third"), what="third handled after 410")
+        after = kube_api.requests[mark:]
+        assert any(r.verb == "list" and r.resource == "rayjobs" for r in after), "kopf re-listed after 410"
+    assert handled == ["first", "second", "third"]
+    assert runner.exit_code == 0, runner.output

@@ -98,3 +98,13 @@ def test_kubectl_apply_rejects_invalid_run(kube_api):
     assert proc.returncode != 0
     assert "is invalid" in proc.stderr and "spec.data.sources[0].weight" in proc.stderr
     assert not kube_api.exists("trainingruns.trainkit.dev", "gpt2-70m-50-30-20")
+
+
+def test_kubectl_server_side_apply(kube_api):
+    kubectl(kube_api, "apply", "--server-side", "--validate=false", "-f", "-", input=trainkit_crd())
+    out = kubectl(kube_api, "apply", "--server-side", "--validate=false", "-f", str(JOB)).stdout
+    assert "serverside-applied" in out
+    patches = [r for r in kube_api.raw_requests if r[0] == "PATCH" and "trainingruns" in r[1]]
+    assert patches and "fieldManager=kubectl" in patches[-1][1]
+    stored = kube_api.get("trainingruns.trainkit.dev", "gpt2-70m-50-30-20")
+    assert stored["spec"]["training"]["globalBatchSize"] == 120 and stored["metadata"]["generation"] == 1

@@ -17,9 +17,8 @@ from .server import KubeAPIServer
 @pytest.fixture
 def kube_api(tmp_path, monkeypatch):
     with KubeAPIServer() as server:
-        path = server.write_kubeconfig(tmp_path / "kubeconfig")
+        path = server.write_kubeconfig(tmp_path / "kubeconfig")  # also sets server.kubeconfig
         monkeypatch.setenv("KUBECONFIG", str(path))
         # kubectl keeps a discovery cache per server address; keep it per test
         monkeypatch.setenv("KUBECACHEDIR", str(tmp_path / "kube-cache"))
-        server.kubeconfig = path
         yield server

@@ -80,6 +80,7 @@ class KubeAPIServer:
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
         self.port = 0
+        self.kubeconfig: Path | None = None  # the last path write_kubeconfig wrote
         self._fresh_store()
 
     # ------------------------------------------------------------------------- lifecycle
@@ -162,7 +163,18 @@ class KubeAPIServer:
             "current-context": "kubeapi",
         }
         path.write_text(yaml.safe_dump(config))
+        self.kubeconfig = path
         return path
+
+    def api_client(self):
+        """A fresh official-client ApiClient for this server (close it when done); imports `kubernetes` lazily."""
+        import kubernetes
+
+        configuration = kubernetes.client.Configuration()
+        configuration.host = self.url
+        configuration.api_key = {"authorization": "kubeapi-test-token"}
+        configuration.api_key_prefix = {"authorization": "Bearer"}
+        return kubernetes.client.ApiClient(configuration)
 
     def inject(self, method: str, path_regex: str, status: int, times: int | None = 1, *, message: str | None = None,
                retry_after: int | None = None) -> None:  # fmt: skip
@@ -397,7 +409,7 @@ class KubeAPIServer:
         ct = request.content_type
         try:
             if ct == "application/apply-patch+yaml" or ct.endswith("yaml"):
-                return yaml.safe_load(raw)
+                return yaml.load(raw, Loader=_YAMLLoader)  # noqa: S506 - a SafeLoader subclass
             return json.loads(raw)
         except (ValueError, yaml.YAMLError) as e:
             raise APIError(400, f"the request body could not be decoded: {e}")
@@ -581,6 +593,19 @@ class KubeAPIServer:
 # --------------------------------------------------------------------------------------- helpers
 def st_exists(st: Store, rt: ResourceType, obj: dict) -> bool:
     return (obj["metadata"].get("namespace", ""), obj["metadata"]["name"]) in st.objects.get(rt.key, {})
+
+
+class _YAMLLoader(yaml.SafeLoader):
+    """YAML as the API server reads it (sigs.k8s.io/yaml): `1e-8` is a float, as in YAML 1.2 / JSON."""
+
+
+_YAMLLoader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_YAMLLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^(?:[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?(?:[eE][-+]?[0-9]+)?|[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?"
+               r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."),
+)
 
 
 def _truthy(value: str | None) -> bool:

@@ -439,8 +439,10 @@ class Store:
             plural, _, group = name.partition(".")
             if (group, plural) in self.types:
                 return self.types[(group, plural)]
-            for rt in self.types.values():
-                if name in (rt.kind, rt.singular, *rt.short_names) or plural in rt.short_names and group == rt.group:
+            for rt in sorted(self.types.values(), key=lambda t: (t.custom, t.group)):  # core first, as kubectl
+                if name in (rt.plural, rt.kind, rt.singular, *rt.short_names) or (
+                    group == rt.group and plural in (rt.singular, *rt.short_names)
+                ):
                     return rt
         raise KeyError(name)
 
@@ -524,6 +526,14 @@ class Store:
             if not base or len(base) > 63 or not _LABEL_NAME.match(base) or (prefix and not _DNS_SUBDOMAIN.match(prefix)):
                 causes.append(("metadata.labels", f'Invalid value: "{k}": name part must consist of alphanumeric '
                                "characters, '-', '_' or '.'"))  # fmt: skip
+        refs = meta.get("ownerReferences") or []
+        for i, ref in enumerate(refs):
+            for f in ("apiVersion", "kind", "name", "uid"):
+                if not (isinstance(ref, dict) and ref.get(f)):
+                    causes.append((f"metadata.ownerReferences[{i}].{f}", "Invalid value: \"\": must not be empty" if f != "uid"
+                                   else "Invalid value: \"\": uid must not be empty"))  # fmt: skip
+        if sum(1 for r in refs if isinstance(r, dict) and r.get("controller")) > 1:
+            causes.append(("metadata.ownerReferences", "Invalid value: only one reference can have Controller set to true"))
         for k, v in (meta.get("annotations") or {}).items():
             if not isinstance(v, str):
                 raise APIError(400, f"metadata.annotations[{k}]: annotation values must be strings")
@@ -665,6 +675,10 @@ class Store:
                 raise APIError(400, f"the name of the object ({meta['name']}) does not match the name on the URL ({name})")
             if rt.namespaced and meta.get("namespace") and meta["namespace"] != namespace:
                 raise APIError(400, "the namespace of the provided object does not match the namespace sent on the request")
+            if meta.get("uid") and meta["uid"] != old["metadata"]["uid"]:
+                raise APIError(409, f'Operation cannot be fulfilled on {rt.group_resource} "{name}": Precondition failed: '
+                                    f"UID in precondition: {meta['uid']}, UID in object meta: {old['metadata']['uid']}",
+                               "Conflict", {"name": name, "group": rt.group, "kind": rt.plural})  # fmt: skip
             rv = meta.get("resourceVersion")
             if rv:
                 if rv != old["metadata"]["resourceVersion"]:
