@@ -370,3 +370,51 @@ def test_api_client_helper_and_plain_context_manager(tmp_path):
 
     with pytest.raises(urllib.error.URLError):  # stopped: nothing listens any more
         urllib.request.urlopen(url + "/healthz", timeout=2)
+
+
+def test_create_with_resource_version_is_rejected(k8s):
+    from kubernetes.client import V1ConfigMap, V1ObjectMeta
+    from kubernetes.client.exceptions import ApiException
+
+    core = _core(k8s)
+    with pytest.raises(ApiException) as e:
+        core.create_namespaced_config_map("default", V1ConfigMap(metadata=V1ObjectMeta(name="a", resource_version="5")))
+    assert e.value.status == 500 and "resourceVersion should not be set on objects to be created" in e.value.body
+
+
+def test_status_patch_with_stale_resource_version_is_409(k8s):
+    from kubernetes.client.exceptions import ApiException
+
+    api = _custom(k8s)
+    args = ("ray.io", "v1", "default", "rayjobs")
+    obj = api.create_namespaced_custom_object(*args, _rayjob("j"))
+    rv = obj["metadata"]["resourceVersion"]
+    fresh = api.patch_namespaced_custom_object_status(*args, "j", {"metadata": {"resourceVersion": rv}, "status": {"jobStatus": "RUNNING"}})
+    with pytest.raises(ApiException) as e:
+        api.patch_namespaced_custom_object_status(*args, "j", {"metadata": {"resourceVersion": rv}, "status": {"jobStatus": "FAILED"}})
+    assert e.value.status == 409
+    assert api.get_namespaced_custom_object(*args, "j")["status"] == {"jobStatus": "RUNNING"}
+    assert int(fresh["metadata"]["resourceVersion"]) > int(rv)
+
+
+def test_foreground_deletion_removes_dependents_first(k8s, kube_api):
+    from kubernetes.client import V1ConfigMap, V1DeleteOptions, V1ObjectMeta, V1OwnerReference
+
+    core = _core(k8s)
+    owner = core.create_namespaced_config_map("default", V1ConfigMap(metadata=V1ObjectMeta(name="owner")))
+    ref = V1OwnerReference(api_version="v1", kind="ConfigMap", name="owner", uid=owner.metadata.uid)
+    core.create_namespaced_config_map("default", V1ConfigMap(metadata=V1ObjectMeta(name="dep", owner_references=[ref])))
+    mark = kube_api.store.rv
+    core.delete_namespaced_config_map("owner", "default", body=V1DeleteOptions(propagation_policy="Foreground"))
+    deleted = [e.obj["metadata"]["name"] for e in kube_api.store.events_since(mark) if e.type == "DELETED"]
+    assert deleted == ["dep", "owner"]
+
+
+def test_kopf_peering_option():
+    from kubeapi import KubeAPIServer
+
+    with KubeAPIServer(kopf_peering=True) as api:
+        peering = api.create({"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": "trainkit"}})
+        assert "namespace" not in peering["metadata"] and api.exists("clusterkopfpeerings.kopf.dev", "trainkit", None)
+        api.create({"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "trainkit"}})
+        assert api.exists("kopfpeerings.kopf.dev", "trainkit", "default")

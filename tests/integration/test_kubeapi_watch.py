@@ -201,3 +201,28 @@ def test_finalized_delete_is_modified_then_deleted(kube_api):
     conn.close()
     assert [e["type"] for e in events] == ["MODIFIED", "MODIFIED", "DELETED"]
     assert events[0]["object"]["metadata"]["deletionTimestamp"]
+
+
+def test_client_going_away_ends_its_watch(kube_api):
+    resp, conn = _watch(kube_api, f"{CM}?watch=true")
+    deadline = time.monotonic() + 5
+    while kube_api.open_watches == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert kube_api.open_watches == 1
+    conn.sock.close()
+    conn.close()
+    deadline = time.monotonic() + 5
+    while kube_api.open_watches and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert kube_api.open_watches == 0 and not kube_api.store.listeners
+
+
+def test_drop_watches_abort_cuts_the_connection(kube_api):
+    resp, conn = _watch(kube_api, f"{CM}?watch=true")
+    deadline = time.monotonic() + 5
+    while kube_api.open_watches == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    kube_api.drop_watches(abort=True)
+    with pytest.raises((http.client.IncompleteRead, ConnectionError, http.client.HTTPException)):
+        resp.read()  # no terminating chunk: the read fails instead of ending cleanly
+    conn.close()

@@ -22,7 +22,18 @@ from urllib.parse import quote
 import yaml
 from aiohttp import web
 
-from .store import APIError, ResourceType, Store, WatchEvent, dumps, parse_field_selector, parse_label_selector, rayjob_crd, status_body
+from .store import (
+    APIError,
+    ResourceType,
+    Store,
+    WatchEvent,
+    dumps,
+    kopf_peering_crds,
+    parse_field_selector,
+    parse_label_selector,
+    rayjob_crd,
+    status_body,
+)
 
 
 @dataclass(frozen=True)
@@ -68,14 +79,16 @@ class KubeAPIServer:
         ...
     """
 
-    def __init__(self, *, history_limit: int = 10_000, rayjob: bool = True, host: str = "127.0.0.1"):
+    def __init__(self, *, history_limit: int = 10_000, rayjob: bool = True, kopf_peering: bool = False,
+                 host: str = "127.0.0.1"):  # fmt: skip
         self.host = host
         self.history_limit = history_limit
         self._rayjob = rayjob
+        self._kopf_peering = kopf_peering
         self.requests: list[Request] = []
         self.raw_requests: list[tuple[str, str]] = []  # (method, path?query), every request incl. discovery
         self._injections: list[_Injection] = []
-        self._watches: set[asyncio.Queue] = set()
+        self._watches: dict[asyncio.Queue, web.Request] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
@@ -88,6 +101,9 @@ class KubeAPIServer:
         self.store = Store(history_limit=self.history_limit)
         if self._rayjob:
             self.store.create(self.store.types[("apiextensions.k8s.io", "customresourcedefinitions")], "v1", None, rayjob_crd())
+        if self._kopf_peering:
+            for crd in kopf_peering_crds():
+                self.store.create(self.store.types[("apiextensions.k8s.io", "customresourcedefinitions")], "v1", None, crd)
 
     @property
     def url(self) -> str:
@@ -108,7 +124,8 @@ class KubeAPIServer:
             try:
                 app = web.Application(client_max_size=64 * 1024 * 1024)
                 app.router.add_route("*", "/{tail:.*}", self._handle)
-                self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
+                self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5,
+                                           handler_cancellation=True)  # a client that goes away ends its watch
                 loop.run_until_complete(self._runner.setup())
                 loop.run_until_complete(web.SockSite(self._runner, sock).start())
             except BaseException as e:  # noqa: BLE001
@@ -183,12 +200,15 @@ class KubeAPIServer:
         self._injections.append(_Injection(method.upper(), re.compile(path_regex), status, times,
                                            message or f"injected failure ({status})", retry_after))  # fmt: skip
 
-    def drop_watches(self) -> None:
-        """End every open watch stream now (clients see the stream close and must re-watch)."""
+    def drop_watches(self, abort: bool = False) -> None:
+        """End every open watch stream now; clients must re-watch. Default: a clean end of the chunked
+        response (as a server-side timeout); abort=True: the TCP connection is cut mid-stream."""
         loop = self._loop
         if loop is None:
             return
-        for q in list(self._watches):
+        for q, request in list(self._watches.items()):
+            if abort and request.transport is not None:
+                loop.call_soon_threadsafe(request.transport.abort)
             loop.call_soon_threadsafe(q.put_nowait, _CLOSE)
 
     @property
@@ -560,7 +580,7 @@ class KubeAPIServer:
             await response.write(dumps({"type": "ERROR", "object": expired.status()}) + b"\n")
             await response.write_eof()
             return response
-        self._watches.add(queue)
+        self._watches[queue] = request
         try:
             for t, obj in initial:
                 await response.write(dumps({"type": t, "object": self._versioned(rt, version, obj)}) + b"\n")
@@ -580,10 +600,10 @@ class KubeAPIServer:
                 bm = {"kind": rt.kind, "apiVersion": rt.api_version(version), "metadata": {"resourceVersion": str(self.store.rv)}}
                 await response.write(dumps({"type": "BOOKMARK", "object": bm}) + b"\n")
             await response.write_eof()
-        except (ConnectionResetError, asyncio.CancelledError):
+        except (ConnectionResetError, ConnectionError):
             pass
         finally:
-            self._watches.discard(queue)
+            self._watches.pop(queue, None)
             with self.store.lock:
                 if listener in self.store.listeners:
                     self.store.listeners.remove(listener)

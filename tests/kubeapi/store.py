@@ -179,6 +179,23 @@ def rayjob_crd() -> dict:
     }  # fmt: skip
 
 
+def kopf_peering_crds() -> list[dict]:
+    """kopf's peering CRDs (kopf.dev/v1 ClusterKopfPeering, KopfPeering), schema-less as kopf ships them."""
+    out = []
+    for kind, plural, scope in (("ClusterKopfPeering", "clusterkopfpeerings", "Cluster"), ("KopfPeering", "kopfpeerings", "Namespaced")):
+        out.append({
+            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": f"{plural}.kopf.dev"},
+            "spec": {"group": "kopf.dev", "scope": scope,
+                     "names": {"plural": plural, "singular": kind.lower(), "kind": kind},
+                     "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
+                         "type": "object", "properties": {
+                             "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+                         "x-kubernetes-preserve-unknown-fields": True}}}]},
+        })  # fmt: skip
+    return out
+
+
 # ------------------------------------------------------------------------------------ selectors
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
@@ -634,7 +651,10 @@ class Store:
                     if (namespace or "", candidate) not in self.objects[rt.key]:
                         break
                 meta["name"] = candidate
-            for k in _SYSTEM_META + ("resourceVersion", "managedFields"):
+            if meta.get("resourceVersion"):  # etcd3 store: a plain error, which the handler makes a 500
+                raise APIError(500, "Internal error occurred: resourceVersion should not be set on objects to be created",
+                               "InternalError")  # fmt: skip
+            for k in _SYSTEM_META + ("managedFields",):
                 meta.pop(k, None)
             meta["uid"] = str(uuid.uuid4())
             meta["creationTimestamp"] = now_iso()
@@ -811,7 +831,7 @@ class Store:
             if policy == "Orphan":
                 self._orphan(uid)
             elif policy == "Foreground":
-                self._collect(uid, exclude_alive=False)
+                self._collect(uid)  # dependents first (those with other live owners stay)
             if rt.key == ("", "namespaces"):
                 return self._delete_namespace(obj)
             if obj["metadata"].get("finalizers"):
