@@ -34,6 +34,15 @@ API_CALLS: tuple[tuple[str, str, str, str], ...] = (
     ("watch", "apiextensions.k8s.io", "customresourcedefinitions", ""),
     ("list", "", "namespaces", ""),
     ("watch", "", "namespaces", ""),
+    # the sweep controller (sweep_handlers.py): kopf watches sweeps and keeps its annotations on them;
+    # our reconcile reads a sweep fresh, writes its status and creates the runs it owns (listing them
+    # by the trainkit.dev/sweep label is the trainingruns list above)
+    ("list", "trainkit.dev", "trainingsweeps", ""),
+    ("watch", "trainkit.dev", "trainingsweeps", ""),
+    ("patch", "trainkit.dev", "trainingsweeps", ""),
+    ("get", "trainkit.dev", "trainingsweeps", ""),
+    ("patch", "trainkit.dev", "trainingsweeps", "status"),
+    ("create", "trainkit.dev", "trainingruns", ""),
 )
 
 # kopf reads discovery documents (/api, /apis, /apis/<group>/<version>): non-resource URLs, which

@@ -374,4 +374,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig | None = No
         except kopf.TemporaryError as e:
             log.info("reconcile of %s after a RayJob change deferred to the timer: %s", run_name, e)
 
+    from trainkit_operator.sweep_handlers import register_sweeps  # imports this module: register late
+
+    register_sweeps(registry, timer_interval=config.timer_interval)
     return registry
