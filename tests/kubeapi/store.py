@@ -561,8 +561,9 @@ class Store:
         name = obj.get("metadata", {}).get("name", "")
         kind = rt.kind
         prefix = f"{kind}.{rt.group}" if rt.group else kind
+        shown = [(f or "<nil>", m) for f, m in causes]  # a root-level rule has no field: the server prints <nil>
         message = f'{prefix} "{name}" is invalid: ' + (
-            causes[0][0] + ": " + causes[0][1] if len(causes) == 1 else "[" + ", ".join(f"{f}: {m}" for f, m in causes) + "]"
+            f"{shown[0][0]}: {shown[0][1]}" if len(shown) == 1 else "[" + ", ".join(f"{f}: {m}" for f, m in shown) + "]"
         )
         return APIError(422, message, "Invalid", {
             "name": name, "group": rt.group, "kind": kind,

@@ -118,24 +118,8 @@ _K8sValidator = jsonschema.validators.extend(
 
 
 def _list_map_duplicates(schema: dict, value: Any, path: str = "") -> list[SchemaIssue]:
-    """x-kubernetes-list-type: map means unique keys; JSON Schema cannot say that."""
-    issues: list[SchemaIssue] = []
-    if isinstance(value, list):
-        keys = schema.get("x-kubernetes-list-map-keys") if schema.get("x-kubernetes-list-type") == "map" else None
-        seen: set = set()
-        for i, item in enumerate(value):
-            if keys and isinstance(item, dict):
-                k = tuple(item.get(x) for x in keys)
-                if k in seen:
-                    issues.append(SchemaIssue(_child(path, i), f"Duplicate value: {dict(zip(keys, k))}"))
-                seen.add(k)
-            issues += _list_map_duplicates(schema.get("items", {}), item, _child(path, i))
-    elif isinstance(value, dict):
-        props = schema.get("properties", {})
-        for key, v in value.items():
-            if key in props:
-                issues += _list_map_duplicates(props[key], v, _child(path, key))
-    return issues
+    """x-kubernetes-list-type: map means unique keys (and set: unique items); JSON Schema cannot say that."""
+    return check_list_types(schema, value, path)
 
 
 def validate_schema(schema: dict, value: Any) -> list[SchemaIssue]:
@@ -147,8 +131,55 @@ def validate_schema(schema: dict, value: Any) -> list[SchemaIssue]:
         path = ""
         for part in err.absolute_path:
             path = _child(path, part)
-        issues.append(SchemaIssue(path, err.message))
+        issues.append(_k8s_issue(err, path))
     return issues
+
+
+def _go_value(v: Any) -> str:
+    import json
+
+    return json.dumps(v, separators=(",", ":")) if isinstance(v, (str, dict, list)) else (
+        "null" if v is None else str(v).lower() if isinstance(v, bool) else repr(v))  # fmt: skip
+
+
+_JSON_TYPE = {dict: "object", list: "array", str: "string", bool: "boolean", int: "integer", float: "number"}
+
+
+def _k8s_issue(err, path: str) -> SchemaIssue:
+    """A jsonschema error as the API server words it (field path + 'Invalid value: ...' etc.)."""
+    import re
+
+    kind, v, want, sch = err.validator, err.instance, err.validator_value, err.schema
+    where = path or "<root>"
+    if kind == "required":
+        m = re.match(r"'(.+)' is a required property", err.message)
+        return SchemaIssue(_child(path, m.group(1)) if m else path, "Required value")
+    if kind == "type":
+        got = _JSON_TYPE.get(type(v), "null")
+        want = want[0] if isinstance(want, list) else want
+        return SchemaIssue(path, f'Invalid value: "{got}": {where} in body must be of type {want}: {_go_value(v)}')
+    if kind == "enum":
+        return SchemaIssue(path, f"Unsupported value: {_go_value(v)}: supported values: "
+                                 + ", ".join(_go_value(x) for x in want if x is not None))  # fmt: skip
+    if kind == "minimum":
+        op = "greater than" if sch.get("exclusiveMinimum") else "greater than or equal to"
+        return SchemaIssue(path, f"Invalid value: {_go_value(v)}: {where} in body should be {op} {_go_value(want)}")
+    if kind == "maximum":
+        op = "less than" if sch.get("exclusiveMaximum") else "less than or equal to"
+        return SchemaIssue(path, f"Invalid value: {_go_value(v)}: {where} in body should be {op} {_go_value(want)}")
+    if kind == "maxLength":
+        return SchemaIssue(path, f"Too long: may not be more than {want} bytes")
+    if kind == "minLength":
+        return SchemaIssue(path, f"Invalid value: {_go_value(v)}: {where} in body should be at least {want} chars long")
+    if kind == "pattern":
+        return SchemaIssue(path, f"Invalid value: {_go_value(v)}: {where} in body should match '{want}'")
+    if kind == "maxItems":
+        return SchemaIssue(path, f"Too many: {len(v)}: must have at most {want} items")
+    if kind == "minItems":
+        return SchemaIssue(path, f"Invalid value: {len(v)}: {where} in body should have at least {want} items")
+    if kind == "multipleOf":
+        return SchemaIssue(path, f"Invalid value: {_go_value(v)}: {where} in body should be a multiple of {want}")
+    return SchemaIssue(path, err.message)
 
 
 # ------------------------------------------------------------------------------------------ CEL
@@ -200,7 +231,8 @@ def check_cel(schema: dict, value: Any, path: str = "") -> list[SchemaIssue]:
         if isinstance(ok, celpy.CELEvalError):
             message = f"{rule.get('message', rule['rule'])} (evaluation error: {ok})"
         if not (isinstance(ok, (bool, celtypes.BoolType)) and bool(ok)):
-            issues.append(SchemaIssue(path + rule.get("fieldPath", ""), message))
+            got = _JSON_TYPE.get(type(value), "null")
+            issues.append(SchemaIssue(path + rule.get("fieldPath", ""), f'Invalid value: "{got}": {message}'))
     if isinstance(value, dict):
         props = schema.get("properties", {})
         extra = schema.get("additionalProperties") if isinstance(schema.get("additionalProperties"), dict) else None
@@ -229,7 +261,7 @@ def check_list_types(schema: dict, value: Any, path: str = "") -> list[SchemaIss
                 break
             if ident in seen:
                 shown = {k: v.get(k) for k in schema.get("x-kubernetes-list-map-keys", [])} if kind == "map" else v
-                issues.append(SchemaIssue(_child(path, i), f"Duplicate value: {shown!r}"))
+                issues.append(SchemaIssue(_child(path, i), f"Duplicate value: {_go_value(shown)}"))
             seen[ident] = i
         if "items" in schema:
             for i, v in enumerate(value):
@@ -250,8 +282,7 @@ def admit(schema: dict, obj: dict, strict_fields: bool = True) -> tuple[dict, li
     pruned, dropped = prune(schema, obj)
     issues = [SchemaIssue(p, "unknown field") for p in dropped] if strict_fields else []
     defaulted = apply_defaults(schema, pruned)
-    issues += validate_schema(schema, defaulted)
-    issues += check_list_types(schema, defaulted)
+    issues += validate_schema(schema, defaulted)  # incl. list-type map/set uniqueness
     if not issues:
         issues += check_cel(schema, defaulted)
     return defaulted, issues
