@@ -191,3 +191,25 @@ def test_invalid_crd_is_rejected(clients):
     with pytest.raises(ApiException) as e:
         kubernetes.client.ApiextensionsV1Api(client).create_custom_resource_definition(crd)
     assert e.value.status == 422
+
+
+def test_errors_are_worded_as_the_api_server_words_them(clients):
+    from kubernetes.client.exceptions import ApiException
+
+    _, _, api = clients
+    run = _run("worded")
+    run["spec"]["data"]["sources"][0]["weight"] = 0
+    del run["spec"]["data"]["sources"][2]["uri"]
+    run["spec"]["training"]["precision"] = "fp8"
+    with pytest.raises(ApiException) as e:
+        api.create_namespaced_custom_object(*ARGS, run)
+    body = _invalid(e.value)
+    assert body["message"].startswith('TrainingRun.trainkit.dev "worded" is invalid: [')
+    causes = {c["field"]: c["message"] for c in body["details"]["causes"]}
+    assert causes["spec.data.sources[0].weight"] == (
+        "Invalid value: 0: spec.data.sources[0].weight in body should be greater than 0")
+    assert causes["spec.data.sources[2].uri"] == "Required value"  # at the missing field, not its parent
+    assert causes["spec.training.precision"].startswith('Unsupported value: "fp8": supported values: "bf16"')
+    with pytest.raises(ApiException) as e:
+        api.create_namespaced_custom_object(*ARGS, _run("b" * 41))
+    assert '"worded"' not in e.value.body and "is invalid: <nil>: Invalid value: \\\"object\\\": metadata.name must be at most 40" in e.value.body

@@ -108,3 +108,36 @@ def test_kubectl_server_side_apply(kube_api):
     assert patches and "fieldManager=kubectl" in patches[-1][1]
     stored = kube_api.get("trainingruns.trainkit.dev", "gpt2-70m-50-30-20")
     assert stored["spec"]["training"]["globalBatchSize"] == 120 and stored["metadata"]["generation"] == 1
+
+
+def _set_phase(api, phase, **extra):
+    api.store.patch(api.store.resolve("trainingruns.trainkit.dev"), "v1alpha1", "default", "gpt2-70m-50-30-20",
+                    {"status": {"phase": phase, **extra}}, "application/merge-patch+json", subresource="status")  # fmt: skip
+
+
+def test_kubectl_wait_and_watch(kube_api):
+    import threading
+    import time
+
+    kubectl(kube_api, "apply", "--validate=false", "-f", "-", input=trainkit_crd())
+    kubectl(kube_api, "apply", "--validate=false", "-f", str(JOB))
+    timer = threading.Timer(1.0, _set_phase, (kube_api, "Running"))
+    timer.start()
+    out = kubectl(kube_api, "wait", "--for=jsonpath={.status.phase}=Running", "tr/gpt2-70m-50-30-20", "--timeout=20s").stdout
+    timer.join()
+    assert "condition met" in out
+    # kubectl get -w: the watch is served as Table rows with the printer columns
+    proc = subprocess.Popen(["kubectl", "--server", kube_api.url, "get", "tr", "-w"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while kube_api.open_watches == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        _set_phase(kube_api, "Succeeded", progress={"percent": 100})
+        time.sleep(1.0)
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=20)
+    lines = out.splitlines()
+    assert lines[0].split() == ["NAME", "PHASE", "PROGRESS", "LOSS", "EVAL", "AGE"], out + err
+    assert lines[-1].split()[:3] == ["gpt2-70m-50-30-20", "Succeeded", "100"], out + err

@@ -582,8 +582,20 @@ class KubeAPIServer:
             return response
         self._watches[queue] = request
         try:
+            as_table = _wants_table(request)
+            first_table = [True]
+
+            def encode(t: str, obj: dict) -> bytes:
+                obj = self._versioned(rt, version, obj)
+                if as_table:  # kubectl get -w: each event carries a one-row Table; columns only in the first
+                    obj = self._table(request, rt, version, [obj], obj["metadata"].get("resourceVersion", ""))
+                    if not first_table[0]:
+                        obj["columnDefinitions"] = []
+                    first_table[0] = False
+                return dumps({"type": t, "object": obj}) + b"\n"
+
             for t, obj in initial:
-                await response.write(dumps({"type": t, "object": self._versioned(rt, version, obj)}) + b"\n")
+                await response.write(encode(t, obj))
             while True:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
@@ -595,7 +607,7 @@ class KubeAPIServer:
                 if item is _CLOSE:
                     break
                 t, obj = item
-                await response.write(dumps({"type": t, "object": self._versioned(rt, version, obj)}) + b"\n")
+                await response.write(encode(t, obj))
             if bookmarks and (deadline is not None and time.monotonic() >= deadline):
                 bm = {"kind": rt.kind, "apiVersion": rt.api_version(version), "metadata": {"resourceVersion": str(self.store.rv)}}
                 await response.write(dumps({"type": "BOOKMARK", "object": bm}) + b"\n")
