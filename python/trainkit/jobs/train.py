@@ -69,14 +69,19 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as e:
         print(str(e), file=sys.stderr)
         return 2
-    from trainkit.train.launch import PreflightError, run_training
+    from trainkit.spec.plan import derive_plan
+    from trainkit.storage import StorageOptions
+    from trainkit.train.launch import PreflightError, preflight, run_training
 
-    connect_ray()
-    try:
-        result = run_training(spec, name=args.name or name or "trainkit-run", max_failures=args.max_failures)
+    try:  # before Ray starts: bad input fails in seconds, with the field named
+        preflight(spec, derive_plan(spec), StorageOptions.from_spec(spec.storage))
     except PreflightError as e:
         print(f"{args.spec}: {e}", file=sys.stderr)
         return 3
+    connect_ray()
+    try:
+        result = run_training(spec, name=args.name or name or "trainkit-run", max_failures=args.max_failures,
+                              checked=True)
     except Exception as e:  # noqa: BLE001 - the job fails with the cause on one line
         print(f"{args.spec}: training failed: {type(e).__name__}: {e}", file=sys.stderr)
         return 1

@@ -86,8 +86,9 @@ def fault_env() -> dict[str, str]:
 
 
 def run_training(spec: TrainingRunSpec, *, name: str = "trainkit-run", max_failures: int = 0,
-                 ray_storage: str | None = None) -> RunResult:
-    """Check, then train with Ray Train on the connected Ray cluster (call `ray.init` first)."""
+                 ray_storage: str | None = None, checked: bool = False) -> RunResult:
+    """Check (unless `checked`: preflight already passed), then train with Ray Train on the connected
+    Ray cluster (call `ray.init` first)."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -96,7 +97,8 @@ def run_training(spec: TrainingRunSpec, *, name: str = "trainkit-run", max_failu
 
     plan = derive_plan(spec)
     options = StorageOptions.from_spec(spec.storage)
-    preflight(spec, plan, options)
+    if not checked:
+        preflight(spec, plan, options)
     r = spec.resources
     resources = {"CPU": r.cpus_per_worker}
     if r.gpus_per_worker:

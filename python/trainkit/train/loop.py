@@ -9,7 +9,7 @@
      every checkpoint.everySteps (and at the end) rank 0 writes a checkpoint and prunes old ones
 
 Everything a resume needs is a function of the checkpoint: weights, optimizer state, the step (the
-schedule is a pure function of it; the RNG is reseeded from (seed, step, rank) at every step) and the
+schedule is a pure function of it; the RNG is reseeded from (seed, step, micro-batch) before each micro-batch) and the
 data position (sequences consumed: the stream is computed, so any worker count can continue it).
 """
 
@@ -92,9 +92,10 @@ def autocast_for(precision: str, device: torch.device):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def reseed(seed: int, step: int, rank: int) -> None:
-    """The RNG (dropout) of each step is a function of (seed, step, rank): resume needs no RNG blobs."""
-    torch.manual_seed((seed * 1_000_003 + step * 7919 + rank) % (2**63))
+def reseed(seed: int, step: int, micro_batch: int) -> None:
+    """The RNG (dropout) of a micro-batch is a function of (seed, step, its index in the global batch), so a
+    resume needs no RNG blobs and draws the same masks with any worker count."""
+    torch.manual_seed((seed * 1_000_003 + step * 7919 + micro_batch) % (2**63))
 
 
 def row_digests(batches: list[torch.Tensor]) -> list[bytes]:
@@ -152,6 +153,7 @@ def make_loader(spec, plan, rank, world_size, options):
 # -------------------------------------------------------------------------------------- the loop
 def train(config: dict, ctx: WorkerContext) -> dict:
     # 1. spec, plan, device ----------------------------------------------------------------------
+    t_start = time.perf_counter()
     spec = TrainingRunSpec.model_validate(config["spec"])
     plan = derive_plan(spec)
     options = StorageOptions(**config.get("storage", {}))
@@ -207,6 +209,9 @@ def train(config: dict, ctx: WorkerContext) -> dict:
     window_loss, window_steps, pending_rows = torch.zeros((), device=device), 0, []
     loop_seconds, t_loop = 0.0, time.perf_counter()
     model.train()
+    if is_main:
+        print(f"[trainkit] {world} worker(s) on {device}, ready in {time.perf_counter() - t_start:.1f} s; "
+              f"steps {step}..{plan.total_steps}", flush=True)
 
     # 5. the step loop ---------------------------------------------------------------------------
     while step < plan.total_steps:
@@ -216,8 +221,8 @@ def train(config: dict, ctx: WorkerContext) -> dict:
             group["lr"] = lr
         batches = loader.next_step()
         pending_rows.append(row_digests(batches))
-        reseed(t.seed, step, rank)
         for micro, x in enumerate(batches):
+            reseed(t.seed, step, rank * accum + micro)
             x = x.to(device, non_blocking=True)
             inputs, labels = x[:, :-1], x[:, 1:]
             last = micro == len(batches) - 1
@@ -261,6 +266,7 @@ def train(config: dict, ctx: WorkerContext) -> dict:
                     "sourceSequences": sources,
                     "sourceTokens": {k: v * spec.data.seq_length for k, v in sources.items()},
                     "streamDigest": stream_digest,
+                    "startStep": start or 0,  # where this attempt began (a resumed checkpoint or 0)
                 }, final=final)
                 print(f"[trainkit] step {step}/{plan.total_steps} loss {loss_value:.4f} lr {lr:.3g} "
                       f"tokens/s {tps:,.0f}", flush=True)
@@ -292,7 +298,7 @@ def save_checkpoint(spec, plan, out, step, raw_model, optimizer, tokenizer, load
             "tokens": step * plan.tokens_per_step,
             "data": loader.state_dict(),
             "schedule": schedule.state_dict(),
-            "rng": {"scheme": "torch.manual_seed from (seed, step, rank) at every step", "seed": spec.training.seed},
+            "rng": {"scheme": "torch.manual_seed(f(seed, step, global micro-batch index)) before every micro-batch", "seed": spec.training.seed},
             "streamDigest": stream_digest,
             "sourceSequences": sources,
         }
