@@ -119,8 +119,13 @@ def test_sweep_runs_under_parallelism_survives_restarts_and_ranks(cluster, seed_
 
     with running_operator(cluster):
         cluster_client_delete(cluster, "mix")
-        wait_for(lambda: not sweep_runs(cluster) and not cluster.list(RAYJOBS, NS) and get(cluster, SWEEPS, "mix") is None,
-                 what="sweep, runs and RayJobs garbage-collected")
+        try:
+            wait_for(lambda: not sweep_runs(cluster) and not cluster.list(RAYJOBS, NS) and get(cluster, SWEEPS, "mix") is None,
+                     what="sweep, runs and RayJobs garbage-collected", timeout=90)
+        except AssertionError:
+            left = [(o["kind"], o["metadata"]["name"], o["metadata"].get("finalizers"), o["metadata"].get("deletionTimestamp"))
+                    for o in [*sweep_runs(cluster), *cluster.list(RAYJOBS, NS), get(cluster, SWEEPS, "mix") or {"kind": "-", "metadata": {"name": "-"}}]]
+            raise AssertionError(f"left after deleting the sweep: {left}") from None
     s3 = boto3.client("s3")
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket="trainkit-runs", Prefix="sweeps/mix/")["Contents"]}
     assert {f"sweeps/mix/{n}/eval/step-00000406/summary.json" for n in names} <= keys
