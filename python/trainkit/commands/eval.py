@@ -51,11 +51,16 @@ def run(args) -> int:
         print(f"trainkit eval: error: {args.checkpoint} is not under <run>/checkpoints/step-N; give --output URI",
               file=sys.stderr)
         return 2
-    if args.batch_size < 1:
-        print("trainkit eval: error: --batch-size must be >= 1", file=sys.stderr)
+    from pydantic import ValidationError
+
+    from trainkit.spec.models import EvalSpec
+
+    try:
+        spec = EvalSpec.model_validate({"batchSize": args.batch_size})
+    except ValidationError as e:
+        print(f"trainkit eval: error: --batch-size: {e.errors()[0]['msg']}", file=sys.stderr)
         return 2
     options = StorageOptions(endpoint=args.endpoint)
-    spec = _Settings(args.batch_size)
     try:
         result = evaluate_checkpoint(args.checkpoint, spec, output, args.step, options, requests=requests, device=args.device)
     except (EvalError, StorageError) as e:
@@ -70,12 +75,3 @@ def run(args) -> int:
         print(f"  {path}")
     return 0
 
-
-class _Settings:
-    """The EvalSpec fields evaluate_checkpoint reads when the tasks come from the command line."""
-
-    suite = "none"
-    tasks: list = []
-
-    def __init__(self, batch_size: int):
-        self.batch_size = batch_size
