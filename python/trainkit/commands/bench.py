@@ -7,6 +7,7 @@ import importlib
 # target name -> module exposing add_arguments(parser) and run(args) -> int
 BENCH_TARGETS: dict[str, str] = {
     "eval": "trainkit.bench.eval",
+    "data": "trainkit.bench.data",
 }
 
 
