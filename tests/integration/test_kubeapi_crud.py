@@ -418,3 +418,32 @@ def test_kopf_peering_option():
         assert "namespace" not in peering["metadata"] and api.exists("clusterkopfpeerings.kopf.dev", "trainkit", None)
         api.create({"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "trainkit"}})
         assert api.exists("kopfpeerings.kopf.dev", "trainkit", "default")
+
+
+def test_injected_requests_are_logged_and_not_applied(k8s, kube_api):
+    from kubernetes.client import V1ConfigMap, V1ObjectMeta
+    from kubernetes.client.exceptions import ApiException
+
+    core = _core(k8s)
+    kube_api.inject("*", r"/namespaces/default/configmaps$", 503, times=None, retry_after=1)
+    for _ in range(2):
+        with pytest.raises(ApiException) as e:
+            core.create_namespaced_config_map("default", V1ConfigMap(metadata=V1ObjectMeta(name="a")))
+        assert e.value.status == 503 and e.value.headers["Retry-After"] == "1"
+    assert [(r.verb, r.resource, r.injected) for r in kube_api.requests] == [("create", "configmaps", True)] * 2
+    assert not kube_api.exists("configmaps", "a")
+
+
+def test_cluster_wide_paths_serve_only_list_and_watch(kube_api):
+    import http.client
+    import json
+
+    conn = http.client.HTTPConnection("127.0.0.1", kube_api.port, timeout=10)
+    conn.request("POST", "/api/v1/configmaps", body=json.dumps({"apiVersion": "v1", "kind": "ConfigMap",
+                                                                "metadata": {"name": "a", "namespace": "default"}}))  # fmt: skip
+    resp = conn.getresponse()
+    assert resp.status == 405 and json.loads(resp.read())["reason"] == "MethodNotAllowed"
+    conn.request("GET", "/api/v1/configmaps")
+    resp = conn.getresponse()
+    assert resp.status == 200 and json.loads(resp.read())["kind"] == "ConfigMapList"
+    conn.close()

@@ -7,7 +7,6 @@ for the test (restored after). The kubernetes client is NOT configured for you: 
 
 from __future__ import annotations
 
-import os
 
 import pytest
 

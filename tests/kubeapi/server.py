@@ -6,7 +6,7 @@ The aiohttp app runs on its own event loop in a daemon thread; `KubeAPIServer` i
 from __future__ import annotations
 
 import asyncio
-import copy
+import dataclasses
 import json
 import os
 import re
@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import yaml
 from aiohttp import web
@@ -46,6 +45,7 @@ class Request:
     subresource: str | None
     namespace: str | None
     name: str | None = None
+    injected: bool = False  # answered by a fault injection instead of being served
 
     @property
     def rbac(self) -> tuple[str, str, str]:
@@ -258,6 +258,9 @@ class KubeAPIServer:
                     if inj.times <= 0:
                         self._injections.remove(inj)
                 headers = {"Retry-After": str(inj.retry_after)} if inj.retry_after is not None else None
+                described = self._describe(request)
+                if described is not None:  # the client made it (RBAC must allow it) though it was not served
+                    self.requests.append(dataclasses.replace(described, injected=True))
                 return self._error(APIError(inj.status, inj.message), headers)
         try:
             if path in ("/healthz", "/readyz", "/livez"):
@@ -288,6 +291,22 @@ class KubeAPIServer:
 
             traceback.print_exc()
             return self._error(APIError(500, f"kubeapi internal error: {type(e).__name__}: {e}"))
+
+    def _describe(self, request: web.Request) -> Request | None:
+        """The resource request a URL + method is, or None (discovery, unknown paths)."""
+        parts = [p for p in request.path.split("/") if p]
+        if len(parts) >= 3 and parts[0] == "api":
+            group, version, rest = "", parts[1], parts[2:]
+        elif len(parts) >= 4 and parts[0] == "apis":
+            group, version, rest = parts[1], parts[2], parts[3:]
+        else:
+            return None
+        try:
+            rt, namespace, name, sub = self._route(group, version, rest)
+        except APIError:
+            return None
+        verb = _verb(request.method, name, _truthy(request.query.get("watch")))
+        return Request(verb, group, rt.plural, sub, namespace, name) if verb else None
 
     # ------------------------------------------------------------------------- discovery
     def _preferred(self, group: str) -> str:
@@ -364,17 +383,15 @@ class KubeAPIServer:
         q = request.query
         rt, namespace, name, sub = self._route(group, version, rest)
         method = request.method
-        watch = _truthy(q.get("watch"))
-        verb = {
-            "GET": "watch" if watch else ("get" if name else "list"),
-            "POST": "create",
-            "PUT": "update",
-            "PATCH": "patch",
-            "DELETE": "delete" if name else "deletecollection",
-        }.get(method)
+        verb = _verb(method, name, _truthy(q.get("watch")))
         if verb is None:
             raise APIError(405, f"method {method} not allowed")
         self.requests.append(Request(verb, group, rt.plural, sub, namespace, name))
+        if rt.namespaced and namespace is None and verb not in ("list", "watch"):
+            # /api/v1/configmaps serves only list and watch across namespaces
+            if name:
+                raise APIError(404, "the server could not find the requested resource", "NotFound", {})
+            raise APIError(405, "the server does not allow this method on the requested resource", "MethodNotAllowed")
         if verb in ("create",) and name:
             raise APIError(405, "the server does not allow this method on the requested resource", "MethodNotAllowed")
         if verb in ("update", "patch") and not name:
@@ -638,6 +655,16 @@ _YAMLLoader.add_implicit_resolver(
                r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
     list("-+0123456789."),
 )
+
+
+def _verb(method: str, name: str | None, watch: bool) -> str | None:
+    return {
+        "GET": "watch" if watch else ("get" if name else "list"),
+        "POST": "create",
+        "PUT": "update",
+        "PATCH": "patch",
+        "DELETE": "delete" if name else "deletecollection",
+    }.get(method)
 
 
 def _truthy(value: str | None) -> bool:
