@@ -101,7 +101,8 @@ def template(
     check: bool = True,
 ) -> subprocess.CompletedProcess:
     """`helm template` of the chart (with its crds/ included); returns the finished process."""
-    cmd = [tool("helm"), "template", release, str(CHART), "--namespace", namespace, "--include-crds", *extra]
+    crds = [] if "--skip-crds" in extra else ["--include-crds"]
+    cmd = [tool("helm"), "template", release, str(CHART), "--namespace", namespace, *crds, *extra]
     cmd += _value_args(values, sets, values_files)
     return run(cmd, check=check)
 
