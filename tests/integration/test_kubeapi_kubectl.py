@@ -141,3 +141,35 @@ def test_kubectl_wait_and_watch(kube_api):
     lines = out.splitlines()
     assert lines[0].split() == ["NAME", "PHASE", "PROGRESS", "LOSS", "EVAL", "AGE"], out + err
     assert lines[-1].split()[:3] == ["gpt2-70m-50-30-20", "Succeeded", "100"], out + err
+
+
+DEPLOYMENT = """apiVersion: apps/v1
+kind: Deployment
+metadata: {name: d}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: d}}
+  template:
+    metadata: {labels: {app: d}}
+    spec:
+      containers:
+        - {name: main, image: "img:1", env: [{name: A, value: "1"}, {name: B, value: "2"}]}
+        - {name: side, image: "side:1"}
+"""
+
+
+def test_kubectl_reapply_of_builtin_is_a_strategic_merge(kube_api):
+    kubectl(kube_api, "apply", "--validate=false", "-f", "-", input=DEPLOYMENT)
+    # a field set by someone else (not in the applied file) must survive kubectl's strategic merge patch
+    kube_api.store.patch(kube_api.store.resolve("deployments"), "v1", "default", "d",
+                         {"spec": {"template": {"spec": {"containers": [{"name": "main", "imagePullPolicy": "Always"}]}}}},
+                         "application/strategic-merge-patch+json")  # fmt: skip
+    changed = DEPLOYMENT.replace("img:1", "img:2").replace(', {name: B, value: "2"}', "").replace(
+        '        - {name: side, image: "side:1"}\n', "")
+    assert "configured" in kubectl(kube_api, "apply", "--validate=false", "-f", "-", input=changed).stdout
+    dep = kube_api.get("deployments", "d")
+    assert dep["spec"]["template"]["spec"]["containers"] == [
+        {"name": "main", "image": "img:2", "env": [{"name": "A", "value": "1"}], "imagePullPolicy": "Always"}
+    ]
+    assert dep["metadata"]["generation"] == 3  # two spec changes
+    assert any(r[0] == "PATCH" and "/deployments/d" in r[1] for r in kube_api.raw_requests)

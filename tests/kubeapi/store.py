@@ -292,6 +292,83 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
+# patchMergeKey of the built-in lists that merge by key (by field name: the API types are consistent);
+# ports: containerPort in containers, port in Services (chosen by what the items carry).
+SMP_MERGE_KEYS = {
+    "containers": "name", "initContainers": "name", "ephemeralContainers": "name", "env": "name",
+    "volumes": "name", "volumeMounts": "mountPath", "volumeDevices": "devicePath", "imagePullSecrets": "name",
+    "ownerReferences": "uid", "conditions": "type", "hostAliases": "ip", "resourceClaims": "name",
+    "topologySpreadConstraints": "topologyKey", "ports": None,
+}  # fmt: skip
+SMP_MERGE_PRIMITIVES = {"finalizers"}  # patchStrategy: merge on a list of strings
+
+
+def _merge_key(field: str, items: list) -> str | None:
+    key = SMP_MERGE_KEYS.get(field, "")
+    if key is None:  # ports
+        return "containerPort" if any(isinstance(i, dict) and "containerPort" in i for i in items) else "port"
+    return key or None
+
+
+def strategic_merge_patch(target: Any, patch: Any) -> Any:
+    """Strategic merge patch for built-in types: maps merge (null deletes), lists with a patchMergeKey
+    merge by key (`$patch: delete` removes an item, `$patch: replace` replaces), `finalizers` merge as a
+    set, other lists are replaced; `$setElementOrder/`, `$retainKeys` and `$deleteFromPrimitiveList/`
+    directives are understood (order hints are followed loosely)."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    if patch.get("$patch") == "replace":
+        return {k: copy.deepcopy(v) for k, v in patch.items() if k != "$patch"}
+    if patch.get("$patch") == "delete":
+        return None
+    result = copy.deepcopy(target) if isinstance(target, dict) else {}
+    retain = patch.get("$retainKeys")
+    for key, value in patch.items():
+        if key in ("$patch", "$retainKeys") or key.startswith("$setElementOrder/"):
+            continue
+        if key.startswith("$deleteFromPrimitiveList/"):
+            field = key.split("/", 1)[1]
+            if isinstance(result.get(field), list):
+                result[field] = [v for v in result[field] if v not in value]
+            continue
+        if value is None:
+            result.pop(key, None)
+        elif isinstance(value, list):
+            result[key] = _smp_list(key, result.get(key), value)
+        elif isinstance(value, dict):
+            merged = strategic_merge_patch(result.get(key), value)
+            if merged is None:
+                result.pop(key, None)
+            else:
+                result[key] = merged
+        else:
+            result[key] = copy.deepcopy(value)
+    if isinstance(retain, list):
+        result = {k: v for k, v in result.items() if k in retain}
+    return result
+
+
+def _smp_list(field: str, current: Any, patch: list) -> list:
+    current = copy.deepcopy(current) if isinstance(current, list) else []
+    if any(isinstance(p, dict) and p.get("$patch") == "replace" for p in patch):
+        return [copy.deepcopy(p) for p in patch if not (isinstance(p, dict) and p.get("$patch") == "replace")]
+    if field in SMP_MERGE_PRIMITIVES:
+        return current + [copy.deepcopy(v) for v in patch if v not in current]
+    key = _merge_key(field, current + patch)
+    if key is None or not all(isinstance(p, dict) for p in patch):
+        return [copy.deepcopy(p) for p in patch]
+    for item in patch:
+        idx = next((i for i, c in enumerate(current) if isinstance(c, dict) and c.get(key) == item.get(key)), None)
+        if item.get("$patch") == "delete":
+            if idx is not None:
+                current.pop(idx)
+        elif idx is None:
+            current.append(strategic_merge_patch({}, item))
+        else:
+            current[idx] = strategic_merge_patch(current[idx], item)
+    return current
+
+
 def _pointer(path: str) -> list[str]:
     if path == "":
         return []
@@ -797,7 +874,9 @@ class Store:
                         raise APIError(415, "the body of the request was in an unknown format - accepted media types "
                                             "include: application/json-patch+json, application/merge-patch+json, "
                                             "application/apply-patch+yaml")  # fmt: skip
-                    patched = merge_patch(old, patch)  # strategic directives and list merge keys are not implemented
+                    if not isinstance(patch, dict):
+                        raise APIError(400, "strategic merge patch must be a JSON object")
+                    patched = strategic_merge_patch(old, patch)
                 else:
                     raise APIError(415, f"the body of the request was in an unknown format - accepted media types "
                                         f"include: application/json-patch+json, application/merge-patch+json, "
