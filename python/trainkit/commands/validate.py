@@ -37,6 +37,11 @@ def run(args) -> int:
                 print(f"{path}: TrainingSweep {res.metadata.name}: valid ({len(expand_sweep(res))} runs)")
             elif args.explain:
                 print(explain(res, derive_plan(res.spec)))
+                from trainkit.data.availability import explain_data  # reads shard indexes when reachable
+
+                data_lines, exhausted = explain_data(res.spec, derive_plan(res.spec))
+                print(data_lines)
+                failed |= exhausted
             else:
                 print(f"{path}: TrainingRun {res.metadata.name}: valid")
     return 1 if failed else 0

@@ -17,7 +17,7 @@ import numpy as np
 
 from trainkit.data.order import SourceExhausted, SourceOrder
 from trainkit.data.partition import BatchGeometry, rank_slice
-from trainkit.data.schedule import ScheduleCursor, integer_weights, source_positions
+from trainkit.data.schedule import ScheduleCursor, counts_at, integer_weights, source_positions
 from trainkit.data.shards import DataError, ShardIndex, check_compatible, read_index, read_shard
 from trainkit.storage import StorageOptions
 
@@ -214,8 +214,15 @@ class MixtureLoader:
         self.close()
 
 
+# Up to this many sequences the exact per-source totals are computed by running the schedule (about
+# 1 s per million); beyond it the bound ceil(n w_j), at most one sequence more, is used.
+EXACT_NEEDS_LIMIT = 5_000_000
+
+
 def sequences_needed(weights: list[float], total_sequences: int) -> list[int]:
-    """Upper bound on what each source gives over `total_sequences` (the schedule's ceil(n w_j))."""
+    """What each source gives over `total_sequences` (exact, or an upper bound for very long runs)."""
+    if total_sequences <= EXACT_NEEDS_LIMIT:
+        return counts_at(weights, total_sequences)
     a = integer_weights(weights)
     total = sum(a)
     return [-(-total_sequences * w // total) for w in a]
