@@ -447,3 +447,12 @@ def test_cluster_wide_paths_serve_only_list_and_watch(kube_api):
     resp = conn.getresponse()
     assert resp.status == 200 and json.loads(resp.read())["kind"] == "ConfigMapList"
     conn.close()
+
+
+def test_fixture_points_an_already_imported_client_at_the_server(kube_api):
+    import kubernetes  # imported by earlier tests already: its default location was captured then
+
+    kubernetes.config.load_kube_config()
+    names = [n.metadata.name for n in kubernetes.client.CoreV1Api().list_namespace().items]
+    assert "kube-system" in names
+    assert kube_api.requests_for("namespaces", "list")

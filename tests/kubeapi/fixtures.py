@@ -1,12 +1,15 @@
 """pytest fixtures: `from kubeapi.fixtures import kube_api` in a test module (or conftest) to use them.
 
-`kube_api` (function scope): a fresh server, its kubeconfig written to tmp_path/kubeconfig and KUBECONFIG set
-for the test (restored after). The kubernetes client is NOT configured for you: call
-`kubernetes.config.load_kube_config()` (or `api.api_client()`) inside the test, never at import time.
+`kube_api` (function scope): a fresh, started `KubeAPIServer`; its kubeconfig written to
+tmp_path/kubeconfig (`kube_api.kubeconfig`), KUBECONFIG set for the test (restored after) and, when the
+`kubernetes` package is already imported, its default kubeconfig location pointed there too (the
+client captures $KUBECONFIG at import). The client is NOT configured for you: call
+`kubernetes.config.load_kube_config()` or use `kube_api.api_client()` inside the test.
 """
 
 from __future__ import annotations
 
+import sys
 
 import pytest
 
@@ -20,4 +23,7 @@ def kube_api(tmp_path, monkeypatch):
         monkeypatch.setenv("KUBECONFIG", str(path))
         # kubectl keeps a discovery cache per server address; keep it per test
         monkeypatch.setenv("KUBECACHEDIR", str(tmp_path / "kube-cache"))
+        kube_config = sys.modules.get("kubernetes.config.kube_config")
+        if kube_config is not None and hasattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION"):
+            monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(path))
         yield server
