@@ -805,7 +805,6 @@ class Store:
                     meta["namespace"] = namespace
                 else:
                     meta.pop("namespace", None)
-                meta.pop("generateName", None) if "generateName" not in old["metadata"] else None
                 for k in _SYSTEM_META:
                     if k in old["metadata"]:
                         meta[k] = old["metadata"][k]
