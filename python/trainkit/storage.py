@@ -108,17 +108,17 @@ def retry(fn: Callable[[], T], what: str, attempts: int = 4, base_delay: float =
     raise AssertionError("unreachable")
 
 
-def read_bytes(uri: str, options: StorageOptions | None = None) -> bytes:
+def read_bytes(uri: str, options: StorageOptions | None = None, attempts: int = 4) -> bytes:
     fs, path = filesystem(uri, options)
     if not is_remote(uri):
-        return retry(lambda: fs.cat_file(path), f"reading {uri}")
+        return retry(lambda: fs.cat_file(path), f"reading {uri}", attempts=attempts)
 
     def whole_object() -> bytes:
         # One ranged GET for the whole object: ~2.7x faster than s3fs's cat_file against S3 servers here.
         with fs.open(path, "rb", block_size=64 << 20, cache_type="none") as f:
             return f.read()
 
-    return retry(whole_object, f"reading {uri}")
+    return retry(whole_object, f"reading {uri}", attempts=attempts)
 
 
 def read_json(uri: str, options: StorageOptions | None = None) -> Any:

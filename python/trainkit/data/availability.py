@@ -27,10 +27,19 @@ def check_sources(spec, plan, options: StorageOptions | None = None) -> list[Sou
     needed = sequences_needed([s.weight for s in d.sources], plan.total_sequences)
     fingerprint = load_tokenizer(spec.tokenizer).fingerprint
     checks = []
+    unreachable = ""
     for source, need in zip(d.sources, needed):
+        if unreachable and source.uri.startswith("s3://"):
+            checks.append(SourceCheck(source.name, need, None, f"not checked: {unreachable}"))
+            continue
         try:
-            index = read_index(source.uri, options)
-        except (DataError, StorageError, OSError) as e:
+            # One attempt (botocore still retries connects): validate must answer in seconds offline.
+            index = read_index(source.uri, options, attempts=1)
+        except StorageError as e:
+            unreachable = "object storage not reachable from here"
+            checks.append(SourceCheck(source.name, need, None, f"not reachable: {e}"))
+            continue
+        except (DataError, OSError) as e:
             checks.append(SourceCheck(source.name, need, None, f"not reachable: {e}"))
             continue
         available = sum(index.sequences_per_shard(d.seq_length + 1))

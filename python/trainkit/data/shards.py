@@ -108,10 +108,10 @@ def parse_index(doc: dict, uri: str) -> ShardIndex:
         raise DataError(f"{where}: missing or malformed field {e}") from e
 
 
-def read_index(uri: str, options: StorageOptions | None = None) -> ShardIndex:
+def read_index(uri: str, options: StorageOptions | None = None, attempts: int = 4) -> ShardIndex:
     where = storage.join(uri, INDEX_FILE)
     try:
-        raw = storage.read_bytes(where, options)
+        raw = storage.read_bytes(where, options, attempts=attempts)
     except FileNotFoundError as e:
         raise DataError(f"{where}: not found; run `trainkit prepare` for this source (a source exists iff its index.json does)") from e
     try:
