@@ -66,3 +66,8 @@ def test_unknown_task_is_named_with_a_suggestion(tmp_path):
         evaluate_checkpoint(str(tiny_checkpoint_dir()), spec, str(run), cache_dir=tmp_path / "cache")
     assert not (run / "eval").exists()
     assert time.monotonic() - t0 < 120
+
+
+def test_report_of_a_run_without_evals_fails_clearly(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "run")]) == 1
+    assert f"no eval under {tmp_path / 'run'}/eval" in capsys.readouterr().err

@@ -76,3 +76,13 @@ def test_relative_data_files_are_resolved_next_to_the_yaml():
         "test": "/tasks/t/t.jsonl", "dev": ["/tasks/t/a.jsonl", "/abs/b.jsonl"], "x": "s3://b/x.jsonl"}
     assert cfg["dataset_kwargs"]["data_files"]["test"] == "t.jsonl"  # input untouched
     assert rewrite_config({"task": "u"}, Path("/x")) == {"task": "u"}
+
+
+def test_bench_extrapolates_per_request_time_to_the_suites_request_counts():
+    from trainkit.bench.eval import MIRRORS, SEED_SUITE_REQUESTS, default_task_folder, estimate
+
+    names = [t.name for t in SEED_SUITE]
+    assert list(SEED_SUITE_REQUESTS) == names and list(MIRRORS) == names
+    assert all((default_task_folder() / MIRRORS[n]).is_dir() for n in names)  # the mirrors it times are shipped
+    got = estimate({"mmlu": 0.01, "piqa": 0.5})
+    assert got == {"mmlu": pytest.approx(0.01 * 14_042 * 4), "piqa": pytest.approx(0.5 * 1_838 * 2)}
