@@ -129,15 +129,21 @@ def test_kubectl_wait_and_watch(kube_api):
     # kubectl get -w: the watch is served as Table rows with the printer columns
     proc = subprocess.Popen(["kubectl", "--server", kube_api.url, "get", "tr", "-w"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
+    reader.start()
     try:
         deadline = time.monotonic() + 20
         while kube_api.open_watches == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
         _set_phase(kube_api, "Succeeded", progress={"percent": 100})
-        time.sleep(1.0)
+        while not any("Succeeded" in line for line in lines) and time.monotonic() < deadline:
+            time.sleep(0.05)
     finally:
         proc.terminate()
-        out, err = proc.communicate(timeout=20)
+        err = proc.communicate(timeout=20)[1]
+        reader.join(5)
+    out = "".join(lines)
     lines = out.splitlines()
     assert lines[0].split() == ["NAME", "PHASE", "PROGRESS", "LOSS", "EVAL", "AGE"], out + err
     assert lines[-1].split()[:3] == ["gpt2-70m-50-30-20", "Succeeded", "100"], out + err

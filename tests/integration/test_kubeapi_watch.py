@@ -131,7 +131,7 @@ def test_python_client_watch_with_timeout(kube_api):
             for e in kubernetes.watch.Watch().stream(core.list_namespaced_config_map, "default", resource_version=rv, timeout_seconds=1)]  # fmt: skip
     elapsed = time.monotonic() - start
     assert seen == [("ADDED", "late")]
-    assert 0.9 <= elapsed < 3, elapsed
+    assert 0.9 <= elapsed < 5, elapsed
     client.close()
 
 
@@ -141,7 +141,7 @@ def test_timeout_seconds_ends_the_stream(kube_api):
     events = _events(resp)
     elapsed = time.monotonic() - start
     conn.close()
-    assert 0.9 <= elapsed < 3, elapsed
+    assert 0.9 <= elapsed < 5, elapsed
     assert [e["type"] for e in events] == ["BOOKMARK"]
     assert int(events[0]["object"]["metadata"]["resourceVersion"]) >= 1
 

@@ -88,6 +88,7 @@ class KubeAPIServer:
         self.requests: list[Request] = []
         self.raw_requests: list[tuple[str, str]] = []  # (method, path?query), every request incl. discovery
         self._injections: list[_Injection] = []
+        self._inject_lock = threading.Lock()
         self._watches: dict[asyncio.Queue, web.Request] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -165,7 +166,8 @@ class KubeAPIServer:
         self._fresh_store()
         self.requests.clear()
         self.raw_requests.clear()
-        self._injections.clear()
+        with self._inject_lock:
+            self._injections.clear()
 
     # ------------------------------------------------------------------------- test hooks
     def write_kubeconfig(self, path: str | os.PathLike, namespace: str = "default") -> Path:
@@ -197,8 +199,9 @@ class KubeAPIServer:
                retry_after: int | None = None) -> None:  # fmt: skip
         """Answer the next `times` requests (None: all) whose METHOD matches and path (with query) matches
         `path_regex` (re.search) with a Status of `status` instead of serving them."""
-        self._injections.append(_Injection(method.upper(), re.compile(path_regex), status, times,
-                                           message or f"injected failure ({status})", retry_after))  # fmt: skip
+        with self._inject_lock:
+            self._injections.append(_Injection(method.upper(), re.compile(path_regex), status, times,
+                                               message or f"injected failure ({status})", retry_after))  # fmt: skip
 
     def drop_watches(self, abort: bool = False) -> None:
         """End every open watch stream now; clients must re-watch. Default: a clean end of the chunked
@@ -251,17 +254,19 @@ class KubeAPIServer:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         path = request.path
         self.raw_requests.append((request.method, request.path_qs))
-        for inj in list(self._injections):
-            if inj.method in (request.method, "*") and inj.pattern.search(request.path_qs):
-                if inj.times is not None:
-                    inj.times -= 1
-                    if inj.times <= 0:
-                        self._injections.remove(inj)
-                headers = {"Retry-After": str(inj.retry_after)} if inj.retry_after is not None else None
-                described = self._describe(request)
-                if described is not None:  # the client made it (RBAC must allow it) though it was not served
-                    self.requests.append(dataclasses.replace(described, injected=True))
-                return self._error(APIError(inj.status, inj.message), headers)
+        with self._inject_lock:
+            inj = next((i for i in self._injections
+                        if i.method in (request.method, "*") and i.pattern.search(request.path_qs)), None)  # fmt: skip
+            if inj is not None and inj.times is not None:
+                inj.times -= 1
+                if inj.times <= 0:
+                    self._injections.remove(inj)
+        if inj is not None:
+            headers = {"Retry-After": str(inj.retry_after)} if inj.retry_after is not None else None
+            described = self._describe(request)
+            if described is not None:  # the client made it (RBAC must allow it) though it was not served
+                self.requests.append(dataclasses.replace(described, injected=True))
+            return self._error(APIError(inj.status, inj.message), headers)
         try:
             if path in ("/healthz", "/readyz", "/livez"):
                 return web.Response(text="ok")
