@@ -1,0 +1,46 @@
+"""The prepare RayJob manifests: well-formed KubeRay RayJobs whose commands our CLI accepts."""
+
+from __future__ import annotations
+
+import re
+import shlex
+
+import pytest
+import yaml
+
+from trainkit.cli import build_parser
+
+MANIFESTS = ["jobs/prepare-demo.yaml", "jobs/prepare-seed-datasets.yaml"]
+
+
+def trainkit_commands(entrypoint: str) -> list[list[str]]:
+    loop = re.search(r"for name in ([^;]+);", entrypoint)
+    names = loop.group(1).split() if loop else [""]
+    commands = []
+    for part in entrypoint.split(";"):
+        part = part.strip()
+        if part.startswith("trainkit "):
+            for name in (names if "$name" in part else [""]):
+                commands.append(shlex.split(part.replace("$name", name))[1:])
+    return commands
+
+
+@pytest.mark.parametrize("path", MANIFESTS)
+def test_manifest_is_a_rayjob_our_cli_accepts(path):
+    job = yaml.safe_load(open(path))
+    assert (job["apiVersion"], job["kind"]) == ("ray.io/v1", "RayJob")
+    assert job["spec"]["shutdownAfterJobFinishes"] is True  # Kueue requires it; clusters never linger
+    commands = trainkit_commands(job["spec"]["entrypoint"])
+    assert any(c[0] == "prepare" for c in commands)
+    for argv in commands:
+        args = build_parser().parse_args(argv)  # exits on an unknown option or a missing argument
+        assert callable(args.func)
+    text = open(path).read()
+    assert "AWS_SECRET_ACCESS_KEY" not in text and "secretRef" in text  # credentials only via the Secret
+
+
+def test_seed_prepare_writes_the_sources_the_seed_run_reads():
+    job = yaml.safe_load(open("jobs/prepare-seed-datasets.yaml"))
+    outputs = {argv[2].rstrip("/") for argv in trainkit_commands(job["spec"]["entrypoint"]) if argv[0] == "prepare"}
+    run = yaml.safe_load(open("jobs/gpt2-70m-50-30-20.yaml"))
+    assert outputs == {s["uri"].rstrip("/") for s in run["spec"]["data"]["sources"]}
