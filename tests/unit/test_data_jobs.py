@@ -18,7 +18,7 @@ def trainkit_commands(entrypoint: str) -> list[list[str]]:
     names = loop.group(1).split() if loop else [""]
     commands = []
     for part in entrypoint.split(";"):
-        part = part.strip()
+        part = part.strip().removeprefix("do ").strip()
         if part.startswith("trainkit "):
             for name in (names if "$name" in part else [""]):
                 commands.append(shlex.split(part.replace("$name", name))[1:])
