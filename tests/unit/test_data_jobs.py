@@ -35,8 +35,12 @@ def test_manifest_is_a_rayjob_our_cli_accepts(path):
     for argv in commands:
         args = build_parser().parse_args(argv)  # exits on an unknown option or a missing argument
         assert callable(args.func)
-    text = open(path).read()
-    assert "AWS_SECRET_ACCESS_KEY" not in text and "secretRef" in text  # credentials only via the Secret
+    groups = [job["spec"]["rayClusterSpec"]["headGroupSpec"]] + job["spec"]["rayClusterSpec"].get("workerGroupSpecs", [])
+    for group in groups:
+        for container in group["template"]["spec"]["containers"]:
+            # Credentials only through the Secret, never as literal env values.
+            assert not [e for e in container.get("env", []) if "KEY" in e["name"] or "SECRET" in e["name"]]
+            assert container["envFrom"] == [{"secretRef": {"name": "trainkit-s3"}}]
 
 
 def test_seed_prepare_writes_the_sources_the_seed_run_reads():
