@@ -179,3 +179,21 @@ def test_kubectl_reapply_of_builtin_is_a_strategic_merge(kube_api):
     ]
     assert dep["metadata"]["generation"] == 3  # two spec changes
     assert any(r[0] == "PATCH" and "/deployments/d" in r[1] for r in kube_api.raw_requests)
+
+
+def test_standalone_server_process(tmp_path):
+    """`python -m kubeapi` serves until SIGTERM (for manual runs and out-of-pytest benchmarks)."""
+    kc = tmp_path / "kc"
+    env = {**os.environ, "PYTHONPATH": str(REPO / "tests")}
+    proc = subprocess.Popen([sys.executable, "-m", "kubeapi", "--kubeconfig", str(kc)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    try:
+        url = proc.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:") and kc.exists()
+        out = subprocess.run(["kubectl", "--kubeconfig", str(kc), "get", "ns", "-o", "name"], capture_output=True,
+                             text=True, timeout=60, env={**os.environ, "KUBECACHEDIR": str(tmp_path / "cache")})  # fmt: skip
+        assert "namespace/default" in out.stdout, out.stderr
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    assert proc.returncode == 0
