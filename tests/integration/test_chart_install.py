@@ -320,3 +320,4 @@ def _allowed(roles: list[dict], r, scope: str) -> bool:
     else:
         candidates = cluster_roles  # cluster-scoped, or across all namespaces: a Role never allows it
     return allows(candidates, r.verb, r.group, r.resource, r.subresource, r.name)
+
