@@ -65,15 +65,17 @@ def prune(schema: dict, value: Any, path: str = "", root: bool = True) -> tuple[
 
 
 def _prune(schema: dict, value: Any, path: str, dropped: list[str], root: bool) -> None:
-    if schema.get("x-kubernetes-preserve-unknown-fields"):
-        return
+    preserve = bool(schema.get("x-kubernetes-preserve-unknown-fields"))
     if isinstance(value, dict):
         props = schema.get("properties")
+        if preserve and props is None:
+            return
         if props is not None:
             for key in list(value):
                 if key not in props:
-                    dropped.append(_child(path, key))
-                    del value[key]
+                    if not preserve:  # preserve-unknown-fields keeps unknown keys; known ones are still pruned inside
+                        dropped.append(_child(path, key))
+                        del value[key]
                 elif not (root and key == "metadata"):  # the API server owns metadata
                     _prune(props[key], value[key], _child(path, key), dropped, False)
         elif isinstance(schema.get("additionalProperties"), dict):
@@ -91,6 +93,8 @@ def _to_draft4(node: Any) -> Any:
     if not isinstance(node, dict):
         return node
     out = {k: _to_draft4(v) for k, v in node.items() if not k.startswith("x-kubernetes-") and k != "nullable"}
+    if node.get("x-kubernetes-int-or-string") and "type" not in out and "anyOf" not in out:
+        out["type"] = ["integer", "string"]
     if node.get("nullable"):
         if "type" in out:
             out["type"] = [out["type"], "null"]
