@@ -17,9 +17,9 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def manager():
-    from lm_eval.tasks import TaskManager
+    from trainkit.eval.harness import task_manager
 
-    return TaskManager()
+    return task_manager([], [])  # lm-eval's full index, cached for the process (the offline test reuses it)
 
 
 def test_seed_suite_names_metrics_and_shots_match_lm_eval(manager):

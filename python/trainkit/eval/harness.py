@@ -8,6 +8,7 @@ calls on the same loaded model (likewise per few-shot count); their outputs are 
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 
@@ -30,7 +31,16 @@ def task_manager(requests: list[TaskRequest], include_paths: list[Path]):
         local = TaskManager(include_path=paths, include_defaults=False)
         if all(r.name in set(local.all_tasks) for r in requests):
             return local
-    return TaskManager(include_path=paths or None, include_defaults=True)
+        return TaskManager(include_path=paths, include_defaults=True)
+    return _builtin_task_manager()
+
+
+@functools.lru_cache(maxsize=1)
+def _builtin_task_manager():
+    """The index of lm-eval's own tasks, built once per process (evals every N steps reuse it)."""
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_defaults=True)
 
 
 def check_names(requests: list[TaskRequest], manager) -> None:
