@@ -71,3 +71,14 @@ def test_unknown_task_is_named_with_a_suggestion(tmp_path):
 def test_report_of_a_run_without_evals_fails_clearly(tmp_path, capsys):
     assert main(["report", str(tmp_path / "run")]) == 1
     assert f"no eval under {tmp_path / 'run'}/eval" in capsys.readouterr().err
+
+
+def test_a_failed_write_leaves_no_partial_report(tmp_path):
+    from trainkit.eval.runner import write_eval_files
+
+    out = tmp_path / "run" / "eval" / "step-00000001"
+    out.mkdir(parents=True)
+    (out / "summary.json").mkdir()  # summary.json cannot be written: a folder is in the way
+    with pytest.raises(OSError):
+        write_eval_files(str(out), {"results.json": b"{}", "report.md": b"| x |"}, {"step": 1})
+    assert sorted(p.name for p in out.iterdir()) == ["summary.json"]  # results.json and report.md removed

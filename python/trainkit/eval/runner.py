@@ -81,10 +81,26 @@ def evaluate_checkpoint(checkpoint_uri: str, eval_spec, output_uri: str, step: i
     }
     if len(history) >= 2:
         files[BY_STEP] = plots.scores_by_step(history)
-    for name, data in files.items():
-        store.write_bytes(store.join(out_dir, name), data, options)
-    store.write_json(store.join(out_dir, SUMMARY), result, options)  # last: marks the eval complete
+    write_eval_files(out_dir, files, result, options)
     return result
+
+
+def write_eval_files(out_dir: str, files: dict[str, bytes], result: dict, options=None) -> None:
+    """Each file atomically, summary.json last; if a write fails, remove what this call wrote."""
+    written = []
+    try:
+        for name, data in files.items():
+            store.write_bytes(store.join(out_dir, name), data, options)
+            written.append(name)
+        store.write_json(store.join(out_dir, SUMMARY), result, options)  # last: marks the eval complete
+    except BaseException:
+        fs, root = store.filesystem(out_dir, options)
+        for name in written:
+            try:
+                fs.rm_file(f"{root}/{name}")
+            except Exception:  # noqa: BLE001 - best effort; the original error is what matters
+                log.warning("could not remove %s/%s after a failed write", out_dir, name)
+        raise
 
 
 def results_document(output: dict) -> dict:
