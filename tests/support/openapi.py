@@ -220,21 +220,65 @@ def _typed(schema: dict, value: Any) -> Any:
     return celpy.json_to_cel(value)
 
 
+_CEL_RESULTS: dict[tuple[str, str], str | None] = {}  # (rule, node) -> failure message or None
+
+
+def _cel_node_key(schema: dict, value: Any) -> str:
+    import json
+
+    # The schema types the value (number vs integer), so both are part of the key.
+    return json.dumps([_schema_fingerprint(schema), value], sort_keys=True, default=str)
+
+
+def _schema_fingerprint(schema: dict) -> int:
+    import json
+
+    key = id(schema)
+    hit = _FINGERPRINTS.get(key)
+    if hit is None or hit[0] is not schema:
+        if len(_FINGERPRINTS) > 10_000:
+            _FINGERPRINTS.clear()
+        hit = (schema, hash(json.dumps(schema, sort_keys=True, default=str)))
+        _FINGERPRINTS[key] = hit
+    return hit[1]
+
+
+_FINGERPRINTS: dict[int, tuple[dict, int]] = {}
+
+
+def _cel_failure(rule: dict, schema: dict, value: Any, node_key: str) -> str | None:
+    """Evaluate one rule (memoised: cel-python takes milliseconds per rule and the result depends only on the
+    rule and the typed node); returns the failure message, or None when the rule holds."""
+    key = (rule["rule"] + "\0" + str(rule.get("message", "")), node_key)
+    if key in _CEL_RESULTS:
+        return _CEL_RESULTS[key]
+    message: str | None = None
+    try:
+        ok = _program(rule["rule"]).evaluate({"self": _typed(schema, value)})
+    except Exception as e:  # noqa: BLE001 - an evaluation error rejects the object, as in the API server
+        ok = False
+        message = f"{rule.get('message', rule['rule'])} (evaluation error: {e})"
+    # celpy returns evaluation errors as values (CELEvalError), not exceptions.
+    if isinstance(ok, celpy.CELEvalError):
+        message = f"{rule.get('message', rule['rule'])} (evaluation error: {ok})"
+    if not (isinstance(ok, (bool, celtypes.BoolType)) and bool(ok)):
+        message = message or rule.get("message") or f"failed rule: {rule['rule']}"
+    else:
+        message = None
+    if len(_CEL_RESULTS) > 20_000:
+        _CEL_RESULTS.clear()
+    _CEL_RESULTS[key] = message
+    return message
+
+
 def check_cel(schema: dict, value: Any, path: str = "") -> list[SchemaIssue]:
     """Evaluate every x-kubernetes-validations rule whose node is present in `value`."""
     issues: list[SchemaIssue] = []
-    for rule in schema.get("x-kubernetes-validations", []):
-        try:
-            ok = _program(rule["rule"]).evaluate({"self": _typed(schema, value)})
-        except Exception as e:  # noqa: BLE001 - an evaluation error rejects the object, as in the API server
-            ok = False
-            message = f"{rule.get('message', rule['rule'])} (evaluation error: {e})"
-        else:
-            message = rule.get("message") or f"failed rule: {rule['rule']}"
-        # celpy returns evaluation errors as values (CELEvalError), not exceptions.
-        if isinstance(ok, celpy.CELEvalError):
-            message = f"{rule.get('message', rule['rule'])} (evaluation error: {ok})"
-        if not (isinstance(ok, (bool, celtypes.BoolType)) and bool(ok)):
+    rules = schema.get("x-kubernetes-validations", [])
+    node_key = _cel_node_key(schema, value) if rules else ""
+    for rule in rules:
+        message = _cel_failure(rule, schema, value, node_key)
+        if message is not None:
             got = _JSON_TYPE.get(type(value), "null")
             issues.append(SchemaIssue(path + rule.get("fieldPath", ""), f'Invalid value: "{got}": {message}'))
     if isinstance(value, dict):
