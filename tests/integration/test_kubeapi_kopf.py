@@ -140,3 +140,32 @@ def test_kopf_survives_cut_watches_and_expired_history(kube_api):
         assert any(r.verb == "list" and r.resource == "rayjobs" for r in after), "kopf re-listed after 410"
     assert handled == ["first", "second", "third"]
     assert runner.exit_code == 0, runner.output
+
+
+def test_kopf_notices_a_crd_created_after_it_started(kube_api):
+    """kopf watches CRDs and re-scans discovery: a resource that appears later gets served."""
+    import kopf
+    from kopf.testing import KopfRunner
+    from trainkit.spec.crd import training_run_crd
+
+    registry = kopf.OperatorRegistry()
+    settings = kopf.OperatorSettings()
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage()
+    seen: list[str] = []
+
+    @kopf.on.login(registry=registry)
+    def login(**_):
+        return kopf.ConnectionInfo(server=kube_api.url, default_namespace="default")
+
+    @kopf.on.create("trainkit.dev", "v1alpha1", "trainingruns", registry=registry)
+    def on_create(name, **_):
+        seen.append(name)
+
+    with KopfRunner(["run", "--standalone", "--namespace=default"], registry=registry, settings=settings) as runner:
+        _wait(lambda: any(r.resource == "customresourcedefinitions" and r.verb == "watch" for r in kube_api.requests),
+              what="kopf watching CRDs")  # fmt: skip
+        kube_api.create(training_run_crd())
+        run = yaml.safe_load((REPO / "jobs" / "gpt2-70m-50-30-20.yaml").read_text())
+        kube_api.create(run)
+        _wait(lambda: seen == ["gpt2-70m-50-30-20"], what="the run handled after its CRD appeared")
+    assert runner.exit_code == 0, runner.output
