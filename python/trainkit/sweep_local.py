@@ -1,0 +1,77 @@
+"""`trainkit sweep --local`: a sweep's runs one after another on this machine, then the comparison.
+
+The same runs the operator would create (`expand_sweep`), trained through the same code path as
+`trainkit run` (preflight, Ray Train on a local Ray, eval at the end), so a sweep tried on a laptop
+and one run on a cluster differ only in where they run. A run that already finished (its final
+checkpoint and eval exist) is not trained again: re-running the command resumes the sweep.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from trainkit import storage
+from trainkit.spec import SpecError, derive_plan, parse_run
+from trainkit.storage import StorageOptions
+
+
+def run_sweep_locally(sweep, runs: list[dict], report_uri: str | None = None, num_cpus: int | None = None) -> int:
+    import ray
+
+    from trainkit.compare import CompareError, compare_runs
+    from trainkit.jobs.train import connect_ray
+    from trainkit.train import checkpoint
+    from trainkit.train.launch import PreflightError, preflight, resolve_local_paths, run_training
+
+    parsed = []
+    for manifest in runs:
+        try:
+            run = parse_run(manifest, manifest["metadata"]["name"])
+        except SpecError as e:
+            print(str(e), file=sys.stderr)
+            return 1
+        parsed.append((run.metadata.name, resolve_local_paths(run.spec, os.getcwd())))
+
+    started = not ray.is_initialized()
+    connect_ray(num_cpus, log_to_driver=False)
+    outputs = []
+    try:
+        for i, (name, spec) in enumerate(parsed):
+            plan = derive_plan(spec)
+            options = StorageOptions.from_spec(spec.storage)
+            weights = ", ".join(f"{s.name} {s.weight:.2f}" for s in spec.data.sources)
+            outputs.append(spec.output.uri)
+            if checkpoint.latest_complete(spec.output.uri, options) == plan.total_steps and _evaluated(spec, options):
+                print(f"[{i + 1}/{len(parsed)}] {name} ({weights}): already done", flush=True)
+                continue
+            print(f"[{i + 1}/{len(parsed)}] {name} ({weights}): {plan.total_steps} steps -> {spec.output.uri}", flush=True)
+            try:
+                preflight(spec, plan, options)
+                run_training(spec, name=name, max_failures=1, checked=True)
+            except PreflightError as e:
+                print(f"{name}: {e}", file=sys.stderr)
+                return 1
+    finally:
+        if started:
+            ray.shutdown()
+
+    try:
+        report = compare_runs(outputs, rank_by=sweep.spec.rank_by, output=report_uri)
+    except CompareError as e:
+        print(f"comparison failed: {e}", file=sys.stderr)
+        return 1
+    print(report.text)
+    return 0
+
+
+def _evaluated(spec, options: StorageOptions) -> bool:
+    """True when the run asks for no eval, or its eval folder holds a summary."""
+    e = spec.eval
+    if not e.at_end or (e.suite == "none" and not e.tasks):
+        return True
+    fs, path = storage.filesystem(storage.join(spec.output.uri, "eval"), options)
+    try:
+        return any(p.endswith("summary.json") for p in fs.find(path))
+    except FileNotFoundError:
+        return False
