@@ -197,3 +197,19 @@ def test_standalone_server_process(tmp_path):
         proc.terminate()
         proc.wait(timeout=20)
     assert proc.returncode == 0
+
+
+def test_kubectl_default_validation_is_server_side_strict(kube_api):
+    """Without --validate=false kubectl reads /openapi/v3, sees that the server validates fields and sends
+    fieldValidation=Strict: an unknown field is rejected with the real server's words."""
+    kubectl(kube_api, "apply", "-f", "-", input=trainkit_crd())
+    assert "created" in kubectl(kube_api, "apply", "-f", str(JOB)).stdout
+    bad = yaml.safe_load(JOB.read_text())
+    bad["metadata"]["name"] = "bad"
+    bad["spec"]["bogus"] = 1
+    proc = kubectl(kube_api, "apply", "-f", "-", input=yaml.safe_dump(bad), check=False)
+    assert proc.returncode != 0
+    assert ('TrainingRun in version "v1alpha1" cannot be handled as a TrainingRun: strict decoding error: '
+            'unknown field "spec.bogus"') in proc.stderr  # fmt: skip
+    assert not kube_api.exists("trainingruns.trainkit.dev", "bad")
+    assert any("fieldValidation=Strict" in r[1] for r in kube_api.raw_requests if r[0] == "POST")

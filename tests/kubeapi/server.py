@@ -270,6 +270,10 @@ class KubeAPIServer:
         try:
             if path in ("/healthz", "/readyz", "/livez"):
                 return web.Response(text="ok")
+            if path == "/openapi/v3":
+                return self._json(self._openapi_index())
+            if path.startswith("/openapi/v3/"):
+                return self._json(self._openapi_gv(path[len("/openapi/v3/"):]))
             if path == "/version":
                 return self._json({"major": "1", "minor": "32", "gitVersion": "v1.32.0-kubeapi", "platform": "linux/amd64"})
             parts = [p for p in path.split("/") if p]
@@ -312,6 +316,53 @@ class KubeAPIServer:
             return None
         verb = _verb(request.method, name, _truthy(request.query.get("watch")))
         return Request(verb, group, rt.plural, sub, namespace, name) if verb else None
+
+    # ------------------------------------------------------------------------- openapi v3 (operations only)
+    def _openapi_index(self) -> dict:
+        paths = {}
+        for group, versions in self.store.group_versions().items():
+            for v in versions:
+                gv = f"api/{v}" if not group else f"apis/{group}/{v}"
+                paths[gv] = {"serverRelativeURL": f"/openapi/v3/{gv}?hash={self.store.rv}"}
+        return {"paths": paths}
+
+    def _openapi_gv(self, gv: str) -> dict:
+        """The operations of one group-version, enough for kubectl to see that the server validates fields
+        (`fieldValidation` on PATCH/POST) and which patch types it takes. No schemas: kubectl then leaves
+        validation to the server and builds strategic merge patches for built-ins from its own types."""
+        parts = gv.split("/")
+        if parts[0] == "api" and len(parts) == 2:
+            group, version = "", parts[1]
+        elif parts[0] == "apis" and len(parts) == 3:
+            group, version = parts[1], parts[2]
+        else:
+            raise APIError(404, "the server could not find the requested resource", "NotFound", {})
+        with self.store.lock:
+            types = [rt for rt in self.store.types.values() if rt.group == group and version in rt.versions
+                     and rt.versions[version].served]  # fmt: skip
+        if not types:
+            raise APIError(404, "the server could not find the requested resource", "NotFound", {})
+        query = [{"name": n, "in": "query", "schema": {"type": "string", "uniqueItems": True}}
+                 for n in ("dryRun", "fieldManager", "fieldValidation")]  # fmt: skip
+        media = ["application/json-patch+json", "application/merge-patch+json", "application/apply-patch+yaml"]
+        paths = {}
+        for rt in types:
+            gvk = {"group": rt.group, "version": version, "kind": rt.kind}
+            prefix = f"/{'api' if not group else 'apis/' + group}/{version}/"
+            base = prefix + (f"namespaces/{{namespace}}/{rt.plural}" if rt.namespaced else rt.plural)
+            paths[base] = {
+                "get": {"x-kubernetes-action": "list", "x-kubernetes-group-version-kind": gvk},
+                "post": {"parameters": query, "x-kubernetes-action": "post", "x-kubernetes-group-version-kind": gvk},
+            }
+            paths[base + "/{name}"] = {
+                "get": {"x-kubernetes-action": "get", "x-kubernetes-group-version-kind": gvk},
+                "put": {"parameters": query, "x-kubernetes-action": "put", "x-kubernetes-group-version-kind": gvk},
+                "patch": {"parameters": query, "x-kubernetes-action": "patch", "x-kubernetes-group-version-kind": gvk,
+                          "requestBody": {"content": {m: {"schema": {"type": "object"}} for m in media}}},
+                "delete": {"x-kubernetes-action": "delete", "x-kubernetes-group-version-kind": gvk},
+            }
+        return {"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.32.0-kubeapi"}, "paths": paths,
+                "components": {"schemas": {}}}  # fmt: skip
 
     # ------------------------------------------------------------------------- discovery
     def _preferred(self, group: str) -> str:
@@ -449,6 +500,9 @@ class KubeAPIServer:
                 return {}
             raise APIError(400, "the request body is empty")
         ct = request.content_type
+        if "protobuf" in ct or "cbor" in ct:
+            raise APIError(415, f'the body of the request was in an unknown format - accepted media types include: '
+                                f'application/json, application/yaml (not {ct})')  # fmt: skip
         try:
             if ct == "application/apply-patch+yaml" or ct.endswith("yaml"):
                 return yaml.load(raw, Loader=_YAMLLoader)  # noqa: S506 - a SafeLoader subclass
