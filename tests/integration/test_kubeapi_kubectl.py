@@ -213,3 +213,20 @@ def test_kubectl_default_validation_is_server_side_strict(kube_api):
             'unknown field "spec.bogus"') in proc.stderr  # fmt: skip
     assert not kube_api.exists("trainingruns.trainkit.dev", "bad")
     assert any("fieldValidation=Strict" in r[1] for r in kube_api.raw_requests if r[0] == "POST")
+
+
+def test_kubectl_imperative_create_sends_protobuf(kube_api):
+    """`kubectl create namespace|configmap|secret|serviceaccount` POST protobuf bodies: decoded for those kinds."""
+    kubectl(kube_api, "create", "namespace", "team")
+    kubectl(kube_api, "create", "configmap", "x", "-n", "team", "--from-literal=a=b", "--from-literal=c=d")
+    kubectl(kube_api, "create", "secret", "generic", "s", "-n", "team", "--from-literal=password=hunter2")
+    kubectl(kube_api, "create", "serviceaccount", "sa", "-n", "team")
+    kubectl(kube_api, "label", "configmap", "x", "-n", "team", "tier=web")
+    cm = kube_api.get("configmaps", "x", "team")
+    assert cm["data"] == {"a": "b", "c": "d"} and cm["metadata"]["labels"] == {"tier": "web"}
+    assert "generateName" not in cm["metadata"] and cm["metadata"]["uid"]
+    assert kube_api.get("secrets", "s", "team")["data"] == {"password": "aHVudGVyMg=="}
+    assert kube_api.get("namespaces", "team", None)["status"]["phase"] == "Active"
+    assert kube_api.exists("serviceaccounts", "sa", "team")
+    proc = kubectl(kube_api, "create", "deployment", "d", "--image=x", check=False)  # a kind not decoded here
+    assert proc.returncode != 0 and "the body of the request was in an unknown format" in proc.stderr, proc.stderr
