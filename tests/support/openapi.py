@@ -3,7 +3,10 @@
 Used by the API test server and by the CRD tests: null-dropping, defaulting, pruning (unknown fields
 are reported, for strict field validation), OpenAPI v3 validation (through jsonschema, Draft 4
 semantics: OpenAPI 3.0 uses boolean exclusiveMinimum) and CEL `x-kubernetes-validations` (through
-cel-python, with values typed by the schema as the API server types them: `number` is a double).
+cel-python, with values typed by the schema as the API server types them: `number` is a double;
+results are memoised per rule and typed node), list-type map/set uniqueness. Messages are worded as the
+API server words them (`Invalid value: 0: spec.x in body should be greater than 0`, `Required value` at
+the missing field, `Unsupported value: ...`, CEL: `Invalid value: "object": <message>`).
 """
 
 from __future__ import annotations
