@@ -154,3 +154,11 @@ def test_rerun_skips_finished_files_and_redoes_a_half_done_one(prepared):
     run_prepare(f"s3://{bucket}/text/edu", out, shard_tokens=16_384, log=log.append)
     assert sum("(already done)" in line for line in log) == 1 and sum("(tokenized)" in line for line in log) == 1
     assert storage.read_json(f"{out}/index.json") == before
+
+
+def test_prefetch_holds_a_bounded_number_of_shards(prepared):
+    with loader(prepared, prefetch_shards=1) as ld:
+        for _ in range(40):  # ~8 passes over the small demo sources: every shard fetched many times
+            ld.next_step()
+            assert all(len(held) <= 2 for held in ld._cache._held)  # prefetch_shards + 1 per source
+        assert set(ld.source_sequences()) == set(WEIGHTS) and sum(ld.source_sequences().values()) == 40 * 24
