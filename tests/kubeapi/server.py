@@ -136,7 +136,7 @@ class KubeAPIServer:
                 return
             ready.set()
             loop.run_forever()
-            loop.run_until_complete(self._runner.cleanup())
+            loop.run_until_complete(self._runner.cleanup())  # no-op when stop() cleaned up already
             loop.close()
 
         self._thread = threading.Thread(target=run, name=f"kubeapi-{self.port}", daemon=True)
@@ -149,7 +149,11 @@ class KubeAPIServer:
     def stop(self) -> None:
         if self._loop is None:
             return
-        self.drop_watches()
+        self.drop_watches(abort=True)  # open streams would hold the shutdown for its timeout
+        try:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        except Exception:  # noqa: BLE001 - stopping anyway
+            pass
         self._loop.call_soon_threadsafe(self._loop.stop)
         if self._thread:
             self._thread.join(10)
