@@ -456,3 +456,14 @@ def test_fixture_points_an_already_imported_client_at_the_server(kube_api):
     names = [n.metadata.name for n in kubernetes.client.CoreV1Api().list_namespace().items]
     assert "kube-system" in names
     assert kube_api.requests_for("namespaces", "list")
+
+
+def test_annotations_are_limited_to_256k(k8s):
+    from kubernetes.client import V1ConfigMap, V1ObjectMeta
+    from kubernetes.client.exceptions import ApiException
+
+    core = _core(k8s)
+    with pytest.raises(ApiException) as e:  # e.g. kubectl's last-applied-configuration of a huge CRD
+        core.create_namespaced_config_map("default", V1ConfigMap(metadata=V1ObjectMeta(name="a", annotations={"x": "y" * 262144})))
+    assert e.value.status == 422 and "must have at most 262144 bytes" in e.value.body
+    core.create_namespaced_config_map("default", V1ConfigMap(metadata=V1ObjectMeta(name="a", annotations={"x": "y" * 200000})))

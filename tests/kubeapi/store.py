@@ -628,9 +628,13 @@ class Store:
                                    else "Invalid value: \"\": uid must not be empty"))  # fmt: skip
         if sum(1 for r in refs if isinstance(r, dict) and r.get("controller")) > 1:
             causes.append(("metadata.ownerReferences", "Invalid value: only one reference can have Controller set to true"))
+        total = 0
         for k, v in (meta.get("annotations") or {}).items():
             if not isinstance(v, str):
                 raise APIError(400, f"metadata.annotations[{k}]: annotation values must be strings")
+            total += len(k.encode()) + len(v.encode())
+        if total > 262144:  # why huge CRDs cannot be applied client-side (last-applied-configuration)
+            causes.append(("metadata.annotations", "Too long: must have at most 262144 bytes"))
         if causes:
             raise self._invalid(rt, obj, causes)
 
