@@ -115,7 +115,7 @@ def operator_as_deployed(server, deployment: dict, kubeconfig: Path, workdir: Pa
         command[1:3] = ["-c", LOGIN_SHIM]
     env = container_env(server, deployment)
     # Stand-in for the in-cluster service account (the pod would get KUBERNETES_SERVICE_HOST + a token).
-    env.update({"KUBECONFIG": str(kubeconfig), "PATH": os.environ["PATH"], "HOME": str(workdir)})
+    env.update({"KUBECONFIG": str(kubeconfig), "PATH": os.environ["PATH"]})
     log = (workdir / "operator.log").open("a")
     proc = subprocess.Popen(command, env=env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     port = int([a for a in command if a.startswith("--liveness=")][0].split(":")[-1].split("/")[0])
@@ -240,6 +240,13 @@ def test_chart_applied_with_kubectl_then_the_deployed_operator_reconciles_the_se
         wait_for(lambda: server.get("trainingruns.trainkit.dev", RUN, "default")["status"]["phase"] == "Pending",
                  what="phase Pending")
 
+        # SIMULATED KubeRay: the Ray cluster is starting (the operator then looks at its pods).
+        with own_requests(server, "rayjobs"):
+            kuberay_sets_status(server, RUN, jobStatus="", jobDeploymentStatus="Initializing",
+                                rayClusterName=f"{RUN}-raycluster-abcde")
+        wait_for(lambda: [r for r in server.requests[first_request:] if r.resource == "pods" and r.verb == "list"],
+                 what="the operator listing the Ray pods")
+
         # SIMULATED KubeRay: running; the trainer wrote progress.json (read by the operator with the
         # credentials its Deployment took from the Secret, at the chart's storage endpoint).
         from trainkit import storage
@@ -252,6 +259,13 @@ def test_chart_applied_with_kubectl_then_the_deployed_operator_reconciles_the_se
         status = wait_for(lambda: (s := server.get("trainingruns.trainkit.dev", RUN, "default")["status"])
                           .get("progress", {}).get("step") == 2000 and s, what="Running with progress")
         assert status["phase"] == "Running" and status["progress"]["loss"] == 3.4
+
+        # A user extends the deadline: a mutable field, which the operator patches into the RayJob.
+        with own_requests(server, "trainingruns"):
+            kubectl(server, "patch", "tr", RUN, "-n", "default", "--type=merge",
+                    "-p", json.dumps({"spec": {"scheduling": {"activeDeadlineSeconds": 86400}}}))
+        wait_for(lambda: server.get("rayjobs.ray.io", RUN, "default")["spec"].get("activeDeadlineSeconds") == 86400,
+                 what="the new deadline on the RayJob")
 
         with own_requests(server, "rayjobs"):
             kuberay_sets_status(server, RUN, jobStatus="SUCCEEDED", jobDeploymentStatus="Complete")
