@@ -214,10 +214,13 @@ class KubeAPIServer:
         loop = self._loop
         if loop is None:
             return
-        for q, request in list(self._watches.items()):
-            if abort and request.transport is not None:
-                loop.call_soon_threadsafe(request.transport.abort)
-            loop.call_soon_threadsafe(q.put_nowait, _CLOSE)
+        try:
+            for q, request in list(self._watches.items()):
+                if abort and request.transport is not None:
+                    loop.call_soon_threadsafe(request.transport.abort)
+                loop.call_soon_threadsafe(q.put_nowait, _CLOSE)
+        except RuntimeError:  # loop already closed
+            pass
 
     @property
     def open_watches(self) -> int:
@@ -656,7 +659,10 @@ class KubeAPIServer:
             def listener(ev: WatchEvent) -> None:
                 t = translate(ev)
                 if t:
-                    loop.call_soon_threadsafe(queue.put_nowait, t)
+                    try:
+                        loop.call_soon_threadsafe(queue.put_nowait, t)
+                    except RuntimeError:  # the server's loop is closing: the stream is ending anyway
+                        pass
 
             if expired is None:
                 self.store.listeners.append(listener)
