@@ -254,7 +254,9 @@ def run(args) -> int:
             copies = -(-(int(total * weight) + 2 * args.batch) // len(seqs))
             tiled = np.tile(seqs, (copies, 1))
             print(f"  {name}: {len(seqs):,} sequences x {copies} copies", flush=True)
-            write_trainkit_copy(bucket, name, tiled, per_shard=max(1, (1 << 20) // width))
+            # 4,096 sequences (~8 MiB) per shard: a quarter of what `trainkit prepare` writes by default,
+            # and smaller than the peers' units (litdata 32 MB chunks, HF 8,192-row parquet files).
+            write_trainkit_copy(bucket, name, tiled, per_shard=4096)
             if "hf" in peers:
                 write_hf_copy(bucket, name, tiled, j)
             if "litdata" in peers:
