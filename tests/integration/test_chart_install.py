@@ -335,3 +335,53 @@ def _allowed(roles: list[dict], r, scope: str) -> bool:
         candidates = cluster_roles  # cluster-scoped, or across all namespaces: a Role never allows it
     return allows(candidates, r.verb, r.group, r.resource, r.subresource, r.name)
 
+
+
+@pytest.mark.timeout(240)
+def test_helm_install_upgrade_uninstall_on_the_api_test_server(kube_api, tmp_path):  # noqa: F811
+    """The real helm against the API test server: install (crds/ first, templates checked against the
+    server's OpenAPI), NOTES, an upgrade that switches the RBAC scope, and uninstall (CRDs stay)."""
+    from support.helm import run as run_tool
+    from support.helm import tool
+
+    server = kube_api
+    env = {"KUBECONFIG": str(server.kubeconfig)}
+    chart = str(REPO / "charts" / "trainkit")
+    helm = tool("helm")
+
+    bad = run_tool([helm, "install", "trainkit", chart, "-n", RELEASE_NS, "--create-namespace",
+                    "--set", "storage.secretAccessKey=" + PLANTED[1]], env=env, check=False)
+    assert bad.returncode != 0 and "secretAccessKey" in bad.stderr and PLANTED[1] not in bad.stderr
+    assert not server.exists("deployments", "trainkit", RELEASE_NS)
+
+    proc = run_tool([helm, "install", "trainkit", chart, "-n", RELEASE_NS, "--create-namespace"], env=env)
+    assert "STATUS: deployed" in proc.stdout
+    notes = proc.stdout.split("NOTES:", 1)[1]
+    assert "kubectl -n trainkit-system rollout status deployment/trainkit" in notes
+    assert 'create secret generic trainkit-s3' in notes
+    for name in ("trainingruns.trainkit.dev", "trainingsweeps.trainkit.dev", "kopfpeerings.kopf.dev",
+                 "clusterkopfpeerings.kopf.dev"):
+        assert server.exists("customresourcedefinitions", name, None), name
+    assert server.get("deployments", "trainkit", RELEASE_NS)["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
+    assert server.exists("clusterroles", "trainkit", None) and server.exists("clusterkopfpeerings.kopf.dev", "trainkit", None)
+    chart_secrets = [s for s in server.list("secrets", RELEASE_NS) if s.get("type") != "helm.sh/release.v1"]
+    assert not chart_secrets, "the chart itself creates no Secret"
+
+    # Upgrade to namespaced: the cluster-wide role goes, a Role per namespace comes.
+    run_tool([helm, "upgrade", "trainkit", chart, "-n", RELEASE_NS, "--set", "watch.scope=namespaced",
+              "--set", "watch.namespaces={default}"], env=env)
+    assert not server.exists("clusterroles", "trainkit", None)
+    assert server.exists("clusterroles", "trainkit-cluster-read", None)
+    assert server.exists("roles", "trainkit", "default") and server.exists("kopfpeerings.kopf.dev", "trainkit", "default")
+    assert not server.exists("clusterkopfpeerings.kopf.dev", "trainkit", None)
+    dep = server.get("deployments", "trainkit", RELEASE_NS)
+    env_vars = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env_vars["TRAINKIT_NAMESPACES"] == "default"
+
+    # Uninstall: the operator and its rights go; CRDs (and so users' runs) stay. (Helm's last step, purging
+    # its own release record, sends a protobuf DeleteOptions the test server does not decode: tolerated.)
+    proc = run_tool([helm, "uninstall", "trainkit", "-n", RELEASE_NS], env=env, check=False)
+    assert proc.returncode == 0 or "Failed to purge the release" in proc.stderr, proc.stderr
+    assert not server.exists("deployments", "trainkit", RELEASE_NS)
+    assert not server.exists("roles", "trainkit", "default")
+    assert server.exists("customresourcedefinitions", "trainingruns.trainkit.dev", None)
