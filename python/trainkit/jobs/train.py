@@ -71,8 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from trainkit.spec.plan import derive_plan
     from trainkit.storage import StorageOptions
-    from trainkit.train.launch import PreflightError, preflight, run_training
+    from trainkit.train.launch import PreflightError, preflight, resolve_local_paths, run_training
 
+    spec = resolve_local_paths(spec, os.getcwd())
     try:  # before Ray starts: bad input fails in seconds, with the field named
         preflight(spec, derive_plan(spec), StorageOptions.from_spec(spec.storage))
     except PreflightError as e:

@@ -126,17 +126,37 @@ def run_training(spec: TrainingRunSpec, *, name: str = "trainkit-run", max_failu
 
 
 def run_eval_hook(spec: TrainingRunSpec, result: RunResult):
-    """End-of-training eval as its own Ray task, when the spec asks and `trainkit.eval` is installed."""
+    """End-of-training eval (spec.eval.atEnd with a suite or tasks) as its own Ray task through
+    `trainkit.eval.launch_eval_task`. An eval failure is reported, not turned into a training failure."""
     e = spec.eval
     if not e.at_end or (e.suite == "none" and not e.tasks) or result.final_checkpoint is None:
         return None
-    try:
-        from trainkit.eval import evaluate_checkpoint
-    except ImportError:
-        print("[trainkit] spec.eval asks for an eval but trainkit.eval is not available; skipped", flush=True)
-        return None
     import ray
 
-    task = ray.remote(num_cpus=min(1, spec.resources.cpus_per_worker),
-                      num_gpus=min(1, spec.resources.gpus_per_worker))(evaluate_checkpoint)
-    return ray.get(task.remote(spec, result.final_checkpoint))
+    from trainkit.eval import launch_eval_task
+
+    try:
+        return ray.get(launch_eval_task(result.final_checkpoint, e, spec.output.uri, None, spec.storage))
+    except Exception as err:  # noqa: BLE001 - the checkpoint is good; say what failed and go on
+        print(f"[trainkit] eval of {result.final_checkpoint} failed: {err}", flush=True)
+        return {"error": str(err)}
+
+
+def resolve_local_paths(spec: TrainingRunSpec, base: str) -> TrainingRunSpec:
+    """Relative local paths (output.uri, sources[].uri, a tokenizer folder) made absolute against `base`,
+    so Ray workers, whatever their working directory, read and write where the user meant."""
+    def absolute(uri: str) -> str:
+        if "://" in uri or os.path.isabs(uri):
+            return uri
+        return os.path.normpath(os.path.join(base, uri))
+
+    doc = spec_document(spec)
+    doc["output"]["uri"] = absolute(doc["output"]["uri"])
+    for src in doc["data"]["sources"]:
+        src["uri"] = absolute(src["uri"])
+    if doc.get("tokenizer", "gpt2") != "gpt2":
+        doc["tokenizer"] = absolute(doc["tokenizer"])
+    for task in doc.get("eval", {}).get("tasks", []):
+        if task.get("path"):
+            task["path"] = absolute(task["path"])
+    return TrainingRunSpec.model_validate(doc)

@@ -118,6 +118,10 @@ class Throughput:
     def add(self, tokens: int) -> None:
         self.tokens += tokens
 
+    def exclude(self, seconds: float) -> None:
+        """Leave `seconds` (e.g. a checkpoint upload) out of the current window."""
+        self.t0 += seconds
+
     def rate(self) -> float:
         now = time.perf_counter()
         dt = now - self.t0

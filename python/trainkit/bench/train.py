@@ -1,0 +1,182 @@
+"""Training loop: trainkit's step loop vs a bare PyTorch loop, same model, batch and data, in one run.
+
+  trainkit  `trainkit.train.loop.train`, the function every Ray Train worker runs, in this process
+            (world size 1): schedule, mixed-stream loader, gradient accumulation, clipping, AdamW,
+            per-micro-batch reseeding, sequence digests, metrics.jsonl/progress.json every --log-every
+            steps. Checkpoint writes are timed separately and left out of tokens/s (they are periodic).
+  bare      the same GPT2LMHeadModel initialised from the same seed, the very same batches read into
+            memory beforehand, and only forward, cross-entropy, backward, clip, AdamW step.
+
+Both run --repeats times, interleaved; the best of each is compared (goal: trainkit >= 0.95 x bare).
+With CUDA, the default preset is gpt2-70m at sequence length 1024 in bf16 and MFU is printed against the
+GPU's dense peak; on CPU MFU is not defined (no peak figure) and is reported as such.
+Data: the three demo sources (real English text), prepared once into --data (default .trainkit/bench-train).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--preset", default=None, help="model preset (default: tiny on CPU, gpt2-70m on GPU)")
+    p.add_argument("--seq-length", type=int, default=None, help="default: 128 on CPU, 1024 on GPU")
+    p.add_argument("--micro-batch", type=int, default=None, help="default: 8 on CPU, 24 on GPU")
+    p.add_argument("--accumulation", type=int, default=1, help="micro-batches per step")
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--precision", default=None, choices=["fp32", "bf16"], help="default: fp32 on CPU, bf16 on GPU")
+    p.add_argument("--compile", action="store_true", help="torch.compile both loops")
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--data", default=".trainkit/bench-train", help="folder for the prepared demo sources (reused)")
+    p.add_argument("--json", default=None, help="also write the figures to this file")
+
+
+SOURCES = (("manuals", 0.5), ("web", 0.3), ("edu", 0.2))
+
+
+def ensure_data(folder: str, log=print) -> dict[str, str]:
+    """Prepared demo sources under `folder` (built once with demo-data + prepare on a local Ray)."""
+    from trainkit import storage
+
+    uris = {name: os.path.abspath(os.path.join(folder, "shards", name)) for name, _ in SOURCES}
+    if all(storage.exists(storage.join(u, "index.json")) for u in uris.values()):
+        return uris
+    from trainkit.data.demo import demo_sources, write_parquet_source
+    from trainkit.data.prepare import ensure_ray, run_prepare
+
+    started = ensure_ray(2)
+    try:
+        for source in demo_sources(1_000_000, log=log):
+            text = os.path.abspath(os.path.join(folder, "text"))
+            write_parquet_source(source, text, 1)
+            run_prepare(os.path.join(text, source.name), uris[source.name], log=log)
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+    return uris
+
+
+def make_spec(args, uris: dict[str, str], output: str, on_gpu: bool):
+    from trainkit.spec import parse_spec
+
+    preset = args.preset or ("gpt2-70m" if on_gpu else "tiny")
+    seq = args.seq_length or (1024 if on_gpu else 128)
+    micro = args.micro_batch or (24 if on_gpu else 8)
+    glob = micro * args.accumulation
+    doc = {
+        "model": {"preset": preset},
+        "data": {"seqLength": seq, "totalTokens": args.steps * glob * seq, "whenExhausted": "repeat",
+                 "sources": [{"name": n, "uri": uris[n], "weight": w} for n, w in SOURCES]},
+        "training": {"microBatchSize": micro, "globalBatchSize": glob, "precision": args.precision or ("bf16" if on_gpu else "fp32"),
+                     "compile": args.compile, "logEverySteps": args.log_every, "seed": 0,
+                     "learningRate": {"peak": 3e-4, "final": 3e-5, "warmupSteps": 2}},
+        "checkpoint": {"everySteps": args.steps, "keep": 1},
+        "resources": {"workers": 1, "gpusPerWorker": 1 if on_gpu else 0, "cpusPerWorker": 1, "memoryPerWorker": "64Gi"},
+        "output": {"uri": output},
+    }
+    return parse_spec(doc)
+
+
+def bare_loop(spec, plan, batches, device) -> float:
+    """Seconds for the plain PyTorch loop over `batches` (a list of steps, each a list of micro-batches)."""
+    import torch
+    import torch.nn.functional as F
+
+    from trainkit.model import ModelConfig, build_model
+
+    t = spec.training
+    torch.manual_seed(t.seed)
+    model = build_model(ModelConfig.from_spec(spec.model, t.dropout)).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=t.learning_rate.peak, betas=tuple(t.optimizer.betas),
+                            weight_decay=t.optimizer.weight_decay, fused=device.type == "cuda")
+    fwd = torch.compile(model) if t.compile else model
+    amp = torch.autocast(device.type, dtype=torch.bfloat16) if t.precision == "bf16" else None
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
+    start = time.perf_counter()
+    for step in batches:
+        for x in step:
+            x = x.to(device, non_blocking=True)
+            if amp:
+                with amp:
+                    logits = fwd(input_ids=x[:, :-1], use_cache=False).logits
+            else:
+                logits = fwd(input_ids=x[:, :-1], use_cache=False).logits
+            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), x[:, 1:].reshape(-1)) / len(step)
+            loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), t.gradient_clipping)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    sync()
+    return time.perf_counter() - start
+
+
+def ours(spec, device) -> float:
+    """Training seconds of trainkit's loop (checkpoint writes excluded) in this process."""
+    from trainkit.spec.models import TrainingRunSpec
+    from trainkit.train.loop import WorkerContext, train
+
+    with tempfile.TemporaryDirectory(prefix="trainkit-bench-") as out:
+        doc = spec.model_dump(mode="json", by_alias=True)
+        doc["output"]["uri"] = out
+        spec = TrainingRunSpec.model_validate(doc)
+        import contextlib
+        import io
+
+        with contextlib.redirect_stdout(io.StringIO()):
+            r = train({"spec": doc}, WorkerContext(device=device))
+    return r["loopSeconds"] - r["checkpointSeconds"]
+
+
+def run(args) -> int:
+    import torch
+
+    from trainkit.data import MixtureLoader
+    from trainkit.spec.plan import derive_plan
+    from trainkit.train.progress import mfu, peak_flops
+
+    on_gpu = torch.cuda.is_available()
+    device = torch.device("cuda" if on_gpu else "cpu")
+    uris = ensure_data(args.data)
+    spec, plan = make_spec(args, uris, "unused", on_gpu)
+    loader = MixtureLoader.from_spec(spec, plan, rank=0, world_size=1)
+    batches = [loader.next_step() for _ in range(plan.total_steps)]
+    loader.close()
+    tokens = plan.total_steps * plan.tokens_per_step
+    print(f"bench train: {spec.model.preset} ({plan.parameters / 1e6:.2f}M params), seq {spec.data.seq_length}, "
+          f"micro-batch {spec.training.micro_batch_size} x {plan.gradient_accumulation}, {plan.total_steps} steps, "
+          f"{spec.training.precision}, device {torch.cuda.get_device_name(0) if on_gpu else 'cpu'} "
+          f"({torch.get_num_threads()} threads)", flush=True)
+    bare_loop(spec, plan, batches[:3], device)  # warm-up: allocator, kernels, threads
+    results = {"bare": [], "trainkit": []}
+    for r in range(args.repeats):
+        for name, fn in (("bare", lambda: bare_loop(spec, plan, batches, device)), ("trainkit", lambda: ours(spec, device))):
+            seconds = fn()
+            results[name].append(tokens / seconds)
+            print(f"  repeat {r + 1}: {name:8} {tokens / seconds:>12,.0f} tokens/s  ({seconds:.2f} s)", flush=True)
+    best = {k: max(v) for k, v in results.items()}
+    ratio = best["trainkit"] / best["bare"]
+    peak = peak_flops(torch.cuda.get_device_name(0), spec.training.precision) if on_gpu else None
+    figures = {"preset": spec.model.preset, "seqLength": spec.data.seq_length, "device": str(device),
+               "tokensPerSecond": best, "ratio": ratio, "goal": 0.95,
+               "mfu": {k: mfu(v, plan.flops_per_token, peak, 1) for k, v in best.items()} if peak else None}
+    print(f"best tokens/s: trainkit {best['trainkit']:,.0f}  bare {best['bare']:,.0f}  ratio {ratio:.3f} "
+          f"(goal >= 0.95: {'met' if ratio >= 0.95 else 'NOT met'})")
+    if peak:
+        m = figures["mfu"]
+        hours = 1e9 * plan.flops_per_token / (m["trainkit"] * peak) / 3600 if m["trainkit"] else float("nan")
+        print(f"MFU: trainkit {m['trainkit']:.1%}  bare {m['bare']:.1%} (peak {peak / 1e12:.0f} TFLOP/s); "
+              f"1B tokens at this rate: {hours * 60:.1f} min on one GPU")
+        figures["minutesPer1BTokens"] = hours * 60
+    else:
+        print("MFU: not reported: no CUDA device here (MFU needs a GPU's peak FLOP/s); run on a GPU for MFU")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(figures, f, indent=2)
+    return 0
