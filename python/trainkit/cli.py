@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "trainkit.commands.crd",
     "trainkit.commands.sweep",
     "trainkit.commands.prepare", "trainkit.commands.demo_data",
+    "trainkit.commands.run",
     "trainkit.commands.bench",
     "trainkit.commands.eval", "trainkit.commands.report",
     "trainkit.commands.compare",

@@ -8,6 +8,7 @@ import importlib
 BENCH_TARGETS: dict[str, str] = {
     "eval": "trainkit.bench.eval",
     "data": "trainkit.bench.data",
+    "train": "trainkit.bench.train",
 }
 
 
