@@ -35,8 +35,7 @@ def test_the_example_values_file_renders_and_reaches_the_operator():
 def test_every_repository_path_the_doc_names_exists():
     paths = set(re.findall(r"(?<![\w/.-])((?:jobs|charts|images|docs)/[\w./-]+\w)", DOC))
     assert {"jobs/kueue-setup.yaml", "charts/trainkit/crds", "images/operator/Dockerfile"} <= paths
-    # jobs/prepare-seed-datasets.yaml is the data plane's (issue 3); the rest is this bundle's.
-    missing = sorted(p for p in paths if not (REPO / p).exists() and p != "jobs/prepare-seed-datasets.yaml")
+    missing = sorted(p for p in paths if not (REPO / p).exists())
     assert not missing, missing
 
 

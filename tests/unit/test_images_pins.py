@@ -282,3 +282,25 @@ def test_dockerignore_lets_in_exactly_what_the_dockerfiles_copy():
                     "python/trainkit/__pycache__/cli.cpython-311.pyc", "trainkit.egg-info/PKG-INFO", ".env",
                     "operator/.env", "python/.aws/credentials", "demo-data/x.parquet", "runs/a/progress.json"):
         assert dockerignored(outside, lines), f"{outside} would reach the build context"
+
+
+def test_rayjob_manifests_in_jobs_run_the_trainer_image_at_its_ray_version():
+    """RayJobs shipped in jobs/ (e.g. the seed datasets' prepare job) use the image built here, at the
+    chart's default tag, with the Ray version the image carries."""
+    chart = yaml.safe_load((REPO / "charts" / "trainkit" / "Chart.yaml").read_text())
+    values = yaml.safe_load((REPO / "charts" / "trainkit" / "values.yaml").read_text())
+    image = f"{values['trainer']['image']['repository']}:{chart['appVersion']}"
+    (ray_version,) = [s.version for s in PINS["ray"].specifier if s.operator == "=="]
+    found = 0
+    for path in sorted((REPO / "jobs").glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if not doc or doc.get("kind") != "RayJob":
+                continue
+            found += 1
+            cs = doc["spec"]["rayClusterSpec"]
+            assert cs["rayVersion"] == ray_version, path.name
+            pods = [cs["headGroupSpec"]["template"]] + [g["template"] for g in cs.get("workerGroupSpecs", [])]
+            for pod in pods:
+                for c in pod["spec"]["containers"]:
+                    assert c["image"] == image, (path.name, c["image"])
+    assert found, "no RayJob manifests in jobs/"
