@@ -25,6 +25,13 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = OperatorConfig.from_env()
     registry = kopf.OperatorRegistry()
+
+    # A bare registry has no login handler: authenticate as the `kubernetes` client would (in-cluster
+    # ServiceAccount token, else KUBECONFIG), which is what the Deployment and `kubectl` users expect.
+    @kopf.on.login(registry=registry)
+    def login(**kwargs):
+        return kopf.login_via_client(**kwargs)
+
     register(registry, config)
     asyncio.run(
         kopf.operator(

@@ -89,30 +89,13 @@ def container_env(server, deployment: dict) -> dict[str, str]:
     return env
 
 
-# Used only when the exact command cannot log in (see LOGIN_BUG): the same module, arguments and
-# environment, with kopf's default login handlers (in-cluster service account or kubeconfig) registered.
-LOGIN_SHIM = """
-import runpy, sys, kopf
-class WithLogin(kopf.OperatorRegistry):
-    def __init__(self):
-        super().__init__()
-        kopf.on.login(registry=self)(kopf.login_via_client)
-kopf.OperatorRegistry = WithLogin
-sys.argv[0] = "trainkit_operator"
-runpy.run_module("trainkit_operator", run_name="__main__", alter_sys=True)
-"""
-LOGIN_BUG = "Ran out of valid credentials"
-
-
 @contextmanager
-def operator_as_deployed(server, deployment: dict, kubeconfig: Path, workdir: Path, shim: bool = False):
+def operator_as_deployed(server, deployment: dict, kubeconfig: Path, workdir: Path):
     """`command` + `args` + env of the stored Deployment, as a process; yields (process, health port)."""
     (c,) = deployment["spec"]["template"]["spec"]["containers"]
     command = list(c["command"]) + list(c.get("args", []))
     assert command[:3] == ["python", "-m", "trainkit_operator"]
     command[0] = sys.executable  # the image's python; here the project's venv
-    if shim:
-        command[1:3] = ["-c", LOGIN_SHIM]
     env = container_env(server, deployment)
     # Stand-in for the in-cluster service account (the pod would get KUBERNETES_SERVICE_HOST + a token).
     env.update({"KUBECONFIG": str(kubeconfig), "PATH": os.environ["PATH"]})
@@ -209,22 +192,8 @@ def test_chart_applied_with_kubectl_then_the_deployed_operator_reconciles_the_se
     secret(server, RELEASE_NS, "trainkit-s3")
     secret(server, "default", "trainkit-s3")
 
-    login_bug = False
-    with operator_as_deployed(server, deployment, server.kubeconfig, tmp_path) as (proc, health_port):
-        def up_or_login_bug():
-            if LOGIN_BUG in (tmp_path / "operator.log").read_text():
-                return "login bug"
-            return healthz(health_port) == 200 and "up"
-
-        login_bug = wait_for(up_or_login_bug, what="kopf /healthz", timeout=60) == "login bug"
-    if login_bug:
-        # Known operator bug: `python -m trainkit_operator` builds a bare kopf.OperatorRegistry(), which has
-        # no login handler, so the process cannot authenticate anywhere (in a cluster neither). Go on with
-        # the same command through LOGIN_SHIM to check everything else; the test ends as an xfail below.
-        (tmp_path / "operator.log").write_text("")
-
     first_request = len(server.requests)
-    with operator_as_deployed(server, deployment, server.kubeconfig, tmp_path, shim=login_bug) as (proc, health_port):
+    with operator_as_deployed(server, deployment, server.kubeconfig, tmp_path) as (proc, health_port):
         # The Deployment's probes: kopf's health endpoint answers once the operator is up.
         assert wait_for(lambda: healthz(health_port) == 200, what="kopf /healthz", timeout=60)
 
@@ -304,11 +273,6 @@ def test_chart_applied_with_kubectl_then_the_deployed_operator_reconciles_the_se
         dump += json.dumps(server.list(resource))
     for value in PLANTED:
         assert value not in dump
-
-    if login_bug:
-        pytest.xfail("operator/trainkit_operator/__main__.py: kopf.OperatorRegistry() has no login handler, so "
-                     "`python -m trainkit_operator` (the Deployment's command) cannot authenticate; use "
-                     "kopf.SmartOperatorRegistry() or register kopf.login_via_client. Everything else passed.")
 
 
 _OWN: list[tuple[int, int, str]] = []  # (first, last request index, resource) of the test's own calls
