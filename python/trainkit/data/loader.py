@@ -36,7 +36,7 @@ class ShardCache:
     besides the ones the current step reads."""
 
     def __init__(self, indexes: list[ShardIndex], vocab_size: int, options: StorageOptions | None, keep: int, threads: int):
-        self._indexes, self._vocab, self._options, self._keep = indexes, vocab_size, options, keep
+        self._indexes, self._vocab, self._options, self.keep = indexes, vocab_size, options, keep
         self._pool = cf.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="trainkit-prefetch")
         self._held: list[dict[int, cf.Future]] = [{} for _ in indexes]
         self._lock = threading.Lock()
@@ -54,7 +54,7 @@ class ShardCache:
 
     def want(self, source: int, shards: list[int]) -> None:
         """Start fetching `shards` (in read order) and drop every other shard of this source."""
-        wanted = shards[: self._keep]
+        wanted = shards[: self.keep]
         with self._lock:
             for shard in list(self._held[source]):
                 if shard not in wanted:
@@ -177,7 +177,7 @@ class MixtureLoader:
 
     def _prefetch(self) -> None:
         for j, order in enumerate(self.orders):
-            self._cache.want(j, order.upcoming_shards(self._cursor.counts[j], self._cache._keep))
+            self._cache.want(j, order.upcoming_shards(self._cursor.counts[j], self._cache.keep))
 
     # ------------------------------------------------------------------------------------ state
     def source_sequences(self) -> dict[str, int]:
