@@ -71,6 +71,8 @@ def check_output(spec: TrainingRunSpec, options: StorageOptions) -> None:
 
 def preflight(spec: TrainingRunSpec, plan: Plan, options: StorageOptions) -> None:
     """Cheapest first; nothing is written unless every check before the output check passed."""
+    if spec.training.precision == "fp16" and spec.resources.gpus_per_worker == 0:
+        raise PreflightError("spec.training.precision fp16 needs a GPU (resources.gpusPerWorker is 0); use bf16 or fp32 on CPU")
     try:
         check_fits(spec, plan)
     except ValueError as e:

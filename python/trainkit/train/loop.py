@@ -166,6 +166,8 @@ def train(config: dict, ctx: WorkerContext) -> dict:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     autocast = autocast_for(t.precision, device)
+    # fp16 needs loss scaling; for bf16/fp32 the scaler is a no-op. (Its scale restarts at a resume.)
+    scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
 
     # 2. model, optimizer, data ------------------------------------------------------------------
     tokenizer = load_tokenizer_for(spec)
@@ -230,10 +232,12 @@ def train(config: dict, ctx: WorkerContext) -> dict:
                 with autocast:
                     logits = model(input_ids=inputs, use_cache=False).logits
                 loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), labels.reshape(-1)) / accum
-                loss.backward()
+                scaler.scale(loss).backward()
             window_loss += loss.detach()
+        scaler.unscale_(optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), t.gradient_clipping or float("inf"))
-        optimizer.step()
+        scaler.step(optimizer)
+        scaler.update()
         optimizer.zero_grad(set_to_none=True)
         step += 1
         window_steps += 1
