@@ -11,7 +11,8 @@ import pytest
 
 from trainkit import storage
 from trainkit.data import MixtureLoader, MixtureSource, SourceExhausted, load_tokenizer
-from trainkit.data.demo import demo_sources, write_parquet_source
+from trainkit.cli import main
+from trainkit.data.demo import demo_sources
 from trainkit.data.prepare import run_prepare
 from trainkit.data.schedule import integer_weights
 from trainkit.spec import parse_spec
@@ -24,10 +25,11 @@ SEQ = 128
 def prepared(s3_endpoint, ray_session):
     bucket = f"tk-data-{uuid.uuid4().hex[:8]}"
     boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=bucket)
+    # The command a user runs writes the parquet; the same call gives the documents to compare with.
+    assert main(["demo-data", f"s3://{bucket}/text", "--max-chars", "150000"]) == 0
     sources = demo_sources(max_chars=150_000, log=lambda _: None)
     logs: dict[str, list[str]] = {}
     for source in sources:
-        write_parquet_source(source, f"s3://{bucket}/text", files=2)
         logs[source.name] = []
         run_prepare(f"s3://{bucket}/text/{source.name}", f"s3://{bucket}/tokens/{source.name}",
                     shard_tokens=16_384, log=logs[source.name].append)
