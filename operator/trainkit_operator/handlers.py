@@ -363,11 +363,11 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig | None = No
     @kopf.on.event("ray.io", "v1", "rayjobs", labels={builders.RUN_LABEL: kopf.PRESENT}, registry=registry,
                    id="rayjob-changed")
     def rayjob_changed(body, memo, type, **_):
-        # KubeRay moved a RayJob: reconcile its owner now instead of at the next timer tick.
-        if type == "DELETED" or type is None:
-            # None: the initial listing; resume handlers and timers already cover existing runs.
-            if type is None:
-                return
+        # KubeRay moved a RayJob: reconcile its owner now instead of at the next timer tick. Only
+        # MODIFIED: ADDED is our own create (or, after a restart, covered by resume handlers and timers),
+        # DELETED is seen by the owner's timer (a terminal run ignores it, a live one reports it).
+        if type != "MODIFIED":
+            return
         run_name = body["metadata"]["labels"][builders.RUN_LABEL]
         try:
             reconcile_named(memo, body["metadata"].get("namespace") or "default", run_name)

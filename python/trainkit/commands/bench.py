@@ -9,6 +9,7 @@ BENCH_TARGETS: dict[str, str] = {
     "eval": "trainkit.bench.eval",
     "data": "trainkit.bench.data",
     "train": "trainkit.bench.train",
+    "operator": "trainkit_operator.bench",
 }
 
 
