@@ -209,7 +209,7 @@ def train(config: dict, ctx: WorkerContext) -> dict:
     peak = peak_flops(torch.cuda.get_device_name(device) if device.type == "cuda" else None, t.precision)
     throughput = Throughput()
     window_loss, window_steps, pending_rows = torch.zeros((), device=device), 0, []
-    checkpoint_seconds, t_loop = 0.0, time.perf_counter()
+    checkpoint_seconds, checkpoint_cpu, t_loop, cpu_loop = 0.0, 0.0, time.perf_counter(), time.process_time()
     model.train()
     if is_main:
         print(f"[trainkit] {world} worker(s) on {device}, ready in {time.perf_counter() - t_start:.1f} s; "
@@ -275,18 +275,19 @@ def train(config: dict, ctx: WorkerContext) -> dict:
                 print(f"[trainkit] step {step}/{plan.total_steps} loss {loss_value:.4f} lr {lr:.3g} "
                       f"tokens/s {tps:,.0f}", flush=True)
         if ckpt_now:
-            t_ckpt = time.perf_counter()
+            t_ckpt, cpu_ckpt = time.perf_counter(), time.process_time()
             if is_main:
                 save_checkpoint(spec, plan, out, step, raw_model, optimizer, tokenizer, loader, schedule,
                                 stream_digest, writer, options)
             if world > 1 and dist.is_initialized():
                 dist.barrier()  # nobody races ahead of a checkpoint that might be resumed from
             checkpoint_seconds += time.perf_counter() - t_ckpt
+            checkpoint_cpu += time.process_time() - cpu_ckpt
             throughput.exclude(time.perf_counter() - t_ckpt)  # tokens/s is about training, not uploads
-    loop_seconds = time.perf_counter() - t_loop
+    loop_seconds, loop_cpu = time.perf_counter() - t_loop, time.process_time() - cpu_loop
     loader.close()
     return {"step": step, "streamDigest": stream_digest, "loopSeconds": loop_seconds,
-            "checkpointSeconds": checkpoint_seconds, "stepsRun": step - (start or 0), "resumedFrom": start}
+            "checkpointSeconds": checkpoint_seconds, "trainCpuSeconds": loop_cpu - checkpoint_cpu, "stepsRun": step - (start or 0), "resumedFrom": start}
 
 
 def save_checkpoint(spec, plan, out, step, raw_model, optimizer, tokenizer, loader, schedule, stream_digest,
