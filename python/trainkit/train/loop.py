@@ -163,6 +163,9 @@ def train(config: dict, ctx: WorkerContext) -> dict:
     is_main = rank == 0
     accum = plan.gradient_accumulation
     if device.type == "cuda":
+        from trainkit.train.memory import check_fits
+
+        check_fits(spec, plan, device_memory=torch.cuda.get_device_properties(device).total_memory)  # before any OOM
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     autocast = autocast_for(t.precision, device)
