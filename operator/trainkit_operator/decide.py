@@ -145,6 +145,11 @@ def plan_actions(
     if is_sticky_terminal(status):
         return Decision("none", message=f"run is {status.phase}: terminal, children are left alone")
     if spec_error is not None or spec is None:
+        if rayjob is not None and owned_by(rayjob, run):
+            # An edit made the spec invalid while the RayJob runs: refuse the edit, never fail the live run.
+            return Decision("refuse", refused=("spec",), message=(
+                f"the edited spec is invalid ({spec_error or 'spec missing'}); nothing of this edit was applied, "
+                "the run continues with the spec it started with"))
         return Decision("invalid", message=spec_error or "spec missing")
 
     desired_cm = build_configmap(run, spec, config)

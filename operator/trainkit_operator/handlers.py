@@ -16,6 +16,7 @@ kopf itself re-establishes dropped watches (watch timeouts are set so a silent s
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -149,8 +150,10 @@ class Kube:
             raise
 
     def list_pods(self, ns: str, selector: str) -> list[dict]:
-        pods = self.core.list_namespaced_pod(ns, label_selector=selector, _request_timeout=REQUEST_TIMEOUT)
-        return [self.api_client.sanitize_for_serialization(p) for p in pods.items]
+        # Raw JSON, not the client's models: their validation rejects some real-world pods.
+        response = self.core.list_namespaced_pod(ns, label_selector=selector, _request_timeout=REQUEST_TIMEOUT,
+                                                 _preload_content=False)
+        return json.loads(response.data).get("items") or []
 
 
 def is_transient(e: BaseException) -> bool:
@@ -200,18 +203,20 @@ def reconcile(kube: Kube, run: dict, config: OperatorConfig, now: str | None = N
         spec, plan = parse_spec(run.get("spec") or {}, source=f"TrainingRun {ns}/{name}")
     except SpecError as e:
         spec_error = spec_error_text(e)
+    rayjob = configmap = None
+    if spec is not None or (prev is not None and prev.ray_job_name):
+        rayjob = kube.get_rayjob(ns, builders.rayjob_name(name))
     if spec is not None:
+        # The Secret matters before the RayJob exists; afterwards a vanished Secret shows as the pods'
+        # CreateContainerConfigError (surfaced while Initializing). Saves a GET per timer tick.
         secret = builders.credentials_secret(spec, config)
-        if secret and not kube.secret_exists(ns, secret):
+        if secret and rayjob is None and not kube.secret_exists(ns, secret):
             spec_error = (
                 f"spec.storage.credentialsSecret: Secret {secret!r} does not exist in namespace {ns!r}; "
                 "create it with keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
             )
-
-    rayjob = configmap = None
-    if spec_error is None:
-        rayjob = kube.get_rayjob(ns, builders.rayjob_name(name))
-        configmap = kube.get_configmap(ns, builders.configmap_name(name))
+        if spec_error is None:
+            configmap = kube.get_configmap(ns, builders.configmap_name(name))
     decision = decide.plan_actions(run, spec if spec_error is None else None, spec_error, rayjob, configmap, config)
 
     if decision.action in ("create", "update"):
@@ -253,6 +258,8 @@ def reconcile(kube: Kube, run: dict, config: OperatorConfig, now: str | None = N
         elif st.get("jobDeploymentStatus") in ("Initializing", "Retrying") and st.get("rayClusterName"):
             pods = kube.list_pods(ns, f"ray.io/cluster={st['rayClusterName']}")
 
+    if decision.action == "refuse" and spec_error is not None:
+        spec_error = None  # an invalid EDIT of a live run: shown as SpecApplied=False, the run goes on
     status = decide.summarize(
         run, rayjob, progress, eval_summary, now,
         spec=spec if spec_error is None else None,

@@ -116,6 +116,13 @@ def test_mutable_edit_applied_immutable_edit_refused_whole(cluster, seed_bucket)
                                               "scheduling": {"backoffLimit": 5}}})
         wait_for(lambda: condition(status_of(cluster, "edits"), "SpecApplied")["status"] == "True", what="SpecApplied True")
 
+        # an edit that passes the CRD schema but not parse_spec (warmup longer than the run): refused, run goes on
+        patch_run(cluster, "edits", {"spec": {"training": {"learningRate": {"warmupSteps": 9000}}}})
+        st = wait_for(lambda: (s := status_of(cluster, "edits")) and condition(s, "SpecApplied")["status"] == "False" and s,
+                      what="invalid edit refused")
+        assert "invalid" in condition(st, "SpecApplied")["message"] and st["phase"] == "Running"
+        assert condition(st, "SpecValid")["status"] == "True"  # the applied spec is still valid
+
 
 def test_deleting_the_run_takes_its_children_but_never_its_artifacts(cluster, seed_bucket):
     from trainkit import storage
@@ -134,3 +141,33 @@ def test_deleting_the_run_takes_its_children_but_never_its_artifacts(cluster, se
         wait_for(lambda: get(cluster, RAYJOBS, "gone") is None and get(cluster, "configmaps", "gone-spec") is None,
                  what="children garbage-collected")
     assert storage.exists(f"{out}/checkpoints/step-00000010/checkpoint.json")
+
+
+def test_stuck_initializing_surfaces_pod_reasons(cluster, seed_bucket):
+    with running_operator(cluster):
+        cluster.create(seed_doc("stuck", bucket=seed_bucket))
+        wait_for(lambda: get(cluster, RAYJOBS, "stuck"), what="RayJob")
+        # SIMULATED KubeRay + scheduler + kubelet: the Ray cluster's pods exist but cannot start
+        pod_status = {
+            "stuck-head-x": {"containerStatuses": [{"name": "ray-head", "state": {"waiting": {
+                "reason": "ImagePullBackOff", "message": "Back-off pulling image registry.local/trainer:missing"}}}]},
+            "stuck-worker-y": {"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                               "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."}]},
+        }
+        client = kubernetes.config.new_client_from_config(config_file=str(cluster.kubeconfig))
+        try:
+            core = kubernetes.client.CoreV1Api(client)
+            for pod_name, st in pod_status.items():
+                cluster.create({"apiVersion": "v1", "kind": "Pod",
+                                "metadata": {"name": pod_name, "namespace": NS, "labels": {"ray.io/cluster": "stuck-raycluster-ab12c"}},
+                                "spec": {"containers": [{"name": "ray", "image": "registry.local/trainer:missing"}]}})
+                core.patch_namespaced_pod_status(pod_name, NS, {"status": st}, _preload_content=False).read()
+        finally:
+            client.close()
+        kuberay_sets_status(cluster, "stuck", jobStatus="", jobDeploymentStatus="Initializing",
+                            rayClusterName="stuck-raycluster-ab12c")
+        st = wait_for(lambda: (s := status_of(cluster, "stuck")).get("reason") == "PodsNotReady" and s, what="PodsNotReady")
+        assert st["phase"] == "Pending"
+        assert "ImagePullBackOff" in st["message"] and "Insufficient nvidia.com/gpu" in st["message"]
+        wait_for(lambda: any(e["reason"] == "PodsNotReady" and e["type"] == "Warning" for e in events_for(cluster, "stuck")),
+                 what="Warning Event")

@@ -289,3 +289,16 @@ def test_transition_events():
 def test_spec_diff_paths():
     assert decide.spec_diff({"a": {"b": 1, "c": [1]}}, {"a": {"b": 2, "c": [1, 2]}}) == ["spec.a.b", "spec.a.c"]
     assert decide.spec_diff({"a": 1}, {"a": 1}) == []
+
+
+def test_an_edit_that_makes_the_spec_invalid_is_refused_not_fatal_for_a_live_run():
+    run = seed_run()
+    rj = rayjob_for(run, "RUNNING", "Running")
+    running = with_status(run, summarize(run, rj))
+    d = decide.plan_actions(running, None, "spec: warmup too long", rj, cm_for(run), CFG)
+    assert d.action == "refuse" and "warmup too long" in d.message and d.patch == []
+    st = decide.summarize(running, rj, None, None, LATER, decision=d)
+    assert st.phase == "Running"
+    assert next(c for c in st.conditions if c.type == "SpecApplied").status == "False"
+    # before anything exists the same error is an invalid spec
+    assert decide.plan_actions(run, None, "spec: warmup too long", None, None, CFG).action == "invalid"
