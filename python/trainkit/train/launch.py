@@ -137,8 +137,12 @@ def run_eval_hook(spec: TrainingRunSpec, result: RunResult):
 
     from trainkit.eval import launch_eval_task
 
+    # The endpoint as the driver resolves it (spec or environment): the task's process may not share our env.
+    options = StorageOptions.from_spec(spec.storage)
+    options = StorageOptions(endpoint=options.resolved_endpoint(), region=options.region)
+    step = int(result.final_checkpoint.rstrip("/").rsplit("step-", 1)[1])
     try:
-        return ray.get(launch_eval_task(result.final_checkpoint, e, spec.output.uri, None, spec.storage))
+        return ray.get(launch_eval_task(result.final_checkpoint, e, spec.output.uri, step, options))
     except Exception as err:  # noqa: BLE001 - the checkpoint is good; say what failed and go on
         print(f"[trainkit] eval of {result.final_checkpoint} failed: {err}", flush=True)
         return {"error": str(err)}
