@@ -281,7 +281,7 @@ def train(config: dict, ctx: WorkerContext) -> dict:
             t_ckpt, cpu_ckpt = time.perf_counter(), time.process_time()
             if is_main:
                 save_checkpoint(spec, plan, out, step, raw_model, optimizer, tokenizer, loader, schedule,
-                                stream_digest, writer, options)
+                                stream_digest, options)
             if world > 1 and dist.is_initialized():
                 dist.barrier()  # nobody races ahead of a checkpoint that might be resumed from
             checkpoint_seconds += time.perf_counter() - t_ckpt
@@ -289,12 +289,13 @@ def train(config: dict, ctx: WorkerContext) -> dict:
             throughput.exclude(time.perf_counter() - t_ckpt)  # tokens/s is about training, not uploads
     loop_seconds, loop_cpu = time.perf_counter() - t_loop, time.process_time() - cpu_loop
     loader.close()
-    return {"step": step, "streamDigest": stream_digest, "loopSeconds": loop_seconds,
-            "checkpointSeconds": checkpoint_seconds, "trainCpuSeconds": loop_cpu - checkpoint_cpu, "stepsRun": step - (start or 0), "resumedFrom": start}
+    return {"step": step, "streamDigest": stream_digest, "resumedFrom": start, "stepsRun": step - (start or 0),
+            "loopSeconds": loop_seconds, "checkpointSeconds": checkpoint_seconds,
+            "trainCpuSeconds": loop_cpu - checkpoint_cpu}
 
 
 def save_checkpoint(spec, plan, out, step, raw_model, optimizer, tokenizer, loader, schedule, stream_digest,
-                    writer, options) -> str:
+                    options) -> str:
     """Rank 0: HF folder + trainer state into a temp dir, then upload with checkpoint.json last; prune."""
     with tempfile.TemporaryDirectory(prefix="trainkit-ckpt-") as tmp:
         folder = Path(tmp)
