@@ -43,7 +43,9 @@ class OperatorConfig:
     namespaces: tuple[str, ...] = ()
     # The reconcile timer: how often every run is re-read (progress, eval) without an event.
     timer_interval: float = 30.0
-    timer_initial_delay: float = 5.0
+    # The first tick: create/resume handlers have just reconciled, so waiting one interval saves a
+    # redundant full reconcile of every run right after it appears (or after a restart).
+    timer_initial_delay: float = 30.0
     # Object storage defaults for runs that do not set spec.storage.
     default_storage_endpoint: str | None = None
     default_credentials_secret: str | None = None
@@ -79,7 +81,7 @@ class OperatorConfig:
             image_pull_policy=env.get(p + "IMAGE_PULL_POLICY") or cls.image_pull_policy,
             namespaces=_list(env, p + "NAMESPACES"),
             timer_interval=_float(env, p + "TIMER_INTERVAL", cls.timer_interval),
-            timer_initial_delay=_float(env, p + "TIMER_INITIAL_DELAY", cls.timer_initial_delay),
+            timer_initial_delay=_float(env, p + "TIMER_INITIAL_DELAY", _float(env, p + "TIMER_INTERVAL", cls.timer_initial_delay)),
             default_storage_endpoint=env.get(p + "STORAGE_ENDPOINT") or None,
             default_credentials_secret=env.get(p + "CREDENTIALS_SECRET") or None,
             ray_version=env.get(p + "RAY_VERSION") or cls.ray_version,
