@@ -257,3 +257,13 @@ def test_mutable_patch_only_touches_mutable_fields():
     # un-setting a field removes it
     back = builders.mutable_patch(rj, patched, kueue_managed=False)
     assert {"op": "remove", "path": "/spec/rayClusterSpec/headGroupSpec/template/spec/priorityClassName"} in back
+
+
+def test_the_trainer_entrypoint_reads_the_configmap_spec(tmp_path):
+    from trainkit.jobs.train import load_spec_file
+
+    _, spec, _, cm = built()
+    path = tmp_path / "spec.json"
+    path.write_text(cm["data"]["spec.json"])
+    loaded, name = load_spec_file(path)
+    assert loaded == spec and name == "gpt2-70m-50-30-20"
