@@ -210,8 +210,17 @@ def container_env(run: dict, spec: TrainingRunSpec, config: OperatorConfig) -> l
     return env
 
 
-def tolerations(spec: TrainingRunSpec) -> list[dict]:
-    return [t.model_dump(by_alias=True, mode="json", exclude_none=True) for t in spec.resources.tolerations]
+def tolerations(spec: TrainingRunSpec, config: OperatorConfig | None = None) -> list[dict]:
+    """The run's tolerations, else the node pool's defaults from the operator's config."""
+    own = [t.model_dump(by_alias=True, mode="json", exclude_none=True) for t in spec.resources.tolerations]
+    if own or config is None:
+        return own
+    return [dict(t) for t in config.default_tolerations]
+
+
+def node_selector(spec: TrainingRunSpec, config: OperatorConfig) -> dict[str, str]:
+    """The run's GPU node selector, else the node pool's default."""
+    return dict(spec.resources.node_selector or config.default_node_selector)
 
 
 def _pod_spec(
@@ -252,7 +261,7 @@ def _pod_spec(
     }
     if node_selector:
         pod["nodeSelector"] = dict(node_selector)
-    tol = tolerations(spec)
+    tol = tolerations(spec, config)
     if tol:
         pod["tolerations"] = tol
     if spec.resources.image_pull_secrets:
@@ -290,7 +299,7 @@ def worker_pod_template(run: dict, spec: TrainingRunSpec, config: OperatorConfig
         "metadata": {"labels": common_labels(run, config)},
         "spec": _pod_spec(
             run, spec, config, container=WORKER_CONTAINER, resources={"requests": requests, "limits": limits},
-            node_selector=r.node_selector,
+            node_selector=node_selector(spec, config),
         ),
     }
 

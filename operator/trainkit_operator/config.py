@@ -6,6 +6,7 @@ are the standard AWS_* variables that its Deployment fills from a Secret; botoco
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from typing import Mapping
@@ -28,6 +29,37 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
     return int(_float(env, name, default))
+
+
+TOLERATION_KEYS = {"key", "operator", "value", "effect", "tolerationSeconds"}
+
+
+def _json(env: Mapping[str, str], name: str, kind: type):
+    raw = env.get(name, "").strip()
+    if not raw or raw == "null":
+        return kind()
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise ValueError(f"{name} is not JSON") from None
+    if not isinstance(value, kind):
+        raise ValueError(f"{name} must be a JSON {'object' if kind is dict else 'list'}")
+    return value
+
+
+def _node_selector(env: Mapping[str, str], name: str) -> dict[str, str]:
+    value = _json(env, name, dict)
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise ValueError(f"{name}: node selector keys and values must be strings")
+    return value
+
+
+def _tolerations(env: Mapping[str, str], name: str) -> tuple[dict, ...]:
+    value = _json(env, name, list)
+    for t in value:
+        if not isinstance(t, dict) or not set(t) <= TOLERATION_KEYS:
+            raise ValueError(f"{name}: each toleration is an object with keys among {sorted(TOLERATION_KEYS)}")
+    return tuple(value)
 
 
 def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
@@ -65,6 +97,9 @@ class OperatorConfig:
     service_account: str | None = None
     # Free-form extra labels on children (e.g. for cost attribution); never secrets.
     extra_labels: dict[str, str] = field(default_factory=dict)
+    # The GPU node pool's defaults, for runs that set no spec.resources.nodeSelector / tolerations.
+    default_node_selector: dict[str, str] = field(default_factory=dict)
+    default_tolerations: tuple[dict, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "OperatorConfig":
@@ -92,6 +127,8 @@ class OperatorConfig:
             peering_name=env.get(p + "PEERING") or None,
             service_account=env.get(p + "RAY_SERVICE_ACCOUNT") or None,
             extra_labels=extra,
+            default_node_selector=_node_selector(env, p + "NODE_SELECTOR"),
+            default_tolerations=_tolerations(env, p + "TOLERATIONS"),
         )
         if cfg.image_pull_policy not in ("Always", "IfNotPresent", "Never"):
             raise ValueError(f"{p}IMAGE_PULL_POLICY must be Always, IfNotPresent or Never, got {cfg.image_pull_policy!r}")

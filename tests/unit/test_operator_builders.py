@@ -267,3 +267,22 @@ def test_the_trainer_entrypoint_reads_the_configmap_spec(tmp_path):
     path.write_text(cm["data"]["spec.json"])
     loaded, name = load_spec_file(path)
     assert loaded == spec and name == "gpt2-70m-50-30-20"
+
+
+def test_node_pool_defaults_from_the_operator_config_apply_only_when_the_run_sets_none():
+    pool = OperatorConfig.from_env({
+        "TRAINKIT_NODE_SELECTOR": '{"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"}',
+        "TRAINKIT_TOLERATIONS": '[{"key": "gpu-pool", "operator": "Exists", "effect": "NoSchedule"}]',
+    })
+    run = seed_run()
+    del run["spec"]["resources"]["nodeSelector"], run["spec"]["resources"]["tolerations"]
+    _, _, rj, _ = built(run, pool)
+    pod = workers(rj)[0]["template"]["spec"]
+    assert pod["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"}
+    assert pod["tolerations"] == [{"key": "gpu-pool", "operator": "Exists", "effect": "NoSchedule"}]
+    assert "nodeSelector" not in head(rj)
+    # the run's own choice wins
+    _, _, rj, _ = built(seed_run(), pool)
+    pod = workers(rj)[0]["template"]["spec"]
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+    assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]

@@ -17,6 +17,9 @@ def test_defaults_and_env():
     assert cfg.trainer_image == "r/t:1" and cfg.namespaces == ("a", "b") and cfg.timer_interval == 2.5
     assert cfg.default_storage_endpoint == "http://minio:9000" and cfg.default_credentials_secret == "s3"
     assert cfg.extra_labels == {"team": "nlp"}
+    # what the Helm chart passes for an empty node pool
+    empty = OperatorConfig.from_env({"TRAINKIT_NODE_SELECTOR": "{}", "TRAINKIT_TOLERATIONS": "[]"})
+    assert empty.default_node_selector == {} and empty.default_tolerations == ()
 
 
 @pytest.mark.parametrize("env,match", [
@@ -25,6 +28,10 @@ def test_defaults_and_env():
     ({"TRAINKIT_IMAGE_PULL_POLICY": "Sometimes"}, "IMAGE_PULL_POLICY"),
     ({"TRAINKIT_WATCH_SERVER_TIMEOUT": "600"}, "CLIENT_TIMEOUT"),
     ({"TRAINKIT_EXTRA_LABELS": "oops"}, "key=value"),
+    ({"TRAINKIT_NODE_SELECTOR": "gpu=yes"}, "not JSON"),
+    ({"TRAINKIT_NODE_SELECTOR": '{"a": 1}'}, "strings"),
+    ({"TRAINKIT_TOLERATIONS": '{"key": "x"}'}, "JSON list"),
+    ({"TRAINKIT_TOLERATIONS": '[{"keys": "x"}]'}, "keys among"),
 ])
 def test_bad_env_is_refused(env, match):
     with pytest.raises(ValueError, match=match):
