@@ -321,9 +321,6 @@ def test_notes_tell_the_user_what_to_do_next():
     assert "create secret" not in notes and "workload identity" in notes
 
 
-# The node-pool defaults are in the chart (values nodePool.*) but the operator does not read them yet.
-PENDING_IN_OPERATOR = {"TRAINKIT_NODE_SELECTOR", "TRAINKIT_TOLERATIONS"}
-
 
 def _chart_settings() -> list[str]:
     names = set()
@@ -332,9 +329,7 @@ def _chart_settings() -> list[str]:
     return sorted(names)
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=pytest.mark.xfail(strict=True, reason="issue 6: OperatorConfig has no node-pool defaults yet"))
-    if n in PENDING_IN_OPERATOR else n for n in _chart_settings()])
+@pytest.mark.parametrize("name", _chart_settings())
 def test_every_setting_the_chart_passes_is_read_by_the_operator(name):
     """A value the operator ignores would be a lie in values.yaml: each TRAINKIT_* variable must be parsed."""
     from trainkit_operator import config
