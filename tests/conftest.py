@@ -65,6 +65,19 @@ def s3_bucket(s3_endpoint):
     yield f"s3://{name}"
 
 
+@pytest.fixture
+def seed_bucket(s3_endpoint):
+    """The bucket the jobs/ manifests write to (s3://trainkit-runs/...), on the S3 server."""
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
+    try:
+        s3.create_bucket(Bucket="trainkit-runs")
+    except s3.exceptions.BucketAlreadyOwnedByYou:
+        pass
+    return "s3://trainkit-runs"
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """One local Ray for the whole test session (each start costs ~10 s here)."""

@@ -132,18 +132,6 @@ def kuberay_sets_status(server, name: str, **status):
         client.close()
 
 
-@pytest.fixture
-def runs_bucket(s3_endpoint):
-    import boto3
-
-    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
-    try:
-        s3.create_bucket(Bucket="trainkit-runs")
-    except s3.exceptions.BucketAlreadyOwnedByYou:
-        pass
-    return "s3://trainkit-runs"
-
-
 def install(server, tmp_path: Path, values: dict) -> list[dict]:
     """What `helm install --create-namespace` does, with kubectl: the namespace, then the chart's crds/
     (helm applies those first, so the templates may use them), then the rendered templates."""
@@ -162,7 +150,7 @@ def install(server, tmp_path: Path, values: dict) -> list[dict]:
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("scope", ["cluster", "namespaced"])
 def test_chart_applied_with_kubectl_then_the_deployed_operator_reconciles_the_seed_run(
-        kube_api, s3_endpoint, runs_bucket, tmp_path, scope):  # noqa: F811
+        kube_api, s3_endpoint, seed_bucket, tmp_path, scope):  # noqa: F811
     server = kube_api
     _OWN.clear()
     port = free_port()

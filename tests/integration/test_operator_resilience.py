@@ -13,7 +13,7 @@ import time
 
 from test_operator_support import (  # noqa: F401  (fixtures)
     NS, RAYJOBS, RUNS, cluster, get, kube_api, kuberay_sets_status, operator_config, running_operator,
-    seed_bucket, seed_doc, status_of, wait_for, put_json,
+    seed_doc, status_of, wait_for, put_json,
 )
 
 

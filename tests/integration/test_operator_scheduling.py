@@ -12,7 +12,7 @@ import kubernetes
 
 from test_operator_support import (  # noqa: F401  (fixtures)
     NS, RAYJOBS, RUNS, cluster, events_for, get, kube_api, kuberay_sets_status, kueue_sets_suspend,
-    running_operator, seed_bucket, seed_doc, status_of, wait_for, put_json,
+    running_operator, seed_doc, status_of, wait_for, put_json,
 )
 
 

@@ -68,19 +68,6 @@ def cluster(kube_api, s3_endpoint):  # noqa: F811
     return kube_api
 
 
-@pytest.fixture
-def seed_bucket(s3_endpoint):
-    """The seed run writes to s3://trainkit-runs/...: make that bucket exist on the moto server."""
-    import boto3
-
-    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
-    try:
-        s3.create_bucket(Bucket="trainkit-runs")
-    except s3.exceptions.BucketAlreadyOwnedByYou:
-        pass
-    return "s3://trainkit-runs"
-
-
 @contextmanager
 def running_operator(server, config=None, timeout: float = 120):
     """The operator under kopf's own runner, logged in to the test server; yields the runner."""

@@ -15,7 +15,7 @@ import yaml
 
 from test_operator_support import (  # noqa: F401  (fixtures)
     NS, RAYJOBS, REPO, RUNS, cluster, get, kube_api, kuberay_sets_status, put_json, running_operator,
-    seed_bucket, status_of, wait_for,
+    status_of, wait_for,
 )
 
 SWEEPS = "trainingsweeps.trainkit.dev"
