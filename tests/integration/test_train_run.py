@@ -251,3 +251,21 @@ def test_end_of_training_eval_hook_reads_our_checkpoint(ray_session, run_a, buck
     assert summary is not None and "error" not in summary, summary
     assert summary["step"] == STEPS and 0.0 <= summary["tasks"]["tk_winogrande"] <= 1.0
     assert storage.read_json(storage.join(run_a, f"eval/step-{STEPS:08d}/summary.json")) == summary
+
+
+def test_evals_every_n_steps_run_beside_training(ray_session, bucket, sources):
+    """spec.eval.everySteps: rank 0 evaluates checkpoints of steps 4 and 8 as Ray tasks while it trains on
+    (their checkpoints are kept until their eval is done, whatever checkpoint.keep says); the driver
+    evaluates the final step."""
+    tasks = Path(__file__).resolve().parents[1] / "data" / "lm_eval_tasks" / "tk_winogrande"
+    storage.upload_dir(tasks, f"{bucket}/tasks/winogrande-periodic")
+    out = f"{bucket}/runs/periodic-eval"
+    doc = make_spec(sources, out, workers=1).model_dump(mode="json", by_alias=True)
+    doc["checkpoint"] = {"everySteps": 100, "keep": 1}  # evals force their own checkpoints
+    doc["eval"] = {"everySteps": 4, "batchSize": 2,
+                   "tasks": [{"name": "tk_winogrande", "path": f"{bucket}/tasks/winogrande-periodic", "limit": 4}]}
+    result = run_training(parse_spec(doc)[0], name=f"e-{uuid.uuid4().hex[:6]}")
+    steps = [storage.read_json(storage.join(out, f"eval/step-{s:08d}/summary.json"))["step"] for s in (4, 8, STEPS)]
+    assert steps == [4, 8, STEPS]
+    assert result.eval["step"] == STEPS
+    assert checkpoint.latest_complete(out) == STEPS

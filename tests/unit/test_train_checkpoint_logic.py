@@ -42,3 +42,17 @@ def test_prune_keeps_newest_complete_and_drops_leftovers():
     assert steps_to_prune([4, 8, 12, 16], [4, 8, 16], keep=2) == [4, 12]
     assert steps_to_prune([4], [4], keep=3) == []
     assert steps_to_prune([4, 8], [], keep=1) == [4, 8]
+
+
+def test_checkpoints_under_eval_are_not_pruned():
+    from trainkit.train.checkpoint import steps_to_prune
+
+    assert steps_to_prune([4, 8, 12], [4, 8, 12], keep=1) == [4, 8]
+    assert steps_to_prune([4, 8, 12], [4, 8, 12], keep=1, protect=frozenset({4})) == [8]
+
+
+def test_periodic_eval_due_only_between_start_and_final():
+    from trainkit.train.loop import periodic_eval_due
+
+    assert [s for s in range(1, 13) if periodic_eval_due(s, 4, final=s == 12)] == [4, 8]
+    assert not any(periodic_eval_due(s, None, final=False) for s in range(1, 13))

@@ -65,10 +65,11 @@ def complete_steps(listing: dict[str, int], manifests: dict[int, dict | None]) -
     return sorted(s for s, files in by_step.items() if MANIFEST in files and is_complete(s, files, manifests.get(s)))
 
 
-def steps_to_prune(present: list[int], complete: list[int], keep: int) -> list[int]:
-    """Everything but the newest `keep` complete checkpoints (incomplete leftovers included)."""
+def steps_to_prune(present: list[int], complete: list[int], keep: int, protect: frozenset[int] = frozenset()) -> list[int]:
+    """Everything but the newest `keep` complete checkpoints (incomplete leftovers included) and the
+    `protect`ed ones (an eval still reading them)."""
     kept = set(sorted(complete)[-keep:]) if keep > 0 else set()
-    return sorted(s for s in present if s not in kept)
+    return sorted(s for s in present if s not in kept and s not in protect)
 
 
 # ------------------------------------------------------------------------------------------- I/O
@@ -124,10 +125,10 @@ def save(output_uri: str, step: int, local_dir: str | Path, extra: dict | None =
     return uri
 
 
-def prune(output_uri: str, keep: int, options: StorageOptions | None = None) -> list[int]:
+def prune(output_uri: str, keep: int, options: StorageOptions | None = None, protect: frozenset[int] = frozenset()) -> list[int]:
     listing, manifests = list_checkpoints(output_uri, options)
     present = sorted(parse_listing(listing))
-    doomed = steps_to_prune(present, complete_steps(listing, manifests), keep)
+    doomed = steps_to_prune(present, complete_steps(listing, manifests), keep, protect)
     for step in doomed:
         remove_step(output_uri, step, options)
     return doomed

@@ -213,6 +213,7 @@ def train(config: dict, ctx: WorkerContext) -> dict:
     throughput = Throughput()
     window_loss, window_steps, pending_rows = torch.zeros((), device=device), 0, []
     checkpoint_seconds, checkpoint_cpu, t_loop, cpu_loop = 0.0, 0.0, time.perf_counter(), time.process_time()
+    evals: list = []  # (step, Ray ref) of the evals started during training (spec.eval.everySteps)
     model.train()
     if is_main:
         print(f"[trainkit] {world} worker(s) on {device}, ready in {time.perf_counter() - t_start:.1f} s; "
@@ -248,7 +249,8 @@ def train(config: dict, ctx: WorkerContext) -> dict:
 
         final = step == plan.total_steps
         log_now = step % t.log_every_steps == 0 or final
-        ckpt_now = step % spec.checkpoint.every_steps == 0 or final
+        eval_now = periodic_eval_due(step, spec.eval.every_steps, final)
+        ckpt_now = step % spec.checkpoint.every_steps == 0 or final or eval_now
         if log_now or ckpt_now:
             # Every rank's sequence hashes, in rank order = global stream order (contiguous slices).
             gathered = gather(pending_rows, world)
@@ -281,7 +283,9 @@ def train(config: dict, ctx: WorkerContext) -> dict:
             t_ckpt, cpu_ckpt = time.perf_counter(), time.process_time()
             if is_main:
                 save_checkpoint(spec, plan, out, step, raw_model, optimizer, tokenizer, loader, schedule,
-                                stream_digest, options)
+                                stream_digest, options, protect=evaluating(evals))
+                if eval_now:
+                    evals.append((step, launch_periodic_eval(spec, out, step, options)))
             if world > 1 and dist.is_initialized():
                 dist.barrier()  # nobody races ahead of a checkpoint that might be resumed from
             checkpoint_seconds += time.perf_counter() - t_ckpt
@@ -289,13 +293,53 @@ def train(config: dict, ctx: WorkerContext) -> dict:
             throughput.exclude(time.perf_counter() - t_ckpt)  # tokens/s is about training, not uploads
     loop_seconds, loop_cpu = time.perf_counter() - t_loop, time.process_time() - cpu_loop
     loader.close()
+    wait_for_evals(evals)
     return {"step": step, "streamDigest": stream_digest, "resumedFrom": start, "stepsRun": step - (start or 0),
             "loopSeconds": loop_seconds, "checkpointSeconds": checkpoint_seconds,
             "trainCpuSeconds": loop_cpu - checkpoint_cpu}
 
 
+def periodic_eval_due(step: int, every_steps: int | None, final: bool) -> bool:
+    """Evals during training: every `every_steps` steps, on a checkpoint of that step. The final step's
+    eval is the driver's (spec.eval.atEnd), so it is not started twice."""
+    return bool(every_steps) and step % every_steps == 0 and not final
+
+
+def launch_periodic_eval(spec: TrainingRunSpec, out: str, step: int, options):
+    """Rank 0 starts the eval of the step's checkpoint as its own Ray task and trains on. The task reserves
+    no CPU or GPU: the training workers hold them, and `wait_for_evals` waiting at the end for a task that
+    waits for those resources would deadlock."""
+    from trainkit.eval import launch_eval_task
+
+    return launch_eval_task(checkpoint.checkpoint_uri(out, step), spec.eval, out, step, options,
+                            num_gpus=0, num_cpus=0)
+
+
+def evaluating(evals: list) -> frozenset[int]:
+    """Steps whose eval has not finished: their checkpoints must not be pruned under them."""
+    import ray
+
+    if not evals:
+        return frozenset()
+    refs = [ref for _, ref in evals]
+    _, pending = ray.wait(refs, num_returns=len(refs), timeout=0)
+    return frozenset(step for step, ref in evals if ref in pending)
+
+
+def wait_for_evals(evals: list) -> None:
+    """Before the worker returns (its tasks die with it): an eval failure is reported, not a training failure."""
+    import ray
+
+    for _, ref in evals:
+        try:
+            summary = ray.get(ref)
+            print(f"[trainkit] eval of step {summary.get('step')}: average {summary.get('average')}", flush=True)
+        except Exception as e:  # noqa: BLE001 - the checkpoint is good; say what failed and go on
+            print(f"[trainkit] eval during training failed: {e}", flush=True)
+
+
 def save_checkpoint(spec, plan, out, step, raw_model, optimizer, tokenizer, loader, schedule, stream_digest,
-                    options) -> str:
+                    options, protect: frozenset[int] = frozenset()) -> str:
     """Rank 0: HF folder + trainer state into a temp dir, then upload with checkpoint.json last; prune."""
     with tempfile.TemporaryDirectory(prefix="trainkit-ckpt-") as tmp:
         folder = Path(tmp)
@@ -319,6 +363,6 @@ def save_checkpoint(spec, plan, out, step, raw_model, optimizer, tokenizer, load
             "tokens": step * plan.tokens_per_step, "sourceSequences": sources,
             "tokenizerFingerprint": tokenizer.fingerprint,
         }, options=options)
-    checkpoint.prune(out, spec.checkpoint.keep, options)
+    checkpoint.prune(out, spec.checkpoint.keep, options, protect)
     print(f"[trainkit] checkpoint {uri}", flush=True)
     return uri
