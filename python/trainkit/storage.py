@@ -61,6 +61,14 @@ def join(uri: str, *parts: str) -> str:
     return out
 
 
+def absolute_uri(uri: str, base: str | None = None) -> str:
+    """A relative local path made absolute against `base` (default: the working directory), so that Ray
+    workers, whatever their own working directory, use the place the user meant. URIs are unchanged."""
+    if "://" in uri or os.path.isabs(uri):
+        return uri
+    return os.path.normpath(os.path.join(base or os.getcwd(), uri))
+
+
 def filesystem(uri: str, options: StorageOptions | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
     """The filesystem for `uri` and the path inside it."""
     options = options or StorageOptions()

@@ -198,6 +198,8 @@ def run_prepare(
 
     if shard_tokens < 1:
         raise PrepareError(f"shard tokens must be >= 1, got {shard_tokens}")
+    # Ray workers may run in another working directory: local paths must not depend on it.
+    input_uri, output_uri = storage.absolute_uri(input_uri), storage.absolute_uri(output_uri)
     options = options or StorageOptions()
     if not storage.bucket_exists(output_uri, options):
         raise PrepareError(f"output {output_uri}: bucket does not exist")

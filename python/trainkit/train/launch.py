@@ -152,9 +152,7 @@ def resolve_local_paths(spec: TrainingRunSpec, base: str) -> TrainingRunSpec:
     """Relative local paths (output.uri, sources[].uri, a tokenizer folder) made absolute against `base`,
     so Ray workers, whatever their working directory, read and write where the user meant."""
     def absolute(uri: str) -> str:
-        if "://" in uri or os.path.isabs(uri):
-            return uri
-        return os.path.normpath(os.path.join(base, uri))
+        return storage.absolute_uri(uri, base)
 
     doc = spec_document(spec)
     doc["output"]["uri"] = absolute(doc["output"]["uri"])
