@@ -9,30 +9,23 @@ named when something is wrong. Exit codes: 0 done, 2 invalid spec, 3 preflight c
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 
-import yaml
-
-from trainkit.spec.load import SpecError, SpecIssue, parse_run, parse_spec
+from trainkit.spec.load import SpecError, SpecIssue, parse_run, parse_spec, read_documents
 from trainkit.spec.models import TrainingRunSpec
 
 DEFAULT_MAX_FAILURES = 3
 
 
 def load_spec_file(path: str | Path) -> tuple[TrainingRunSpec, str | None]:
-    """(spec, run name or None) from a JSON/YAML file holding a TrainingRun or a bare spec."""
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as e:
-        raise SpecError(str(path), [SpecIssue("", f"cannot read file: {e.strerror or e}")]) from None
-    try:
-        doc = json.loads(text) if text.lstrip().startswith("{") else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as e:
-        raise SpecError(str(path), [SpecIssue("", f"neither JSON nor YAML: {e}")]) from None
+    """(spec, run name or None) from a JSON/YAML file holding a TrainingRun or a bare spec
+    (JSON is YAML, so one reader serves both)."""
+    docs = read_documents(path)
+    if len(docs) != 1:
+        raise SpecError(str(path), [SpecIssue("", f"expected one document, found {len(docs)}")])
+    doc = docs[0]
     if isinstance(doc, dict) and "kind" in doc:
         run = parse_run(doc, str(path))
         return run.spec, run.metadata.name
