@@ -30,3 +30,12 @@ def test_relative_local_paths_become_absolute_and_uris_stay():
     assert out.tokenizer == "gpt2"
     seed = load_run("jobs/gpt2-70m-50-30-20.yaml").spec
     assert resolve_local_paths(seed, "/x") == seed
+
+
+def test_json_exponents_are_numbers_not_yaml_strings(tmp_path):
+    """json.dumps writes eps as 1e-08, which YAML 1.1 would read as a string: spec.json is read as JSON."""
+    run = yaml.safe_load(open("jobs/gpt2-70m-50-30-20.yaml"))
+    (tmp_path / "spec.json").write_text(json.dumps(run))
+    assert '1e-08' in (tmp_path / "spec.json").read_text()
+    spec, name = load_spec_file(tmp_path / "spec.json")
+    assert spec.training.optimizer.eps == 1e-8 and name == "gpt2-70m-50-30-20"

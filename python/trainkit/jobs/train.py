@@ -20,8 +20,7 @@ DEFAULT_MAX_FAILURES = 3
 
 
 def load_spec_file(path: str | Path) -> tuple[TrainingRunSpec, str | None]:
-    """(spec, run name or None) from a JSON/YAML file holding a TrainingRun or a bare spec
-    (JSON is YAML, so one reader serves both)."""
+    """(spec, run name or None) from a JSON/YAML file holding a TrainingRun or a bare spec."""
     docs = read_documents(path)
     if len(docs) != 1:
         raise SpecError(str(path), [SpecIssue("", f"expected one document, found {len(docs)}")])

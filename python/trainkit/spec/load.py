@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,12 +94,18 @@ def parse_spec(spec: Any, source: str = "<spec>") -> tuple[TrainingRunSpec, Plan
 
 
 def read_documents(path: str | Path) -> list[Any]:
-    """All YAML documents of a file (empty ones dropped); SpecError on unreadable or malformed YAML."""
+    """All documents of a YAML (or JSON) file, empty ones dropped; SpecError on unreadable or malformed files."""
     p = Path(path)
     try:
         text = p.read_text()
     except OSError as e:
         raise SpecError(str(path), [SpecIssue("", f"cannot read file: {e.strerror or e}")]) from None
+    if text.lstrip().startswith("{"):
+        # JSON, e.g. the spec.json the operator mounts. Not through YAML: YAML 1.1 reads JSON's 1e-08 as a string.
+        try:
+            return [json.loads(text)]
+        except ValueError as e:
+            raise SpecError(str(path), [SpecIssue("", f"invalid JSON: {e}")]) from None
     try:
         docs = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as e:
