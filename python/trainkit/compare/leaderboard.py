@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 
 from trainkit.compare.results import CompareError, RunResult
+from trainkit.spec.sweep import rank_values
 
 DEFAULT_METRIC = "eval.average"
 
@@ -73,23 +74,18 @@ class Row:
 def leaderboard(results: list[RunResult], rank_by: str = DEFAULT_METRIC) -> list[Row]:
     """Rows in rank order: best first, ties share a rank, runs without the metric last (rank None)."""
     metric = parse_metric(rank_by, results)
-    have = [(metric.value(r), r) for r in results]
-    ranked = sorted(((v, r) for v, r in have if v is not None),
-                    key=lambda vr: ((-vr[0] if metric.higher_is_better else vr[0]), vr[1].name, vr[1].uri))
+    values = [metric.value(r) for r in results]
+    ranks = rank_values(values, metric.higher_is_better)  # the same rule as a sweep's status leaderboard
+    order = sorted(range(len(results)), key=lambda i: (ranks[i] is None, ranks[i] or 0, results[i].name, results[i].uri))
     rows: list[Row] = []
-    i = 0
-    while i < len(ranked):
-        j = i
-        while j + 1 < len(ranked) and ranked[j + 1][0] == ranked[i][0]:
-            j += 1
-        group = ranked[i:j + 1]
-        for v, r in group:
-            others = [o.name for _, o in group if o is not r]
-            rows.append(Row(rank=i + 1, run=r, value=v, tied=bool(others),
-                            note=f"tied with {', '.join(others)}" if others else ""))
-        i = j + 1
-    missing = sorted((r for v, r in have if v is None), key=lambda r: (r.name, r.uri))
-    rows += [Row(rank=None, run=r, value=None, note=f"not ranked: {metric.why_missing(r)}") for r in missing]
+    for i in order:
+        r = results[i]
+        if ranks[i] is None:
+            rows.append(Row(rank=None, run=r, value=None, note=f"not ranked: {metric.why_missing(r)}"))
+            continue
+        others = [results[k].name for k in order if k != i and ranks[k] == ranks[i]]
+        rows.append(Row(rank=ranks[i], run=r, value=values[i], tied=bool(others),
+                        note=f"tied with {', '.join(others)}" if others else ""))
     return rows
 
 
