@@ -57,3 +57,20 @@ def test_gpu_runs_check_the_gpu_when_its_size_is_known():
 def test_explain_shows_the_estimate():
     run = load_run("jobs/quickstart.yaml")
     assert "memory/worker" in explain(run, derive_plan(run.spec))
+
+
+def test_fsdp_shards_weights_gradients_and_optimizer_over_workers():
+    from trainkit.spec import derive_plan, load_run
+    from trainkit.train.memory import estimate_memory
+
+    spec = load_run("jobs/gpt2-70m-50-30-20.yaml").spec
+    ddp = estimate_memory(spec, derive_plan(spec))
+    doc = spec.model_dump(mode="json", by_alias=True)
+    doc["resources"]["workers"], doc["training"]["microBatchSize"] = 4, 6
+    doc["training"]["parallelism"] = "fsdp"
+    from trainkit.spec import parse_spec
+
+    fsdp_spec, plan = parse_spec(doc)
+    fsdp = estimate_memory(fsdp_spec, plan)
+    assert fsdp.optimizer < ddp.optimizer / 3.9  # AdamW state split over 4 workers
+    assert fsdp.weights < ddp.weights / 3 and fsdp.ddp_buckets == 0

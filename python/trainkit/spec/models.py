@@ -166,6 +166,11 @@ class TrainingSpec(SpecModel):
     seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
     compile: bool = False
+    parallelism: Literal["ddp", "fsdp"] = Field(
+        "ddp",
+        description="ddp: a model replica per worker; fsdp: parameters, gradients and optimizer state sharded "
+        "over the workers (PyTorch FSDP2), for models that do not fit one GPU",
+    )
     log_every_steps: Annotated[int, Field(ge=1)] = 10
 
 

@@ -176,7 +176,6 @@ def train(config: dict, ctx: WorkerContext) -> dict:
     tokenizer = load_tokenizer_for(spec)
     torch.manual_seed(t.seed)  # same initial weights on every rank
     raw_model = build_model(ModelConfig.from_spec(spec.model, t.dropout), eos_id=tokenizer.eos_id).to(device)
-    optimizer = build_optimizer(raw_model, spec, device)
     schedule = Schedule.from_spec(spec, plan)
     loader = make_loader(spec, plan, rank, world, options)
     writer = ProgressWriter(out, plan.total_steps, plan.tokens_per_step, options) if is_main else None
@@ -193,7 +192,7 @@ def train(config: dict, ctx: WorkerContext) -> dict:
             tied = {"lm_head.weight"} if raw_model.config.tie_word_embeddings else set()
             if set(missing) - tied or unexpected:
                 raise RuntimeError(f"checkpoint step {start}: weights do not match the model (missing {missing}, unexpected {unexpected})")
-            optimizer.load_state_dict(torch.load(folder / checkpoint.OPTIMIZER_STATE, map_location=device, weights_only=True))
+            optimizer_state = torch.load(folder / checkpoint.OPTIMIZER_STATE, map_location=device, weights_only=True)
             state = json.loads((folder / checkpoint.TRAINER_STATE).read_text())
         loader.load_state_dict(state["data"])
         stream_digest = state.get("streamDigest", "")
@@ -204,9 +203,15 @@ def train(config: dict, ctx: WorkerContext) -> dict:
     step = start or 0
 
     # 4. parallelism -----------------------------------------------------------------------------
-    model = ctx.prepare_model(raw_model)
+    # ddp: Ray Train's DDP wrapper; fsdp: PyTorch FSDP2 shards parameters, gradients and optimizer state
+    # over the workers (each transformer block, then the root). Either way the optimizer comes after.
+    model = shard_fsdp2(raw_model, device, world) if t.parallelism == "fsdp" else ctx.prepare_model(raw_model)
+    optimizer = build_optimizer(raw_model, spec, device)
+    if start is not None:
+        load_optimizer_state(raw_model, optimizer, optimizer_state, t.parallelism)
     if t.compile:
         model = torch.compile(model)
+    # DDP can skip the gradient all-reduce on all but the last micro-batch; FSDP2 reduces every one.
     no_sync = getattr(model, "no_sync", None) or getattr(getattr(model, "_orig_mod", None), "no_sync", None)
 
     peak = peak_flops(torch.cuda.get_device_name(device) if device.type == "cuda" else None, t.precision)
@@ -240,6 +245,7 @@ def train(config: dict, ctx: WorkerContext) -> dict:
             window_loss += loss.detach()
         scaler.unscale_(optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), t.gradient_clipping or float("inf"))
+        grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm  # FSDP2: a DTensor
         scaler.step(optimizer)
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
@@ -281,9 +287,11 @@ def train(config: dict, ctx: WorkerContext) -> dict:
                       f"tokens/s {tps:,.0f}", flush=True)
         if ckpt_now:
             t_ckpt, cpu_ckpt = time.perf_counter(), time.process_time()
+            # FSDP2 gathers the full state on every rank (a collective), rank 0 ends up with it.
+            model_state, optimizer_state = full_state(raw_model, optimizer, t.parallelism)
             if is_main:
-                save_checkpoint(spec, plan, out, step, raw_model, optimizer, tokenizer, loader, schedule,
-                                stream_digest, options, protect=evaluating(evals))
+                save_checkpoint(spec, plan, out, step, raw_model, model_state, optimizer_state, tokenizer, loader,
+                                schedule, stream_digest, options, protect=evaluating(evals))
                 if eval_now:
                     evals.append((step, launch_periodic_eval(spec, out, step, options)))
             if world > 1 and dist.is_initialized():
@@ -338,15 +346,53 @@ def wait_for_evals(evals: list) -> None:
             print(f"[trainkit] eval during training failed: {e}", flush=True)
 
 
-def save_checkpoint(spec, plan, out, step, raw_model, optimizer, tokenizer, loader, schedule, stream_digest,
-                    options, protect: frozenset[int] = frozenset()) -> str:
+def shard_fsdp2(model: torch.nn.Module, device: torch.device, world_size: int) -> torch.nn.Module:
+    """FSDP2 (`fully_shard`) on each transformer block, then on the root (which keeps the tied embeddings
+    and LM head together). The module is sharded in place."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh(device.type, (world_size,))
+    for block in model.transformer.h:
+        fully_shard(block, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    return model
+
+
+def full_state(model: torch.nn.Module, optimizer, parallelism: str) -> tuple[dict, dict]:
+    """(model, optimizer) state dicts as a single process would hold them. With FSDP2 this gathers the
+    shards (call it on every rank; rank 0 gets them, the others empty dicts) and keys optimizer state
+    by parameter name."""
+    if parallelism != "fsdp":
+        return model.state_dict(), optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
+
+    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    model_state = get_model_state_dict(model, options=opts)
+    if model.config.tie_word_embeddings:
+        # Gathered, the tied LM head is a copy of the embedding: save it once, as a DDP checkpoint does.
+        model_state.pop("lm_head.weight", None)
+    return model_state, get_optimizer_state_dict(model, optimizer, options=opts)
+
+
+def load_optimizer_state(model: torch.nn.Module, optimizer, state: dict, parallelism: str) -> None:
+    if parallelism != "fsdp":
+        optimizer.load_state_dict(state)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
+
+
+def save_checkpoint(spec, plan, out, step, raw_model, model_state, optimizer_state, tokenizer, loader, schedule,
+                    stream_digest, options, protect: frozenset[int] = frozenset()) -> str:
     """Rank 0: HF folder + trainer state into a temp dir, then upload with checkpoint.json last; prune."""
     with tempfile.TemporaryDirectory(prefix="trainkit-ckpt-") as tmp:
         folder = Path(tmp)
-        raw_model.save_pretrained(folder, safe_serialization=True)
+        raw_model.save_pretrained(folder, state_dict=model_state, safe_serialization=True)
         tokenizer.save_pretrained(folder)
         (folder / "trainer").mkdir()
-        torch.save(optimizer.state_dict(), folder / checkpoint.OPTIMIZER_STATE)
+        torch.save(optimizer_state, folder / checkpoint.OPTIMIZER_STATE)
         sources = loader.source_sequences()
         state = {
             "step": step,

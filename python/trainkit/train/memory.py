@@ -72,11 +72,19 @@ def estimate_memory(spec, plan) -> MemoryEstimate:
     elt = 4 if t.precision == "fp32" else 2
     # The table's 34*h counts bytes at 2 bytes/element: scale by elt/2.
     activations = int(L * b * s * (34 * h + 5 * a * s) * elt / 2)
+    workers = spec.resources.workers
+    if t.parallelism == "fsdp":
+        # Each worker holds 1/workers of the weights, gradients and AdamW state, plus the one block's
+        # full parameters it all-gathers at a time (~P/L); no DDP buckets.
+        shard = -(-P // workers) + P // max(L, 1)
+        return MemoryEstimate(weights=4 * shard, gradients=4 * shard, optimizer=8 * -(-P // workers), ddp_buckets=0,
+                              activations=activations, logits=3 * 4 * b * s * V, runtime=RUNTIME_BYTES,
+                              on_gpu=spec.resources.gpus_per_worker > 0)
     return MemoryEstimate(
         weights=4 * P,
         gradients=4 * P,
         optimizer=8 * P,
-        ddp_buckets=4 * P if spec.resources.workers > 1 else 0,
+        ddp_buckets=4 * P if workers > 1 else 0,
         activations=activations,
         logits=3 * 4 * b * s * V,
         runtime=RUNTIME_BYTES,
