@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import sys
 
-from trainkit import storage
 from trainkit.spec import SpecError, derive_plan, parse_run
 from trainkit.storage import StorageOptions
 
@@ -66,12 +65,10 @@ def run_sweep_locally(sweep, runs: list[dict], report_uri: str | None = None, nu
 
 
 def _evaluated(spec, options: StorageOptions) -> bool:
-    """True when the run asks for no eval, or its eval folder holds a summary."""
+    """True when the run asks for no eval, or its eval folder holds a committed summary."""
+    from trainkit.eval import read_history
+
     e = spec.eval
     if not e.at_end or (e.suite == "none" and not e.tasks):
         return True
-    fs, path = storage.filesystem(storage.join(spec.output.uri, "eval"), options)
-    try:
-        return any(p.endswith("summary.json") for p in fs.find(path))
-    except FileNotFoundError:
-        return False
+    return bool(read_history(spec.output.uri, options))

@@ -5,7 +5,6 @@ comparison report, which must rank the runs by their real eval results."""
 
 from __future__ import annotations
 
-import json
 import uuid
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import yaml
 from trainkit import storage
 from trainkit.cli import main
 from trainkit.data.prepare import run_prepare
+from trainkit.eval import read_history
 
 pytestmark = pytest.mark.slow
 
@@ -52,10 +52,9 @@ def test_six_mixtures_train_evaluate_and_rank(sweep_file, capsys):
     averages = {}
     for i in range(6):
         run = f"{base}/quickstart-mix-{i:03d}"
-        summaries = sorted(p for p in storage.filesystem(f"{run}/eval")[0].find(storage.filesystem(f"{run}/eval")[1])
-                           if p.endswith("summary.json"))
-        assert summaries, f"{run} was not evaluated"
-        summary = json.loads(storage.read_bytes("s3://" + summaries[-1]))
+        history = read_history(run)
+        assert history, f"{run} was not evaluated"
+        summary = history[-1]
         assert set(summary["tasks"]) == {"tk_piqa", "tk_arc_challenge", "tk_winogrande"}
         averages[f"quickstart-mix-{i:03d}"] = summary["average"]
         spec = storage.read_json(f"{run}/spec.json")
