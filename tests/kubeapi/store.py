@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from support import openapi
+from support import celcost, openapi
 
 # ----------------------------------------------------------------------------------------- errors
 REASONS = {
@@ -648,7 +648,8 @@ class Store:
         )
         return APIError(422, message, "Invalid", {
             "name": name, "group": rt.group, "kind": kind,
-            "causes": [{"reason": "FieldValueInvalid", "message": m, "field": f} for f, m in causes],
+            "causes": [{"reason": "FieldValueForbidden" if m.startswith("Forbidden:") else "FieldValueInvalid",
+                        "message": m, "field": f} for f, m in causes],
         })  # fmt: skip
 
     def _admit_schema(self, rt: ResourceType, version: str, obj: dict, field_validation: str, warnings: list[str]) -> dict:
@@ -1038,6 +1039,8 @@ class Store:
             causes.append(("spec.versions", "Invalid value: must have exactly one version marked as storage version"))
         if not causes and crd["metadata"]["name"] != f"{names['plural']}.{spec['group']}":
             causes.append(("metadata.name", f'Invalid value: "{crd["metadata"]["name"]}": must be spec.names.plural+"."+spec.group'))
+        if not causes:  # the static CEL cost limits, checked at CRD create/update as upstream does
+            causes += celcost.crd_cost_causes(spec)
         if causes:
             raise self._invalid(self.types[("apiextensions.k8s.io", "customresourcedefinitions")], crd, causes)
         crd = copy.deepcopy(crd)

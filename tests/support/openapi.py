@@ -75,6 +75,8 @@ def _prune(schema: dict, value: Any, path: str, dropped: list[str], root: bool) 
             return
         if props is not None:
             for key in list(value):
+                if root and key in ("apiVersion", "kind", "metadata"):  # never pruned, declared or not
+                    continue
                 if key not in props:
                     if not preserve:  # preserve-unknown-fields keeps unknown keys; known ones are still pruned inside
                         dropped.append(_child(path, key))
@@ -201,8 +203,8 @@ def _program(rule: str):
 def _typed(schema: dict, value: Any) -> Any:
     """Python JSON value -> CEL value, typed by the schema (numbers are doubles, as in the API server)."""
     t = schema.get("type")
-    if value is None:
-        return None
+    if value is None:  # only nulls of nullable fields are left (the others were dropped): a CEL null value
+        return celtypes.NullType()
     if t == "number":
         return celtypes.DoubleType(float(value))
     if t == "integer":
@@ -218,7 +220,9 @@ def _typed(schema: dict, value: Any) -> Any:
         props = schema.get("properties", {})
         extra = schema.get("additionalProperties") if isinstance(schema.get("additionalProperties"), dict) else {}
         return celtypes.MapType(
-            {celtypes.StringType(k): _typed(props.get(k, extra), v) for k, v in value.items() if v is not None}
+            # A null kept for a nullable field is present (has() is true, `null % 2` an evaluation error),
+            # as upstream's unstructured-to-CEL conversion (apiserver/pkg/cel/common/values.go) keeps it.
+            {celtypes.StringType(k): _typed(props.get(k, extra), v) for k, v in value.items()}
         )
     return celpy.json_to_cel(value)
 

@@ -99,6 +99,11 @@ class ModelSpec(SpecModel):
 
 
 # ------------------------------------------------------------------------------------------ data
+# At most this many sources in a mixture. Every list and map a CEL rule walks needs a bound: the API server
+# costs a rule at the largest size the schema allows and refuses a CRD whose rules could cost too much.
+MAX_SOURCES = 64
+
+
 class SourceSpec(SpecModel):
     name: Annotated[str, Field(min_length=1, max_length=63, pattern=SOURCE_NAME)]
     uri: Annotated[str, Field(min_length=1, max_length=1024, description="Token shards of this source (output of `trainkit prepare`)")]
@@ -113,7 +118,7 @@ class SourceSpec(SpecModel):
 class DataSpec(SpecModel):
     seq_length: Annotated[int, Field(ge=8, le=131072)] = 1024
     total_tokens: Annotated[int, Field(ge=1, le=10**15)]
-    sources: Annotated[list[SourceSpec], Field(min_length=1, max_length=64)]
+    sources: Annotated[list[SourceSpec], Field(min_length=1, max_length=MAX_SOURCES)]
     shard_format: Literal["trainkit-tokens-v1"] = "trainkit-tokens-v1"
     when_exhausted: Literal["fail", "repeat"] = Field(
         "fail",

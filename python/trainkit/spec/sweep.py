@@ -16,6 +16,7 @@ from pydantic.alias_generators import to_camel
 
 from trainkit.spec.models import (
     MAX_RUN_NAME_LENGTH,
+    MAX_SOURCES,
     SEED_SUITE_TASKS,
     ObjectMeta,
     SpecModel,
@@ -28,7 +29,8 @@ METRIC_PATTERN = r"^(loss|eval\.average|eval\.[A-Za-z0-9_.\-]+)$"
 
 
 class Mixture(SpecModel):
-    weights: Annotated[dict[str, Annotated[float, Field(ge=0)]], Field(min_length=1)]
+    # One weight per source of the template; bounded (maxProperties) because a CEL rule iterates it.
+    weights: Annotated[dict[str, Annotated[float, Field(ge=0)]], Field(min_length=1, max_length=MAX_SOURCES)]
 
 
 class GridSpec(SpecModel):
