@@ -239,9 +239,13 @@ def test_garbage_collection_follows_owner_references(k8s, kube_api):
     core.create_namespaced_config_map("default", V1ConfigMap(metadata=V1ObjectMeta(name="shared", owner_references=[ref(owner), ref(other)])))
     core.create_namespaced_config_map("default", V1ConfigMap(metadata=V1ObjectMeta(name="unrelated")))
     api.delete_namespaced_custom_object(*args, "owner")
+    # garbage collection is a controller's work after the request, not part of it
+    assert len(kube_api.list("configmaps", "default")) == 4
+    kube_api.collect_garbage()
     names = sorted(c["metadata"]["name"] for c in kube_api.list("configmaps", "default"))
     assert names == ["shared", "unrelated"]
     api.delete_namespaced_custom_object(*args, "other")
+    kube_api.collect_garbage()
     assert sorted(c["metadata"]["name"] for c in kube_api.list("configmaps", "default")) == ["unrelated"]
 
 
@@ -253,8 +257,12 @@ def test_orphan_propagation_keeps_dependents(k8s, kube_api):
     core.create_namespaced_config_map("default", V1ConfigMap(metadata=V1ObjectMeta(
         name="dep", owner_references=[V1OwnerReference(api_version="v1", kind="ConfigMap", name="owner", uid=owner.metadata.uid)])))  # fmt: skip
     core.delete_namespaced_config_map("owner", "default", body=V1DeleteOptions(propagation_policy="Orphan"))
+    # the API server puts the GC's `orphan` finalizer on the owner; the GC strips the references, then it
+    assert kube_api.get("configmaps", "owner")["metadata"]["finalizers"] == ["orphan"]
+    kube_api.collect_garbage()
     dep = kube_api.get("configmaps", "dep")
     assert not dep["metadata"].get("ownerReferences")
+    assert not kube_api.exists("configmaps", "owner")
 
 
 def test_namespace_deletion_removes_content(k8s, kube_api):
@@ -406,6 +414,8 @@ def test_foreground_deletion_removes_dependents_first(k8s, kube_api):
     core.create_namespaced_config_map("default", V1ConfigMap(metadata=V1ObjectMeta(name="dep", owner_references=[ref])))
     mark = kube_api.store.rv
     core.delete_namespaced_config_map("owner", "default", body=V1DeleteOptions(propagation_policy="Foreground"))
+    assert kube_api.get("configmaps", "owner")["metadata"]["finalizers"] == ["foregroundDeletion"]
+    kube_api.collect_garbage()
     deleted = [e.obj["metadata"]["name"] for e in kube_api.store.events_since(mark) if e.type == "DELETED"]
     assert deleted == ["dep", "owner"]
 

@@ -124,3 +124,75 @@ def test_a_nullable_field_set_to_null_is_present_to_cel(kube_api):
     assert e.value.code == 422 and "n must be even" in e.value.message, e.value.message
     assert not kube_api.exists("widgets", "b")
     json.dumps(ok)  # stored objects stay JSON
+
+
+# ------------------------------------------------------------------------------ garbage collection
+# Upstream: https://kubernetes.io/docs/concepts/architecture/garbage-collection/ and
+# pkg/controller/garbagecollector/garbagecollector.go (attemptToDeleteItem, classifyReferences, isDangling:
+# an owner is looked up by apiVersion/kind/name in the dependent's namespace and must have the uid the
+# reference names); the GC finalizers come from staging/src/k8s.io/apiserver/pkg/registry/generic/registry/store.go.
+def _cm(api, name, owners=(), finalizers=()):
+    meta = {"name": name, "ownerReferences": [dict(o) for o in owners]}
+    if finalizers:
+        meta["finalizers"] = list(finalizers)
+    return api.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta})
+
+
+def _ref(obj, block=False):
+    group_version = obj["apiVersion"]
+    return {"apiVersion": group_version, "kind": obj["kind"], "name": obj["metadata"]["name"],
+            "uid": obj["metadata"]["uid"], "blockOwnerDeletion": block}  # fmt: skip
+
+
+def _rayjob(api, name, finalizers=()):
+    meta = {"name": name, "finalizers": list(finalizers)} if finalizers else {"name": name}
+    return api.create({"apiVersion": "ray.io/v1", "kind": "RayJob", "metadata": meta, "spec": {}})
+
+
+def test_background_collection_happens_after_the_delete_not_in_it(kube_api):
+    import time
+
+    owner = _rayjob(kube_api, "owner")
+    _cm(kube_api, "dep", [_ref(owner)])
+    rj = kube_api.store.resolve("rayjobs")
+    kube_api.store.delete(rj, "default", "owner")
+    assert not kube_api.exists("rayjobs", "owner")
+    assert kube_api.exists("configmaps", "dep"), "the GC is a controller: dependents outlive the owner's DELETE"
+    deadline = time.monotonic() + 10
+    while kube_api.exists("configmaps", "dep") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not kube_api.exists("configmaps", "dep")
+
+
+def test_owner_resolution_by_kind_name_and_uid(kube_api):
+    owner = _rayjob(kube_api, "owner")
+    ghost = {**_ref(owner), "name": "never-existed", "uid": "00000000-0000-0000-0000-000000000000"}
+    _cm(kube_api, "of-a-missing-owner", [ghost])
+    _cm(kube_api, "of-the-old-incarnation", [{**_ref(owner), "uid": "11111111-1111-1111-1111-111111111111"}])
+    _cm(kube_api, "of-an-unserved-kind", [{"apiVersion": "example.dev/v1", "kind": "Nothing", "name": "x", "uid": "2"}])
+    _cm(kube_api, "of-one-live-and-one-gone", [_ref(owner), ghost])
+    _cm(kube_api, "of-the-live-owner", [_ref(owner)])
+    kube_api.collect_garbage()
+    left = sorted(c["metadata"]["name"] for c in kube_api.list("configmaps", "default"))
+    assert left == ["of-an-unserved-kind", "of-one-live-and-one-gone", "of-the-live-owner"]
+    # a reference to a gone owner is dropped when another owner lives
+    assert kube_api.get("configmaps", "of-one-live-and-one-gone")["metadata"]["ownerReferences"] == [_ref(owner)]
+
+
+def test_foreground_deletion_waits_for_blocking_dependents(kube_api):
+    owner = _rayjob(kube_api, "owner")
+    _cm(kube_api, "blocking", [_ref(owner, block=True)], finalizers=["example.dev/hold"])
+    _cm(kube_api, "not-blocking", [_ref(owner)], finalizers=["example.dev/hold"])
+    rj = kube_api.store.resolve("rayjobs")
+    kube_api.store.delete(rj, "default", "owner", {"propagationPolicy": "Foreground"})
+    kube_api.collect_garbage()
+    held = kube_api.get("rayjobs", "owner")
+    assert held["metadata"]["deletionTimestamp"] and held["metadata"]["finalizers"] == ["foregroundDeletion"]
+    assert kube_api.get("configmaps", "blocking")["metadata"]["deletionTimestamp"]
+    cms = kube_api.store.resolve("configmaps")
+    kube_api.store.patch(cms, "v1", "default", "not-blocking", {"metadata": {"finalizers": None}}, "application/merge-patch+json")
+    kube_api.collect_garbage()
+    assert kube_api.exists("rayjobs", "owner"), "a dependent with blockOwnerDeletion still holds the owner"
+    kube_api.store.patch(cms, "v1", "default", "blocking", {"metadata": {"finalizers": None}}, "application/merge-patch+json")
+    kube_api.collect_garbage()
+    assert not kube_api.exists("rayjobs", "owner")

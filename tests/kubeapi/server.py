@@ -81,8 +81,9 @@ class KubeAPIServer:
     """
 
     def __init__(self, *, history_limit: int = 10_000, rayjob: bool = True, kopf_peering: bool = False,
-                 host: str = "127.0.0.1"):  # fmt: skip
+                 host: str = "127.0.0.1", gc_delay: float | None = 0.1):  # fmt: skip
         self.host = host
+        self.gc_delay = gc_delay  # seconds before the garbage collector acts; None: only collect_garbage()
         self.history_limit = history_limit
         self._rayjob = rayjob
         self._kopf_peering = kopf_peering
@@ -100,7 +101,9 @@ class KubeAPIServer:
 
     # ------------------------------------------------------------------------- lifecycle
     def _fresh_store(self) -> None:
-        self.store = Store(history_limit=self.history_limit)
+        if getattr(self, "store", None) is not None:
+            self.store.close()
+        self.store = Store(history_limit=self.history_limit, gc_delay=self.gc_delay)
         if self._rayjob:
             self.store.create(self.store.types[("apiextensions.k8s.io", "customresourcedefinitions")], "v1", None, rayjob_crd())
         if self._kopf_peering:
@@ -147,6 +150,7 @@ class KubeAPIServer:
         return self
 
     def stop(self) -> None:
+        self.store.close()
         if self._loop is None:
             return
         self.drop_watches(abort=True)  # open streams would hold the shutdown for its timeout
@@ -225,6 +229,10 @@ class KubeAPIServer:
     @property
     def open_watches(self) -> int:
         return len(self._watches)
+
+    def collect_garbage(self) -> int:
+        """Run the garbage collector now, to a fixpoint (deterministic tests); returns its action count."""
+        return self.store.collect_garbage()
 
     def compact(self) -> None:
         """Drop the watch history: a watch from any older resourceVersion then gets 410 Expired."""

@@ -12,6 +12,7 @@ import json
 import random
 import re
 import threading
+import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
@@ -149,6 +150,10 @@ BUILTINS = [
 ]  # fmt: skip
 
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+# The garbage collector's finalizers (k8s.io/apimachinery/pkg/apis/meta/v1 FinalizerOrphanDependents,
+# FinalizerDeleteDependents): put on an object deleted with propagationPolicy Orphan / Foreground.
+ORPHAN_FINALIZER = "orphan"
+FOREGROUND_FINALIZER = "foregroundDeletion"
 
 
 def rayjob_crd() -> dict:
@@ -494,7 +499,11 @@ def _no_rv(obj: dict) -> dict:
 
 
 class Store:
-    def __init__(self, history_limit: int = 10_000):
+    def __init__(self, history_limit: int = 10_000, gc_delay: float | None = 0.1):
+        self.gc_delay = gc_delay
+        self._gc_wake = threading.Event()
+        self._gc_thread: threading.Thread | None = None
+        self._gc_closed = False
         self.lock = threading.RLock()
         self.types: dict[tuple[str, str], ResourceType] = {}
         self.objects: dict[tuple[str, str], dict[tuple[str, str], dict]] = {}
@@ -911,18 +920,33 @@ class Store:
             if dry_run:
                 return obj
             policy = options.get("propagationPolicy") or ("Orphan" if options.get("orphanDependents") else "Background")
-            uid = obj["metadata"]["uid"]
-            if policy == "Orphan":
-                self._orphan(uid)
-            elif policy == "Foreground":
-                self._collect(uid)  # dependents first (those with other live owners stay)
+            if policy not in ("Orphan", "Foreground", "Background"):
+                raise self._invalid(rt, obj, [("propagationPolicy", f'Unsupported value: "{policy}": supported values: '
+                                               '"Foreground", "Background", "Orphan"')])  # fmt: skip
             if rt.key == ("", "namespaces"):
                 return self._delete_namespace(obj)
-            if obj["metadata"].get("finalizers"):
+            # As the API server's generic store (staging/src/k8s.io/apiserver/pkg/registry/generic/registry/
+            # store.go, deletionFinalizersForGarbageCollection): Orphan and Foreground put the GC's finalizer
+            # on the object, which stays (deletionTimestamp set) until the garbage collector has orphaned or
+            # deleted the dependents; Background deletes the object now and the GC collects dependents later.
+            gc_finalizer = {"Orphan": ORPHAN_FINALIZER, "Foreground": FOREGROUND_FINALIZER}.get(policy)
+            finalizers = list(obj["metadata"].get("finalizers") or [])
+            if gc_finalizer and gc_finalizer not in finalizers:
+                finalizers = [f for f in finalizers if f not in (ORPHAN_FINALIZER, FOREGROUND_FINALIZER)] + [gc_finalizer]
+            if finalizers:
                 if obj["metadata"].get("deletionTimestamp"):
-                    return obj  # already being deleted: nothing changes
+                    if finalizers == list(obj["metadata"].get("finalizers") or []):
+                        return obj  # already being deleted: nothing changes
+                    old = copy.deepcopy(obj)
+                    obj["metadata"]["finalizers"] = finalizers
+                    obj["metadata"]["resourceVersion"] = self._next_rv()
+                    self.objects[rt.key][(namespace or "", name)] = obj
+                    self._emit("MODIFIED", rt.key, obj, old)
+                    self._gc_schedule()
+                    return copy.deepcopy(obj)
                 old = copy.deepcopy(obj)
                 meta = obj["metadata"]
+                meta["finalizers"] = finalizers
                 if "generation" in meta:
                     meta["generation"] += 1
                 meta["deletionTimestamp"] = now_iso()
@@ -930,6 +954,8 @@ class Store:
                 meta["resourceVersion"] = self._next_rv()
                 self.objects[rt.key][(namespace or "", name)] = obj
                 self._emit("MODIFIED", rt.key, obj, old)
+                if gc_finalizer:
+                    self._gc_schedule()
                 return copy.deepcopy(obj)
             return self._remove(rt.key, obj) or obj
 
@@ -952,46 +978,145 @@ class Store:
         if key == ("apiextensions.k8s.io", "customresourcedefinitions"):
             spec = gone["spec"]
             self.unregister((spec["group"], spec["names"]["plural"]))
-        self._collect(gone["metadata"]["uid"])
+        self._gc_schedule()  # dependents go later, as the garbage collector (a controller) sees the owner gone
         if ns:
             nsobj = self.objects[("", "namespaces")].get(("", ns))
             if nsobj and nsobj["metadata"].get("deletionTimestamp"):
                 self._finish_namespace(nsobj)
         return copy.deepcopy(gone)
 
-    def _live_uids(self) -> set[str]:
-        return {o["metadata"]["uid"] for _, o in self.all_objects()}
+    # The garbage collector, a controller in a real cluster (pkg/controller/garbagecollector/
+    # garbagecollector.go): it runs after the request that deleted an owner, never inside it. With
+    # `gc_delay` seconds (None: only when `collect_garbage()` is called) it runs one pass per wake-up,
+    # so a cascade of n levels takes n passes, as the real one needs one sync per level.
+    def _gc_schedule(self) -> None:
+        if self.gc_delay is None or self._gc_closed:
+            return
+        self._gc_wake.set()
+        if self._gc_thread is None:
+            self._gc_thread = threading.Thread(target=self._gc_loop, name="kubeapi-gc", daemon=True)
+            self._gc_thread.start()
 
-    def _dependents(self, uid: str):
+    def _gc_loop(self) -> None:
+        while not self._gc_closed:
+            self._gc_wake.wait()
+            if self._gc_closed:
+                return
+            time.sleep(self.gc_delay or 0)
+            self._gc_wake.clear()
+            with self.lock:
+                if self._gc_closed:
+                    return
+                acted = self._gc_pass()
+            if acted:
+                self._gc_wake.set()  # more may be due (a cascade's next level, a finalizer now removable)
+
+    def close(self) -> None:
+        """Stop the garbage collector's thread (the store is being replaced or the server stops)."""
+        self._gc_closed = True
+        self._gc_wake.set()
+
+    def collect_garbage(self) -> int:
+        """Run the garbage collector now until nothing is left to do; returns how many actions it took."""
+        total = 0
+        with self.lock:
+            while True:
+                acted = self._gc_pass()
+                total += acted
+                if not acted:
+                    return total
+
+    def _dependents(self, uid: str) -> list[tuple[tuple[str, str], dict, dict]]:
+        """(key, object, the ownerReference) of every object that names `uid` as an owner."""
+        out = []
         for key, obj in list(self.all_objects()):
-            if any(ref.get("uid") == uid for ref in obj["metadata"].get("ownerReferences") or []):
-                yield key, obj
+            for ref in obj["metadata"].get("ownerReferences") or []:
+                if ref.get("uid") == uid:
+                    out.append((key, obj, ref))
+                    break
+        return out
 
-    def _collect(self, uid: str, exclude_alive: bool = True) -> None:
-        """Garbage collection: delete dependents none of whose owners exist any more (background cascade)."""
-        live = self._live_uids()
-        for key, dep in list(self._dependents(uid)):
-            owners = [r.get("uid") for r in dep["metadata"].get("ownerReferences") or []]
-            if exclude_alive and any(o in live for o in owners if o != uid):
-                continue
-            rt = self.types.get(key)
-            if rt is None:
-                continue
-            try:
-                self.delete(rt, dep["metadata"].get("namespace"), dep["metadata"]["name"])
-            except APIError:
-                pass
+    def _owner_state(self, ref: dict, namespace: str) -> str:
+        """'solid', 'dangling' (absent, or that name now has another uid), 'waiting' (being deleted in the
+        foreground) or 'unknown' (a kind this server does not serve: never collected for it). The owner is
+        looked up by apiVersion's group + kind + name, in the dependent's namespace when the kind is
+        namespaced, and its uid compared (garbagecollector.go isDangling/classifyReferences)."""
+        group = str(ref.get("apiVersion", "")).rpartition("/")[0]
+        rt = next((t for t in self.types.values() if t.group == group and t.kind == ref.get("kind")), None)
+        if rt is None:
+            return "unknown"
+        owner = self.objects.get(rt.key, {}).get((namespace if rt.namespaced else "", ref.get("name")))
+        if owner is None or owner["metadata"]["uid"] != ref.get("uid"):
+            return "dangling"
+        meta = owner["metadata"]
+        if meta.get("deletionTimestamp") and FOREGROUND_FINALIZER in (meta.get("finalizers") or []):
+            return "waiting"
+        return "solid"
 
-    def _orphan(self, uid: str) -> None:
-        for key, dep in list(self._dependents(uid)):
-            old = copy.deepcopy(dep)
-            refs = [r for r in dep["metadata"]["ownerReferences"] if r.get("uid") != uid]
-            if refs:
-                dep["metadata"]["ownerReferences"] = refs
+    def _set_meta(self, key, obj: dict, **changes: Any) -> None:
+        """A write by the garbage collector itself (ownerReferences, its finalizers): MODIFIED, or the
+        object goes when its last finalizer is removed while it is being deleted."""
+        old = copy.deepcopy(obj)
+        for k, v in changes.items():
+            if v:
+                obj["metadata"][k] = v
             else:
-                del dep["metadata"]["ownerReferences"]
-            dep["metadata"]["resourceVersion"] = self._next_rv()
-            self._emit("MODIFIED", key, dep, old)
+                obj["metadata"].pop(k, None)
+        obj["metadata"]["resourceVersion"] = self._next_rv()
+        self._emit("MODIFIED", key, obj, old)
+        if obj["metadata"].get("deletionTimestamp") and not obj["metadata"].get("finalizers"):
+            self._remove(key, obj)
+
+    def _gc_delete(self, key, obj: dict, policy: str) -> None:
+        rt = self.types.get(key)
+        if rt is None:
+            return
+        try:
+            self.delete(rt, obj["metadata"].get("namespace"), obj["metadata"]["name"],
+                        {"propagationPolicy": policy, "preconditions": {"uid": obj["metadata"]["uid"]}})  # fmt: skip
+        except APIError:
+            pass
+
+    def _gc_pass(self) -> int:
+        acted = 0
+        for key, obj in list(self.all_objects()):
+            if self.objects.get(key, {}).get((obj["metadata"].get("namespace") or "", obj["metadata"]["name"])) is not obj:
+                continue  # removed earlier in this pass
+            meta = obj["metadata"]
+            uid = meta["uid"]
+            finalizers = list(meta.get("finalizers") or [])
+            if meta.get("deletionTimestamp") and ORPHAN_FINALIZER in finalizers:
+                for dkey, dep, _ in self._dependents(uid):
+                    refs = [r for r in dep["metadata"]["ownerReferences"] if r.get("uid") != uid]
+                    self._set_meta(dkey, dep, ownerReferences=refs)
+                self._set_meta(key, obj, finalizers=[f for f in finalizers if f != ORPHAN_FINALIZER])
+                acted += 1
+                continue
+            if meta.get("deletionTimestamp") and FOREGROUND_FINALIZER in finalizers:
+                deps = self._dependents(uid)
+                for dkey, dep, _ in deps:
+                    if not dep["metadata"].get("deletionTimestamp"):
+                        self._gc_delete(dkey, dep, "Foreground" if self._dependents(dep["metadata"]["uid"]) else "Background")
+                        acted += 1
+                blocking = [d for d in self._dependents(uid) if d[2].get("blockOwnerDeletion")]
+                if not blocking:  # the owner goes once no dependent that blocks it is left
+                    self._set_meta(key, obj, finalizers=[f for f in finalizers if f != FOREGROUND_FINALIZER])
+                    acted += 1
+                continue
+            refs = meta.get("ownerReferences") or []
+            if not refs or meta.get("deletionTimestamp"):
+                continue
+            states = [self._owner_state(r, meta.get("namespace") or "") for r in refs]
+            if "unknown" in states:
+                continue
+            if "solid" in states:
+                if len(set(states)) > 1:  # drop the references to owners that are gone or going
+                    self._set_meta(key, obj, ownerReferences=[r for r, st in zip(refs, states) if st == "solid"])
+                    acted += 1
+                continue
+            self._gc_delete(key, obj, "Foreground" if "waiting" in states and self._dependents(uid) else "Background")
+            acted += 1
+        return acted
 
     def _delete_namespace(self, ns: dict) -> dict:
         name = ns["metadata"]["name"]
