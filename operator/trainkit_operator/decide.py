@@ -118,13 +118,32 @@ def owned_by(obj: dict, run: dict) -> bool:
     )
 
 
+def previous_incarnation(obj: dict, run: dict) -> str | None:
+    """The uid of an earlier TrainingRun of the same name that controls `obj`, or None.
+
+    Names are unique per namespace, so such an owner was deleted: on a real cluster its children linger
+    until the garbage collector (asynchronous) and KubeRay's finalizer are done with them. They are never
+    adopted: the new run waits for them to go, then creates its own."""
+    uid = run["metadata"].get("uid")
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("controller") and ref.get("kind") == "TrainingRun" and ref.get("name") == run["metadata"].get("name") \
+                and ref.get("uid") != uid:
+            return str(ref.get("uid"))
+    return None
+
+
+def _waiting_message(kind: str, name: str, old_uid: str) -> str:
+    return (f"{kind} {name} still belongs to a previous TrainingRun of this name (uid {old_uid}), deleted but not yet "
+            "garbage-collected (KubeRay's finalizer stops its Ray job first); this run creates its own once it is gone")
+
+
 # ------------------------------------------------------------------------------------ actions
 @dataclass(frozen=True)
 class Decision:
     """What the reconcile must do to the children; the handler carries it out in this order:
     ensure `configmap` (create, or replace when `configmap_replace`), create `rayjob`, apply `patch`."""
 
-    action: Literal["none", "create", "update", "refuse", "invalid", "conflict", "lost"]
+    action: Literal["none", "create", "update", "refuse", "invalid", "conflict", "wait", "lost"]
     configmap: dict | None = None
     configmap_replace: bool = False
     rayjob: dict | None = None
@@ -161,10 +180,16 @@ def plan_actions(
             # We saw it running once; re-creating would resurrect a finished or deleted job.
             return Decision("lost", message=f"RayJob {status.ray_job_name} was deleted while the run was {status.phase}")
         if configmap is not None and not owned_by(configmap, run):
+            old_uid = previous_incarnation(configmap, run)
+            if old_uid:
+                return Decision("wait", message=_waiting_message("ConfigMap", desired_cm["metadata"]["name"], old_uid))
             return Decision("conflict", message=f"ConfigMap {desired_cm['metadata']['name']} exists and is not owned by this run")
         return Decision("create", configmap=desired_cm, configmap_replace=configmap is not None and cm_differs, rayjob=desired_rj)
 
     if not owned_by(rayjob, run):
+        old_uid = previous_incarnation(rayjob, run)
+        if old_uid:
+            return Decision("wait", message=_waiting_message("RayJob", rayjob["metadata"]["name"], old_uid))
         return Decision("conflict", message=f"RayJob {rayjob['metadata']['name']} exists and is not owned by this run")
 
     kueue = kueue_queue(rayjob) is not None
@@ -350,6 +375,8 @@ def summarize(
     prev = previous_status(run)
     if is_sticky_terminal(prev):
         return prev
+    if decision is not None and decision.action in ("conflict", "wait"):
+        rayjob = None  # someone else's RayJob: never shown or recorded as this run's (its loss is not ours)
     meta = run.get("metadata") or {}
     generation = meta.get("generation")
     prev_conds = {c.type: c for c in (prev.conditions if prev else [])}
@@ -366,6 +393,8 @@ def summarize(
         phase, reason, message = "Failed", "RayJobDeleted", decision.message
     elif decision is not None and decision.action == "conflict":
         phase, reason, message = "Pending", "NameConflict", decision.message
+    elif decision is not None and decision.action == "wait":
+        phase, reason, message = "Pending", "WaitingForPreviousRayJob", decision.message
     elif rayjob is None:
         phase, reason, message = "Pending", "Creating", "creating the RayJob"
     else:

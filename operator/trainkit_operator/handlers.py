@@ -238,8 +238,11 @@ def reconcile(kube: Kube, run: dict, config: OperatorConfig, now: str | None = N
             except Exception as e:
                 if getattr(e, "status", None) != 409:
                     raise
-                # Created by an earlier incarnation or a concurrent reconcile: adopt it, never a second one.
+                # Created by a concurrent reconcile: adopt it, never a second one. One of a previous run of
+                # this name is never adopted: decide again (wait or conflict) with what is there.
                 rayjob = kube.get_rayjob(ns, builders.rayjob_name(name))
+                if rayjob is not None and not decide.owned_by(rayjob, run):
+                    decision = decide.plan_actions(run, spec, None, rayjob, configmap, config)
         if decision.action == "update" and decision.patch:
             rayjob = kube.patch_rayjob(ns, builders.rayjob_name(name), decision.patch) or rayjob
 

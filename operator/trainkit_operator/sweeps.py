@@ -89,6 +89,9 @@ def decide_sweep(sweep: dict, runs: list[dict]) -> SweepDecision:
         return SweepDecision(status=TrainingSweepStatus(phase="Failed", message=f"invalid sweep: {message}", observed_generation=generation))
 
     existing = owned_runs(sweep, runs)
+    # Runs of this name owned by a previous sweep of this name (deleted, not yet garbage-collected):
+    # creating one would be a 409; creation in index order stops there until it is gone.
+    leftovers = sorted({r["metadata"]["name"] for r in runs} - set(existing))
     unfinished = [n for n, r in existing.items() if run_phase(r) not in TERMINAL_PHASES]
     free = max(0, parsed.spec.parallelism - len(unfinished))
     create = []
@@ -98,6 +101,8 @@ def decide_sweep(sweep: dict, runs: list[dict]) -> SweepDecision:
         name = manifest["metadata"]["name"]
         if name in existing:
             continue
+        if name in leftovers:
+            break
         manifest["metadata"]["namespace"] = meta.get("namespace")
         manifest["metadata"]["ownerReferences"] = [sweep_owner_reference(sweep)]
         create.append(manifest)
@@ -124,6 +129,9 @@ def decide_sweep(sweep: dict, runs: list[dict]) -> SweepDecision:
     else:
         phase = "Running" if counts.created else "Pending"
         message = f"{counts.succeeded + counts.failed} of {counts.total} runs finished, {counts.active} active (parallelism {parsed.spec.parallelism})"
+        if leftovers:
+            message += (f"; waiting for {', '.join(leftovers)} of a previous sweep of this name to be deleted before "
+                        "creating this sweep's own")
     best = next((r for r in rows if r.rank == 1), None)
     status = TrainingSweepStatus(
         phase=phase,

@@ -269,10 +269,35 @@ def test_immutable_change_refused_as_a_whole_never_half_applied():
 def test_rayjob_of_another_owner_is_never_adopted():
     run = seed_run()
     rj = rayjob_for(run, "RUNNING", "Running")
-    rj["metadata"]["ownerReferences"][0]["uid"] = "someone-else"
+    rj["metadata"]["ownerReferences"] = [{"apiVersion": "example.dev/v1", "kind": "Pipeline", "name": "someone-else",
+                                          "uid": "someone-else", "controller": True}]
     d = decide.plan_actions(run, parse_spec(run["spec"])[0], None, rj, cm_for(run), CFG)
     assert d.action == "conflict"
-    assert summarize(run, rj, decision=d).reason == "NameConflict"
+    st = summarize(run, rj, decision=d)
+    assert st.reason == "NameConflict" and st.ray_job_name is None and st.job_deployment_status is None
+
+
+def test_rayjob_of_a_previous_run_of_this_name_is_waited_for_never_recorded():
+    """Delete + re-apply: the old run's RayJob (owner: same name, another uid) lingers while KubeRay's finalizer
+    runs. The new run neither adopts nor records it, so its disappearance can never fail the new run."""
+    run = seed_run()
+    rj = rayjob_for(run, "RUNNING", "Running")
+    rj["metadata"]["ownerReferences"][0]["uid"] = "uid-of-the-deleted-run"
+    rj["metadata"]["deletionTimestamp"] = "2026-11-27T08:00:00Z"
+    spec = parse_spec(run["spec"])[0]
+    d = decide.plan_actions(run, spec, None, rj, cm_for(run), CFG)
+    assert d.action == "wait" and "uid-of-the-deleted-run" in d.message
+    st = summarize(run, rj, decision=d)
+    assert (st.phase, st.reason) == ("Pending", "WaitingForPreviousRayJob")
+    assert st.ray_job_name is None and st.job_status is None and st.job_deployment_status is None
+    # the old RayJob is gone: the run creates its own (today's bug: Failed/RayJobDeleted for good)
+    waited = with_status(run, st)
+    d2 = decide.plan_actions(waited, spec, None, None, None, CFG)
+    assert d2.action == "create" and d2.rayjob["metadata"]["ownerReferences"][0]["uid"] == run["metadata"]["uid"]
+    # its ConfigMap may outlive the RayJob (the GC is not ordered): waited for too, not a NameConflict
+    old_cm = cm_for(run)
+    old_cm["metadata"]["ownerReferences"][0]["uid"] = "uid-of-the-deleted-run"
+    assert decide.plan_actions(waited, spec, None, None, old_cm, CFG).action == "wait"
 
 
 def test_transition_events():

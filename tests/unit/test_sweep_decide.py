@@ -51,7 +51,8 @@ def test_existing_runs_are_never_recreated_and_foreign_runs_do_not_count():
     manifests = decide_sweep({**SWEEP, "spec": {**SWEEP["spec"], "parallelism": 5}}, []).create
     foreign = [child(m, "Running", uid="other-sweep") for m in manifests]
     d = decide_sweep({**SWEEP, "spec": {**SWEEP["spec"], "parallelism": 5}}, foreign)
-    assert len(d.create) == 5  # runs of another sweep with the same names are not ours
+    # runs of another sweep with the same names are not ours, and their names are taken until they go
+    assert d.create == [] and d.status.runs.created == 0 and d.status.runs.active == 0
     ours = [child(m, "Running") for m in manifests]
     assert decide_sweep({**SWEEP, "spec": {**SWEEP["spec"], "parallelism": 5}}, ours).create == []
 
@@ -92,3 +93,14 @@ def test_all_failed_is_failed_and_invalid_sweep_creates_nothing():
 def test_rank_values_competition_ranking():
     assert rank_values([0.5, None, 0.7, 0.5], higher_is_better=True) == [2, None, 1, 2]
     assert rank_values([3.0, 2.5, 2.5], higher_is_better=False) == [3, 1, 1]
+
+
+def test_runs_of_a_previous_sweep_of_this_name_block_creation_until_collected():
+    """Delete + re-apply a sweep: the old sweep's runs (same names, another owner uid) linger until the GC
+    collects them; the new sweep creates nothing under their names (a 409) and says why."""
+    manifests = decide_sweep(SWEEP, []).create
+    old = child(manifests[0], "Running", uid="the-deleted-sweep")
+    d = decide_sweep(SWEEP, [old])
+    assert d.create == [] and d.status.runs.created == 0
+    assert "seed-mix-grid-000 of a previous sweep" in d.status.message
+    assert [r["metadata"]["name"] for r in decide_sweep(SWEEP, []).create] == ["seed-mix-grid-000", "seed-mix-grid-001"]
