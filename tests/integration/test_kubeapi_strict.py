@@ -196,3 +196,112 @@ def test_foreground_deletion_waits_for_blocking_dependents(kube_api):
     kube_api.store.patch(cms, "v1", "default", "blocking", {"metadata": {"finalizers": None}}, "application/merge-patch+json")
     kube_api.collect_garbage()
     assert not kube_api.exists("rayjobs", "owner")
+
+
+# ---------------------------------------------------------------------------------------- RBAC
+# Upstream: plugin/pkg/auth/authorizer/rbac/rbac.go + pkg/apis/rbac/v1/evaluation_helpers.go (rule matching,
+# resourceNames only for named requests), staging/src/k8s.io/apiserver/pkg/endpoints/handlers/responsewriters/
+# errors.go (the 403 wording), plugin/pkg/admission/gc/gc_admission.go (blockOwnerDeletion needs
+# update on <owner>/finalizers).
+def _sa_client(api, token):
+    import kubernetes
+
+    configuration = kubernetes.client.Configuration()
+    configuration.host = api.url
+    configuration.api_key = {"BearerToken": token}
+    configuration.api_key_prefix = {"BearerToken": "Bearer"}
+    return kubernetes.client.ApiClient(configuration)
+
+
+def _role(api, ns, name, rules):
+    api.create({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": name, "namespace": ns},
+                "rules": rules})  # fmt: skip
+    api.create({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": name, "namespace": ns},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+                "subjects": [{"kind": "ServiceAccount", "name": "op", "namespace": "ops"}]})  # fmt: skip
+
+
+def test_rbac_allows_what_the_roles_grant_and_answers_403_as_upstream(kube_api):
+    import kubernetes
+    from kubernetes.client.exceptions import ApiException
+
+    kube_api.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ops"}})
+    for n in ("mine", "theirs"):
+        kube_api.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": n, "namespace": "default"}})
+    _role(kube_api, "default", "op", [
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "create"]},
+        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["mine"], "verbs": ["get", "list"]},
+    ])
+    kube_api.enforce_rbac()
+    token = kube_api.service_account_token("ops", "op")
+    client = _sa_client(kube_api, token)
+    core = kubernetes.client.CoreV1Api(client)
+    try:
+        core.create_namespaced_config_map("default", {"metadata": {"name": "ok"}})
+        assert core.list_namespaced_config_map("default").items
+        core.read_namespaced_secret("mine", "default")
+        with pytest.raises(ApiException) as e:
+            core.read_namespaced_secret("theirs", "default")
+        assert e.value.status == 403
+        body = json.loads(e.value.body)
+        assert body["reason"] == "Forbidden" and body["code"] == 403 and body["details"] == {
+            "name": "theirs", "group": "", "kind": "secrets"}
+        assert body["message"] == ('secrets "theirs" is forbidden: User "system:serviceaccount:ops:op" cannot get '
+                                   'resource "secrets" in API group "" in the namespace "default"')
+        with pytest.raises(ApiException) as e:  # resourceNames never grant a list
+            core.list_namespaced_secret("default")
+        assert e.value.status == 403
+        with pytest.raises(ApiException) as e:  # the Role is only for its namespace
+            core.list_namespaced_config_map("kube-system")
+        assert e.value.status == 403 and 'in the namespace "kube-system"' in json.loads(e.value.body)["message"]
+        with pytest.raises(ApiException) as e:
+            core.list_namespace()
+        assert json.loads(e.value.body)["message"].endswith('cannot list resource "namespaces" in API group "" at the cluster scope')
+        with pytest.raises(ApiException) as e:
+            core.delete_namespaced_config_map("ok", "default")
+        assert e.value.status == 403 and kube_api.exists("configmaps", "ok")
+    finally:
+        client.close()
+    bad = _sa_client(kube_api, "not-a-token")
+    try:
+        with pytest.raises(ApiException) as e:
+            kubernetes.client.CoreV1Api(bad).list_namespaced_config_map("default")
+        assert e.value.status == 401
+    finally:
+        bad.close()
+    # without enforce_rbac (the default) nothing is checked
+    assert not kubeapi_default_enforces()
+
+
+def kubeapi_default_enforces() -> bool:
+    from kubeapi import KubeAPIServer
+
+    return KubeAPIServer().rbac_enforced
+
+
+def test_block_owner_deletion_needs_update_on_the_owners_finalizers(kube_api):
+    import kubernetes
+    from kubernetes.client.exceptions import ApiException
+
+    owner = _rayjob(kube_api, "owner")
+    _role(kube_api, "default", "op", [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create", "patch", "get"]}])
+    kube_api.enforce_rbac()
+    client = _sa_client(kube_api, kube_api.service_account_token("ops", "op"))
+    core = kubernetes.client.CoreV1Api(client)
+    try:
+        core.create_namespaced_config_map("default", {"metadata": {"name": "plain", "ownerReferences": [_ref(owner)]}})
+        with pytest.raises(ApiException) as e:
+            core.create_namespaced_config_map("default", {"metadata": {"name": "blocking",
+                                                                       "ownerReferences": [_ref(owner, block=True)]}})
+        assert e.value.status == 403
+        message = json.loads(e.value.body)["message"]
+        assert message.startswith('configmaps "blocking" is forbidden: cannot set blockOwnerDeletion if an ownerReference '
+                                  "refers to a resource you can't set finalizers on: User \"system:serviceaccount:ops:op\" "
+                                  'cannot update resource "rayjobs/finalizers" in API group "ray.io" in the namespace "default"')
+        with pytest.raises(ApiException) as e:  # turning it on later by a patch is checked too
+            core.patch_namespaced_config_map("plain", "default", {"metadata": {"ownerReferences": [_ref(owner, block=True)]}})
+        assert e.value.status == 403
+        _role(kube_api, "default", "finalizers", [{"apiGroups": ["ray.io"], "resources": ["rayjobs/finalizers"], "verbs": ["update"]}])
+        core.create_namespaced_config_map("default", {"metadata": {"name": "blocking", "ownerReferences": [_ref(owner, block=True)]}})
+    finally:
+        client.close()

@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from . import protobuf
+from . import protobuf, rbac
 from .store import (
     APIError,
     ResourceType,
@@ -97,6 +97,10 @@ class KubeAPIServer:
         self._runner: web.AppRunner | None = None
         self.port = 0
         self.kubeconfig: Path | None = None  # the last path write_kubeconfig wrote
+        # Authorization: off (every request allowed) unless a test calls enforce_rbac(); tokens -> users
+        self.rbac_enforced = False
+        self.owner_references_enforced = False
+        self._tokens: dict[str, rbac.User] = {rbac.ADMIN_TOKEN: rbac.User("kubeapi-admin", (rbac.MASTERS, "system:authenticated"))}
         self._fresh_store()
 
     # ------------------------------------------------------------------------- lifecycle
@@ -200,9 +204,36 @@ class KubeAPIServer:
 
         configuration = kubernetes.client.Configuration()
         configuration.host = self.url
-        configuration.api_key = {"authorization": "kubeapi-test-token"}
-        configuration.api_key_prefix = {"authorization": "Bearer"}
+        configuration.api_key = {"BearerToken": rbac.ADMIN_TOKEN}  # the client's key name for the bearer token
+        configuration.api_key_prefix = {"BearerToken": "Bearer"}
         return kubernetes.client.ApiClient(configuration)
+
+    def enforce_rbac(self, owner_references: bool = True) -> None:
+        """From now on: unknown tokens get 401, every resource request is authorized by the RBAC objects stored
+        here (403 otherwise), and with `owner_references` the OwnerReferencesPermissionEnforcement admission
+        check runs. The admin token of write_kubeconfig()/api_client() stays system:masters."""
+        self.rbac_enforced = True
+        self.owner_references_enforced = owner_references
+
+    def service_account_token(self, namespace: str, name: str) -> str:
+        """A bearer token that authenticates as ServiceAccount namespace/name (what its pod would mount)."""
+        token = f"sa-{namespace}-{name}-token"
+        self._tokens[token] = rbac.service_account_user(namespace, name)
+        return token
+
+    def write_token_kubeconfig(self, path: str | os.PathLike, token: str, namespace: str = "default") -> Path:
+        """A kubeconfig that authenticates with `token` (e.g. a ServiceAccount's); does not change `kubeconfig`."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        config = {
+            "apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": "kubeapi", "cluster": {"server": self.url}}],
+            "users": [{"name": "sa", "user": {"token": token}}],
+            "contexts": [{"name": "kubeapi", "context": {"cluster": "kubeapi", "user": "sa", "namespace": namespace}}],
+            "current-context": "kubeapi",
+        }  # fmt: skip
+        path.write_text(yaml.safe_dump(config))
+        return path
 
     def inject(self, method: str, path_regex: str, status: int, times: int | None = 1, *, message: str | None = None,
                retry_after: int | None = None) -> None:  # fmt: skip
@@ -459,6 +490,7 @@ class KubeAPIServer:
         if verb is None:
             raise APIError(405, f"method {method} not allowed")
         self.requests.append(Request(verb, group, rt.plural, sub, namespace, name))
+        user = self._authorize(request, verb, group, rt, sub, namespace, name)
         if rt.namespaced and namespace is None and verb not in ("list", "watch"):
             # /api/v1/configmaps serves only list and watch across namespaces
             if name:
@@ -484,6 +516,9 @@ class KubeAPIServer:
             items, rv = st.list(rt, namespace, q.get("labelSelector"), q.get("fieldSelector"))
             return self._list(request, rt, version, items, rv)
         body = await self._body(request, verb)
+        if user is not None and self.owner_references_enforced and verb in ("create", "update", "patch") and sub is None:
+            self._admit_owner_references(user, verb, rt, version, namespace, name, body, request.content_type,
+                                         field_validation, q.get("fieldManager"))  # fmt: skip
         if verb == "create":
             obj = st.create(rt, version, namespace, body, field_validation=field_validation, dry_run=dry_run, warnings=warnings)
             return self._object(request, rt, version, obj, 201, warnings)
@@ -508,6 +543,53 @@ class KubeAPIServer:
         # deletecollection
         st.delete_collection(rt, namespace, q.get("labelSelector"), q.get("fieldSelector"), options)
         return self._json({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"})
+
+    # ------------------------------------------------------------------------- authn/authz (opt in)
+    def _authorize(self, request: web.Request, verb: str, group: str, rt: ResourceType, sub: str | None,
+                   namespace: str | None, name: str | None) -> rbac.User | None:  # fmt: skip
+        """None when RBAC is not enforced; else the user, or an APIError 401/403 as the real server answers."""
+        if not self.rbac_enforced:
+            return None
+        header = request.headers.get("Authorization", "")
+        token = header[7:].strip() if header.lower().startswith("bearer ") else ""
+        user = self._tokens.get(token)
+        if user is None:
+            raise APIError(401, "Unauthorized", "Unauthorized")
+        if not rbac.allowed(self.store.objects, user, verb, group, rt.plural, sub, namespace, name):
+            raise APIError(403, rbac.forbidden_message(user, verb, group, rt.plural, sub, namespace, name), "Forbidden",
+                           {"name": name, "group": group, "kind": rt.plural} if name else {"group": group, "kind": rt.plural})  # fmt: skip
+        return user
+
+    def _admit_owner_references(self, user: rbac.User, verb: str, rt: ResourceType, version: str, namespace: str | None,
+                                name: str | None, body: Any, content_type: str, field_validation: str,
+                                field_manager: str | None) -> None:  # fmt: skip
+        """OwnerReferencesPermissionEnforcement (plugin/pkg/admission/gc/gc_admission.go): a reference newly
+        set with blockOwnerDeletion needs `update` on the owner's finalizers subresource."""
+        st = self.store
+        old_refs: list = []
+        if verb == "create":
+            new_obj = body if isinstance(body, dict) else {}
+        else:
+            old_refs = (st.get(rt, namespace, name).get("metadata") or {}).get("ownerReferences") or []
+            if verb == "update":
+                new_obj = st.update(rt, version, namespace, name, body, field_validation="Ignore", dry_run=True)
+            else:
+                new_obj, _ = st.patch(rt, version, namespace, name, body, content_type, field_validation="Ignore",
+                                      dry_run=True, field_manager=field_manager)  # fmt: skip
+        new_refs = (new_obj.get("metadata") or {}).get("ownerReferences") or []
+        what = f'{rt.group_resource} "{(new_obj.get("metadata") or {}).get("name") or name or ""}"'
+        for ref in rbac.new_blocking_refs(new_refs, old_refs):
+            group_ = str(ref.get("apiVersion", "")).rpartition("/")[0]
+            owner_rt = next((t for t in st.types.values() if t.group == group_ and t.kind == ref.get("kind")), None)
+            if owner_rt is None:
+                raise APIError(403, f"{what} is forbidden: cannot set blockOwnerDeletion in this case because cannot find "
+                                    f"RESTMapping for APIVersion {ref.get('apiVersion')} Kind {ref.get('kind')}", "Forbidden")  # fmt: skip
+            owner_ns = namespace if owner_rt.namespaced else None
+            if not rbac.allowed(st.objects, user, "update", owner_rt.group, owner_rt.plural, "finalizers", owner_ns, ref.get("name")):
+                reason = rbac.forbidden_reason(user, "update", owner_rt.group, owner_rt.plural, "finalizers", owner_ns)
+                shown = {k: ref.get(k) for k in ("apiVersion", "kind", "name", "uid", "controller", "blockOwnerDeletion")}
+                raise APIError(403, f"{what} is forbidden: cannot set blockOwnerDeletion if an ownerReference refers to a "
+                                    f"resource you can't set finalizers on: {reason}, {shown}", "Forbidden")  # fmt: skip
 
     async def _body(self, request: web.Request, verb: str) -> Any:
         raw = await request.read()
