@@ -43,6 +43,11 @@ API_CALLS: tuple[tuple[str, str, str, str], ...] = (
     ("get", "trainkit.dev", "trainingsweeps", ""),
     ("patch", "trainkit.dev", "trainingsweeps", "status"),
     ("create", "trainkit.dev", "trainingruns", ""),
+    # Not requests but an admission check (OwnerReferencesPermissionEnforcement, plugin/pkg/admission/gc):
+    # RayJobs/ConfigMaps name their run, and runs their sweep, with blockOwnerDeletion: true, which needs
+    # update on the owner's finalizers subresource.
+    ("update", "trainkit.dev", "trainingruns", "finalizers"),
+    ("update", "trainkit.dev", "trainingsweeps", "finalizers"),
 )
 
 # kopf reads discovery documents (/api, /apis, /apis/<group>/<version>): non-resource URLs, which

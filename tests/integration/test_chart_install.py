@@ -180,8 +180,13 @@ def test_chart_applied_with_kubectl_then_the_deployed_operator_reconciles_the_se
     secret(server, RELEASE_NS, "trainkit-s3")
     secret(server, "default", "trainkit-s3")
 
+    # From here the API server enforces RBAC as a real one: the operator authenticates as the chart's
+    # ServiceAccount (the token its pod would mount) and may do only what the chart's roles grant.
+    server.enforce_rbac()
+    sa = deployment["spec"]["template"]["spec"]["serviceAccountName"]
+    sa_kubeconfig = server.write_token_kubeconfig(tmp_path / "sa-kubeconfig", server.service_account_token(RELEASE_NS, sa))
     first_request = len(server.requests)
-    with operator_as_deployed(server, deployment, server.kubeconfig, tmp_path) as (proc, health_port):
+    with operator_as_deployed(server, deployment, sa_kubeconfig, tmp_path) as (proc, health_port):
         # The Deployment's probes: kopf's health endpoint answers once the operator is up.
         assert wait_for(lambda: healthz(health_port) == 200, what="kopf /healthz", timeout=60)
 
@@ -235,6 +240,7 @@ def test_chart_applied_with_kubectl_then_the_deployed_operator_reconciles_the_se
     assert proc.returncode == 0 or proc.returncode == -signal.SIGTERM
     log = (tmp_path / "operator.log").read_text()
     assert "Traceback" not in log, log[-4000:]
+    assert " 403 " not in log and "Forbidden" not in log, log[-4000:]
 
     # Every request the operator made is allowed by the rules the chart installed (recorded by the server).
     ours = [r for i, r in enumerate(server.requests) if i >= first_request and not _made_by_the_test(i, r)]

@@ -305,3 +305,28 @@ def test_block_owner_deletion_needs_update_on_the_owners_finalizers(kube_api):
         core.create_namespaced_config_map("default", {"metadata": {"name": "blocking", "ownerReferences": [_ref(owner, block=True)]}})
     finally:
         client.close()
+
+
+def test_a_request_without_credentials_is_anonymous_and_the_client_sends_its_token(kube_api, tmp_path):
+    """kubernetes==36.0.0 dropped the kubeconfig's and the in-cluster token (kubernetes-client/python#2582,
+    #2584): every call of the operator went out as system:anonymous. Any token worked here before, and none."""
+    import kubernetes
+    from kubernetes.client.exceptions import ApiException
+
+    _role(kube_api, "default", "op", [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["list"]}])
+    kube_api.enforce_rbac()
+    anonymous = kubernetes.client.Configuration()
+    anonymous.host = kube_api.url
+    client = kubernetes.client.ApiClient(anonymous)
+    try:
+        with pytest.raises(ApiException) as e:
+            kubernetes.client.CoreV1Api(client).list_namespaced_config_map("default")
+        assert e.value.status == 403 and 'User "system:anonymous"' in json.loads(e.value.body)["message"]
+    finally:
+        client.close()
+    path = kube_api.write_token_kubeconfig(tmp_path / "sa", kube_api.service_account_token("ops", "op"))
+    client = kubernetes.config.new_client_from_config(config_file=str(path))
+    try:
+        assert kubernetes.client.CoreV1Api(client).list_namespaced_config_map("default").items == []
+    finally:
+        client.close()

@@ -32,6 +32,9 @@ class User:
     groups: tuple[str, ...] = field(default=())
 
 
+ANONYMOUS = User("system:anonymous", ("system:unauthenticated",))  # a request without credentials
+
+
 def service_account_user(namespace: str, name: str) -> User:
     return User(f"system:serviceaccount:{namespace}:{name}",
                 ("system:serviceaccounts", f"system:serviceaccounts:{namespace}", "system:authenticated"))  # fmt: skip
