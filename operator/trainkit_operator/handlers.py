@@ -210,11 +210,24 @@ def reconcile(kube: Kube, run: dict, config: OperatorConfig, now: str | None = N
         # The Secret matters before the RayJob exists; afterwards a vanished Secret shows as the pods'
         # CreateContainerConfigError (surfaced while Initializing). Saves a GET per timer tick.
         secret = builders.credentials_secret(spec, config)
-        if secret and rayjob is None and not kube.secret_exists(ns, secret):
-            spec_error = (
-                f"spec.storage.credentialsSecret: Secret {secret!r} does not exist in namespace {ns!r}; "
-                "create it with keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
-            )
+        if secret and rayjob is None:
+            try:
+                exists = kube.secret_exists(ns, secret)
+            except Exception as e:
+                if getattr(e, "status", None) != 403:
+                    raise
+                # RBAC lets the operator read only the Secrets the chart names: a spec error, not a retry.
+                spec_error = (
+                    f"spec.storage.credentialsSecret: the operator may not read Secret {secret!r} in namespace "
+                    f"{ns!r} (403 Forbidden); name a Secret the chart allows, or add it to the chart's "
+                    "rbac.secretNames (or set rbac.allSecretNames)"
+                )
+            else:
+                if not exists:
+                    spec_error = (
+                        f"spec.storage.credentialsSecret: Secret {secret!r} does not exist in namespace {ns!r}; "
+                        "create it with keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+                    )
         if spec_error is None:
             configmap = kube.get_configmap(ns, builders.configmap_name(name))
     decision = decide.plan_actions(run, spec if spec_error is None else None, spec_error, rayjob, configmap, config)

@@ -8,10 +8,21 @@ from __future__ import annotations
 
 import subprocess
 
+import pytest
+
 from test_operator_support import (  # noqa: F401  (fixtures)
-    NS, RAYJOBS, RUNS, SEED, assert_no_credentials, cluster, events_for, get, kube_api, kuberay_sets_status,
+    NS, RAYJOBS, RUNS, SEED, assert_no_credentials, chart_rbac, events_for, get, kube_api, kuberay_sets_status,
     running_operator, seed_doc, status_of, wait_for, put_json,
 )
+from test_operator_support import cluster as admin_cluster  # noqa: F401
+
+
+@pytest.fixture(params=["cluster", "namespaced"])
+def cluster(admin_cluster, request):  # noqa: F811
+    """The lifecycle runs with RBAC enforced: the operator has only the chart's ServiceAccount and roles,
+    rendered for a cluster-wide and for a namespaced install."""
+    chart_rbac(admin_cluster, request.param)
+    return admin_cluster
 
 RUN = "gpt2-70m-50-30-20"
 
@@ -145,3 +156,17 @@ def test_failed_with_kuberay_reason_is_sticky_and_never_recreated(cluster, seed_
         assert status_of(cluster, "fails")["phase"] == "Failed"
     creates = [r for r in cluster.requests if r.resource == "rayjobs" and r.verb == "create" and r.name in (None, "fails")]
     assert len(creates) == 1
+
+
+def test_a_secret_the_chart_does_not_allow_is_an_invalid_spec_not_endless_retries(cluster, seed_bucket):
+    """With RBAC the operator may read only the Secrets the chart names (rbac.secretNames): a run naming
+    another is Failed/InvalidSpec with a message saying so (today: 403, retried forever, no status)."""
+    cluster.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "team-creds", "namespace": NS},
+                    "stringData": {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y"}})
+    doc = seed_doc("other-secret", bucket=seed_bucket, **{"storage.credentialsSecret": "team-creds"})
+    with running_operator(cluster):
+        cluster.create(doc)
+        st = wait_for(lambda: (s := status_of(cluster, "other-secret")).get("phase") == "Failed" and s,
+                      what="Failed InvalidSpec")
+        assert st["reason"] == "InvalidSpec" and "rbac.secretNames" in st["message"] and "team-creds" in st["message"]
+        assert not get(cluster, RAYJOBS, "other-secret")

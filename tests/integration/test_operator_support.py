@@ -68,25 +68,62 @@ def cluster(kube_api, s3_endpoint):  # noqa: F811
     return kube_api
 
 
+def chart_rbac(server, scope: str, **values) -> str:
+    """Install only the chart's ServiceAccount, (Cluster)Roles and bindings (helm-rendered, `watch.scope`
+    `scope`, watching `default`), switch RBAC enforcement on and return the ServiceAccount's token;
+    running_operator then authenticates with it (server.operator_token)."""
+    from support.helm import render
+
+    chart_values = {"storage": {"credentialsSecret": "trainkit-s3"},
+                    "watch": {"scope": scope, "namespaces": ["default"] if scope == "namespaced" else []}}
+    chart_values.update(values)
+    docs = render(values=chart_values, namespace="trainkit-system", extra=("--skip-crds",))
+    server.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "trainkit-system"}})
+    kinds = ("ServiceAccount", "Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding")
+    (sa,) = [d for d in docs if d["kind"] == "ServiceAccount"]
+    for doc in docs:
+        if doc["kind"] in kinds:
+            server.create(doc)
+    server.enforce_rbac()
+    server.operator_scope = scope  # as the chart's Deployment: cluster-wide, or the listed namespace
+    server.operator_token = server.service_account_token("trainkit-system", sa["metadata"]["name"])
+    return server.operator_token
+
+
 @contextmanager
 def running_operator(server, config=None, timeout: float = 120):
-    """The operator under kopf's own runner, logged in to the test server; yields the runner."""
+    """The operator under kopf's own runner, logged in to the test server; yields the runner. It
+    authenticates as `server.operator_token` when chart_rbac() set one, else as the test's admin."""
     import kopf
     from kopf.testing import KopfRunner
 
     from trainkit_operator.handlers import register
 
     registry = kopf.OperatorRegistry()
+    token = getattr(server, "operator_token", None) or "kubeapi-test-token"
 
     @kopf.on.login(registry=registry)
     def login(**_):
-        return kopf.ConnectionInfo(server=server.url, scheme="Bearer", token="kubeapi-test-token", insecure=True)
+        return kopf.ConnectionInfo(server=server.url, scheme="Bearer", token=token, insecure=True)
 
-    register(registry, config or operator_config())
+    kube = None
+    if token != "kubeapi-test-token":  # the operator's own client authenticates as the ServiceAccount too
+        import tempfile
+
+        import kubernetes
+
+        from trainkit_operator.handlers import Kube
+
+        path = server.write_token_kubeconfig(Path(tempfile.mkdtemp(prefix="sa-kubeconfig-")) / "config", token)
+        kube = Kube(kubernetes.config.new_client_from_config(config_file=str(path)))
+    register(registry, config or operator_config(), kube=kube)
     settings = kopf.OperatorSettings()
-    with KopfRunner(["run", "--standalone", "--namespace", NS, "--verbose"], registry=registry, settings=settings,
+    where = ["--all-namespaces"] if getattr(server, "operator_scope", None) == "cluster" else ["--namespace", NS]
+    with KopfRunner(["run", "--standalone", *where, "--verbose"], registry=registry, settings=settings,
                     timeout=timeout) as runner:
         yield runner
+    if kube is not None:
+        kube.close()
     assert runner.exception is None, runner.exception
     assert runner.exit_code == 0, runner.output[-3000:]
 
