@@ -7,6 +7,10 @@ import pytest
 
 from kubeapi.fixtures import kube_api  # noqa: F401
 
+# Generic custom-resource semantics on free-form RayJobs: the server's schema-less RayJob CRD (KubeRay's
+# schema, the default, is tested in test_kubeapi_strict.py).
+pytestmark = pytest.mark.kubeapi(rayjob="schemaless")
+
 
 @pytest.fixture
 def k8s(kube_api):

@@ -330,3 +330,54 @@ def test_a_request_without_credentials_is_anonymous_and_the_client_sends_its_tok
         assert kubernetes.client.CoreV1Api(client).list_namespaced_config_map("default").items == []
     finally:
         client.close()
+
+
+# -------------------------------------------------------------------------------- RayJob schema
+# Upstream: ray-project/kuberay ray-operator/config/crd/bases/ray.io_rayjobs.yaml (v1.4.2, v1.7.0), trimmed
+# to the fields trainkit emits (tests/data/kuberay/, tests/support/kuberay_schema.py); pruning, defaulting
+# and type checks of a structural schema as any custom resource.
+@pytest.mark.parametrize("tag", ["v1.4.2", "v1.7.0"])
+def test_every_rayjob_trainkit_builds_is_stored_unpruned_by_kuberays_schema(tag):
+    from kubeapi import KubeAPIServer
+    from support.kuberay_schema import emitted_rayjobs
+
+    with KubeAPIServer(rayjob=tag) as api:
+        api.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "research"}})
+        schema = api.store.resolve("rayjobs").versions["v1"].schema
+        assert schema["properties"]["spec"]["properties"]["rayClusterSpec"]["properties"]["headGroupSpec"]
+        for i, rj in enumerate(emitted_rayjobs()):
+            rj["metadata"]["name"] = f"rj-{i}"
+            warnings: list[str] = []
+            ns = rj["metadata"]["namespace"]
+            stored = api.store.create(api.store.resolve("rayjobs"), "v1", ns, rj, warnings=warnings)
+            assert warnings == [], warnings
+            assert stored["spec"]["rayClusterSpec"] == rj["spec"]["rayClusterSpec"]
+            assert stored["spec"]["submitterPodTemplate"] == rj["spec"]["submitterPodTemplate"]
+
+
+def test_a_misspelt_rayjob_field_is_pruned_with_a_warning_and_a_mistyped_one_refused(kube_api):
+    import kubernetes
+
+    from support.kuberay_schema import emitted_rayjobs
+
+    rj = copy.deepcopy(emitted_rayjobs()[0])
+    rj["metadata"].update(name="typo", namespace="default")
+    rj["spec"]["shutdownAfterJobFinish"] = True  # misspelt (shutdownAfterJobFinishes)
+    rj["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Always"
+    client = kube_api.api_client()
+    try:
+        api = kubernetes.client.CustomObjectsApi(client)
+        stored = api.create_namespaced_custom_object("ray.io", "v1", "default", "rayjobs", rj)
+        assert "shutdownAfterJobFinish" not in stored["spec"]
+        (method, path, first), (_, _, second) = kube_api.warnings
+        assert method == "POST" and path.endswith("/rayjobs")
+        assert {first, second} == {'unknown field "spec.shutdownAfterJobFinish"',
+                                   'unknown field "spec.rayClusterSpec.headGroupSpec.template.spec.containers[0].imagePullPolicyy"'}
+        bad = copy.deepcopy(emitted_rayjobs()[0])
+        bad["metadata"].update(name="mistyped", namespace="default")
+        bad["spec"]["backoffLimit"] = "2"  # an integer in KubeRay's schema
+        with pytest.raises(kubernetes.client.ApiException) as e:
+            api.create_namespaced_custom_object("ray.io", "v1", "default", "rayjobs", bad)
+        assert e.value.status == 422 and "spec.backoffLimit" in json.loads(e.value.body)["message"]
+    finally:
+        client.close()

@@ -5,6 +5,7 @@ tmp_path/kubeconfig (`kube_api.kubeconfig`), KUBECONFIG set for the test (restor
 `kubernetes` package is already imported, its default kubeconfig location pointed there too (the
 client captures $KUBECONFIG at import). The client is NOT configured for you: call
 `kubernetes.config.load_kube_config()` or use `kube_api.api_client()` inside the test.
+`@pytest.mark.kubeapi(**options)` passes KubeAPIServer options (e.g. `rayjob="schemaless"`).
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from .server import KubeAPIServer
 
 
 @pytest.fixture
-def kube_api(tmp_path, monkeypatch):
-    with KubeAPIServer() as server:
+def kube_api(tmp_path, monkeypatch, request):
+    marker = request.node.get_closest_marker("kubeapi")  # @pytest.mark.kubeapi(rayjob="schemaless")
+    with KubeAPIServer(**(marker.kwargs if marker else {})) as server:
         path = server.write_kubeconfig(tmp_path / "kubeconfig")  # also sets server.kubeconfig
         monkeypatch.setenv("KUBECONFIG", str(path))
         # kubectl keeps a discovery cache per server address; keep it per test

@@ -80,7 +80,7 @@ class KubeAPIServer:
         ...
     """
 
-    def __init__(self, *, history_limit: int = 10_000, rayjob: bool = True, kopf_peering: bool = False,
+    def __init__(self, *, history_limit: int = 10_000, rayjob: bool | str = True, kopf_peering: bool = False,
                  host: str = "127.0.0.1", gc_delay: float | None = 0.1):  # fmt: skip
         self.host = host
         self.gc_delay = gc_delay  # seconds before the garbage collector acts; None: only collect_garbage()
@@ -89,6 +89,8 @@ class KubeAPIServer:
         self._kopf_peering = kopf_peering
         self.requests: list[Request] = []
         self.raw_requests: list[tuple[str, str]] = []  # (method, path?query), every request incl. discovery
+        # every `Warning: 299` the server sent (e.g. unknown fields pruned): (method, path, warning)
+        self.warnings: list[tuple[str, str, str]] = []
         self._injections: list[_Injection] = []
         self._inject_lock = threading.Lock()
         self._watches: dict[asyncio.Queue, web.Request] = {}
@@ -109,7 +111,12 @@ class KubeAPIServer:
             self.store.close()
         self.store = Store(history_limit=self.history_limit, gc_delay=self.gc_delay)
         if self._rayjob:
-            self.store.create(self.store.types[("apiextensions.k8s.io", "customresourcedefinitions")], "v1", None, rayjob_crd())
+            # True: KubeRay's schema of the oldest supported KubeRay; a tag: that one; "schemaless": anything goes
+            from support.kuberay_schema import DEFAULT_TAG
+
+            tag = DEFAULT_TAG if self._rayjob is True else (None if self._rayjob == "schemaless" else str(self._rayjob))
+            self.store.create(self.store.types[("apiextensions.k8s.io", "customresourcedefinitions")], "v1", None,
+                              rayjob_crd(tag))  # fmt: skip
         if self._kopf_peering:
             for crd in kopf_peering_crds():
                 self.store.create(self.store.types[("apiextensions.k8s.io", "customresourcedefinitions")], "v1", None, crd)
@@ -179,6 +186,7 @@ class KubeAPIServer:
         self._fresh_store()
         self.requests.clear()
         self.raw_requests.clear()
+        self.warnings.clear()
         with self._inject_lock:
             self._injections.clear()
 
@@ -643,6 +651,8 @@ class KubeAPIServer:
         return obj
 
     def _object(self, request, rt, version, obj, status=200, warnings=None) -> web.Response:
+        for w in warnings or []:
+            self.warnings.append((request.method, request.path, w))
         table = _wants_table(request)
         obj = self._versioned(rt, version, obj)
         if table:

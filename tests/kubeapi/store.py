@@ -156,8 +156,19 @@ ORPHAN_FINALIZER = "orphan"
 FOREGROUND_FINALIZER = "foregroundDeletion"
 
 
-def rayjob_crd() -> dict:
-    """A minimal stand-in for KubeRay's RayJob CRD: same names and scope, schema-less (preserve unknown)."""
+def rayjob_crd(kuberay: str | None = None) -> dict:
+    """KubeRay's RayJob CRD: its names, scope, status subresource and printer columns, and with a KubeRay
+    tag (e.g. "v1.4.2") KubeRay's own structural schema (trimmed to what trainkit uses, tests/data/kuberay/,
+    see support.kuberay_schema), so RayJobs are pruned and typed as on a real cluster; None: schema-less."""
+    crd = _schemaless_rayjob_crd()
+    if kuberay:
+        from support import kuberay_schema
+
+        crd["spec"]["versions"][0]["schema"] = {"openAPIV3Schema": kuberay_schema.load(kuberay)}
+    return crd
+
+
+def _schemaless_rayjob_crd() -> dict:
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
