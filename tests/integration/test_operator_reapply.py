@@ -11,12 +11,25 @@ from __future__ import annotations
 
 import copy
 
+import pytest
+
 from test_operator_support import (  # noqa: F401  (fixtures)
-    NS, RAYJOBS, RUNS, cluster, get, kube_api, kuberay_sets_status, running_operator, seed_doc, status_of, wait_for,
+    NS, RAYJOBS, RUNS, chart_rbac, get, kube_api, kuberay_sets_status, running_operator, seed_doc, status_of, wait_for,
 )
+from test_operator_support import cluster as admin_cluster  # noqa: F401
 from test_operator_sweep import SWEEPS, sweep_doc
 
 KUBERAY_FINALIZER = "ray.io/rayjob-finalizer"
+
+
+@pytest.fixture(params=["cluster", "namespaced"])
+def cluster(admin_cluster, request):  # noqa: F811
+    """With RBAC enforced: the operator has only the chart's ServiceAccount and roles (both scopes)."""
+    from trainkit.spec.crd import training_sweep_crd
+
+    admin_cluster.create(training_sweep_crd())
+    chart_rbac(admin_cluster, request.param)
+    return admin_cluster
 
 
 def _patch(server, resource: str, name: str, body: dict) -> None:
@@ -88,9 +101,6 @@ def test_delete_and_reapply_run_while_the_old_rayjob_finalizes(cluster, seed_buc
 
 
 def test_delete_and_reapply_sweep_while_the_old_rayjob_finalizes(cluster, seed_bucket):
-    from trainkit.spec.crd import training_sweep_crd
-
-    cluster.create(training_sweep_crd())
     doc = sweep_doc(seed_bucket)
     doc["spec"]["parallelism"] = 1
     doc["spec"]["mixtures"]["explicit"] = doc["spec"]["mixtures"]["explicit"][:1]
