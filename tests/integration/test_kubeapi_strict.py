@@ -95,6 +95,24 @@ def test_cost_scales_with_bounds_like_upstream(kube_api):
     assert "factor of 2.5x" in cost_message("estimated rule cost", 25_000_000, 10_000_000)
 
 
+def test_the_whole_schemas_total_is_limited_too(kube_api):
+    """Rules each under 1e7 whose sum is over 1e8: refused at the schema, the big contributors named."""
+    from support.celcost import STATIC_ESTIMATED_COST_LIMIT, schema_rule_costs
+
+    tags = {"type": "array", "maxItems": 80000,
+            "items": {"type": "string", "maxLength": 250, "x-kubernetes-validations": [{"rule": "self.contains('x')"}]}}
+    (one,) = schema_rule_costs(tags, "t")
+    assert 0.5 * STATIC_ESTIMATED_COST_LIMIT < one.cost < STATIC_ESTIMATED_COST_LIMIT and one.cardinality == 80000
+    schema = {"type": "object", "properties": {f"t{i}": tags for i in range(20)}}
+    with pytest.raises(APIError) as e:
+        kube_api.store.create(_crd_rt(kube_api), "v1", None, _widget_crd(schema))
+    causes = [(c["field"], c["message"]) for c in e.value.details["causes"]]
+    assert causes[-1][0] == "spec.validation.openAPIV3Schema" and causes[-1][1].startswith(
+        "Forbidden: x-kubernetes-validations estimated rule cost total for entire OpenAPIv3 schema exceeds budget by factor of")
+    assert sum("contributed to estimated rule cost total" in m for _, m in causes) == 4  # the 4 most expensive
+    assert not any("estimated rule cost exceeds budget" in m for _, m in causes)
+
+
 def test_a_rule_under_a_map_costs_by_its_max_properties(kube_api):
     from support.celcost import MAX_REQUEST_SIZE_BYTES, max_elements
 
