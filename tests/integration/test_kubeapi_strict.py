@@ -2,6 +2,7 @@
 
 Each test names the upstream behaviour it follows (the Kubernetes source file or documentation).
 """
+# ruff: noqa: F811 - the kube_api fixture is imported, then requested by name
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import copy
 import json
 
 import pytest
-
 from kubeapi.fixtures import kube_api  # noqa: F401
 from kubeapi.store import APIError
 
@@ -39,8 +39,8 @@ def _widget_crd(schema: dict, plural: str = "widgets") -> dict:
 # (StaticEstimatedCostLimit 1e7 per rule, StaticEstimatedCRDCostLimit 1e8 per CRD, the error wording) and
 # cel_validation.go (cardinality: the product of maxItems/maxProperties above a rule).
 def test_both_shipped_crds_are_admitted_under_the_cel_cost_limits(kube_api):
-    from trainkit.spec.crd import all_crds
     from support.celcost import STATIC_ESTIMATED_COST_LIMIT, schema_rule_costs
+    from trainkit.spec.crd import all_crds
 
     for crd in all_crds():
         kube_api.store.create(_crd_rt(kube_api), "v1", None, crd)
@@ -67,8 +67,9 @@ def test_the_sweep_crd_with_unbounded_weights_is_refused_as_upstream_words_it(ku
     rule_path = ("spec.validation.openAPIV3Schema.properties[spec].properties[mixtures].properties[explicit].items"
                  ".properties[weights].x-kubernetes-validations[0].rule")  # fmt: skip
     causes = {(c["field"], c["message"]) for c in e.value.details["causes"]}
-    assert (rule_path, "Forbidden: estimated rule cost exceeds budget by factor of more than 100x (try simplifying the "
-            "rule, or adding maxItems, maxProperties, and maxLength where arrays, maps, and strings are declared)") in causes
+    expected = ("Forbidden: estimated rule cost exceeds budget by factor of more than 100x (try simplifying the rule, or "
+                "adding maxItems, maxProperties, and maxLength where arrays, maps, and strings are declared)")
+    assert (rule_path, expected) in causes
     assert any(f == "spec.validation.openAPIV3Schema" and "estimated rule cost total for entire OpenAPIv3 schema" in m
                for f, m in causes)  # fmt: skip
     assert e.value.message.startswith('CustomResourceDefinition.apiextensions.k8s.io "trainingsweeps.trainkit.dev" is invalid: [')
@@ -375,7 +376,6 @@ def test_every_rayjob_trainkit_builds_is_stored_unpruned_by_kuberays_schema(tag)
 
 def test_a_misspelt_rayjob_field_is_pruned_with_a_warning_and_a_mistyped_one_refused(kube_api):
     import kubernetes
-
     from support.kuberay_schema import emitted_rayjobs
 
     rj = copy.deepcopy(emitted_rayjobs()[0])

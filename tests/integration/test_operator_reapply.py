@@ -12,9 +12,18 @@ from __future__ import annotations
 import copy
 
 import pytest
-
 from test_operator_support import (  # noqa: F401  (fixtures)
-    NS, RAYJOBS, RUNS, chart_rbac, get, kube_api, kuberay_sets_status, running_operator, seed_doc, status_of, wait_for,
+    NS,
+    RAYJOBS,
+    RUNS,
+    chart_rbac,
+    get,
+    kube_api,
+    kuberay_sets_status,
+    running_operator,
+    seed_doc,
+    status_of,
+    wait_for,
 )
 from test_operator_support import cluster as admin_cluster  # noqa: F401
 from test_operator_sweep import SWEEPS, sweep_doc

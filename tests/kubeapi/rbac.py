@@ -19,8 +19,9 @@ Follows upstream:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 MASTERS = "system:masters"
 ADMIN_TOKEN = "kubeapi-test-token"  # the test's own kubeconfig: cluster-admin

@@ -63,7 +63,7 @@ class _Value:
 
     schema: dict | None = None
     size: int = 1  # string length, list items or map entries; 1 for scalars
-    elements: list["_Value"] = field(default_factory=list)  # literal lists/maps: what indexing may return
+    elements: list[_Value] = field(default_factory=list)  # literal lists/maps: what indexing may return
 
 
 # ------------------------------------------------------------------------------- schema sizes
@@ -255,8 +255,8 @@ class _Estimator:
         target_cost, target = self.cost(kids[0])
         name = str(kids[1])
         args = _exprs(kids[2:]) if len(kids) > 2 else []
-        if name in _MACROS and len(args) == 2 and _ident_name(args[0]):
-            var = _ident_name(args[0])
+        var = _ident_name(args[0]) if name in _MACROS and len(args) == 2 else None
+        if var is not None:
             n = target.size
             self.scopes.append({var: _iteration_var(target)})
             try:
@@ -367,6 +367,9 @@ def cost_message(what: str, cost: int, limit: int) -> str:
             "maxItems, maxProperties, and maxLength where arrays, maps, and strings are declared)")  # fmt: skip
 
 
+CONTRIBUTED = "Forbidden: contributed to estimated rule cost total exceeding cost limit for entire OpenAPIv3 schema"
+
+
 def crd_cost_causes(crd_spec: dict) -> list[tuple[str, str]]:
     """(field, message) causes for a CRD spec whose CEL rules are over the static limits; [] when admitted.
 
@@ -391,8 +394,7 @@ def crd_cost_causes(crd_spec: dict) -> list[tuple[str, str]]:
             expensive = sorted((c for c in costs if c.cost >= STATIC_ESTIMATED_CRD_COST_LIMIT // 100),
                                key=lambda c: -c.cost)[:4]  # fmt: skip
             for c in expensive:
-                causes.append((c.path, "Forbidden: contributed to estimated rule cost total exceeding cost limit for "
-                                       "entire OpenAPIv3 schema"))  # fmt: skip
+                causes.append((c.path, CONTRIBUTED))
             causes.append((f"{where}.openAPIV3Schema", "Forbidden: " + cost_message(
                 "x-kubernetes-validations estimated rule cost total for entire OpenAPIv3 schema", total,
                 STATIC_ESTIMATED_CRD_COST_LIMIT)))  # fmt: skip

@@ -84,7 +84,6 @@ def emitted_rayjobs() -> list[dict]:
     """RayJobs build_rayjob makes, with every optional branch on (env, secrets, tolerations, queues...)."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
     from test_operator_builders import seed_run  # the unit tests' seed run
-
     from trainkit.spec import parse_spec
     from trainkit_operator.builders import build_rayjob
     from trainkit_operator.config import OperatorConfig
@@ -95,7 +94,7 @@ def emitted_rayjobs() -> list[dict]:
                     "resources.tolerations": [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule", "tolerationSeconds": 5}],
                     "scheduling.priorityClassName": "high", "scheduling.activeDeadlineSeconds": 3600,
                     "scheduling.suspend": True, "storage.region": "us-east-1",
-                    "storage.endpoint": "http://minio:9000"}),  # fmt: skip
+                    "storage.endpoint": "http://minio:9000"}),
         seed_run(**{"scheduling.queueName": None, "scheduling.volcanoQueue": "q", "resources.gpusPerWorker": 0}),
     ]
     return [build_rayjob(run, parse_spec(run["spec"])[0], config) for run in runs]
