@@ -13,12 +13,22 @@ import time
 
 import yaml
 
+import pytest
+
 from test_operator_support import (  # noqa: F401  (fixtures)
-    NS, RAYJOBS, REPO, RUNS, cluster, get, kube_api, kuberay_sets_status, put_json, running_operator,
+    NS, RAYJOBS, REPO, RUNS, chart_rbac, get, kube_api, kuberay_sets_status, put_json, running_operator,
     status_of, wait_for,
 )
+from test_operator_support import cluster as admin_cluster  # noqa: F401
 
 SWEEPS = "trainingsweeps.trainkit.dev"
+
+
+@pytest.fixture(params=["cluster", "namespaced"])
+def cluster(admin_cluster, request):  # noqa: F811
+    """With RBAC enforced: the operator has only the chart's ServiceAccount and roles (both scopes)."""
+    chart_rbac(admin_cluster, request.param)
+    return admin_cluster
 AVERAGES = [31.0, 38.5, 35.0, 29.5]  # what each mixture's eval will report
 
 
