@@ -11,10 +11,13 @@ import random
 import threading
 import time
 
+import pytest
+
 from test_operator_support import (  # noqa: F401  (fixtures)
-    NS, RAYJOBS, RUNS, cluster, get, kube_api, kuberay_sets_status, operator_config, running_operator,
+    NS, RAYJOBS, RUNS, chart_rbac, get, kube_api, kuberay_sets_status, operator_config, running_operator,
     seed_doc, status_of, wait_for, put_json,
 )
+from test_operator_support import cluster as admin_cluster  # noqa: F401
 
 
 class SimulatedKubeRay(threading.Thread):
@@ -108,6 +111,13 @@ class StatusWatch(threading.Thread):
                 if st.get("phase"):
                     self.seen[name] = st
             time.sleep(0.05)
+
+
+@pytest.fixture(params=["cluster", "namespaced"])
+def cluster(admin_cluster, request):  # noqa: F811
+    """With RBAC enforced: the operator has only the chart's ServiceAccount and roles (both scopes)."""
+    chart_rbac(admin_cluster, request.param)
+    return admin_cluster
 
 
 def test_fifty_restarts_at_random_points_never_two_rayjobs_no_lost_status_no_crash_loop(cluster, seed_bucket):

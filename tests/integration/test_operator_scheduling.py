@@ -10,10 +10,13 @@ import time
 
 import kubernetes
 
+import pytest
+
 from test_operator_support import (  # noqa: F401  (fixtures)
-    NS, RAYJOBS, RUNS, cluster, events_for, get, kube_api, kuberay_sets_status, kueue_sets_suspend,
+    NS, RAYJOBS, RUNS, chart_rbac, events_for, get, kube_api, kuberay_sets_status, kueue_sets_suspend,
     running_operator, seed_doc, status_of, wait_for, put_json,
 )
+from test_operator_support import cluster as admin_cluster  # noqa: F401
 
 
 def custom(server):
@@ -31,6 +34,13 @@ def patch_run(server, name, patch):
 
 def condition(status, type_):
     return next(c for c in status["conditions"] if c["type"] == type_)
+
+
+@pytest.fixture(params=["cluster", "namespaced"])
+def cluster(admin_cluster, request):  # noqa: F811
+    """With RBAC enforced: the operator has only the chart's ServiceAccount and roles (both scopes)."""
+    chart_rbac(admin_cluster, request.param, rbac={"secretNames": ["absent-s3"]})  # the Secret one test creates late
+    return admin_cluster
 
 
 def test_kueue_holds_the_rayjob_queued_and_the_operator_never_fights_it(cluster, seed_bucket):
