@@ -32,10 +32,12 @@ SPEC_PATH = f"{SPEC_DIR}/{SPEC_KEY}"
 ENTRYPOINT = f"python -m trainkit.jobs.train --spec {SPEC_PATH}"
 
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
-VOLCANO_SCHEDULER_LABEL = "ray.io/scheduler-name"
+# What KubeRay's Volcano batch-scheduler plugin reads (ray-operator/controllers/ray/batchscheduler/volcano/):
+# the queue and the PodGroup's priority class. It gang-schedules every RayCluster once KubeRay runs with
+# `batchScheduler.name: volcano`; it reads neither `ray.io/scheduler-name` (dropped in KubeRay v1.6) nor
+# `ray.io/gang-scheduling-enabled`, so we emit neither.
 VOLCANO_QUEUE_LABEL = "volcano.sh/queue-name"
 RAY_PRIORITY_LABEL = "ray.io/priority-class-name"
-GANG_LABEL = "ray.io/gang-scheduling-enabled"
 
 CREDENTIAL_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 # Env names the operator sets itself; a run's spec.resources.env may not shadow them.
@@ -231,6 +233,7 @@ def _pod_spec(
     container: str,
     resources: dict,
     node_selector: dict[str, str],
+    gpu_pool: bool,
 ) -> dict:
     image = spec.resources.image or config.trainer_image
     pod: dict[str, Any] = {
@@ -261,7 +264,9 @@ def _pod_spec(
     }
     if node_selector:
         pod["nodeSelector"] = dict(node_selector)
-    tol = tolerations(spec, config)
+    # The GPU pool's tolerations only on pods that belong there: tolerating the taint is what lets a pod land
+    # on a GPU node, and the head (CPU only, long-lived) must never take one.
+    tol = tolerations(spec, config) if gpu_pool else []
     if tol:
         pod["tolerations"] = tol
     if spec.resources.image_pull_secrets:
@@ -279,11 +284,10 @@ def head_pod_template(run: dict, spec: TrainingRunSpec, config: OperatorConfig) 
         "requests": {"cpu": quantity(r.head_cpus), "memory": r.head_memory},
         "limits": {"cpu": quantity(r.head_cpus), "memory": r.head_memory},
     }
-    # The head runs the driver on CPU nodes: the GPU pool's nodeSelector applies to workers only;
-    # tolerations are harmless on the head and let it land on a tainted pool when that is all there is.
+    # The head runs the driver on CPU nodes: the GPU pool's nodeSelector and tolerations apply to workers only.
     return {
         "metadata": {"labels": common_labels(run, config)},
-        "spec": _pod_spec(run, spec, config, container=HEAD_CONTAINER, resources=res, node_selector={}),
+        "spec": _pod_spec(run, spec, config, container=HEAD_CONTAINER, resources=res, node_selector={}, gpu_pool=False),
     }
 
 
@@ -299,7 +303,7 @@ def worker_pod_template(run: dict, spec: TrainingRunSpec, config: OperatorConfig
         "metadata": {"labels": common_labels(run, config)},
         "spec": _pod_spec(
             run, spec, config, container=WORKER_CONTAINER, resources={"requests": requests, "limits": limits},
-            node_selector=node_selector(spec, config),
+            node_selector=node_selector(spec, config), gpu_pool=True,
         ),
     }
 
@@ -333,9 +337,7 @@ def scheduling_labels(spec: TrainingRunSpec) -> dict[str, str]:
     if s.queue_name:
         labels[KUEUE_QUEUE_LABEL] = s.queue_name
     if s.volcano_queue:
-        labels[VOLCANO_SCHEDULER_LABEL] = "volcano"
         labels[VOLCANO_QUEUE_LABEL] = s.volcano_queue
-        labels[GANG_LABEL] = "true"
         if s.priority_class_name:
             labels[RAY_PRIORITY_LABEL] = s.priority_class_name
     return labels
@@ -350,6 +352,8 @@ def build_rayjob(run: dict, spec: TrainingRunSpec, config: OperatorConfig) -> di
         "entrypoint": ENTRYPOINT,
         "submissionMode": "K8sJobMode",
         "shutdownAfterJobFinishes": True,  # Kueue's webhook requires it; frees the GPUs at the end
+        # ...but keep the finished cluster's pods (and their logs) this long before KubeRay deletes them.
+        "ttlSecondsAfterFinished": config.ray_ttl_seconds_after_finished,
         "backoffLimit": s.backoff_limit,
         # Forwarded on create; afterwards Kueue owns it when a queue is named (never fight Kueue).
         "suspend": s.suspend,
@@ -357,8 +361,9 @@ def build_rayjob(run: dict, spec: TrainingRunSpec, config: OperatorConfig) -> di
         "rayClusterSpec": {
             "rayVersion": config.ray_version,
             "headGroupSpec": {
-                # num-cpus 0: no training task lands on the head; the driver still runs there.
-                "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0"},
+                # num-cpus/num-gpus 0: no training task lands on the head (Ray would otherwise detect the
+                # node's CPUs and GPUs); the driver still runs there.
+                "rayStartParams": {"num-cpus": "0", "num-gpus": "0", "dashboard-host": "0.0.0.0"},
                 "template": head_pod_template(run, spec, config),
             },
             "workerGroupSpecs": [

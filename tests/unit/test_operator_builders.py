@@ -172,10 +172,10 @@ def test_no_queue_no_kueue_label():
 def test_volcano_gang_labels():
     _, _, rj, _ = built(seed_run(**{"scheduling.volcanoQueue": "gang", "scheduling.priorityClassName": "p1"}))
     labels = rj["metadata"]["labels"]
-    assert labels["ray.io/scheduler-name"] == "volcano"
+    # what KubeRay's Volcano plugin reads; it ignores ray.io/scheduler-name (since v1.6) and gang-scheduling-enabled
     assert labels["volcano.sh/queue-name"] == "gang"
-    assert labels["ray.io/gang-scheduling-enabled"] == "true"
     assert labels["ray.io/priority-class-name"] == "p1"
+    assert "ray.io/scheduler-name" not in labels and "ray.io/gang-scheduling-enabled" not in labels
 
 
 def test_credentials_only_as_secret_key_refs_and_never_in_any_child():
