@@ -29,7 +29,7 @@ from trainkit.spec.status import (
     Progress,
     TrainingRunStatus,
 )
-from trainkit.storage import join
+from trainkit.storage import is_remote, join
 
 from trainkit_operator.builders import (
     KUEUE_QUEUE_LABEL,
@@ -84,6 +84,23 @@ def kueue_queue(rayjob_or_spec: Any) -> str | None:
     if isinstance(rayjob_or_spec, dict):
         return ((rayjob_or_spec.get("metadata") or {}).get("labels") or {}).get(KUEUE_QUEUE_LABEL)
     return None
+
+
+def cluster_spec_error(spec: TrainingRunSpec) -> str | None:
+    """Why a spec that is valid for `trainkit train` on one machine cannot run on the cluster, or None.
+
+    Every URI must be object storage: a local path (relative or absolute) would name a different,
+    unshared folder in each Ray pod, and the operator could never read progress or eval results there.
+    """
+    where = [("spec.output.uri", spec.output.uri)]
+    where += [(f"spec.data.sources[{i}].uri", src.uri) for i, src in enumerate(spec.data.sources)]
+    local = [f"{field} {uri!r}" for field, uri in where if not is_remote(uri)]
+    if not local:
+        return None
+    return (
+        "a TrainingRun on the cluster needs object-storage URIs (s3://bucket/...), no pod shares a local path: "
+        + ", ".join(local)
+    )
 
 
 def spec_diff(old: Any, new: Any, path: str = "spec") -> list[str]:

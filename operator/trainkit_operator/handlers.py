@@ -201,6 +201,7 @@ def reconcile(kube: Kube, run: dict, config: OperatorConfig, now: str | None = N
     spec_error: str | None = None
     try:
         spec, plan = parse_spec(run.get("spec") or {}, source=f"TrainingRun {ns}/{name}")
+        spec_error = decide.cluster_spec_error(spec)
     except SpecError as e:
         spec_error = spec_error_text(e)
     rayjob = configmap = None

@@ -81,20 +81,94 @@ def test_12_the_operators_default_trainer_image_is_the_charts_and_the_jobs():
     for job in sorted((REPO / "jobs").glob("prepare-*.yaml")):
         for doc in yaml.safe_load_all(job.read_text()):
             for c in _containers(doc):
-                assert c["image"] == chart_image, (job.name, c["name"])
+                if "image" in c:  # (KubeRay's default submitter, when none is given, is checked below)
+                    assert c["image"] == chart_image, (job.name, c["name"])
 
 
 def _pod_specs(doc: dict | None) -> list[dict]:
-    """Every pod spec inside a Job / CronJob / Pod document."""
+    """Every pod spec a RayJob / Job / Pod document makes: a RayJob's head, workers and its submitter."""
     if not doc:
         return []
     spec = doc.get("spec") or {}
-    if doc.get("kind") == "Pod":
+    kind = doc.get("kind")
+    if kind == "Pod":
         return [spec]
-    if doc.get("kind") == "CronJob":
-        spec = spec["jobTemplate"]["spec"]
+    if kind == "RayJob":
+        cluster = spec["rayClusterSpec"]
+        pods = [cluster["headGroupSpec"]["template"]["spec"]]
+        pods += [g["template"]["spec"] for g in cluster.get("workerGroupSpecs") or []]
+        # no submitterPodTemplate: KubeRay creates a default submitter pod with no securityContext at all
+        pods.append((spec.get("submitterPodTemplate") or {}).get("spec") or {"containers": [{"name": "default-submitter"}]})
+        return pods
     return [spec["template"]["spec"]] if "template" in spec else []
 
 
 def _containers(doc: dict | None) -> list[dict]:
     return [c for pod in _pod_specs(doc) for c in (pod.get("initContainers") or []) + pod["containers"]]
+
+
+# Pod Security Standard "restricted" (kubernetes.io/docs/concepts/security/pod-security-standards): what the
+# admission controller checks, pod-level settings counting for containers that set none.
+RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret"}
+
+
+def restricted_violations(pod: dict) -> list[str]:
+    out: list[str] = []
+    psc = pod.get("securityContext") or {}
+    for v in pod.get("volumes") or []:
+        if not set(v) - {"name"} <= RESTRICTED_VOLUMES:
+            out.append(f"volume {v['name']}")
+    for c in (pod.get("initContainers") or []) + pod["containers"]:
+        csc = c.get("securityContext") or {}
+        name = c["name"]
+        if csc.get("privileged"):
+            out.append(f"{name}: privileged")
+        if csc.get("allowPrivilegeEscalation") is not False:
+            out.append(f"{name}: allowPrivilegeEscalation != false")
+        if "ALL" not in ((csc.get("capabilities") or {}).get("drop") or []):
+            out.append(f"{name}: capabilities.drop lacks ALL")
+        if set((csc.get("capabilities") or {}).get("add") or []) - {"NET_BIND_SERVICE"}:
+            out.append(f"{name}: capabilities.add")
+        if not csc.get("runAsNonRoot", psc.get("runAsNonRoot")):
+            out.append(f"{name}: runAsNonRoot")
+        if csc.get("runAsUser", psc.get("runAsUser")) == 0:
+            out.append(f"{name}: runAsUser 0")
+        seccomp = (csc.get("seccompProfile") or psc.get("seccompProfile") or {}).get("type")
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            out.append(f"{name}: seccompProfile")
+    return out
+
+
+@pytest.mark.parametrize("path", sorted(str(p.relative_to(REPO)) for p in (REPO / "jobs").glob("prepare-*.yaml")))
+def test_12_prepare_jobs_pass_pod_security_restricted(path):
+    for doc in yaml.safe_load_all((REPO / path).read_text()):
+        pods = _pod_specs(doc)
+        assert pods, path
+        for pod in pods:
+            assert restricted_violations(pod) == [], path
+
+
+def test_12_the_restricted_check_has_teeth_and_the_operators_rayjob_passes_it():
+    _, _, rj, _ = built()
+    assert all(restricted_violations(pod) == [] for pod in _pod_specs(rj))
+    loose = copy.deepcopy(rj)
+    del loose["spec"]["submitterPodTemplate"]
+    assert restricted_violations(_pod_specs(loose)[-1])
+    head_pod = _pod_specs(rj)[0]
+    head_pod["containers"][0]["securityContext"]["allowPrivilegeEscalation"] = True
+    assert restricted_violations(head_pod) == ["ray-head: allowPrivilegeEscalation != false"]
+
+
+# ------------------------------------------------------------------ 12. cluster runs need shared storage
+def test_12_local_uris_are_refused_for_cluster_runs_naming_the_field():
+    from trainkit_operator import decide
+
+    spec, _ = parse_spec(seed_run()["spec"])
+    assert decide.cluster_spec_error(spec) is None
+    run = seed_run(**{"output.uri": "runs/quickstart"})
+    run["spec"]["data"]["sources"][1]["uri"] = "/data/shards/web"
+    spec, _ = parse_spec(run["spec"])  # fine for `trainkit train` on one machine...
+    msg = decide.cluster_spec_error(spec)  # ...but no Ray pod shares a local folder
+    assert msg is not None
+    assert "spec.output.uri 'runs/quickstart'" in msg and "spec.data.sources[1].uri '/data/shards/web'" in msg
+    assert "spec.data.sources[0]" not in msg
