@@ -24,6 +24,11 @@ RAYJOB_API_VERSION = "ray.io/v1"
 RUN_LABEL = "trainkit.dev/run"
 MANAGED_BY = "trainkit-operator"
 SPEC_HASH_ANNOTATION = "trainkit.dev/spec-hash"
+# Present exactly while the RayJob is suspended because the run's spec says so. The operator only ever
+# sets `suspend: false` on a RayJob that carries it: a suspension it did not make (Kueue's webhook with
+# manageJobsWithoutQueueName suspends RayJobs that name no queue) is never undone, so the two never fight.
+SUSPENDED_BY_ANNOTATION = "trainkit.dev/suspended-by"
+SUSPENDED_BY_SPEC = "spec.scheduling.suspend"
 
 SPEC_KEY = "spec.json"
 SPEC_DIR = "/etc/trainkit"
@@ -380,6 +385,9 @@ def build_rayjob(run: dict, spec: TrainingRunSpec, config: OperatorConfig) -> di
     }
     if s.active_deadline_seconds is not None:
         rayjob_spec["activeDeadlineSeconds"] = s.active_deadline_seconds
+    annotations = {SPEC_HASH_ANNOTATION: spec_hash(run, spec)}
+    if s.suspend:
+        annotations[SUSPENDED_BY_ANNOTATION] = SUSPENDED_BY_SPEC
     return {
         "apiVersion": RAYJOB_API_VERSION,
         "kind": "RayJob",
@@ -387,7 +395,7 @@ def build_rayjob(run: dict, spec: TrainingRunSpec, config: OperatorConfig) -> di
             "name": rayjob_name(meta["name"]),
             "namespace": meta.get("namespace") or "default",
             "labels": labels,
-            "annotations": {SPEC_HASH_ANNOTATION: spec_hash(run, spec)},
+            "annotations": annotations,
             "ownerReferences": [owner_reference(run)],
         },
         "spec": rayjob_spec,
@@ -397,30 +405,30 @@ def build_rayjob(run: dict, spec: TrainingRunSpec, config: OperatorConfig) -> di
 # --------------------------------------------------------------------- mutable fields of a RayJob
 # Paths (JSON pointer) of the RayJob that follow a spec change after creation, and the spec fields
 # that drive them. Everything else is fixed once the RayJob exists (see decide.MUTABLE_SPEC_FIELDS).
+def _pointer(*parts: str) -> str:
+    return "/" + "/".join(p.replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+SUSPEND_POINTER = "/spec/suspend"
+SUSPENDED_BY_POINTER = _pointer("metadata", "annotations", SUSPENDED_BY_ANNOTATION)
+
+
 def mutable_paths(desired: dict, *, kueue_managed: bool) -> dict[str, Any]:
     """JSON-pointer -> desired value for every RayJob field the operator may change after creation.
 
-    A value of None means "absent". `suspend` is only ours when no Kueue queue is named.
+    A value of None means "absent". `suspend` (with its SUSPENDED_BY annotation) is only ours when no
+    Kueue queue is named.
     """
     spec = desired["spec"]
+    annotations = desired["metadata"]["annotations"]
     out: dict[str, Any] = {
         "/spec/backoffLimit": spec.get("backoffLimit"),
         "/spec/activeDeadlineSeconds": spec.get("activeDeadlineSeconds"),
     }
     if not kueue_managed:
-        out["/spec/suspend"] = spec.get("suspend", False)
-    head = spec["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
-    out["/spec/rayClusterSpec/headGroupSpec/template/spec/priorityClassName"] = head.get("priorityClassName")
-    for i, group in enumerate(spec["rayClusterSpec"]["workerGroupSpecs"]):
-        out[f"/spec/rayClusterSpec/workerGroupSpecs/{i}/template/spec/priorityClassName"] = group["template"]["spec"].get(
-            "priorityClassName"
-        )
-    out["/spec/submitterPodTemplate/spec/priorityClassName"] = spec["submitterPodTemplate"]["spec"].get("priorityClassName")
-    prio = desired["metadata"]["labels"].get(RAY_PRIORITY_LABEL)
-    out["/metadata/labels/" + RAY_PRIORITY_LABEL.replace("~", "~0").replace("/", "~1")] = prio
-    out["/metadata/annotations/" + SPEC_HASH_ANNOTATION.replace("~", "~0").replace("/", "~1")] = desired["metadata"][
-        "annotations"
-    ][SPEC_HASH_ANNOTATION]
+        out[SUSPEND_POINTER] = spec.get("suspend", False)
+        out[SUSPENDED_BY_POINTER] = annotations.get(SUSPENDED_BY_ANNOTATION)
+    out[_pointer("metadata", "annotations", SPEC_HASH_ANNOTATION)] = annotations[SPEC_HASH_ANNOTATION]
     return out
 
 
@@ -445,7 +453,12 @@ def _get_pointer(obj: Any, pointer: str) -> tuple[bool, Any]:
 def mutable_patch(desired: dict, current: dict, *, kueue_managed: bool) -> list[dict]:
     """JSON Patch (RFC 6902) ops that bring `current`'s mutable fields to `desired`'s; [] when equal."""
     ops: list[dict] = []
-    for pointer, want in mutable_paths(desired, kueue_managed=kueue_managed).items():
+    paths = mutable_paths(desired, kueue_managed=kueue_managed)
+    if SUSPEND_POINTER in paths and not paths[SUSPEND_POINTER] and _get_pointer(current, SUSPEND_POINTER)[1]:
+        if _get_pointer(current, SUSPENDED_BY_POINTER)[1] != SUSPENDED_BY_SPEC:
+            # Suspended, but not by us (see SUSPENDED_BY_ANNOTATION): leave it to whoever did.
+            del paths[SUSPEND_POINTER]
+    for pointer, want in paths.items():
         present, have = _get_pointer(current, pointer)
         if want is None:
             if present and have is not None:

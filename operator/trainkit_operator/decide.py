@@ -21,6 +21,8 @@ from typing import Any, Literal
 
 from trainkit.spec.models import TrainingRunSpec
 from trainkit.spec.status import (
+    KNOWN_JOB_DEPLOYMENT_STATUSES,
+    KNOWN_JOB_STATUSES,
     TERMINAL_PHASES,
     Artifacts,
     CheckpointRef,
@@ -46,10 +48,12 @@ from trainkit_operator.config import OperatorConfig
 CONDITION_TYPES = ("SpecValid", "SpecApplied", "Admitted", "Running", "Succeeded", "Failed")
 
 # Spec fields that may change after the RayJob exists; anything else is refused as a whole.
+# Not priorityClassName: KubeRay disregards rayClusterSpec changes once the cluster exists (only a retry's new
+# cluster would pick it up) and Kueue fixes a Workload's priority when it creates it, so the edit would show
+# as applied and change nothing.
 MUTABLE_SPEC_FIELDS = frozenset(
     {
         "spec.scheduling.suspend",
-        "spec.scheduling.priorityClassName",
         "spec.scheduling.backoffLimit",
         "spec.scheduling.activeDeadlineSeconds",
     }
@@ -229,15 +233,33 @@ def derive_phase(
     kueue_queue_name: str | None = None,
     reason: str | None = None,
     message: str | None = None,
+    last_phase: str | None = None,
 ) -> tuple[str, str, str]:
     """(phase, reason, message) from KubeRay's jobStatus x jobDeploymentStatus.
 
     jobDeploymentStatus is authoritative for the lifecycle (it is what KubeRay and Kueue act on);
     jobStatus only refines the outcome once the deployment is Complete. A finished jobStatus under a
     live deployment is not declared terminal early, because terminal is sticky.
+
+    A value this operator does not know (KubeRay adds some: ValidationFailed came in v1.5) never ends a
+    run and never stops the status from being written: the run keeps `last_phase` (the last known,
+    non-terminal phase; Pending when there is none) and the message names the value.
     """
     js = job_status or ""
     jds = deployment_status or ""
+
+    def unknown(what: str, value: str) -> tuple[str, str, str]:
+        keep = last_phase if last_phase and last_phase not in TERMINAL_PHASES else "Pending"
+        return keep, f"Unknown{what}", (
+            f"KubeRay reports {what[0].lower() + what[1:]} {value!r}, which this operator does not know; "
+            f"showing the last known phase {keep} until KubeRay reports a known value"
+            + (f" ({message})" if message else "")
+        )
+
+    if jds not in KNOWN_JOB_DEPLOYMENT_STATUSES:
+        return unknown("JobDeploymentStatus", jds)
+    if js not in KNOWN_JOB_STATUSES and jds in ("Complete", "Running"):
+        return unknown("JobStatus", js)
     if jds == "Complete":
         if js == "SUCCEEDED":
             return "Succeeded", "JobSucceeded", message or "the training job succeeded"
@@ -259,7 +281,10 @@ def derive_phase(
             return "Suspended", "SuspendedByUser", "spec.scheduling.suspend is true"
         if kueue_queue_name:
             return "Queued", "WaitingForKueue", f"Kueue holds the RayJob suspended until LocalQueue {kueue_queue_name} admits it"
-        return "Suspended", "SuspendedExternally", "the RayJob is suspended, but not by this run's spec"
+        return "Suspended", "SuspendedExternally", (
+            "the RayJob is suspended, but not by this run's spec (Kueue with manageJobsWithoutQueueName, or "
+            "another controller); the operator leaves it suspended"
+        )
     if jds == "Running":
         if js == "RUNNING":
             return "Running", "JobRunning", message or "training"
@@ -268,9 +293,8 @@ def derive_phase(
         return "Pending", "JobPending", message or "the Ray cluster is up; the job is being submitted"
     if jds == "Retrying":
         return "Pending", "Retrying", message or "KubeRay is retrying the job on a new Ray cluster"
-    if jds in ("", "Initializing", "Waiting", "Scheduling", "Scheduled"):
-        return "Pending", jds or "Created", message or "waiting for the Ray cluster"
-    return "Pending", "UnknownDeploymentStatus", f"KubeRay reports an unknown jobDeploymentStatus {jds!r}"
+    # "", Initializing, Waiting: the only values left (KubeRay never emits "Scheduling"/"Scheduled")
+    return "Pending", jds or "Created", message or "waiting for the Ray cluster"
 
 
 def pod_problems(pods: list[dict] | None) -> str | None:
@@ -394,6 +418,7 @@ def summarize(
             kueue_queue_name=kueue_queue(rayjob),
             reason=rj_status.get("reason") or None,
             message=rj_status.get("message") or None,
+            last_phase=prev.phase if prev else None,
         )
         if phase == "Pending" and jds in (None, "Initializing", "Retrying"):
             why = pod_problems(pods)

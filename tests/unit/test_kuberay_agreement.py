@@ -172,3 +172,114 @@ def test_12_local_uris_are_refused_for_cluster_runs_naming_the_field():
     assert msg is not None
     assert "spec.output.uri 'runs/quickstart'" in msg and "spec.data.sources[1].uri '/data/shards/web'" in msg
     assert "spec.data.sources[0]" not in msg
+
+
+# ------------------------------------------------------------------ 1. never unsuspend what Kueue suspended
+def _no_queue(**updates) -> dict:
+    run = seed_run(**updates)
+    del run["spec"]["scheduling"]["queueName"]
+    return run
+
+
+def _cm(run: dict) -> dict:
+    spec, _ = parse_spec(run["spec"])
+    return builders.build_configmap(run, spec, OperatorConfig())
+
+
+def test_1_a_rayjob_suspended_by_kueue_without_a_queue_label_is_never_unsuspended():
+    """Kueue with manageJobsWithoutQueueName suspends a RayJob that names no queue (ApplyDefaultForSuspend)."""
+    from trainkit_operator import decide
+
+    run = _no_queue()
+    spec, _ = parse_spec(run["spec"])
+    rj = builders.build_rayjob(run, spec, OperatorConfig())
+    rj["spec"]["suspend"] = True  # Kueue's webhook, not us: no trainkit.dev/suspended-by annotation
+    rj["status"] = {"jobDeploymentStatus": "Suspended"}
+    d = decide.plan_actions(run, spec, None, rj, _cm(run), OperatorConfig())
+    assert not any(op["path"] == "/spec/suspend" for op in d.patch), d
+    # every timer tick decides the same: the operator and Kueue never fight
+    assert decide.plan_actions(run, spec, None, rj, _cm(run), OperatorConfig()).patch == d.patch
+    st = decide.summarize(run, rj, None, None, "2026-12-03T00:00:00Z", spec=spec, decision=d)
+    assert st.phase == "Suspended" and st.reason == "SuspendedExternally" and "manageJobsWithoutQueueName" in st.message
+
+
+def test_1_the_runs_own_suspend_is_still_undone_by_the_run():
+    from trainkit_operator import decide
+
+    held = _no_queue(**{"scheduling.suspend": True})
+    spec, _ = parse_spec(held["spec"])
+    rj = builders.build_rayjob(held, spec, OperatorConfig())
+    assert rj["metadata"]["annotations"][builders.SUSPENDED_BY_ANNOTATION] == builders.SUSPENDED_BY_SPEC
+    resumed = _no_queue()
+    d = decide.plan_actions(resumed, parse_spec(resumed["spec"])[0], None, rj, _cm(held), OperatorConfig())
+    assert {"op": "add", "path": "/spec/suspend", "value": False} in d.patch
+    assert {"op": "remove", "path": "/metadata/annotations/trainkit.dev~1suspended-by"} in d.patch
+
+
+# ------------------------------------------------------------------ 3. KubeRay values we do not know
+@pytest.mark.parametrize("field,value", [("jobDeploymentStatus", "Quarantined"), ("jobStatus", "PAUSED")])
+def test_3_an_unknown_kuberay_value_is_kept_verbatim_and_never_crashes(field, value):
+    from trainkit_operator import decide
+
+    run = seed_run()
+    spec, plan = parse_spec(run["spec"])
+    rj = builders.build_rayjob(run, spec, OperatorConfig())
+    rj["status"] = {"jobStatus": "RUNNING", "jobDeploymentStatus": "Running"}
+    running = decide.summarize(run, rj, None, None, "2026-12-03T00:00:00Z", spec=spec, total_steps=plan.total_steps,
+                               decision=decide.Decision("none"))
+    assert running.phase == "Running"
+    run = copy.deepcopy(run)
+    run["status"] = decide.status_patch(running)
+    rj["status"][field] = value
+    st = decide.summarize(run, rj, None, None, "2026-12-03T00:01:00Z", spec=spec, total_steps=plan.total_steps,
+                          decision=decide.Decision("none"))
+    assert st.phase == "Running"  # the last known phase, not a guess and not terminal
+    assert st.reason == f"Unknown{field[0].upper() + field[1:]}" and repr(value) in st.message
+    assert decide.status_patch(st)[field] == value  # mirrored verbatim
+    # the CRD lets the API server store it (no closed enum)
+    from trainkit.spec.crd import training_run_crd
+
+    status_schema = training_run_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+    assert "enum" not in status_schema["properties"][field]
+
+
+def test_3_the_phase_table_has_no_branch_for_values_kuberay_never_emits():
+    import inspect
+
+    from trainkit_operator import decide
+
+    source = inspect.getsource(decide.derive_phase)
+    assert '"Scheduling"' not in source.replace('"Scheduling"/"Scheduled"', "") and '"Scheduled",' not in source
+    assert decide.derive_phase("", "Scheduling")[1] == "UnknownJobDeploymentStatus"
+
+
+# ------------------------------------------------------------------ 4. suspend + queueName
+def test_4_suspend_with_a_kueue_queue_is_refused_by_the_models_and_the_crd():
+    from support.openapi import check_cel
+    from trainkit.spec.crd import training_run_schema
+    from trainkit.spec.load import SpecError
+
+    run = seed_run(**{"scheduling.suspend": True})
+    with pytest.raises(SpecError, match="suspend cannot be combined with queueName"):
+        parse_spec(run["spec"])
+    issues = check_cel(training_run_schema(), run)
+    assert any("queueName" in str(i) for i in issues), issues
+    assert check_cel(training_run_schema(), _no_queue(**{"scheduling.suspend": True})) == []
+
+
+# ------------------------------------------------------------------ 5. priorityClassName is fixed at start
+def test_5_a_priority_class_edit_after_start_is_refused_not_shown_as_applied():
+    """KubeRay disregards rayClusterSpec changes once the cluster exists; Kueue fixes a Workload's priority."""
+    from trainkit_operator import decide
+
+    run = seed_run()
+    spec, _ = parse_spec(run["spec"])
+    rj = builders.build_rayjob(run, spec, OperatorConfig())
+    rj["status"] = {"jobStatus": "RUNNING", "jobDeploymentStatus": "Running"}
+    edited = seed_run(**{"scheduling.priorityClassName": "urgent"})
+    d = decide.plan_actions(edited, parse_spec(edited["spec"])[0], None, rj, _cm(run), OperatorConfig())
+    assert d.action == "refuse" and d.refused == ("spec.scheduling.priorityClassName",) and d.patch == []
+    assert "spec.scheduling.priorityClassName" not in decide.MUTABLE_SPEC_FIELDS
+    text = (REPO / "docs" / "operator.md").read_text()
+    assert "priorityClassName" in text.split("**Edits after start.**")[1].split("\n- **")[0]
+    assert "Disregard" in text or "disregards" in text
