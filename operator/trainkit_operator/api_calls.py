@@ -45,6 +45,16 @@ API_CALLS: tuple[tuple[str, str, str, str], ...] = (
     ("create", "trainkit.dev", "trainingruns", ""),
 )
 
+# Not calls but permissions checked on our creates: every child carries an ownerReference with
+# `blockOwnerDeletion: true` (the ConfigMap and RayJob to their run, a sweep's runs to their sweep), and the
+# OwnerReferencesPermissionEnforcement admission plugin (OpenShift and others) lets a create set that only
+# if the creator may `update` the owner's `finalizers` subresource; without it every child create is a 403
+# (kueue#1485). The chart grants them with API_CALLS.
+OWNER_REFERENCE_CALLS: tuple[tuple[str, str, str, str], ...] = (
+    ("update", "trainkit.dev", "trainingruns", "finalizers"),
+    ("update", "trainkit.dev", "trainingsweeps", "finalizers"),
+)
+
 # kopf reads discovery documents (/api, /apis, /apis/<group>/<version>): non-resource URLs, which
 # every authenticated user may read through the default system:discovery ClusterRole.
 NON_RESOURCE_URLS = ("/api", "/api/*", "/apis", "/apis/*")

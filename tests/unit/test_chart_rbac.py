@@ -21,9 +21,9 @@ NAMESPACE_READS = {("list", "", "namespaces", ""), ("watch", "", "namespaces", "
 
 
 def declared(scope: str, peering: bool = True) -> set[tuple[str, str, str, str]]:
-    from trainkit_operator.api_calls import API_CALLS, PEERING_CALLS
+    from trainkit_operator.api_calls import API_CALLS, OWNER_REFERENCE_CALLS, PEERING_CALLS
 
-    calls = set(API_CALLS)
+    calls = set(API_CALLS) | set(OWNER_REFERENCE_CALLS)
     if scope == "cluster":
         calls -= NAMESPACE_READS
     if peering:

@@ -283,3 +283,21 @@ def test_5_a_priority_class_edit_after_start_is_refused_not_shown_as_applied():
     text = (REPO / "docs" / "operator.md").read_text()
     assert "priorityClassName" in text.split("**Edits after start.**")[1].split("\n- **")[0]
     assert "Disregard" in text or "disregards" in text
+
+
+# ------------------------------------------------------------------ 2. blockOwnerDeletion needs finalizers
+@pytest.mark.parametrize("values", [None, {"watch": {"scope": "namespaced", "namespaces": ["ml"]}}])
+def test_2_rbac_lets_the_operator_set_block_owner_deletion_on_its_children(values):
+    """OwnerReferencesPermissionEnforcement: an ownerReference with blockOwnerDeletion needs `update` on the
+    owner's finalizers, else every child create is a 403 (kueue#1485)."""
+    from support.helm import allows, by_kind, render
+    from trainkit_operator import sweeps
+
+    _, _, rj, cm = built()
+    assert rj["metadata"]["ownerReferences"][0]["blockOwnerDeletion"] is True
+    assert cm["metadata"]["ownerReferences"][0]["blockOwnerDeletion"] is True
+    assert "blockOwnerDeletion" in Path(sweeps.__file__).read_text()  # a sweep's runs point at the sweep so
+    docs = render(values=values)
+    roles = by_kind(docs, "Role") or by_kind(docs, "ClusterRole")
+    for owner in ("trainingruns", "trainingsweeps"):
+        assert allows(roles, "update", "trainkit.dev", owner, "finalizers", None), owner
