@@ -313,6 +313,35 @@ def pod_problems(pods: list[dict] | None) -> str | None:
     return "; ".join(problems)[:2000] if problems else None
 
 
+# Kueue's Workload conditions that say why it is not running (kueue apis/kueue/v1beta2 workload_types.go).
+KUEUE_WORKLOAD_WAITING = ("QuotaReserved", "Admitted")
+
+
+def workload_not_admitted(workloads: list[dict] | None) -> str | None:
+    """Why Kueue has not admitted the RayJob's Workload ("couldn't assign flavors to pod set gpu-workers:
+    untolerated taint ..."), from its QuotaReserved/Admitted conditions and an Evicted one; or None."""
+    why: list[str] = []
+    for wl in workloads or []:
+        conds = {c.get("type"): c for c in (wl.get("status") or {}).get("conditions") or []}
+        evicted = conds.get("Evicted")
+        if evicted and evicted.get("status") == "True":
+            why.append(f"evicted ({evicted.get('reason') or 'Evicted'}): {evicted.get('message') or ''}".rstrip(": "))
+        for type_ in KUEUE_WORKLOAD_WAITING:
+            c = conds.get(type_)
+            if c and c.get("status") == "False" and c.get("message"):
+                why.append(c["message"])
+                break
+    return "; ".join(dict.fromkeys(why))[:2000] if why else None
+
+
+def rayjob_warnings(events: list[dict] | None) -> str | None:
+    """KubeRay's Warning Events on the RayJob, newest last (KubeRay 1.4 reports a rejected RayJob only so)."""
+    warnings = [e for e in events or [] if e.get("type") == "Warning" and e.get("message")]
+    warnings.sort(key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or e.get("firstTimestamp") or "")
+    texts = [f"{e.get('reason') or 'Warning'}: {e['message']}" for e in warnings[-3:]]
+    return "; ".join(dict.fromkeys(texts))[:2000] if texts else None
+
+
 # ------------------------------------------------------------------------------------- status
 def _condition(prev: dict[str, Condition], type_: str, status: bool, reason: str, message: str, now: str,
                generation: int | None) -> Condition:
@@ -381,6 +410,8 @@ def summarize(
     checkpoint: dict | None = None,
     pods: list[dict] | None = None,
     decision: Decision | None = None,
+    workloads: list[dict] | None = None,
+    rayjob_events: list[dict] | None = None,
 ) -> TrainingRunStatus:
     """The TrainingRun status from what was observed. Pure: same inputs, same status.
 
@@ -424,6 +455,16 @@ def summarize(
             why = pod_problems(pods)
             if why:
                 reason, message = "PodsNotReady", why
+        if phase == "Pending" and jds is None:
+            # KubeRay < 1.5 has no ValidationFailed: a RayJob it rejects keeps an empty status forever and
+            # only gets Warning Events; without them the run would look merely slow.
+            warned = rayjob_warnings(rayjob_events)
+            if warned:
+                reason, message = "RayJobRejected", f"KubeRay reports: {warned}"
+        if phase == "Queued":
+            not_admitted = workload_not_admitted(workloads)
+            if not_admitted:
+                reason, message = "NotAdmitted", f"{message}; Kueue: {not_admitted}"
     if decision is not None and decision.action == "refuse":
         spec_applied = (False, "ImmutableFieldChanged", decision.message)
     elif decision is None and prev_conds.get("SpecApplied") is not None and prev_conds["SpecApplied"].status == "False":
@@ -486,11 +527,14 @@ def status_patch(status: TrainingRunStatus) -> dict:
     return status.model_dump(by_alias=True, mode="json")
 
 
+WARNING_REASONS = ("PodsNotReady", "NameConflict", "RayJobRejected", "NotAdmitted")
+
+
 def transition_event(prev: TrainingRunStatus | None, new: TrainingRunStatus) -> tuple[str, str, str] | None:
     """(type, reason, message) of the Kubernetes Event for a phase change or a newly refused edit."""
     old_phase = prev.phase if prev else None
-    if old_phase != new.phase or (prev and prev.reason != new.reason and new.phase in ("Failed", "Pending")):
-        kind = "Warning" if new.phase == "Failed" or new.reason in ("PodsNotReady", "NameConflict") else "Normal"
+    if old_phase != new.phase or (prev and prev.reason != new.reason and new.phase in ("Failed", "Pending", "Queued")):
+        kind = "Warning" if new.phase == "Failed" or new.reason in WARNING_REASONS else "Normal"
         return kind, new.reason or new.phase, f"{old_phase or 'New'} -> {new.phase}: {new.message or ''}".strip()[:1000]
     old_applied = next((c for c in (prev.conditions if prev else []) if c.type == "SpecApplied"), None)
     new_applied = next((c for c in new.conditions if c.type == "SpecApplied"), None)
