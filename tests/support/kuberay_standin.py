@@ -103,6 +103,9 @@ class Pod:
     name: str
     proc: subprocess.Popen
     log: Path
+    spec: dict = field(default_factory=dict)
+    ray_args: list[str] = field(default_factory=list)
+    restarts: int = 0
 
 
 @dataclass
@@ -272,7 +275,7 @@ class KubeRayStandIn:
         proc = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", script], env=env,
                                 stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
                                 cwd=str(pod_dir))
-        return Pod(pod_name, proc, log)
+        return Pod(pod_name, proc, log, pod_spec, ray_args)
 
     def _create_cluster(self, rayjob: dict, cluster_name: str) -> Cluster:
         spec = rayjob["spec"]["rayClusterSpec"]
@@ -352,7 +355,7 @@ class KubeRayStandIn:
 
     def _job_info(self, cluster: Cluster, job_id: str) -> dict | None:
         try:
-            with urllib.request.urlopen(f"{cluster.dashboard}/api/jobs/{job_id}", timeout=3) as r:
+            with urllib.request.urlopen(f"{cluster.dashboard}/api/jobs/{job_id}", timeout=15) as r:
                 return json.loads(r.read())
         except Exception:  # noqa: BLE001 - dashboard down or job not there yet
             return None
@@ -443,6 +446,13 @@ class KubeRayStandIn:
             self._job_failed(name, st, state, "SubmissionFailed", "the RayCluster of this RayJob disappeared")
             return
         cluster = state.cluster
+        # Ray pods run with restartPolicy Always: an exited worker container is restarted by the kubelet
+        # (a raylet killed mid-run comes back as a new node); the head's exit ends the cluster as in KubeRay.
+        for i, pod in enumerate(cluster.pods[1:], start=1):
+            if pod.proc.poll() is not None and cluster.pods[0].proc.poll() is None:
+                fresh = self._start_pod(cluster, pod.name, pod.spec, pod.ray_args)
+                fresh.restarts = pod.restarts + 1
+                cluster.pods[i] = fresh
         if jds == "Initializing":
             # KubeRay's worker pods wait for the GCS in an init container; here: start them once it answers
             if len(cluster.pods) == 1 and cluster.pods[0].proc.poll() is None and self._head_up(cluster):
