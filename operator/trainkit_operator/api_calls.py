@@ -29,6 +29,10 @@ API_CALLS: tuple[tuple[str, str, str, str], ...] = (
     ("list", "", "pods", ""),
     # Events for transitions (kopf posts them)
     ("create", "", "events", ""),
+    # why a run is stuck: KubeRay's Warning Events on a RayJob with no status (KubeRay 1.4 rejects so), and
+    # Kueue's Workload of a queued RayJob (its "why not admitted" conditions)
+    ("list", "", "events", ""),
+    ("list", "kueue.x-k8s.io", "workloads", ""),
     # kopf observes CRDs (resources appearing/disappearing) and namespaces (to match --namespace patterns)
     ("list", "apiextensions.k8s.io", "customresourcedefinitions", ""),
     ("watch", "apiextensions.k8s.io", "customresourcedefinitions", ""),

@@ -24,6 +24,11 @@ RAYJOB_API_VERSION = "ray.io/v1"
 RUN_LABEL = "trainkit.dev/run"
 MANAGED_BY = "trainkit-operator"
 SPEC_HASH_ANNOTATION = "trainkit.dev/spec-hash"
+# Present exactly while the RayJob is suspended because the run's spec says so. The operator only ever
+# sets `suspend: false` on a RayJob that carries it: a suspension it did not make (Kueue's webhook with
+# manageJobsWithoutQueueName suspends RayJobs that name no queue) is never undone, so the two never fight.
+SUSPENDED_BY_ANNOTATION = "trainkit.dev/suspended-by"
+SUSPENDED_BY_SPEC = "spec.scheduling.suspend"
 
 SPEC_KEY = "spec.json"
 SPEC_DIR = "/etc/trainkit"
@@ -32,10 +37,12 @@ SPEC_PATH = f"{SPEC_DIR}/{SPEC_KEY}"
 ENTRYPOINT = f"python -m trainkit.jobs.train --spec {SPEC_PATH}"
 
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
-VOLCANO_SCHEDULER_LABEL = "ray.io/scheduler-name"
+# What KubeRay's Volcano batch-scheduler plugin reads (ray-operator/controllers/ray/batchscheduler/volcano/):
+# the queue and the PodGroup's priority class. It gang-schedules every RayCluster once KubeRay runs with
+# `batchScheduler.name: volcano`; it reads neither `ray.io/scheduler-name` (dropped in KubeRay v1.6) nor
+# `ray.io/gang-scheduling-enabled`, so we emit neither.
 VOLCANO_QUEUE_LABEL = "volcano.sh/queue-name"
 RAY_PRIORITY_LABEL = "ray.io/priority-class-name"
-GANG_LABEL = "ray.io/gang-scheduling-enabled"
 
 CREDENTIAL_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 # Env names the operator sets itself; a run's spec.resources.env may not shadow them.
@@ -231,6 +238,7 @@ def _pod_spec(
     container: str,
     resources: dict,
     node_selector: dict[str, str],
+    gpu_pool: bool,
 ) -> dict:
     image = spec.resources.image or config.trainer_image
     pod: dict[str, Any] = {
@@ -261,7 +269,9 @@ def _pod_spec(
     }
     if node_selector:
         pod["nodeSelector"] = dict(node_selector)
-    tol = tolerations(spec, config)
+    # The GPU pool's tolerations only on pods that belong there: tolerating the taint is what lets a pod land
+    # on a GPU node, and the head (CPU only, long-lived) must never take one.
+    tol = tolerations(spec, config) if gpu_pool else []
     if tol:
         pod["tolerations"] = tol
     if spec.resources.image_pull_secrets:
@@ -279,11 +289,10 @@ def head_pod_template(run: dict, spec: TrainingRunSpec, config: OperatorConfig) 
         "requests": {"cpu": quantity(r.head_cpus), "memory": r.head_memory},
         "limits": {"cpu": quantity(r.head_cpus), "memory": r.head_memory},
     }
-    # The head runs the driver on CPU nodes: the GPU pool's nodeSelector applies to workers only;
-    # tolerations are harmless on the head and let it land on a tainted pool when that is all there is.
+    # The head runs the driver on CPU nodes: the GPU pool's nodeSelector and tolerations apply to workers only.
     return {
         "metadata": {"labels": common_labels(run, config)},
-        "spec": _pod_spec(run, spec, config, container=HEAD_CONTAINER, resources=res, node_selector={}),
+        "spec": _pod_spec(run, spec, config, container=HEAD_CONTAINER, resources=res, node_selector={}, gpu_pool=False),
     }
 
 
@@ -299,7 +308,7 @@ def worker_pod_template(run: dict, spec: TrainingRunSpec, config: OperatorConfig
         "metadata": {"labels": common_labels(run, config)},
         "spec": _pod_spec(
             run, spec, config, container=WORKER_CONTAINER, resources={"requests": requests, "limits": limits},
-            node_selector=node_selector(spec, config),
+            node_selector=node_selector(spec, config), gpu_pool=True,
         ),
     }
 
@@ -333,9 +342,7 @@ def scheduling_labels(spec: TrainingRunSpec) -> dict[str, str]:
     if s.queue_name:
         labels[KUEUE_QUEUE_LABEL] = s.queue_name
     if s.volcano_queue:
-        labels[VOLCANO_SCHEDULER_LABEL] = "volcano"
         labels[VOLCANO_QUEUE_LABEL] = s.volcano_queue
-        labels[GANG_LABEL] = "true"
         if s.priority_class_name:
             labels[RAY_PRIORITY_LABEL] = s.priority_class_name
     return labels
@@ -350,6 +357,8 @@ def build_rayjob(run: dict, spec: TrainingRunSpec, config: OperatorConfig) -> di
         "entrypoint": ENTRYPOINT,
         "submissionMode": "K8sJobMode",
         "shutdownAfterJobFinishes": True,  # Kueue's webhook requires it; frees the GPUs at the end
+        # ...but keep the finished cluster's pods (and their logs) this long before KubeRay deletes them.
+        "ttlSecondsAfterFinished": config.ray_ttl_seconds_after_finished,
         "backoffLimit": s.backoff_limit,
         # Forwarded on create; afterwards Kueue owns it when a queue is named (never fight Kueue).
         "suspend": s.suspend,
@@ -357,8 +366,9 @@ def build_rayjob(run: dict, spec: TrainingRunSpec, config: OperatorConfig) -> di
         "rayClusterSpec": {
             "rayVersion": config.ray_version,
             "headGroupSpec": {
-                # num-cpus 0: no training task lands on the head; the driver still runs there.
-                "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0"},
+                # num-cpus/num-gpus 0: no training task lands on the head (Ray would otherwise detect the
+                # node's CPUs and GPUs); the driver still runs there.
+                "rayStartParams": {"num-cpus": "0", "num-gpus": "0", "dashboard-host": "0.0.0.0"},
                 "template": head_pod_template(run, spec, config),
             },
             "workerGroupSpecs": [
@@ -375,6 +385,9 @@ def build_rayjob(run: dict, spec: TrainingRunSpec, config: OperatorConfig) -> di
     }
     if s.active_deadline_seconds is not None:
         rayjob_spec["activeDeadlineSeconds"] = s.active_deadline_seconds
+    annotations = {SPEC_HASH_ANNOTATION: spec_hash(run, spec)}
+    if s.suspend:
+        annotations[SUSPENDED_BY_ANNOTATION] = SUSPENDED_BY_SPEC
     return {
         "apiVersion": RAYJOB_API_VERSION,
         "kind": "RayJob",
@@ -382,7 +395,7 @@ def build_rayjob(run: dict, spec: TrainingRunSpec, config: OperatorConfig) -> di
             "name": rayjob_name(meta["name"]),
             "namespace": meta.get("namespace") or "default",
             "labels": labels,
-            "annotations": {SPEC_HASH_ANNOTATION: spec_hash(run, spec)},
+            "annotations": annotations,
             "ownerReferences": [owner_reference(run)],
         },
         "spec": rayjob_spec,
@@ -392,30 +405,30 @@ def build_rayjob(run: dict, spec: TrainingRunSpec, config: OperatorConfig) -> di
 # --------------------------------------------------------------------- mutable fields of a RayJob
 # Paths (JSON pointer) of the RayJob that follow a spec change after creation, and the spec fields
 # that drive them. Everything else is fixed once the RayJob exists (see decide.MUTABLE_SPEC_FIELDS).
+def _pointer(*parts: str) -> str:
+    return "/" + "/".join(p.replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+SUSPEND_POINTER = "/spec/suspend"
+SUSPENDED_BY_POINTER = _pointer("metadata", "annotations", SUSPENDED_BY_ANNOTATION)
+
+
 def mutable_paths(desired: dict, *, kueue_managed: bool) -> dict[str, Any]:
     """JSON-pointer -> desired value for every RayJob field the operator may change after creation.
 
-    A value of None means "absent". `suspend` is only ours when no Kueue queue is named.
+    A value of None means "absent". `suspend` (with its SUSPENDED_BY annotation) is only ours when no
+    Kueue queue is named.
     """
     spec = desired["spec"]
+    annotations = desired["metadata"]["annotations"]
     out: dict[str, Any] = {
         "/spec/backoffLimit": spec.get("backoffLimit"),
         "/spec/activeDeadlineSeconds": spec.get("activeDeadlineSeconds"),
     }
     if not kueue_managed:
-        out["/spec/suspend"] = spec.get("suspend", False)
-    head = spec["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
-    out["/spec/rayClusterSpec/headGroupSpec/template/spec/priorityClassName"] = head.get("priorityClassName")
-    for i, group in enumerate(spec["rayClusterSpec"]["workerGroupSpecs"]):
-        out[f"/spec/rayClusterSpec/workerGroupSpecs/{i}/template/spec/priorityClassName"] = group["template"]["spec"].get(
-            "priorityClassName"
-        )
-    out["/spec/submitterPodTemplate/spec/priorityClassName"] = spec["submitterPodTemplate"]["spec"].get("priorityClassName")
-    prio = desired["metadata"]["labels"].get(RAY_PRIORITY_LABEL)
-    out["/metadata/labels/" + RAY_PRIORITY_LABEL.replace("~", "~0").replace("/", "~1")] = prio
-    out["/metadata/annotations/" + SPEC_HASH_ANNOTATION.replace("~", "~0").replace("/", "~1")] = desired["metadata"][
-        "annotations"
-    ][SPEC_HASH_ANNOTATION]
+        out[SUSPEND_POINTER] = spec.get("suspend", False)
+        out[SUSPENDED_BY_POINTER] = annotations.get(SUSPENDED_BY_ANNOTATION)
+    out[_pointer("metadata", "annotations", SPEC_HASH_ANNOTATION)] = annotations[SPEC_HASH_ANNOTATION]
     return out
 
 
@@ -440,7 +453,12 @@ def _get_pointer(obj: Any, pointer: str) -> tuple[bool, Any]:
 def mutable_patch(desired: dict, current: dict, *, kueue_managed: bool) -> list[dict]:
     """JSON Patch (RFC 6902) ops that bring `current`'s mutable fields to `desired`'s; [] when equal."""
     ops: list[dict] = []
-    for pointer, want in mutable_paths(desired, kueue_managed=kueue_managed).items():
+    paths = mutable_paths(desired, kueue_managed=kueue_managed)
+    if SUSPEND_POINTER in paths and not paths[SUSPEND_POINTER] and _get_pointer(current, SUSPEND_POINTER)[1]:
+        if _get_pointer(current, SUSPENDED_BY_POINTER)[1] != SUSPENDED_BY_SPEC:
+            # Suspended, but not by us (see SUSPENDED_BY_ANNOTATION): leave it to whoever did.
+            del paths[SUSPEND_POINTER]
+    for pointer, want in paths.items():
         present, have = _get_pointer(current, pointer)
         if want is None:
             if present and have is not None:

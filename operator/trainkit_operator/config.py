@@ -12,6 +12,10 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 ENV_PREFIX = "TRAINKIT_"
+DEFAULT_TRAINER_IMAGE = "ghcr.io/trainkit/trainkit-trainer:0.1.0"
+# How long KubeRay keeps a finished run's Ray pods (RayJob ttlSecondsAfterFinished): long enough to read
+# `kubectl logs` of a failed run, short enough that idle GPU workers are not held for long.
+DEFAULT_RAY_TTL_SECONDS_AFTER_FINISHED = 600
 
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
@@ -29,6 +33,20 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
     return int(_float(env, name, default))
+
+
+def _seconds(env: Mapping[str, str], name: str, default: int) -> int:
+    """A whole number of seconds >= 0 (0 is meaningful: "at once")."""
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a whole number of seconds") from None
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {raw}")
+    return value
 
 
 TOLERATION_KEYS = {"key", "operator", "value", "effect", "tolerationSeconds"}
@@ -68,8 +86,9 @@ def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class OperatorConfig:
-    # Trainer image used when a run does not name one (spec.resources.image).
-    trainer_image: str = "ghcr.io/trainkit/trainer:0.1.0"
+    # Trainer image used when a run does not name one (spec.resources.image): the image the chart
+    # (trainer.image) and jobs/*.yaml name, so an operator started without the chart runs the same one.
+    trainer_image: str = DEFAULT_TRAINER_IMAGE
     image_pull_policy: str = "IfNotPresent"
     # Namespaces to watch; empty = cluster-wide.
     namespaces: tuple[str, ...] = ()
@@ -100,6 +119,8 @@ class OperatorConfig:
     # The GPU node pool's defaults, for runs that set no spec.resources.nodeSelector / tolerations.
     default_node_selector: dict[str, str] = field(default_factory=dict)
     default_tolerations: tuple[dict, ...] = ()
+    # RayJob ttlSecondsAfterFinished: seconds the Ray pods outlive the job (0: deleted at once, logs with them).
+    ray_ttl_seconds_after_finished: int = DEFAULT_RAY_TTL_SECONDS_AFTER_FINISHED
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "OperatorConfig":
@@ -129,6 +150,9 @@ class OperatorConfig:
             extra_labels=extra,
             default_node_selector=_node_selector(env, p + "NODE_SELECTOR"),
             default_tolerations=_tolerations(env, p + "TOLERATIONS"),
+            ray_ttl_seconds_after_finished=_seconds(
+                env, p + "RAY_TTL_SECONDS_AFTER_FINISHED", cls.ray_ttl_seconds_after_finished
+            ),
         )
         if cfg.image_pull_policy not in ("Always", "IfNotPresent", "Never"):
             raise ValueError(f"{p}IMAGE_PULL_POLICY must be Always, IfNotPresent or Never, got {cfg.image_pull_policy!r}")

@@ -21,6 +21,8 @@ from typing import Any, Literal
 
 from trainkit.spec.models import TrainingRunSpec
 from trainkit.spec.status import (
+    KNOWN_JOB_DEPLOYMENT_STATUSES,
+    KNOWN_JOB_STATUSES,
     TERMINAL_PHASES,
     Artifacts,
     CheckpointRef,
@@ -29,7 +31,7 @@ from trainkit.spec.status import (
     Progress,
     TrainingRunStatus,
 )
-from trainkit.storage import join
+from trainkit.storage import is_remote, join
 
 from trainkit_operator.builders import (
     KUEUE_QUEUE_LABEL,
@@ -46,10 +48,12 @@ from trainkit_operator.config import OperatorConfig
 CONDITION_TYPES = ("SpecValid", "SpecApplied", "Admitted", "Running", "Succeeded", "Failed")
 
 # Spec fields that may change after the RayJob exists; anything else is refused as a whole.
+# Not priorityClassName: KubeRay disregards rayClusterSpec changes once the cluster exists (only a retry's new
+# cluster would pick it up) and Kueue fixes a Workload's priority when it creates it, so the edit would show
+# as applied and change nothing.
 MUTABLE_SPEC_FIELDS = frozenset(
     {
         "spec.scheduling.suspend",
-        "spec.scheduling.priorityClassName",
         "spec.scheduling.backoffLimit",
         "spec.scheduling.activeDeadlineSeconds",
     }
@@ -84,6 +88,23 @@ def kueue_queue(rayjob_or_spec: Any) -> str | None:
     if isinstance(rayjob_or_spec, dict):
         return ((rayjob_or_spec.get("metadata") or {}).get("labels") or {}).get(KUEUE_QUEUE_LABEL)
     return None
+
+
+def cluster_spec_error(spec: TrainingRunSpec) -> str | None:
+    """Why a spec that is valid for `trainkit train` on one machine cannot run on the cluster, or None.
+
+    Every URI must be object storage: a local path (relative or absolute) would name a different,
+    unshared folder in each Ray pod, and the operator could never read progress or eval results there.
+    """
+    where = [("spec.output.uri", spec.output.uri)]
+    where += [(f"spec.data.sources[{i}].uri", src.uri) for i, src in enumerate(spec.data.sources)]
+    local = [f"{field} {uri!r}" for field, uri in where if not is_remote(uri)]
+    if not local:
+        return None
+    return (
+        "a TrainingRun on the cluster needs object-storage URIs (s3://bucket/...), no pod shares a local path: "
+        + ", ".join(local)
+    )
 
 
 def spec_diff(old: Any, new: Any, path: str = "spec") -> list[str]:
@@ -237,15 +258,33 @@ def derive_phase(
     kueue_queue_name: str | None = None,
     reason: str | None = None,
     message: str | None = None,
+    last_phase: str | None = None,
 ) -> tuple[str, str, str]:
     """(phase, reason, message) from KubeRay's jobStatus x jobDeploymentStatus.
 
     jobDeploymentStatus is authoritative for the lifecycle (it is what KubeRay and Kueue act on);
     jobStatus only refines the outcome once the deployment is Complete. A finished jobStatus under a
     live deployment is not declared terminal early, because terminal is sticky.
+
+    A value this operator does not know (KubeRay adds some: ValidationFailed came in v1.5) never ends a
+    run and never stops the status from being written: the run keeps `last_phase` (the last known,
+    non-terminal phase; Pending when there is none) and the message names the value.
     """
     js = job_status or ""
     jds = deployment_status or ""
+
+    def unknown(what: str, value: str) -> tuple[str, str, str]:
+        keep = last_phase if last_phase and last_phase not in TERMINAL_PHASES else "Pending"
+        return keep, f"Unknown{what}", (
+            f"KubeRay reports {what[0].lower() + what[1:]} {value!r}, which this operator does not know; "
+            f"showing the last known phase {keep} until KubeRay reports a known value"
+            + (f" ({message})" if message else "")
+        )
+
+    if jds not in KNOWN_JOB_DEPLOYMENT_STATUSES:
+        return unknown("JobDeploymentStatus", jds)
+    if js not in KNOWN_JOB_STATUSES and jds in ("Complete", "Running"):
+        return unknown("JobStatus", js)
     if jds == "Complete":
         if js == "SUCCEEDED":
             return "Succeeded", "JobSucceeded", message or "the training job succeeded"
@@ -267,7 +306,10 @@ def derive_phase(
             return "Suspended", "SuspendedByUser", "spec.scheduling.suspend is true"
         if kueue_queue_name:
             return "Queued", "WaitingForKueue", f"Kueue holds the RayJob suspended until LocalQueue {kueue_queue_name} admits it"
-        return "Suspended", "SuspendedExternally", "the RayJob is suspended, but not by this run's spec"
+        return "Suspended", "SuspendedExternally", (
+            "the RayJob is suspended, but not by this run's spec (Kueue with manageJobsWithoutQueueName, or "
+            "another controller); the operator leaves it suspended"
+        )
     if jds == "Running":
         if js == "RUNNING":
             return "Running", "JobRunning", message or "training"
@@ -276,9 +318,8 @@ def derive_phase(
         return "Pending", "JobPending", message or "the Ray cluster is up; the job is being submitted"
     if jds == "Retrying":
         return "Pending", "Retrying", message or "KubeRay is retrying the job on a new Ray cluster"
-    if jds in ("", "Initializing", "Waiting", "Scheduling", "Scheduled"):
-        return "Pending", jds or "Created", message or "waiting for the Ray cluster"
-    return "Pending", "UnknownDeploymentStatus", f"KubeRay reports an unknown jobDeploymentStatus {jds!r}"
+    # "", Initializing, Waiting: the only values left (KubeRay never emits "Scheduling"/"Scheduled")
+    return "Pending", jds or "Created", message or "waiting for the Ray cluster"
 
 
 def pod_problems(pods: list[dict] | None) -> str | None:
@@ -295,6 +336,35 @@ def pod_problems(pods: list[dict] | None) -> str | None:
             if waiting.get("reason") and waiting["reason"] not in ("ContainerCreating", "PodInitializing"):
                 problems.append(f"{name}/{cs.get('name')}: {waiting['reason']}: {waiting.get('message') or ''}".rstrip(": "))
     return "; ".join(problems)[:2000] if problems else None
+
+
+# Kueue's Workload conditions that say why it is not running (kueue apis/kueue/v1beta2 workload_types.go).
+KUEUE_WORKLOAD_WAITING = ("QuotaReserved", "Admitted")
+
+
+def workload_not_admitted(workloads: list[dict] | None) -> str | None:
+    """Why Kueue has not admitted the RayJob's Workload ("couldn't assign flavors to pod set gpu-workers:
+    untolerated taint ..."), from its QuotaReserved/Admitted conditions and an Evicted one; or None."""
+    why: list[str] = []
+    for wl in workloads or []:
+        conds = {c.get("type"): c for c in (wl.get("status") or {}).get("conditions") or []}
+        evicted = conds.get("Evicted")
+        if evicted and evicted.get("status") == "True":
+            why.append(f"evicted ({evicted.get('reason') or 'Evicted'}): {evicted.get('message') or ''}".rstrip(": "))
+        for type_ in KUEUE_WORKLOAD_WAITING:
+            c = conds.get(type_)
+            if c and c.get("status") == "False" and c.get("message"):
+                why.append(c["message"])
+                break
+    return "; ".join(dict.fromkeys(why))[:2000] if why else None
+
+
+def rayjob_warnings(events: list[dict] | None) -> str | None:
+    """KubeRay's Warning Events on the RayJob, newest last (KubeRay 1.4 reports a rejected RayJob only so)."""
+    warnings = [e for e in events or [] if e.get("type") == "Warning" and e.get("message")]
+    warnings.sort(key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or e.get("firstTimestamp") or "")
+    texts = [f"{e.get('reason') or 'Warning'}: {e['message']}" for e in warnings[-3:]]
+    return "; ".join(dict.fromkeys(texts))[:2000] if texts else None
 
 
 # ------------------------------------------------------------------------------------- status
@@ -365,6 +435,8 @@ def summarize(
     checkpoint: dict | None = None,
     pods: list[dict] | None = None,
     decision: Decision | None = None,
+    workloads: list[dict] | None = None,
+    rayjob_events: list[dict] | None = None,
 ) -> TrainingRunStatus:
     """The TrainingRun status from what was observed. Pure: same inputs, same status.
 
@@ -406,11 +478,22 @@ def summarize(
             kueue_queue_name=kueue_queue(rayjob),
             reason=rj_status.get("reason") or None,
             message=rj_status.get("message") or None,
+            last_phase=prev.phase if prev else None,
         )
         if phase == "Pending" and jds in (None, "Initializing", "Retrying"):
             why = pod_problems(pods)
             if why:
                 reason, message = "PodsNotReady", why
+        if phase == "Pending" and jds is None:
+            # KubeRay < 1.5 has no ValidationFailed: a RayJob it rejects keeps an empty status forever and
+            # only gets Warning Events; without them the run would look merely slow.
+            warned = rayjob_warnings(rayjob_events)
+            if warned:
+                reason, message = "RayJobRejected", f"KubeRay reports: {warned}"
+        if phase == "Queued":
+            not_admitted = workload_not_admitted(workloads)
+            if not_admitted:
+                reason, message = "NotAdmitted", f"{message}; Kueue: {not_admitted}"
     if decision is not None and decision.action == "refuse":
         spec_applied = (False, "ImmutableFieldChanged", decision.message)
     elif decision is None and prev_conds.get("SpecApplied") is not None and prev_conds["SpecApplied"].status == "False":
@@ -473,11 +556,14 @@ def status_patch(status: TrainingRunStatus) -> dict:
     return status.model_dump(by_alias=True, mode="json")
 
 
+WARNING_REASONS = ("PodsNotReady", "NameConflict", "RayJobRejected", "NotAdmitted")
+
+
 def transition_event(prev: TrainingRunStatus | None, new: TrainingRunStatus) -> tuple[str, str, str] | None:
     """(type, reason, message) of the Kubernetes Event for a phase change or a newly refused edit."""
     old_phase = prev.phase if prev else None
-    if old_phase != new.phase or (prev and prev.reason != new.reason and new.phase in ("Failed", "Pending")):
-        kind = "Warning" if new.phase == "Failed" or new.reason in ("PodsNotReady", "NameConflict") else "Normal"
+    if old_phase != new.phase or (prev and prev.reason != new.reason and new.phase in ("Failed", "Pending", "Queued")):
+        kind = "Warning" if new.phase == "Failed" or new.reason in WARNING_REASONS else "Normal"
         return kind, new.reason or new.phase, f"{old_phase or 'New'} -> {new.phase}: {new.message or ''}".strip()[:1000]
     old_applied = next((c for c in (prev.conditions if prev else []) if c.type == "SpecApplied"), None)
     new_applied = next((c for c in new.conditions if c.type == "SpecApplied"), None)

@@ -48,6 +48,9 @@ def backoff_delay(retry: int, base: float = 1.0, cap: float = 60.0) -> float:
 
 
 # ------------------------------------------------------------------------------- API wrapper
+KUEUE_VERSION = "v1beta2"  # Kueue's stored version (v1beta1 is deprecated since v0.16); see jobs/kueue-setup.yaml
+
+
 class Kube:
     """The operator's Kubernetes calls (see api_calls.API_CALLS); made per operator, never at import."""
 
@@ -155,6 +158,26 @@ class Kube:
                                                  _preload_content=False)
         return json.loads(response.data).get("items") or []
 
+    def list_workloads(self, ns: str, rayjob_uid: str) -> list[dict] | None:
+        """Kueue's Workloads of a RayJob (Kueue labels them with the job's uid); None without Kueue."""
+        try:
+            found = self.custom.list_namespaced_custom_object(
+                "kueue.x-k8s.io", KUEUE_VERSION, ns, "workloads", label_selector=f"kueue.x-k8s.io/job-uid={rayjob_uid}",
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        except Exception as e:
+            if getattr(e, "status", None) in (403, 404):  # Kueue not installed, or not granted: nothing to add
+                return None
+            raise
+        return found.get("items") or []
+
+    def list_rayjob_events(self, ns: str, name: str) -> list[dict]:
+        response = self.core.list_namespaced_event(
+            ns, field_selector=f"involvedObject.kind=RayJob,involvedObject.name={name}",
+            _request_timeout=REQUEST_TIMEOUT, _preload_content=False,
+        )
+        return json.loads(response.data).get("items") or []
+
 
 def is_transient(e: BaseException) -> bool:
     status = getattr(e, "status", None)
@@ -201,6 +224,7 @@ def reconcile(kube: Kube, run: dict, config: OperatorConfig, now: str | None = N
     spec_error: str | None = None
     try:
         spec, plan = parse_spec(run.get("spec") or {}, source=f"TrainingRun {ns}/{name}")
+        spec_error = decide.cluster_spec_error(spec)
     except SpecError as e:
         spec_error = spec_error_text(e)
     rayjob = configmap = None
@@ -260,7 +284,7 @@ def reconcile(kube: Kube, run: dict, config: OperatorConfig, now: str | None = N
             rayjob = kube.patch_rayjob(ns, builders.rayjob_name(name), decision.patch) or rayjob
 
     progress = eval_summary = checkpoint = None
-    pods = None
+    pods = workloads = rayjob_events = None
     if rayjob is not None and spec is not None and spec_error is None:
         st = rayjob.get("status") or {}
         started = st.get("jobStatus") in ("RUNNING", "SUCCEEDED", "FAILED", "STOPPED") or st.get("jobDeploymentStatus") in (
@@ -273,6 +297,11 @@ def reconcile(kube: Kube, run: dict, config: OperatorConfig, now: str | None = N
             eval_summary = observe.latest_eval_summary(spec.output.uri, opts)
         elif st.get("jobDeploymentStatus") in ("Initializing", "Retrying") and st.get("rayClusterName"):
             pods = kube.list_pods(ns, f"ray.io/cluster={st['rayClusterName']}")
+        elif not st.get("jobDeploymentStatus"):
+            # KubeRay 1.4 reports a RayJob it rejects only as Warning Events (decide.rayjob_warnings)
+            rayjob_events = kube.list_rayjob_events(ns, builders.rayjob_name(name))
+        if (rayjob.get("spec") or {}).get("suspend") and decide.kueue_queue(rayjob) and rayjob["metadata"].get("uid"):
+            workloads = kube.list_workloads(ns, rayjob["metadata"]["uid"])  # why Kueue keeps it Queued
 
     if decision.action == "refuse" and spec_error is not None:
         spec_error = None  # an invalid EDIT of a live run: shown as SpecApplied=False, the run goes on
@@ -281,6 +310,7 @@ def reconcile(kube: Kube, run: dict, config: OperatorConfig, now: str | None = N
         spec=spec if spec_error is None else None,
         total_steps=plan.total_steps if plan is not None else None,
         spec_error=spec_error, checkpoint=checkpoint, pods=pods, decision=decision,
+        workloads=workloads, rayjob_events=rayjob_events,
     )
     if prev is not None and prev.model_dump() == status.model_dump():
         return Outcome(None, status.phase, None, decision)

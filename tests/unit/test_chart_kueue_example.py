@@ -3,7 +3,8 @@ operator builds for the seed (trainkit_operator.builders, the real builder) is a
 
 Kueue is not running here. `admit` below is a small model of Kueue's flavor assignment for one workload
 (flavors tried in order per pod set; a flavor fits when its remaining quota covers the pod set, its node
-labels agree with the pod set's nodeSelector and the pod set tolerates its taints), enough to show that
+labels agree with the pod set's nodeSelector and the pod set's tolerations plus the flavor's own `tolerations`
+tolerate its taints, as flavorassigner.go checks them), enough to show that
 the head lands on CPU nodes, the workers on the GPU pool, and that the quota holds the whole Ray cluster.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -82,7 +84,8 @@ def admit(cluster_queue: dict, flavors: dict[str, dict], sets: list[dict]) -> di
         for f in group["flavors"]:
             spec = flavors[f["name"]].get("spec") or {}
             labels_ok = all(ps["nodeSelector"].get(k, v) == v for k, v in (spec.get("nodeLabels") or {}).items())
-            taints_ok = all(tolerates(ps["tolerations"], t) for t in spec.get("nodeTaints") or [])
+            tols = ps["tolerations"] + (spec.get("tolerations") or [])
+            taints_ok = all(tolerates(tols, t) for t in spec.get("nodeTaints") or [])
             need = {r: ps["requests"].get(r, 0) * ps["count"] for r in group["coveredResources"]}
             quota_ok = all(remaining[(f["name"], r)] >= n for r, n in need.items())
             if labels_ok and taints_ok and quota_ok:
@@ -104,7 +107,8 @@ def test_local_queue_is_the_one_the_seed_run_names():
     assert lq["spec"]["clusterQueue"] == cq["metadata"]["name"]
     names = {f["metadata"]["name"] for f in d["ResourceFlavor"]}
     assert {f["name"] for f in cq["spec"]["resourceGroups"][0]["flavors"]} == names
-    assert all(x["apiVersion"] == "kueue.x-k8s.io/v1beta1" for xs in d.values() for x in xs)
+    # v1beta2 is Kueue's stored version; v1beta1 is deprecated since Kueue v0.16
+    assert all(x["apiVersion"] == "kueue.x-k8s.io/v1beta2" for xs in d.values() for x in xs)
 
 
 def test_gpu_flavor_describes_the_seed_runs_node_pool():
@@ -145,3 +149,27 @@ def test_the_model_of_admission_has_teeth():
         assert "fits no flavor" in str(e)
     else:
         raise AssertionError("16 GPU workers were admitted on an 8-GPU quota")
+
+
+def test_a_run_that_sets_no_tolerations_is_still_admitted_on_the_gpu_flavor():
+    """The flavor carries the toleration of its own taint: a run without any (no spec.resources.tolerations and
+    an operator without node-pool defaults) is not left Queued forever."""
+    from trainkit.spec.load import parse_spec
+    from trainkit_operator import builders
+    from trainkit_operator.config import OperatorConfig
+
+    run = yaml.safe_load(SEED.read_text())
+    run["metadata"].update(namespace="default", uid="0000-seed")
+    del run["spec"]["resources"]["tolerations"]
+    spec, _ = parse_spec(run["spec"])
+    rayjob = builders.build_rayjob(run, spec, OperatorConfig())
+    assert all(not ps["tolerations"] for ps in pod_sets(rayjob))
+    d = docs()
+    flavors = {f["metadata"]["name"]: f for f in d["ResourceFlavor"]}
+    chosen = admit(d["ClusterQueue"][0], flavors, pod_sets(rayjob))
+    assert chosen["gpu-workers"] == "h100-80gb"
+    # ...and without the flavor's tolerations the same workers would fit nowhere (the example's old bug)
+    for f in flavors.values():
+        (f.get("spec") or {}).pop("tolerations", None)
+    with pytest.raises(AssertionError, match="gpu-workers"):
+        admit(d["ClusterQueue"][0], flavors, pod_sets(rayjob))

@@ -143,7 +143,9 @@ def test_configmap_document_is_a_loadable_training_run(tmp_path):
 
 
 def test_kubray_job_fields_shutdown_backoff_deadline_suspend():
-    _, _, rj, _ = built(seed_run(**{"scheduling.activeDeadlineSeconds": 86400, "scheduling.suspend": True}))
+    run = seed_run(**{"scheduling.activeDeadlineSeconds": 86400, "scheduling.suspend": True})
+    del run["spec"]["scheduling"]["queueName"]  # a run in a Kueue queue cannot ask for suspend
+    _, _, rj, _ = built(run)
     s = rj["spec"]
     assert s["shutdownAfterJobFinishes"] is True
     assert s["backoffLimit"] == 2
@@ -172,10 +174,10 @@ def test_no_queue_no_kueue_label():
 def test_volcano_gang_labels():
     _, _, rj, _ = built(seed_run(**{"scheduling.volcanoQueue": "gang", "scheduling.priorityClassName": "p1"}))
     labels = rj["metadata"]["labels"]
-    assert labels["ray.io/scheduler-name"] == "volcano"
+    # what KubeRay's Volcano plugin reads; it ignores ray.io/scheduler-name (since v1.6) and gang-scheduling-enabled
     assert labels["volcano.sh/queue-name"] == "gang"
-    assert labels["ray.io/gang-scheduling-enabled"] == "true"
     assert labels["ray.io/priority-class-name"] == "p1"
+    assert "ray.io/scheduler-name" not in labels and "ray.io/gang-scheduling-enabled" not in labels
 
 
 def test_credentials_only_as_secret_key_refs_and_never_in_any_child():
@@ -234,14 +236,14 @@ def test_mutable_patch_only_touches_mutable_fields():
     current = copy.deepcopy(rj)
     current["status"] = {"jobDeploymentStatus": "Running"}
     assert builders.mutable_patch(rj, current, kueue_managed=True) == []
-    run2 = seed_run(**{"scheduling.priorityClassName": "urgent", "scheduling.backoffLimit": 5, "scheduling.suspend": True})
+    run2 = seed_run(**{"scheduling.activeDeadlineSeconds": 3600, "scheduling.backoffLimit": 5, "scheduling.suspend": True})
+    del run2["spec"]["scheduling"]["queueName"]
     spec2, _ = parse_spec(run2["spec"])
     desired = builders.build_rayjob(run2, spec2, OperatorConfig())
     ops = builders.mutable_patch(desired, current, kueue_managed=True)
     paths = {o["path"] for o in ops}
-    assert "/spec/backoffLimit" in paths
-    assert "/spec/rayClusterSpec/headGroupSpec/template/spec/priorityClassName" in paths
-    assert "/spec/rayClusterSpec/workerGroupSpecs/0/template/spec/priorityClassName" in paths
+    assert "/spec/backoffLimit" in paths and "/spec/activeDeadlineSeconds" in paths
+    assert not any("priorityClassName" in p for p in paths)  # fixed once the cluster exists
     assert "/spec/suspend" not in paths  # Kueue owns suspend
     assert all(o["op"] in ("add", "remove") for o in ops)
     ops = builders.mutable_patch(desired, current, kueue_managed=False)
@@ -254,9 +256,11 @@ def test_mutable_patch_only_touches_mutable_fields():
     assert patched["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"] == \
         current["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"]
     assert patched["metadata"]["labels"] == current["metadata"]["labels"]
-    # un-setting a field removes it
+    assert patched["metadata"]["annotations"][builders.SUSPENDED_BY_ANNOTATION] == builders.SUSPENDED_BY_SPEC
+    # un-setting a field removes it; unsuspending what the spec suspended is allowed
     back = builders.mutable_patch(rj, patched, kueue_managed=False)
-    assert {"op": "remove", "path": "/spec/rayClusterSpec/headGroupSpec/template/spec/priorityClassName"} in back
+    assert {"op": "remove", "path": "/spec/activeDeadlineSeconds"} in back
+    assert {"op": "add", "path": "/spec/suspend", "value": False} in back
 
 
 def test_the_trainer_entrypoint_reads_the_configmap_spec(tmp_path):

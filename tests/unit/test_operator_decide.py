@@ -9,6 +9,7 @@ import json
 import pytest
 
 from trainkit.spec import parse_spec
+from trainkit.spec.load import SpecError
 from trainkit.spec.status import TrainingRunStatus
 from trainkit_operator import builders, decide
 from trainkit_operator.config import OperatorConfig
@@ -103,6 +104,7 @@ def test_queued_vs_suspended():
     admitted = next(c for c in st.conditions if c.type == "Admitted")
     assert admitted.status == "False" and admitted.reason == "WaitingForKueue"
     user = seed_run(**{"scheduling.suspend": True})
+    del user["spec"]["scheduling"]["queueName"]  # suspend is refused together with a Kueue queue
     assert summarize(user, rayjob_for(user, "", "Suspended", suspend=True)).phase == "Suspended"
     nokueue = seed_run()
     del nokueue["spec"]["scheduling"]["queueName"]
@@ -226,11 +228,11 @@ def test_nothing_to_do_when_children_match():
 def test_mutable_change_is_applied():
     run = seed_run()
     rj, cm = rayjob_for(run, "RUNNING", "Running"), cm_for(run)
-    edited = seed_run(**{"scheduling.backoffLimit": 4, "scheduling.priorityClassName": "high"})
+    edited = seed_run(**{"scheduling.backoffLimit": 4, "scheduling.activeDeadlineSeconds": 7200})
     d = decide.plan_actions(edited, parse_spec(edited["spec"])[0], None, rj, cm, CFG)
     assert d.action == "update" and d.configmap_replace
     paths = {o["path"] for o in d.patch}
-    assert "/spec/backoffLimit" in paths and "/spec/rayClusterSpec/headGroupSpec/template/spec/priorityClassName" in paths
+    assert "/spec/backoffLimit" in paths and "/spec/activeDeadlineSeconds" in paths
     assert "/spec/suspend" not in paths
 
 
@@ -242,9 +244,16 @@ def test_suspend_follows_the_spec_without_kueue_but_is_refused_under_kueue():
     edited["spec"]["scheduling"]["suspend"] = True
     d = decide.plan_actions(edited, parse_spec(edited["spec"])[0], None, rj, cm, CFG)
     assert d.action == "update" and {"op": "add", "path": "/spec/suspend", "value": True} in d.patch
+    # in a Kueue queue, suspend is refused by the spec itself (Kueue would unsuspend on admission)...
     kueued = seed_run()
-    edited = seed_run(**{"scheduling.suspend": True})
-    d = decide.plan_actions(edited, parse_spec(edited["spec"])[0], None, rayjob_for(kueued, "RUNNING", "Running"), cm_for(kueued), CFG)
+    with pytest.raises(SpecError, match="queueName"):
+        parse_spec(seed_run(**{"scheduling.suspend": True})["spec"])
+    # ...and if a RayJob in a queue got suspend from an older spec, a change of it is still refused
+    cm = cm_for(kueued)
+    applied = json.loads(cm["data"]["spec.json"])
+    applied["spec"]["scheduling"]["suspend"] = True
+    cm["data"]["spec.json"] = json.dumps(applied)
+    d = decide.plan_actions(kueued, parse_spec(kueued["spec"])[0], None, rayjob_for(kueued, "RUNNING", "Running"), cm, CFG)
     assert d.action == "refuse" and "spec.scheduling.suspend" in d.refused and "Kueue" in d.message
 
 

@@ -147,6 +147,13 @@ def run_spec_rules() -> dict[tuple[str, ...], list[dict]]:
             {"rule": "self.all(s, s.weight > 0.0)", "message": "every source weight must be > 0"},
             {"rule": "self.all(a, self.exists_one(b, b.name == a.name))", "message": "source names must be unique"},
         ],
+        ("scheduling",): [
+            {
+                "rule": "!(has(self.suspend) && self.suspend && has(self.queueName))",
+                "message": "scheduling.suspend cannot be combined with scheduling.queueName: Kueue unsuspends the "
+                "RayJob when it admits it",
+            }
+        ],
         ("data", "sources", "[]", "uri"): URI_RULES,
         ("output", "uri"): URI_RULES,
         ("training", "learningRate"): [

@@ -267,6 +267,18 @@ class SchedulingSpec(SpecModel):
     backoff_limit: Annotated[int, Field(ge=0, le=100)] = 0
     active_deadline_seconds: Annotated[int, Field(ge=1)] | None = None
 
+    @model_validator(mode="after")
+    def suspend_is_not_for_queued_runs(self) -> "SchedulingSpec":
+        # Kueue owns `suspend` of a RayJob in its queue and sets it to false when it admits the workload:
+        # a user's suspend would show the run Suspended while queued and then run it anyway.
+        if self.suspend and self.queue_name:
+            raise ValueError(
+                "suspend cannot be combined with queueName: Kueue unsuspends the RayJob "
+                "when it admits it; hold a queued run through Kueue (e.g. the LocalQueue's stopPolicy), or "
+                "drop queueName to suspend it yourself"
+            )
+        return self
+
 
 class OutputSpec(SpecModel):
     uri: Annotated[str, Field(min_length=1, max_length=1024, description="Where checkpoints, progress and reports go")]

@@ -10,9 +10,12 @@ from pydantic.alias_generators import to_camel
 Phase = Literal["Pending", "Queued", "Running", "Succeeded", "Failed", "Suspended"]
 TERMINAL_PHASES = ("Succeeded", "Failed")
 
-# KubeRay's enums, verbatim (ray.io/v1 RayJob status; identical at v1.7.0 and master).
-JobStatus = Literal["", "PENDING", "RUNNING", "STOPPED", "SUCCEEDED", "FAILED"]
-JobDeploymentStatus = Literal[
+# KubeRay's enums as known today (ray.io/v1 RayJob status; identical at v1.7.0 and master). The status
+# fields below are open strings, NOT these Literals: KubeRay adds values (ValidationFailed came in v1.5), and
+# a closed enum would make the operator's status write fail for good the day it meets one. A value outside
+# these is kept verbatim and explained in the message (trainkit_operator.decide.derive_phase).
+KNOWN_JOB_STATUSES = ("", "PENDING", "RUNNING", "STOPPED", "SUCCEEDED", "FAILED")
+KNOWN_JOB_DEPLOYMENT_STATUSES = (
     "",
     "Initializing",
     "Running",
@@ -23,7 +26,8 @@ JobDeploymentStatus = Literal[
     "Suspended",
     "Retrying",
     "Waiting",
-]
+)
+KubeRayValue = Annotated[str, Field(max_length=128)]
 
 # Condition types the operator always initialises (an absent condition is not "False").
 CONDITION_TYPES = ("SpecValid", "Admitted", "Running", "Succeeded", "Failed")
@@ -80,8 +84,8 @@ class TrainingRunStatus(StatusModel):
     phase: Phase = "Pending"
     reason: str | None = None
     message: str | None = None
-    job_status: JobStatus | None = None
-    job_deployment_status: JobDeploymentStatus | None = None
+    job_status: KubeRayValue | None = None
+    job_deployment_status: KubeRayValue | None = None
     ray_job_name: str | None = None
     observed_generation: Annotated[int, Field(ge=0)] | None = None
     conditions: list[Condition] = []
