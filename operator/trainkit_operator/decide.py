@@ -19,6 +19,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from trainkit import artifacts
 from trainkit.spec.models import TrainingRunSpec
 from trainkit.spec.status import (
     TERMINAL_PHASES,
@@ -29,7 +30,6 @@ from trainkit.spec.status import (
     Progress,
     TrainingRunStatus,
 )
-from trainkit.storage import join
 
 from trainkit_operator.builders import (
     KUEUE_QUEUE_LABEL,
@@ -312,7 +312,7 @@ def eval_from(raw: dict | None, output_uri: str | None) -> EvalSummary | None:
         tasks = {str(k): float(v) for k, v in (raw.get("tasks") or {}).items() if isinstance(v, (int, float))}
         avg = raw.get("average")
         average = float(avg) if isinstance(avg, (int, float)) else (sum(tasks.values()) / len(tasks) if tasks else None)
-        report = join(output_uri, "eval", f"step-{step:08d}", "report.md") if output_uri else None
+        report = artifacts.eval_report_uri(output_uri, step) if output_uri else None
         return EvalSummary(step=step, average=None if average is None else round(average, 4), tasks=tasks, report_uri=report)
     except (KeyError, TypeError, ValueError):
         return None
@@ -321,9 +321,9 @@ def eval_from(raw: dict | None, output_uri: str | None) -> EvalSummary | None:
 def artifacts_for(output_uri: str) -> Artifacts:
     return Artifacts(
         output=output_uri,
-        checkpoints=join(output_uri, "checkpoints") + "/",
-        eval=join(output_uri, "eval") + "/",
-        logs=join(output_uri, "logs") + "/",
+        checkpoints=artifacts.checkpoints_uri(output_uri) + "/",
+        eval=artifacts.eval_root(output_uri) + "/",
+        logs=artifacts.logs_uri(output_uri) + "/",
     )
 
 

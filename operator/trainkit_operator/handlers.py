@@ -243,7 +243,7 @@ def reconcile(kube: Kube, run: dict, config: OperatorConfig, now: str | None = N
         if decision.action == "update" and decision.patch:
             rayjob = kube.patch_rayjob(ns, builders.rayjob_name(name), decision.patch) or rayjob
 
-    progress = eval_summary = checkpoint = None
+    observed = observe.Observed()
     pods = None
     if rayjob is not None and spec is not None and spec_error is None:
         st = rayjob.get("status") or {}
@@ -251,20 +251,17 @@ def reconcile(kube: Kube, run: dict, config: OperatorConfig, now: str | None = N
             "Running", "Complete", "Failed",
         )
         if started:
-            opts = observe.options_for(spec, config)
-            progress = observe.read_progress(spec.output.uri, opts)
-            checkpoint = observe.latest_checkpoint(spec.output.uri, opts)
-            eval_summary = observe.latest_eval_summary(spec.output.uri, opts)
+            observed = observe.observe_outputs(spec.output.uri, observe.options_for(spec, config))
         elif st.get("jobDeploymentStatus") in ("Initializing", "Retrying") and st.get("rayClusterName"):
             pods = kube.list_pods(ns, f"ray.io/cluster={st['rayClusterName']}")
 
     if decision.action == "refuse" and spec_error is not None:
         spec_error = None  # an invalid EDIT of a live run: shown as SpecApplied=False, the run goes on
     status = decide.summarize(
-        run, rayjob, progress, eval_summary, now,
+        run, rayjob, observed.progress, observed.eval_summary, now,
         spec=spec if spec_error is None else None,
         total_steps=plan.total_steps if plan is not None else None,
-        spec_error=spec_error, checkpoint=checkpoint, pods=pods, decision=decision,
+        spec_error=spec_error, checkpoint=observed.checkpoint, pods=pods, decision=decision,
     )
     if prev is not None and prev.model_dump() == status.model_dump():
         return Outcome(None, status.phase, None, decision)

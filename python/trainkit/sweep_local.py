@@ -20,7 +20,7 @@ def run_sweep_locally(sweep, runs: list[dict], report_uri: str | None = None, nu
 
     from trainkit.compare import CompareError, compare_runs
     from trainkit.jobs.train import connect_ray
-    from trainkit.train import checkpoint
+    from trainkit import artifacts
     from trainkit.train.launch import PreflightError, preflight, resolve_local_paths, run_training
 
     parsed = []
@@ -41,7 +41,7 @@ def run_sweep_locally(sweep, runs: list[dict], report_uri: str | None = None, nu
             options = StorageOptions.from_spec(spec.storage)
             weights = ", ".join(f"{s.name} {s.weight:.2f}" for s in spec.data.sources)
             outputs.append(spec.output.uri)
-            if checkpoint.latest_complete(spec.output.uri, options) == plan.total_steps and _evaluated(spec, options):
+            if artifacts.latest_complete_checkpoint(spec.output.uri, options) == plan.total_steps and _evaluated(spec, options):
                 print(f"[{i + 1}/{len(parsed)}] {name} ({weights}): already done", flush=True)
                 continue
             print(f"[{i + 1}/{len(parsed)}] {name} ({weights}): {plan.total_steps} steps -> {spec.output.uri}", flush=True)
@@ -66,9 +66,9 @@ def run_sweep_locally(sweep, runs: list[dict], report_uri: str | None = None, nu
 
 def _evaluated(spec, options: StorageOptions) -> bool:
     """True when the run asks for no eval, or its eval folder holds a committed summary."""
-    from trainkit.eval import read_history
+    from trainkit import artifacts
 
     e = spec.eval
     if not e.at_end or (e.suite == "none" and not e.tasks):
         return True
-    return bool(read_history(spec.output.uri, options))
+    return artifacts.read_latest_eval_summary(spec.output.uri, options) is not None

@@ -22,14 +22,14 @@ def watch_progress(output_uri: str, total_steps: int, options, stop: threading.E
     """Poll progress.json (what the operator reads too) and show it as a progress bar."""
     from tqdm import tqdm
 
-    from trainkit import storage
+    from trainkit import artifacts, storage
 
     bar = tqdm(total=total_steps, unit="step", dynamic_ncols=True, file=sys.stdout)
     try:
         while True:
             try:
-                p = storage.read_json(storage.join(output_uri, "progress.json"), options)
-            except (FileNotFoundError, ValueError, storage.StorageError):
+                p = artifacts.read_progress(output_uri, options)
+            except storage.StorageError:
                 p = None
             if p and p.get("step", 0) > bar.n:
                 bar.update(p["step"] - bar.n)
@@ -47,10 +47,9 @@ def run(args) -> int:
     from trainkit.jobs.train import connect_ray, load_spec_file
     from trainkit.spec import SpecError, derive_plan
     from trainkit.storage import StorageOptions
-    from trainkit.train import checkpoint
+    from trainkit import artifacts
     from trainkit.train.launch import PreflightError, preflight, resolve_local_paths, run_training
     from trainkit.train.plot import loss_curve_png
-    from trainkit.train.progress import METRICS, PROGRESS
 
     try:
         spec, name = load_spec_file(args.file)
@@ -66,7 +65,7 @@ def run(args) -> int:
         print(f"{args.file}: {e}", file=sys.stderr)
         return 3
     out = spec.output.uri
-    resumed = checkpoint.latest_complete(out, options)
+    resumed = artifacts.latest_complete_checkpoint(out, options)
     print(f"trainkit run: {name or 'run'}: {plan.total_steps} steps of {plan.tokens_per_step:,} tokens, "
           f"{spec.resources.workers} worker(s), output {out}"
           + (f" (resuming from step {resumed})" if resumed is not None else ""), flush=True)
@@ -96,17 +95,17 @@ def run(args) -> int:
         if started:
             ray.shutdown()
 
-    lines = [__import__("json").loads(x) for x in storage.read_bytes(storage.join(out, METRICS), options).decode().splitlines() if x]
-    png = storage.join(out, "loss.png")
+    lines = artifacts.read_metrics(out, options)
+    png = artifacts.run_file(out, artifacts.LOSS_PLOT)
     storage.write_bytes(png, loss_curve_png(lines, title=f"{name or 'run'}: training loss"), options)
     final = lines[-1] if lines else {}
     print(f"done: step {final.get('step')}/{plan.total_steps}, loss {final.get('loss', float('nan')):.3f}, "
           f"tokens per source {final.get('sourceTokens')}")
     print("artifacts:")
     print(f"  checkpoint   {result.final_checkpoint}   (AutoModelForCausalLM/AutoTokenizer.from_pretrained)")
-    print(f"  progress     {storage.join(out, PROGRESS)}")
-    print(f"  metrics      {storage.join(out, METRICS)}")
+    print(f"  progress     {artifacts.run_file(out, artifacts.PROGRESS)}")
+    print(f"  metrics      {artifacts.run_file(out, artifacts.METRICS)}")
     print(f"  loss curve   {png}")
     if result.eval:
-        print(f"  eval         {storage.join(out, 'eval')}   average {result.eval.get('average')}")
+        print(f"  eval         {artifacts.eval_root(out)}   average {result.eval.get('average')}")
     return 0

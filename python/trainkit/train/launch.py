@@ -12,7 +12,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 
-from trainkit import storage
+from trainkit import artifacts, storage
 from trainkit.spec.models import TrainingRunSpec
 from trainkit.spec.plan import Plan, derive_plan
 from trainkit.storage import StorageOptions
@@ -62,7 +62,7 @@ def check_shards(spec: TrainingRunSpec, plan: Plan, options: StorageOptions) -> 
 
 def check_output(spec: TrainingRunSpec, options: StorageOptions) -> None:
     """Write spec.json to the output URI: proves it is reachable and writable, and records the run."""
-    uri = storage.join(spec.output.uri, "spec.json")
+    uri = artifacts.run_file(spec.output.uri, artifacts.SPEC)
     try:
         storage.write_bytes(uri, json.dumps(spec_document(spec), indent=2, sort_keys=True).encode() + b"\n", options)
     except Exception as e:  # noqa: BLE001 - any failure here means the output is unusable
@@ -94,7 +94,6 @@ def run_training(spec: TrainingRunSpec, *, name: str = "trainkit-run", max_failu
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from trainkit.train import checkpoint
     from trainkit.train.loop import train_worker
 
     plan = derive_plan(spec)
@@ -121,9 +120,9 @@ def run_training(spec: TrainingRunSpec, *, name: str = "trainkit-run", max_failu
         ),
     )
     trainer.fit()
-    final = checkpoint.latest_complete(spec.output.uri, options)
+    final = artifacts.latest_complete_checkpoint(spec.output.uri, options)
     result = RunResult(spec.output.uri, plan.total_steps,
-                       checkpoint.checkpoint_uri(spec.output.uri, final) if final is not None else None)
+                       artifacts.checkpoint_uri(spec.output.uri, final) if final is not None else None)
     return RunResult(result.output_uri, result.total_steps, result.final_checkpoint, eval=run_eval_hook(spec, result))
 
 
@@ -140,7 +139,7 @@ def run_eval_hook(spec: TrainingRunSpec, result: RunResult):
     # The endpoint as the driver resolves it (spec or environment): the task's process may not share our env.
     options = StorageOptions.from_spec(spec.storage)
     options = StorageOptions(endpoint=options.resolved_endpoint(), region=options.region)
-    step = int(result.final_checkpoint.rstrip("/").rsplit("step-", 1)[1])
+    step = artifacts.step_of(result.final_checkpoint)
     try:
         return ray.get(launch_eval_task(result.final_checkpoint, e, spec.output.uri, step, options))
     except Exception as err:  # noqa: BLE001 - the checkpoint is good; say what failed and go on

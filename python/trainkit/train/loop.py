@@ -29,6 +29,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from trainkit import artifacts
 from trainkit.model import ModelConfig, build_model
 from trainkit.spec.models import TrainingRunSpec
 from trainkit.spec.plan import derive_plan
@@ -182,7 +183,7 @@ def train(config: dict, ctx: WorkerContext) -> dict:
     stream_digest = ""  # running hash of every sequence trained on, in stream order (rank 0)
 
     # 3. resume ----------------------------------------------------------------------------------
-    start = broadcast(checkpoint.latest_complete(out, options) if is_main else None, world)
+    start = broadcast(artifacts.latest_complete_checkpoint(out, options) if is_main else None, world)
     if start is not None:
         with tempfile.TemporaryDirectory(prefix="trainkit-resume-") as tmp:
             folder = checkpoint.download(out, start, tmp, options)
@@ -192,13 +193,13 @@ def train(config: dict, ctx: WorkerContext) -> dict:
             tied = {"lm_head.weight"} if raw_model.config.tie_word_embeddings else set()
             if set(missing) - tied or unexpected:
                 raise RuntimeError(f"checkpoint step {start}: weights do not match the model (missing {missing}, unexpected {unexpected})")
-            optimizer_state = torch.load(folder / checkpoint.OPTIMIZER_STATE, map_location=device, weights_only=True)
-            state = json.loads((folder / checkpoint.TRAINER_STATE).read_text())
+            optimizer_state = torch.load(folder / artifacts.OPTIMIZER_STATE, map_location=device, weights_only=True)
+            state = json.loads((folder / artifacts.TRAINER_STATE).read_text())
         loader.load_state_dict(state["data"])
         stream_digest = state.get("streamDigest", "")
         if writer:
             writer.resume(start)
-        print(f"[trainkit] rank {rank}: resumed from {checkpoint.checkpoint_uri(out, start)} "
+        print(f"[trainkit] rank {rank}: resumed from {artifacts.checkpoint_uri(out, start)} "
               f"(sequences consumed {state['data'].get('sequences_consumed')})", flush=True)
     step = start or 0
 
@@ -319,7 +320,7 @@ def launch_periodic_eval(spec: TrainingRunSpec, out: str, step: int, options):
     waits for those resources would deadlock."""
     from trainkit.eval import launch_eval_task
 
-    return launch_eval_task(checkpoint.checkpoint_uri(out, step), spec.eval, out, step, options,
+    return launch_eval_task(artifacts.checkpoint_uri(out, step), spec.eval, out, step, options,
                             num_gpus=0, num_cpus=0)
 
 
@@ -392,7 +393,7 @@ def save_checkpoint(spec, plan, out, step, raw_model, model_state, optimizer_sta
         raw_model.save_pretrained(folder, state_dict=model_state, safe_serialization=True)
         tokenizer.save_pretrained(folder)
         (folder / "trainer").mkdir()
-        torch.save(optimizer_state, folder / checkpoint.OPTIMIZER_STATE)
+        torch.save(optimizer_state, folder / artifacts.OPTIMIZER_STATE)
         sources = loader.source_sequences()
         state = {
             "step": step,
@@ -404,7 +405,7 @@ def save_checkpoint(spec, plan, out, step, raw_model, model_state, optimizer_sta
             "streamDigest": stream_digest,
             "sourceSequences": sources,
         }
-        (folder / checkpoint.TRAINER_STATE).write_text(json.dumps(state, indent=2, sort_keys=True))
+        (folder / artifacts.TRAINER_STATE).write_text(json.dumps(state, indent=2, sort_keys=True))
         uri = checkpoint.save(out, step, folder, extra={
             "tokens": step * plan.tokens_per_step, "sourceSequences": sources,
             "tokenizerFingerprint": tokenizer.fingerprint,
