@@ -16,8 +16,9 @@ missing Secret lets it start, because nothing ever ran.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 from trainkit import artifacts
 from trainkit.spec.models import TrainingRunSpec
@@ -71,7 +72,7 @@ def previous_status(run: dict) -> TrainingRunStatus | None:
         return None
 
 
-def is_sticky_terminal(status: TrainingRunStatus | None) -> bool:
+def is_sticky_terminal(status: TrainingRunStatus | None) -> TypeGuard[TrainingRunStatus]:
     """Succeeded/Failed are final, except InvalidSpec before anything was created (see module doc)."""
     if status is None or status.phase not in TERMINAL_PHASES:
         return False
@@ -282,7 +283,7 @@ def _condition(prev: dict[str, Condition], type_: str, status: bool, reason: str
                      observed_generation=generation)
 
 
-def progress_from(raw: dict | None, total_steps: int | None) -> Progress | None:
+def progress_from(raw: Mapping[str, Any] | None, total_steps: int | None) -> Progress | None:
     if not raw:
         return None
     try:
@@ -304,7 +305,7 @@ def progress_from(raw: dict | None, total_steps: int | None) -> Progress | None:
         return None
 
 
-def eval_from(raw: dict | None, output_uri: str | None) -> EvalSummary | None:
+def eval_from(raw: Mapping[str, Any] | None, output_uri: str | None) -> EvalSummary | None:
     if not raw:
         return None
     try:
@@ -330,8 +331,8 @@ def artifacts_for(output_uri: str) -> Artifacts:
 def summarize(
     run: dict,
     rayjob: dict | None,
-    progress: dict | None,
-    eval_summary: dict | None,
+    progress: Mapping[str, Any] | None,
+    eval_summary: Mapping[str, Any] | None,
     now: str,
     *,
     spec: TrainingRunSpec | None = None,

@@ -271,7 +271,7 @@ def reconcile(kube: Kube, run: dict, config: OperatorConfig, now: str | None = N
 
 
 # ------------------------------------------------------------------------------ kopf wiring
-def _lock_for(memo: Any, key: tuple[str, str]) -> threading.Lock:
+def _lock_for(memo: Any, key: tuple[str, ...]) -> threading.Lock:
     with memo.locks_guard:
         lock = memo.locks.get(key)
         if lock is None:
@@ -291,7 +291,7 @@ def reconcile_named(memo: Any, ns: str, name: str, retry: int = 0, fallback_body
             outcome = reconcile(kube, run, config)
         except kopf.TemporaryError:
             raise
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - any failure becomes a kopf retry with backoff, never a crash
             if is_transient(e):
                 raise kopf.TemporaryError(f"API call failed ({describe_api_error(e)}); retrying",
                                           delay=backoff_delay(retry)) from None

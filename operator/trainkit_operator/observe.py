@@ -34,24 +34,29 @@ class Observed:
 
 
 def options_for(spec: TrainingRunSpec, config: OperatorConfig) -> storage.StorageOptions:
-    return storage.StorageOptions(endpoint=spec.storage.endpoint or config.default_storage_endpoint, region=spec.storage.region)
+    return storage.StorageOptions(
+        endpoint=spec.storage.endpoint or config.default_storage_endpoint, region=spec.storage.region
+    )
 
 
 def _unless_unreachable(what: str, read: Callable[[], T]) -> T | None:
     try:
         return read()
-    except Exception as e:  # storage trouble must not stop the reconcile
+    except Exception as e:  # noqa: BLE001 - storage trouble must not stop the reconcile
         # The message names the URI and the error class only; never credentials (botocore never echoes them).
         log.warning("could not read %s: %s", what, type(e).__name__)
         return None
 
 
 def observe_outputs(output_uri: str, options: storage.StorageOptions) -> Observed:
-    progress = _unless_unreachable(artifacts.run_file(output_uri, artifacts.PROGRESS),
-                                   lambda: artifacts.read_progress(output_uri, options))
-    step = _unless_unreachable(artifacts.checkpoints_uri(output_uri),
-                               lambda: artifacts.latest_complete_checkpoint(output_uri, options))
+    progress = _unless_unreachable(
+        artifacts.run_file(output_uri, artifacts.PROGRESS), lambda: artifacts.read_progress(output_uri, options)
+    )
+    step = _unless_unreachable(
+        artifacts.checkpoints_uri(output_uri), lambda: artifacts.latest_complete_checkpoint(output_uri, options)
+    )
     checkpoint = None if step is None else {"step": step, "uri": artifacts.checkpoint_uri(output_uri, step) + "/"}
-    eval_summary = _unless_unreachable(artifacts.eval_root(output_uri),
-                                       lambda: artifacts.read_latest_eval_summary(output_uri, options))
+    eval_summary = _unless_unreachable(
+        artifacts.eval_root(output_uri), lambda: artifacts.read_latest_eval_summary(output_uri, options)
+    )
     return Observed(progress=progress, checkpoint=checkpoint, eval_summary=eval_summary)

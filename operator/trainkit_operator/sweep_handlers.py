@@ -87,7 +87,7 @@ def reconcile_sweep_named(memo: Any, ns: str, name: str, retry: int = 0) -> None
                 return
             before = (sweep.get("status") or {}).get("phase")
             written = reconcile_sweep(kube, sweep)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - any failure becomes a kopf retry with backoff, never a crash
             delay = backoff_delay(retry) if is_transient(e) else backoff_delay(retry, base=5.0)
             raise kopf.TemporaryError(f"sweep reconcile failed ({describe_api_error(e)}); retrying", delay=delay) from None
     if written and written.get("phase") != before:

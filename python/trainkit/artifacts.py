@@ -24,7 +24,7 @@ import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypedDict
+from typing import Any, TypedDict, TypeGuard
 
 from trainkit import storage
 from trainkit.storage import StorageOptions
@@ -124,6 +124,8 @@ class MetricsLine(TypedDict, total=False):
     """One line of metrics.jsonl."""
 
     step: int
+    startStep: int
+    tokens: int
     loss: float
     lr: float
     gradNorm: float
@@ -166,7 +168,7 @@ class ArtifactError(ValueError):
 
 
 # ------------------------------------------------------------------------------------ pure parsers
-def _is_int(v: object) -> bool:
+def _is_int(v: object) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
@@ -221,7 +223,8 @@ def complete_steps(listing: Mapping[str, int], manifests: Mapping[int, Checkpoin
     """Steps with a complete checkpoint, ascending."""
     by_step = parse_checkpoint_listing(listing)
     return sorted(
-        s for s, files in by_step.items()
+        s
+        for s, files in by_step.items()
         if MANIFEST in files and (m := manifests.get(s)) is not None and not checkpoint_problems(s, m, files)
     )
 
@@ -231,7 +234,7 @@ def parse_progress(doc: object, where: str) -> ProgressDoc:
         raise ArtifactError(f"{where}: expected an object, got {type(doc).__name__}")
     if not _is_int(doc.get("step")):
         raise ArtifactError(f"{where}: field 'step' must be an integer, got {doc.get('step')!r}")
-    return ProgressDoc(**doc)  # type: ignore[typeddict-item]  # extra keys are kept as written
+    return ProgressDoc(**doc)  # extra keys are kept as written
 
 
 def parse_metrics(text: str) -> tuple[list[MetricsLine], int]:
@@ -249,7 +252,7 @@ def parse_metrics(text: str) -> tuple[list[MetricsLine], int]:
         if not isinstance(m, dict) or not _is_int(m.get("step")):
             bad += 1
             continue
-        by_step[m["step"]] = MetricsLine(**m)  # type: ignore[typeddict-item]
+        by_step[m["step"]] = MetricsLine(**m)
     return [by_step[s] for s in sorted(by_step)], bad
 
 
@@ -268,7 +271,7 @@ def parse_eval_summary(doc: object, where: str, step: int | None = None) -> Eval
         if step is None:
             raise ArtifactError(f"{where}: field 'step' must be an integer, got {doc.get('step')!r}")
         out["step"] = step
-    return EvalSummaryDoc(**out)  # type: ignore[typeddict-item]
+    return EvalSummaryDoc(**out)
 
 
 # ------------------------------------------------------------------------------------------ readers
@@ -384,15 +387,18 @@ def list_files(uri: str, options: StorageOptions | None = None) -> dict[str, int
         found = storage.retry(lambda: fs.find(path, detail=True), f"listing {uri}")
     except FileNotFoundError:
         return {}
-    return {name[len(path):].lstrip("/"): int(info.get("size") or 0) for name, info in found.items()}
+    return {name[len(path) :].lstrip("/"): int(info.get("size") or 0) for name, info in found.items()}
 
 
-def list_checkpoints(output_uri: str, options: StorageOptions | None = None) -> tuple[dict[str, int], dict[int, CheckpointManifest | None]]:
+def list_checkpoints(
+    output_uri: str, options: StorageOptions | None = None
+) -> tuple[dict[str, int], dict[int, CheckpointManifest | None]]:
     """(listing {relpath: size} under checkpoints/, {step: its parsed manifest or None}) for folders with a manifest."""
     listing = list_files(checkpoints_uri(output_uri), options)
     manifests = {
         step: read_manifest(checkpoint_uri(output_uri, step), options)
-        for step, files in parse_checkpoint_listing(listing).items() if MANIFEST in files
+        for step, files in parse_checkpoint_listing(listing).items()
+        if MANIFEST in files
     }
     return listing, manifests
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from kubeapi.fixtures import kube_api  # noqa: F401
 
 
 @pytest.fixture

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import subprocess
 
-from test_operator_support import (  # noqa: F401  (fixtures)
-    NS, RAYJOBS, RUNS, SEED, assert_no_credentials, cluster, events_for, get, kube_api, kuberay_sets_status,
-    running_operator, seed_doc, status_of, wait_for, put_json,
+from test_operator_support import (
+    NS, RAYJOBS, RUNS, SEED, assert_no_credentials, events_for, get, kuberay_sets_status, running_operator, seed_doc, status_of, wait_for, put_json,
 )
 
 RUN = "gpt2-70m-50-30-20"

@@ -11,9 +11,8 @@ import random
 import threading
 import time
 
-from test_operator_support import (  # noqa: F401  (fixtures)
-    NS, RAYJOBS, RUNS, cluster, get, kube_api, kuberay_sets_status, operator_config, running_operator,
-    seed_doc, status_of, wait_for, put_json,
+from test_operator_support import (
+    NS, RAYJOBS, get, kuberay_sets_status, operator_config, running_operator, seed_doc, status_of, wait_for, put_json,
 )
 
 

@@ -10,9 +10,8 @@ import time
 
 import kubernetes
 
-from test_operator_support import (  # noqa: F401  (fixtures)
-    NS, RAYJOBS, RUNS, cluster, events_for, get, kube_api, kuberay_sets_status, kueue_sets_suspend,
-    running_operator, seed_doc, status_of, wait_for, put_json,
+from test_operator_support import (
+    NS, RAYJOBS, RUNS, events_for, get, kuberay_sets_status, kueue_sets_suspend, running_operator, seed_doc, status_of, wait_for, put_json,
 )
 
 

@@ -13,9 +13,8 @@ import time
 
 import yaml
 
-from test_operator_support import (  # noqa: F401  (fixtures)
-    NS, RAYJOBS, REPO, RUNS, cluster, get, kube_api, kuberay_sets_status, put_json, running_operator,
-    status_of, wait_for,
+from test_operator_support import (
+    NS, RAYJOBS, REPO, RUNS, get, kuberay_sets_status, put_json, running_operator, status_of, wait_for,
 )
 
 SWEEPS = "trainingsweeps.trainkit.dev"

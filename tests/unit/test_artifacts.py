@@ -8,8 +8,17 @@ import pytest
 
 from trainkit import artifacts
 from trainkit.artifacts import (
-    ArtifactError, CheckpointManifest, checkpoint_problems, complete_steps, parse_checkpoint_listing, parse_eval_summary,
-    parse_manifest, parse_metrics, parse_progress, step_dir_name, step_of,
+    ArtifactError,
+    CheckpointManifest,
+    checkpoint_problems,
+    complete_steps,
+    parse_checkpoint_listing,
+    parse_eval_summary,
+    parse_manifest,
+    parse_metrics,
+    parse_progress,
+    step_dir_name,
+    step_of,
 )
 from trainkit.train.checkpoint import steps_to_prune
 
@@ -46,11 +55,11 @@ def test_latest_complete_skips_interrupted_uploads():
     listing |= listing_for(4, FILES)
     listing |= listing_for(8, FILES)
     listing |= listing_for(12, FILES, with_manifest=False)  # upload cut before the commit marker
-    short = dict(FILES, **{"model.safetensors": 1000})       # a listed file only half there
+    short = dict(FILES, **{"model.safetensors": 1000})  # a listed file only half there
     listing |= listing_for(16, short)
     gone = {k: v for k, v in FILES.items() if k != "trainer/optimizer.pt"}  # a listed file missing
     listing |= listing_for(20, gone)
-    listing |= listing_for(24, FILES)                        # its manifest did not parse
+    listing |= listing_for(24, FILES)  # its manifest did not parse
     manifests = {s: manifest(s) for s in (4, 8, 16, 20)} | {24: None}
     assert complete_steps(listing, manifests) == [4, 8]
 
@@ -59,19 +68,29 @@ def test_manifest_must_match_its_folder():
     assert checkpoint_problems(4, manifest(4), FILES) == []
     assert checkpoint_problems(4, manifest(8), FILES) == ["checkpoint.json is for step 8, not 4"]
     assert checkpoint_problems(4, manifest(4, {"a": 1, "b": 2, "c": 3}), {"a": 1, "b": 5}) == [
-        "b has 5 bytes, checkpoint.json says 2", "c is missing"]
+        "b has 5 bytes, checkpoint.json says 2",
+        "c is missing",
+    ]
 
 
 def test_manifest_parser_names_the_field():
-    assert parse_manifest({"step": 4, "files": {"a": 1}, "tokens": 9}, "m") == CheckpointManifest(4, {"a": 1}, {"tokens": 9})
-    for bad, field in (([], "step"), ({"step": True, "files": {"a": 1}}, "'step'"), ({"step": 1, "files": {}}, "'files'"),
-                       ({"step": 1, "files": {"a": "1"}}, "'files'")):
+    assert parse_manifest({"step": 4, "files": {"a": 1}, "tokens": 9}, "m") == CheckpointManifest(
+        4, {"a": 1}, {"tokens": 9}
+    )
+    for bad, field in (
+        ([], "step"),
+        ({"step": True, "files": {"a": 1}}, "'step'"),
+        ({"step": 1, "files": {}}, "'files'"),
+        ({"step": 1, "files": {"a": "1"}}, "'files'"),
+    ):
         with pytest.raises(ArtifactError, match=field):
             parse_manifest(bad, "m")
 
 
 def test_parse_listing_ignores_foreign_names():
-    parsed = parse_checkpoint_listing({"step-00000004/a": 1, "step-4/b": 1, "notes.txt": 3, "step-00000008/trainer/x": 2})
+    parsed = parse_checkpoint_listing(
+        {"step-00000004/a": 1, "step-4/b": 1, "notes.txt": 3, "step-00000008/trainer/x": 2}
+    )
     assert parsed == {4: {"a": 1}, 8: {"trainer/x": 2}}
 
 
@@ -101,8 +120,12 @@ def test_record_parsers():
 def test_readers_pass_over_bad_objects_and_say_why(tmp_path, caplog):
     out = str(tmp_path / "run")
     good = {"step": 20, "average": 0.4, "tasks": {"a": 0.4}}
-    for step, body in ((10, json.dumps(good | {"step": 10}).encode()), (20, json.dumps(good).encode()),
-                       (30, b'{"step": 30, "tasks": '), (40, b'{"step": 40, "tasks": {"a": "?"}}')):
+    for step, body in (
+        (10, json.dumps(good | {"step": 10}).encode()),
+        (20, json.dumps(good).encode()),
+        (30, b'{"step": 30, "tasks": '),
+        (40, b'{"step": 40, "tasks": {"a": "?"}}'),
+    ):
         path = tmp_path / "run" / "eval" / step_dir_name(step)
         path.mkdir(parents=True)
         (path / "summary.json").write_bytes(body)

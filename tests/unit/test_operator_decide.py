@@ -13,7 +13,7 @@ from trainkit.spec.status import TrainingRunStatus
 from trainkit_operator import builders, decide
 from trainkit_operator.config import OperatorConfig
 
-from test_operator_builders import UID, seed_run  # noqa: E402  (same folder)
+from test_operator_builders import seed_run
 
 NOW = "2026-11-27T08:00:00Z"
 LATER = "2026-11-27T09:00:00Z"

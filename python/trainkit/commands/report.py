@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 
 def register(sub) -> None:
@@ -13,7 +15,7 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def history_table(history: list[dict]) -> str:
+def history_table(history: Sequence[Mapping[str, Any]]) -> str:
     """Markdown: one row per eval (step, average, each task's headline), percent (pure)."""
     tasks = list(dict.fromkeys(t for s in history for t in s["tasks"]))
     lines = ["| Step | Average | " + " | ".join(tasks) + " |", "|" + "---|" * (len(tasks) + 2)]

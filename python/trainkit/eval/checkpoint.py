@@ -14,6 +14,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from trainkit import artifacts, storage
@@ -116,7 +117,7 @@ def _download(uri, root, fs, files, dest: Path, raw: bytes, cache_root: Path) ->
                 continue
             target = tmp / rel
             target.parent.mkdir(parents=True, exist_ok=True)
-            storage.retry(lambda rel=rel, target=target: fs.get_file(f"{root}/{rel}", str(target)), f"downloading {uri}/{rel}")
+            storage.retry(partial(fs.get_file, f"{root}/{rel}", str(target)), f"downloading {uri}/{rel}")
             if target.stat().st_size != files[rel]:
                 raise CheckpointError(f"incomplete checkpoint at {uri}: {rel} changed while downloading")
         (tmp / MANIFEST).write_bytes(raw)  # marks the cache entry complete

@@ -11,7 +11,9 @@ import json
 import logging
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from trainkit import artifacts
 from trainkit import storage as store
@@ -62,7 +64,7 @@ def evaluate_checkpoint(checkpoint_uri: str, eval_spec, output_uri: str, step: i
     result = summary(table, checkpoint=ckpt.uri, evalSeconds=round(time.time() - started, 1))
     out_dir = eval_dir(output_uri, step)
     # A bad old summary is passed over (and logged) by the reader: it must not waste this eval.
-    history = [s for s in artifacts.read_eval_summaries(output_uri, options) if s.get("step") != step] + [result]
+    history: list[Mapping[str, Any]] = [s for s in artifacts.read_eval_summaries(output_uri, options) if s.get("step") != step] + [result]
     files = {
         EVAL_RESULTS: json_bytes(results_document(output)),
         EVAL_REPORT: markdown(table, title=f"Evaluation of {ckpt.uri} (step {step})").encode(),

@@ -11,6 +11,7 @@ Decisions (`complete_steps`, `steps_to_prune`) are pure functions of a listing; 
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 from trainkit import artifacts, storage
@@ -33,7 +34,7 @@ def remove_step(output_uri: str, step: int, options: StorageOptions | None = Non
     # The manifest goes first, so a folder being deleted stops counting at once.
     for target, recursive in ((f"{path}/{MANIFEST}", False), (path, True)):
         try:
-            storage.retry(lambda t=target, r=recursive: fs.rm(t, recursive=r), f"removing {uri}")
+            storage.retry(partial(fs.rm, target, recursive=recursive), f"removing {uri}")
         except FileNotFoundError:
             pass
     fs.invalidate_cache()

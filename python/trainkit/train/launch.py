@@ -16,7 +16,7 @@ from trainkit import artifacts, storage
 from trainkit.spec.models import TrainingRunSpec
 from trainkit.spec.plan import Plan, derive_plan
 from trainkit.storage import StorageOptions
-from trainkit.train.memory import check_fits
+from trainkit.spec.memory import check_fits
 
 SHARD_INDEX = "index.json"
 
@@ -30,7 +30,7 @@ class RunResult:
     output_uri: str
     total_steps: int
     final_checkpoint: str | None
-    eval: object | None = None
+    eval: artifacts.EvalSummaryDoc | None = None
 
 
 def spec_document(spec: TrainingRunSpec) -> dict:
@@ -113,7 +113,8 @@ def run_training(spec: TrainingRunSpec, *, name: str = "trainkit-run", max_failu
                            "storage": {"endpoint": options.resolved_endpoint(), "region": options.region}},
         scaling_config=ray.train.ScalingConfig(num_workers=r.workers, use_gpu=r.gpus_per_worker > 0,
                                                resources_per_worker=resources),
-        run_config=ray.train.RunConfig(
+        # mypy resolves ray.train.RunConfig to Train V1's; V2's (the default since Ray 2.51) takes worker_runtime_env.
+        run_config=ray.train.RunConfig(  # type: ignore[call-arg]
             name=name, storage_path=ray_storage,
             failure_config=ray.train.FailureConfig(max_failures=max_failures),
             worker_runtime_env={"env_vars": env} if env else None,

@@ -23,7 +23,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, cast
 
 import torch
 import torch.distributed as dist
@@ -81,7 +81,7 @@ def build_optimizer(model: torch.nn.Module, spec: TrainingRunSpec, device: torch
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
     fused = o.fused if o.fused is not None else device.type == "cuda"
-    return torch.optim.AdamW(groups, lr=spec.training.learning_rate.peak, betas=tuple(o.betas), eps=o.eps, fused=fused)
+    return torch.optim.AdamW(groups, lr=spec.training.learning_rate.peak, betas=(o.betas[0], o.betas[1]), eps=o.eps, fused=fused)
 
 
 def autocast_for(precision: str, device: torch.device):
@@ -164,7 +164,7 @@ def train(config: dict, ctx: WorkerContext) -> dict:
     is_main = rank == 0
     accum = plan.gradient_accumulation
     if device.type == "cuda":
-        from trainkit.train.memory import check_fits
+        from trainkit.spec.memory import check_fits
 
         check_fits(spec, plan, device_memory=torch.cuda.get_device_properties(device).total_memory)  # before any OOM
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -273,7 +273,7 @@ def train(config: dict, ctx: WorkerContext) -> dict:
             window_loss.zero_()
             window_steps = 0
             tps = throughput.rate()
-            if is_main:
+            if writer is not None:  # rank 0
                 sources = loader.source_sequences()
                 writer.log({
                     "step": step, "loss": loss_value, "lr": lr, "gradNorm": float(grad_norm),
@@ -311,7 +311,7 @@ def train(config: dict, ctx: WorkerContext) -> dict:
 def periodic_eval_due(step: int, every_steps: int | None, final: bool) -> bool:
     """Evals during training: every `every_steps` steps, on a checkpoint of that step. The final step's
     eval is the driver's (spec.eval.atEnd), so it is not started twice."""
-    return bool(every_steps) and step % every_steps == 0 and not final
+    return every_steps is not None and every_steps != 0 and step % every_steps == 0 and not final
 
 
 def launch_periodic_eval(spec: TrainingRunSpec, out: str, step: int, options):
@@ -354,7 +354,7 @@ def shard_fsdp2(model: torch.nn.Module, device: torch.device, world_size: int) -
     from torch.distributed.fsdp import fully_shard
 
     mesh = init_device_mesh(device.type, (world_size,))
-    for block in model.transformer.h:
+    for block in cast(torch.nn.ModuleList, model.get_submodule("transformer.h")):
         fully_shard(block, mesh=mesh)
     fully_shard(model, mesh=mesh)
     return model
@@ -370,7 +370,7 @@ def full_state(model: torch.nn.Module, optimizer, parallelism: str) -> tuple[dic
 
     opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
     model_state = get_model_state_dict(model, options=opts)
-    if model.config.tie_word_embeddings:
+    if cast(Any, model).config.tie_word_embeddings:  # a Hugging Face model's config
         # Gathered, the tied LM head is a copy of the embedding: save it once, as a DDP checkpoint does.
         model_state.pop("lm_head.weight", None)
     return model_state, get_optimizer_state_dict(model, optimizer, options=opts)
