@@ -239,14 +239,14 @@ def test_unreachable_output_fails_before_training(sources, tmp_path):
 
 def test_end_of_training_eval_hook_reads_our_checkpoint(ray_session, run_a, bucket, sources):
     """spec.eval with a task: the hook evaluates the final checkpoint as its own Ray task (trainkit.eval)."""
-    from trainkit.train.launch import RunResult, run_eval_hook
+    from trainkit.train.launch import TrainedRun, run_eval_hook
 
     tasks = Path(__file__).resolve().parents[1] / "data" / "lm_eval_tasks" / "tk_winogrande"
     storage.upload_dir(tasks, f"{bucket}/tasks/winogrande-like")
     doc = make_spec(sources, run_a).model_dump(mode="json", by_alias=True)
     doc["eval"] = {"tasks": [{"name": "tk_winogrande", "path": f"{bucket}/tasks/winogrande-like", "limit": 4}], "batchSize": 2}
     spec = parse_spec(doc)[0]
-    summary = run_eval_hook(spec, RunResult(run_a, STEPS, artifacts.checkpoint_uri(run_a, STEPS)))
+    summary = run_eval_hook(spec, TrainedRun(run_a, STEPS, artifacts.checkpoint_uri(run_a, STEPS)))
     assert summary is not None and "error" not in summary, summary
     assert summary["step"] == STEPS and 0.0 <= summary["tasks"]["tk_winogrande"] <= 1.0
     assert storage.read_json(storage.join(run_a, f"eval/step-{STEPS:08d}/summary.json")) == summary

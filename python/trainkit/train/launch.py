@@ -1,6 +1,7 @@
 """The driver side of a run: checks before training, then Ray Train's TorchTrainer over `loop.train_worker`.
 
-Used by the RayJob entrypoint (`python -m trainkit.jobs.train`) and by `trainkit run` alike. Every
+`run_spec` is the one way to run a spec, used by the RayJob entrypoint (`python -m trainkit.jobs.train`),
+`trainkit run` and `trainkit sweep --local` alike. Every
 check that can fail without a GPU fails here, before any worker starts, with the spec field named:
 memory fit (resources.memoryPerWorker), token shards (data.sources[i].uri), output URI (output.uri).
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from trainkit import artifacts, storage
@@ -26,14 +28,15 @@ class PreflightError(ValueError):
 
 
 @dataclass(frozen=True)
-class RunResult:
+class TrainedRun:
     output_uri: str
     total_steps: int
     final_checkpoint: str | None
     eval: artifacts.EvalSummaryDoc | None = None
 
 
-def spec_document(spec: TrainingRunSpec) -> dict:
+def spec_as_json(spec: TrainingRunSpec) -> dict:
+    """The bare spec as JSON-ready data (what spec.json holds and what the workers receive)."""
     return spec.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
@@ -64,7 +67,7 @@ def check_output(spec: TrainingRunSpec, options: StorageOptions) -> None:
     """Write spec.json to the output URI: proves it is reachable and writable, and records the run."""
     uri = artifacts.run_file(spec.output.uri, artifacts.SPEC)
     try:
-        storage.write_bytes(uri, json.dumps(spec_document(spec), indent=2, sort_keys=True).encode() + b"\n", options)
+        storage.write_bytes(uri, json.dumps(spec_as_json(spec), indent=2, sort_keys=True).encode() + b"\n", options)
     except Exception as e:  # noqa: BLE001 - any failure here means the output is unusable
         raise PreflightError(f"spec.output.uri {spec.output.uri} is not writable: {type(e).__name__}: {e}") from None
 
@@ -88,7 +91,7 @@ def fault_env() -> dict[str, str]:
 
 
 def run_training(spec: TrainingRunSpec, *, name: str = "trainkit-run", max_failures: int = 0,
-                 ray_storage: str | None = None, checked: bool = False) -> RunResult:
+                 ray_storage: str | None = None, checked: bool = False) -> TrainedRun:
     """Check (unless `checked`: preflight already passed), then train with Ray Train on the connected
     Ray cluster (call `ray.init` first)."""
     import ray.train
@@ -109,7 +112,7 @@ def run_training(spec: TrainingRunSpec, *, name: str = "trainkit-run", max_failu
     env = fault_env()
     trainer = TorchTrainer(
         train_worker,
-        train_loop_config={"spec": spec_document(spec),
+        train_loop_config={"spec": spec_as_json(spec),
                            "storage": {"endpoint": options.resolved_endpoint(), "region": options.region}},
         scaling_config=ray.train.ScalingConfig(num_workers=r.workers, use_gpu=r.gpus_per_worker > 0,
                                                resources_per_worker=resources),
@@ -122,16 +125,53 @@ def run_training(spec: TrainingRunSpec, *, name: str = "trainkit-run", max_failu
     )
     trainer.fit()
     final = artifacts.latest_complete_checkpoint(spec.output.uri, options)
-    result = RunResult(spec.output.uri, plan.total_steps,
+    result = TrainedRun(spec.output.uri, plan.total_steps,
                        artifacts.checkpoint_uri(spec.output.uri, final) if final is not None else None)
-    return RunResult(result.output_uri, result.total_steps, result.final_checkpoint, eval=run_eval_hook(spec, result))
+    return TrainedRun(result.output_uri, result.total_steps, result.final_checkpoint, eval=run_eval_hook(spec, result))
 
 
-def run_eval_hook(spec: TrainingRunSpec, result: RunResult):
+def eval_at_end_requested(spec: TrainingRunSpec) -> bool:
+    """The run asks for an eval of its final checkpoint (spec.eval.atEnd, with a suite or tasks)."""
+    e = spec.eval
+    return e.at_end and not (e.suite == "none" and not e.tasks)
+
+
+def connect_ray(local_cpus: int | None = None, log_to_driver: bool = True) -> None:
+    """The job's cluster when RAY_ADDRESS is set (KubeRay sets it), else a local Ray sized for this machine;
+    nothing when this process is connected already."""
+    import ray
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(log_to_driver=log_to_driver)
+    else:
+        ray.init(num_cpus=local_cpus or os.cpu_count(), include_dashboard=False,
+                 object_store_memory=1 << 30, log_to_driver=log_to_driver)
+
+
+def run_spec(spec: TrainingRunSpec, *, name: str, max_failures: int, base_dir: str | None = None,
+             connect: Callable[[], None] = connect_ray,
+             on_start: Callable[[TrainingRunSpec, Plan], None] | None = None) -> TrainedRun:
+    """Run a spec: local paths made absolute (against `base_dir`, default the working directory), the plan,
+    the preflight checks (PreflightError, before Ray starts: bad input fails in seconds with the field named),
+    `on_start(spec, plan)`, `connect()` to Ray, then training and the end-of-run eval."""
+    spec = resolve_local_paths(spec, base_dir or os.getcwd())
+    plan = derive_plan(spec)
+    preflight(spec, plan, StorageOptions.from_spec(spec.storage))
+    if on_start is not None:
+        on_start(spec, plan)
+    connect()
+    return run_training(spec, name=name, max_failures=max_failures, checked=True)
+
+
+def run_eval_hook(spec: TrainingRunSpec, result: TrainedRun):
     """End-of-training eval (spec.eval.atEnd with a suite or tasks) as its own Ray task through
     `trainkit.eval.launch_eval_task`. An eval failure is reported, not turned into a training failure."""
     e = spec.eval
-    if not e.at_end or (e.suite == "none" and not e.tasks) or result.final_checkpoint is None:
+    if not eval_at_end_requested(spec) or result.final_checkpoint is None:
         return None
     import ray
 
@@ -154,7 +194,7 @@ def resolve_local_paths(spec: TrainingRunSpec, base: str) -> TrainingRunSpec:
     def absolute(uri: str) -> str:
         return storage.absolute_uri(uri, base)
 
-    doc = spec_document(spec)
+    doc = spec_as_json(spec)
     doc["output"]["uri"] = absolute(doc["output"]["uri"])
     for src in doc["data"]["sources"]:
         src["uri"] = absolute(src["uri"])
