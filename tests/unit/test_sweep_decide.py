@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from trainkit.spec.sweep import rank_values
+from trainkit.spec.ranking import rank_values
 from trainkit_operator.sweeps import decide_sweep
 
 REPO = Path(__file__).resolve().parents[2]
@@ -92,3 +92,11 @@ def test_all_failed_is_failed_and_invalid_sweep_creates_nothing():
 def test_rank_values_competition_ranking():
     assert rank_values([0.5, None, 0.7, 0.5], higher_is_better=True) == [2, None, 1, 2]
     assert rank_values([3.0, 2.5, 2.5], higher_is_better=False) == [3, 1, 1]
+
+
+def test_a_diverged_run_gets_no_rank_in_sweeps_and_compare_alike():
+    from trainkit.spec.ranking import metric_value
+
+    assert metric_value("loss", float("nan"), None, {}) is None
+    assert metric_value("eval.x", None, None, {"x": float("inf")}) is None
+    assert metric_value("eval.average", None, 0.4, {}) == 0.4

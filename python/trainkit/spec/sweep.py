@@ -222,27 +222,5 @@ def expand_sweep(sweep: TrainingSweep) -> list[dict]:
     return runs
 
 
-def metric_value(metric: str, loss: float | None, eval_average: float | None, eval_tasks: dict[str, float]) -> float | None:
-    """The value a sweep ranks by; None when the run does not have it (yet)."""
-    if metric == "loss":
-        return loss
-    if metric == "eval.average":
-        return eval_average
-    return eval_tasks.get(metric[len("eval."):])
-
-
-def higher_is_better(metric: str) -> bool:
-    return metric != "loss"
-
-
 def valid_metric_name(metric: str) -> bool:
     return re.fullmatch(METRIC_PATTERN, metric) is not None
-
-
-def rank_values(values: list[float | None], higher_is_better: bool) -> list[int | None]:
-    """Competition ranks (1, 2, 2, 4) of `values`; runs without a value get no rank."""
-    present = sorted((v for v in values if v is not None), reverse=higher_is_better)
-    first_rank: dict[float, int] = {}
-    for i, v in enumerate(present):
-        first_rank.setdefault(v, i + 1)
-    return [None if v is None else first_rank[v] for v in values]
