@@ -22,11 +22,11 @@ import os
 import random
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
 import kopf
 
+from trainkit import artifacts
 from trainkit.spec.load import SpecError, parse_spec
 
 from trainkit_operator import builders, decide, observe
@@ -37,10 +37,6 @@ ANNOTATION_PREFIX = "operator.trainkit.dev"
 REQUEST_TIMEOUT = (10, 60)  # connect, read (seconds) for every call of ours
 
 log = logging.getLogger("trainkit_operator")
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def backoff_delay(retry: int, base: float = 1.0, cap: float = 60.0) -> float:
@@ -190,7 +186,7 @@ def spec_error_text(e: SpecError) -> str:
 
 def reconcile(kube: Kube, run: dict, config: OperatorConfig, now: str | None = None) -> Outcome:
     """Read state, decide (pure), apply; write the status if it changed. Idempotent."""
-    now = now or now_iso()
+    now = now or artifacts.now_iso()
     meta = run["metadata"]
     ns, name = meta.get("namespace") or "default", meta["name"]
     prev = decide.previous_status(run)

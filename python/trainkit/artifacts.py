@@ -24,6 +24,7 @@ import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, TypedDict, TypeGuard
 
 from trainkit import storage
@@ -103,6 +104,11 @@ def run_uri_of_checkpoint(checkpoint: str) -> str | None:
     head, _, name = checkpoint.rstrip("/").rpartition("/")
     run, _, folder = head.rpartition("/")
     return run if folder == CHECKPOINTS and step_of(name) is not None and run else None
+
+
+def now_iso() -> str:
+    """Now as RFC 3339 UTC to the second: progress.json's updatedAt, and the operator's status times."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # ------------------------------------------------------------------------------------------ records

@@ -50,7 +50,13 @@ def test_seed_run_from_apply_to_succeeded_with_eval_average(cluster, seed_bucket
         put_json(f"{out_uri}/progress.json", {"step": 4069, "totalSteps": 8138, "tokens": 500000000, "loss": 3.12,
                                               "tokensPerSecond": 1.5e6, "mfu": 0.43, "etaSeconds": 333.0,
                                               "updatedAt": "2026-11-27T08:00:00Z"})
-        put_json(f"{out_uri}/checkpoints/step-00004000/checkpoint.json", {"step": 4000, "files": {}})
+        # A complete checkpoint (every listed file there, with its size) and a newer, torn one (a listed file missing):
+        # the status shows the complete one, by the same rule the trainer resumes by.
+        from trainkit import storage
+
+        storage.write_bytes(f"{out_uri}/checkpoints/step-00004000/model.safetensors", b"weights")
+        put_json(f"{out_uri}/checkpoints/step-00004000/checkpoint.json", {"step": 4000, "files": {"model.safetensors": 7}})
+        put_json(f"{out_uri}/checkpoints/step-00004050/checkpoint.json", {"step": 4050, "files": {"model.safetensors": 7}})
         kuberay_sets_status(cluster, RUN, jobStatus="RUNNING", jobDeploymentStatus="Running",
                             rayClusterName=f"{RUN}-raycluster-abcde", startTime="2026-11-27T07:00:00Z")
         st = wait_for(lambda: (s := status_of(cluster, RUN)).get("phase") == "Running" and s.get("progress", {}).get("step") == 4069 and s,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timezone
 
 from trainkit import artifacts, storage
 from trainkit.artifacts import METRICS, PROGRESS, MetricsLine, ProgressDoc
@@ -50,10 +49,6 @@ def eta_seconds(step: int, total_steps: int, tokens_per_step: int, tokens_per_se
     return (total_steps - step) * tokens_per_step / tokens_per_second
 
 
-def utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def progress_record(metrics: MetricsLine, total_steps: int, tokens_per_step: int) -> ProgressDoc:
     """progress.json's content from one metrics line."""
     step, tps = metrics["step"], metrics["tokensPerSecond"]
@@ -65,7 +60,7 @@ def progress_record(metrics: MetricsLine, total_steps: int, tokens_per_step: int
         tokensPerSecond=tps,
         mfu=metrics.get("mfu"),
         etaSeconds=eta_seconds(step, total_steps, tokens_per_step, tps),
-        updatedAt=utc_now(),
+        updatedAt=artifacts.now_iso(),
     )
 
 
