@@ -79,12 +79,9 @@ def is_sticky_terminal(status: TrainingRunStatus | None) -> TypeGuard[TrainingRu
     return not (status.phase == "Failed" and status.reason == REASON_INVALID_SPEC and not status.ray_job_name)
 
 
-def kueue_queue(rayjob_or_spec: Any) -> str | None:
-    if isinstance(rayjob_or_spec, TrainingRunSpec):
-        return rayjob_or_spec.scheduling.queue_name
-    if isinstance(rayjob_or_spec, dict):
-        return ((rayjob_or_spec.get("metadata") or {}).get("labels") or {}).get(KUEUE_QUEUE_LABEL)
-    return None
+def kueue_queue(rayjob: dict) -> str | None:
+    """The Kueue queue a RayJob was labelled with (None: not Kueue-managed)."""
+    return ((rayjob.get("metadata") or {}).get("labels") or {}).get(KUEUE_QUEUE_LABEL)
 
 
 def spec_diff(old: Any, new: Any, path: str = "spec") -> list[str]:
