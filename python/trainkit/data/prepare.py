@@ -263,7 +263,7 @@ def ensure_ray(num_cpus: int | None = None) -> bool:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=True)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, object_store_memory=1 << 30, log_to_driver=True)
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, object_store_memory=1 << 30, log_to_driver=True)
     try:
         ray.data.DataContext.get_current().enable_progress_bars = sys.stderr.isatty()
     except AttributeError:

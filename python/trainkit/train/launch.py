@@ -148,7 +148,9 @@ def connect_ray(local_cpus: int | None = None, log_to_driver: bool = True) -> No
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=log_to_driver)
     else:
-        ray.init(num_cpus=local_cpus or os.cpu_count(), include_dashboard=False,
+        # address="local": a new Ray of our own, even when some `ray start` cluster runs on this machine
+        # (ray.init() alone would join it, and refuse num_cpus).
+        ray.init(address="local", num_cpus=local_cpus or os.cpu_count(), include_dashboard=False,
                  object_store_memory=1 << 30, log_to_driver=log_to_driver)
 
 
