@@ -20,7 +20,6 @@ from trainkit.spec.plan import Plan, derive_plan
 from trainkit.storage import StorageOptions
 from trainkit.spec.memory import check_fits
 
-SHARD_INDEX = "index.json"
 
 
 class PreflightError(ValueError):
@@ -43,16 +42,18 @@ def spec_as_json(spec: TrainingRunSpec) -> dict:
 def check_shards(spec: TrainingRunSpec, plan: Plan, options: StorageOptions) -> None:
     """Every source has an index.json (the commit marker of `trainkit prepare`), then the data plane's
     own checks (tokenizer fingerprint, sizes against whenExhausted) by opening the loader once."""
+    from trainkit.data.shards import INDEX_FILE  # the shard layout's owner (loaded only when a run starts)
+
     missing = []
     for i, src in enumerate(spec.data.sources):
-        uri = storage.join(src.uri, SHARD_INDEX)
+        uri = storage.join(src.uri, INDEX_FILE)
         try:
             ok = storage.exists(uri, options)
         except (storage.StorageError, OSError) as e:
             raise PreflightError(f"spec.data.sources[{i}].uri ({src.name}): cannot read {uri}: {e}") from None
         if not ok:
             missing.append(f"spec.data.sources[{i}].uri ({src.name}): no token shards at {src.uri} "
-                           f"({SHARD_INDEX} not found; run `trainkit prepare` for this source)")
+                           f"({INDEX_FILE} not found; run `trainkit prepare` for this source)")
     if missing:
         raise PreflightError("\n".join(missing))
     from trainkit.data import MixtureLoader
