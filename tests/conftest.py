@@ -84,6 +84,7 @@ def ray_session():
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, object_store_memory=1 << 30, log_to_driver=True)
+        # address="local": never join a `ray start` cluster someone left running on this machine.
+        ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=1 << 30, log_to_driver=True)
     yield ray
     ray.shutdown()

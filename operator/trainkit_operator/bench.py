@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     import yaml
 
     sys.path.insert(0, str(REPO / "tests"))  # dev benchmark: the API test server lives with the tests
-    from kubeapi import KubeAPIServer  # noqa: E402
+    from kubeapi import KubeAPIServer
 
     from trainkit.spec.crd import training_run_crd
 
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
                 except OSError:
                     if proc.poll() is not None or time.monotonic() - t_start > 60:
                         print(log_path.read_text()[-3000:], file=sys.stderr)
-                        raise SystemExit("the operator did not come up")
+                        raise SystemExit("the operator did not come up") from None
                     time.sleep(0.2)
             time.sleep(1.0)  # watches established
             figures["startup_s"] = round(time.monotonic() - t_start, 2)

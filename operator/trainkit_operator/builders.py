@@ -82,30 +82,9 @@ def spec_document(run: dict, spec: TrainingRunSpec) -> dict:
     }
 
 
-def _yaml_safe_floats(obj: Any, table: dict[str, str]) -> Any:
-    """Floats like 5e-05 become placeholders: YAML 1.1 (PyYAML) reads an exponent without a dot as a string."""
-    if isinstance(obj, float):
-        text = repr(obj)
-        if "e" in text and "." not in text.split("e")[0]:
-            key = f"__trainkit_float_{len(table)}__"
-            mantissa, exponent = text.split("e")
-            table[key] = f"{mantissa}.0e{exponent}"
-            return key
-        return obj
-    if isinstance(obj, dict):
-        return {k: _yaml_safe_floats(v, table) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_yaml_safe_floats(v, table) for v in obj]
-    return obj
-
-
 def spec_json(run: dict, spec: TrainingRunSpec) -> str:
-    """The spec file: JSON that YAML loaders read with the same types (5e-05 is written 5.0e-05)."""
-    table: dict[str, str] = {}
-    text = json.dumps(_yaml_safe_floats(spec_document(run, spec), table), indent=2, sort_keys=True) + "\n"
-    for key, number in table.items():
-        text = text.replace(f'"{key}"', number)
-    return text
+    """The spec file the RayJob mounts: JSON, read back as JSON (trainkit.spec.load.read_documents)."""
+    return json.dumps(spec_document(run, spec), indent=2, sort_keys=True) + "\n"
 
 
 def spec_hash(run: dict, spec: TrainingRunSpec) -> str:

@@ -110,8 +110,6 @@ class OperatorConfig:
     max_workers: int = 16
     # Identity for peering (one active operator); None = standalone.
     peering_name: str | None = None
-    # Label that marks every child object.
-    run_label: str = "trainkit.dev/run"
     # Service account the Ray pods run as (None: the namespace's default).
     service_account: str | None = None
     # Free-form extra labels on children (e.g. for cost attribution); never secrets.

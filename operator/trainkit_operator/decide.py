@@ -16,9 +16,11 @@ missing Secret lets it start, because nothing ever ran.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
+from trainkit import artifacts
 from trainkit.spec.models import TrainingRunSpec
 from trainkit.spec.status import (
     KNOWN_JOB_DEPLOYMENT_STATUSES,
@@ -31,7 +33,7 @@ from trainkit.spec.status import (
     Progress,
     TrainingRunStatus,
 )
-from trainkit.storage import is_remote, join
+from trainkit.storage import is_remote
 
 from trainkit_operator.builders import (
     KUEUE_QUEUE_LABEL,
@@ -75,19 +77,16 @@ def previous_status(run: dict) -> TrainingRunStatus | None:
         return None
 
 
-def is_sticky_terminal(status: TrainingRunStatus | None) -> bool:
+def is_sticky_terminal(status: TrainingRunStatus | None) -> TypeGuard[TrainingRunStatus]:
     """Succeeded/Failed are final, except InvalidSpec before anything was created (see module doc)."""
     if status is None or status.phase not in TERMINAL_PHASES:
         return False
     return not (status.phase == "Failed" and status.reason == REASON_INVALID_SPEC and not status.ray_job_name)
 
 
-def kueue_queue(rayjob_or_spec: Any) -> str | None:
-    if isinstance(rayjob_or_spec, TrainingRunSpec):
-        return rayjob_or_spec.scheduling.queue_name
-    if isinstance(rayjob_or_spec, dict):
-        return ((rayjob_or_spec.get("metadata") or {}).get("labels") or {}).get(KUEUE_QUEUE_LABEL)
-    return None
+def kueue_queue(rayjob: dict) -> str | None:
+    """The Kueue queue a RayJob was labelled with (None: not Kueue-managed)."""
+    return ((rayjob.get("metadata") or {}).get("labels") or {}).get(KUEUE_QUEUE_LABEL)
 
 
 def cluster_spec_error(spec: TrainingRunSpec) -> str | None:
@@ -377,7 +376,7 @@ def _condition(prev: dict[str, Condition], type_: str, status: bool, reason: str
                      observed_generation=generation)
 
 
-def progress_from(raw: dict | None, total_steps: int | None) -> Progress | None:
+def progress_from(raw: Mapping[str, Any] | None, total_steps: int | None) -> Progress | None:
     if not raw:
         return None
     try:
@@ -399,7 +398,7 @@ def progress_from(raw: dict | None, total_steps: int | None) -> Progress | None:
         return None
 
 
-def eval_from(raw: dict | None, output_uri: str | None) -> EvalSummary | None:
+def eval_from(raw: Mapping[str, Any] | None, output_uri: str | None) -> EvalSummary | None:
     if not raw:
         return None
     try:
@@ -407,7 +406,7 @@ def eval_from(raw: dict | None, output_uri: str | None) -> EvalSummary | None:
         tasks = {str(k): float(v) for k, v in (raw.get("tasks") or {}).items() if isinstance(v, (int, float))}
         avg = raw.get("average")
         average = float(avg) if isinstance(avg, (int, float)) else (sum(tasks.values()) / len(tasks) if tasks else None)
-        report = join(output_uri, "eval", f"step-{step:08d}", "report.md") if output_uri else None
+        report = artifacts.eval_report_uri(output_uri, step) if output_uri else None
         return EvalSummary(step=step, average=None if average is None else round(average, 4), tasks=tasks, report_uri=report)
     except (KeyError, TypeError, ValueError):
         return None
@@ -416,17 +415,17 @@ def eval_from(raw: dict | None, output_uri: str | None) -> EvalSummary | None:
 def artifacts_for(output_uri: str) -> Artifacts:
     return Artifacts(
         output=output_uri,
-        checkpoints=join(output_uri, "checkpoints") + "/",
-        eval=join(output_uri, "eval") + "/",
-        logs=join(output_uri, "logs") + "/",
+        checkpoints=artifacts.checkpoints_uri(output_uri) + "/",
+        eval=artifacts.eval_root(output_uri) + "/",
+        logs=artifacts.logs_uri(output_uri) + "/",
     )
 
 
 def summarize(
     run: dict,
     rayjob: dict | None,
-    progress: dict | None,
-    eval_summary: dict | None,
+    progress: Mapping[str, Any] | None,
+    eval_summary: Mapping[str, Any] | None,
     now: str,
     *,
     spec: TrainingRunSpec | None = None,

@@ -16,186 +16,24 @@ kopf itself re-establishes dropped watches (watch timeouts are set so a silent s
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import random
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
 import kopf
 
+from trainkit import artifacts
 from trainkit.spec.load import SpecError, parse_spec
 
 from trainkit_operator import builders, decide, observe
 from trainkit_operator.config import OperatorConfig
+from trainkit_operator.kube import GROUP, PLURAL, VERSION, Kube, backoff_delay, describe_api_error, is_transient, lock_for
+from trainkit_operator.sweep_handlers import register_sweeps
 
-GROUP, VERSION, PLURAL = "trainkit.dev", "v1alpha1", "trainingruns"
 ANNOTATION_PREFIX = "operator.trainkit.dev"
-REQUEST_TIMEOUT = (10, 60)  # connect, read (seconds) for every call of ours
 
 log = logging.getLogger("trainkit_operator")
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def backoff_delay(retry: int, base: float = 1.0, cap: float = 60.0) -> float:
-    return min(cap, base * (2 ** min(retry, 8))) * (0.5 + random.random() / 2)
-
-
-# ------------------------------------------------------------------------------- API wrapper
-KUEUE_VERSION = "v1beta2"  # Kueue's stored version (v1beta1 is deprecated since v0.16); see jobs/kueue-setup.yaml
-
-
-class Kube:
-    """The operator's Kubernetes calls (see api_calls.API_CALLS); made per operator, never at import."""
-
-    def __init__(self, api_client):
-        from kubernetes import client
-
-        self.api_client = api_client
-        self.custom = client.CustomObjectsApi(api_client)
-        self.core = client.CoreV1Api(api_client)
-
-    @classmethod
-    def from_environment(cls, pool_size: int = 16) -> "Kube":
-        from kubernetes import client, config
-
-        cfg = client.Configuration()
-        if os.environ.get("KUBERNETES_SERVICE_HOST"):
-            config.load_incluster_config(client_configuration=cfg)
-        else:
-            # The path is read NOW: kubernetes captures $KUBECONFIG when first imported.
-            config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None, client_configuration=cfg)
-        cfg.connection_pool_maxsize = pool_size
-        cfg.retries = 0  # we retry with backoff ourselves (kopf.TemporaryError)
-        return cls(client.ApiClient(cfg))
-
-    def close(self) -> None:
-        try:
-            self.api_client.close()
-        except Exception:  # noqa: BLE001
-            pass
-
-    @staticmethod
-    def _missing(e: Exception) -> bool:
-        return getattr(e, "status", None) == 404
-
-    def get_run(self, ns: str, name: str) -> dict | None:
-        try:
-            return self.custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name, _request_timeout=REQUEST_TIMEOUT)
-        except Exception as e:
-            if self._missing(e):
-                return None
-            raise
-
-    def patch_run_status(self, ns: str, name: str, resource_version: str | None, status: dict) -> dict:
-        body: dict[str, Any] = {"status": status}
-        if resource_version:
-            body["metadata"] = {"resourceVersion": resource_version}
-        return self.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, ns, PLURAL, name, body, _request_timeout=REQUEST_TIMEOUT
-        )
-
-    def get_rayjob(self, ns: str, name: str) -> dict | None:
-        try:
-            return self.custom.get_namespaced_custom_object("ray.io", "v1", ns, "rayjobs", name, _request_timeout=REQUEST_TIMEOUT)
-        except Exception as e:
-            if self._missing(e):
-                return None
-            raise
-
-    def create_rayjob(self, ns: str, body: dict) -> dict:
-        return self.custom.create_namespaced_custom_object("ray.io", "v1", ns, "rayjobs", body, _request_timeout=REQUEST_TIMEOUT)
-
-    def patch_rayjob(self, ns: str, name: str, ops: list[dict]) -> dict:
-        return self.custom.patch_namespaced_custom_object(
-            "ray.io", "v1", ns, "rayjobs", name, ops, _content_type="application/json-patch+json",
-            _request_timeout=REQUEST_TIMEOUT,
-        )
-
-    def get_configmap(self, ns: str, name: str) -> dict | None:
-        try:
-            cm = self.core.read_namespaced_config_map(name, ns, _request_timeout=REQUEST_TIMEOUT)
-        except Exception as e:
-            if self._missing(e):
-                return None
-            raise
-        return self.api_client.sanitize_for_serialization(cm)
-
-    def create_configmap(self, ns: str, body: dict) -> dict:
-        cm = self.core.create_namespaced_config_map(ns, body, _request_timeout=REQUEST_TIMEOUT)
-        return self.api_client.sanitize_for_serialization(cm) if cm is not None else body
-
-    def replace_configmap(self, ns: str, name: str, body: dict) -> dict:
-        cm = self.core.replace_namespaced_config_map(name, ns, body, _request_timeout=REQUEST_TIMEOUT)
-        return self.api_client.sanitize_for_serialization(cm) if cm is not None else body
-
-    def secret_exists(self, ns: str, name: str) -> bool:
-        """Existence only: asks for metadata (PartialObjectMetadata) and drops the response unread."""
-        try:
-            response = self.core.read_namespaced_secret(
-                name, ns, _preload_content=False, _request_timeout=REQUEST_TIMEOUT,
-                _headers={"Accept": "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"},
-            )
-            # Discard the body unparsed (a server without metadata-only reads would send the data),
-            # then hand the connection back: releasing it unread would corrupt the next request on it.
-            response.drain_conn()
-            response.release_conn()
-            return True
-        except Exception as e:
-            if self._missing(e):
-                return False
-            raise
-
-    def list_pods(self, ns: str, selector: str) -> list[dict]:
-        # Raw JSON, not the client's models: their validation rejects some real-world pods.
-        response = self.core.list_namespaced_pod(ns, label_selector=selector, _request_timeout=REQUEST_TIMEOUT,
-                                                 _preload_content=False)
-        return json.loads(response.data).get("items") or []
-
-    def list_workloads(self, ns: str, rayjob_uid: str) -> list[dict] | None:
-        """Kueue's Workloads of a RayJob (Kueue labels them with the job's uid); None without Kueue."""
-        try:
-            found = self.custom.list_namespaced_custom_object(
-                "kueue.x-k8s.io", KUEUE_VERSION, ns, "workloads", label_selector=f"kueue.x-k8s.io/job-uid={rayjob_uid}",
-                _request_timeout=REQUEST_TIMEOUT,
-            )
-        except Exception as e:
-            if getattr(e, "status", None) in (403, 404):  # Kueue not installed, or not granted: nothing to add
-                return None
-            raise
-        return found.get("items") or []
-
-    def list_rayjob_events(self, ns: str, name: str) -> list[dict]:
-        response = self.core.list_namespaced_event(
-            ns, field_selector=f"involvedObject.kind=RayJob,involvedObject.name={name}",
-            _request_timeout=REQUEST_TIMEOUT, _preload_content=False,
-        )
-        return json.loads(response.data).get("items") or []
-
-
-def is_transient(e: BaseException) -> bool:
-    status = getattr(e, "status", None)
-    if status is not None:
-        return status in (408, 409, 429) or status >= 500 or status == 0
-    name = type(e).__name__
-    return isinstance(e, (ConnectionError, TimeoutError, OSError)) or name in (
-        "MaxRetryError", "ProtocolError", "NewConnectionError", "ReadTimeoutError", "ConnectTimeoutError",
-    )
-
-
-def describe_api_error(e: BaseException) -> str:
-    """Status code and reason only: response bodies can echo request content, which stays out of logs."""
-    status, reason = getattr(e, "status", None), getattr(e, "reason", None)
-    if status is not None:
-        return f"{type(e).__name__} {status} {reason}"
-    # connection-level errors (urllib3): the message names the host and the cause, nothing else
-    return f"{type(e).__name__}: {str(e)[:300]}"
 
 
 # --------------------------------------------------------------------------------- reconcile
@@ -213,7 +51,7 @@ def spec_error_text(e: SpecError) -> str:
 
 def reconcile(kube: Kube, run: dict, config: OperatorConfig, now: str | None = None) -> Outcome:
     """Read state, decide (pure), apply; write the status if it changed. Idempotent."""
-    now = now or now_iso()
+    now = now or artifacts.now_iso()
     meta = run["metadata"]
     ns, name = meta.get("namespace") or "default", meta["name"]
     prev = decide.previous_status(run)
@@ -283,7 +121,7 @@ def reconcile(kube: Kube, run: dict, config: OperatorConfig, now: str | None = N
         if decision.action == "update" and decision.patch:
             rayjob = kube.patch_rayjob(ns, builders.rayjob_name(name), decision.patch) or rayjob
 
-    progress = eval_summary = checkpoint = None
+    observed = observe.Observed()
     pods = workloads = rayjob_events = None
     if rayjob is not None and spec is not None and spec_error is None:
         st = rayjob.get("status") or {}
@@ -291,10 +129,7 @@ def reconcile(kube: Kube, run: dict, config: OperatorConfig, now: str | None = N
             "Running", "Complete", "Failed",
         )
         if started:
-            opts = observe.options_for(spec, config)
-            progress = observe.read_progress(spec.output.uri, opts)
-            checkpoint = observe.latest_checkpoint(spec.output.uri, opts)
-            eval_summary = observe.latest_eval_summary(spec.output.uri, opts)
+            observed = observe.observe_outputs(spec.output.uri, observe.options_for(spec, config))
         elif st.get("jobDeploymentStatus") in ("Initializing", "Retrying") and st.get("rayClusterName"):
             pods = kube.list_pods(ns, f"ray.io/cluster={st['rayClusterName']}")
         elif not st.get("jobDeploymentStatus"):
@@ -306,10 +141,10 @@ def reconcile(kube: Kube, run: dict, config: OperatorConfig, now: str | None = N
     if decision.action == "refuse" and spec_error is not None:
         spec_error = None  # an invalid EDIT of a live run: shown as SpecApplied=False, the run goes on
     status = decide.summarize(
-        run, rayjob, progress, eval_summary, now,
+        run, rayjob, observed.progress, observed.eval_summary, now,
         spec=spec if spec_error is None else None,
         total_steps=plan.total_steps if plan is not None else None,
-        spec_error=spec_error, checkpoint=checkpoint, pods=pods, decision=decision,
+        spec_error=spec_error, checkpoint=observed.checkpoint, pods=pods, decision=decision,
         workloads=workloads, rayjob_events=rayjob_events,
     )
     if prev is not None and prev.model_dump() == status.model_dump():
@@ -320,19 +155,11 @@ def reconcile(kube: Kube, run: dict, config: OperatorConfig, now: str | None = N
 
 
 # ------------------------------------------------------------------------------ kopf wiring
-def _lock_for(memo: Any, key: tuple[str, str]) -> threading.Lock:
-    with memo.locks_guard:
-        lock = memo.locks.get(key)
-        if lock is None:
-            lock = memo.locks[key] = threading.Lock()
-        return lock
-
-
 def reconcile_named(memo: Any, ns: str, name: str, retry: int = 0, fallback_body: Any = None) -> Outcome | None:
     """Lock the run, read it fresh, reconcile, post the transition Event. Errors -> TemporaryError."""
     config: OperatorConfig = memo.config
     kube: Kube = memo.kube
-    with _lock_for(memo, (ns, name)):
+    with lock_for(memo, (ns, name)):
         try:
             run = kube.get_run(ns, name)
             if run is None or (run.get("metadata") or {}).get("deletionTimestamp"):
@@ -340,7 +167,7 @@ def reconcile_named(memo: Any, ns: str, name: str, retry: int = 0, fallback_body
             outcome = reconcile(kube, run, config)
         except kopf.TemporaryError:
             raise
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - any failure becomes a kopf retry with backoff, never a crash
             if is_transient(e):
                 raise kopf.TemporaryError(f"API call failed ({describe_api_error(e)}); retrying",
                                           delay=backoff_delay(retry)) from None
@@ -426,8 +253,6 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig | None = No
             reconcile_named(memo, body["metadata"].get("namespace") or "default", run_name)
         except kopf.TemporaryError as e:
             log.info("reconcile of %s after a RayJob change deferred to the timer: %s", run_name, e)
-
-    from trainkit_operator.sweep_handlers import register_sweeps  # imports this module: register late
 
     register_sweeps(registry, timer_interval=config.timer_interval)
     return registry

@@ -12,63 +12,17 @@ from typing import Any
 
 import kopf
 
-from trainkit_operator.handlers import (
-    GROUP,
-    PLURAL,
-    REQUEST_TIMEOUT,
-    VERSION,
-    _lock_for,
-    backoff_delay,
-    describe_api_error,
-    is_transient,
-)
+from trainkit_operator.kube import GROUP, PLURAL, SWEEPS, VERSION, Kube, backoff_delay, describe_api_error, is_transient, lock_for
 from trainkit_operator.sweeps import SWEEP_LABEL, decide_sweep
 
-SWEEPS = "trainingsweeps"
 log = logging.getLogger("trainkit_operator.sweeps")
 
 
-class SweepKube:
-    """The sweep controller's API calls (see api_calls.SWEEP_API_CALLS), on the operator's client."""
-
-    def __init__(self, api_client):
-        from kubernetes import client
-
-        self.custom = client.CustomObjectsApi(api_client)
-
-    def get_sweep(self, ns: str, name: str) -> dict | None:
-        try:
-            return self.custom.get_namespaced_custom_object(GROUP, VERSION, ns, SWEEPS, name, _request_timeout=REQUEST_TIMEOUT)
-        except Exception as e:
-            if getattr(e, "status", None) == 404:
-                return None
-            raise
-
-    def list_runs(self, ns: str, sweep_name: str) -> list[dict]:
-        got = self.custom.list_namespaced_custom_object(
-            GROUP, VERSION, ns, PLURAL, label_selector=f"{SWEEP_LABEL}={sweep_name}", _request_timeout=REQUEST_TIMEOUT
-        )
-        return got.get("items", [])
-
-    def create_run(self, ns: str, body: dict) -> None:
-        try:
-            self.custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body, _request_timeout=REQUEST_TIMEOUT)
-        except Exception as e:
-            if getattr(e, "status", None) != 409:  # already there: created before a restart
-                raise
-
-    def patch_sweep_status(self, ns: str, name: str, resource_version: str | None, status: dict) -> None:
-        body: dict[str, Any] = {"status": status}
-        if resource_version:
-            body["metadata"] = {"resourceVersion": resource_version}
-        self.custom.patch_namespaced_custom_object_status(GROUP, VERSION, ns, SWEEPS, name, body, _request_timeout=REQUEST_TIMEOUT)
-
-
-def reconcile_sweep(kube: SweepKube, sweep: dict) -> dict | None:
+def reconcile_sweep(kube: Kube, sweep: dict) -> dict | None:
     """Read the sweep's runs, decide, create what is due, write the status if it changed."""
     meta = sweep["metadata"]
     ns = meta.get("namespace") or "default"
-    decision = decide_sweep(sweep, kube.list_runs(ns, meta["name"]))
+    decision = decide_sweep(sweep, kube.list_sweep_runs(ns, meta["name"]))
     for run in decision.create:
         kube.create_run(ns, run)
     status = decision.status.model_dump(by_alias=True, exclude_none=True, mode="json")
@@ -79,15 +33,15 @@ def reconcile_sweep(kube: SweepKube, sweep: dict) -> dict | None:
 
 
 def reconcile_sweep_named(memo: Any, ns: str, name: str, retry: int = 0) -> None:
-    kube = memo.sweep_kube
-    with _lock_for(memo, ("sweep", ns, name)):
+    kube = memo.kube
+    with lock_for(memo, ("sweep", ns, name)):
         try:
             sweep = kube.get_sweep(ns, name)
             if sweep is None or sweep["metadata"].get("deletionTimestamp"):
                 return
             before = (sweep.get("status") or {}).get("phase")
             written = reconcile_sweep(kube, sweep)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - any failure becomes a kopf retry with backoff, never a crash
             delay = backoff_delay(retry) if is_transient(e) else backoff_delay(retry, base=5.0)
             raise kopf.TemporaryError(f"sweep reconcile failed ({describe_api_error(e)}); retrying", delay=delay) from None
     if written and written.get("phase") != before:
@@ -96,11 +50,7 @@ def reconcile_sweep_named(memo: Any, ns: str, name: str, retry: int = 0) -> None
 
 
 def register_sweeps(registry: kopf.OperatorRegistry, timer_interval: float = 30.0) -> kopf.OperatorRegistry:
-    """Register the sweep handlers; call after `handlers.register` (it sets up memo.kube)."""
-
-    @kopf.on.startup(registry=registry)
-    def sweep_startup(memo: kopf.Memo, **_):
-        memo.sweep_kube = SweepKube(memo.kube.api_client)
+    """Register the sweep handlers (`handlers.register` calls this; its start-up handler sets memo.kube)."""
 
     def handle(body, memo, retry: int = 0, **_):
         reconcile_sweep_named(memo, body["metadata"].get("namespace") or "default", body["metadata"]["name"], retry)

@@ -16,13 +16,8 @@ from pydantic import ValidationError
 from trainkit.spec.load import issues_from
 from trainkit.spec.models import TRAINING_RUN_API_VERSION
 from trainkit.spec.status import TERMINAL_PHASES
-from trainkit.spec.sweep import (
-    TrainingSweep,
-    expand_sweep,
-    higher_is_better,
-    metric_value,
-    rank_values,
-)
+from trainkit.spec.ranking import higher_is_better, metric_value, rank_values
+from trainkit.spec.sweep import TrainingSweep, expand_sweep
 from trainkit.spec.sweep_status import BestRun, LeaderboardRow, RunCounts, TrainingSweepStatus
 
 SWEEP_LABEL = "trainkit.dev/sweep"

@@ -107,7 +107,7 @@ def retry(fn: Callable[[], T], what: str, attempts: int = 4, base_delay: float =
     for attempt in range(attempts):
         try:
             return fn()
-        except Exception as e:  # noqa: BLE001 - classified below
+        except Exception as e:  # classified below; re-raised either way
             if not _is_transient(e) or attempt == attempts - 1:
                 if isinstance(e, (FileNotFoundError, PermissionError)):
                     raise
@@ -215,8 +215,13 @@ def download_dir(uri: str, local_dir: str | os.PathLike, options: StorageOptions
         rel = f[len(path):].lstrip("/")
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        retry(lambda f=f, target=target: fs.get_file(f, str(target)), f"downloading {f}")
+        retry(_get_file(fs, f, target), f"downloading {f}")
     return dest
+
+
+def _get_file(fs: fsspec.AbstractFileSystem, remote: str, target: Path) -> Callable[[], None]:
+    """One download as a thunk for `retry` (a loop's lambda would see the loop's last values)."""
+    return lambda: fs.get_file(remote, str(target))
 
 
 def find(uri: str, options: StorageOptions | None = None) -> list[str]:

@@ -11,17 +11,16 @@ from __future__ import annotations
 import os
 import sys
 
-from trainkit.spec import SpecError, derive_plan, parse_run
+from trainkit.spec import SpecError, TrainingRunSpec, derive_plan, parse_run
 from trainkit.storage import StorageOptions
 
 
 def run_sweep_locally(sweep, runs: list[dict], report_uri: str | None = None, num_cpus: int | None = None) -> int:
     import ray
 
+    from trainkit import artifacts
     from trainkit.compare import CompareError, compare_runs
-    from trainkit.jobs.train import connect_ray
-    from trainkit.train import checkpoint
-    from trainkit.train.launch import PreflightError, preflight, resolve_local_paths, run_training
+    from trainkit.train.launch import PreflightError, connect_ray, resolve_local_paths, run_spec
 
     parsed = []
     for manifest in runs:
@@ -41,13 +40,12 @@ def run_sweep_locally(sweep, runs: list[dict], report_uri: str | None = None, nu
             options = StorageOptions.from_spec(spec.storage)
             weights = ", ".join(f"{s.name} {s.weight:.2f}" for s in spec.data.sources)
             outputs.append(spec.output.uri)
-            if checkpoint.latest_complete(spec.output.uri, options) == plan.total_steps and _evaluated(spec, options):
+            if artifacts.latest_complete_checkpoint(spec.output.uri, options) == plan.total_steps and _evaluated(spec, options):
                 print(f"[{i + 1}/{len(parsed)}] {name} ({weights}): already done", flush=True)
                 continue
             print(f"[{i + 1}/{len(parsed)}] {name} ({weights}): {plan.total_steps} steps -> {spec.output.uri}", flush=True)
             try:
-                preflight(spec, plan, options)
-                run_training(spec, name=name, max_failures=1, checked=True)
+                run_spec(spec, name=name, max_failures=1)  # Ray is connected already: run_spec keeps it
             except PreflightError as e:
                 print(f"{name}: {e}", file=sys.stderr)
                 return 1
@@ -64,11 +62,11 @@ def run_sweep_locally(sweep, runs: list[dict], report_uri: str | None = None, nu
     return 0
 
 
-def _evaluated(spec, options: StorageOptions) -> bool:
+def _evaluated(spec: TrainingRunSpec, options: StorageOptions) -> bool:
     """True when the run asks for no eval, or its eval folder holds a committed summary."""
-    from trainkit.eval import read_history
+    from trainkit import artifacts
+    from trainkit.train.launch import eval_at_end_requested
 
-    e = spec.eval
-    if not e.at_end or (e.suite == "none" and not e.tasks):
+    if not eval_at_end_requested(spec):
         return True
-    return bool(read_history(spec.output.uri, options))
+    return artifacts.read_latest_eval_summary(spec.output.uri, options) is not None

@@ -15,7 +15,7 @@ import yaml
 from trainkit import storage
 from trainkit.cli import main
 from trainkit.data.prepare import run_prepare
-from trainkit.eval import read_history
+from trainkit.artifacts import read_eval_summaries
 
 pytestmark = pytest.mark.slow
 
@@ -52,7 +52,7 @@ def test_six_mixtures_train_evaluate_and_rank(sweep_file, capsys):
     averages = {}
     for i in range(6):
         run = f"{base}/quickstart-mix-{i:03d}"
-        history = read_history(run)
+        history = read_eval_summaries(run)
         assert history, f"{run} was not evaluated"
         summary = history[-1]
         assert set(summary["tasks"]) == {"tk_piqa", "tk_arc_challenge", "tk_winogrande"}

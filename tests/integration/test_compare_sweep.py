@@ -3,7 +3,6 @@ trainer and eval write them, and the HTML report rendered by a real headless Chr
 
 from __future__ import annotations
 
-import base64
 import json
 import math
 import re

@@ -51,7 +51,7 @@ def test_report_numbers_are_lm_evals_own(run_uri, tmp_path):
     assert storage.read_json(f"{out}/summary.json") == json.loads(json.dumps(summary))
     md = storage.read_bytes(f"{out}/report.md").decode()
     assert storage.read_bytes(f"{out}/tasks.png").startswith(b"\x89PNG")
-    assert not storage.exists(f"{out}/scores_by_step.png")  # only one eval so far
+    assert not storage.exists(f"{run_uri}/eval/scores_by_step.png")  # only one eval so far
 
     # lm-eval's own output, as written: versions, config, few-shot counts of the real call
     assert results["lm_eval_version"] and results["versions"]["tk_piqa"] is not None
@@ -81,6 +81,8 @@ def test_report_numbers_are_lm_evals_own(run_uri, tmp_path):
 def test_cli_eval_then_report_shows_scores_by_step(run_uri, capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("TRAINKIT_CACHE_DIR", str(tmp_path))
     ckpt = f"{run_uri}/checkpoints/step-00000030/"
+    # A corrupt summary left by some old eval: passed over by every reader, it must not fail this eval.
+    storage.write_bytes(f"{run_uri}/eval/step-00000005/summary.json", b'{"step": 5, "tasks": ')
     rc = main(["eval", ckpt, "--tasks", "tk_piqa", "tk_arc_challenge", "--include-path", str(TASKS),
                "--limit", "4", "--step", "60", "--batch-size", "4"])
     printed = capsys.readouterr().out
@@ -89,7 +91,7 @@ def test_cli_eval_then_report_shows_scores_by_step(run_uri, capsys, monkeypatch,
     results = storage.read_json(f"{out}/results.json")["results"]
     assert report_cells(printed, "tk_arc_challenge")[2] == format_percent(results["tk_arc_challenge"]["acc_norm,none"])
     assert f"{out}/summary.json" in printed and f"{out}/report.md" in printed
-    assert storage.read_bytes(f"{out}/scores_by_step.png").startswith(b"\x89PNG")
+    assert storage.read_bytes(f"{run_uri}/eval/scores_by_step.png").startswith(b"\x89PNG")
 
     if not storage.exists(f"{run_uri}/eval/step-00000030/summary.json"):
         pytest.skip("needs the first test's eval")

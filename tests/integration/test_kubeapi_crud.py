@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from kubeapi.fixtures import kube_api  # noqa: F401
 
 # Generic custom-resource semantics on free-form RayJobs: the server's schema-less RayJob CRD (KubeRay's
 # schema, the default, is tested in test_kubeapi_strict.py).

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import yaml
 
-from kubeapi.fixtures import kube_api  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kubeapi.fixtures import kube_api  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[2]
 JOB = REPO / "jobs" / "gpt2-70m-50-30-20.yaml"

@@ -10,7 +10,6 @@ import time
 
 import pytest
 
-from kubeapi.fixtures import kube_api  # noqa: F401
 
 CM = "/api/v1/namespaces/default/configmaps"
 

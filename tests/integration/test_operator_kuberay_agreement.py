@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import time
 
-from test_operator_support import (  # noqa: F401  (fixtures)
-    NS, RAYJOBS, cluster, events_for, get, kube_api, kuberay_sets_status, kueue_sets_suspend,
+from test_operator_support import (
+    NS, RAYJOBS, events_for, get, kuberay_sets_status, kueue_sets_suspend,
     running_operator, seed_doc, status_of, wait_for,
 )
 

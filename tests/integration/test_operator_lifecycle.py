@@ -10,19 +10,18 @@ import subprocess
 
 import pytest
 
-from test_operator_support import (  # noqa: F401  (fixtures)
-    NS, RAYJOBS, RUNS, SEED, assert_no_credentials, chart_rbac, events_for, get, kube_api, kuberay_sets_status,
-    running_operator, seed_doc, status_of, wait_for, put_json,
+from test_operator_support import (
+    chart_rbac,
+    NS, RAYJOBS, RUNS, SEED, assert_no_credentials, events_for, get, kuberay_sets_status, running_operator, seed_doc, status_of, wait_for, put_json,
 )
-from test_operator_support import cluster as admin_cluster  # noqa: F401
 
 
 @pytest.fixture(params=["cluster", "namespaced"])
-def cluster(admin_cluster, request):  # noqa: F811
+def cluster(cluster, request):
     """The lifecycle runs with RBAC enforced: the operator has only the chart's ServiceAccount and roles,
     rendered for a cluster-wide and for a namespaced install."""
-    chart_rbac(admin_cluster, request.param)
-    return admin_cluster
+    chart_rbac(cluster, request.param)
+    return cluster
 
 RUN = "gpt2-70m-50-30-20"
 
@@ -62,7 +61,13 @@ def test_seed_run_from_apply_to_succeeded_with_eval_average(cluster, seed_bucket
         put_json(f"{out_uri}/progress.json", {"step": 4069, "totalSteps": 8138, "tokens": 500000000, "loss": 3.12,
                                               "tokensPerSecond": 1.5e6, "mfu": 0.43, "etaSeconds": 333.0,
                                               "updatedAt": "2026-11-27T08:00:00Z"})
-        put_json(f"{out_uri}/checkpoints/step-00004000/checkpoint.json", {"step": 4000, "files": {}})
+        # A complete checkpoint (every listed file there, with its size) and a newer, torn one (a listed file missing):
+        # the status shows the complete one, by the same rule the trainer resumes by.
+        from trainkit import storage
+
+        storage.write_bytes(f"{out_uri}/checkpoints/step-00004000/model.safetensors", b"weights")
+        put_json(f"{out_uri}/checkpoints/step-00004000/checkpoint.json", {"step": 4000, "files": {"model.safetensors": 7}})
+        put_json(f"{out_uri}/checkpoints/step-00004050/checkpoint.json", {"step": 4050, "files": {"model.safetensors": 7}})
         kuberay_sets_status(cluster, RUN, jobStatus="RUNNING", jobDeploymentStatus="Running",
                             rayClusterName=f"{RUN}-raycluster-abcde", startTime="2026-11-27T07:00:00Z")
         st = wait_for(lambda: (s := status_of(cluster, RUN)).get("phase") == "Running" and s.get("progress", {}).get("step") == 4069 and s,

@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from test_operator_support import (  # noqa: F401  (fixtures)
-    NS, RAYJOBS, RUNS, cluster, get, kube_api, operator_config, running_operator, status_of, wait_for,
+from test_operator_support import (
+    NS, RAYJOBS, get, operator_config, running_operator, status_of, wait_for,
 )
 
 pytestmark = [

@@ -12,33 +12,31 @@ from __future__ import annotations
 import copy
 
 import pytest
-from test_operator_support import (  # noqa: F401  (fixtures)
+from test_operator_support import (
     NS,
     RAYJOBS,
     RUNS,
     chart_rbac,
     get,
-    kube_api,
     kuberay_sets_status,
     running_operator,
     seed_doc,
     status_of,
     wait_for,
 )
-from test_operator_support import cluster as admin_cluster  # noqa: F401
 from test_operator_sweep import SWEEPS, sweep_doc
 
 KUBERAY_FINALIZER = "ray.io/rayjob-finalizer"
 
 
 @pytest.fixture(params=["cluster", "namespaced"])
-def cluster(admin_cluster, request):  # noqa: F811
+def cluster(cluster, request):
     """With RBAC enforced: the operator has only the chart's ServiceAccount and roles (both scopes)."""
     from trainkit.spec.crd import training_sweep_crd
 
-    admin_cluster.create(training_sweep_crd())
-    chart_rbac(admin_cluster, request.param)
-    return admin_cluster
+    cluster.create(training_sweep_crd())
+    chart_rbac(cluster, request.param)
+    return cluster
 
 
 def _patch(server, resource: str, name: str, body: dict) -> None:

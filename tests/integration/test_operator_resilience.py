@@ -13,11 +13,10 @@ import time
 
 import pytest
 
-from test_operator_support import (  # noqa: F401  (fixtures)
-    NS, RAYJOBS, RUNS, chart_rbac, get, kube_api, kuberay_sets_status, operator_config, running_operator,
-    seed_doc, status_of, wait_for, put_json,
+from test_operator_support import (
+    chart_rbac,
+    NS, RAYJOBS, get, kuberay_sets_status, operator_config, running_operator, seed_doc, status_of, wait_for, put_json,
 )
-from test_operator_support import cluster as admin_cluster  # noqa: F401
 
 
 class SimulatedKubeRay(threading.Thread):
@@ -114,10 +113,10 @@ class StatusWatch(threading.Thread):
 
 
 @pytest.fixture(params=["cluster", "namespaced"])
-def cluster(admin_cluster, request):  # noqa: F811
+def cluster(cluster, request):
     """With RBAC enforced: the operator has only the chart's ServiceAccount and roles (both scopes)."""
-    chart_rbac(admin_cluster, request.param)
-    return admin_cluster
+    chart_rbac(cluster, request.param)
+    return cluster
 
 
 def test_fifty_restarts_at_random_points_never_two_rayjobs_no_lost_status_no_crash_loop(cluster, seed_bucket):

@@ -12,11 +12,10 @@ import kubernetes
 
 import pytest
 
-from test_operator_support import (  # noqa: F401  (fixtures)
-    NS, RAYJOBS, RUNS, chart_rbac, events_for, get, kube_api, kuberay_sets_status, kueue_sets_suspend,
-    running_operator, seed_doc, status_of, wait_for, put_json,
+from test_operator_support import (
+    chart_rbac,
+    NS, RAYJOBS, RUNS, events_for, get, kuberay_sets_status, kueue_sets_suspend, running_operator, seed_doc, status_of, wait_for, put_json,
 )
-from test_operator_support import cluster as admin_cluster  # noqa: F401
 
 
 def custom(server):
@@ -37,10 +36,10 @@ def condition(status, type_):
 
 
 @pytest.fixture(params=["cluster", "namespaced"])
-def cluster(admin_cluster, request):  # noqa: F811
+def cluster(cluster, request):
     """With RBAC enforced: the operator has only the chart's ServiceAccount and roles (both scopes)."""
-    chart_rbac(admin_cluster, request.param, rbac={"secretNames": ["absent-s3"]})  # the Secret one test creates late
-    return admin_cluster
+    chart_rbac(cluster, request.param, rbac={"secretNames": ["absent-s3"]})  # the Secret one test creates late
+    return cluster
 
 
 def test_kueue_holds_the_rayjob_queued_and_the_operator_never_fights_it(cluster, seed_bucket):
@@ -99,7 +98,7 @@ def test_mutable_edit_applied_immutable_edit_refused_whole(cluster, seed_bucket)
         wait_for(lambda: status_of(cluster, "edits").get("phase") == "Running", what="Running")
 
         patch_run(cluster, "edits", {"spec": {"scheduling": {"backoffLimit": 5}}})
-        rj = wait_for(lambda: (r := get(cluster, RAYJOBS, "edits"))["spec"]["backoffLimit"] == 5 and r, what="backoffLimit applied")
+        wait_for(lambda: (r := get(cluster, RAYJOBS, "edits"))["spec"]["backoffLimit"] == 5 and r, what="backoffLimit applied")
         cm = get(cluster, "configmaps", "edits-spec")
         assert '"backoffLimit": 5' in cm["data"]["spec.json"]
         st = wait_for(lambda: (s := status_of(cluster, "edits")).get("observedGeneration") == 2 and s, what="observedGeneration 2")

@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kubeapi.fixtures import kube_api  # noqa: F401  (re-exported fixture)
 
 REPO = Path(__file__).resolve().parents[2]
 SEED = REPO / "jobs" / "gpt2-70m-50-30-20.yaml"
@@ -56,7 +55,7 @@ def operator_config(**kw):
 
 
 @pytest.fixture
-def cluster(kube_api, s3_endpoint):  # noqa: F811
+def cluster(kube_api, s3_endpoint):
     """The API test server with the generated TrainingRun CRD and the run's credentials Secret."""
     from trainkit.spec.crd import training_run_crd
 

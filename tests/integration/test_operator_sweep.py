@@ -15,20 +15,19 @@ import yaml
 
 import pytest
 
-from test_operator_support import (  # noqa: F401  (fixtures)
-    NS, RAYJOBS, REPO, RUNS, chart_rbac, get, kube_api, kuberay_sets_status, put_json, running_operator,
-    status_of, wait_for,
+from test_operator_support import (
+    chart_rbac,
+    NS, RAYJOBS, REPO, RUNS, get, kuberay_sets_status, put_json, running_operator, status_of, wait_for,
 )
-from test_operator_support import cluster as admin_cluster  # noqa: F401
 
 SWEEPS = "trainingsweeps.trainkit.dev"
 
 
 @pytest.fixture(params=["cluster", "namespaced"])
-def cluster(admin_cluster, request):  # noqa: F811
+def cluster(cluster, request):
     """With RBAC enforced: the operator has only the chart's ServiceAccount and roles (both scopes)."""
-    chart_rbac(admin_cluster, request.param)
-    return admin_cluster
+    chart_rbac(cluster, request.param)
+    return cluster
 AVERAGES = [31.0, 38.5, 35.0, 29.5]  # what each mixture's eval will report
 
 

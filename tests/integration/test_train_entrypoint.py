@@ -8,10 +8,9 @@ import os
 import subprocess
 import sys
 
-import pytest
 import yaml
 
-from test_train_run import make_spec, sources, bucket, write_source  # noqa: F401 - shared fixtures
+from test_train_run import make_spec
 from trainkit import storage
 
 

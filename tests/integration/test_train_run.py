@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from trainkit import storage
+from trainkit import artifacts, storage
 from trainkit.spec import parse_spec
 from trainkit.train import checkpoint
 from trainkit.train.launch import PreflightError, preflight, run_training
@@ -91,7 +90,7 @@ def metrics(output: str) -> list[dict]:
 
 
 def weights(output: str, step: int) -> bytes:
-    return storage.read_bytes(storage.join(checkpoint.checkpoint_uri(output, step), "model.safetensors"))
+    return storage.read_bytes(storage.join(artifacts.checkpoint_uri(output, step), "model.safetensors"))
 
 
 class FaultEnv:
@@ -124,9 +123,9 @@ def run_b(ray_session, bucket, sources, tmp_path_factory):
 
 
 def test_uninterrupted_run_writes_the_layout(run_a):
-    assert checkpoint.latest_complete(run_a) == STEPS
-    listing, manifests = checkpoint.list_checkpoints(run_a)
-    assert sorted(checkpoint.parse_listing(listing)) == [8, 12]  # keep: 2
+    assert artifacts.latest_complete_checkpoint(run_a) == STEPS
+    listing, manifests = artifacts.list_checkpoints(run_a)
+    assert sorted(artifacts.parse_checkpoint_listing(listing)) == [8, 12]  # keep: 2
     progress = storage.read_json(storage.join(run_a, "progress.json"))
     assert progress["step"] == progress["totalSteps"] == STEPS and progress["tokens"] == STEPS * 4 * 32
     assert progress["mfu"] is None and progress["tokensPerSecond"] > 0  # CPU: no MFU
@@ -153,7 +152,7 @@ def test_worker_fault_resumes_bit_for_bit(run_a, run_b):
 
 
 def copy_checkpoint(src_out: str, dst_out: str, step: int, dst_step: int | None = None, commit: bool = True) -> None:
-    src, dst = checkpoint.checkpoint_uri(src_out, step), checkpoint.checkpoint_uri(dst_out, dst_step or step)
+    src, dst = artifacts.checkpoint_uri(src_out, step), artifacts.checkpoint_uri(dst_out, dst_step or step)
     files = storage.read_json(storage.join(src, "checkpoint.json"))["files"]
     for rel in files:
         storage.write_bytes(storage.join(dst, rel), storage.read_bytes(storage.join(src, rel)))
@@ -166,12 +165,12 @@ def test_interrupted_uploads_are_never_picked(run_a, bucket):
     copy_checkpoint(run_a, out, 8)
     copy_checkpoint(run_a, out, 12, commit=False)            # cut before the commit marker
     copy_checkpoint(run_a, out, 12, dst_step=16)             # committed, then a listed file lost
-    storage.filesystem(out)[0].rm(checkpoint.checkpoint_uri(out, 16)[5:] + "/trainer/optimizer.pt")
+    storage.filesystem(out)[0].rm(artifacts.checkpoint_uri(out, 16)[5:] + "/trainer/optimizer.pt")
     copy_checkpoint(run_a, out, 12, dst_step=20)             # committed, a listed file cut short
-    storage.write_bytes(storage.join(checkpoint.checkpoint_uri(out, 20), "model.safetensors"), b"torn")
-    assert checkpoint.latest_complete(out) == 8
+    storage.write_bytes(storage.join(artifacts.checkpoint_uri(out, 20), "model.safetensors"), b"torn")
+    assert artifacts.latest_complete_checkpoint(out) == 8
     assert checkpoint.prune(out, keep=1) == [12, 16, 20]
-    assert checkpoint.latest_complete(out) == 8
+    assert artifacts.latest_complete_checkpoint(out) == 8
 
 
 def test_resume_with_fewer_workers_continues_the_exact_stream(ray_session, bucket, sources, run_a):
@@ -240,14 +239,14 @@ def test_unreachable_output_fails_before_training(sources, tmp_path):
 
 def test_end_of_training_eval_hook_reads_our_checkpoint(ray_session, run_a, bucket, sources):
     """spec.eval with a task: the hook evaluates the final checkpoint as its own Ray task (trainkit.eval)."""
-    from trainkit.train.launch import RunResult, run_eval_hook
+    from trainkit.train.launch import TrainedRun, run_eval_hook
 
     tasks = Path(__file__).resolve().parents[1] / "data" / "lm_eval_tasks" / "tk_winogrande"
     storage.upload_dir(tasks, f"{bucket}/tasks/winogrande-like")
     doc = make_spec(sources, run_a).model_dump(mode="json", by_alias=True)
     doc["eval"] = {"tasks": [{"name": "tk_winogrande", "path": f"{bucket}/tasks/winogrande-like", "limit": 4}], "batchSize": 2}
     spec = parse_spec(doc)[0]
-    summary = run_eval_hook(spec, RunResult(run_a, STEPS, checkpoint.checkpoint_uri(run_a, STEPS)))
+    summary = run_eval_hook(spec, TrainedRun(run_a, STEPS, artifacts.checkpoint_uri(run_a, STEPS)))
     assert summary is not None and "error" not in summary, summary
     assert summary["step"] == STEPS and 0.0 <= summary["tasks"]["tk_winogrande"] <= 1.0
     assert storage.read_json(storage.join(run_a, f"eval/step-{STEPS:08d}/summary.json")) == summary
@@ -268,7 +267,7 @@ def test_evals_every_n_steps_run_beside_training(ray_session, bucket, sources):
     steps = [storage.read_json(storage.join(out, f"eval/step-{s:08d}/summary.json"))["step"] for s in (4, 8, STEPS)]
     assert steps == [4, 8, STEPS]
     assert result.eval["step"] == STEPS
-    assert checkpoint.latest_complete(out) == STEPS
+    assert artifacts.latest_complete_checkpoint(out) == STEPS
 
 
 def test_fsdp2_sharded_run_resumes_and_matches_ddp(ray_session, run_a, bucket, sources, tmp_path_factory):

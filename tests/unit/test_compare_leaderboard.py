@@ -8,7 +8,7 @@ import pytest
 
 from trainkit.compare import CompareError, leaderboard, parse_metric, run_result_from
 from trainkit.compare.leaderboard import favoured
-from trainkit.compare.results import latest_eval_steps, parse_metrics
+from trainkit.artifacts import parse_metrics
 
 
 def spec(weights: dict[str, float], total_tokens=204800, gb=8, seq=128) -> dict:
@@ -79,11 +79,6 @@ def test_eval_summary_is_read_and_missing_average_is_computed():
     r = run_result_from("u", spec({"a": 1}), None, None, {"step": 200, "tasks": {"x": 30.0, "y": 50.0}})
     assert r.eval_average == 40.0 and r.eval_tasks == {"x": 30.0, "y": 50.0}
     assert any("computed" in n for n in r.notes)
-
-
-def test_latest_eval_step_is_numeric_newest_first():
-    names = ["step-00000100", "report.md", "step-00000020", "step-00001000", "tmp"]
-    assert latest_eval_steps(names) == ["step-00001000", "step-00000100", "step-00000020"]
 
 
 # --------------------------------------------------------------------------------- leaderboard

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from trainkit.eval.checkpoint import parse_manifest, size_problems
+from trainkit.eval.checkpoint import model_manifest
 from trainkit.eval.errors import CheckpointError
 from trainkit.eval.harness import merge_outputs
 from trainkit.eval.local_tasks import rewrite_config
@@ -57,15 +57,14 @@ def test_task_arguments():
 
 def test_manifest_checks_name_the_uri_and_field():
     ok = b'{"step": 7, "files": {"config.json": 10, "model.safetensors": 20}}'
-    assert parse_manifest(ok, "s3://b/r/checkpoints/step-00000007") == (7, {"config.json": 10, "model.safetensors": 20})
+    manifest = model_manifest(ok, "s3://b/r/checkpoints/step-00000007")
+    assert (manifest.step, manifest.files) == (7, {"config.json": 10, "model.safetensors": 20})
     with pytest.raises(CheckpointError, match=r"s3://b/c/checkpoint.json: field 'step'"):
-        parse_manifest(b'{"step": "7", "files": {}}', "s3://b/c")
+        model_manifest(b'{"step": "7", "files": {}}', "s3://b/c")
     with pytest.raises(CheckpointError, match="lists no model weights"):
-        parse_manifest(b'{"step": 1, "files": {"config.json": 3}}', "s3://b/c")
+        model_manifest(b'{"step": 1, "files": {"config.json": 3}}', "s3://b/c")
     with pytest.raises(CheckpointError, match="not valid JSON"):
-        parse_manifest(b"{", "s3://b/c")
-    assert size_problems({"a": 1, "b": 2, "c": 3}, {"a": 1, "b": 5}) == [
-        "b has 5 bytes, checkpoint.json says 2", "c is missing"]
+        model_manifest(b"{", "s3://b/c")
 
 
 def test_relative_data_files_are_resolved_next_to_the_yaml():

@@ -16,7 +16,7 @@ from trainkit.spec import parse_spec
 from trainkit_operator import builders
 from trainkit_operator.config import OperatorConfig
 
-from test_operator_builders import built, head, seed_run, workers  # noqa: E402  (same folder)
+from test_operator_builders import built, head, seed_run, workers
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -136,7 +136,7 @@ def test_configmap_document_is_a_loadable_training_run(tmp_path):
     _, spec, _, cm = built()
     path = tmp_path / "spec.json"
     path.write_text(cm["data"]["spec.json"])
-    loaded = load_run(path)  # YAML loader: exponents like 5e-05 must still read as numbers
+    loaded = load_run(path)  # read as JSON: exponents like 1e-08 stay numbers
     assert json.loads(cm["data"]["spec.json"])["spec"] == spec.model_dump(by_alias=True, mode="json", exclude_none=True)
     assert loaded.spec == spec
     assert loaded.metadata.name == "gpt2-70m-50-30-20"

@@ -14,7 +14,7 @@ from trainkit.spec.status import TrainingRunStatus
 from trainkit_operator import builders, decide
 from trainkit_operator.config import OperatorConfig
 
-from test_operator_builders import UID, seed_run  # noqa: E402  (same folder)
+from test_operator_builders import seed_run
 
 NOW = "2026-11-27T08:00:00Z"
 LATER = "2026-11-27T09:00:00Z"
@@ -45,16 +45,25 @@ def with_status(run: dict, status: TrainingRunStatus) -> dict:
 
 
 # ------------------------------------------------------------------------------- phase table
+# The phase for each KubeRay (jobDeploymentStatus, jobStatus), written out: columns follow JOB_STATUSES
+# ("", PENDING, RUNNING, STOPPED, SUCCEEDED, FAILED). The seed names a Kueue queue and the user did not
+# ask to suspend, so a suspended RayJob is Queued.
+PHASE_TABLE = {
+    "":                 ("Pending",) * 6,
+    "Initializing":     ("Pending",) * 6,
+    "Running":          ("Pending", "Pending", "Running", "Running", "Running", "Running"),
+    "Complete":         ("Failed", "Failed", "Failed", "Failed", "Succeeded", "Failed"),
+    "Failed":           ("Failed",) * 6,
+    "ValidationFailed": ("Failed",) * 6,
+    "Suspending":       ("Queued",) * 6,
+    "Suspended":        ("Queued",) * 6,
+    "Retrying":         ("Pending",) * 6,
+    "Waiting":          ("Pending",) * 6,
+}
+
+
 def expected_phase(js: str, jds: str) -> str:
-    if jds == "Complete":
-        return "Succeeded" if js == "SUCCEEDED" else "Failed"
-    if jds in ("Failed", "ValidationFailed"):
-        return "Failed"
-    if jds in ("Suspended", "Suspending"):
-        return "Queued"  # the seed names a Kueue queue and the user did not ask to suspend
-    if jds == "Running":
-        return "Running" if js in ("RUNNING", "SUCCEEDED", "FAILED", "STOPPED") else "Pending"
-    return "Pending"
+    return PHASE_TABLE[jds][JOB_STATUSES.index(js)]
 
 
 @pytest.mark.parametrize("js,jds", list(itertools.product(JOB_STATUSES, DEPLOYMENT_STATUSES)))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from trainkit.spec.sweep import rank_values
+from trainkit.spec.ranking import rank_values
 from trainkit_operator.sweeps import decide_sweep
 
 REPO = Path(__file__).resolve().parents[2]
@@ -104,3 +104,11 @@ def test_runs_of_a_previous_sweep_of_this_name_block_creation_until_collected():
     assert d.create == [] and d.status.runs.created == 0
     assert "seed-mix-grid-000 of a previous sweep" in d.status.message
     assert [r["metadata"]["name"] for r in decide_sweep(SWEEP, []).create] == ["seed-mix-grid-000", "seed-mix-grid-001"]
+
+
+def test_a_diverged_run_gets_no_rank_in_sweeps_and_compare_alike():
+    from trainkit.spec.ranking import metric_value
+
+    assert metric_value("loss", float("nan"), None, {}) is None
+    assert metric_value("eval.x", None, None, {"x": float("inf")}) is None
+    assert metric_value("eval.average", None, 0.4, {}) == 0.4

@@ -5,7 +5,7 @@ import pytest
 from trainkit.spec import derive_plan, load_run
 from trainkit.spec.explain import explain
 from trainkit.spec.models import TrainingRunSpec
-from trainkit.train.memory import GiB, MemoryFitError, check_fits, estimate_memory, parse_quantity
+from trainkit.spec.memory import GiB, MemoryFitError, check_fits, estimate_memory, parse_quantity
 
 
 def spec_with(training=None, **resources):
@@ -61,7 +61,7 @@ def test_explain_shows_the_estimate():
 
 def test_fsdp_shards_weights_gradients_and_optimizer_over_workers():
     from trainkit.spec import derive_plan, load_run
-    from trainkit.train.memory import estimate_memory
+    from trainkit.spec.memory import estimate_memory
 
     spec = load_run("jobs/gpt2-70m-50-30-20.yaml").spec
     ddp = estimate_memory(spec, derive_plan(spec))

@@ -107,7 +107,7 @@ def run(args) -> int:
     print("ms/req = the model's loglikelihood time per request (lm-eval's per-task set-up is excluded; it is "
           f"{sum(overhead.values()):.1f} s in all here for {len(overhead)} small tasks)")
     print(f"{'task':<16}{'mirror reqs':>12}{'tok/req':>9}{'ms/req':>9}{'real reqs':>11}{'est. min':>10}")
-    for task, (q, c, split) in SEED_SUITE_REQUESTS.items():
+    for task, (q, c, _split) in SEED_SUITE_REQUESTS.items():
         print(f"{task:<16}{counts[task]:>12}{mean_tokens[task]:>9.0f}{1000 * per_request[task]:>9.1f}{q * c:>11.0f}{seconds[task] / 60:>10.1f}")
     print(f"seed suite estimate: {total / 60:.1f} min ({total / 3600:.2f} h) on {device}; a lower bound: the mirrors' "
           "prompts are shorter than the real benchmarks' (MMLU 5-shot above all)")

@@ -153,7 +153,6 @@ def run(args) -> int:
     import torch
 
     from trainkit.data import MixtureLoader
-    from trainkit.spec.plan import derive_plan
     from trainkit.train.progress import mfu, peak_flops
 
     on_gpu = torch.cuda.is_available()

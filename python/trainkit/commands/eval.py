@@ -37,16 +37,17 @@ def requests_from_args(args):
 
 
 def run(args) -> int:
+    from trainkit import artifacts
     from trainkit.eval import EvalError, evaluate_checkpoint
-    from trainkit.eval.runner import REPORT, eval_dir, run_uri_of_checkpoint
-    from trainkit.storage import StorageError, StorageOptions, join, read_bytes
+    from trainkit.eval.runner import file_uris
+    from trainkit.storage import StorageError, StorageOptions, read_bytes
 
     try:
         requests = requests_from_args(args)
     except ValueError as e:
         print(f"trainkit eval: error: {e}", file=sys.stderr)
         return 2
-    output = args.output or run_uri_of_checkpoint(args.checkpoint.rstrip("/"))
+    output = args.output or artifacts.run_uri_of_checkpoint(args.checkpoint)
     if not output:
         print(f"trainkit eval: error: {args.checkpoint} is not under <run>/checkpoints/step-N; give --output URI",
               file=sys.stderr)
@@ -66,12 +67,10 @@ def run(args) -> int:
     except (EvalError, StorageError) as e:
         print(f"trainkit eval: error: {e}", file=sys.stderr)
         return 1
-    out_dir = eval_dir(output, result["step"])
-    print(read_bytes(join(out_dir, REPORT), options).decode())
+    out_dir = artifacts.eval_dir(output, result["step"])
+    print(read_bytes(artifacts.eval_report_uri(output, result["step"]), options).decode())
     print(f"files in {out_dir}:")
-    from trainkit.eval.runner import list_files
-
-    for path in list_files(out_dir, options):
+    for path in file_uris(out_dir, options):
         print(f"  {path}")
     return 0
 

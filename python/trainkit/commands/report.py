@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 
 def register(sub) -> None:
@@ -13,7 +15,7 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def history_table(history: list[dict]) -> str:
+def history_table(history: Sequence[Mapping[str, Any]]) -> str:
     """Markdown: one row per eval (step, average, each task's headline), percent (pure)."""
     tasks = list(dict.fromkeys(t for s in history for t in s["tasks"]))
     lines = ["| Step | Average | " + " | ".join(tasks) + " |", "|" + "---|" * (len(tasks) + 2)]
@@ -24,15 +26,15 @@ def history_table(history: list[dict]) -> str:
 
 
 def run(args) -> int:
-    from trainkit import storage
+    from trainkit import artifacts, storage
     from trainkit.eval import plots
-    from trainkit.eval.runner import BY_STEP, REPORT, eval_dir, list_files, read_history
+    from trainkit.eval.runner import file_uris
 
     options = storage.StorageOptions(endpoint=args.endpoint)
     try:
-        history = read_history(args.run, options)
+        history = artifacts.read_eval_summaries(args.run, options)
         if not history:
-            print(f"trainkit report: error: no eval under {storage.join(args.run, 'eval')} (no eval/step-*/summary.json)",
+            print(f"trainkit report: error: no eval under {artifacts.eval_root(args.run)} (no readable eval/step-*/summary.json)",
                   file=sys.stderr)
             return 1
         steps = [s["step"] for s in history]
@@ -40,15 +42,15 @@ def run(args) -> int:
         if step not in steps:
             print(f"trainkit report: error: no eval at step {step} under {args.run}; evals at steps {steps}", file=sys.stderr)
             return 1
-        out_dir = eval_dir(args.run, step)
-        print(storage.read_bytes(storage.join(out_dir, REPORT), options).decode())
+        out_dir = artifacts.eval_dir(args.run, step)
+        print(storage.read_bytes(artifacts.eval_report_uri(args.run, step), options).decode())
         print(f"files in {out_dir}:")
-        for path in list_files(out_dir, options):
+        for path in file_uris(out_dir, options):
             print(f"  {path}")
         if len(history) >= 2:
             print("\nscores by step (percent):\n")
             print(history_table(history))
-            plot_uri = storage.join(args.run, "eval", BY_STEP)
+            plot_uri = artifacts.scores_by_step_uri(args.run)
             storage.write_bytes(plot_uri, plots.scores_by_step(history), options)
             print(f"plot: {plot_uri}")
     except (storage.StorageError, FileNotFoundError, ValueError, KeyError) as e:

@@ -7,11 +7,10 @@ the metric are listed last with rank None and a note saying why.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from trainkit.compare.results import CompareError, RunResult
-from trainkit.spec.sweep import rank_values
+from trainkit.spec.ranking import metric_value, rank_values
 
 DEFAULT_METRIC = "eval.average"
 
@@ -23,13 +22,7 @@ class Metric:
     higher_is_better: bool
 
     def value(self, r: RunResult) -> float | None:
-        if self.key == "loss":
-            v = r.final_loss
-        elif self.key == "eval.average":
-            v = r.eval_average
-        else:
-            v = r.eval_tasks.get(self.key[len("eval."):])
-        return v if v is not None and math.isfinite(v) else None
+        return metric_value(self.key, r.final_loss, r.eval_average, r.eval_tasks)
 
     def why_missing(self, r: RunResult) -> str:
         if self.key == "loss":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -18,7 +19,7 @@ def _png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
-def loss_curves_png(results: list[RunResult], highlight: set[str] = frozenset()) -> bytes:
+def loss_curves_png(results: list[RunResult], highlight: frozenset[str] | set[str] = frozenset()) -> bytes:
     """Every run's training loss against step: the whole run, and the second half zoomed in (where
     mixtures separate). The favoured run(s) are drawn thicker; legend in the order given."""
     fig = Figure(figsize=(11, 4.5))
@@ -28,7 +29,7 @@ def loss_curves_png(results: list[RunResult], highlight: set[str] = frozenset())
     for r, curve in curves:
         steps, losses = zip(*curve)
         best = r.name in highlight
-        style = dict(linewidth=2.6 if best else 1.2, zorder=3 if best else 2)
+        style: dict[str, Any] = dict(linewidth=2.6 if best else 1.2, zorder=3 if best else 2)
         label = r.name + (" (favoured)" if best else "") if best or len(curves) <= 20 else None
         line, = full.plot(steps, losses, label=label, **style)
         half = [(s, x) for s, x in curve if s >= last_step / 2]

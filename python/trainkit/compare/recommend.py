@@ -222,7 +222,7 @@ def recommend_from(W, y, sources, *, metric: str = "eval.average", higher_is_bet
                             for i, s in enumerate(sources)}
         predicted_interval = (float(np.percentile(boot_at_best, 5)), float(np.percentile(boot_at_best, 95)))
         best_value_interval = (float(np.percentile(boot_best, 5)), float(np.percentile(boot_best, 95)))
-        worst = max(weights_std, key=weights_std.get)
+        worst = max(weights_std, key=lambda name: weights_std[name])
         if weights_std[worst] > max_weight_spread:
             reasons.append(f"the best mixture is unstable: resampling the runs moves the {worst} weight by "
                            f"±{weights_std[worst]:.2f} (more than ±{max_weight_spread:.2f})")

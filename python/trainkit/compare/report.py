@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -100,7 +99,7 @@ def favoured_text(report: Report) -> str:
     b = best[0]
     ranked = [r for r in report.rows if r.rank is not None]
     margin = ""
-    if len(ranked) > 1:
+    if len(ranked) > 1 and b.value is not None and ranked[1].value is not None:
         gap = abs(b.value - ranked[1].value)
         margin = f", ahead of {ranked[1].run.name} by {shown(report, gap, is_eval)}"
     return (f"The run the data favours: {b.run.name} ({m.label} {shown(report, b.value, is_eval)}{margin}), "
@@ -261,11 +260,13 @@ def build_report(results: list[RunResult], rank_by: str = DEFAULT_METRIC, **reco
     sources, tasks = union_sources(results), union_tasks(results)
     report = Report(metric=metric, rows=rows, recommendation=rec, sources=sources, tasks=tasks, scale=scale)
     ylabel = weights_ylabel(report)
-    values = {r.name: (r.eval_average * scale if ylabel.startswith("eval average") else r.final_loss)
-              for r in results if (r.eval_average if ylabel.startswith("eval average") else r.final_loss) is not None}
+    by_eval = ylabel.startswith("eval average")
+    values = {r.name: (None if r.eval_average is None else r.eval_average * scale) if by_eval else r.final_loss
+              for r in results}
+    plotted = {name: v for name, v in values.items() if v is not None}
     images = {
         LOSS_PNG: loss_curves_png([r.run for r in rows], highlight={r.run.name for r in report.favoured}),
-        WEIGHTS_PNG: weights_scatter_png(results, sources, values, ylabel, recommended=rec.weights),
+        WEIGHTS_PNG: weights_scatter_png(results, sources, plotted, ylabel, recommended=rec.weights),
     }
     report.files = {**images, REPORT_MD: render_markdown(report).encode(),
                     REPORT_HTML: render_html(report, images).encode()}

@@ -6,20 +6,12 @@
 
 from __future__ import annotations
 
-import json
 import math
-import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from trainkit import storage
+from trainkit import artifacts, storage
+from trainkit.artifacts import METRICS, PROGRESS, SPEC, EvalSummaryDoc, ProgressDoc, parse_metrics
 from trainkit.storage import StorageOptions
-
-SPEC = "spec.json"
-PROGRESS = "progress.json"
-METRICS = "metrics.jsonl"
-EVAL_DIR = "eval"
-SUMMARY = "summary.json"
-EVAL_STEP = re.compile(r"^step-(\d+)$")
 
 
 class CompareError(ValueError):
@@ -68,7 +60,7 @@ def _number(v) -> float | None:
 def unwrap_spec(doc, uri: str) -> tuple[dict, str | None]:
     """The bare spec mapping and the run's name when the document is a whole TrainingRun."""
     if not isinstance(doc, dict):
-        raise CompareError(f"{storage.join(uri, SPEC)}: expected a JSON object, got {type(doc).__name__}")
+        raise CompareError(f"{artifacts.run_file(uri, SPEC)}: expected a JSON object, got {type(doc).__name__}")
     if isinstance(doc.get("spec"), dict) and ("kind" in doc or "metadata" in doc):
         name = (doc.get("metadata") or {}).get("name")
         return doc["spec"], name if isinstance(name, str) and name else None
@@ -76,7 +68,7 @@ def unwrap_spec(doc, uri: str) -> tuple[dict, str | None]:
 
 
 def normalised_weights(spec: dict, uri: str) -> dict[str, float]:
-    where = storage.join(uri, SPEC)
+    where = artifacts.run_file(uri, SPEC)
     sources = (spec.get("data") or {}).get("sources")
     if not isinstance(sources, list) or not sources:
         raise CompareError(f"{where}: no data.sources")
@@ -95,34 +87,8 @@ def normalised_weights(spec: dict, uri: str) -> dict[str, float]:
     return {k: v / total for k, v in raw.items()}
 
 
-def parse_metrics(text: str) -> tuple[list[dict], int]:
-    """metrics.jsonl lines as dicts (by step, last line of a step wins) and the count of unreadable lines."""
-    by_step: dict[int, dict] = {}
-    bad = 0
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        try:
-            m = json.loads(line)
-        except json.JSONDecodeError:
-            bad += 1
-            continue
-        step = m.get("step") if isinstance(m, dict) else None
-        if not isinstance(step, int) or isinstance(step, bool):
-            bad += 1
-            continue
-        by_step[step] = m
-    return [by_step[s] for s in sorted(by_step)], bad
-
-
-def latest_eval_steps(names: list[str]) -> list[str]:
-    """`eval/` sub-folder names that are step folders, newest first (steps are zero-padded, but sort numerically anyway)."""
-    steps = [(int(m.group(1)), n) for n in names if (m := EVAL_STEP.match(n.rstrip("/").rsplit("/", 1)[-1]))]
-    return [n.rstrip("/").rsplit("/", 1)[-1] for _, n in sorted(steps, reverse=True)]
-
-
-def run_result_from(uri: str, spec_doc, progress: dict | None = None, metrics_text: str | None = None,
-                    eval_summary: dict | None = None) -> RunResult:
+def run_result_from(uri: str, spec_doc: object, progress: ProgressDoc | None = None, metrics_text: str | None = None,
+                    eval_summary: EvalSummaryDoc | None = None) -> RunResult:
     """Pure: a RunResult from the documents of one run (any of progress/metrics/eval may be missing)."""
     spec, meta_name = unwrap_spec(spec_doc, uri)
     weights = normalised_weights(spec, uri)
@@ -196,15 +162,6 @@ def planned_steps(spec: dict) -> int | None:
 
 
 # -------------------------------------------------------------------------------------- I/O shells
-def _read_optional_json(uri: str, options: StorageOptions | None):
-    try:
-        return storage.read_json(uri, options)
-    except FileNotFoundError:
-        return None
-    except json.JSONDecodeError as e:
-        raise CompareError(f"{uri}: not valid JSON: {e}") from None
-
-
 def _ls_dirs(uri: str, options: StorageOptions | None) -> list[str]:
     """Immediate sub-folder names of `uri` ([] when it does not exist)."""
     fs, path = storage.filesystem(uri, options)
@@ -216,32 +173,18 @@ def _ls_dirs(uri: str, options: StorageOptions | None) -> list[str]:
     return sorted(e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries if e.get("type") == "directory")
 
 
-def read_latest_eval(run_uri: str, options: StorageOptions | None = None) -> dict | None:
-    """The newest eval/step-N/summary.json (an eval step still without its summary is skipped)."""
-    eval_uri = storage.join(run_uri, EVAL_DIR)
-    for step_dir in latest_eval_steps(_ls_dirs(eval_uri, options)):
-        doc = _read_optional_json(storage.join(eval_uri, step_dir, SUMMARY), options)
-        if isinstance(doc, dict):
-            return doc
-    return None
-
-
 def load_run_results(run_uri: str, options: StorageOptions | None = None) -> RunResult:
     """Read one run's spec.json, progress.json, metrics.jsonl and latest eval summary."""
     run_uri = run_uri.rstrip("/")
-    spec_doc = _read_optional_json(storage.join(run_uri, SPEC), options)
+    spec_doc = artifacts.read_spec_document(run_uri, options)
     if spec_doc is None:
-        raise CompareError(f"{run_uri}: no spec.json: not a trainkit run output (or the run never started)")
-    progress = _read_optional_json(storage.join(run_uri, PROGRESS), options)
-    try:
-        metrics_text = storage.read_bytes(storage.join(run_uri, METRICS), options).decode("utf-8", "replace")
-    except FileNotFoundError:
-        metrics_text = None
-    return run_result_from(run_uri, spec_doc, progress, metrics_text, read_latest_eval(run_uri, options))
+        raise CompareError(f"{run_uri}: no readable spec.json: not a trainkit run output (or the run never started)")
+    return run_result_from(run_uri, spec_doc, artifacts.read_progress(run_uri, options),
+                           artifacts.read_metrics_text(run_uri, options), artifacts.read_latest_eval_summary(run_uri, options))
 
 
 def _is_run_like(uri: str, options: StorageOptions | None) -> bool:
-    return any(storage.exists(storage.join(uri, f), options) for f in (PROGRESS, METRICS))
+    return any(storage.exists(artifacts.run_file(uri, f), options) for f in (PROGRESS, METRICS))
 
 
 def discover_runs(uri: str, options: StorageOptions | None = None) -> list[str]:
@@ -252,14 +195,14 @@ def discover_runs(uri: str, options: StorageOptions | None = None) -> list[str]:
     uri = uri.rstrip("/")
     fs, _ = storage.filesystem(uri, options)
     fs.invalidate_cache()
-    if storage.exists(storage.join(uri, SPEC), options):
+    if storage.exists(artifacts.run_file(uri, SPEC), options):
         return [uri]
     if _is_run_like(uri, options):
         raise CompareError(f"{uri}: has progress/metrics but no spec.json: not a complete trainkit run output")
     runs, broken = [], []
     for child in _ls_dirs(uri, options):
         sub = storage.join(uri, child)
-        if storage.exists(storage.join(sub, SPEC), options):
+        if storage.exists(artifacts.run_file(sub, SPEC), options):
             runs.append(sub)
         elif _is_run_like(sub, options):
             broken.append(sub)
@@ -283,8 +226,6 @@ def collect_runs(uris: list[str], options: StorageOptions | None = None) -> list
 
 def unique_names(results: list[RunResult]) -> list[RunResult]:
     """Runs from different folders may share a name: those get the last two URI segments instead."""
-    from dataclasses import replace
-
     counts: dict[str, int] = {}
     for r in results:
         counts[r.name] = counts.get(r.name, 0) + 1

@@ -74,13 +74,13 @@ def iter_texts(uri: str, options: StorageOptions | None, batch_rows: int = 2048)
         with storage.open_input(uri, options, compression=None) as f:
             try:
                 pf = pq.ParquetFile(f)
-            except Exception as e:  # noqa: BLE001 - pyarrow raises several types for bad files
+            except Exception as e:  # pyarrow raises several types for bad files (re-raised as PrepareError)
                 raise PrepareError(f"{uri}: not a readable parquet file ({e})") from e
             names = pf.schema_arrow.names
             if "text" not in names:
                 raise PrepareError(f"{uri}: no 'text' column (columns: {', '.join(names) or 'none'})")
-            for batch in pf.iter_batches(batch_size=batch_rows, columns=["text"]):
-                column = batch.column(0)
+            for record_batch in pf.iter_batches(batch_size=batch_rows, columns=["text"]):
+                column = record_batch.column(0)
                 if not (column.type == "string" or column.type == "large_string"):
                     raise PrepareError(f"{uri}: column 'text' has type {column.type}, expected string")
                 yield [t for t in column.to_pylist() if t]
@@ -210,9 +210,10 @@ def run_prepare(
     storage.remove(index_uri, options)
     log(f"prepare: {len(units)} file(s) from {input_uri} -> {output_uri} ({tok.name}, {shard_tokens:,} tokens/shard)")
     started = time.monotonic()
-    ds = ray.data.from_items([{"input_uri": u.input_uri, "unit_id": u.unit_id, "input_bytes": u.input_bytes} for u in units])
-    ds = ds.map(
-        _run_unit, num_cpus=1,
+    items = ray.data.from_items([{"input_uri": u.input_uri, "unit_id": u.unit_id, "input_bytes": u.input_bytes} for u in units])
+    ds = items.map(
+        _run_unit,  # type: ignore[arg-type]  # Ray's stub omits fn_kwargs from the callable's type
+        num_cpus=1,
         fn_kwargs={"output_uri": output_uri, "tokenizer_name": tokenizer_name, "shard_tokens": shard_tokens,
                    "endpoint": options.resolved_endpoint(), "region": options.region},
     )
@@ -262,7 +263,7 @@ def ensure_ray(num_cpus: int | None = None) -> bool:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=True)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, object_store_memory=1 << 30, log_to_driver=True)
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, object_store_memory=1 << 30, log_to_driver=True)
     try:
         ray.data.DataContext.get_current().enable_progress_bars = sys.stderr.isatty()
     except AttributeError:

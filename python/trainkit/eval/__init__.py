@@ -7,10 +7,10 @@ Public API (imports stay light; lm-eval and torch load when an eval runs):
 
 from trainkit.eval.errors import CheckpointError, EvalError, TaskDataError
 from trainkit.eval.ray_task import launch_eval_task
-from trainkit.eval.runner import eval_dir, evaluate_checkpoint, read_history
+from trainkit.eval.runner import evaluate_checkpoint
 from trainkit.eval.suite import SEED_SUITE, TaskRequest, resolve_tasks
 
 __all__ = [
-    "CheckpointError", "EvalError", "TaskDataError", "SEED_SUITE", "TaskRequest", "eval_dir",
-    "evaluate_checkpoint", "launch_eval_task", "read_history", "resolve_tasks",
+    "CheckpointError", "EvalError", "TaskDataError", "SEED_SUITE", "TaskRequest",
+    "evaluate_checkpoint", "launch_eval_task", "resolve_tasks",
 ]

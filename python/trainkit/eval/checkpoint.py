@@ -1,9 +1,9 @@
 """Fetch a checkpoint from object storage into a local cache, trusting only what checkpoint.json lists.
 
-Contract (docs/architecture.md): `checkpoints/step-XXXXXXXX/` holds a Hugging Face folder plus
-`trainer/`, and `checkpoint.json` = {step, files: {relpath: size}} written last. A checkpoint exists iff
-checkpoint.json exists and every listed file has its size. Only the Hugging Face files are downloaded
-(not `trainer/`). The cache is keyed by the URI and reused while the manifest is unchanged.
+The manifest and what makes a checkpoint complete are `trainkit.artifacts`' (one rule for the trainer,
+the evaluator and the operator); this module adds what the evaluator needs on top: the manifest must
+list a Hugging Face model (config.json and weights). Only the Hugging Face files are downloaded (not
+`trainer/`). The cache is keyed by the URI and reused while the manifest is unchanged.
 """
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
-from trainkit import storage
+from trainkit import artifacts, storage
+from trainkit.artifacts import MANIFEST, CheckpointManifest
 from trainkit.eval.errors import CheckpointError
 
-MANIFEST = "checkpoint.json"
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
@@ -35,41 +36,23 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("TRAINKIT_CACHE_DIR") or Path.home() / ".cache" / "trainkit") / "checkpoints"
 
 
-def parse_manifest(data: bytes, uri: str) -> tuple[int, dict[str, int]]:
-    """(step, files) from checkpoint.json bytes; CheckpointError naming the URI and field otherwise."""
+def model_manifest(data: bytes, uri: str) -> CheckpointManifest:
+    """The manifest of a checkpoint the evaluator can load; CheckpointError naming the URI and field otherwise."""
     where = storage.join(uri, MANIFEST)
     try:
-        manifest = json.loads(data)
-    except ValueError as e:
-        raise CheckpointError(f"{where}: not valid JSON ({e})") from None
-    if not isinstance(manifest, dict):
-        raise CheckpointError(f"{where}: expected an object with 'step' and 'files'")
-    step, files = manifest.get("step"), manifest.get("files")
-    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
-        raise CheckpointError(f"{where}: field 'step' must be a non-negative integer, got {step!r}")
-    if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, int) for k, v in files.items()):
-        raise CheckpointError(f"{where}: field 'files' must map relative paths to sizes in bytes")
-    if "config.json" not in files:
+        manifest = artifacts.parse_manifest(artifacts.parse_json(data, where), where)
+    except artifacts.ArtifactError as e:
+        raise CheckpointError(str(e)) from None
+    if "config.json" not in manifest.files:
         raise CheckpointError(f"{where}: lists no config.json; not a Hugging Face model folder")
-    if not any(w in files for w in WEIGHT_FILES):
+    if not any(w in manifest.files for w in WEIGHT_FILES):
         raise CheckpointError(f"{where}: lists no model weights ({', '.join(WEIGHT_FILES)})")
-    return step, files
-
-
-def size_problems(expected: dict[str, int], actual: dict[str, int]) -> list[str]:
-    """Every listed file that is missing or has another size (pure)."""
-    problems = []
-    for rel, size in sorted(expected.items()):
-        if rel not in actual:
-            problems.append(f"{rel} is missing")
-        elif actual[rel] != size:
-            problems.append(f"{rel} has {actual[rel]} bytes, checkpoint.json says {size}")
-    return problems
+    return manifest
 
 
 def is_model_file(rel: str) -> bool:
     """Files the evaluator needs: the Hugging Face folder, not the trainer state."""
-    return not rel.startswith("trainer/")
+    return not rel.startswith(artifacts.TRAINER_DIR)
 
 
 def fetch_checkpoint(uri: str, cache_dir: Path | None = None, options: storage.StorageOptions | None = None) -> LocalCheckpoint:
@@ -81,12 +64,14 @@ def fetch_checkpoint(uri: str, cache_dir: Path | None = None, options: storage.S
         raise CheckpointError(
             f"no checkpoint at {uri}: {MANIFEST} is missing (not a checkpoint, or one that was never committed)"
         ) from None
-    step, files = parse_manifest(raw, uri)
+    manifest = model_manifest(raw, uri)
+    step, files = manifest.step, dict(manifest.files)
 
     fs, root = storage.filesystem(uri, options)
-    listing = storage.retry(lambda: fs.find(root, detail=True), f"listing {uri}")
-    actual = {p[len(root):].lstrip("/"): int(info.get("size") or 0) for p, info in listing.items()}
-    if problems := size_problems(files, actual):
+    # A folder named step-N must hold step N's checkpoint; any other folder holds the manifest's own step.
+    folder_step = artifacts.step_of(uri)
+    if problems := artifacts.checkpoint_problems(step if folder_step is None else folder_step, manifest,
+                                                 artifacts.list_files(uri, options)):
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
         raise CheckpointError(f"incomplete checkpoint at {uri}: {shown}")
 
@@ -132,7 +117,7 @@ def _download(uri, root, fs, files, dest: Path, raw: bytes, cache_root: Path) ->
                 continue
             target = tmp / rel
             target.parent.mkdir(parents=True, exist_ok=True)
-            storage.retry(lambda rel=rel, target=target: fs.get_file(f"{root}/{rel}", str(target)), f"downloading {uri}/{rel}")
+            storage.retry(partial(fs.get_file, f"{root}/{rel}", str(target)), f"downloading {uri}/{rel}")
             if target.stat().st_size != files[rel]:
                 raise CheckpointError(f"incomplete checkpoint at {uri}: {rel} changed while downloading")
         (tmp / MANIFEST).write_bytes(raw)  # marks the cache entry complete

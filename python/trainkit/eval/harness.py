@@ -63,7 +63,7 @@ def preflight(requests: list[TaskRequest], manager) -> None:
     for r in requests:
         try:
             manager.load([r.name])
-        except Exception as e:  # noqa: BLE001 - any failure here means the data is out of reach
+        except Exception as e:  # any failure here means the data is out of reach (re-raised with the task named)
             raise TaskDataError(_unreachable_message(r.name, e)) from e
 
 

@@ -30,7 +30,13 @@ class _Dumper(yaml.SafeDumper):
     pass
 
 
-_Loader.add_constructor("!function", lambda loader, node: _Function(loader.construct_scalar(node)))
+def _function_scalar(loader: yaml.SafeLoader, node: yaml.Node) -> _Function:
+    if not isinstance(node, yaml.ScalarNode):
+        raise yaml.constructor.ConstructorError(None, None, "!function takes a module.name scalar", node.start_mark)
+    return _Function(loader.construct_scalar(node))
+
+
+_Loader.add_constructor("!function", _function_scalar)
 _Dumper.add_representer(_Function, lambda dumper, value: dumper.represent_scalar("!function", str(value)))
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from trainkit.eval.report import Table
 from trainkit.eval.suite import REFERENCE_NAME
@@ -37,7 +39,7 @@ def tasks_bar_chart(table: Table) -> bytes:
     return _png(plt, fig)
 
 
-def scores_by_step(history: list[dict]) -> bytes:
+def scores_by_step(history: Sequence[Mapping[str, Any]]) -> bytes:
     """`history`: summary dicts (any order); one line per task plus the average."""
     plt = _figure()
     history = sorted(history, key=lambda s: s["step"])

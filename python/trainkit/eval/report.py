@@ -150,7 +150,8 @@ def _delta(ours: float, other: float | None) -> str:
 
 
 def _mean_if_all(values: list[float | None]) -> float | None:
-    return None if not values or any(v is None for v in values) else sum(values) / len(values)
+    present = [v for v in values if v is not None]
+    return sum(present) / len(present) if values and len(present) == len(values) else None
 
 
 def _fewshot(output: dict, name: str) -> int | None:

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
+from trainkit import artifacts
 from trainkit import storage as store
+from trainkit.artifacts import EVAL_REPORT, EVAL_RESULTS, EVAL_SUMMARY, EVAL_TASKS_PLOT, eval_dir
 from trainkit.eval import harness, plots
 from trainkit.eval.checkpoint import default_cache_dir, fetch_checkpoint
 from trainkit.eval.errors import EvalError
@@ -23,19 +26,6 @@ from trainkit.eval.report import build_table, markdown, summary
 from trainkit.eval.suite import TaskRequest, resolve_tasks
 
 log = logging.getLogger(__name__)
-
-RESULTS, SUMMARY, REPORT, BAR_CHART, BY_STEP = "results.json", "summary.json", "report.md", "tasks.png", "scores_by_step.png"
-
-
-def eval_dir(output_uri: str, step: int) -> str:
-    return store.join(output_uri, "eval", f"step-{step:08d}")
-
-
-def run_uri_of_checkpoint(checkpoint_uri: str) -> str | None:
-    """`<run>/checkpoints/step-N` -> `<run>` (where its evals go by default); None for other layouts."""
-    m = re.fullmatch(r"(.+)/checkpoints/step-\d+/*", checkpoint_uri)
-    return m.group(1) if m else None
-
 
 def storage_options(storage) -> store.StorageOptions | None:
     """Accept StorageOptions, the spec's StorageSpec, or None."""
@@ -73,15 +63,17 @@ def evaluate_checkpoint(checkpoint_uri: str, eval_spec, output_uri: str, step: i
     table = build_table([r.name for r in requests], output, step)
     result = summary(table, checkpoint=ckpt.uri, evalSeconds=round(time.time() - started, 1))
     out_dir = eval_dir(output_uri, step)
-    history = [s for s in read_history(output_uri, options) if s.get("step") != step] + [result]
+    # A bad old summary is passed over (and logged) by the reader: it must not waste this eval.
+    history: list[Mapping[str, Any]] = [s for s in artifacts.read_eval_summaries(output_uri, options) if s.get("step") != step] + [result]
     files = {
-        RESULTS: json_bytes(results_document(output)),
-        REPORT: markdown(table, title=f"Evaluation of {ckpt.uri} (step {step})").encode(),
-        BAR_CHART: plots.tasks_bar_chart(table),
+        EVAL_RESULTS: json_bytes(results_document(output)),
+        EVAL_REPORT: markdown(table, title=f"Evaluation of {ckpt.uri} (step {step})").encode(),
+        EVAL_TASKS_PLOT: plots.tasks_bar_chart(table),
     }
-    if len(history) >= 2:
-        files[BY_STEP] = plots.scores_by_step(history)
     write_eval_files(out_dir, files, result, options)
+    if len(history) >= 2:
+        # After the commit: a derived view over every eval, rewritten by each (and by `trainkit report`).
+        store.write_bytes(artifacts.scores_by_step_uri(output_uri), plots.scores_by_step(history), options)
     return result
 
 
@@ -92,7 +84,7 @@ def write_eval_files(out_dir: str, files: dict[str, bytes], result: dict, option
         for name, data in files.items():
             store.write_bytes(store.join(out_dir, name), data, options)
             written.append(name)
-        store.write_json(store.join(out_dir, SUMMARY), result, options)  # last: marks the eval complete
+        store.write_json(store.join(out_dir, EVAL_SUMMARY), result, options)  # last: marks the eval complete
     except BaseException:
         fs, root = store.filesystem(out_dir, options)
         for name in written:
@@ -120,21 +112,7 @@ def _jsonable(value):
     return repr(value)
 
 
-def read_history(output_uri: str, options: store.StorageOptions | None = None) -> list[dict]:
-    """Every committed eval's summary under `<output_uri>/eval/`, by step."""
-    fs, root = store.filesystem(store.join(output_uri, "eval"), options)
-    try:
-        paths = store.retry(lambda: fs.glob(f"{root}/step-*/{SUMMARY}"), f"listing {output_uri}/eval")
-    except FileNotFoundError:
-        return []
-    out = []
-    for p in sorted(paths):
-        data = store.retry(lambda p=p: fs.cat_file(p), f"reading {p}")
-        out.append(json.loads(data))
-    return sorted(out, key=lambda s: s.get("step") or 0)
-
-
-def list_files(uri: str, options: store.StorageOptions | None = None) -> list[str]:
+def file_uris(uri: str, options: store.StorageOptions | None = None) -> list[str]:
     """The files under `uri`, as URIs of the same scheme."""
     fs, root = store.filesystem(uri, options)
     found = store.retry(lambda: fs.find(root), f"listing {uri}")

@@ -34,21 +34,6 @@ def load_spec_file(path: str | Path) -> tuple[TrainingRunSpec, str | None]:
     return spec, None
 
 
-def connect_ray(local_cpus: int | None = None, log_to_driver: bool = True) -> None:
-    """The job's cluster when RAY_ADDRESS is set (KubeRay sets it), else a local Ray sized for this machine."""
-    import ray
-
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
-    if ray.is_initialized():
-        return
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(log_to_driver=log_to_driver)
-    else:
-        ray.init(num_cpus=local_cpus or os.cpu_count(), include_dashboard=False,
-                 object_store_memory=1 << 30, log_to_driver=log_to_driver)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainkit.jobs.train", description=__doc__.splitlines()[0])
     parser.add_argument("--spec", required=True, metavar="FILE", help="TrainingRun or bare spec, JSON or YAML")
@@ -61,20 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as e:
         print(str(e), file=sys.stderr)
         return 2
-    from trainkit.spec.plan import derive_plan
-    from trainkit.storage import StorageOptions
-    from trainkit.train.launch import PreflightError, preflight, resolve_local_paths, run_training
+    from trainkit.train.launch import PreflightError, run_spec
 
-    spec = resolve_local_paths(spec, os.getcwd())
-    try:  # before Ray starts: bad input fails in seconds, with the field named
-        preflight(spec, derive_plan(spec), StorageOptions.from_spec(spec.storage))
+    try:
+        result = run_spec(spec, name=args.name or name or "trainkit-run", max_failures=args.max_failures)
     except PreflightError as e:
         print(f"{args.spec}: {e}", file=sys.stderr)
         return 3
-    connect_ray()
-    try:
-        result = run_training(spec, name=args.name or name or "trainkit-run", max_failures=args.max_failures,
-                              checked=True)
     except Exception as e:  # noqa: BLE001 - the job fails with the cause on one line
         print(f"{args.spec}: training failed: {type(e).__name__}: {e}", file=sys.stderr)
         return 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from trainkit.spec.memory import estimate_memory, gib
 from trainkit.spec.models import TrainingRun
 from trainkit.spec.plan import Plan
 
@@ -14,8 +15,6 @@ def human(n: float) -> str:
 
 
 def memory_line(spec, plan: Plan) -> str:
-    from trainkit.train.memory import estimate_memory, gib  # pure arithmetic, no torch
-
     est = estimate_memory(spec, plan)
     where = f"GPU {gib(est.device_bytes)}, worker " if est.on_gpu else ""
     return (f"  memory/worker    ~{where}{gib(est.worker_bytes)} estimated "

@@ -48,8 +48,8 @@ def issues_from(error: ValidationError, prefix: tuple = ()) -> list[SpecIssue]:
         if e["type"] == "extra_forbidden":
             key = str(loc[-1]) if loc else ""
             msg = (
-                f"credentials must not be written in the spec; put them in a Secret and name it in "
-                f"spec.storage.credentialsSecret"
+                "credentials must not be written in the spec; put them in a Secret and name it in "
+                "spec.storage.credentialsSecret"
                 if CREDENTIAL_WORDS.search(key)
                 else "unknown field (check the spelling; see `trainkit crd` for the schema)"
             )
@@ -148,7 +148,7 @@ def load_resources(path: str | Path, kinds: tuple[str, ...] = tuple(PARSERS), al
         if kind is not None and kind not in kinds:
             continue
         try:
-            found.append(PARSERS.get(kind, parse_run)(doc, str(path)))
+            found.append(PARSERS.get(kind or "", parse_run)(doc, str(path)))
         except SpecError as e:
             prefix = f"document {i + 1}: " if len(docs) > 1 else ""
             issues += [SpecIssue(x.path, prefix + x.message) if prefix and not x.path else x for x in e.issues]

@@ -18,8 +18,8 @@ MODEL_PRESETS: dict[str, dict[str, int | bool]] = {
 }
 
 
-def resolved_architecture(preset: str, overrides: dict[str, int | bool | float | str]) -> dict:
+def resolved_architecture(preset: str, overrides: dict[str, int | bool | float | str]) -> dict[str, int | bool | float | str]:
     """The preset's numbers with the user's overrides applied (overrides win)."""
-    arch = dict(MODEL_PRESETS[preset])
+    arch: dict[str, int | bool | float | str] = dict(MODEL_PRESETS[preset])
     arch.update({k: v for k, v in overrides.items() if v is not None})
     return arch

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import math
 import re
+from collections.abc import Sequence
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -143,6 +144,7 @@ def mixture_count(mixtures: MixturesSpec, sources: int) -> int:
         return len(mixtures.explicit)
     if mixtures.grid is not None:
         return grid_size(sources, mixtures.grid.step, mixtures.grid.min_weight)
+    assert mixtures.dirichlet is not None  # the model's validator requires exactly one kind of mixture
     return mixtures.dirichlet.samples
 
 
@@ -170,11 +172,13 @@ def mixtures_of(spec: TrainingSweepSpec) -> list[dict[str, float]]:
     """The sweep's mixtures in a fixed order, each {source: normalised weight} with zero weights dropped."""
     names = [s.name for s in spec.template.data.sources]
     m = spec.mixtures
+    raw: Sequence[Sequence[float]]
     if m.explicit is not None:
         raw = [[mix.weights.get(n, 0.0) for n in names] for mix in m.explicit]
     elif m.grid is not None:
         raw = grid_points(len(names), m.grid.step, m.grid.min_weight)
     else:
+        assert m.dirichlet is not None  # the model's validator requires exactly one kind of mixture
         raw = dirichlet_points(len(names), m.dirichlet)
     out = []
     for weights in raw:
@@ -220,27 +224,5 @@ def expand_sweep(sweep: TrainingSweep) -> list[dict]:
     return runs
 
 
-def metric_value(metric: str, loss: float | None, eval_average: float | None, eval_tasks: dict[str, float]) -> float | None:
-    """The value a sweep ranks by; None when the run does not have it (yet)."""
-    if metric == "loss":
-        return loss
-    if metric == "eval.average":
-        return eval_average
-    return eval_tasks.get(metric[len("eval."):])
-
-
-def higher_is_better(metric: str) -> bool:
-    return metric != "loss"
-
-
 def valid_metric_name(metric: str) -> bool:
     return re.fullmatch(METRIC_PATTERN, metric) is not None
-
-
-def rank_values(values: list[float | None], higher_is_better: bool) -> list[int | None]:
-    """Competition ranks (1, 2, 2, 4) of `values`; runs without a value get no rank."""
-    present = sorted((v for v in values if v is not None), reverse=higher_is_better)
-    first_rank = {}
-    for i, v in enumerate(present):
-        first_rank.setdefault(v, i + 1)
-    return [None if v is None else first_rank[v] for v in values]

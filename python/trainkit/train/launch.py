@@ -1,6 +1,7 @@
 """The driver side of a run: checks before training, then Ray Train's TorchTrainer over `loop.train_worker`.
 
-Used by the RayJob entrypoint (`python -m trainkit.jobs.train`) and by `trainkit run` alike. Every
+`run_spec` is the one way to run a spec, used by the RayJob entrypoint (`python -m trainkit.jobs.train`),
+`trainkit run` and `trainkit sweep --local` alike. Every
 check that can fail without a GPU fails here, before any worker starts, with the spec field named:
 memory fit (resources.memoryPerWorker), token shards (data.sources[i].uri), output URI (output.uri).
 """
@@ -10,15 +11,15 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from trainkit import storage
+from trainkit import artifacts, storage
 from trainkit.spec.models import TrainingRunSpec
 from trainkit.spec.plan import Plan, derive_plan
 from trainkit.storage import StorageOptions
-from trainkit.train.memory import check_fits
+from trainkit.spec.memory import check_fits
 
-SHARD_INDEX = "index.json"
 
 
 class PreflightError(ValueError):
@@ -26,30 +27,33 @@ class PreflightError(ValueError):
 
 
 @dataclass(frozen=True)
-class RunResult:
+class TrainedRun:
     output_uri: str
     total_steps: int
     final_checkpoint: str | None
-    eval: object | None = None
+    eval: artifacts.EvalSummaryDoc | None = None
 
 
-def spec_document(spec: TrainingRunSpec) -> dict:
+def spec_as_json(spec: TrainingRunSpec) -> dict:
+    """The bare spec as JSON-ready data (what spec.json holds and what the workers receive)."""
     return spec.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
 def check_shards(spec: TrainingRunSpec, plan: Plan, options: StorageOptions) -> None:
     """Every source has an index.json (the commit marker of `trainkit prepare`), then the data plane's
     own checks (tokenizer fingerprint, sizes against whenExhausted) by opening the loader once."""
+    from trainkit.data.shards import INDEX_FILE  # the shard layout's owner (loaded only when a run starts)
+
     missing = []
     for i, src in enumerate(spec.data.sources):
-        uri = storage.join(src.uri, SHARD_INDEX)
+        uri = storage.join(src.uri, INDEX_FILE)
         try:
             ok = storage.exists(uri, options)
         except (storage.StorageError, OSError) as e:
             raise PreflightError(f"spec.data.sources[{i}].uri ({src.name}): cannot read {uri}: {e}") from None
         if not ok:
             missing.append(f"spec.data.sources[{i}].uri ({src.name}): no token shards at {src.uri} "
-                           f"({SHARD_INDEX} not found; run `trainkit prepare` for this source)")
+                           f"({INDEX_FILE} not found; run `trainkit prepare` for this source)")
     if missing:
         raise PreflightError("\n".join(missing))
     from trainkit.data import MixtureLoader
@@ -62,9 +66,9 @@ def check_shards(spec: TrainingRunSpec, plan: Plan, options: StorageOptions) -> 
 
 def check_output(spec: TrainingRunSpec, options: StorageOptions) -> None:
     """Write spec.json to the output URI: proves it is reachable and writable, and records the run."""
-    uri = storage.join(spec.output.uri, "spec.json")
+    uri = artifacts.run_file(spec.output.uri, artifacts.SPEC)
     try:
-        storage.write_bytes(uri, json.dumps(spec_document(spec), indent=2, sort_keys=True).encode() + b"\n", options)
+        storage.write_bytes(uri, json.dumps(spec_as_json(spec), indent=2, sort_keys=True).encode() + b"\n", options)
     except Exception as e:  # noqa: BLE001 - any failure here means the output is unusable
         raise PreflightError(f"spec.output.uri {spec.output.uri} is not writable: {type(e).__name__}: {e}") from None
 
@@ -88,13 +92,12 @@ def fault_env() -> dict[str, str]:
 
 
 def run_training(spec: TrainingRunSpec, *, name: str = "trainkit-run", max_failures: int = 0,
-                 ray_storage: str | None = None, checked: bool = False) -> RunResult:
+                 ray_storage: str | None = None, checked: bool = False) -> TrainedRun:
     """Check (unless `checked`: preflight already passed), then train with Ray Train on the connected
     Ray cluster (call `ray.init` first)."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from trainkit.train import checkpoint
     from trainkit.train.loop import train_worker
 
     plan = derive_plan(spec)
@@ -110,28 +113,68 @@ def run_training(spec: TrainingRunSpec, *, name: str = "trainkit-run", max_failu
     env = fault_env()
     trainer = TorchTrainer(
         train_worker,
-        train_loop_config={"spec": spec_document(spec),
+        train_loop_config={"spec": spec_as_json(spec),
                            "storage": {"endpoint": options.resolved_endpoint(), "region": options.region}},
         scaling_config=ray.train.ScalingConfig(num_workers=r.workers, use_gpu=r.gpus_per_worker > 0,
                                                resources_per_worker=resources),
-        run_config=ray.train.RunConfig(
+        # mypy resolves ray.train.RunConfig to Train V1's; V2's (the default since Ray 2.51) takes worker_runtime_env.
+        run_config=ray.train.RunConfig(  # type: ignore[call-arg]
             name=name, storage_path=ray_storage,
             failure_config=ray.train.FailureConfig(max_failures=max_failures),
             worker_runtime_env={"env_vars": env} if env else None,
         ),
     )
     trainer.fit()
-    final = checkpoint.latest_complete(spec.output.uri, options)
-    result = RunResult(spec.output.uri, plan.total_steps,
-                       checkpoint.checkpoint_uri(spec.output.uri, final) if final is not None else None)
-    return RunResult(result.output_uri, result.total_steps, result.final_checkpoint, eval=run_eval_hook(spec, result))
+    final = artifacts.latest_complete_checkpoint(spec.output.uri, options)
+    result = TrainedRun(spec.output.uri, plan.total_steps,
+                       artifacts.checkpoint_uri(spec.output.uri, final) if final is not None else None)
+    return TrainedRun(result.output_uri, result.total_steps, result.final_checkpoint, eval=run_eval_hook(spec, result))
 
 
-def run_eval_hook(spec: TrainingRunSpec, result: RunResult):
+def eval_at_end_requested(spec: TrainingRunSpec) -> bool:
+    """The run asks for an eval of its final checkpoint (spec.eval.atEnd, with a suite or tasks)."""
+    e = spec.eval
+    return e.at_end and not (e.suite == "none" and not e.tasks)
+
+
+def connect_ray(local_cpus: int | None = None, log_to_driver: bool = True) -> None:
+    """The job's cluster when RAY_ADDRESS is set (KubeRay sets it), else a local Ray sized for this machine;
+    nothing when this process is connected already."""
+    import ray
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(log_to_driver=log_to_driver)
+    else:
+        # address="local": a new Ray of our own, even when some `ray start` cluster runs on this machine
+        # (ray.init() alone would join it, and refuse num_cpus).
+        ray.init(address="local", num_cpus=local_cpus or os.cpu_count(), include_dashboard=False,
+                 object_store_memory=1 << 30, log_to_driver=log_to_driver)
+
+
+def run_spec(spec: TrainingRunSpec, *, name: str, max_failures: int, base_dir: str | None = None,
+             connect: Callable[[], None] = connect_ray,
+             on_start: Callable[[TrainingRunSpec, Plan], None] | None = None) -> TrainedRun:
+    """Run a spec: local paths made absolute (against `base_dir`, default the working directory), the plan,
+    the preflight checks (PreflightError, before Ray starts: bad input fails in seconds with the field named),
+    `on_start(spec, plan)`, `connect()` to Ray, then training and the end-of-run eval."""
+    spec = resolve_local_paths(spec, base_dir or os.getcwd())
+    plan = derive_plan(spec)
+    preflight(spec, plan, StorageOptions.from_spec(spec.storage))
+    if on_start is not None:
+        on_start(spec, plan)
+    connect()
+    return run_training(spec, name=name, max_failures=max_failures, checked=True)
+
+
+def run_eval_hook(spec: TrainingRunSpec, result: TrainedRun):
     """End-of-training eval (spec.eval.atEnd with a suite or tasks) as its own Ray task through
     `trainkit.eval.launch_eval_task`. An eval failure is reported, not turned into a training failure."""
     e = spec.eval
-    if not e.at_end or (e.suite == "none" and not e.tasks) or result.final_checkpoint is None:
+    if not eval_at_end_requested(spec) or result.final_checkpoint is None:
         return None
     import ray
 
@@ -140,7 +183,7 @@ def run_eval_hook(spec: TrainingRunSpec, result: RunResult):
     # The endpoint as the driver resolves it (spec or environment): the task's process may not share our env.
     options = StorageOptions.from_spec(spec.storage)
     options = StorageOptions(endpoint=options.resolved_endpoint(), region=options.region)
-    step = int(result.final_checkpoint.rstrip("/").rsplit("step-", 1)[1])
+    step = artifacts.step_of(result.final_checkpoint)
     try:
         return ray.get(launch_eval_task(result.final_checkpoint, e, spec.output.uri, step, options))
     except Exception as err:  # noqa: BLE001 - the checkpoint is good; say what failed and go on
@@ -154,7 +197,7 @@ def resolve_local_paths(spec: TrainingRunSpec, base: str) -> TrainingRunSpec:
     def absolute(uri: str) -> str:
         return storage.absolute_uri(uri, base)
 
-    doc = spec_document(spec)
+    doc = spec_as_json(spec)
     doc["output"]["uri"] = absolute(doc["output"]["uri"])
     for src in doc["data"]["sources"]:
         src["uri"] = absolute(src["uri"])

@@ -23,12 +23,13 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, cast
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from trainkit import artifacts
 from trainkit.model import ModelConfig, build_model
 from trainkit.spec.models import TrainingRunSpec
 from trainkit.spec.plan import derive_plan
@@ -80,7 +81,7 @@ def build_optimizer(model: torch.nn.Module, spec: TrainingRunSpec, device: torch
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
     fused = o.fused if o.fused is not None else device.type == "cuda"
-    return torch.optim.AdamW(groups, lr=spec.training.learning_rate.peak, betas=tuple(o.betas), eps=o.eps, fused=fused)
+    return torch.optim.AdamW(groups, lr=spec.training.learning_rate.peak, betas=(o.betas[0], o.betas[1]), eps=o.eps, fused=fused)
 
 
 def autocast_for(precision: str, device: torch.device):
@@ -163,7 +164,7 @@ def train(config: dict, ctx: WorkerContext) -> dict:
     is_main = rank == 0
     accum = plan.gradient_accumulation
     if device.type == "cuda":
-        from trainkit.train.memory import check_fits
+        from trainkit.spec.memory import check_fits
 
         check_fits(spec, plan, device_memory=torch.cuda.get_device_properties(device).total_memory)  # before any OOM
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -182,7 +183,7 @@ def train(config: dict, ctx: WorkerContext) -> dict:
     stream_digest = ""  # running hash of every sequence trained on, in stream order (rank 0)
 
     # 3. resume ----------------------------------------------------------------------------------
-    start = broadcast(checkpoint.latest_complete(out, options) if is_main else None, world)
+    start = broadcast(artifacts.latest_complete_checkpoint(out, options) if is_main else None, world)
     if start is not None:
         with tempfile.TemporaryDirectory(prefix="trainkit-resume-") as tmp:
             folder = checkpoint.download(out, start, tmp, options)
@@ -192,13 +193,13 @@ def train(config: dict, ctx: WorkerContext) -> dict:
             tied = {"lm_head.weight"} if raw_model.config.tie_word_embeddings else set()
             if set(missing) - tied or unexpected:
                 raise RuntimeError(f"checkpoint step {start}: weights do not match the model (missing {missing}, unexpected {unexpected})")
-            optimizer_state = torch.load(folder / checkpoint.OPTIMIZER_STATE, map_location=device, weights_only=True)
-            state = json.loads((folder / checkpoint.TRAINER_STATE).read_text())
+            optimizer_state = torch.load(folder / artifacts.OPTIMIZER_STATE, map_location=device, weights_only=True)
+            state = json.loads((folder / artifacts.TRAINER_STATE).read_text())
         loader.load_state_dict(state["data"])
         stream_digest = state.get("streamDigest", "")
         if writer:
             writer.resume(start)
-        print(f"[trainkit] rank {rank}: resumed from {checkpoint.checkpoint_uri(out, start)} "
+        print(f"[trainkit] rank {rank}: resumed from {artifacts.checkpoint_uri(out, start)} "
               f"(sequences consumed {state['data'].get('sequences_consumed')})", flush=True)
     step = start or 0
 
@@ -272,7 +273,7 @@ def train(config: dict, ctx: WorkerContext) -> dict:
             window_loss.zero_()
             window_steps = 0
             tps = throughput.rate()
-            if is_main:
+            if writer is not None:  # rank 0
                 sources = loader.source_sequences()
                 writer.log({
                     "step": step, "loss": loss_value, "lr": lr, "gradNorm": float(grad_norm),
@@ -310,7 +311,7 @@ def train(config: dict, ctx: WorkerContext) -> dict:
 def periodic_eval_due(step: int, every_steps: int | None, final: bool) -> bool:
     """Evals during training: every `every_steps` steps, on a checkpoint of that step. The final step's
     eval is the driver's (spec.eval.atEnd), so it is not started twice."""
-    return bool(every_steps) and step % every_steps == 0 and not final
+    return every_steps is not None and every_steps != 0 and step % every_steps == 0 and not final
 
 
 def launch_periodic_eval(spec: TrainingRunSpec, out: str, step: int, options):
@@ -319,7 +320,7 @@ def launch_periodic_eval(spec: TrainingRunSpec, out: str, step: int, options):
     waits for those resources would deadlock."""
     from trainkit.eval import launch_eval_task
 
-    return launch_eval_task(checkpoint.checkpoint_uri(out, step), spec.eval, out, step, options,
+    return launch_eval_task(artifacts.checkpoint_uri(out, step), spec.eval, out, step, options,
                             num_gpus=0, num_cpus=0)
 
 
@@ -353,7 +354,7 @@ def shard_fsdp2(model: torch.nn.Module, device: torch.device, world_size: int) -
     from torch.distributed.fsdp import fully_shard
 
     mesh = init_device_mesh(device.type, (world_size,))
-    for block in model.transformer.h:
+    for block in cast(torch.nn.ModuleList, model.get_submodule("transformer.h")):
         fully_shard(block, mesh=mesh)
     fully_shard(model, mesh=mesh)
     return model
@@ -369,7 +370,7 @@ def full_state(model: torch.nn.Module, optimizer, parallelism: str) -> tuple[dic
 
     opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
     model_state = get_model_state_dict(model, options=opts)
-    if model.config.tie_word_embeddings:
+    if cast(Any, model).config.tie_word_embeddings:  # a Hugging Face model's config
         # Gathered, the tied LM head is a copy of the embedding: save it once, as a DDP checkpoint does.
         model_state.pop("lm_head.weight", None)
     return model_state, get_optimizer_state_dict(model, optimizer, options=opts)
@@ -392,7 +393,7 @@ def save_checkpoint(spec, plan, out, step, raw_model, model_state, optimizer_sta
         raw_model.save_pretrained(folder, state_dict=model_state, safe_serialization=True)
         tokenizer.save_pretrained(folder)
         (folder / "trainer").mkdir()
-        torch.save(optimizer_state, folder / checkpoint.OPTIMIZER_STATE)
+        torch.save(optimizer_state, folder / artifacts.OPTIMIZER_STATE)
         sources = loader.source_sequences()
         state = {
             "step": step,
@@ -404,7 +405,7 @@ def save_checkpoint(spec, plan, out, step, raw_model, model_state, optimizer_sta
             "streamDigest": stream_digest,
             "sourceSequences": sources,
         }
-        (folder / checkpoint.TRAINER_STATE).write_text(json.dumps(state, indent=2, sort_keys=True))
+        (folder / artifacts.TRAINER_STATE).write_text(json.dumps(state, indent=2, sort_keys=True))
         uri = checkpoint.save(out, step, folder, extra={
             "tokens": step * plan.tokens_per_step, "sourceSequences": sources,
             "tokenizerFingerprint": tokenizer.fingerprint,

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 
-def loss_curve_png(lines: list[dict], title: str = "training loss") -> bytes:
+def loss_curve_png(lines: Sequence[Mapping[str, Any]], title: str = "training loss") -> bytes:
     import matplotlib
 
     matplotlib.use("Agg")

@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timezone
 
-from trainkit import storage
+from trainkit import artifacts, storage
+from trainkit.artifacts import METRICS, PROGRESS, MetricsLine, ProgressDoc
 from trainkit.storage import StorageOptions
-
-PROGRESS = "progress.json"
-METRICS = "metrics.jsonl"
 
 # Dense peak FLOP/s per device, by (name fragment, precision). MFU is reported against these.
 PEAK_FLOPS = (
@@ -52,26 +49,22 @@ def eta_seconds(step: int, total_steps: int, tokens_per_step: int, tokens_per_se
     return (total_steps - step) * tokens_per_step / tokens_per_second
 
 
-def utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def progress_record(metrics: dict, total_steps: int, tokens_per_step: int) -> dict:
+def progress_record(metrics: MetricsLine, total_steps: int, tokens_per_step: int) -> ProgressDoc:
     """progress.json's content from one metrics line."""
     step, tps = metrics["step"], metrics["tokensPerSecond"]
-    return {
-        "step": step,
-        "totalSteps": total_steps,
-        "tokens": step * tokens_per_step,
-        "loss": metrics["loss"],
-        "tokensPerSecond": tps,
-        "mfu": metrics.get("mfu"),
-        "etaSeconds": eta_seconds(step, total_steps, tokens_per_step, tps),
-        "updatedAt": utc_now(),
-    }
+    return ProgressDoc(
+        step=step,
+        totalSteps=total_steps,
+        tokens=step * tokens_per_step,
+        loss=metrics["loss"],
+        tokensPerSecond=tps,
+        mfu=metrics.get("mfu"),
+        etaSeconds=eta_seconds(step, total_steps, tokens_per_step, tps),
+        updatedAt=artifacts.now_iso(),
+    )
 
 
-def keep_until(lines: list[dict], step: int) -> list[dict]:
+def keep_until(lines: list[MetricsLine], step: int) -> list[MetricsLine]:
     """Metrics lines up to and including `step` (the resumed checkpoint): later ones are redone."""
     return [m for m in lines if m.get("step", 0) <= step]
 
@@ -81,25 +74,20 @@ class ProgressWriter:
 
     def __init__(self, output_uri: str, total_steps: int, tokens_per_step: int, options: StorageOptions | None = None):
         self.output_uri, self.total_steps, self.tokens_per_step, self.options = output_uri, total_steps, tokens_per_step, options
-        self.lines: list[dict] = []
+        self.lines: list[MetricsLine] = []
 
     def resume(self, step: int) -> None:
         """Load what an earlier attempt wrote, keeping lines up to `step`."""
-        uri = storage.join(self.output_uri, METRICS)
-        try:
-            text = storage.read_bytes(uri, self.options).decode()
-        except FileNotFoundError:
-            text = ""
-        self.lines = keep_until([json.loads(x) for x in text.splitlines() if x.strip()], step)
+        self.lines = keep_until(artifacts.read_metrics(self.output_uri, self.options), step)
 
-    def log(self, metrics: dict, final: bool = False) -> dict:
+    def log(self, metrics: MetricsLine, final: bool = False) -> ProgressDoc:
         self.lines.append(metrics)
         body = "".join(json.dumps(m, sort_keys=True) + "\n" for m in self.lines).encode()
-        storage.write_bytes(storage.join(self.output_uri, METRICS), body, self.options)
+        storage.write_bytes(artifacts.run_file(self.output_uri, METRICS), body, self.options)
         record = progress_record(metrics, self.total_steps, self.tokens_per_step)
         if final:
             record["finished"] = True
-        storage.write_json(storage.join(self.output_uri, PROGRESS), record, self.options)
+        storage.write_json(artifacts.run_file(self.output_uri, PROGRESS), record, self.options)
         return record
 
     def state_dict(self) -> dict:

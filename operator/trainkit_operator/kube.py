@@ -1,0 +1,201 @@
+"""The operator's Kubernetes API client: every call it makes (api_calls.py lists them for the chart's RBAC),
+what a 404 and a 409 mean (once, here), which errors are transient, and the backoff between retries.
+
+Made per operator at start-up, never at import (kubernetes captures $KUBECONFIG when first imported).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from trainkit_operator.sweeps import SWEEP_LABEL
+
+GROUP, VERSION = "trainkit.dev", "v1alpha1"
+PLURAL, SWEEPS = "trainingruns", "trainingsweeps"
+REQUEST_TIMEOUT = (10, 60)  # connect, read (seconds) for every call of ours
+KUEUE_VERSION = "v1beta2"  # Kueue's stored version (v1beta1 is deprecated since v0.16); see jobs/kueue-setup.yaml
+T = TypeVar("T")
+
+
+def _status_body(status: dict, resource_version: str | None) -> dict[str, Any]:
+    """A status patch; with the resourceVersion read, so that a stale write gets 409 and is retried."""
+    body: dict[str, Any] = {"status": status}
+    if resource_version:
+        body["metadata"] = {"resourceVersion": resource_version}
+    return body
+
+
+def lock_for(memo: Any, key: tuple[str, ...]) -> threading.Lock:
+    """The lock that serialises reconciles of one object (kopf may run a timer and an event handler at once)."""
+    with memo.locks_guard:
+        lock = memo.locks.get(key)
+        if lock is None:
+            lock = memo.locks[key] = threading.Lock()
+        return lock
+
+
+def backoff_delay(retry: int, base: float = 1.0, cap: float = 60.0) -> float:
+    return min(cap, base * (2 ** min(retry, 8))) * (0.5 + random.random() / 2)
+
+
+class Kube:
+    """The operator's Kubernetes calls (see api_calls.API_CALLS); made per operator, never at import."""
+
+    def __init__(self, api_client):
+        from kubernetes import client
+
+        self.api_client = api_client
+        self.custom = client.CustomObjectsApi(api_client)
+        self.core = client.CoreV1Api(api_client)
+
+    @classmethod
+    def from_environment(cls, pool_size: int = 16) -> "Kube":
+        from kubernetes import client, config
+
+        cfg = client.Configuration()
+        if os.environ.get("KUBERNETES_SERVICE_HOST"):
+            config.load_incluster_config(client_configuration=cfg)
+        else:
+            # The path is read NOW: kubernetes captures $KUBECONFIG when first imported.
+            config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None, client_configuration=cfg)
+        cfg.connection_pool_maxsize = pool_size
+        cfg.retries = 0  # we retry with backoff ourselves (kopf.TemporaryError)
+        return cls(client.ApiClient(cfg))
+
+    def close(self) -> None:
+        try:
+            self.api_client.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+    @staticmethod
+    def _or_none(call: Callable[[], T]) -> T | None:
+        """The call's result, or None when the object does not exist (404): the one place a 404 is "absent"."""
+        try:
+            return call()
+        except Exception as e:
+            if getattr(e, "status", None) == 404:
+                return None
+            raise
+
+    def get_run(self, ns: str, name: str) -> dict | None:
+        return self._or_none(lambda: self.custom.get_namespaced_custom_object(
+            GROUP, VERSION, ns, PLURAL, name, _request_timeout=REQUEST_TIMEOUT))
+
+    def patch_run_status(self, ns: str, name: str, resource_version: str | None, status: dict) -> dict:
+        return self.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, ns, PLURAL, name, _status_body(status, resource_version), _request_timeout=REQUEST_TIMEOUT
+        )
+
+    def get_rayjob(self, ns: str, name: str) -> dict | None:
+        return self._or_none(lambda: self.custom.get_namespaced_custom_object(
+            "ray.io", "v1", ns, "rayjobs", name, _request_timeout=REQUEST_TIMEOUT))
+
+    def create_rayjob(self, ns: str, body: dict) -> dict:
+        return self.custom.create_namespaced_custom_object("ray.io", "v1", ns, "rayjobs", body, _request_timeout=REQUEST_TIMEOUT)
+
+    def patch_rayjob(self, ns: str, name: str, ops: list[dict]) -> dict:
+        return self.custom.patch_namespaced_custom_object(
+            "ray.io", "v1", ns, "rayjobs", name, ops, _content_type="application/json-patch+json",
+            _request_timeout=REQUEST_TIMEOUT,
+        )
+
+    def get_configmap(self, ns: str, name: str) -> dict | None:
+        cm = self._or_none(lambda: self.core.read_namespaced_config_map(name, ns, _request_timeout=REQUEST_TIMEOUT))
+        return None if cm is None else self.api_client.sanitize_for_serialization(cm)
+
+    def create_configmap(self, ns: str, body: dict) -> dict:
+        cm = self.core.create_namespaced_config_map(ns, body, _request_timeout=REQUEST_TIMEOUT)
+        return self.api_client.sanitize_for_serialization(cm) if cm is not None else body
+
+    def replace_configmap(self, ns: str, name: str, body: dict) -> dict:
+        cm = self.core.replace_namespaced_config_map(name, ns, body, _request_timeout=REQUEST_TIMEOUT)
+        return self.api_client.sanitize_for_serialization(cm) if cm is not None else body
+
+    def secret_exists(self, ns: str, name: str) -> bool:
+        """Existence only: asks for metadata (PartialObjectMetadata) and drops the response unread."""
+        response = self._or_none(lambda: self.core.read_namespaced_secret(
+            name, ns, _preload_content=False, _request_timeout=REQUEST_TIMEOUT,
+            _headers={"Accept": "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"},
+        ))
+        if response is None:
+            return False
+        # Discard the body unparsed (a server without metadata-only reads would send the data),
+        # then hand the connection back: releasing it unread would corrupt the next request on it.
+        response.drain_conn()
+        response.release_conn()
+        return True
+
+    def list_pods(self, ns: str, selector: str) -> list[dict]:
+        # Raw JSON, not the client's models: their validation rejects some real-world pods.
+        response = self.core.list_namespaced_pod(ns, label_selector=selector, _request_timeout=REQUEST_TIMEOUT,
+                                                 _preload_content=False)
+        return json.loads(response.data).get("items") or []
+
+    def list_workloads(self, ns: str, rayjob_uid: str) -> list[dict] | None:
+        """Kueue's Workloads of a RayJob (Kueue labels them with the job's uid); None without Kueue."""
+        try:
+            found = self.custom.list_namespaced_custom_object(
+                "kueue.x-k8s.io", KUEUE_VERSION, ns, "workloads", label_selector=f"kueue.x-k8s.io/job-uid={rayjob_uid}",
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        except Exception as e:
+            if getattr(e, "status", None) in (403, 404):  # Kueue not installed, or not granted: nothing to add
+                return None
+            raise
+        return found.get("items") or []
+
+    def list_rayjob_events(self, ns: str, name: str) -> list[dict]:
+        response = self.core.list_namespaced_event(
+            ns, field_selector=f"involvedObject.kind=RayJob,involvedObject.name={name}",
+            _request_timeout=REQUEST_TIMEOUT, _preload_content=False,
+        )
+        return json.loads(response.data).get("items") or []
+
+    # TrainingSweeps (see api_calls.SWEEP_API_CALLS)
+    def get_sweep(self, ns: str, name: str) -> dict | None:
+        return self._or_none(lambda: self.custom.get_namespaced_custom_object(
+            GROUP, VERSION, ns, SWEEPS, name, _request_timeout=REQUEST_TIMEOUT))
+
+    def list_sweep_runs(self, ns: str, sweep_name: str) -> list[dict]:
+        got = self.custom.list_namespaced_custom_object(
+            GROUP, VERSION, ns, PLURAL, label_selector=f"{SWEEP_LABEL}={sweep_name}", _request_timeout=REQUEST_TIMEOUT
+        )
+        return got.get("items", [])
+
+    def create_run(self, ns: str, body: dict) -> None:
+        try:
+            self.custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body, _request_timeout=REQUEST_TIMEOUT)
+        except Exception as e:
+            if getattr(e, "status", None) != 409:  # already there: created before a restart
+                raise
+
+    def patch_sweep_status(self, ns: str, name: str, resource_version: str | None, status: dict) -> None:
+        self.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, ns, SWEEPS, name, _status_body(status, resource_version), _request_timeout=REQUEST_TIMEOUT
+        )
+
+
+
+def is_transient(e: BaseException) -> bool:
+    status = getattr(e, "status", None)
+    if status is not None:
+        return status in (408, 409, 429) or status >= 500 or status == 0
+    name = type(e).__name__
+    return isinstance(e, (ConnectionError, TimeoutError, OSError)) or name in (
+        "MaxRetryError", "ProtocolError", "NewConnectionError", "ReadTimeoutError", "ConnectTimeoutError",
+    )
+
+
+def describe_api_error(e: BaseException) -> str:
+    """Status code and reason only: response bodies can echo request content, which stays out of logs."""
+    status, reason = getattr(e, "status", None), getattr(e, "reason", None)
+    if status is not None:
+        return f"{type(e).__name__} {status} {reason}"
+    # connection-level errors (urllib3): the message names the host and the cause, nothing else
+    return f"{type(e).__name__}: {str(e)[:300]}"

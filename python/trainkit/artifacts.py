@@ -1,0 +1,415 @@
+"""The one owner of a run's layout under `output.uri`: every file and folder name, the records they
+hold, their pure parsers, and one reader per record.
+
+    <output.uri>/
+      spec.json                          the TrainingRun spec as resolved (written by the trainer's preflight)
+      progress.json                      ProgressDoc, rewritten at each log step (rank 0)
+      metrics.jsonl                      one MetricsLine per log step
+      loss.png                           the loss curve (`trainkit run`)
+      checkpoints/step-XXXXXXXX/         a Hugging Face folder + trainer/; checkpoint.json (the manifest) written last
+      eval/step-XXXXXXXX/                results.json, report.md, tasks.png; summary.json written last
+      eval/scores_by_step.png            score vs step over every eval of the run
+      logs/                              reserved (status.artifacts.logs)
+
+Readers treat a bad object the same everywhere: an object that is absent, not JSON, or not the
+record's shape is "not there" (None, or skipped in a list) and the reason is logged; storage that
+cannot be reached raises `storage.StorageError` (callers decide whether that stops them).
+Writers live with their producers (trainer, evaluator) but take every name and path from here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypedDict, TypeGuard
+
+from trainkit import storage
+from trainkit.storage import StorageOptions
+
+log = logging.getLogger(__name__)
+
+# ------------------------------------------------------------------------------------ layout names
+SPEC = "spec.json"
+PROGRESS = "progress.json"
+METRICS = "metrics.jsonl"
+LOSS_PLOT = "loss.png"
+CHECKPOINTS = "checkpoints"
+EVAL = "eval"
+LOGS = "logs"
+
+MANIFEST = "checkpoint.json"  # in each checkpoint folder; written last: it commits the checkpoint
+TRAINER_STATE = "trainer/state.json"
+OPTIMIZER_STATE = "trainer/optimizer.pt"
+TRAINER_DIR = "trainer/"  # the trainer's own state inside a checkpoint (not needed to evaluate it)
+
+EVAL_RESULTS = "results.json"
+EVAL_SUMMARY = "summary.json"  # in each eval folder; written last: it commits the eval
+EVAL_REPORT = "report.md"
+EVAL_TASKS_PLOT = "tasks.png"
+SCORES_BY_STEP = "scores_by_step.png"  # under eval/, across steps
+
+# The one step-folder rule: `step-` and the step zero-padded to at least 8 digits (what step_dir_name writes).
+STEP_DIR = re.compile(r"^step-(\d{8,})$")
+
+
+def step_dir_name(step: int) -> str:
+    return f"step-{step:08d}"
+
+
+def step_of(name: str) -> int | None:
+    """The step of a `step-XXXXXXXX` folder name (a trailing '/' or a leading path is ignored), else None."""
+    m = STEP_DIR.match(name.rstrip("/").rsplit("/", 1)[-1])
+    return int(m.group(1)) if m else None
+
+
+def run_file(output_uri: str, name: str) -> str:
+    """A file directly under the run's output URI (SPEC, PROGRESS, METRICS, LOSS_PLOT)."""
+    return storage.join(output_uri, name)
+
+
+def checkpoints_uri(output_uri: str) -> str:
+    return storage.join(output_uri, CHECKPOINTS)
+
+
+def checkpoint_uri(output_uri: str, step: int) -> str:
+    return storage.join(output_uri, CHECKPOINTS, step_dir_name(step))
+
+
+def eval_root(output_uri: str) -> str:
+    return storage.join(output_uri, EVAL)
+
+
+def eval_dir(output_uri: str, step: int) -> str:
+    return storage.join(output_uri, EVAL, step_dir_name(step))
+
+
+def eval_report_uri(output_uri: str, step: int) -> str:
+    return storage.join(eval_dir(output_uri, step), EVAL_REPORT)
+
+
+def scores_by_step_uri(output_uri: str) -> str:
+    return storage.join(output_uri, EVAL, SCORES_BY_STEP)
+
+
+def logs_uri(output_uri: str) -> str:
+    return storage.join(output_uri, LOGS)
+
+
+def run_uri_of_checkpoint(checkpoint: str) -> str | None:
+    """`<run>/checkpoints/step-XXXXXXXX` -> `<run>` (where its evals go by default); None for other layouts."""
+    head, _, name = checkpoint.rstrip("/").rpartition("/")
+    run, _, folder = head.rpartition("/")
+    return run if folder == CHECKPOINTS and step_of(name) is not None and run else None
+
+
+def now_iso() -> str:
+    """Now as RFC 3339 UTC to the second: progress.json's updatedAt, and the operator's status times."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# ------------------------------------------------------------------------------------------ records
+class ProgressDoc(TypedDict, total=False):
+    """progress.json (the operator shows it in `kubectl get trainingruns`)."""
+
+    step: int
+    totalSteps: int
+    tokens: int
+    loss: float
+    tokensPerSecond: float
+    mfu: float | None
+    etaSeconds: float | None
+    updatedAt: str
+    finished: bool
+
+
+class MetricsLine(TypedDict, total=False):
+    """One line of metrics.jsonl."""
+
+    step: int
+    startStep: int
+    tokens: int
+    loss: float
+    lr: float
+    gradNorm: float
+    tokensPerSecond: float
+    mfu: float | None
+    sourceSequences: dict[str, int]
+    sourceTokens: dict[str, int]
+    streamDigest: str
+
+
+class EvalSummaryDoc(TypedDict, total=False):
+    """eval/step-XXXXXXXX/summary.json; scores are fractions, as lm-eval reports them."""
+
+    step: int
+    average: float | None
+    tasks: dict[str, float]
+    metrics: dict[str, dict[str, float | None]]
+    headlineMetric: dict[str, str]
+    numFewshot: dict[str, int | None]
+    random: dict[str, float | None]
+    samples: dict[str, int | None]
+    checkpoint: str
+    evalSeconds: float
+
+
+@dataclass(frozen=True)
+class CheckpointManifest:
+    """checkpoint.json: {step, files: {relpath: size}, ...extra} (extra: what the trainer adds, e.g. tokens)."""
+
+    step: int
+    files: Mapping[str, int]
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.extra, "step": self.step, "files": dict(self.files)}
+
+
+class ArtifactError(ValueError):
+    """An object under a run's output that is not its record's shape; the message names the object and field."""
+
+
+# ------------------------------------------------------------------------------------ pure parsers
+def _is_int(v: object) -> TypeGuard[int]:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def parse_json(data: bytes, where: str) -> object:
+    try:
+        return json.loads(data)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ArtifactError(f"{where}: not valid JSON ({e})") from None
+
+
+def parse_manifest(doc: object, where: str) -> CheckpointManifest:
+    if not isinstance(doc, dict):
+        raise ArtifactError(f"{where}: expected an object with 'step' and 'files'")
+    step, files = doc.get("step"), doc.get("files")
+    if not _is_int(step) or step < 0:
+        raise ArtifactError(f"{where}: field 'step' must be a non-negative integer, got {step!r}")
+    if not isinstance(files, dict) or not files or not all(isinstance(k, str) and _is_int(v) for k, v in files.items()):
+        raise ArtifactError(f"{where}: field 'files' must map relative paths to sizes in bytes (and list at least one)")
+    extra = {k: v for k, v in doc.items() if k not in ("step", "files")}
+    return CheckpointManifest(step=step, files=dict(files), extra=extra)
+
+
+def checkpoint_problems(step: int, manifest: CheckpointManifest, present: Mapping[str, int]) -> list[str]:
+    """THE completeness rule: a checkpoint folder of `step` is complete iff its manifest is for that step
+    and every file it lists is present with the listed size. Returns what is wrong ([] = complete)."""
+    problems = [] if manifest.step == step else [f"{MANIFEST} is for step {manifest.step}, not {step}"]
+    for rel, size in sorted(manifest.files.items()):
+        if rel not in present:
+            problems.append(f"{rel} is missing")
+        elif present[rel] != size:
+            problems.append(f"{rel} has {present[rel]} bytes, {MANIFEST} says {size}")
+    return problems
+
+
+def parse_checkpoint_listing(listing: Mapping[str, int]) -> dict[int, dict[str, int]]:
+    """{"step-00000004/config.json": 812, ...} (paths under checkpoints/) -> {4: {"config.json": 812, ...}};
+    other names are ignored."""
+    out: dict[int, dict[str, int]] = {}
+    for rel, size in listing.items():
+        head, _, rest = rel.partition("/")
+        step = step_of(head) if "/" not in head else None
+        if step is not None and rest:
+            out.setdefault(step, {})[rest] = size
+    return out
+
+
+def complete_steps(listing: Mapping[str, int], manifests: Mapping[int, CheckpointManifest | None]) -> list[int]:
+    """Steps with a complete checkpoint, ascending."""
+    by_step = parse_checkpoint_listing(listing)
+    return sorted(
+        s
+        for s, files in by_step.items()
+        if MANIFEST in files and (m := manifests.get(s)) is not None and not checkpoint_problems(s, m, files)
+    )
+
+
+def parse_progress(doc: object, where: str) -> ProgressDoc:
+    if not isinstance(doc, dict):
+        raise ArtifactError(f"{where}: expected an object, got {type(doc).__name__}")
+    if not _is_int(doc.get("step")):
+        raise ArtifactError(f"{where}: field 'step' must be an integer, got {doc.get('step')!r}")
+    return ProgressDoc(**doc)  # extra keys are kept as written
+
+
+def parse_metrics(text: str) -> tuple[list[MetricsLine], int]:
+    """metrics.jsonl lines (by step, the last line of a step wins) and the count of unreadable lines."""
+    by_step: dict[int, MetricsLine] = {}
+    bad = 0
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            m = json.loads(line)
+        except ValueError:
+            bad += 1
+            continue
+        if not isinstance(m, dict) or not _is_int(m.get("step")):
+            bad += 1
+            continue
+        by_step[m["step"]] = MetricsLine(**m)
+    return [by_step[s] for s in sorted(by_step)], bad
+
+
+def parse_eval_summary(doc: object, where: str, step: int | None = None) -> EvalSummaryDoc:
+    """A summary with numeric task scores; `step` (from its folder) fills a missing 'step'."""
+    if not isinstance(doc, dict):
+        raise ArtifactError(f"{where}: expected an object, got {type(doc).__name__}")
+    tasks = doc.get("tasks")
+    if not isinstance(tasks, dict) or not all(isinstance(k, str) and _is_number(v) for k, v in tasks.items()):
+        raise ArtifactError(f"{where}: field 'tasks' must map task names to scores")
+    average = doc.get("average")
+    if average is not None and not _is_number(average):
+        raise ArtifactError(f"{where}: field 'average' must be a number, got {average!r}")
+    out = dict(doc)
+    if not _is_int(out.get("step")):
+        if step is None:
+            raise ArtifactError(f"{where}: field 'step' must be an integer, got {doc.get('step')!r}")
+        out["step"] = step
+    return EvalSummaryDoc(**out)
+
+
+# ------------------------------------------------------------------------------------------ readers
+def _read_quietly(uri: str, options: StorageOptions | None) -> bytes | None:
+    """The object's bytes, or None when it is absent. Unreachable storage raises StorageError."""
+    try:
+        return storage.read_bytes(uri, options)
+    except FileNotFoundError:
+        return None
+
+
+def _skip(reason: ArtifactError) -> None:
+    log.warning("ignoring %s", reason)
+
+
+def read_spec_document(output_uri: str, options: StorageOptions | None = None) -> dict[str, Any] | None:
+    """spec.json as written (a bare spec or a whole TrainingRun), or None."""
+    uri = run_file(output_uri, SPEC)
+    raw = _read_quietly(uri, options)
+    if raw is None:
+        return None
+    try:
+        doc = parse_json(raw, uri)
+        if not isinstance(doc, dict):
+            raise ArtifactError(f"{uri}: expected a JSON object, got {type(doc).__name__}")
+        return doc
+    except ArtifactError as e:
+        _skip(e)
+        return None
+
+
+def read_progress(output_uri: str, options: StorageOptions | None = None) -> ProgressDoc | None:
+    uri = run_file(output_uri, PROGRESS)
+    raw = _read_quietly(uri, options)
+    if raw is None:
+        return None
+    try:
+        return parse_progress(parse_json(raw, uri), uri)
+    except ArtifactError as e:
+        _skip(e)
+        return None
+
+
+def read_metrics_text(output_uri: str, options: StorageOptions | None = None) -> str | None:
+    """metrics.jsonl as text (None when absent); `parse_metrics` turns it into lines."""
+    raw = _read_quietly(run_file(output_uri, METRICS), options)
+    return None if raw is None else raw.decode("utf-8", "replace")
+
+
+def read_metrics(output_uri: str, options: StorageOptions | None = None) -> list[MetricsLine]:
+    """The readable metrics lines ([] when there is no metrics.jsonl); unreadable lines are skipped and logged."""
+    lines, bad = parse_metrics(read_metrics_text(output_uri, options) or "")
+    if bad:
+        log.warning("ignoring %d unreadable line(s) of %s", bad, run_file(output_uri, METRICS))
+    return lines
+
+
+def _step_folders(uri: str, options: StorageOptions | None) -> list[int]:
+    """Steps of the `step-XXXXXXXX` folders directly under `uri`, ascending ([] when it does not exist)."""
+    fs, path = storage.filesystem(uri, options)
+    fs.invalidate_cache()
+    try:
+        entries = storage.retry(lambda: fs.ls(path, detail=False), f"listing {uri}")
+    except FileNotFoundError:
+        return []
+    return sorted({s for e in entries if (s := step_of(str(e))) is not None})
+
+
+def read_eval_summary(output_uri: str, step: int, options: StorageOptions | None = None) -> EvalSummaryDoc | None:
+    uri = storage.join(eval_dir(output_uri, step), EVAL_SUMMARY)
+    raw = _read_quietly(uri, options)
+    if raw is None:
+        return None
+    try:
+        return parse_eval_summary(parse_json(raw, uri), uri, step)
+    except ArtifactError as e:
+        _skip(e)
+        return None
+
+
+def read_eval_summaries(output_uri: str, options: StorageOptions | None = None) -> list[EvalSummaryDoc]:
+    """Every committed, readable eval summary of the run, by step."""
+    found = (read_eval_summary(output_uri, s, options) for s in _step_folders(eval_root(output_uri), options))
+    return [s for s in found if s is not None]
+
+
+def read_latest_eval_summary(output_uri: str, options: StorageOptions | None = None) -> EvalSummaryDoc | None:
+    """The newest readable summary (an eval folder without one, or with a bad one, is passed over)."""
+    for step in reversed(_step_folders(eval_root(output_uri), options)):
+        if (found := read_eval_summary(output_uri, step, options)) is not None:
+            return found
+    return None
+
+
+def read_manifest(checkpoint: str, options: StorageOptions | None = None) -> CheckpointManifest | None:
+    """The parsed checkpoint.json of the checkpoint folder at `checkpoint`, or None (absent or bad: not a checkpoint)."""
+    uri = storage.join(checkpoint, MANIFEST)
+    raw = _read_quietly(uri, options)
+    if raw is None:
+        return None
+    try:
+        return parse_manifest(parse_json(raw, uri), uri)
+    except ArtifactError as e:
+        _skip(e)
+        return None
+
+
+def list_files(uri: str, options: StorageOptions | None = None) -> dict[str, int]:
+    """{relpath: size} of every file under `uri` ({} when it does not exist)."""
+    fs, path = storage.filesystem(uri, options)
+    fs.invalidate_cache()
+    try:
+        found = storage.retry(lambda: fs.find(path, detail=True), f"listing {uri}")
+    except FileNotFoundError:
+        return {}
+    return {name[len(path) :].lstrip("/"): int(info.get("size") or 0) for name, info in found.items()}
+
+
+def list_checkpoints(
+    output_uri: str, options: StorageOptions | None = None
+) -> tuple[dict[str, int], dict[int, CheckpointManifest | None]]:
+    """(listing {relpath: size} under checkpoints/, {step: its parsed manifest or None}) for folders with a manifest."""
+    listing = list_files(checkpoints_uri(output_uri), options)
+    manifests = {
+        step: read_manifest(checkpoint_uri(output_uri, step), options)
+        for step, files in parse_checkpoint_listing(listing).items()
+        if MANIFEST in files
+    }
+    return listing, manifests
+
+
+def latest_complete_checkpoint(output_uri: str, options: StorageOptions | None = None) -> int | None:
+    """The step of the newest complete checkpoint, or None."""
+    steps = complete_steps(*list_checkpoints(output_uri, options))
+    return steps[-1] if steps else None

@@ -1,0 +1,31 @@
+"""The one ranking rule, shared by a sweep's status leaderboard (operator) and `trainkit compare`:
+which value a metric takes for a run, which direction is better, and competition ranks."""
+
+from __future__ import annotations
+
+import math
+
+
+def metric_value(metric: str, loss: float | None, eval_average: float | None, eval_tasks: dict[str, float]) -> float | None:
+    """The value a run is ranked by; None when the run does not have it (yet), or it is NaN or infinite
+    (a diverged run has no rank rather than the best or worst one)."""
+    if metric == "loss":
+        v = loss
+    elif metric == "eval.average":
+        v = eval_average
+    else:
+        v = eval_tasks.get(metric[len("eval."):])
+    return v if v is not None and math.isfinite(v) else None
+
+
+def higher_is_better(metric: str) -> bool:
+    return metric != "loss"
+
+
+def rank_values(values: list[float | None], higher_is_better: bool) -> list[int | None]:
+    """Competition ranks (1, 2, 2, 4) of `values`; runs without a value get no rank."""
+    present = sorted((v for v in values if v is not None), reverse=higher_is_better)
+    first_rank: dict[float, int] = {}
+    for i, v in enumerate(present):
+        first_rank.setdefault(v, i + 1)
+    return [None if v is None else first_rank[v] for v in values]
