@@ -292,3 +292,101 @@ def test_transition_event_table():
     assert decide.transition_event(refused, again) == ("Warning", "ImmutableFieldChanged", "other")
     ok = st("Running", "JobRunning", applied=("True", "Applied", "fine"))
     assert decide.transition_event(refused, ok) is None
+
+
+# --------------------------------------------------------------------- messages and conditions
+def test_refusal_messages_say_why_for_each_kind_of_field():
+    kueued = seed_run()
+    rj, cm = rayjob_for(kueued, "RUNNING", "Running"), cm_for(kueued)
+    queue = kueued["spec"]["scheduling"]["queueName"]
+    suspend_only = seed_run(**{"scheduling.suspend": True})
+    d = decide.plan_actions(suspend_only, spec_of(suspend_only), None, rj, cm, CFG)
+    assert d.message == (f"refused changes to spec.scheduling.suspend (suspend is Kueue's for a run in queue "
+                         f"{queue!r}: stop it through Kueue); nothing of this edit was applied, the run continues "
+                         "with the spec it started with")
+    workers = seed_run(**{"resources.workers": 5})
+    d = decide.plan_actions(workers, spec_of(workers), None, rj, cm, CFG)
+    assert d.message == ("refused changes to spec.resources.workers (only " + ", ".join(sorted(decide.MUTABLE_SPEC_FIELDS))
+                         + " may change after the RayJob exists); nothing of this edit was applied, the run continues "
+                         "with the spec it started with")
+
+
+def test_condition_messages_are_capped_at_32768_characters():
+    run = seed_run()
+    st = decide.summarize(run, None, None, None, NOW, spec_error="x" * 40_000)
+    valid = next(c for c in st.conditions if c.type == "SpecValid")
+    assert (valid.status, valid.reason, len(valid.message)) == ("False", "InvalidSpec", 32768)
+
+
+def test_event_messages_are_capped_at_1000_characters():
+    before = TrainingRunStatus(phase="Running", reason="JobRunning")
+    after = TrainingRunStatus(phase="Failed", reason="AppFailed", message="y" * 5000)
+    assert len(decide.transition_event(before, after)[2]) == 1000
+    refused = TrainingRunStatus.model_validate({"phase": "Running", "reason": "JobRunning", "conditions": [
+        {"type": "SpecApplied", "status": "False", "reason": "ImmutableFieldChanged", "message": "z" * 5000,
+         "lastTransitionTime": NOW}]})
+    assert len(decide.transition_event(before, refused)[2]) == 1000
+
+
+def test_progress_defaults_for_missing_fields_and_edges():
+    p = decide.progress_from({"totalSteps": 10}, None)
+    assert (p.step, p.tokens, p.percent, p.total_steps) == (0, 0, 0.0, 10)
+    p = decide.progress_from({"step": 0, "totalSteps": 10}, None)
+    assert (p.step, p.percent) == (0, 0.0)
+    p = decide.progress_from({"step": 1, "totalSteps": 1}, None)
+    assert (p.step, p.total_steps, p.percent) == (1, 1, 100.0)
+    p = decide.progress_from({"step": 3, "totalSteps": -7}, None)
+    assert (p.total_steps, p.percent) == (0, 0.0)
+
+
+def test_pod_problems_only_refine_a_pending_run_that_is_starting():
+    run = seed_run()
+    bad = [pod("a", waiting="ImagePullBackOff")]
+    st = summarize(run, rayjob_for(run, "PENDING", "Running"), pods=bad)
+    assert (st.phase, st.reason) == ("Pending", "JobPending")  # the cluster is up: pods are not the story
+    st = summarize(run, rayjob_for(run, "", "Initializing", suspend=True), pods=bad)
+    assert (st.phase, st.reason) == ("Queued", "WaitingForKueue")
+    st = summarize(run, rayjob_for(run, "", "", ), pods=bad)
+    assert st.reason == "PodsNotReady"
+
+
+def test_a_refused_edit_stays_visible_until_a_decision_says_otherwise():
+    run = seed_run()
+    rj = rayjob_for(run, "RUNNING", "Running")
+    edited = seed_run(**{"resources.workers": 5})
+    refusal = decide.plan_actions(edited, spec_of(edited), None, rj, cm_for(run), CFG)
+    refused = with_status(edited, summarize(edited, rj, decision=refusal))
+    kept = decide.summarize(refused, rj, None, None, NOW, spec=spec_of(edited), decision=None)
+    applied = next(c for c in kept.conditions if c.type == "SpecApplied")
+    assert (applied.status, applied.reason, applied.message) == ("False", "ImmutableFieldChanged", refusal.message)
+    fine = with_status(run, summarize(run, rj))
+    kept = decide.summarize(fine, rj, None, None, NOW, spec=spec_of(run), decision=None)
+    applied = next(c for c in kept.conditions if c.type == "SpecApplied")
+    assert (applied.status, applied.reason) == ("True", "Applied")
+    cleared = decide.summarize(refused, rj, None, None, NOW, spec=spec_of(run), decision=decide.Decision("none"))
+    assert next(c for c in cleared.conditions if c.type == "SpecApplied").status == "True"
+
+
+def test_phase_conditions_carry_the_reason_and_message_only_for_their_phase():
+    run = seed_run()
+    running = summarize(run, rayjob_for(run, "RUNNING", "Running"))
+    conds = {c.type: (c.status, c.reason, c.message) for c in running.conditions}
+    assert conds["Running"] == ("True", "JobRunning", "training")
+    assert conds["Succeeded"] == ("False", "Running", "") and conds["Failed"] == ("False", "Running", "")
+    done = summarize(run, rayjob_for(run, "SUCCEEDED", "Complete"))
+    conds = {c.type: (c.status, c.reason, c.message) for c in done.conditions}
+    assert conds["Succeeded"] == ("True", "JobSucceeded", "the training job succeeded")
+    assert conds["Running"] == ("False", "Succeeded", "")
+    failed = summarize(run, rayjob_for(run, "FAILED", "Failed", message="boom"))
+    conds = {c.type: (c.status, c.reason, c.message) for c in failed.conditions}
+    assert conds["Failed"] == ("True", "Failed", "boom") and conds["Succeeded"] == ("False", "Failed", "")
+
+
+def test_a_lost_rayjob_keeps_both_kuberay_statuses():
+    run = seed_run()
+    seen = with_status(run, summarize(run, rayjob_for(run, "RUNNING", "Running")))
+    d = decide.plan_actions(seen, spec_of(run), None, None, cm_for(run), CFG)
+    st = decide.summarize(seen, None, None, None, NOW, spec=spec_of(run), decision=d)
+    assert (st.job_status, st.job_deployment_status) == ("RUNNING", "Running")
+    fresh = decide.summarize(seen, None, None, None, NOW, spec=spec_of(run), decision=decide.Decision("create"))
+    assert (fresh.job_status, fresh.job_deployment_status, fresh.ray_job_name) == (None, None, None)
