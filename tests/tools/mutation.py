@@ -483,7 +483,10 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for t in chosen:
         print(f"mutating {t.path} ...", file=sys.stderr, flush=True)
-        results.append(measure(t, equivalents, args.slack, args.verbose))
+        r = measure(t, equivalents, args.slack, args.verbose)
+        results.append(r)  # the module's figure now, so a run cut short still reports what it measured
+        print(f"  {r.score:.1f}% ({r.killed} killed, {len(r.survived)} alive, {len(r.equivalent)} equivalent, "
+              f"{r.seconds:.0f}s)", file=sys.stderr, flush=True)
     print_report(results)
     if args.json:
         args.json.write_text(json.dumps([{**asdict(r), "score": round(r.score, 2)} for r in results], indent=2) + "\n")
