@@ -159,3 +159,20 @@ def test_printed_summary():
                              metric_std=0.2)
     assert trusted.lines()[2:] == ["  predicted loss: 3.000", "  fit: R² -, leave-one-out error 0.1000 vs metric "
                                    "spread 0.2000", "  trusted: yes (enough runs, stable under resampling)"]
+
+
+def test_term_counts_are_integers_and_candidates_have_a_fixed_layout():
+    assert isinstance(n_terms(3, 2), int) and isinstance(n_terms(4, 2), int)
+    from trainkit.compare.recommend import simplex_candidates
+
+    two = simplex_candidates(2, 10)
+    assert two.shape == (2 + 1 + 10 + 1, 2)  # vertices, centre, samples, the one edge midpoint
+    assert two[2].tolist() == [0.5, 0.5] and two[-1].tolist() == [0.5, 0.5]
+    assert simplex_candidates(3, 5)[3].tolist() == pytest.approx([1 / 3] * 3)
+    assert simplex_candidates(1, 10).shape == (3, 1)  # one source: nothing to sample
+
+
+def test_the_fit_line_needs_both_figures():
+    rec = Recommendation(metric="loss", higher_is_better=False, sources=("a",), n_runs=9, min_runs=4, degree=1,
+                         trusted=True, reasons=(), weights={"a": 1.0}, predicted=3.0, loo_rmse=0.1, metric_std=None)
+    assert not any(line.startswith("  fit:") for line in rec.lines())
