@@ -176,3 +176,12 @@ def test_the_fit_line_needs_both_figures():
     rec = Recommendation(metric="loss", higher_is_better=False, sources=("a",), n_runs=9, min_runs=4, degree=1,
                          trusted=True, reasons=(), weights={"a": 1.0}, predicted=3.0, loo_rmse=0.1, metric_std=None)
     assert not any(line.startswith("  fit:") for line in rec.lines())
+
+
+def test_boundaries_two_sources_three_runs_and_exactly_min_runs():
+    two = recommend_from(np.array([[0.2, 0.8], [0.5, 0.5], [0.8, 0.2]]), np.array([1.0, 2.0, 3.0]), ("a", "b"))
+    assert two.weights is not None and two.weights["a"] == 1.0  # two sources are a mixture
+    assert two.loo_rmse is not None  # three runs are enough for leave-one-out
+    assert not recommend_from(np.ones((4, 1)), np.arange(4.0), ("only",)).trusted
+    exact = recommend_from(GRID[:5], linear_in_a(GRID[:5]), SOURCES)
+    assert exact.min_runs == 5 and not any(r.startswith("only 5 finished runs") for r in exact.reasons)
