@@ -43,6 +43,8 @@ def rank_slice(step: int, rank: int, g: BatchGeometry) -> tuple[int, int]:
     """[start, stop) global sequence indices rank `rank` reads at `step`."""
     if not 0 <= rank < g.world_size:
         raise PartitionError(f"rank {rank} is outside world size {g.world_size}")
+    if step < 0:
+        raise PartitionError(f"step {step} is negative")
     start = step * g.global_batch + rank * g.per_rank
     return start, start + g.per_rank
 
@@ -55,6 +57,8 @@ def micro_batches(step: int, rank: int, g: BatchGeometry) -> list[tuple[int, int
 
 def step_of(sequences_consumed: int, g: BatchGeometry) -> int:
     """The next step given the global count of sequences consumed (must be a whole number of steps)."""
+    if sequences_consumed < 0:
+        raise PartitionError(f"sequences_consumed {sequences_consumed} is negative")
     if sequences_consumed % g.global_batch:
         raise PartitionError(
             f"sequences_consumed {sequences_consumed} is not a whole number of global batches of {g.global_batch}"
