@@ -54,12 +54,22 @@ class LaneWindows:
     """The I/O shell around lanes.py: contiguous windows of each lane this rank owns, fetched as byte
     ranges in the background (one batch of concurrent ranged GETs per refill), double-buffered: while a
     lane's window w is read, window w + 1 is on its way. Windows last the same number of steps for every
-    source (`window_items` is sized from each source's rate, see MixtureLoader)."""
+    source (`window_items` is sized from each source's rate, see MixtureLoader).
 
-    def __init__(self, loader: "MixtureLoader", window_items: list[int], threads: int):
+    Each source's windows live in one preallocated array `slots x window x width`, so a step's rows are
+    gathered with one fancy index per source, however many lanes they come from."""
+
+    def __init__(self, loader: "MixtureLoader", window_items: list[int], threads: int, lanes_owned: int):
         self._ld, self.window_items = loader, window_items
         self._pool = cf.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="trainkit-prefetch")
         self._held: dict[tuple[int, int, int, int], cf.Future] = {}  # (source, epoch, lane, window)
+        self._slot: dict[tuple[int, int, int, int], int] = {}
+        self._ready: set[tuple[int, int, int, int]] = set()
+        dtype = loader.indexes[0].dtype if loader.indexes else np.dtype("<u2")
+        # Two windows per owned lane (this one and the next) plus one spare per lane for a step that
+        # reaches past both; np.empty: pages are only touched when a window is written.
+        self._arena = [np.empty((3 * lanes_owned, b, loader.width), dtype=dtype) for b in window_items]
+        self._free = [list(range(3 * lanes_owned)) for _ in window_items]
         self._lock = threading.Lock()
 
     def window_pieces(self, j: int, epoch: int, lane: int, w: int) -> list[Piece]:
@@ -70,60 +80,77 @@ class LaneWindows:
         hi = min(int(starts[lane + 1]), lo + B)
         return ld.pieces_of(j, epoch, lo, hi)
 
+    def _allocate(self, j: int) -> int:
+        if not self._free[j]:  # only when steps outrun two windows per lane: grow, never drop data in use
+            old = self._arena[j]
+            self._arena[j] = np.concatenate([old, np.empty_like(old)])
+            self._free[j] = list(range(len(old), 2 * len(old)))
+        return self._free[j].pop()
+
     def request(self, keys: list[tuple[int, int, int, int]]) -> None:
         """Start fetching the windows not yet held, all in one background job per source."""
-        with self._lock:
-            new = [k for k in keys if k not in self._held]
-            for k in new:
-                self._held[k] = cf.Future()
         by_source: dict[int, list] = {}
-        for k in new:
-            by_source.setdefault(k[0], []).append(k)
+        with self._lock:
+            for k in keys:
+                if k not in self._held:
+                    self._held[k] = cf.Future()
+                    self._slot[k] = self._allocate(k[0])
+                    by_source.setdefault(k[0], []).append(k)
         for j, ks in by_source.items():
-            self._pool.submit(self._fetch, j, ks)
+            self._pool.submit(self._fetch, j, ks, [self._held[k] for k in ks], [self._slot[k] for k in ks])
 
-    def _fetch(self, j: int, keys: list) -> None:
-        futures = [self._held.get(k) for k in keys]
+    def _fetch(self, j: int, keys: list, futures: list, slots: list) -> None:
         try:
             plans = [self.window_pieces(*k) for k in keys]
-            flat = [p for plan in plans for p in plan]
-            parts = self._ld.read(j, flat)
+            parts = self._ld.read(j, [p for plan in plans for p in plan])
             self._ld.traffic.windows += len(keys)
-            for k, plan in zip(keys, plans):
-                for p in plan:
-                    self._ld.traffic.window_shards.add((j, k[1], p.shard))
             i = 0
-            for fut, plan in zip(futures, plans):
-                rows = parts[i:i + len(plan)]
+            for k, fut, slot, plan in zip(keys, futures, slots, plans):
+                at = 0
+                for p, rows in zip(plan, parts[i:i + len(plan)]):
+                    self._arena[j][slot, at:at + len(rows)] = rows
+                    at += len(rows)
+                    self._ld.traffic.window_shards.add((j, k[1], p.shard))
                 i += len(plan)
-                if fut is not None and not fut.done():
-                    fut.set_result(np.concatenate(rows) if len(rows) != 1 else rows[0])
+                fut.set_result(slot)
         except BaseException as e:  # noqa: BLE001 - handed to whoever waits for these windows
             for fut in futures:
-                if fut is not None and not fut.done():
+                if not fut.done():
                     fut.set_exception(e)
 
-    def get(self, key: tuple[int, int, int, int]) -> np.ndarray:
-        with self._lock:
-            fut = self._held.get(key)
-        if fut is None:
-            self.request([key])
-            with self._lock:
-                fut = self._held[key]
-        return fut.result()
+    def gather(self, j: int, keys: list[tuple[int, int, int, int]], key_of_row: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        """Rows `offsets` of windows `keys[key_of_row]` of source j."""
+        self.request([k for k in keys if k not in self._ready])
+        slots = np.empty(len(keys), np.int64)
+        for i, k in enumerate(keys):
+            if k not in self._ready:
+                self._held[k].result()  # raises the fetch's DataError, if any
+                self._ready.add(k)
+            slots[i] = self._slot[k]
+        return self._arena[j][slots[key_of_row], offsets]
 
     def keep_only(self, wanted: set) -> None:
-        """Drop every held window not in `wanted` (the ones in use and the ones just ahead)."""
+        """Drop every held window not in `wanted` (the ones in use and the ones just ahead); a slot
+        whose fetch is still running is freed when that fetch ends."""
         with self._lock:
             for k in [k for k in self._held if k not in wanted]:
-                del self._held[k]
+                fut, slot = self._held.pop(k), self._slot.pop(k)
+                self._ready.discard(k)
+                if fut.done():
+                    self._free[k[0]].append(slot)
+                else:
+                    fut.add_done_callback(lambda _, j=k[0], s=slot: self._release(j, s))
+
+    def _release(self, j: int, slot: int) -> None:
+        with self._lock:
+            self._free[j].append(slot)
 
     def held(self) -> int:
         return len(self._held)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
-        self._held = {}
+        self._held, self._slot, self._ready = {}, {}, set()
 
 
 class MixtureLoader:
@@ -178,9 +205,10 @@ class MixtureLoader:
         self.own_lanes = np.flatnonzero(lane_owner(np.arange(lanes), lanes, world_size) == rank)
         self.traffic = Traffic()
         self._epoch_ends: dict[tuple[int, int], np.ndarray] = {}
-        self._windows = LaneWindows(self, self.window_sizes(buffer_bytes), threads)
+        self._windows = LaneWindows(self, self.window_sizes(buffer_bytes), threads, max(1, len(self.own_lanes)))
         self._cursor = ScheduleCursor(self.weights)
         self.last_slots = np.empty(0, np.int64)
+        self._prefetched: list = []
         self._prefetch()
 
     def window_sizes(self, buffer_bytes: int) -> list[int]:
@@ -266,12 +294,14 @@ class MixtureLoader:
             mine = np.flatnonzero((sources == j) & own)
             windows, offsets = np.divmod(items[mine], B)
             code = (epochs[mine] * self.lanes + lanes[mine]) * (1 << 32) + windows
-            keys = np.unique(code)
-            self._windows.request([(j, int(c >> 32) // self.lanes, int(c >> 32) % self.lanes, int(c & 0xFFFFFFFF)) for c in keys])
-            for c in keys:
-                sel = mine[code == c]
-                window = self._windows.get((j, int(c >> 32) // self.lanes, int(c >> 32) % self.lanes, int(c & 0xFFFFFFFF)))
-                out[sel] = window[offsets[code == c]]
+            # One pass: rows grouped by window (sorted), then one fancy-indexed copy per window.
+            by_window = np.argsort(code, kind="stable")
+            code, rows, offsets = code[by_window], mine[by_window], offsets[by_window]
+            firsts = np.flatnonzero(np.concatenate([[True], code[1:] != code[:-1]])) if len(code) else code
+            bounds = np.append(firsts, len(code))
+            keys = [(j, int(c >> 32) // self.lanes, int(c >> 32) % self.lanes, int(c & 0xFFFFFFFF)) for c in code[firsts]]
+            key_of_row = np.repeat(np.arange(len(keys)), np.diff(bounds))
+            out[rows] = self._windows.gather(j, keys, key_of_row, offsets)
             spilled = np.flatnonzero((sources == j) & ~own)
             if len(spilled):
                 pieces = [self.pieces_of(j, int(e), int(x), int(x) + 1)[0] for e, x in zip(epochs[spilled], places[spilled])]
@@ -316,20 +346,29 @@ class MixtureLoader:
         return list(batch.split(g.micro_batch))
 
     def _prefetch(self) -> None:
-        """Each owned lane's window holding its next sequence and the window after it; nothing else."""
-        wanted = []
-        cycle_slot = np.argsort(lane_cycle(self.lanes))
+        """Each owned lane's window holding its next sequence and the window after it; nothing else.
+        (Recomputed only when some lane crossed into another window.)"""
+        cycle_slot = np.argsort(lane_cycle(self.lanes))[self.own_lanes]
+        fronts = []
         for j, order in enumerate(self.orders):
-            S, B = order.sequences, self._windows.window_items[j]
-            lengths = lane_lengths(S, self.lanes)
-            epoch, q0 = divmod(self._cursor.counts[j], S)
-            for lane in self.own_lanes:
-                item = max(0, -(-(q0 - int(cycle_slot[lane])) // self.lanes))
-                here = (epoch, item // B) if item < lengths[lane] else (epoch + 1, 0)
-                ahead = (here[0], here[1] + 1) if (here[1] + 1) * B < lengths[lane] else (here[0] + 1, 0)
-                for e, w in (here, ahead):
-                    if lengths[lane] and (order.repeat or e == 0):
-                        wanted.append((j, e, int(lane), w))
+            epoch, q0 = divmod(self._cursor.counts[j], order.sequences)
+            items = np.maximum(0, -(-(q0 - cycle_slot) // self.lanes))
+            fronts.append((epoch, items // self._windows.window_items[j]))
+        signature = [(e, w.tobytes()) for e, w in fronts]
+        if signature == self._prefetched:
+            return
+        self._prefetched = signature
+        wanted = []
+        for j, order in enumerate(self.orders):
+            B = self._windows.window_items[j]
+            lengths = lane_lengths(order.sequences, self.lanes)[self.own_lanes]
+            epoch, windows = fronts[j]
+            for lane, w, length in zip(self.own_lanes.tolist(), windows.tolist(), lengths.tolist()):
+                here = (epoch, w) if w * B < length else (epoch + 1, 0)
+                ahead = (here[0], here[1] + 1) if (here[1] + 1) * B < length else (here[0] + 1, 0)
+                for e, win in (here, ahead):
+                    if length and (order.repeat or e == 0):
+                        wanted.append((j, e, lane, win))
         self._windows.keep_only(set(wanted))
         self._windows.request(wanted)
 
@@ -372,6 +411,7 @@ class MixtureLoader:
             cursor = ScheduleCursor(self.weights)
             cursor.skip(consumed)
         self._cursor = cursor
+        self._prefetched = []
         self._prefetch()
 
     def close(self) -> None:
