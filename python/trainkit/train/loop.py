@@ -236,6 +236,8 @@ def train(config: dict, ctx: WorkerContext) -> dict:
             group["lr"] = lr
         batches = loader.next_step()
         pending_rows.append(row_digests(batches, getattr(loader, "last_slots", None)))
+        if device.type == "cuda":  # page-locked, so the copies below run async, overlapped with compute
+            batches = [x.pin_memory() for x in batches]
         for micro, x in enumerate(batches):
             reseed(t.seed, step, rank * accum + micro)
             x = x.to(device, non_blocking=True)
