@@ -50,6 +50,16 @@ class Traffic:
     row_shards: set = field(default_factory=set)  # (source, epoch, shard) touched by spilled rows
 
 
+def window_code(key: tuple[int, int, int, int], lanes: int) -> int:
+    """(source, epoch, lane, window) -> one int64 for vectorised look-ups (within one source)."""
+    _, epoch, lane, w = key
+    return ((epoch * lanes + lane) << 32) + w
+
+
+def window_key(j: int, code: int, lanes: int) -> tuple[int, int, int, int]:
+    return (j, (code >> 32) // lanes, (code >> 32) % lanes, code & 0xFFFFFFFF)
+
+
 class LaneWindows:
     """The I/O shell around lanes.py: contiguous windows of each lane this rank owns, fetched as byte
     ranges in the background (one batch of concurrent ranged GETs per refill), double-buffered: while a
@@ -64,7 +74,8 @@ class LaneWindows:
         self._pool = cf.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="trainkit-prefetch")
         self._held: dict[tuple[int, int, int, int], cf.Future] = {}  # (source, epoch, lane, window)
         self._slot: dict[tuple[int, int, int, int], int] = {}
-        self._ready: set[tuple[int, int, int, int]] = set()
+        self._waiting: list[set] = [set() for _ in window_items]  # requested, not yet seen arrive
+        self._table: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # source -> (sorted codes, slots)
         dtype = loader.indexes[0].dtype if loader.indexes else np.dtype("<u2")
         # Two windows per owned lane (this one and the next) plus one spare per lane for a step that
         # reaches past both; np.empty: pages are only touched when a window is written.
@@ -95,6 +106,8 @@ class LaneWindows:
                 if k not in self._held:
                     self._held[k] = cf.Future()
                     self._slot[k] = self._allocate(k[0])
+                    self._waiting[k[0]].add(k)
+                    self._table.pop(k[0], None)
                     by_source.setdefault(k[0], []).append(k)
         for j, ks in by_source.items():
             self._pool.submit(self._fetch, j, ks, [self._held[k] for k in ks], [self._slot[k] for k in ks])
@@ -118,16 +131,26 @@ class LaneWindows:
                 if not fut.done():
                     fut.set_exception(e)
 
-    def gather(self, j: int, keys: list[tuple[int, int, int, int]], key_of_row: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-        """Rows `offsets` of windows `keys[key_of_row]` of source j."""
-        self.request([k for k in keys if k not in self._ready])
-        slots = np.empty(len(keys), np.int64)
-        for i, k in enumerate(keys):
-            if k not in self._ready:
-                self._held[k].result()  # raises the fetch's DataError, if any
-                self._ready.add(k)
-            slots[i] = self._slot[k]
-        return self._arena[j][slots[key_of_row], offsets]
+    def gather(self, j: int, codes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        """Rows `offsets` of the windows `codes` (see `window_code`) of source j, without a Python loop
+        over windows in the usual case (every window held and arrived)."""
+        table = self._table.get(j)
+        if table is None:
+            with self._lock:
+                held = sorted((window_code(k, self._ld.lanes), self._slot[k]) for k in self._held if k[0] == j)
+            table = self._table[j] = (np.array([c for c, _ in held], np.int64), np.array([s for _, s in held], np.int64))
+        at = np.searchsorted(table[0], codes)
+        missing = (at >= len(table[0])) | (table[0][np.minimum(at, len(table[0]) - 1)] != codes) if len(table[0]) else np.ones(len(codes), bool)
+        if missing.any():  # a step that reaches past the prefetched windows: fetch now, then look again
+            self.request([window_key(j, int(c), self._ld.lanes) for c in np.unique(codes[missing])])
+            return self.gather(j, codes, offsets)
+        if self._waiting[j]:
+            with self._lock:
+                waiting = [self._held[k] for k in self._waiting[j] if k in self._held]
+                self._waiting[j] = set()
+            for fut in waiting:
+                fut.result()  # raises the fetch's DataError, if any
+        return self._arena[j][table[1][at], offsets]
 
     def keep_only(self, wanted: set) -> None:
         """Drop every held window not in `wanted` (the ones in use and the ones just ahead); a slot
@@ -135,7 +158,8 @@ class LaneWindows:
         with self._lock:
             for k in [k for k in self._held if k not in wanted]:
                 fut, slot = self._held.pop(k), self._slot.pop(k)
-                self._ready.discard(k)
+                self._waiting[k[0]].discard(k)
+                self._table.pop(k[0], None)
                 if fut.done():
                     self._free[k[0]].append(slot)
                 else:
@@ -150,7 +174,7 @@ class LaneWindows:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
-        self._held, self._slot, self._ready = {}, {}, set()
+        self._held, self._slot, self._table = {}, {}, {}
 
 
 class MixtureLoader:
@@ -293,15 +317,9 @@ class MixtureLoader:
             B = self._windows.window_items[j]
             mine = np.flatnonzero((sources == j) & own)
             windows, offsets = np.divmod(items[mine], B)
-            code = (epochs[mine] * self.lanes + lanes[mine]) * (1 << 32) + windows
-            # One pass: rows grouped by window (sorted), then one fancy-indexed copy per window.
-            by_window = np.argsort(code, kind="stable")
-            code, rows, offsets = code[by_window], mine[by_window], offsets[by_window]
-            firsts = np.flatnonzero(np.concatenate([[True], code[1:] != code[:-1]])) if len(code) else code
-            bounds = np.append(firsts, len(code))
-            keys = [(j, int(c >> 32) // self.lanes, int(c >> 32) % self.lanes, int(c & 0xFFFFFFFF)) for c in code[firsts]]
-            key_of_row = np.repeat(np.arange(len(keys)), np.diff(bounds))
-            out[rows] = self._windows.gather(j, keys, key_of_row, offsets)
+            code = ((epochs[mine] * self.lanes + lanes[mine]) << 32) + windows  # = window_code
+            if len(mine):
+                out[mine] = self._windows.gather(j, code, offsets)
             spilled = np.flatnonzero((sources == j) & ~own)
             if len(spilled):
                 pieces = [self.pieces_of(j, int(e), int(x), int(x) + 1)[0] for e, x in zip(epochs[spilled], places[spilled])]
@@ -358,7 +376,7 @@ class MixtureLoader:
         if signature == self._prefetched:
             return
         self._prefetched = signature
-        wanted = []
+        wanted, now = [], []
         for j, order in enumerate(self.orders):
             B = self._windows.window_items[j]
             lengths = lane_lengths(order.sequences, self.lanes)[self.own_lanes]
@@ -369,7 +387,10 @@ class MixtureLoader:
                 for e, win in (here, ahead):
                     if length and (order.repeat or e == 0):
                         wanted.append((j, e, lane, win))
+                        if (e, win) == here:
+                            now.append(wanted[-1])
         self._windows.keep_only(set(wanted))
+        self._windows.request(now)  # first the windows the next step reads, then those after them
         self._windows.request(wanted)
 
     # ------------------------------------------------------------------------------------ state
