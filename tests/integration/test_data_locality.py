@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-
 from trainkit import storage
 from trainkit.data import MixtureLoader, MixtureSource, load_tokenizer, sequences_needed
 from trainkit.data.schedule import integer_weights, schedule

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from trainkit.data.assign import assign_step, rank_quotas
 from trainkit.data.lanes import lane_cycle, lane_lengths, lane_owner, place_in_epoch
 from trainkit.data.schedule import ScheduleCursor, schedule

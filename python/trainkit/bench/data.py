@@ -144,8 +144,7 @@ def write_hf_copy(bucket: str, name: str, seqs: np.ndarray, j: int) -> None:
 
 def _litdata_rows(block: np.ndarray):
     """optimize()'s fn: one block of sequences in, its sequences out (TokensLoader stores them flat)."""
-    for row in block:
-        yield row
+    yield from block
 
 
 def write_litdata_copy(bucket: str, name: str, seqs: np.ndarray, workdir: str) -> None:

@@ -12,6 +12,7 @@ other ranks' lanes one by one; everything is verified (length, token ids < vocab
 from __future__ import annotations
 
 import concurrent.futures as cf
+import functools
 import threading
 from dataclasses import dataclass, field
 
@@ -69,7 +70,7 @@ class LaneWindows:
     Each source's windows live in one preallocated array `slots x window x width`, so a step's rows are
     gathered with one fancy index per source, however many lanes they come from."""
 
-    def __init__(self, loader: "MixtureLoader", window_items: list[int], threads: int, lanes_owned: int):
+    def __init__(self, loader: MixtureLoader, window_items: list[int], threads: int, lanes_owned: int):
         self._ld, self.window_items = loader, window_items
         self._pool = cf.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="trainkit-prefetch")
         self._held: dict[tuple[int, int, int, int], cf.Future] = {}  # (source, epoch, lane, window)
@@ -163,9 +164,9 @@ class LaneWindows:
                 if fut.done():
                     self._free[k[0]].append(slot)
                 else:
-                    fut.add_done_callback(lambda _, j=k[0], s=slot: self._release(j, s))
+                    fut.add_done_callback(functools.partial(self._release, k[0], slot))
 
-    def _release(self, j: int, slot: int) -> None:
+    def _release(self, j: int, slot: int, _done: cf.Future | None = None) -> None:
         with self._lock:
             self._free[j].append(slot)
 
@@ -250,7 +251,7 @@ class MixtureLoader:
 
     # ------------------------------------------------------------------ construction from a run spec
     @classmethod
-    def from_spec(cls, spec, plan, *, rank: int, world_size: int, storage: StorageOptions | None = None, **kwargs) -> "MixtureLoader":
+    def from_spec(cls, spec, plan, *, rank: int, world_size: int, storage: StorageOptions | None = None, **kwargs) -> MixtureLoader:
         from trainkit.data.tokenizer import load_tokenizer
 
         tokenizer = load_tokenizer(spec.tokenizer)
@@ -341,7 +342,8 @@ class MixtureLoader:
         counts_before = list(self._cursor.counts)
         sources = self._cursor.take(count)
         positions = source_positions(sources, counts_before)
-        tokens = self._rows(sources, *self._locate(sources, positions), everything=True)
+        epochs, places, lanes, items = self._locate(sources, positions)
+        tokens = self._rows(sources, epochs, places, lanes, items, everything=True)
         self._prefetch()
         return sources, tokens
 
