@@ -358,7 +358,7 @@ class MixtureLoader:
         sources = self._cursor.take(g.global_batch)
         positions = source_positions(sources, counts_before)
         epochs, places, lanes, items = self._locate(sources, positions)
-        mine = assign_step(sources, places, epochs, g.world_size)[self.rank]
+        mine = assign_step(sources, places, epochs, g.world_size, [o.sequences for o in self.orders])[self.rank]
         tokens = self._rows(sources[mine], epochs[mine], places[mine], lanes[mine], items[mine], everything=False)
         self.last_slots = mine
         self._prefetch()
