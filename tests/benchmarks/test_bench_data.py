@@ -1,5 +1,6 @@
 """`trainkit bench data` keeps working: a small run, every reader reads the same amount, ours stays
-exact. Speed is reported by the benchmark itself, never asserted here."""
+exact, and the per-rank traffic table at W = 8 covers every reader. Speed is reported by the benchmark
+itself, never asserted here."""
 
 from __future__ import annotations
 
@@ -15,9 +16,17 @@ def test_bench_data_runs_and_reports_every_reader(tmp_path, ray_session, capsys)
     out = tmp_path / "bench.json"
     assert main(["bench", "data", "--max-chars", "120000", "--sequences", "1200", "--repeats", "1",
                  "--json", str(out)]) == 0
-    results = json.loads(out.read_text())["results"]
-    assert set(results) == {"trainkit", "hf-datasets", "litdata"}
+    doc = json.loads(out.read_text())
+    results = doc["results"]
+    assert set(results) == {"trainkit", "raw-s3fs", "hf-datasets", "litdata"}
     assert {r["sequences"] for r in results.values()} == {1200}
     assert {r["tokens"] for r in results.values()} == {1200 * 1025}
     assert results["trainkit"]["mixture_error"] < 1.0
-    assert "trainkit / hf-datasets" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "trainkit / hf-datasets" in printed and "per-rank traffic at W = 8" in printed
+    traffic = doc["traffic"]["readers"]
+    assert set(traffic) == set(results) and doc["traffic"]["world_size"] == 8
+    ours = traffic["trainkit"]
+    # Every rank hands out exactly its eighth; what it fetches is its share plus its look-ahead.
+    assert ours["consumed"] == [1200 // 8 * 1025 * 2] * 8
+    assert all(c <= f for f, c in zip(ours["fetched"], ours["consumed"]))

@@ -46,12 +46,15 @@ def open_loader(sources, rank, world, micro):
 
 
 def steps(loaders, n):
-    """n global batches, each the concatenation of every rank's micro-batches in rank order."""
+    """n global batches in stream order: every rank's rows put at their slots in the global batch."""
     out = []
     for _ in range(n):
         per_rank = [ld.next_step() for ld in loaders]
         assert len({len(mb) for mb in per_rank}) == 1  # equal batch counts on every rank
-        out.append(np.concatenate([mb.numpy() for batches in per_rank for mb in batches]))
+        rows = np.concatenate([mb.numpy() for batches in per_rank for mb in batches])
+        slots = np.concatenate([ld.last_slots for ld in loaders])
+        assert sorted(slots.tolist()) == list(range(GLOBAL))  # no sequence on two ranks, none left out
+        out.append(rows[np.argsort(slots)])
     return out
 
 
@@ -70,6 +73,7 @@ def test_resume_at_random_step_with_new_world_size_equals_uninterrupted(sources,
     for ld in first:
         ld.close()
     state["sequences_consumed"] = k * GLOBAL  # a checkpoint taken at step k
+    del state["source_counts"]  # (forged: so the counts are recomputed from the position)
     resumed = [open_loader(sources, r, after, micro) for r in range(after)]
     for ld in resumed:
         ld.load_state_dict(state)

@@ -1,15 +1,17 @@
-"""Data loading: tokens/s and realised mixture error of our stream vs HF datasets and litdata, same data, same S3 server.
+"""Data loading: tokens/s, mixture error and per-rank traffic of our stream vs its peers, same data, same S3 server.
 
 Self-contained: starts a moto S3 server on loopback, builds the three demo sources (real English text),
 prepares them with `trainkit prepare` on a local Ray, then stores the very same token sequences in each
 peer's own format on the same server and reads a 50/30/20 mixture of seqLength+1-token sequences with:
 
-  trainkit   MixtureLoader (exact schedule, whole-shard prefetch)
+  trainkit   MixtureLoader (exact schedule, lanes, ranged windows; read_global = one process, all lanes)
+  raw-s3fs   whole shards (the trainkit copy's files) with s3fs cat_file + numpy, proportions per batch
   hf         Hugging Face `datasets`: streaming parquet + interleave_datasets(probabilities=...)
-  litdata    litdata CombinedStreamingDataset(weights=...) over TokensLoader datasets
+  litdata    litdata optimize() + TokensLoader chunks, CombinedStreamingDataset(weights=...), plain iteration
 
 Each reader is timed from opening to the last sequence (median of --repeats runs); the mixture error is
-the worst |count_j(n) - n w_j| over every prefix n and source j, in sequences.
+the worst |count_j(n) - n w_j| over every prefix n and source j, in sequences. Then every reader is run
+once as each rank of --world ranks and the bytes it fetched are set against the bytes it handed out.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ def add_arguments(p) -> None:
     p.add_argument("--batch", type=int, default=120, help="sequences per read (the seed's global batch)")
     p.add_argument("--sequences", type=int, default=24_000, help="sequences each reader reads")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--peers", default="hf,litdata", help="comma-separated: hf, litdata")
+    p.add_argument("--peers", default="raw,hf,litdata", help="comma-separated: raw, hf, litdata")
+    p.add_argument("--world", type=int, default=8, help="world size for the per-rank traffic table (1: skip it)")
     p.add_argument("--json", default=None, help="also write the figures to this file")
     p.set_defaults(func=run)
 
@@ -139,38 +142,147 @@ def write_hf_copy(bucket: str, name: str, seqs: np.ndarray, j: int) -> None:
         storage.write_bytes(f"s3://{bucket}/bench/hf/{name}/data/train-{k:05d}.parquet", buf.getvalue())
 
 
+def _litdata_rows(block: np.ndarray):
+    """optimize()'s fn: one block of sequences in, its sequences out (TokensLoader stores them flat)."""
+    yield from block
+
+
 def write_litdata_copy(bucket: str, name: str, seqs: np.ndarray, workdir: str) -> None:
+    """litdata's recommended path for pre-training tokens: `optimize()` with a `TokensLoader` into chunks
+    (here 32 MB, as in its examples), then upload; read back with `StreamingDataset(item_loader=
+    TokensLoader(block_size=...))` under a `CombinedStreamingDataset`."""
+    from litdata import optimize
     from litdata.streaming.item_loader import TokensLoader
-    from litdata.streaming.writer import BinaryWriter
 
     from trainkit import storage
 
     local = os.path.join(workdir, "lit", name)
-    writer = BinaryWriter(local, chunk_bytes="32MB", item_loader=TokensLoader())
-    for i, row in enumerate(seqs):
-        writer[i] = row.astype(np.uint16)
-    writer.done()
-    writer.merge()
+    blocks = [seqs[i:i + 1024].astype(np.uint16) for i in range(0, len(seqs), 1024)]
+    optimize(fn=_litdata_rows, inputs=blocks, output_dir=local, chunk_bytes="32MB", item_loader=TokensLoader(),
+             num_workers=1, mode="overwrite")
     storage.upload_dir(local, f"s3://{bucket}/bench/lit/{name}")
     shutil.rmtree(local)
 
 
 # ------------------------------------------------------------------------------------ readers
-def read_trainkit(bucket: str, seq_length: int, batch: int, total: int, first: FirstBatch) -> tuple[int, np.ndarray]:
+def open_trainkit(bucket: str, seq_length: int, batch: int, rank: int = 0, world: int = 1):
     from trainkit.data import MixtureLoader, MixtureSource, load_tokenizer
 
-    tok = load_tokenizer("gpt2")
-    sources, tokens = [], 0
-    with MixtureLoader(
+    return MixtureLoader(
         [MixtureSource(n, f"s3://{bucket}/bench/trainkit/{n}", w) for n, w in WEIGHTS.items()], seq_length=seq_length,
-        global_batch=batch, micro_batch=batch, fingerprint=tok.fingerprint, vocab_size=50257, when_exhausted="fail",
-    ) as loader:
+        global_batch=batch, micro_batch=batch // world, rank=rank, world_size=world,
+        fingerprint=load_tokenizer("gpt2").fingerprint, vocab_size=50257, when_exhausted="fail")
+
+
+def read_trainkit(bucket: str, seq_length: int, batch: int, total: int, first: FirstBatch) -> tuple[int, np.ndarray]:
+    sources, tokens = [], 0
+    with open_trainkit(bucket, seq_length, batch) as loader:
         for _ in range(total // batch):
             src, seqs = loader.read_global(batch)
             sources.append(src)
             tokens += seqs.size
             first.mark(tokens)
     return tokens, np.concatenate(sources)
+
+
+def directory_bytes(folder: str) -> int:
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(folder) for f in files)
+
+
+def traffic_at(world: int, peers: list[str], bucket: str, endpoint: str, args, total: int, workdir: str) -> dict:
+    """Per rank of `world`: bytes fetched from the object store and bytes of sequences handed out,
+    each reader run once as every rank in turn (each rank's share of `total`)."""
+    width = args.seq_length + 1
+    out: dict[str, dict] = {}
+    fetched, consumed = [], []
+    for r in range(world):
+        with open_trainkit(bucket, args.seq_length, args.batch, r, world) as ld:
+            for _ in range(total // args.batch):
+                ld.next_step()
+            fetched.append(ld.traffic.bytes_fetched)
+            consumed.append(ld.traffic.bytes_consumed)
+    out["trainkit"] = {"fetched": fetched, "consumed": consumed, "how": "measured (loader counters)"}
+    if "raw" in peers:
+        fetched, consumed = [], []
+        for r in range(world):
+            tokens, _, got = read_raw(bucket, endpoint, width, args.batch // world, total // world, FirstBatch(), r, world)
+            fetched.append(got)
+            consumed.append(tokens * 2)
+        out["raw-s3fs"] = {"fetched": fetched, "consumed": consumed, "how": "measured (bytes of the GETs)"}
+    if "litdata" in peers:
+        fetched, consumed = [], []
+        for r in range(world):
+            cache = os.path.join(workdir, f"cache-rank{r}")
+            tokens, _ = read_litdata(bucket, endpoint, width, total // world, cache, FirstBatch(), r, world)
+            fetched.append(directory_bytes(cache))
+            consumed.append(tokens * 2)
+            shutil.rmtree(cache, ignore_errors=True)
+        os.environ.pop("WORLD_SIZE", None)
+        os.environ.pop("GLOBAL_RANK", None)
+        out["litdata"] = {"fetched": fetched, "consumed": consumed, "how": "measured (chunks in each rank's cache)"}
+    if "hf" in peers:
+        from trainkit import storage
+
+        # datasets.distributed.split_dataset_by_node on a streaming dataset: files are split over the ranks
+        # when their count divides by W, else every rank reads every file and keeps 1 example in W.
+        files = {n: [u for u in storage.find(f"s3://{bucket}/bench/hf/{n}/data") if u.endswith(".parquet")] for n in WEIGHTS}
+        sizes = {n: sum(storage.size(u) for u in us) for n, us in files.items()}
+        per_rank = sum(sizes[n] // world if len(files[n]) % world == 0 else sizes[n] for n in WEIGHTS)
+        share = total // world * width * 2
+        out["hf-datasets"] = {"fetched": [per_rank] * world, "consumed": [share] * world,
+                              "how": "its documented split_dataset_by_node rule, parquet bytes (2 x raw size)"}
+    return out
+
+
+def print_traffic(world: int, traffic: dict) -> None:
+    print(f"\nper-rank traffic at W = {world} (bytes fetched per rank / bytes consumed per rank):")
+    print(f"{'reader':<12} {'fetched/rank':>13} {'consumed/rank':>14} {'ratio':>7}  how")
+    for name, t in traffic.items():
+        f, c = max(t["fetched"]), max(t["consumed"])
+        print(f"{name:<12} {f / 1e6:>11.2f}MB {c / 1e6:>12.2f}MB {f / max(c, 1):>7.2f}  {t['how']}")
+
+
+def trainkit_shards(bucket: str, name: str) -> list[str]:
+    from trainkit import storage
+
+    return sorted(u for u in storage.find(f"s3://{bucket}/bench/trainkit/{name}/shards") if u.endswith(".bin"))
+
+
+def read_raw(bucket: str, endpoint: str, width: int, batch: int, total: int, first: FirstBatch,
+             rank: int = 0, world: int = 1) -> tuple[int, np.ndarray, int]:
+    """Whole shards with s3fs + numpy, no mixture control beyond the proportions per batch: each batch
+    takes round(batch w_j) sequences of source j, source after source. Rank r of W reads the shards
+    i with i % W == r of every source (the usual static sharding)."""
+    import s3fs
+
+    fs = s3fs.S3FileSystem(endpoint_url=endpoint)
+    names = list(WEIGHTS)
+    streams = []
+    fetched = 0
+
+    def rows_of(name: str):
+        nonlocal fetched
+        shards = trainkit_shards(bucket, name)
+        # Its own shards first; a rank that runs dry goes on with the others' (more traffic, said so).
+        for uri in shards[rank::world] + [u for i, u in enumerate(shards) if i % world != rank]:
+            data = fs.cat_file(uri[len("s3://"):])
+            fetched += len(data)
+            yield np.frombuffer(data, dtype="<u2").reshape(-1, width)
+
+    streams = [rows_of(n) for n in names]
+    pending = [np.empty((0, width), np.uint16) for _ in names]
+    per_batch = np.floor(np.asarray(list(WEIGHTS.values())) * batch + 0.5).astype(int)
+    per_batch[0] += batch - per_batch.sum()
+    sources, tokens = [], 0
+    while sum(map(len, sources)) < total:
+        for j, want in enumerate(per_batch):
+            while len(pending[j]) < want:
+                pending[j] = np.concatenate([pending[j], next(streams[j])])
+            rows, pending[j] = pending[j][:want], pending[j][want:]
+            tokens += rows.size
+            sources.append(np.full(want, j, np.int8))
+        first.mark(tokens)
+    return tokens, np.concatenate(sources)[:total], fetched
 
 
 def read_hf(bucket: str, endpoint: str, batch: int, total: int, first: FirstBatch) -> tuple[int, np.ndarray]:
@@ -193,7 +305,8 @@ def read_hf(bucket: str, endpoint: str, batch: int, total: int, first: FirstBatc
     return tokens, np.concatenate(sources)[:total]
 
 
-def read_litdata(bucket: str, endpoint: str, width: int, total: int, cache: str, first: FirstBatch) -> tuple[int, np.ndarray]:
+def read_litdata(bucket: str, endpoint: str, width: int, total: int, cache: str, first: FirstBatch,
+                 rank: int = 0, world: int = 1) -> tuple[int, np.ndarray]:
     from litdata import CombinedStreamingDataset, StreamingDataset
     from litdata.streaming import downloader
     from litdata.streaming.item_loader import TokensLoader
@@ -201,6 +314,8 @@ def read_litdata(bucket: str, endpoint: str, width: int, total: int, cache: str,
     # litdata's obstore path refuses plain-http endpoints unless told: the moto server is http on loopback.
     downloader._OBSTORE_CLIENT_OPTIONS["allow_http"] = "true"
     shutil.rmtree(cache, ignore_errors=True)
+    # litdata reads its rank from torch.distributed, else from these variables (utilities/env.py).
+    os.environ["WORLD_SIZE"], os.environ["GLOBAL_RANK"] = str(world), str(rank)
 
     def tagged(j: int, name: str):
         class Source(StreamingDataset):
@@ -283,10 +398,13 @@ def run(args) -> int:
                 write_litdata_copy(bucket, name, tiled, workdir)
         print(f"reading {total:,} sequences of {width} tokens ({total * width / 1e6:.1f}M tokens), median of {args.repeats}", flush=True)
         results = {"trainkit": timed(lambda first: read_trainkit(bucket, args.seq_length, args.batch, total, first), args.repeats)}
+        if "raw" in peers:
+            results["raw-s3fs"] = timed(lambda first: read_raw(bucket, endpoint, width, args.batch, total, first)[:2], args.repeats)
         if "hf" in peers:
             results["hf-datasets"] = timed(lambda first: read_hf(bucket, endpoint, args.batch, total, first), args.repeats)
         if "litdata" in peers:
             results["litdata"] = timed(lambda first: read_litdata(bucket, endpoint, width, total, os.path.join(workdir, "cache"), first), args.repeats)
+        traffic = traffic_at(args.world, peers, bucket, endpoint, args, total, workdir) if args.world > 1 else {}
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -305,7 +423,10 @@ def run(args) -> int:
             best = max(others, key=others.get)
             print(f"; trainkit / best other ({best}) {ours[key] / others[best]:.2f}x (goal >= 1x)")
     print(f"trainkit mixture error: {ours['mixture_error']:.2f} sequences (goal <= 1)")
+    if traffic:
+        print_traffic(args.world, traffic)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"endpoint": "moto on loopback", "sequence_tokens": width, "results": results}, f, indent=2)
+            json.dump({"endpoint": "moto on loopback", "sequence_tokens": width, "results": results,
+                       "traffic": {"world_size": args.world, "readers": traffic}}, f, indent=2)
     return 0

@@ -1,27 +1,34 @@
 """`MixtureLoader`: the mixed token stream a training rank reads (the I/O shell around the pure parts).
 
-Global sequence i comes from source `schedule(i)` (schedule.py), at that source's next position, which
-maps to a (shard, sequence) by order.py; rank r reads its slice of each step (partition.py). The only
-state is `sequences_consumed` (+ the seed), so resuming, also with another world size, is "skip to k".
-Shards are fetched whole, verified (size, CRC-32, token ids < vocab) and prefetched by a small thread
-pool a few shards ahead of every source, with a bounded number of shards held per source.
+Global sequence i comes from source `schedule(i)` (schedule.py), at that source's next position p, which
+lies in epoch p // S at a place of the epoch's shard order (order.py) given by the lanes (lanes.py); the
+step's G sequences are split over the ranks by assign.py (each rank near its own block of lanes). None
+of that depends on the world size except the split, so resuming, also with another world size, is "go to
+k" (the state is k and the schedule's per-source counts). Each rank fetches contiguous windows of the
+lanes it owns as byte ranges, double-buffered in the background, and the few rows a step gives it from
+other ranks' lanes one by one; everything is verified (length, token ids < vocab, CRC-32 of whole shards).
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import functools
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from trainkit.data.assign import assign_step
+from trainkit.data.lanes import DEFAULT_LANES, lane_cycle, lane_lengths, lane_owner, lane_starts, place_in_epoch
 from trainkit.data.order import SourceExhausted, SourceOrder
 from trainkit.data.partition import BatchGeometry, rank_slice
 from trainkit.data.schedule import ScheduleCursor, counts_at, integer_weights, source_positions
-from trainkit.data.shards import DataError, ShardIndex, check_compatible, read_index, read_shard
+from trainkit.data.shards import DataError, Piece, check_compatible, merge_pieces, read_index, read_pieces
 from trainkit.storage import StorageOptions
 
-STATE_VERSION = 1
+# 2: lanes (the stream reads K places of each epoch at once) and the schedule's counts stored for an
+# O(sources) resume. Version-1 states (no lanes) resume by recomputing the counts.
+STATE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -31,40 +38,144 @@ class MixtureSource:
     weight: float
 
 
-class ShardCache:
-    """Whole shards in memory, fetched in the background; at most `keep` shards per source are kept
-    besides the ones the current step reads."""
+@dataclass
+class Traffic:
+    """What this loader fetched and handed out, for `trainkit bench data` and the locality tests."""
 
-    def __init__(self, indexes: list[ShardIndex], vocab_size: int, options: StorageOptions | None, keep: int, threads: int):
-        self._indexes, self._vocab, self._options, self.keep = indexes, vocab_size, options, keep
+    bytes_fetched: int = 0
+    bytes_consumed: int = 0
+    requests: int = 0
+    windows: int = 0
+    spilled_rows: int = 0  # rows of another rank's lanes, read one by one
+    window_shards: set = field(default_factory=set)  # (source, epoch, shard) read through own windows
+    row_shards: set = field(default_factory=set)  # (source, epoch, shard) touched by spilled rows
+
+
+def window_code(key: tuple[int, int, int, int], lanes: int) -> int:
+    """(source, epoch, lane, window) -> one int64 for vectorised look-ups (within one source)."""
+    _, epoch, lane, w = key
+    return ((epoch * lanes + lane) << 32) + w
+
+
+def window_key(j: int, code: int, lanes: int) -> tuple[int, int, int, int]:
+    return (j, (code >> 32) // lanes, (code >> 32) % lanes, code & 0xFFFFFFFF)
+
+
+class LaneWindows:
+    """The I/O shell around lanes.py: contiguous windows of each lane this rank owns, fetched as byte
+    ranges in the background (one batch of concurrent ranged GETs per refill), double-buffered: while a
+    lane's window w is read, window w + 1 is on its way. Windows last the same number of steps for every
+    source (`window_items` is sized from each source's rate, see MixtureLoader).
+
+    Each source's windows live in one preallocated array `slots x window x width`, so a step's rows are
+    gathered with one fancy index per source, however many lanes they come from."""
+
+    def __init__(self, loader: MixtureLoader, window_items: list[int], threads: int, lanes_owned: int):
+        self._ld, self.window_items = loader, window_items
         self._pool = cf.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="trainkit-prefetch")
-        self._held: list[dict[int, cf.Future]] = [{} for _ in indexes]
+        self._held: dict[tuple[int, int, int, int], cf.Future] = {}  # (source, epoch, lane, window)
+        self._slot: dict[tuple[int, int, int, int], int] = {}
+        self._waiting: list[set] = [set() for _ in window_items]  # requested, not yet seen arrive
+        self._table: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # source -> (sorted codes, slots)
+        dtype = loader.indexes[0].dtype if loader.indexes else np.dtype("<u2")
+        # Two windows per owned lane (this one and the next) plus one spare per lane for a step that
+        # reaches past both; np.empty: pages are only touched when a window is written.
+        self._arena = [np.empty((3 * lanes_owned, b, loader.width), dtype=dtype) for b in window_items]
+        self._free = [list(range(3 * lanes_owned)) for _ in window_items]
         self._lock = threading.Lock()
 
-    def _future(self, source: int, shard: int) -> cf.Future:
-        with self._lock:
-            fut = self._held[source].get(shard)
-            if fut is None:
-                fut = self._pool.submit(read_shard, self._indexes[source], shard, self._vocab, self._options)
-                self._held[source][shard] = fut
-            return fut
+    def window_pieces(self, j: int, epoch: int, lane: int, w: int) -> list[Piece]:
+        ld = self._ld
+        S, B = ld.orders[j].sequences, self.window_items[j]
+        starts = lane_starts(S, ld.lanes)
+        lo = int(starts[lane]) + w * B
+        hi = min(int(starts[lane + 1]), lo + B)
+        return ld.pieces_of(j, epoch, lo, hi)
 
-    def get(self, source: int, shard: int) -> np.ndarray:
-        return self._future(source, shard).result()
+    def _allocate(self, j: int) -> int:
+        if not self._free[j]:  # only when steps outrun two windows per lane: grow, never drop data in use
+            old = self._arena[j]
+            self._arena[j] = np.concatenate([old, np.empty_like(old)])
+            self._free[j] = list(range(len(old), 2 * len(old)))
+        return self._free[j].pop()
 
-    def want(self, source: int, shards: list[int]) -> None:
-        """Start fetching `shards` (in read order) and drop every other shard of this source."""
-        wanted = shards[: self.keep]
+    def request(self, keys: list[tuple[int, int, int, int]]) -> None:
+        """Start fetching the windows not yet held, all in one background job per source."""
+        by_source: dict[int, list] = {}
         with self._lock:
-            for shard in list(self._held[source]):
-                if shard not in wanted:
-                    self._held[source].pop(shard).cancel()
-        for shard in wanted:
-            self._future(source, shard)
+            for k in keys:
+                if k not in self._held:
+                    self._held[k] = cf.Future()
+                    self._slot[k] = self._allocate(k[0])
+                    self._waiting[k[0]].add(k)
+                    self._table.pop(k[0], None)
+                    by_source.setdefault(k[0], []).append(k)
+        for j, ks in by_source.items():
+            self._pool.submit(self._fetch, j, ks, [self._held[k] for k in ks], [self._slot[k] for k in ks])
+
+    def _fetch(self, j: int, keys: list, futures: list, slots: list) -> None:
+        try:
+            plans = [self.window_pieces(*k) for k in keys]
+            parts = self._ld.read(j, [p for plan in plans for p in plan])
+            self._ld.traffic.windows += len(keys)
+            i = 0
+            for k, fut, slot, plan in zip(keys, futures, slots, plans):
+                at = 0
+                for p, rows in zip(plan, parts[i:i + len(plan)]):
+                    self._arena[j][slot, at:at + len(rows)] = rows
+                    at += len(rows)
+                    self._ld.traffic.window_shards.add((j, k[1], p.shard))
+                i += len(plan)
+                fut.set_result(slot)
+        except BaseException as e:  # noqa: BLE001 - handed to whoever waits for these windows
+            for fut in futures:
+                if not fut.done():
+                    fut.set_exception(e)
+
+    def gather(self, j: int, codes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        """Rows `offsets` of the windows `codes` (see `window_code`) of source j, without a Python loop
+        over windows in the usual case (every window held and arrived)."""
+        table = self._table.get(j)
+        if table is None:
+            with self._lock:
+                held = sorted((window_code(k, self._ld.lanes), self._slot[k]) for k in self._held if k[0] == j)
+            table = self._table[j] = (np.array([c for c, _ in held], np.int64), np.array([s for _, s in held], np.int64))
+        at = np.searchsorted(table[0], codes)
+        missing = (at >= len(table[0])) | (table[0][np.minimum(at, len(table[0]) - 1)] != codes) if len(table[0]) else np.ones(len(codes), bool)
+        if missing.any():  # a step that reaches past the prefetched windows: fetch now, then look again
+            self.request([window_key(j, int(c), self._ld.lanes) for c in np.unique(codes[missing])])
+            return self.gather(j, codes, offsets)
+        if self._waiting[j]:
+            with self._lock:
+                waiting = [self._held[k] for k in self._waiting[j] if k in self._held]
+                self._waiting[j] = set()
+            for fut in waiting:
+                fut.result()  # raises the fetch's DataError, if any
+        return self._arena[j][table[1][at], offsets]
+
+    def keep_only(self, wanted: set) -> None:
+        """Drop every held window not in `wanted` (the ones in use and the ones just ahead); a slot
+        whose fetch is still running is freed when that fetch ends."""
+        with self._lock:
+            for k in [k for k in self._held if k not in wanted]:
+                fut, slot = self._held.pop(k), self._slot.pop(k)
+                self._waiting[k[0]].discard(k)
+                self._table.pop(k[0], None)
+                if fut.done():
+                    self._free[k[0]].append(slot)
+                else:
+                    fut.add_done_callback(functools.partial(self._release, k[0], slot))
+
+    def _release(self, j: int, slot: int, _done: cf.Future | None = None) -> None:
+        with self._lock:
+            self._free[j].append(slot)
+
+    def held(self) -> int:
+        return len(self._held)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
-        self._held = [{} for _ in self._indexes]
+        self._held, self._slot, self._table = {}, {}, {}
 
 
 class MixtureLoader:
@@ -83,26 +194,32 @@ class MixtureLoader:
         when_exhausted: str = "fail",
         total_sequences: int | None = None,
         storage: StorageOptions | None = None,
-        prefetch_shards: int = 2,
-        # One fetch at a time, in read order: whole-object GETs already run at the link's speed, and
-        # concurrent s3fs calls from several threads were 3x slower in total here (they share one loop).
+        lanes: int = DEFAULT_LANES,
+        # Memory for prefetched windows on this rank, all sources together (two windows per owned lane).
+        buffer_bytes: int = 256 << 20,
+        # One background job at a time; each job's ranged GETs run concurrently inside s3fs's event loop
+        # (several threads calling s3fs at once were slower: they share that loop).
         threads: int = 1,
     ):
         if when_exhausted not in ("fail", "repeat"):
             raise ValueError(f"whenExhausted must be 'fail' or 'repeat', got {when_exhausted!r}")
+        if lanes < 1:
+            raise ValueError(f"lanes must be >= 1, got {lanes}")
         self.sources = list(sources)
         self.weights = [s.weight for s in self.sources]
         integer_weights(self.weights)  # rejects empty / non-positive weights early
-        self.seq_length, self.seed, self.vocab_size = seq_length, seed, vocab_size
+        self.seq_length, self.seed, self.vocab_size, self.lanes = seq_length, seed, vocab_size, lanes
+        self.width = seq_length + 1
         self.geometry = BatchGeometry(global_batch, micro_batch, world_size)
         self.rank = rank
         rank_slice(0, rank, self.geometry)  # validates rank
         self.total_sequences = total_sequences
+        self.storage = storage
         self.indexes = [read_index(s.uri, storage) for s in self.sources]
         for s, index in zip(self.sources, self.indexes):
             check_compatible(index, fingerprint=fingerprint, vocab_size=vocab_size, source=s.name)
         self.orders = [
-            SourceOrder(s.name, seed, index.sequences_per_shard(seq_length + 1), when_exhausted == "repeat")
+            SourceOrder(s.name, seed, index.sequences_per_shard(self.width), when_exhausted == "repeat")
             for s, index in zip(self.sources, self.indexes)
         ]
         for order in self.orders:
@@ -110,13 +227,31 @@ class MixtureLoader:
         if total_sequences is not None:
             for order, needed in zip(self.orders, sequences_needed(self.weights, total_sequences)):
                 order.check_available(needed)
-        self._cache = ShardCache(self.indexes, vocab_size, storage, keep=prefetch_shards + 1, threads=threads)
+        self.own_lanes = np.flatnonzero(lane_owner(np.arange(lanes), lanes, world_size) == rank)
+        self.traffic = Traffic()
+        self._epoch_ends: dict[tuple[int, int], np.ndarray] = {}
+        self._windows = LaneWindows(self, self.window_sizes(buffer_bytes), threads, max(1, len(self.own_lanes)))
         self._cursor = ScheduleCursor(self.weights)
+        self.last_slots = np.empty(0, np.int64)
+        self._prefetched: list = []
         self._prefetch()
+
+    def window_sizes(self, buffer_bytes: int) -> list[int]:
+        """Sequences per window for each source, sized from the step rate: lane l of source j takes
+        about G w_j / K sequences a step, so windows of T G w_j / K sequences all last T steps, and T is
+        the most that two windows per owned lane of every source fit in `buffer_bytes`."""
+        g, k = self.geometry.global_batch, self.lanes
+        row = self.width * (self.indexes[0].dtype.itemsize if self.indexes else 2)
+        owned = max(1, len(self.own_lanes))
+        w = np.asarray(integer_weights(self.weights), dtype=np.float64)
+        w /= w.sum()
+        steps = max(1.0, buffer_bytes * k / (2 * owned * row * g))
+        longest = [max(1, int(lane_lengths(o.sequences, k).max())) for o in self.orders]
+        return [int(min(longest[j], max(1, np.ceil(steps * g * w[j] / k)))) for j in range(len(self.orders))]
 
     # ------------------------------------------------------------------ construction from a run spec
     @classmethod
-    def from_spec(cls, spec, plan, *, rank: int, world_size: int, storage: StorageOptions | None = None, **kwargs) -> "MixtureLoader":
+    def from_spec(cls, spec, plan, *, rank: int, world_size: int, storage: StorageOptions | None = None, **kwargs) -> MixtureLoader:
         from trainkit.data.tokenizer import load_tokenizer
 
         tokenizer = load_tokenizer(spec.tokenizer)
@@ -130,6 +265,72 @@ class MixtureLoader:
             storage=storage if storage is not None else StorageOptions.from_spec(spec.storage), **kwargs,
         )
 
+    # ------------------------------------------------------------------------- where a row lies
+    def _ends(self, j: int, epoch: int) -> np.ndarray:
+        key = (j, epoch)
+        if key not in self._epoch_ends:
+            if len(self._epoch_ends) > 4 * len(self.orders):
+                self._epoch_ends.clear()
+            sizes = np.asarray(self.orders[j].sequences_per_shard, dtype=np.int64)
+            self._epoch_ends[key] = np.cumsum(sizes[self.orders[j].shard_order(epoch)])
+        return self._epoch_ends[key]
+
+    def pieces_of(self, j: int, epoch: int, lo: int, hi: int) -> list[Piece]:
+        """Sequences [lo, hi) of source j's epoch array E as per-shard pieces."""
+        order = self.orders[j]
+        perm, ends = order.shard_order(epoch), self._ends(j, epoch)
+        out, x = [], lo
+        while x < hi:
+            slot = int(np.searchsorted(ends, x, side="right"))
+            shard = int(perm[slot])
+            shard_start = int(ends[slot]) - order.sequences_per_shard[shard]
+            stop = min(hi, int(ends[slot]))
+            out.append(Piece(shard, x - shard_start, stop - shard_start))
+            x = stop
+        return out
+
+    def read(self, j: int, pieces: list[Piece]) -> list[np.ndarray]:
+        rows = read_pieces(self.indexes[j], pieces, self.width, self.vocab_size, self.storage)
+        self.traffic.requests += len(merge_pieces(pieces))
+        self.traffic.bytes_fetched += sum(r.nbytes for r in rows)
+        return rows
+
+    def _locate(self, sources: np.ndarray, positions: np.ndarray):
+        """(epoch, place in E, lane, item in lane) of each row."""
+        n = len(sources)
+        epochs, places, lanes, items = (np.empty(n, np.int64) for _ in range(4))
+        for j in np.unique(sources):
+            rows = np.flatnonzero(sources == j)
+            order = self.orders[int(j)]
+            order.check_available(int(positions[rows].max()) + 1)
+            e, q = np.divmod(positions[rows], order.sequences)
+            epochs[rows] = e
+            places[rows], lanes[rows], items[rows] = place_in_epoch(q, order.sequences, self.lanes)
+        return epochs, places, lanes, items
+
+    def _rows(self, sources, epochs, places, lanes, items, everything: bool) -> np.ndarray:
+        """Tokens of the given rows: from this rank's lane windows, or read one by one where a row lies
+        in another rank's lane (`everything`: this reader owns every lane)."""
+        out = np.empty((len(sources), self.width), dtype=self.indexes[0].dtype if self.indexes else np.int64)
+        own = np.ones(len(sources), bool) if everything else np.isin(lanes, self.own_lanes)
+        for j in np.unique(sources):
+            j = int(j)
+            B = self._windows.window_items[j]
+            mine = np.flatnonzero((sources == j) & own)
+            windows, offsets = np.divmod(items[mine], B)
+            code = ((epochs[mine] * self.lanes + lanes[mine]) << 32) + windows  # = window_code
+            if len(mine):
+                out[mine] = self._windows.gather(j, code, offsets)
+            spilled = np.flatnonzero((sources == j) & ~own)
+            if len(spilled):
+                pieces = [self.pieces_of(j, int(e), int(x), int(x) + 1)[0] for e, x in zip(epochs[spilled], places[spilled])]
+                out[spilled] = np.concatenate(self.read(j, pieces))
+                self.traffic.spilled_rows += len(spilled)
+                for e, p in zip(epochs[spilled], pieces):
+                    self.traffic.row_shards.add((j, int(e), p.shard))
+        self.traffic.bytes_consumed += out.nbytes
+        return out
+
     # ---------------------------------------------------------------------------------- reading
     @property
     def sequences_consumed(self) -> int:
@@ -137,47 +338,62 @@ class MixtureLoader:
 
     def read_global(self, count: int) -> tuple[np.ndarray, np.ndarray]:
         """The next `count` global sequences (all ranks' worth): (source ids, tokens [count, L+1] in the
-        shards' dtype).
-        Advances the stream; next_step() uses it for one global batch and keeps this rank's slice."""
+        shards' dtype), in stream order. Advances the stream (for benchmarks and tests)."""
         counts_before = list(self._cursor.counts)
         sources = self._cursor.take(count)
         positions = source_positions(sources, counts_before)
-        return sources, self._gather(sources, positions)
-
-    def _gather(self, sources: np.ndarray, positions: np.ndarray) -> np.ndarray:
-        width = self.seq_length + 1
-        # The shards' own dtype (uint16 for GPT-2): a quarter of int64's bytes to copy; next_step widens.
-        out = np.empty((len(sources), width), dtype=self.indexes[0].dtype if self.indexes else np.int64)
-        for j in np.unique(sources):
-            rows = np.flatnonzero(sources == j)
-            shards, local = self.orders[j].locate(positions[rows])
-            for shard in np.unique(shards):
-                sel = shards == shard
-                tokens = self._cache.get(int(j), int(shard))
-                n = len(tokens) // width
-                out[rows[sel]] = tokens[: n * width].reshape(n, width)[local[sel]]
-        return out
+        epochs, places, lanes, items = self._locate(sources, positions)
+        tokens = self._rows(sources, epochs, places, lanes, items, everything=True)
+        self._prefetch()
+        return sources, tokens
 
     def next_step(self) -> list:
         """This rank's micro-batches for the next global step: `accumulation` LongTensors of shape
-        (microBatchSize, seqLength + 1). Every rank must call it once per step."""
+        (microBatchSize, seqLength + 1). Every rank must call it once per step. `last_slots` then holds
+        each row's index in the global batch (stream order)."""
         import torch
 
         g = self.geometry
-        step_start = self._cursor.position
         counts_before = list(self._cursor.counts)
         sources = self._cursor.take(g.global_batch)
-        start, stop = rank_slice(0, self.rank, g)
-        positions = source_positions(sources, counts_before)[start:stop]
-        tokens = self._gather(sources[start:stop], positions)
+        positions = source_positions(sources, counts_before)
+        epochs, places, lanes, items = self._locate(sources, positions)
+        mine = assign_step(sources, places, epochs, g.world_size, [o.sequences for o in self.orders])[self.rank]
+        tokens = self._rows(sources[mine], epochs[mine], places[mine], lanes[mine], items[mine], everything=False)
+        self.last_slots = mine
         self._prefetch()
-        assert self._cursor.position == step_start + g.global_batch
         batch = torch.from_numpy(tokens.astype(np.int64))
         return list(batch.split(g.micro_batch))
 
     def _prefetch(self) -> None:
+        """Each owned lane's window holding its next sequence and the window after it; nothing else.
+        (Recomputed only when some lane crossed into another window.)"""
+        cycle_slot = np.argsort(lane_cycle(self.lanes))[self.own_lanes]
+        fronts = []
         for j, order in enumerate(self.orders):
-            self._cache.want(j, order.upcoming_shards(self._cursor.counts[j], self._cache.keep))
+            epoch, q0 = divmod(self._cursor.counts[j], order.sequences)
+            items = np.maximum(0, -(-(q0 - cycle_slot) // self.lanes))
+            fronts.append((epoch, items // self._windows.window_items[j]))
+        signature = [(e, w.tobytes()) for e, w in fronts]
+        if signature == self._prefetched:
+            return
+        self._prefetched = signature
+        wanted, now = [], []
+        for j, order in enumerate(self.orders):
+            B = self._windows.window_items[j]
+            lengths = lane_lengths(order.sequences, self.lanes)[self.own_lanes]
+            epoch, windows = fronts[j]
+            for lane, w, length in zip(self.own_lanes.tolist(), windows.tolist(), lengths.tolist()):
+                here = (epoch, w) if w * B < length else (epoch + 1, 0)
+                ahead = (here[0], here[1] + 1) if (here[1] + 1) * B < length else (here[0] + 1, 0)
+                for e, win in (here, ahead):
+                    if length and (order.repeat or e == 0):
+                        wanted.append((j, e, lane, win))
+                        if (e, win) == here:
+                            now.append(wanted[-1])
+        self._windows.keep_only(set(wanted))
+        self._windows.request(now)  # first the windows the next step reads, then those after them
+        self._windows.request(wanted)
 
     # ------------------------------------------------------------------------------------ state
     def source_sequences(self) -> dict[str, int]:
@@ -189,25 +405,40 @@ class MixtureLoader:
             "version": STATE_VERSION,
             "sequences_consumed": self._cursor.position,
             "seed": self.seed,
-            # Informational (recomputed on load, never trusted): what the counts imply.
+            "lanes": self.lanes,
+            # The schedule's whole state: resume rebuilds the cursor from it in O(sources) (checked).
+            "source_counts": list(self._cursor.counts),
             "source_sequences": self.source_sequences(),
         }
 
     def load_state_dict(self, state: dict) -> None:
         if int(state.get("seed", self.seed)) != self.seed:
             raise DataError(f"loader state was saved with seed {state['seed']}, this run's seed is {self.seed}")
+        if int(state.get("lanes", self.lanes)) != self.lanes:
+            raise DataError(f"loader state was saved with {state['lanes']} lanes, this loader has {self.lanes}: "
+                            "the stream would differ")
         consumed = int(state["sequences_consumed"])
         if consumed < 0 or consumed % self.geometry.global_batch:
             raise DataError(
                 f"sequences_consumed {consumed} is not a whole number of global batches of {self.geometry.global_batch}"
             )
-        cursor = ScheduleCursor(self.weights)
-        cursor.skip(consumed)
+        counts = state.get("source_counts")
+        if counts is not None:
+            try:
+                cursor = ScheduleCursor.at_counts(self.weights, counts)
+            except ValueError as e:
+                raise DataError(f"loader state: {e}") from e
+            if cursor.position != consumed:
+                raise DataError(f"loader state: source_counts sum to {cursor.position}, sequences_consumed is {consumed}")
+        else:  # a state from before version 2: recompute the counts (about 1 s per million sequences)
+            cursor = ScheduleCursor(self.weights)
+            cursor.skip(consumed)
         self._cursor = cursor
+        self._prefetched = []
         self._prefetch()
 
     def close(self) -> None:
-        self._cache.close()
+        self._windows.close()
 
     def __enter__(self):
         return self

@@ -156,3 +156,81 @@ def read_shard(index: ShardIndex, i: int, vocab_size: int, options: StorageOptio
     except FileNotFoundError as e:
         raise DataError(f"{uri}: listed in index.json but missing") from e
     return decode_shard(data, index, i, vocab_size)
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Whole sequences [first, stop) of one shard, `width` tokens each: one contiguous byte range."""
+
+    shard: int
+    first: int
+    stop: int
+
+
+def piece_bytes(index: ShardIndex, piece: Piece, width: int) -> tuple[int, int]:
+    """[start, end) byte offsets of `piece` in its shard. A piece that ends at the shard's last whole
+    sequence also takes the shard's tail (under one sequence), so a piece holding every sequence is the
+    whole object and its CRC-32 can be checked."""
+    item = width * index.dtype.itemsize
+    start, end = piece.first * item, piece.stop * item
+    entry = index.shards[piece.shard]
+    if piece.stop == entry.tokens // width:
+        end = entry.bytes
+    return start, end
+
+
+def merge_pieces(pieces: list[Piece]) -> list[Piece]:
+    """Adjacent or overlapping pieces of the same shard as one (fewer requests; whole shards stay whole)."""
+    out: list[Piece] = []
+    for p in sorted(pieces, key=lambda p: (p.shard, p.first)):
+        if out and out[-1].shard == p.shard and p.first <= out[-1].stop:
+            out[-1] = Piece(p.shard, out[-1].first, max(out[-1].stop, p.stop))
+        else:
+            out.append(p)
+    return out
+
+
+def read_pieces(index: ShardIndex, pieces: list[Piece], width: int, vocab_size: int,
+                options: StorageOptions | None = None) -> list[np.ndarray]:
+    """Token rows [n, width] of each piece, read as byte ranges (concurrently on S3, one request per
+    merged piece) and verified: byte count, token ids < vocab, and the CRC-32 where a piece is a whole
+    shard. Ranged reads of part of a shard cannot be checked against the shard's CRC-32."""
+    merged = merge_pieces(pieces)
+    spans = [piece_bytes(index, p, width) for p in merged]
+    fs, _ = storage.filesystem(index.uri, options)
+    paths = [storage.filesystem(index.shard_uri(p.shard), options)[1] for p in merged]
+    try:
+        blobs = storage.retry(lambda: fs.cat_ranges(paths, [a for a, _ in spans], [b for _, b in spans], on_error="raise"),
+                              f"reading {len(merged)} ranges of {index.uri}")
+    except FileNotFoundError as e:
+        missing = next((index.shard_uri(p.shard) for p, path in zip(merged, paths) if not fs.exists(path)), index.uri)
+        raise DataError(f"{missing}: listed in index.json but missing") from e
+    except storage.StorageError as e:
+        for p, path in zip(merged, paths):  # a range past the end of a shortened object: say which
+            entry = index.shards[p.shard]
+            if (size := fs.size(path)) != entry.bytes:
+                raise DataError(f"{index.shard_uri(p.shard)}: {size} bytes, index.json lists {entry.bytes} "
+                                "(truncated or replaced shard)") from e
+        raise
+    rows: dict[Piece, np.ndarray] = {}
+    item = width * index.dtype.itemsize
+    for p, (start, end), blob in zip(merged, spans, blobs):
+        entry, uri = index.shards[p.shard], index.shard_uri(p.shard)
+        if len(blob) != end - start:
+            size = fs.size(storage.filesystem(uri, options)[1])
+            raise DataError(f"{uri}: {size} bytes, index.json lists {entry.bytes} (truncated or replaced shard)")
+        if start == 0 and end == entry.bytes:
+            tokens = decode_shard(blob, index, p.shard, vocab_size)
+        else:
+            tokens = np.frombuffer(blob, dtype=index.dtype)
+            if len(tokens) and int(tokens.max()) >= vocab_size:
+                raise DataError(f"{uri}: token id {int(tokens.max())} >= vocab size {vocab_size}")
+        n = p.stop - p.first
+        rows[p] = tokens[: n * width].reshape(n, width)
+        assert len(blob) >= n * item
+    out = []
+    for p in pieces:
+        m = next(m for m in merged if m.shard == p.shard and m.first <= p.first and p.stop <= m.stop)
+        out.append(rows[m][p.first - m.first:p.stop - m.first])
+    return out
+

@@ -99,9 +99,13 @@ def reseed(seed: int, step: int, micro_batch: int) -> None:
     torch.manual_seed((seed * 1_000_003 + step * 7919 + micro_batch) % (2**63))
 
 
-def row_digests(batches: list[torch.Tensor]) -> list[bytes]:
-    """An 8-byte hash per sequence, in stream order: proves which sequences a step trained on."""
-    return [hashlib.blake2b(row.numpy().tobytes(), digest_size=8).digest() for x in batches for row in x.cpu()]
+def row_digests(batches: list[torch.Tensor], slots=None) -> list[tuple[int, bytes]]:
+    """(index in the global batch, 8-byte hash) per sequence: proves which sequences a step trained on.
+    A rank's rows are not a contiguous slice of the step (the loader keeps ranks near their own shards),
+    so each row carries its slot and rank 0 puts the gathered rows back in stream order."""
+    rows = [row for x in batches for row in x.cpu()]
+    slots = range(len(rows)) if slots is None else [int(s) for s in slots]
+    return [(s, hashlib.blake2b(row.numpy().tobytes(), digest_size=8).digest()) for s, row in zip(slots, rows)]
 
 
 def gather(obj, world_size: int) -> list:
@@ -232,7 +236,9 @@ def train(config: dict, ctx: WorkerContext) -> dict:
         for group in optimizer.param_groups:
             group["lr"] = lr
         batches = loader.next_step()
-        pending_rows.append(row_digests(batches))
+        pending_rows.append(row_digests(batches, getattr(loader, "last_slots", None)))
+        if device.type == "cuda":  # page-locked, so the copies below run async, overlapped with compute
+            batches = [x.pin_memory() for x in batches]
         for micro, x in enumerate(batches):
             reseed(t.seed, step, rank * accum + micro)
             x = x.to(device, non_blocking=True)
@@ -259,14 +265,13 @@ def train(config: dict, ctx: WorkerContext) -> dict:
         eval_now = periodic_eval_due(step, spec.eval.every_steps, final)
         ckpt_now = step % spec.checkpoint.every_steps == 0 or final or eval_now
         if log_now or ckpt_now:
-            # Every rank's sequence hashes, in rank order = global stream order (contiguous slices).
+            # Every rank's sequence hashes, put back in global stream order by their slots.
             gathered = gather(pending_rows, world)
             pending_rows = []
             if is_main:
                 h = hashlib.blake2b(bytes.fromhex(stream_digest), digest_size=16)
                 for per_step in zip(*gathered):
-                    for rows in per_step:
-                        h.update(b"".join(rows))
+                    h.update(b"".join(d for _, d in sorted(row for rows in per_step for row in rows)))
                 stream_digest = h.hexdigest()
         if log_now:
             loss_value = mean_across(window_loss, world) / window_steps
