@@ -97,7 +97,7 @@ def test_each_rank_touches_its_share_of_shards_and_the_stream_stays_exact(
         flat = np.concatenate(slots)
         assert sorted(flat.tolist()) == list(range(global_batch))  # every slot once: the step's own G
         assert Counter(b for r in rows for b in r) == expected[s]  # the global batch, whatever W
-        for r, ld in enumerate(loaders):  # per-source counts of the step are the schedule's
+        for r in range(len(loaders)):  # per-source counts of the step are the schedule's
             got = np.bincount(scheduled[s * global_batch:(s + 1) * global_batch][slots[r]], minlength=3)
             assert got.sum() == global_batch // world
         if s + 1 == at:

@@ -111,7 +111,7 @@ def running_operator(server, config=None, timeout: float = 120):
 
         import kubernetes
 
-        from trainkit_operator.handlers import Kube
+        from trainkit_operator.kube import Kube
 
         path = server.write_token_kubeconfig(Path(tempfile.mkdtemp(prefix="sa-kubeconfig-")) / "config", token)
         kube = Kube(kubernetes.config.new_client_from_config(config_file=str(path)))

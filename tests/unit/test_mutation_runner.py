@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 
-import mutation  # noqa: E402
+import mutation
 
 SOURCE = '''\
 """Module doc."""

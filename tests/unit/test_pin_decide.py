@@ -12,8 +12,8 @@ from trainkit.spec.status import TrainingRunStatus
 from trainkit_operator import builders, decide
 from trainkit_operator.config import OperatorConfig
 
-from test_operator_builders import UID, seed_run  # noqa: E402  (same folder)
-from test_operator_decide import NOW, cm_for, rayjob_for, summarize, with_status  # noqa: E402
+from test_operator_builders import UID, seed_run
+from test_operator_decide import NOW, cm_for, rayjob_for, summarize, with_status
 
 CFG = OperatorConfig()
 

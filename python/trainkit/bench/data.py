@@ -63,7 +63,10 @@ class FirstBatch:
 def timed(fn: Callable[[FirstBatch], tuple[int, np.ndarray]], repeats: int) -> dict:
     """Run a reader `repeats` times; fn returns (tokens read, source id per sequence). Two speeds: from
     opening to the last sequence, and steady state after the first batch (median of each)."""
-    seconds, steady, opening, tokens, sources = [], [], [], 0, None
+    seconds: list[float] = []
+    steady: list[float] = []
+    opening: list[float] = []
+    tokens, sources = 0, np.empty(0, np.int64)
     for _ in range(repeats):
         first = FirstBatch()
         start = time.perf_counter()
@@ -273,8 +276,9 @@ def read_raw(bucket: str, endpoint: str, width: int, batch: int, total: int, fir
     pending = [np.empty((0, width), np.uint16) for _ in names]
     per_batch = np.floor(np.asarray(list(WEIGHTS.values())) * batch + 0.5).astype(int)
     per_batch[0] += batch - per_batch.sum()
-    sources, tokens = [], 0
-    while sum(map(len, sources)) < total:
+    sources: list[np.ndarray] = []
+    tokens = 0
+    while sum(len(chunk) for chunk in sources) < total:
         for j, want in enumerate(per_batch):
             while len(pending[j]) < want:
                 pending[j] = np.concatenate([pending[j], next(streams[j])])
@@ -420,7 +424,7 @@ def run(args) -> int:
         if "hf-datasets" in others:
             print(f"{label:>11}: trainkit / hf-datasets {ours[key] / others['hf-datasets']:.1f}x (goal >= 10x)", end="")
         if others:
-            best = max(others, key=others.get)
+            best = max(others, key=lambda k: others[k])
             print(f"; trainkit / best other ({best}) {ours[key] / others[best]:.2f}x (goal >= 1x)")
     print(f"trainkit mixture error: {ours['mixture_error']:.2f} sequences (goal <= 1)")
     if traffic:

@@ -66,8 +66,8 @@ def run(args) -> int:
     from trainkit.eval.local_tasks import prepare_task_folder
     from trainkit.eval.suite import SEED_SUITE_BY_NAME, TaskRequest
 
-    with tempfile.TemporaryDirectory(prefix="tk-bench-eval-") as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory(prefix="tk-bench-eval-") as tmp_name:
+        tmp = Path(tmp_name)
         if args.checkpoint:
             model_path = fetch_checkpoint(args.checkpoint, tmp / "checkpoints").path
             what = args.checkpoint
@@ -84,7 +84,7 @@ def run(args) -> int:
         harness.evaluate(model, [requests[2]], manager)  # warm-up (first-call costs), not measured
         per_request, counts, mean_tokens, overhead = {}, {}, {}, {}
         for task, r in zip(MIRRORS, requests):
-            best = None
+            best: tuple[float, int, float] | None = None
             for _ in range(max(1, args.repeats)):
                 timer.update(seconds=0.0, requests=0)
                 t0 = time.perf_counter()
@@ -92,6 +92,7 @@ def run(args) -> int:
                 wall = time.perf_counter() - t0
                 if best is None or timer["seconds"] < best[0]:
                     best = (timer["seconds"], timer["requests"], wall)
+            assert best is not None  # repeats >= 1
             model_s, n, wall = best
             _, tokens = _requests(out, model)
             counts[task], mean_tokens[task] = n, tokens / n
@@ -154,7 +155,7 @@ def _seed_shaped_model(folder: Path) -> Path:
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)
-    GPT2LMHeadModel(GPT2Config(**SEED_ARCH)).save_pretrained(folder)
+    GPT2LMHeadModel(GPT2Config(**SEED_ARCH)).save_pretrained(folder)  # type: ignore[arg-type]
     _gpt2_tokenizer().save_pretrained(folder)
     return folder
 

@@ -170,9 +170,9 @@ def run(args) -> int:
           f"{spec.training.precision}, device {torch.cuda.get_device_name(0) if on_gpu else 'cpu'} "
           f"({torch.get_num_threads()} threads)", flush=True)
     bare_loop(spec, plan, batches[:3], device)  # warm-up: allocator, kernels, threads
-    results = {"bare": [], "trainkit": []}
-    windows = {"bare": [], "trainkit": []}
-    cpu = {"bare": [], "trainkit": []}
+    results: dict[str, list[float]] = {"bare": [], "trainkit": []}
+    windows: dict[str, list[float]] = {"bare": [], "trainkit": []}
+    cpu: dict[str, list[float]] = {"bare": [], "trainkit": []}
     for r in range(args.repeats):
         for name, fn in (("bare", lambda: bare_loop(spec, plan, batches, device)), ("trainkit", lambda: ours(spec, device))):
             seconds, w, cpu_s = fn()
