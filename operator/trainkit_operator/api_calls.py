@@ -18,7 +18,7 @@ API_CALLS: tuple[tuple[str, str, str, str], ...] = (
     ("get", "ray.io", "rayjobs", ""),
     ("create", "ray.io", "rayjobs", ""),
     ("patch", "ray.io", "rayjobs", ""),
-    ("list", "ray.io", "rayjobs", ""),   # kopf: watch RayJobs labelled trainkit.dev/run (fast status)
+    ("list", "ray.io", "rayjobs", ""),  # kopf: watch RayJobs labelled trainkit.dev/run (fast status)
     ("watch", "ray.io", "rayjobs", ""),
     ("get", "", "configmaps", ""),
     ("create", "", "configmaps", ""),

@@ -29,7 +29,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runs", type=int, default=1000, help="TrainingRuns applied at once (default 1000)")
     p.add_argument("--timeout", type=float, default=900, help="give up after this many seconds")
     p.add_argument("--max-workers", type=int, default=16, help="operator handler threads (TRAINKIT_MAX_WORKERS)")
-    p.add_argument("--timer-interval", type=float, default=30, help="operator reconcile timer (TRAINKIT_TIMER_INTERVAL)")
+    p.add_argument(
+        "--timer-interval", type=float, default=30, help="operator reconcile timer (TRAINKIT_TIMER_INTERVAL)"
+    )
     p.add_argument("--json", dest="json_out", help="also write the figures to this JSON file")
 
 
@@ -66,16 +68,31 @@ def run(args: argparse.Namespace) -> int:
     with KubeAPIServer(history_limit=max(20_000, 40 * n)) as api:
         kubeconfig = api.write_kubeconfig(tmp / "kubeconfig")
         api.create(training_run_crd())
-        api.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "trainkit-s3", "namespace": "default"},
-                    "stringData": {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}})
+        api.create(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "trainkit-s3", "namespace": "default"},
+                "stringData": {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"},
+            }
+        )
         port = _free_port()
-        env = {**os.environ, "KUBECONFIG": str(kubeconfig), "TRAINKIT_NAMESPACES": "default",
-               "TRAINKIT_MAX_WORKERS": str(args.max_workers), "TRAINKIT_TIMER_INTERVAL": str(args.timer_interval),
-               "PYTHONUNBUFFERED": "1"}
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(kubeconfig),
+            "TRAINKIT_NAMESPACES": "default",
+            "TRAINKIT_MAX_WORKERS": str(args.max_workers),
+            "TRAINKIT_TIMER_INTERVAL": str(args.timer_interval),
+            "PYTHONUNBUFFERED": "1",
+        }
         log_path = tmp / "operator.log"
         with open(log_path, "wb") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "trainkit_operator", "--liveness", f"http://127.0.0.1:{port}/healthz"],
-                                    env=env, stdout=log, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "trainkit_operator", "--liveness", f"http://127.0.0.1:{port}/healthz"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         try:
             t_start = time.monotonic()
             while True:
@@ -106,9 +123,15 @@ def run(args: argparse.Namespace) -> int:
                 peak = max(peak, _rss_mb(proc.pid))
                 if t_rayjobs is None and len(api.list("rayjobs.ray.io", "default")) >= n:
                     t_rayjobs = time.monotonic() - t0
-                if t_status is None and sum(
-                    1 for r in api.list("trainingruns.trainkit.dev", "default") if (r.get("status") or {}).get("phase")
-                ) >= n:
+                if (
+                    t_status is None
+                    and sum(
+                        1
+                        for r in api.list("trainingruns.trainkit.dev", "default")
+                        if (r.get("status") or {}).get("phase")
+                    )
+                    >= n
+                ):
                     t_status = time.monotonic() - t0
                 if t_rayjobs is not None and t_status is not None:
                     break
@@ -128,8 +151,12 @@ def run(args: argparse.Namespace) -> int:
             figures["api_requests_by_call"] = {f"{v} {g or 'core'}/{r}": c for (g, r, v), c in sorted(made.items())}
             rayjobs = api.list("rayjobs.ray.io", "default")
             figures["rayjobs"] = len(rayjobs)
-            figures["duplicate_rayjobs"] = len(rayjobs) - len({rj["metadata"]["labels"]["trainkit.dev/run"] for rj in rayjobs})
-            phases = Counter((r.get("status") or {}).get("phase") for r in api.list("trainingruns.trainkit.dev", "default"))
+            figures["duplicate_rayjobs"] = len(rayjobs) - len(
+                {rj["metadata"]["labels"]["trainkit.dev/run"] for rj in rayjobs}
+            )
+            phases = Counter(
+                (r.get("status") or {}).get("phase") for r in api.list("trainingruns.trainkit.dev", "default")
+            )
             figures["phases"] = dict(phases)
         finally:
             proc.terminate()
@@ -139,11 +166,17 @@ def run(args: argparse.Namespace) -> int:
                 proc.kill()
                 figures["operator_exit_code"] = "killed"
 
-    print(f"operator bench: {n} TrainingRuns applied at once (API test server, no KubeRay; machine: {os.cpu_count()} cores)")
+    print(
+        f"operator bench: {n} TrainingRuns applied at once (API test server, no KubeRay; machine: {os.cpu_count()} cores)"
+    )
     print(f"  every RayJob exists after     {figures['all_rayjobs_s']} s")
     print(f"  every status written after    {figures['all_statuses_s']} s  ({figures.get('runs_per_s')} runs/s)")
-    print(f"  operator RSS idle / peak / after: {figures['rss_idle_mb']} / {figures['rss_peak_mb']} / {figures['rss_after_mb']} MiB")
-    print(f"  API requests: {figures['api_requests']}  duplicates: {figures['duplicate_rayjobs']}  phases: {figures['phases']}")
+    print(
+        f"  operator RSS idle / peak / after: {figures['rss_idle_mb']} / {figures['rss_peak_mb']} / {figures['rss_after_mb']} MiB"
+    )
+    print(
+        f"  API requests: {figures['api_requests']}  duplicates: {figures['duplicate_rayjobs']}  phases: {figures['phases']}"
+    )
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(figures, indent=2) + "\n")
     return 0 if figures["all_statuses_s"] is not None and figures["duplicate_rayjobs"] == 0 else 1

@@ -239,7 +239,10 @@ def _pod_spec(
         "volumes": [
             {
                 "name": "trainkit-spec",
-                "configMap": {"name": configmap_name(run["metadata"]["name"]), "items": [{"key": SPEC_KEY, "path": SPEC_KEY}]},
+                "configMap": {
+                    "name": configmap_name(run["metadata"]["name"]),
+                    "items": [{"key": SPEC_KEY, "path": SPEC_KEY}],
+                },
             },
             {"name": "dshm", "emptyDir": {"medium": "Memory"}},
         ],
@@ -286,8 +289,13 @@ def worker_pod_template(run: dict, spec: TrainingRunSpec, config: OperatorConfig
     return {
         "metadata": {"labels": common_labels(run, config)},
         "spec": _pod_spec(
-            run, spec, config, container=WORKER_CONTAINER, resources={"requests": requests, "limits": limits},
-            node_selector=node_selector(spec, config), gpu_pool=True,
+            run,
+            spec,
+            config,
+            container=WORKER_CONTAINER,
+            resources={"requests": requests, "limits": limits},
+            node_selector=node_selector(spec, config),
+            gpu_pool=True,
         ),
     }
 

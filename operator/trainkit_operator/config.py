@@ -135,7 +135,9 @@ class OperatorConfig:
             image_pull_policy=env.get(p + "IMAGE_PULL_POLICY") or cls.image_pull_policy,
             namespaces=_list(env, p + "NAMESPACES"),
             timer_interval=_float(env, p + "TIMER_INTERVAL", cls.timer_interval),
-            timer_initial_delay=_float(env, p + "TIMER_INITIAL_DELAY", _float(env, p + "TIMER_INTERVAL", cls.timer_initial_delay)),
+            timer_initial_delay=_float(
+                env, p + "TIMER_INITIAL_DELAY", _float(env, p + "TIMER_INTERVAL", cls.timer_initial_delay)
+            ),
             default_storage_endpoint=env.get(p + "STORAGE_ENDPOINT") or None,
             default_credentials_secret=env.get(p + "CREDENTIALS_SECRET") or None,
             ray_version=env.get(p + "RAY_VERSION") or cls.ray_version,
@@ -153,7 +155,9 @@ class OperatorConfig:
             ),
         )
         if cfg.image_pull_policy not in ("Always", "IfNotPresent", "Never"):
-            raise ValueError(f"{p}IMAGE_PULL_POLICY must be Always, IfNotPresent or Never, got {cfg.image_pull_policy!r}")
+            raise ValueError(
+                f"{p}IMAGE_PULL_POLICY must be Always, IfNotPresent or Never, got {cfg.image_pull_policy!r}"
+            )
         if cfg.watch_client_timeout <= cfg.watch_server_timeout:
             raise ValueError(f"{p}WATCH_CLIENT_TIMEOUT must exceed {p}WATCH_SERVER_TIMEOUT")
         return cfg

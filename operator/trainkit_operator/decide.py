@@ -134,7 +134,8 @@ def applied_spec(configmap: dict | None) -> dict | None:
 def owned_by(obj: dict, run: dict) -> bool:
     uid = run["metadata"].get("uid")
     return any(
-        ref.get("uid") == uid and ref.get("controller") for ref in (obj.get("metadata") or {}).get("ownerReferences") or []
+        ref.get("uid") == uid and ref.get("controller")
+        for ref in (obj.get("metadata") or {}).get("ownerReferences") or []
     )
 
 
@@ -146,15 +147,21 @@ def previous_incarnation(obj: dict, run: dict) -> str | None:
     adopted: the new run waits for them to go, then creates its own."""
     uid = run["metadata"].get("uid")
     for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
-        if ref.get("controller") and ref.get("kind") == "TrainingRun" and ref.get("name") == run["metadata"].get("name") \
-                and ref.get("uid") != uid:
+        if (
+            ref.get("controller")
+            and ref.get("kind") == "TrainingRun"
+            and ref.get("name") == run["metadata"].get("name")
+            and ref.get("uid") != uid
+        ):
             return str(ref.get("uid"))
     return None
 
 
 def _waiting_message(kind: str, name: str, old_uid: str) -> str:
-    return (f"{kind} {name} still belongs to a previous TrainingRun of this name (uid {old_uid}), deleted but not yet "
-            "garbage-collected (KubeRay's finalizer stops its Ray job first); this run creates its own once it is gone")
+    return (
+        f"{kind} {name} still belongs to a previous TrainingRun of this name (uid {old_uid}), deleted but not yet "
+        "garbage-collected (KubeRay's finalizer stops its Ray job first); this run creates its own once it is gone"
+    )
 
 
 # ------------------------------------------------------------------------------------ actions
@@ -186,9 +193,14 @@ def plan_actions(
     if spec_error is not None or spec is None:
         if rayjob is not None and owned_by(rayjob, run):
             # An edit made the spec invalid while the RayJob runs: refuse the edit, never fail the live run.
-            return Decision("refuse", refused=("spec",), message=(
-                f"the edited spec is invalid ({spec_error or 'spec missing'}); nothing of this edit was applied, "
-                "the run continues with the spec it started with"))
+            return Decision(
+                "refuse",
+                refused=("spec",),
+                message=(
+                    f"the edited spec is invalid ({spec_error or 'spec missing'}); nothing of this edit was applied, "
+                    "the run continues with the spec it started with"
+                ),
+            )
         return Decision("invalid", message=spec_error or "spec missing")
 
     desired_cm = build_configmap(run, spec, config)
@@ -198,13 +210,19 @@ def plan_actions(
     if rayjob is None:
         if status is not None and status.ray_job_name and status.job_deployment_status:
             # We saw it running once; re-creating would resurrect a finished or deleted job.
-            return Decision("lost", message=f"RayJob {status.ray_job_name} was deleted while the run was {status.phase}")
+            return Decision(
+                "lost", message=f"RayJob {status.ray_job_name} was deleted while the run was {status.phase}"
+            )
         if configmap is not None and not owned_by(configmap, run):
             old_uid = previous_incarnation(configmap, run)
             if old_uid:
                 return Decision("wait", message=_waiting_message("ConfigMap", desired_cm["metadata"]["name"], old_uid))
-            return Decision("conflict", message=f"ConfigMap {desired_cm['metadata']['name']} exists and is not owned by this run")
-        return Decision("create", configmap=desired_cm, configmap_replace=configmap is not None and cm_differs, rayjob=desired_rj)
+            return Decision(
+                "conflict", message=f"ConfigMap {desired_cm['metadata']['name']} exists and is not owned by this run"
+            )
+        return Decision(
+            "create", configmap=desired_cm, configmap_replace=configmap is not None and cm_differs, rayjob=desired_rj
+        )
 
     if not owned_by(rayjob, run):
         old_uid = previous_incarnation(rayjob, run)
@@ -218,10 +236,17 @@ def plan_actions(
         # The ConfigMap is gone (or unreadable). Re-create it only if the spec is the one the RayJob was built from.
         rj_hash = ((rayjob.get("metadata") or {}).get("annotations") or {}).get(SPEC_HASH_ANNOTATION)
         if rj_hash == spec_hash(run, spec):
-            return Decision("update", configmap=desired_cm, configmap_replace=configmap is not None,
-                            patch=mutable_patch(desired_rj, rayjob, kueue_managed=kueue))
-        return Decision("refuse", refused=("spec",),
-                        message="the spec changed and the spec the RayJob was started with is no longer readable")
+            return Decision(
+                "update",
+                configmap=desired_cm,
+                configmap_replace=configmap is not None,
+                patch=mutable_patch(desired_rj, rayjob, kueue_managed=kueue),
+            )
+        return Decision(
+            "refuse",
+            refused=("spec",),
+            message="the spec changed and the spec the RayJob was started with is no longer readable",
+        )
 
     changed = spec_diff(old, dump_spec(spec))
     immutable = [p for p in changed if p not in MUTABLE_SPEC_FIELDS]
@@ -230,15 +255,16 @@ def plan_actions(
     if immutable:
         why = []
         if any(p != "spec.scheduling.suspend" for p in immutable):
-            why.append(
-                "only " + ", ".join(sorted(MUTABLE_SPEC_FIELDS)) + " may change after the RayJob exists"
-            )
+            why.append("only " + ", ".join(sorted(MUTABLE_SPEC_FIELDS)) + " may change after the RayJob exists")
         if "spec.scheduling.suspend" in immutable and kueue:
             why.append(f"suspend is Kueue's for a run in queue {kueue_queue(rayjob)!r}: stop it through Kueue")
         return Decision(
             "refuse",
             refused=tuple(sorted(set(immutable))),
-            message="refused changes to " + ", ".join(sorted(set(immutable))) + " (" + "; ".join(why)
+            message="refused changes to "
+            + ", ".join(sorted(set(immutable)))
+            + " ("
+            + "; ".join(why)
             + "); nothing of this edit was applied, the run continues with the spec it started with",
         )
     ops = mutable_patch(desired_rj, rayjob, kueue_managed=kueue)
@@ -274,10 +300,14 @@ def derive_phase(
 
     def unknown(what: str, value: str) -> tuple[str, str, str]:
         keep = last_phase if last_phase and last_phase not in TERMINAL_PHASES else "Pending"
-        return keep, f"Unknown{what}", (
-            f"KubeRay reports {what[0].lower() + what[1:]} {value!r}, which this operator does not know; "
-            f"showing the last known phase {keep} until KubeRay reports a known value"
-            + (f" ({message})" if message else "")
+        return (
+            keep,
+            f"Unknown{what}",
+            (
+                f"KubeRay reports {what[0].lower() + what[1:]} {value!r}, which this operator does not know; "
+                f"showing the last known phase {keep} until KubeRay reports a known value"
+                + (f" ({message})" if message else "")
+            ),
         )
 
     if jds not in KNOWN_JOB_DEPLOYMENT_STATUSES:
@@ -291,9 +321,13 @@ def derive_phase(
             return "Failed", reason or "AppFailed", message or "the Ray job failed"
         if js == "STOPPED":
             return "Failed", reason or "JobStopped", message or "the Ray job was stopped"
-        return "Failed", "InconsistentStatus", (
-            f"KubeRay reports jobDeploymentStatus Complete with jobStatus {js or 'unset'}; "
-            "success is only declared with jobStatus SUCCEEDED"
+        return (
+            "Failed",
+            "InconsistentStatus",
+            (
+                f"KubeRay reports jobDeploymentStatus Complete with jobStatus {js or 'unset'}; "
+                "success is only declared with jobStatus SUCCEEDED"
+            ),
         )
     if jds in ("Failed", "ValidationFailed"):
         msg = message or f"KubeRay marked the RayJob {jds}"
@@ -304,10 +338,18 @@ def derive_phase(
         if user_suspend:
             return "Suspended", "SuspendedByUser", "spec.scheduling.suspend is true"
         if kueue_queue_name:
-            return "Queued", "WaitingForKueue", f"Kueue holds the RayJob suspended until LocalQueue {kueue_queue_name} admits it"
-        return "Suspended", "SuspendedExternally", (
-            "the RayJob is suspended, but not by this run's spec (Kueue with manageJobsWithoutQueueName, or "
-            "another controller); the operator leaves it suspended"
+            return (
+                "Queued",
+                "WaitingForKueue",
+                f"Kueue holds the RayJob suspended until LocalQueue {kueue_queue_name} admits it",
+            )
+        return (
+            "Suspended",
+            "SuspendedExternally",
+            (
+                "the RayJob is suspended, but not by this run's spec (Kueue with manageJobsWithoutQueueName, or "
+                "another controller); the operator leaves it suspended"
+            ),
         )
     if jds == "Running":
         if js == "RUNNING":
@@ -329,11 +371,15 @@ def pod_problems(pods: list[dict] | None) -> str | None:
         st = pod.get("status") or {}
         for cond in st.get("conditions") or []:
             if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
-                problems.append(f"{name}: {cond.get('reason') or 'Unschedulable'}: {cond.get('message') or ''}".rstrip(": "))
+                problems.append(
+                    f"{name}: {cond.get('reason') or 'Unschedulable'}: {cond.get('message') or ''}".rstrip(": ")
+                )
         for cs in (st.get("initContainerStatuses") or []) + (st.get("containerStatuses") or []):
             waiting = (cs.get("state") or {}).get("waiting") or {}
             if waiting.get("reason") and waiting["reason"] not in ("ContainerCreating", "PodInitializing"):
-                problems.append(f"{name}/{cs.get('name')}: {waiting['reason']}: {waiting.get('message') or ''}".rstrip(": "))
+                problems.append(
+                    f"{name}/{cs.get('name')}: {waiting['reason']}: {waiting.get('message') or ''}".rstrip(": ")
+                )
     return "; ".join(problems)[:2000] if problems else None
 
 
@@ -367,13 +413,20 @@ def rayjob_warnings(events: list[dict] | None) -> str | None:
 
 
 # ------------------------------------------------------------------------------------- status
-def _condition(prev: dict[str, Condition], type_: str, status: bool, reason: str, message: str, now: str,
-               generation: int | None) -> Condition:
+def _condition(
+    prev: dict[str, Condition], type_: str, status: bool, reason: str, message: str, now: str, generation: int | None
+) -> Condition:
     value = "True" if status else "False"
     old = prev.get(type_)
     ltt = old.last_transition_time if old is not None and old.status == value else now
-    return Condition(type=type_, status=value, reason=reason, message=message[:32768], last_transition_time=ltt,
-                     observed_generation=generation)
+    return Condition(
+        type=type_,
+        status=value,
+        reason=reason,
+        message=message[:32768],
+        last_transition_time=ltt,
+        observed_generation=generation,
+    )
 
 
 def progress_from(raw: Mapping[str, Any] | None, total_steps: int | None) -> Progress | None:
@@ -390,9 +443,15 @@ def progress_from(raw: Mapping[str, Any] | None, total_steps: int | None) -> Pro
 
         eta = num("etaSeconds")
         return Progress(
-            step=step, total_steps=max(0, total), percent=percent, tokens=max(0, int(raw.get("tokens") or 0)),
-            loss=num("loss"), tokens_per_second=num("tokensPerSecond"), mfu=num("mfu"),
-            eta_seconds=None if eta is None else max(0.0, eta), updated_at=raw.get("updatedAt"),
+            step=step,
+            total_steps=max(0, total),
+            percent=percent,
+            tokens=max(0, int(raw.get("tokens") or 0)),
+            loss=num("loss"),
+            tokens_per_second=num("tokensPerSecond"),
+            mfu=num("mfu"),
+            eta_seconds=None if eta is None else max(0.0, eta),
+            updated_at=raw.get("updatedAt"),
         )
     except (TypeError, ValueError):
         return None
@@ -407,7 +466,9 @@ def eval_from(raw: Mapping[str, Any] | None, output_uri: str | None) -> EvalSumm
         avg = raw.get("average")
         average = float(avg) if isinstance(avg, (int, float)) else (sum(tasks.values()) / len(tasks) if tasks else None)
         report = artifacts.eval_report_uri(output_uri, step) if output_uri else None
-        return EvalSummary(step=step, average=None if average is None else round(average, 4), tasks=tasks, report_uri=report)
+        return EvalSummary(
+            step=step, average=None if average is None else round(average, 4), tasks=tasks, report_uri=report
+        )
     except (KeyError, TypeError, ValueError):
         return None
 
@@ -471,7 +532,8 @@ def summarize(
     else:
         rj_spec = rayjob.get("spec") or {}
         phase, reason, message = derive_phase(
-            js, jds,
+            js,
+            jds,
             rayjob_suspended=bool(rj_spec.get("suspend")),
             user_suspend=bool(spec and spec.scheduling.suspend),
             kueue_queue_name=kueue_queue(rayjob),
@@ -517,28 +579,70 @@ def summarize(
     else:
         adm_reason = "Admitted"
     conds = [
-        _condition(prev_conds, "SpecValid", spec_error is None, "Valid" if spec_error is None else REASON_INVALID_SPEC,
-                   spec_error or "the spec is valid", now, generation),
+        _condition(
+            prev_conds,
+            "SpecValid",
+            spec_error is None,
+            "Valid" if spec_error is None else REASON_INVALID_SPEC,
+            spec_error or "the spec is valid",
+            now,
+            generation,
+        ),
         _condition(prev_conds, "SpecApplied", spec_applied[0], spec_applied[1], spec_applied[2], now, generation),
         _condition(prev_conds, "Admitted", admitted, adm_reason, "" if admitted else message, now, generation),
-        _condition(prev_conds, "Running", phase == "Running", reason if phase == "Running" else phase, message if phase == "Running" else "", now, generation),
-        _condition(prev_conds, "Succeeded", phase == "Succeeded", reason if phase == "Succeeded" else phase, message if phase == "Succeeded" else "", now, generation),
-        _condition(prev_conds, "Failed", phase == "Failed", reason if phase == "Failed" else phase, message if phase == "Failed" else "", now, generation),
+        _condition(
+            prev_conds,
+            "Running",
+            phase == "Running",
+            reason if phase == "Running" else phase,
+            message if phase == "Running" else "",
+            now,
+            generation,
+        ),
+        _condition(
+            prev_conds,
+            "Succeeded",
+            phase == "Succeeded",
+            reason if phase == "Succeeded" else phase,
+            message if phase == "Succeeded" else "",
+            now,
+            generation,
+        ),
+        _condition(
+            prev_conds,
+            "Failed",
+            phase == "Failed",
+            reason if phase == "Failed" else phase,
+            message if phase == "Failed" else "",
+            now,
+            generation,
+        ),
     ]
 
     start = rj_status.get("startTime") or (prev.start_time if prev else None)
     completion = None
     if phase in TERMINAL_PHASES:
         completion = rj_status.get("endTime") or now
-    if phase == "Succeeded" and prog is not None and prog.total_steps and prog.step < prog.total_steps and progress is None:
+    if (
+        phase == "Succeeded"
+        and prog is not None
+        and prog.total_steps
+        and prog.step < prog.total_steps
+        and progress is None
+    ):
         pass  # keep what progress.json said; never invent steps
     return TrainingRunStatus(
         phase=phase,
         reason=reason,
         message=message,
-        job_status=js if rayjob is not None else (prev.job_status if prev and decision and decision.action == "lost" else None),
-        job_deployment_status=jds if rayjob is not None else (prev.job_deployment_status if prev and decision and decision.action == "lost" else None),
-        ray_job_name=(rayjob or {}).get("metadata", {}).get("name") or (prev.ray_job_name if prev and decision and decision.action == "lost" else None),
+        job_status=js
+        if rayjob is not None
+        else (prev.job_status if prev and decision and decision.action == "lost" else None),
+        job_deployment_status=jds
+        if rayjob is not None
+        else (prev.job_deployment_status if prev and decision and decision.action == "lost" else None),
+        ray_job_name=(rayjob or {}).get("metadata", {}).get("name")
+        or (prev.ray_job_name if prev and decision and decision.action == "lost" else None),
         observed_generation=generation,
         conditions=conds,
         progress=prog,
@@ -566,7 +670,10 @@ def transition_event(prev: TrainingRunStatus | None, new: TrainingRunStatus) -> 
         return kind, new.reason or new.phase, f"{old_phase or 'New'} -> {new.phase}: {new.message or ''}".strip()[:1000]
     old_applied = next((c for c in (prev.conditions if prev else []) if c.type == "SpecApplied"), None)
     new_applied = next((c for c in new.conditions if c.type == "SpecApplied"), None)
-    if new_applied and new_applied.status == "False" and (old_applied is None or old_applied.status != "False"
-                                                         or old_applied.message != new_applied.message):
+    if (
+        new_applied
+        and new_applied.status == "False"
+        and (old_applied is None or old_applied.status != "False" or old_applied.message != new_applied.message)
+    ):
         return "Warning", new_applied.reason, new_applied.message[:1000]
     return None

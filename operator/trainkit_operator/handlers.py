@@ -28,7 +28,16 @@ from trainkit.spec.load import SpecError, parse_spec
 
 from trainkit_operator import builders, decide, observe
 from trainkit_operator.config import OperatorConfig
-from trainkit_operator.kube import GROUP, PLURAL, VERSION, Kube, backoff_delay, describe_api_error, is_transient, lock_for
+from trainkit_operator.kube import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    Kube,
+    backoff_delay,
+    describe_api_error,
+    is_transient,
+    lock_for,
+)
 from trainkit_operator.sweep_handlers import register_sweeps
 
 ANNOTATION_PREFIX = "operator.trainkit.dev"
@@ -105,7 +114,10 @@ def reconcile(kube: Kube, run: dict, config: OperatorConfig, now: str | None = N
                     raise kopf.TemporaryError("ConfigMap appeared concurrently; re-reading", delay=0.5) from None
             elif decision.configmap_replace:
                 body = dict(decision.configmap)
-                body["metadata"] = {**decision.configmap["metadata"], "resourceVersion": configmap["metadata"].get("resourceVersion")}
+                body["metadata"] = {
+                    **decision.configmap["metadata"],
+                    "resourceVersion": configmap["metadata"].get("resourceVersion"),
+                }
                 kube.replace_configmap(ns, body["metadata"]["name"], body)
         if decision.action == "create" and decision.rayjob is not None:
             try:
@@ -125,8 +137,12 @@ def reconcile(kube: Kube, run: dict, config: OperatorConfig, now: str | None = N
     pods = workloads = rayjob_events = None
     if rayjob is not None and spec is not None and spec_error is None:
         st = rayjob.get("status") or {}
-        started = st.get("jobStatus") in ("RUNNING", "SUCCEEDED", "FAILED", "STOPPED") or st.get("jobDeploymentStatus") in (
-            "Running", "Complete", "Failed",
+        started = st.get("jobStatus") in ("RUNNING", "SUCCEEDED", "FAILED", "STOPPED") or st.get(
+            "jobDeploymentStatus"
+        ) in (
+            "Running",
+            "Complete",
+            "Failed",
         )
         if started:
             observed = observe.observe_outputs(spec.output.uri, observe.options_for(spec, config))
@@ -141,11 +157,19 @@ def reconcile(kube: Kube, run: dict, config: OperatorConfig, now: str | None = N
     if decision.action == "refuse" and spec_error is not None:
         spec_error = None  # an invalid EDIT of a live run: shown as SpecApplied=False, the run goes on
     status = decide.summarize(
-        run, rayjob, observed.progress, observed.eval_summary, now,
+        run,
+        rayjob,
+        observed.progress,
+        observed.eval_summary,
+        now,
         spec=spec if spec_error is None else None,
         total_steps=plan.total_steps if plan is not None else None,
-        spec_error=spec_error, checkpoint=observed.checkpoint, pods=pods, decision=decision,
-        workloads=workloads, rayjob_events=rayjob_events,
+        spec_error=spec_error,
+        checkpoint=observed.checkpoint,
+        pods=pods,
+        decision=decision,
+        workloads=workloads,
+        rayjob_events=rayjob_events,
     )
     if prev is not None and prev.model_dump() == status.model_dump():
         return Outcome(None, status.phase, None, decision)
@@ -169,10 +193,12 @@ def reconcile_named(memo: Any, ns: str, name: str, retry: int = 0, fallback_body
             raise
         except Exception as e:  # noqa: BLE001 - any failure becomes a kopf retry with backoff, never a crash
             if is_transient(e):
-                raise kopf.TemporaryError(f"API call failed ({describe_api_error(e)}); retrying",
-                                          delay=backoff_delay(retry)) from None
-            raise kopf.TemporaryError(f"reconcile failed ({describe_api_error(e)}); retrying",
-                                      delay=backoff_delay(retry, base=5.0)) from None
+                raise kopf.TemporaryError(
+                    f"API call failed ({describe_api_error(e)}); retrying", delay=backoff_delay(retry)
+                ) from None
+            raise kopf.TemporaryError(
+                f"reconcile failed ({describe_api_error(e)}); retrying", delay=backoff_delay(retry, base=5.0)
+            ) from None
     if outcome.event is not None:
         kind, reason, message = outcome.event
         kopf.event(run, type=kind, reason=reason, message=message)
@@ -214,7 +240,9 @@ def configure_settings(settings: kopf.OperatorSettings, config: OperatorConfig) 
         settings.peering.standalone = True
 
 
-def register(registry: kopf.OperatorRegistry, config: OperatorConfig | None = None, kube: Kube | None = None) -> kopf.OperatorRegistry:
+def register(
+    registry: kopf.OperatorRegistry, config: OperatorConfig | None = None, kube: Kube | None = None
+) -> kopf.OperatorRegistry:
     """Register every handler into `registry`. `kube` lets a caller supply the API client (tests)."""
     config = config or OperatorConfig.from_env()
 
@@ -237,11 +265,19 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig | None = No
     kopf.on.create(GROUP, VERSION, PLURAL, id="reconcile-create", registry=registry)(handle)
     kopf.on.update(GROUP, VERSION, PLURAL, id="reconcile-update", registry=registry)(handle)
     kopf.on.resume(GROUP, VERSION, PLURAL, id="reconcile-resume", registry=registry)(handle)
-    kopf.timer(GROUP, VERSION, PLURAL, id="reconcile-timer", interval=config.timer_interval,
-               initial_delay=config.timer_initial_delay, registry=registry)(handle)
+    kopf.timer(
+        GROUP,
+        VERSION,
+        PLURAL,
+        id="reconcile-timer",
+        interval=config.timer_interval,
+        initial_delay=config.timer_initial_delay,
+        registry=registry,
+    )(handle)
 
-    @kopf.on.event("ray.io", "v1", "rayjobs", labels={builders.RUN_LABEL: kopf.PRESENT}, registry=registry,
-                   id="rayjob-changed")
+    @kopf.on.event(
+        "ray.io", "v1", "rayjobs", labels={builders.RUN_LABEL: kopf.PRESENT}, registry=registry, id="rayjob-changed"
+    )
     def rayjob_changed(body, memo, type, **_):
         # KubeRay moved a RayJob: reconcile its owner now instead of at the next timer tick. Only
         # MODIFIED: ADDED is our own create (or, after a restart, covered by resume handlers and timers),

@@ -84,8 +84,11 @@ class Kube:
             raise
 
     def get_run(self, ns: str, name: str) -> dict | None:
-        return self._or_none(lambda: self.custom.get_namespaced_custom_object(
-            GROUP, VERSION, ns, PLURAL, name, _request_timeout=REQUEST_TIMEOUT))
+        return self._or_none(
+            lambda: self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, ns, PLURAL, name, _request_timeout=REQUEST_TIMEOUT
+            )
+        )
 
     def patch_run_status(self, ns: str, name: str, resource_version: str | None, status: dict) -> dict:
         return self.custom.patch_namespaced_custom_object_status(
@@ -93,15 +96,26 @@ class Kube:
         )
 
     def get_rayjob(self, ns: str, name: str) -> dict | None:
-        return self._or_none(lambda: self.custom.get_namespaced_custom_object(
-            "ray.io", "v1", ns, "rayjobs", name, _request_timeout=REQUEST_TIMEOUT))
+        return self._or_none(
+            lambda: self.custom.get_namespaced_custom_object(
+                "ray.io", "v1", ns, "rayjobs", name, _request_timeout=REQUEST_TIMEOUT
+            )
+        )
 
     def create_rayjob(self, ns: str, body: dict) -> dict:
-        return self.custom.create_namespaced_custom_object("ray.io", "v1", ns, "rayjobs", body, _request_timeout=REQUEST_TIMEOUT)
+        return self.custom.create_namespaced_custom_object(
+            "ray.io", "v1", ns, "rayjobs", body, _request_timeout=REQUEST_TIMEOUT
+        )
 
     def patch_rayjob(self, ns: str, name: str, ops: list[dict]) -> dict:
         return self.custom.patch_namespaced_custom_object(
-            "ray.io", "v1", ns, "rayjobs", name, ops, _content_type="application/json-patch+json",
+            "ray.io",
+            "v1",
+            ns,
+            "rayjobs",
+            name,
+            ops,
+            _content_type="application/json-patch+json",
             _request_timeout=REQUEST_TIMEOUT,
         )
 
@@ -119,10 +133,15 @@ class Kube:
 
     def secret_exists(self, ns: str, name: str) -> bool:
         """Existence only: asks for metadata (PartialObjectMetadata) and drops the response unread."""
-        response = self._or_none(lambda: self.core.read_namespaced_secret(
-            name, ns, _preload_content=False, _request_timeout=REQUEST_TIMEOUT,
-            _headers={"Accept": "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"},
-        ))
+        response = self._or_none(
+            lambda: self.core.read_namespaced_secret(
+                name,
+                ns,
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT,
+                _headers={"Accept": "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"},
+            )
+        )
         if response is None:
             return False
         # Discard the body unparsed (a server without metadata-only reads would send the data),
@@ -133,15 +152,20 @@ class Kube:
 
     def list_pods(self, ns: str, selector: str) -> list[dict]:
         # Raw JSON, not the client's models: their validation rejects some real-world pods.
-        response = self.core.list_namespaced_pod(ns, label_selector=selector, _request_timeout=REQUEST_TIMEOUT,
-                                                 _preload_content=False)
+        response = self.core.list_namespaced_pod(
+            ns, label_selector=selector, _request_timeout=REQUEST_TIMEOUT, _preload_content=False
+        )
         return json.loads(response.data).get("items") or []
 
     def list_workloads(self, ns: str, rayjob_uid: str) -> list[dict] | None:
         """Kueue's Workloads of a RayJob (Kueue labels them with the job's uid); None without Kueue."""
         try:
             found = self.custom.list_namespaced_custom_object(
-                "kueue.x-k8s.io", KUEUE_VERSION, ns, "workloads", label_selector=f"kueue.x-k8s.io/job-uid={rayjob_uid}",
+                "kueue.x-k8s.io",
+                KUEUE_VERSION,
+                ns,
+                "workloads",
+                label_selector=f"kueue.x-k8s.io/job-uid={rayjob_uid}",
                 _request_timeout=REQUEST_TIMEOUT,
             )
         except Exception as e:
@@ -152,15 +176,20 @@ class Kube:
 
     def list_rayjob_events(self, ns: str, name: str) -> list[dict]:
         response = self.core.list_namespaced_event(
-            ns, field_selector=f"involvedObject.kind=RayJob,involvedObject.name={name}",
-            _request_timeout=REQUEST_TIMEOUT, _preload_content=False,
+            ns,
+            field_selector=f"involvedObject.kind=RayJob,involvedObject.name={name}",
+            _request_timeout=REQUEST_TIMEOUT,
+            _preload_content=False,
         )
         return json.loads(response.data).get("items") or []
 
     # TrainingSweeps (see api_calls.SWEEP_API_CALLS)
     def get_sweep(self, ns: str, name: str) -> dict | None:
-        return self._or_none(lambda: self.custom.get_namespaced_custom_object(
-            GROUP, VERSION, ns, SWEEPS, name, _request_timeout=REQUEST_TIMEOUT))
+        return self._or_none(
+            lambda: self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, ns, SWEEPS, name, _request_timeout=REQUEST_TIMEOUT
+            )
+        )
 
     def list_sweep_runs(self, ns: str, sweep_name: str) -> list[dict]:
         got = self.custom.list_namespaced_custom_object(
@@ -170,7 +199,9 @@ class Kube:
 
     def create_run(self, ns: str, body: dict) -> None:
         try:
-            self.custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body, _request_timeout=REQUEST_TIMEOUT)
+            self.custom.create_namespaced_custom_object(
+                GROUP, VERSION, ns, PLURAL, body, _request_timeout=REQUEST_TIMEOUT
+            )
         except Exception as e:
             if getattr(e, "status", None) != 409:  # already there: created before a restart
                 raise
@@ -181,14 +212,17 @@ class Kube:
         )
 
 
-
 def is_transient(e: BaseException) -> bool:
     status = getattr(e, "status", None)
     if status is not None:
         return status in (408, 409, 429) or status >= 500 or status == 0
     name = type(e).__name__
     return isinstance(e, (ConnectionError, TimeoutError, OSError)) or name in (
-        "MaxRetryError", "ProtocolError", "NewConnectionError", "ReadTimeoutError", "ConnectTimeoutError",
+        "MaxRetryError",
+        "ProtocolError",
+        "NewConnectionError",
+        "ReadTimeoutError",
+        "ConnectTimeoutError",
     )
 
 

@@ -12,7 +12,17 @@ from typing import Any
 
 import kopf
 
-from trainkit_operator.kube import GROUP, PLURAL, SWEEPS, VERSION, Kube, backoff_delay, describe_api_error, is_transient, lock_for
+from trainkit_operator.kube import (
+    GROUP,
+    PLURAL,
+    SWEEPS,
+    VERSION,
+    Kube,
+    backoff_delay,
+    describe_api_error,
+    is_transient,
+    lock_for,
+)
 from trainkit_operator.sweeps import SWEEP_LABEL, decide_sweep
 
 log = logging.getLogger("trainkit_operator.sweeps")
@@ -43,10 +53,16 @@ def reconcile_sweep_named(memo: Any, ns: str, name: str, retry: int = 0) -> None
             written = reconcile_sweep(kube, sweep)
         except Exception as e:  # noqa: BLE001 - any failure becomes a kopf retry with backoff, never a crash
             delay = backoff_delay(retry) if is_transient(e) else backoff_delay(retry, base=5.0)
-            raise kopf.TemporaryError(f"sweep reconcile failed ({describe_api_error(e)}); retrying", delay=delay) from None
+            raise kopf.TemporaryError(
+                f"sweep reconcile failed ({describe_api_error(e)}); retrying", delay=delay
+            ) from None
     if written and written.get("phase") != before:
-        kopf.event(sweep, type="Normal" if written["phase"] != "Failed" else "Warning",
-                   reason=f"Sweep{written['phase']}", message=written.get("message", ""))
+        kopf.event(
+            sweep,
+            type="Normal" if written["phase"] != "Failed" else "Warning",
+            reason=f"Sweep{written['phase']}",
+            message=written.get("message", ""),
+        )
 
 
 def register_sweeps(registry: kopf.OperatorRegistry, timer_interval: float = 30.0) -> kopf.OperatorRegistry:
@@ -60,12 +76,16 @@ def register_sweeps(registry: kopf.OperatorRegistry, timer_interval: float = 30.
     kopf.on.resume(GROUP, VERSION, SWEEPS, id="sweep-resume", registry=registry)(handle)
     kopf.timer(GROUP, VERSION, SWEEPS, id="sweep-timer", interval=timer_interval, registry=registry)(handle)
 
-    @kopf.on.event(GROUP, VERSION, PLURAL, labels={SWEEP_LABEL: kopf.PRESENT}, id="sweep-run-changed", registry=registry)
+    @kopf.on.event(
+        GROUP, VERSION, PLURAL, labels={SWEEP_LABEL: kopf.PRESENT}, id="sweep-run-changed", registry=registry
+    )
     def run_changed(body, memo, type, **_):
         if type is None:  # the initial listing: resume handlers cover it
             return
         try:
-            reconcile_sweep_named(memo, body["metadata"].get("namespace") or "default", body["metadata"]["labels"][SWEEP_LABEL])
+            reconcile_sweep_named(
+                memo, body["metadata"].get("namespace") or "default", body["metadata"]["labels"][SWEEP_LABEL]
+            )
         except kopf.TemporaryError as e:
             log.info("sweep reconcile after a run change deferred to the timer: %s", e)
 

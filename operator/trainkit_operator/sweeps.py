@@ -46,7 +46,10 @@ def owned_runs(sweep: dict, runs: list[dict]) -> dict[str, dict]:
     return {
         r["metadata"]["name"]: r
         for r in runs
-        if any(ref.get("uid") == uid and ref.get("kind") == "TrainingSweep" for ref in r["metadata"].get("ownerReferences", []))
+        if any(
+            ref.get("uid") == uid and ref.get("kind") == "TrainingSweep"
+            for ref in r["metadata"].get("ownerReferences", [])
+        )
     }
 
 
@@ -81,7 +84,11 @@ def decide_sweep(sweep: dict, runs: list[dict]) -> SweepDecision:
         manifests = expand_sweep(parsed)
     except ValidationError as e:
         message = "; ".join(f"{i.path}: {i.message}" for i in issues_from(e))
-        return SweepDecision(status=TrainingSweepStatus(phase="Failed", message=f"invalid sweep: {message}", observed_generation=generation))
+        return SweepDecision(
+            status=TrainingSweepStatus(
+                phase="Failed", message=f"invalid sweep: {message}", observed_generation=generation
+            )
+        )
 
     existing = owned_runs(sweep, runs)
     # Runs of this name owned by a previous sweep of this name (deleted, not yet garbage-collected):
@@ -109,7 +116,9 @@ def decide_sweep(sweep: dict, runs: list[dict]) -> SweepDecision:
         row.rank = rank
     rows.sort(key=lambda r: (r.rank is None, r.rank or 0, r.run))
 
-    phases = [run_phase(existing.get(m["metadata"]["name"])) if m["metadata"]["name"] in existing else None for m in manifests]
+    phases = [
+        run_phase(existing.get(m["metadata"]["name"])) if m["metadata"]["name"] in existing else None for m in manifests
+    ]
     counts = RunCounts(
         total=len(manifests),
         created=len(existing) + len(create),
@@ -120,13 +129,17 @@ def decide_sweep(sweep: dict, runs: list[dict]) -> SweepDecision:
     finished = counts.succeeded + counts.failed == counts.total
     if finished:
         phase = "Succeeded" if counts.succeeded else "Failed"
-        message = f"{counts.succeeded} of {counts.total} runs succeeded" + (f", {counts.failed} failed" if counts.failed else "")
+        message = f"{counts.succeeded} of {counts.total} runs succeeded" + (
+            f", {counts.failed} failed" if counts.failed else ""
+        )
     else:
         phase = "Running" if counts.created else "Pending"
         message = f"{counts.succeeded + counts.failed} of {counts.total} runs finished, {counts.active} active (parallelism {parsed.spec.parallelism})"
         if leftovers:
-            message += (f"; waiting for {', '.join(leftovers)} of a previous sweep of this name to be deleted before "
-                        "creating this sweep's own")
+            message += (
+                f"; waiting for {', '.join(leftovers)} of a previous sweep of this name to be deleted before "
+                "creating this sweep's own"
+            )
     best = next((r for r in rows if r.rank == 1), None)
     status = TrainingSweepStatus(
         phase=phase,

@@ -15,10 +15,12 @@ COMMAND_MODULES = [
     "trainkit.commands.validate",
     "trainkit.commands.crd",
     "trainkit.commands.sweep",
-    "trainkit.commands.prepare", "trainkit.commands.demo_data",
+    "trainkit.commands.prepare",
+    "trainkit.commands.demo_data",
     "trainkit.commands.run",
     "trainkit.commands.bench",
-    "trainkit.commands.eval", "trainkit.commands.report",
+    "trainkit.commands.eval",
+    "trainkit.commands.report",
     "trainkit.commands.compare",
 ]
 

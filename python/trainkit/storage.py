@@ -51,7 +51,7 @@ def is_remote(uri: str) -> bool:
 
 
 def local_path(uri: str) -> Path:
-    return Path(uri[len("file://"):] if uri.startswith("file://") else uri)
+    return Path(uri[len("file://") :] if uri.startswith("file://") else uri)
 
 
 def join(uri: str, *parts: str) -> str:
@@ -77,7 +77,11 @@ def filesystem(uri: str, options: StorageOptions | None = None) -> tuple[fsspec.
 
         kwargs: dict[str, Any] = {
             # Bounded retries inside botocore; our own `retry` wraps whole operations on top.
-            "config_kwargs": {"retries": {"max_attempts": 3, "mode": "standard"}, "connect_timeout": 5, "read_timeout": 60},
+            "config_kwargs": {
+                "retries": {"max_attempts": 3, "mode": "standard"},
+                "connect_timeout": 5,
+                "read_timeout": 60,
+            },
             # Writers and readers meet through manifests (index.json, checkpoint.json): a cached listing
             # would hide a manifest written a moment ago by another process.
             "use_listings_cache": False,
@@ -86,7 +90,7 @@ def filesystem(uri: str, options: StorageOptions | None = None) -> tuple[fsspec.
             kwargs["endpoint_url"] = endpoint
         if options.region:
             kwargs["client_kwargs"] = {"region_name": options.region}
-        return s3fs.S3FileSystem(**kwargs), uri[len("s3://"):].rstrip("/")
+        return s3fs.S3FileSystem(**kwargs), uri[len("s3://") :].rstrip("/")
     return fsspec.filesystem("file"), str(local_path(uri).absolute())
 
 
@@ -99,7 +103,19 @@ def _is_transient(e: BaseException) -> bool:
     if isinstance(e, TRANSIENT_ERRORS):
         return True
     text = f"{type(e).__name__} {e}"
-    return any(s in text for s in ("EndpointConnectionError", "ConnectTimeout", "ReadTimeout", "SlowDown", "ServiceUnavailable", "InternalError", "Connection reset", "ConnectionClosed"))
+    return any(
+        s in text
+        for s in (
+            "EndpointConnectionError",
+            "ConnectTimeout",
+            "ReadTimeout",
+            "SlowDown",
+            "ServiceUnavailable",
+            "InternalError",
+            "Connection reset",
+            "ConnectionClosed",
+        )
+    )
 
 
 def retry(fn: Callable[[], T], what: str, attempts: int = 4, base_delay: float = 0.25) -> T:
@@ -120,7 +136,7 @@ def read_bytes(uri: str, options: StorageOptions | None = None, attempts: int = 
     if not is_remote(uri):
         fs, path = filesystem(uri, options)
         return retry(lambda: fs.cat_file(path), f"reading {uri}", attempts=attempts)
-    bucket, _, key = uri[len("s3://"):].partition("/")
+    bucket, _, key = uri[len("s3://") :].partition("/")
     client = _s3_client(options or StorageOptions())
 
     def whole_object() -> bytes:
@@ -146,10 +162,12 @@ def _s3_client(options: StorageOptions):
         import boto3
         from botocore.config import Config
 
-        config = Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=60,
-                        max_pool_connections=16)
+        config = Config(
+            retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=60, max_pool_connections=16
+        )
         _S3_CLIENTS[key] = boto3.session.Session().client(
-            "s3", endpoint_url=key[0], region_name=options.region or None, config=config)
+            "s3", endpoint_url=key[0], region_name=options.region or None, config=config
+        )
     return _S3_CLIENTS[key]
 
 
@@ -212,7 +230,7 @@ def download_dir(uri: str, local_dir: str | os.PathLike, options: StorageOptions
     if not found:
         raise FileNotFoundError(f"{uri}: nothing there")
     for f in found:
-        rel = f[len(path):].lstrip("/")
+        rel = f[len(path) :].lstrip("/")
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         retry(_get_file(fs, f, target), f"downloading {f}")

@@ -40,10 +40,14 @@ def run_sweep_locally(sweep, runs: list[dict], report_uri: str | None = None, nu
             options = StorageOptions.from_spec(spec.storage)
             weights = ", ".join(f"{s.name} {s.weight:.2f}" for s in spec.data.sources)
             outputs.append(spec.output.uri)
-            if artifacts.latest_complete_checkpoint(spec.output.uri, options) == plan.total_steps and _evaluated(spec, options):
+            if artifacts.latest_complete_checkpoint(spec.output.uri, options) == plan.total_steps and _evaluated(
+                spec, options
+            ):
                 print(f"[{i + 1}/{len(parsed)}] {name} ({weights}): already done", flush=True)
                 continue
-            print(f"[{i + 1}/{len(parsed)}] {name} ({weights}): {plan.total_steps} steps -> {spec.output.uri}", flush=True)
+            print(
+                f"[{i + 1}/{len(parsed)}] {name} ({weights}): {plan.total_steps} steps -> {spec.output.uri}", flush=True
+            )
             try:
                 run_spec(spec, name=name, max_failures=1)  # Ray is connected already: run_spec keeps it
             except PreflightError as e:

@@ -14,8 +14,10 @@ from trainkit.cli import main
 @pytest.mark.benchmark
 def test_bench_data_runs_and_reports_every_reader(tmp_path, ray_session, capsys):
     out = tmp_path / "bench.json"
-    assert main(["bench", "data", "--max-chars", "120000", "--sequences", "1200", "--repeats", "1",
-                 "--json", str(out)]) == 0
+    assert (
+        main(["bench", "data", "--max-chars", "120000", "--sequences", "1200", "--repeats", "1", "--json", str(out)])
+        == 0
+    )
     doc = json.loads(out.read_text())
     results = doc["results"]
     assert set(results) == {"trainkit", "raw-s3fs", "hf-datasets", "litdata"}

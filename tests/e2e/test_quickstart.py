@@ -20,8 +20,11 @@ pytestmark = pytest.mark.slow
 def test_quickstart_script_runs_the_three_commands():
     script = (REPO / "scripts/quickstart.sh").read_text()
     assert subprocess.run(["bash", "-n", str(REPO / "scripts/quickstart.sh")]).returncode == 0
-    for command in ("trainkit demo-data demo-data", 'trainkit prepare "demo-data/$source" "demo-data/shards/$source"',
-                    "trainkit run jobs/quickstart.yaml"):
+    for command in (
+        "trainkit demo-data demo-data",
+        'trainkit prepare "demo-data/$source" "demo-data/shards/$source"',
+        "trainkit run jobs/quickstart.yaml",
+    ):
         assert command in script
 
 
@@ -53,8 +56,12 @@ def test_quickstart_end_to_end(ray_session, tmp_path, monkeypatch, capsys):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model, tok = AutoModelForCausalLM.from_pretrained(ckpt), AutoTokenizer.from_pretrained(ckpt)
-    ids = model.generate(**tok("The package manager", return_tensors="pt"), max_new_tokens=5, do_sample=False,
-                         pad_token_id=tok.eos_token_id)
+    ids = model.generate(
+        **tok("The package manager", return_tensors="pt"),
+        max_new_tokens=5,
+        do_sample=False,
+        pad_token_id=tok.eos_token_id,
+    )
     assert ids.shape[1] == len(tok("The package manager")["input_ids"]) + 5
 
     # Running it again resumes from the finished checkpoint: no step is trained twice.

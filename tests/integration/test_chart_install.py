@@ -29,7 +29,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kubeapi.fixtures import kube_api  # noqa: F401  (fixture)
 from support.helm import allows, by_kind, template
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,8 +45,12 @@ def free_port() -> int:
 
 
 def kubectl(server, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(["kubectl", "--server", server.url, "--token", "kubeapi-test-token", *args],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        ["kubectl", "--server", server.url, "--token", "kubeapi-test-token", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert not check or proc.returncode == 0, f"kubectl {' '.join(args)}: {proc.stdout}\n{proc.stderr}"
     return proc
 
@@ -67,8 +70,14 @@ def wait_for(predicate, timeout: float = 60, what: str = "condition"):
 
 
 def secret(server, ns: str, name: str):
-    server.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": ns},
-                   "stringData": {"AWS_ACCESS_KEY_ID": PLANTED[0], "AWS_SECRET_ACCESS_KEY": PLANTED[1]}})
+    server.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name, "namespace": ns},
+            "stringData": {"AWS_ACCESS_KEY_ID": PLANTED[0], "AWS_SECRET_ACCESS_KEY": PLANTED[1]},
+        }
+    )
 
 
 def container_env(server, deployment: dict) -> dict[str, str]:
@@ -127,7 +136,8 @@ def kuberay_sets_status(server, name: str, **status):
     client = kubernetes.config.new_client_from_config(config_file=str(server.kubeconfig))
     try:
         kubernetes.client.CustomObjectsApi(client).patch_namespaced_custom_object_status(
-            "ray.io", "v1", "default", "rayjobs", name, {"status": status})
+            "ray.io", "v1", "default", "rayjobs", name, {"status": status}
+        )
     finally:
         client.close()
 
@@ -150,7 +160,8 @@ def install(server, tmp_path: Path, values: dict) -> list[dict]:
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("scope", ["cluster", "namespaced"])
 def test_chart_applied_with_kubectl_then_the_deployed_operator_reconciles_the_seed_run(
-        kube_api, s3_endpoint, seed_bucket, tmp_path, scope):  # noqa: F811
+    kube_api, s3_endpoint, seed_bucket, tmp_path, scope
+):
     server = kube_api
     _OWN.clear()
     port = free_port()
@@ -173,7 +184,10 @@ def test_chart_applied_with_kubectl_then_the_deployed_operator_reconciles_the_se
         roles = [server.get("clusterroles", "tk-trainkit", None)]
     else:
         assert server.exists("kopfpeerings.kopf.dev", "trainkit", "default")
-        roles = [server.get("roles", "tk-trainkit", "default"), server.get("clusterroles", "tk-trainkit-cluster-read", None)]
+        roles = [
+            server.get("roles", "tk-trainkit", "default"),
+            server.get("clusterroles", "tk-trainkit-cluster-read", None),
+        ]
     assert len(roles) == len(by_kind(docs, "Role") + by_kind(docs, "ClusterRole"))
 
     # The credentials Secret, in the release namespace (the operator pod's env) and the run's namespace.
@@ -184,7 +198,9 @@ def test_chart_applied_with_kubectl_then_the_deployed_operator_reconciles_the_se
     # ServiceAccount (the token its pod would mount) and may do only what the chart's roles grant.
     server.enforce_rbac()
     sa = deployment["spec"]["template"]["spec"]["serviceAccountName"]
-    sa_kubeconfig = server.write_token_kubeconfig(tmp_path / "sa-kubeconfig", server.service_account_token(RELEASE_NS, sa))
+    sa_kubeconfig = server.write_token_kubeconfig(
+        tmp_path / "sa-kubeconfig", server.service_account_token(RELEASE_NS, sa)
+    )
     first_request = len(server.requests)
     with operator_as_deployed(server, deployment, sa_kubeconfig, tmp_path) as (proc, health_port):
         # The Deployment's probes: kopf's health endpoint answers once the operator is up.
@@ -199,40 +215,65 @@ def test_chart_applied_with_kubectl_then_the_deployed_operator_reconciles_the_se
         assert head["image"] == "ghcr.io/trainkit/trainkit-trainer:0.1.0"  # the chart's default trainer image
         assert rayjob["spec"]["rayClusterSpec"]["rayVersion"] == "2.60.0"
         assert server.exists("configmaps", f"{RUN}-spec", "default")
-        wait_for(lambda: server.get("trainingruns.trainkit.dev", RUN, "default")["status"]["phase"] == "Pending",
-                 what="phase Pending")
+        wait_for(
+            lambda: server.get("trainingruns.trainkit.dev", RUN, "default")["status"]["phase"] == "Pending",
+            what="phase Pending",
+        )
 
         # SIMULATED KubeRay: the Ray cluster is starting (the operator then looks at its pods).
         with own_requests(server, "rayjobs"):
-            kuberay_sets_status(server, RUN, jobStatus="", jobDeploymentStatus="Initializing",
-                                rayClusterName=f"{RUN}-raycluster-abcde")
-        wait_for(lambda: [r for r in server.requests[first_request:] if r.resource == "pods" and r.verb == "list"],
-                 what="the operator listing the Ray pods")
+            kuberay_sets_status(
+                server, RUN, jobStatus="", jobDeploymentStatus="Initializing", rayClusterName=f"{RUN}-raycluster-abcde"
+            )
+        wait_for(
+            lambda: [r for r in server.requests[first_request:] if r.resource == "pods" and r.verb == "list"],
+            what="the operator listing the Ray pods",
+        )
 
         # SIMULATED KubeRay: running; the trainer wrote progress.json (read by the operator with the
         # credentials its Deployment took from the Secret, at the chart's storage endpoint).
         from trainkit import storage
 
         out = "s3://trainkit-runs/runs/default/gpt2-70m-50-30-20"
-        storage.write_json(f"{out}/progress.json", {"step": 2000, "totalSteps": 8138, "loss": 3.4,
-                                                    "updatedAt": "2026-11-27T08:00:00Z"})
+        storage.write_json(
+            f"{out}/progress.json", {"step": 2000, "totalSteps": 8138, "loss": 3.4, "updatedAt": "2026-11-27T08:00:00Z"}
+        )
         with own_requests(server, "rayjobs"):
             kuberay_sets_status(server, RUN, jobStatus="RUNNING", jobDeploymentStatus="Running")
-        status = wait_for(lambda: (s := server.get("trainingruns.trainkit.dev", RUN, "default")["status"])
-                          .get("progress", {}).get("step") == 2000 and s, what="Running with progress")
+        status = wait_for(
+            lambda: (
+                (s := server.get("trainingruns.trainkit.dev", RUN, "default")["status"]).get("progress", {}).get("step")
+                == 2000
+                and s
+            ),
+            what="Running with progress",
+        )
         assert status["phase"] == "Running" and status["progress"]["loss"] == 3.4
 
         # A user extends the deadline: a mutable field, which the operator patches into the RayJob.
         with own_requests(server, "trainingruns"):
-            kubectl(server, "patch", "tr", RUN, "-n", "default", "--type=merge",
-                    "-p", json.dumps({"spec": {"scheduling": {"activeDeadlineSeconds": 86400}}}))
-        wait_for(lambda: server.get("rayjobs.ray.io", RUN, "default")["spec"].get("activeDeadlineSeconds") == 86400,
-                 what="the new deadline on the RayJob")
+            kubectl(
+                server,
+                "patch",
+                "tr",
+                RUN,
+                "-n",
+                "default",
+                "--type=merge",
+                "-p",
+                json.dumps({"spec": {"scheduling": {"activeDeadlineSeconds": 86400}}}),
+            )
+        wait_for(
+            lambda: server.get("rayjobs.ray.io", RUN, "default")["spec"].get("activeDeadlineSeconds") == 86400,
+            what="the new deadline on the RayJob",
+        )
 
         with own_requests(server, "rayjobs"):
             kuberay_sets_status(server, RUN, jobStatus="SUCCEEDED", jobDeploymentStatus="Complete")
-        wait_for(lambda: server.get("trainingruns.trainkit.dev", RUN, "default")["status"]["phase"] == "Succeeded",
-                 what="phase Succeeded")
+        wait_for(
+            lambda: server.get("trainingruns.trainkit.dev", RUN, "default")["status"]["phase"] == "Succeeded",
+            what="phase Succeeded",
+        )
         with own_requests(server, "trainingruns"):
             table = kubectl(server, "get", "tr", "-n", "default").stdout
         assert "Succeeded" in table
@@ -245,8 +286,13 @@ def test_chart_applied_with_kubectl_then_the_deployed_operator_reconciles_the_se
     # Every request the operator made is allowed by the rules the chart installed (recorded by the server).
     ours = [r for i, r in enumerate(server.requests) if i >= first_request and not _made_by_the_test(i, r)]
     assert len(ours) > 20
-    denied = sorted({(r.verb, r.group, r.resource, r.subresource, r.name if r.resource == "secrets" else None)
-                     for r in ours if not _allowed(roles, r, scope)})
+    denied = sorted(
+        {
+            (r.verb, r.group, r.resource, r.subresource, r.name if r.resource == "secrets" else None)
+            for r in ours
+            if not _allowed(roles, r, scope)
+        }
+    )
     assert not denied, f"requests the chart's RBAC would forbid: {denied}"
     # The check has teeth: without the Secret rule, the recorded read of the run's Secret is refused.
     stripped = [dict(role, rules=[x for x in role["rules"] if "secrets" not in x["resources"]]) for role in roles]
@@ -258,8 +304,9 @@ def test_chart_applied_with_kubectl_then_the_deployed_operator_reconciles_the_se
     declared = set(API_CALLS) | set(PEERING_CALLS)
     undeclared = {(r.verb, r.group, r.resource, r.subresource or "") for r in ours} - declared
     assert not undeclared, f"calls missing from trainkit_operator.api_calls: {sorted(undeclared)}"
-    (tmp_path / "requests.json").write_text(json.dumps(sorted({(r.verb, r.group, r.resource, r.subresource or "")
-                                                              for r in ours})))
+    (tmp_path / "requests.json").write_text(
+        json.dumps(sorted({(r.verb, r.group, r.resource, r.subresource or "") for r in ours}))
+    )
 
     # No planted credential in the operator's log, the objects it wrote, or Events.
     dump = log
@@ -294,9 +341,8 @@ def _allowed(roles: list[dict], r, scope: str) -> bool:
     return allows(candidates, r.verb, r.group, r.resource, r.subresource, r.name)
 
 
-
 @pytest.mark.timeout(240)
-def test_helm_install_upgrade_uninstall_on_the_api_test_server(kube_api, tmp_path):  # noqa: F811
+def test_helm_install_upgrade_uninstall_on_the_api_test_server(kube_api, tmp_path):
     """The real helm against the API test server: install (crds/ first, templates checked against the
     server's OpenAPI), NOTES, an upgrade that switches the RBAC scope, and uninstall (CRDs stay)."""
     from support.helm import run as run_tool
@@ -307,8 +353,21 @@ def test_helm_install_upgrade_uninstall_on_the_api_test_server(kube_api, tmp_pat
     chart = str(REPO / "charts" / "trainkit")
     helm = tool("helm")
 
-    bad = run_tool([helm, "install", "trainkit", chart, "-n", RELEASE_NS, "--create-namespace",
-                    "--set", "storage.secretAccessKey=" + PLANTED[1]], env=env, check=False)
+    bad = run_tool(
+        [
+            helm,
+            "install",
+            "trainkit",
+            chart,
+            "-n",
+            RELEASE_NS,
+            "--create-namespace",
+            "--set",
+            "storage.secretAccessKey=" + PLANTED[1],
+        ],
+        env=env,
+        check=False,
+    )
     assert bad.returncode != 0 and "secretAccessKey" in bad.stderr and PLANTED[1] not in bad.stderr
     assert not server.exists("deployments", "trainkit", RELEASE_NS)
 
@@ -316,21 +375,45 @@ def test_helm_install_upgrade_uninstall_on_the_api_test_server(kube_api, tmp_pat
     assert "STATUS: deployed" in proc.stdout
     notes = proc.stdout.split("NOTES:", 1)[1]
     assert "kubectl -n trainkit-system rollout status deployment/trainkit" in notes
-    assert 'create secret generic trainkit-s3' in notes
-    for name in ("trainingruns.trainkit.dev", "trainingsweeps.trainkit.dev", "kopfpeerings.kopf.dev",
-                 "clusterkopfpeerings.kopf.dev"):
+    assert "create secret generic trainkit-s3" in notes
+    for name in (
+        "trainingruns.trainkit.dev",
+        "trainingsweeps.trainkit.dev",
+        "kopfpeerings.kopf.dev",
+        "clusterkopfpeerings.kopf.dev",
+    ):
         assert server.exists("customresourcedefinitions", name, None), name
-    assert server.get("deployments", "trainkit", RELEASE_NS)["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
-    assert server.exists("clusterroles", "trainkit", None) and server.exists("clusterkopfpeerings.kopf.dev", "trainkit", None)
+    assert (
+        server.get("deployments", "trainkit", RELEASE_NS)["metadata"]["labels"]["app.kubernetes.io/managed-by"]
+        == "Helm"
+    )
+    assert server.exists("clusterroles", "trainkit", None) and server.exists(
+        "clusterkopfpeerings.kopf.dev", "trainkit", None
+    )
     chart_secrets = [s for s in server.list("secrets", RELEASE_NS) if s.get("type") != "helm.sh/release.v1"]
     assert not chart_secrets, "the chart itself creates no Secret"
 
     # Upgrade to namespaced: the cluster-wide role goes, a Role per namespace comes.
-    run_tool([helm, "upgrade", "trainkit", chart, "-n", RELEASE_NS, "--set", "watch.scope=namespaced",
-              "--set", "watch.namespaces={default}"], env=env)
+    run_tool(
+        [
+            helm,
+            "upgrade",
+            "trainkit",
+            chart,
+            "-n",
+            RELEASE_NS,
+            "--set",
+            "watch.scope=namespaced",
+            "--set",
+            "watch.namespaces={default}",
+        ],
+        env=env,
+    )
     assert not server.exists("clusterroles", "trainkit", None)
     assert server.exists("clusterroles", "trainkit-cluster-read", None)
-    assert server.exists("roles", "trainkit", "default") and server.exists("kopfpeerings.kopf.dev", "trainkit", "default")
+    assert server.exists("roles", "trainkit", "default") and server.exists(
+        "kopfpeerings.kopf.dev", "trainkit", "default"
+    )
     assert not server.exists("clusterkopfpeerings.kopf.dev", "trainkit", None)
     dep = server.get("deployments", "trainkit", RELEASE_NS)
     env_vars = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}

@@ -24,18 +24,18 @@ SOURCES = ("manuals", "web", "edu")
 TASKS = ("tk_arc_challenge", "tk_hellaswag", "tk_mmlu", "tk_piqa", "tk_truthfulqa_mc2", "tk_winogrande")
 # The truth the data is generated from: each source's contribution to the eval average (edu best)
 # and to the final loss (edu lowest). Known, so the report's ranking and recommendation can be checked.
-EVAL_BY_SOURCE = np.array([0.34, 0.37, 0.41])   # fractions, as trainkit.eval writes summary.json
+EVAL_BY_SOURCE = np.array([0.34, 0.37, 0.41])  # fractions, as trainkit.eval writes summary.json
 LOSS_BY_SOURCE = np.array([3.30, 3.15, 2.95])
 MIXTURES = {
     "mix-a": (0.5, 0.3, 0.2),
     "mix-b": (0.2, 0.3, 0.5),
     "mix-c": (0.6, 0.2, 0.2),
     "mix-d": (0.1, 0.1, 0.8),
-    "mix-e": (1.0, 1.0, 1.0),     # unnormalised on purpose: 1/3 each
+    "mix-e": (1.0, 1.0, 1.0),  # unnormalised on purpose: 1/3 each
     "mix-f": (0.2, 0.6, 0.2),
     "mix-g": (0.7, 0.1, 0.2),
 }
-NO_EVAL = "mix-h"                 # finished, but its eval never ran
+NO_EVAL = "mix-h"  # finished, but its eval never ran
 TOTAL_STEPS = 200
 
 
@@ -67,15 +67,34 @@ def write_run(uri: str, weights, seed: int, with_eval: bool = True) -> None:
     for step in range(10, TOTAL_STEPS + 1, 10):
         loss = final + 7.8 * (step / 10) ** -1.1 + (rng.normal(0, 0.01) if step < TOTAL_STEPS else 0.0)
         lr = 3e-4 + 0.5 * (3e-3 - 3e-4) * (1 + math.cos(math.pi * step / TOTAL_STEPS))
-        lines.append({"step": step, "loss": loss, "lr": lr, "gradNorm": float(1.5 * (step / 10) ** -0.3),
-                      "tokensPerSecond": 4100.0 + rng.normal(0, 50), "mfu": None,
-                      "sourceSequences": {s: int(round(step * 8 * x)) for s, x in zip(SOURCES, w)}})
-    storage.write_bytes(storage.join(uri, "metrics.jsonl"),
-                        "".join(json.dumps(m, sort_keys=True) + "\n" for m in lines).encode())
-    storage.write_json(storage.join(uri, "progress.json"), {
-        "step": TOTAL_STEPS, "totalSteps": TOTAL_STEPS, "tokens": TOTAL_STEPS * 1024, "loss": lines[-1]["loss"],
-        "tokensPerSecond": 4100.0, "mfu": None, "etaSeconds": 0.0, "updatedAt": "2026-11-27T08:00:00Z",
-        "finished": True})
+        lines.append(
+            {
+                "step": step,
+                "loss": loss,
+                "lr": lr,
+                "gradNorm": float(1.5 * (step / 10) ** -0.3),
+                "tokensPerSecond": 4100.0 + rng.normal(0, 50),
+                "mfu": None,
+                "sourceSequences": {s: int(round(step * 8 * x)) for s, x in zip(SOURCES, w)},
+            }
+        )
+    storage.write_bytes(
+        storage.join(uri, "metrics.jsonl"), "".join(json.dumps(m, sort_keys=True) + "\n" for m in lines).encode()
+    )
+    storage.write_json(
+        storage.join(uri, "progress.json"),
+        {
+            "step": TOTAL_STEPS,
+            "totalSteps": TOTAL_STEPS,
+            "tokens": TOTAL_STEPS * 1024,
+            "loss": lines[-1]["loss"],
+            "tokensPerSecond": 4100.0,
+            "mfu": None,
+            "etaSeconds": 0.0,
+            "updatedAt": "2026-11-27T08:00:00Z",
+            "finished": True,
+        },
+    )
     if not with_eval:  # its eval started but never wrote summary.json: there is no eval to read
         storage.write_json(storage.join(uri, f"eval/step-{TOTAL_STEPS:08d}/results.json"), {"results": {}})
         return
@@ -83,10 +102,16 @@ def write_run(uri: str, weights, seed: int, with_eval: bool = True) -> None:
     tasks = {t: avg + d for t, d in zip(TASKS, (-0.14, -0.10, -0.12, 0.18, 0.08, 0.10))}  # mean of offsets is 0
     for step, shift in ((100, -0.03), (TOTAL_STEPS, 0.0)):  # an older, worse eval: the latest must win
         ts = {t: v + shift for t, v in tasks.items()}
-        storage.write_json(storage.join(uri, f"eval/step-{step:08d}/summary.json"), {
-            "step": step, "average": sum(ts.values()) / len(ts), "tasks": ts,
-            "metrics": {t: {"acc": v, "acc_norm": v} for t, v in ts.items()},
-            "headlineMetric": {t: "acc" for t in ts}})
+        storage.write_json(
+            storage.join(uri, f"eval/step-{step:08d}/summary.json"),
+            {
+                "step": step,
+                "average": sum(ts.values()) / len(ts),
+                "tasks": ts,
+                "metrics": {t: {"acc": v, "acc_norm": v} for t, v in ts.items()},
+                "headlineMetric": {t: "acc" for t in ts},
+            },
+        )
         storage.write_json(storage.join(uri, f"eval/step-{step:08d}/results.json"), {"results": {}, "versions": {}})
 
 
@@ -105,14 +130,15 @@ def expected_order(key) -> list[str]:
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "trainkit", "compare", *args], capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "trainkit", "compare", *args], capture_output=True, text=True, timeout=300
+    )
 
 
 def list_keys(uri: str) -> list[str]:
     fs, path = storage.filesystem(uri)
     fs.invalidate_cache()
-    return sorted(p[len(path):].lstrip("/") for p in fs.find(path))
+    return sorted(p[len(path) :].lstrip("/") for p in fs.find(path))
 
 
 # ---------------------------------------------------------------------------------------- tests
@@ -120,7 +146,13 @@ def test_cli_ranks_a_sweep_by_eval_average_and_writes_the_report(sweep):
     proc = run_cli(sweep)
     assert proc.returncode == 0, proc.stderr
     out_uri = f"{sweep}/compare"
-    assert set(list_keys(out_uri)) == {"loss_curves.png", "weights_vs_eval.png", "report.md", "report.html", "report.json"}
+    assert set(list_keys(out_uri)) == {
+        "loss_curves.png",
+        "weights_vs_eval.png",
+        "report.md",
+        "report.html",
+        "report.json",
+    }
     doc = storage.read_json(f"{out_uri}/report.json")
     order = expected_order(lambda w: -true_eval(w))
     assert [r["run"] for r in doc["leaderboard"]] == order + [NO_EVAL]
@@ -131,7 +163,9 @@ def test_cli_ranks_a_sweep_by_eval_average_and_writes_the_report(sweep):
     top = doc["leaderboard"][0]
     assert top["eval"]["step"] == TOTAL_STEPS and top["eval"]["average"] == pytest.approx(true_eval(MIXTURES["mix-d"]))
     assert top["weights"] == pytest.approx(dict(zip(SOURCES, (0.1, 0.1, 0.8))))
-    assert doc["leaderboard"][4 if order[4] == "mix-e" else order.index("mix-e")]["weights"]["edu"] == pytest.approx(1 / 3)
+    assert doc["leaderboard"][4 if order[4] == "mix-e" else order.index("mix-e")]["weights"]["edu"] == pytest.approx(
+        1 / 3
+    )
     # The recommendation finds the known best vertex (all edu) from 7 evaluated runs, and trusts it.
     rec = doc["recommendation"]
     assert rec["runsUsed"] == 7 and rec["trusted"], rec
@@ -141,7 +175,7 @@ def test_cli_ranks_a_sweep_by_eval_average_and_writes_the_report(sweep):
     positions = [text.index(f"  {n}  ") for n in order]
     assert positions == sorted(positions)
     assert "The run the data favours: mix-d" in text and "Recommended mixture" in text
-    assert f"{100 * true_eval(MIXTURES['mix-d']):.2f}" in text      # fractions are shown in percent
+    assert f"{100 * true_eval(MIXTURES['mix-d']):.2f}" in text  # fractions are shown in percent
     md = storage.read_bytes(f"{out_uri}/report.md").decode()
     assert "| 1 | mix-d |" in md and "![loss curves](loss_curves.png)" in md
     for png in ("loss_curves.png", "weights_vs_eval.png"):
@@ -154,13 +188,13 @@ def test_rank_by_loss_and_by_task_and_explicit_output(sweep, s3_bucket):
     assert report.output_uri == out
     names = [r.run.name for r in report.rows]
     loss_order = sorted(list(MIXTURES.items()) + [(NO_EVAL, (0.05, 0.05, 0.9))], key=lambda kv: true_loss(kv[1]))
-    assert names == [n for n, _ in loss_order]           # every run has a loss, the one without eval too
+    assert names == [n for n, _ in loss_order]  # every run has a loss, the one without eval too
     assert storage.read_json(f"{out}/report.json")["rankBy"] == "loss"
     assert not storage.exists(f"{sweep}/compare/report.json")
 
     by_task = compare_runs([f"{sweep}/mix-a", f"{sweep}/mix-d", f"{sweep}/mix-c"], rank_by="eval.tk_piqa")
     assert [r.run.name for r in by_task.rows] == ["mix-d", "mix-a", "mix-c"]
-    assert by_task.output_uri == f"{sweep}/compare"   # the first run's parent
+    assert by_task.output_uri == f"{sweep}/compare"  # the first run's parent
 
 
 @pytest.mark.parametrize("case", ["empty", "no-spec", "unknown-metric", "unknown-task"])
@@ -237,10 +271,25 @@ class Dom(HTMLParser):
 
 def chromium(browser: str, profile: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--virtual-time-budget=5000", *args],
-        capture_output=True, text=True, timeout=180)
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            f"--user-data-dir={profile}",
+            "--virtual-time-budget=5000",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
 
 
 def test_html_report_renders_in_headless_chromium(sweep, tmp_path):

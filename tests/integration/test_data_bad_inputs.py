@@ -39,8 +39,13 @@ def prepared_source(bucket: str, name: str, docs=DOCS) -> str:
 
 def open_loader(uri: str, fingerprint: str | None = None, vocab_size: int = 50257) -> MixtureLoader:
     return MixtureLoader(
-        [MixtureSource("only", uri, 1.0)], seq_length=32, global_batch=2, micro_batch=1,
-        fingerprint=fingerprint or load_tokenizer("gpt2").fingerprint, vocab_size=vocab_size, when_exhausted="repeat",
+        [MixtureSource("only", uri, 1.0)],
+        seq_length=32,
+        global_batch=2,
+        micro_batch=1,
+        fingerprint=fingerprint or load_tokenizer("gpt2").fingerprint,
+        vocab_size=vocab_size,
+        when_exhausted="repeat",
     )
 
 
@@ -106,7 +111,10 @@ def test_truncated_and_corrupted_shards_are_caught_naming_the_shard(s3_bucket, r
     shard = f"{uri}/{index['shards'][0]['file']}"
     good = storage.read_bytes(shard)
     storage.write_bytes(shard, good[:-10])
-    with open_loader(uri) as ld, pytest.raises(DataError, match=rf"{shard}: \d+ bytes, index.json lists \d+ \(truncated"):
+    with (
+        open_loader(uri) as ld,
+        pytest.raises(DataError, match=rf"{shard}: \d+ bytes, index.json lists \d+ \(truncated"),
+    ):
         ld.read_global(ld.orders[0].sequences)  # every shard once
     flipped = bytearray(good)
     flipped[100] ^= 0x01
@@ -117,7 +125,9 @@ def test_truncated_and_corrupted_shards_are_caught_naming_the_shard(s3_bucket, r
 
 def test_wrong_tokenizer_fingerprint_is_refused(s3_bucket, ray_session):
     uri = prepared_source(s3_bucket, "src")
-    with pytest.raises(DataError, match=r"source 'only' \(.*/src/index.json\) was tokenized with gpt2 .*re-run `trainkit prepare`"):
+    with pytest.raises(
+        DataError, match=r"source 'only' \(.*/src/index.json\) was tokenized with gpt2 .*re-run `trainkit prepare`"
+    ):
         open_loader(uri, fingerprint="sha256:" + "0" * 64)
 
 
@@ -126,17 +136,33 @@ def test_token_ids_beyond_the_vocabulary_are_refused(s3_bucket):
     tokens = np.array(tok.encode(DOCS[0]) * 2 + [60_000], dtype=np.uint16)
     data, crc = encode_shard(tokens, np.dtype("<u2"))
     storage.write_bytes(f"{s3_bucket}/bad/shards/s-00000.bin", data)
-    storage.write_json(f"{s3_bucket}/bad/index.json", index_document(
-        dtype=np.dtype("<u2"), tokenizer=tok, shard_tokens=len(tokens), source_files=[],
-        shards=[{"file": "shards/s-00000.bin", "tokens": len(tokens), "documents": 1, "bytes": len(data), "crc32": crc}],
-    ))
-    with open_loader(f"{s3_bucket}/bad") as ld, pytest.raises(DataError, match=r"s-00000.bin: token id 60000 >= vocab size 50257"):
+    storage.write_json(
+        f"{s3_bucket}/bad/index.json",
+        index_document(
+            dtype=np.dtype("<u2"),
+            tokenizer=tok,
+            shard_tokens=len(tokens),
+            source_files=[],
+            shards=[
+                {"file": "shards/s-00000.bin", "tokens": len(tokens), "documents": 1, "bytes": len(data), "crc32": crc}
+            ],
+        ),
+    )
+    with (
+        open_loader(f"{s3_bucket}/bad") as ld,
+        pytest.raises(DataError, match=r"s-00000.bin: token id 60000 >= vocab size 50257"),
+    ):
         ld.next_step()
 
 
 def test_unreachable_endpoint_fails_after_bounded_retries(tmp_path, ray_session):
     started = time.monotonic()
     with pytest.raises(StorageError, match=r"s3://some-bucket/text.*(EndpointConnectionError|Could not connect)"):
-        run_prepare("s3://some-bucket/text", str(tmp_path / "out"), options=StorageOptions(endpoint="http://127.0.0.1:9"), log=lambda _: None)
+        run_prepare(
+            "s3://some-bucket/text",
+            str(tmp_path / "out"),
+            options=StorageOptions(endpoint="http://127.0.0.1:9"),
+            log=lambda _: None,
+        )
     assert time.monotonic() - started < 90
     assert not (tmp_path / "out" / "index.json").exists()

@@ -31,15 +31,26 @@ def prepared(s3_endpoint, ray_session):
     logs: dict[str, list[str]] = {}
     for source in sources:
         logs[source.name] = []
-        run_prepare(f"s3://{bucket}/text/{source.name}", f"s3://{bucket}/tokens/{source.name}",
-                    shard_tokens=16_384, log=logs[source.name].append)
+        run_prepare(
+            f"s3://{bucket}/text/{source.name}",
+            f"s3://{bucket}/tokens/{source.name}",
+            shard_tokens=16_384,
+            log=logs[source.name].append,
+        )
     return {"bucket": bucket, "sources": {s.name: s for s in sources}, "logs": logs}
 
 
 def loader(prepared, **kw) -> MixtureLoader:
     tok = load_tokenizer("gpt2")
-    args = dict(seq_length=SEQ, global_batch=24, micro_batch=4, fingerprint=tok.fingerprint, vocab_size=50257,
-                when_exhausted="repeat", seed=7)
+    args = dict(
+        seq_length=SEQ,
+        global_batch=24,
+        micro_batch=4,
+        fingerprint=tok.fingerprint,
+        vocab_size=50257,
+        when_exhausted="repeat",
+        seed=7,
+    )
     args.update(kw)
     return MixtureLoader(
         [MixtureSource(n, f"s3://{prepared['bucket']}/tokens/{n}", w) for n, w in WEIGHTS.items()], **args
@@ -55,7 +66,9 @@ def test_index_counts_every_document_and_token(prepared):
         assert index["tokenizer"]["fingerprint"] == tok.fingerprint and index["dtype"] == "uint16"
         assert len(index["shards"]) >= 2 and all(s["tokens"] <= 16_384 for s in index["shards"])
         assert [f["uri"].rsplit("/", 1)[1] for f in index["sourceFiles"]] == [
-            "train-00000-of-00002.parquet", "train-00001-of-00002.parquet"]
+            "train-00000-of-00002.parquet",
+            "train-00001-of-00002.parquet",
+        ]
         assert any("tokenized" in line for line in prepared["logs"][name])  # progress was shown
 
 
@@ -124,14 +137,23 @@ def test_from_spec_refuses_a_plan_that_needs_more_than_the_shards(prepared):
     bucket = prepared["bucket"]
 
     def spec(total_tokens, when):
-        return parse_spec({
-            "model": {"preset": "tiny"}, "tokenizer": "gpt2",
-            "data": {"seqLength": SEQ, "totalTokens": total_tokens, "whenExhausted": when,
-                     "sources": [{"name": n, "uri": f"s3://{bucket}/tokens/{n}", "weight": w} for n, w in WEIGHTS.items()]},
-            "training": {"microBatchSize": 4, "globalBatchSize": 24},
-            "resources": {"workers": 1},
-            "output": {"uri": f"s3://{bucket}/runs/x"},
-        })
+        return parse_spec(
+            {
+                "model": {"preset": "tiny"},
+                "tokenizer": "gpt2",
+                "data": {
+                    "seqLength": SEQ,
+                    "totalTokens": total_tokens,
+                    "whenExhausted": when,
+                    "sources": [
+                        {"name": n, "uri": f"s3://{bucket}/tokens/{n}", "weight": w} for n, w in WEIGHTS.items()
+                    ],
+                },
+                "training": {"microBatchSize": 4, "globalBatchSize": 24},
+                "resources": {"workers": 1},
+                "output": {"uri": f"s3://{bucket}/runs/x"},
+            }
+        )
 
     small, small_plan = spec(24 * SEQ * 10, "fail")
     with MixtureLoader.from_spec(small, small_plan, rank=0, world_size=1) as ok:

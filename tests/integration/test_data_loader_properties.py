@@ -31,18 +31,44 @@ def sources(tmp_path_factory):
         cuts = [0, len(ids) // 3, len(ids) // 2, len(ids)]
         shards = []
         for k in range(3):
-            data, crc = encode_shard(ids[cuts[k]:cuts[k + 1]], np.dtype("<u2"))
+            data, crc = encode_shard(ids[cuts[k] : cuts[k + 1]], np.dtype("<u2"))
             storage.write_bytes(str(root / name / f"shards/{k}.bin"), data)
-            shards.append({"file": f"shards/{k}.bin", "tokens": cuts[k + 1] - cuts[k], "documents": 0, "bytes": len(data), "crc32": crc})
-        storage.write_json(str(root / name / "index.json"), index_document(
-            dtype=np.dtype("<u2"), tokenizer=tok, shards=shards, source_files=[], shard_tokens=max(s["tokens"] for s in shards)))
+            shards.append(
+                {
+                    "file": f"shards/{k}.bin",
+                    "tokens": cuts[k + 1] - cuts[k],
+                    "documents": 0,
+                    "bytes": len(data),
+                    "crc32": crc,
+                }
+            )
+        storage.write_json(
+            str(root / name / "index.json"),
+            index_document(
+                dtype=np.dtype("<u2"),
+                tokenizer=tok,
+                shards=shards,
+                source_files=[],
+                shard_tokens=max(s["tokens"] for s in shards),
+            ),
+        )
         out.append(MixtureSource(name, str(root / name), weight))
     return out
 
 
 def open_loader(sources, rank, world, micro):
-    return MixtureLoader(sources, seq_length=SEQ, global_batch=GLOBAL, micro_batch=micro, rank=rank, world_size=world,
-                         seed=3, fingerprint=load_tokenizer("gpt2").fingerprint, vocab_size=50257, when_exhausted="repeat")
+    return MixtureLoader(
+        sources,
+        seq_length=SEQ,
+        global_batch=GLOBAL,
+        micro_batch=micro,
+        rank=rank,
+        world_size=world,
+        seed=3,
+        fingerprint=load_tokenizer("gpt2").fingerprint,
+        vocab_size=50257,
+        when_exhausted="repeat",
+    )
 
 
 def steps(loaders, n):
@@ -59,8 +85,12 @@ def steps(loaders, n):
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(k=st.integers(0, 60), before=st.sampled_from([1, 2, 3]), after=st.sampled_from([1, 2, 4, 6]),
-       micro=st.sampled_from([1, 2]))
+@given(
+    k=st.integers(0, 60),
+    before=st.sampled_from([1, 2, 3]),
+    after=st.sampled_from([1, 2, 4, 6]),
+    micro=st.sampled_from([1, 2]),
+)
 def test_resume_at_random_step_with_new_world_size_equals_uninterrupted(sources, k, before, after, micro):
     if GLOBAL % (micro * before) or GLOBAL % (micro * after):
         return
@@ -84,4 +114,3 @@ def test_resume_at_random_step_with_new_world_size_equals_uninterrupted(sources,
     for ld in resumed:
         ld.close()
     assert all(np.array_equal(e, g) for e, g in zip(expected, got))
-

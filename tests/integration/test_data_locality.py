@@ -39,9 +39,13 @@ def sources(tmp_path_factory):
             at += n
             data, crc = encode_shard(part, np.dtype("<u2"))
             storage.write_bytes(str(root / name / f"shards/{k:03d}.bin"), data)
-            shards.append({"file": f"shards/{k:03d}.bin", "tokens": n, "documents": 0, "bytes": len(data), "crc32": crc})
-        storage.write_json(str(root / name / "index.json"), index_document(
-            dtype=np.dtype("<u2"), tokenizer=tok, shards=shards, source_files=[], shard_tokens=n))
+            shards.append(
+                {"file": f"shards/{k:03d}.bin", "tokens": n, "documents": 0, "bytes": len(data), "crc32": crc}
+            )
+        storage.write_json(
+            str(root / name / "index.json"),
+            index_document(dtype=np.dtype("<u2"), tokenizer=tok, shards=shards, source_files=[], shard_tokens=n),
+        )
         out.append((name, str(root / name), len(shards)))
     return out
 
@@ -49,10 +53,23 @@ def sources(tmp_path_factory):
 def open_loaders(sources, weights, world, global_batch, seed, total, buffer=64 << 10):
     tok = load_tokenizer("gpt2")
     mixture = [MixtureSource(name, uri, w) for (name, uri, _), w in zip(sources, weights)]
-    return [MixtureLoader(mixture, seq_length=SEQ, global_batch=global_batch, micro_batch=global_batch // world,
-                          rank=r, world_size=world, seed=seed, fingerprint=tok.fingerprint, vocab_size=50257,
-                          when_exhausted="fail", total_sequences=total, buffer_bytes=buffer)
-            for r in range(world)]
+    return [
+        MixtureLoader(
+            mixture,
+            seq_length=SEQ,
+            global_batch=global_batch,
+            micro_batch=global_batch // world,
+            rank=r,
+            world_size=world,
+            seed=seed,
+            fingerprint=tok.fingerprint,
+            vocab_size=50257,
+            when_exhausted="fail",
+            total_sequences=total,
+            buffer_bytes=buffer,
+        )
+        for r in range(world)
+    ]
 
 
 def step_rows(loaders) -> tuple[list[list[bytes]], list[np.ndarray]]:
@@ -63,7 +80,12 @@ def step_rows(loaders) -> tuple[list[list[bytes]], list[np.ndarray]]:
     return rows, slots
 
 
-@settings(max_examples=10, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate], suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=10,
+    deadline=None,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(
     world=st.sampled_from(WORLDS),
     resume_world=st.sampled_from(WORLDS),
@@ -73,11 +95,22 @@ def step_rows(loaders) -> tuple[list[list[bytes]], list[np.ndarray]]:
     resume_fraction=st.floats(0.1, 0.9),
 )
 def test_each_rank_touches_its_share_of_shards_and_the_stream_stays_exact(
-        sources, world, resume_world, global_batch, weights, seed, resume_fraction):
+    sources, world, resume_world, global_batch, weights, seed, resume_fraction
+):
     held = [n for *_, n in sources]
-    tok_sizes = [MixtureLoader([MixtureSource(n, u, 1.0)], seq_length=SEQ, global_batch=global_batch, micro_batch=1,
-                               fingerprint=load_tokenizer("gpt2").fingerprint, vocab_size=50257).orders[0].sequences
-                 for n, u, _ in sources]
+    tok_sizes = [
+        MixtureLoader(
+            [MixtureSource(n, u, 1.0)],
+            seq_length=SEQ,
+            global_batch=global_batch,
+            micro_batch=1,
+            fingerprint=load_tokenizer("gpt2").fingerprint,
+            vocab_size=50257,
+        )
+        .orders[0]
+        .sequences
+        for n, u, _ in sources
+    ]
     # As many whole steps as one epoch of every source allows (whenExhausted: fail).
     steps = 1
     while all(need <= have for need, have in zip(sequences_needed(weights, (steps + 1) * global_batch), tok_sizes)):
@@ -98,7 +131,7 @@ def test_each_rank_touches_its_share_of_shards_and_the_stream_stays_exact(
         assert sorted(flat.tolist()) == list(range(global_batch))  # every slot once: the step's own G
         assert Counter(b for r in rows for b in r) == expected[s]  # the global batch, whatever W
         for r in range(len(loaders)):  # per-source counts of the step are the schedule's
-            got = np.bincount(scheduled[s * global_batch:(s + 1) * global_batch][slots[r]], minlength=3)
+            got = np.bincount(scheduled[s * global_batch : (s + 1) * global_batch][slots[r]], minlength=3)
             assert got.sum() == global_batch // world
         if s + 1 == at:
             state = loaders[0].state_dict()

@@ -20,9 +20,18 @@ def write_source(folder, sequences: int, seq_length: int) -> None:
     tokens = ids[: sequences * (seq_length + 1)]
     data, crc = encode_shard(tokens, np.dtype("<u2"))
     storage.write_bytes(str(folder / "shards" / "s-00000.bin"), data)
-    storage.write_json(str(folder / "index.json"), index_document(
-        dtype=np.dtype("<u2"), tokenizer=tok, shard_tokens=len(tokens), source_files=[],
-        shards=[{"file": "shards/s-00000.bin", "tokens": len(tokens), "documents": 1, "bytes": len(data), "crc32": crc}]))
+    storage.write_json(
+        str(folder / "index.json"),
+        index_document(
+            dtype=np.dtype("<u2"),
+            tokenizer=tok,
+            shard_tokens=len(tokens),
+            source_files=[],
+            shards=[
+                {"file": "shards/s-00000.bin", "tokens": len(tokens), "documents": 1, "bytes": len(data), "crc32": crc}
+            ],
+        ),
+    )
 
 
 def run_file(tmp_path, when_exhausted: str) -> str:

@@ -39,10 +39,15 @@ def report_cells(md: str, label: str) -> list[str]:
 
 
 def test_report_numbers_are_lm_evals_own(run_uri, tmp_path):
-    spec = EvalSpec.model_validate({
-        "tasks": [{"name": n, "path": str(TASKS), "limit": 3, **({"numFewshot": 5} if n == "tk_mmlu" else {})} for n in MIRRORS],
-        "batchSize": 4,
-    })
+    spec = EvalSpec.model_validate(
+        {
+            "tasks": [
+                {"name": n, "path": str(TASKS), "limit": 3, **({"numFewshot": 5} if n == "tk_mmlu" else {})}
+                for n in MIRRORS
+            ],
+            "batchSize": 4,
+        }
+    )
     ckpt = f"{run_uri}/checkpoints/step-00000030"
     summary = evaluate_checkpoint(ckpt, spec, run_uri, cache_dir=tmp_path)
 
@@ -83,8 +88,23 @@ def test_cli_eval_then_report_shows_scores_by_step(run_uri, capsys, monkeypatch,
     ckpt = f"{run_uri}/checkpoints/step-00000030/"
     # A corrupt summary left by some old eval: passed over by every reader, it must not fail this eval.
     storage.write_bytes(f"{run_uri}/eval/step-00000005/summary.json", b'{"step": 5, "tasks": ')
-    rc = main(["eval", ckpt, "--tasks", "tk_piqa", "tk_arc_challenge", "--include-path", str(TASKS),
-               "--limit", "4", "--step", "60", "--batch-size", "4"])
+    rc = main(
+        [
+            "eval",
+            ckpt,
+            "--tasks",
+            "tk_piqa",
+            "tk_arc_challenge",
+            "--include-path",
+            str(TASKS),
+            "--limit",
+            "4",
+            "--step",
+            "60",
+            "--batch-size",
+            "4",
+        ]
+    )
     printed = capsys.readouterr().out
     assert rc == 0
     out = f"{run_uri}/eval/step-00000060"
@@ -101,5 +121,8 @@ def test_cli_eval_then_report_shows_scores_by_step(run_uri, capsys, monkeypatch,
     assert report_cells(printed, "tk_piqa")[2] == format_percent(results["tk_piqa"]["acc,none"])  # latest = step 60
     history = re.findall(r"^\| (\d+) \| ([\d.]+) \|", printed, re.M)
     s30 = storage.read_json(f"{run_uri}/eval/step-00000030/summary.json")
-    assert history == [("30", format_percent(s30["average"])), ("60", format_percent(storage.read_json(f"{out}/summary.json")["average"]))]
+    assert history == [
+        ("30", format_percent(s30["average"])),
+        ("60", format_percent(storage.read_json(f"{out}/summary.json")["average"])),
+    ]
     assert storage.read_bytes(f"{run_uri}/eval/scores_by_step.png").startswith(b"\x89PNG")

@@ -36,7 +36,10 @@ def test_incomplete_checkpoint_names_the_file(s3_bucket, tmp_path, capsys):
     ckpt = upload_checkpoint(tiny_checkpoint_dir(), f"{s3_bucket}/run/checkpoints/step-00000030")
     full = storage.read_bytes(f"{ckpt}/model.safetensors")
     storage.write_bytes(f"{ckpt}/model.safetensors", full[: len(full) // 2])  # truncated upload
-    with pytest.raises(CheckpointError, match=rf"incomplete checkpoint at {ckpt}: model.safetensors has {len(full) // 2} bytes, checkpoint.json says {len(full)}"):
+    with pytest.raises(
+        CheckpointError,
+        match=rf"incomplete checkpoint at {ckpt}: model.safetensors has {len(full) // 2} bytes, checkpoint.json says {len(full)}",
+    ):
         evaluate_checkpoint(ckpt, SPEC, f"{s3_bucket}/run", cache_dir=tmp_path)
     # the same through the CLI: exit 1, the URI on stderr, nothing on stdout
     assert main(["eval", ckpt, "--tasks", "tk_piqa", "--include-path", "tests/data/lm_eval_tasks"]) == 1
@@ -50,10 +53,18 @@ def test_not_a_causal_lm(s3_bucket, tmp_path):
 
     from support.checkpoints import gpt2_tokenizer
 
-    folder = write_checkpoint(BertModel(BertConfig(vocab_size=128, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                                                   intermediate_size=32)), gpt2_tokenizer(), tmp_path / "bert" / "step-00000005", 5)
+    folder = write_checkpoint(
+        BertModel(
+            BertConfig(vocab_size=128, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+        ),
+        gpt2_tokenizer(),
+        tmp_path / "bert" / "step-00000005",
+        5,
+    )
     ckpt = upload_checkpoint(folder, f"{s3_bucket}/run/checkpoints/step-00000005")
-    with pytest.raises(CheckpointError, match=rf"{ckpt} is not a causal language model \(config.json: model_type='bert'"):
+    with pytest.raises(
+        CheckpointError, match=rf"{ckpt} is not a causal language model \(config.json: model_type='bert'"
+    ):
         evaluate_checkpoint(ckpt, SPEC, f"{s3_bucket}/run", cache_dir=tmp_path / "cache")
     assert nothing_written(f"{s3_bucket}/run")
 

@@ -20,8 +20,9 @@ def test_eval_runs_as_a_ray_task(ray_session, s3_bucket, s3_endpoint):
     run = f"{s3_bucket}/runs/r1"
     ckpt = upload_checkpoint(tiny_checkpoint_dir(), f"{run}/checkpoints/step-00000030")
     storage.upload_dir(TASKS / "tk_winogrande", f"{s3_bucket}/tasks/winogrande-like")
-    spec = EvalSpec.model_validate({"tasks": [{"name": "tk_winogrande", "path": f"{s3_bucket}/tasks/winogrande-like", "limit": 4}],
-                                    "batchSize": 2})
+    spec = EvalSpec.model_validate(
+        {"tasks": [{"name": "tk_winogrande", "path": f"{s3_bucket}/tasks/winogrande-like", "limit": 4}], "batchSize": 2}
+    )
 
     ref = launch_eval_task(ckpt, spec, run, 30, storage.StorageOptions(endpoint=s3_endpoint))
     assert isinstance(ref, ray.ObjectRef)

@@ -48,7 +48,9 @@ def test_seed_suite_fails_fast_and_clearly_offline(tmp_path):
     run = tmp_path / "run"
     t0 = time.monotonic()
     with pytest.raises(TaskDataError) as err:
-        evaluate_checkpoint(str(tiny_checkpoint_dir()), EvalSpec(suite="seed-suite"), str(run), cache_dir=tmp_path / "cache")
+        evaluate_checkpoint(
+            str(tiny_checkpoint_dir()), EvalSpec(suite="seed-suite"), str(run), cache_dir=tmp_path / "cache"
+        )
     elapsed = time.monotonic() - t0
     msg = str(err.value)
     assert "benchmark data for task 'mmlu' cannot be reached" in msg and "HF_DATASETS_OFFLINE" in msg

@@ -62,7 +62,12 @@ def test_create_applies_schema_defaults(clients):
     del run["spec"]["training"]["optimizer"]
     created = api.create_namespaced_custom_object(*ARGS, run)
     assert created["spec"]["checkpoint"] == {"everySteps": 500, "keep": 3}
-    assert created["spec"]["training"]["optimizer"] == {"name": "adamw", "betas": [0.9, 0.95], "eps": 1e-08, "weightDecay": 0.1}
+    assert created["spec"]["training"]["optimizer"] == {
+        "name": "adamw",
+        "betas": [0.9, 0.95],
+        "eps": 1e-08,
+        "weightDecay": 0.1,
+    }
     assert created["spec"]["data"]["shardFormat"] == "trainkit-tokens-v1"
     assert created["spec"]["resources"]["tolerations"][0]["operator"] == "Exists"  # given values win
     assert created["metadata"]["generation"] == 1 and "status" not in created
@@ -77,7 +82,9 @@ def test_unknown_fields_are_pruned_with_a_warning(clients):
     run["extraTopLevel"] = True
     created, code, headers = api.create_namespaced_custom_object_with_http_info(*ARGS, run)
     assert code == 201
-    assert "bogus" not in created["spec"]["data"] and "sources" not in created["spec"] and "extraTopLevel" not in created
+    assert (
+        "bogus" not in created["spec"]["data"] and "sources" not in created["spec"] and "extraTopLevel" not in created
+    )
     warning = headers.get("Warning", "")
     assert 'unknown field \\"spec.data.bogus\\"' in warning and 'unknown field \\"extraTopLevel\\"' in warning
 
@@ -206,9 +213,13 @@ def test_errors_are_worded_as_the_api_server_words_them(clients):
     assert body["message"].startswith('TrainingRun.trainkit.dev "worded" is invalid: [')
     causes = {c["field"]: c["message"] for c in body["details"]["causes"]}
     assert causes["spec.data.sources[0].weight"] == (
-        "Invalid value: 0: spec.data.sources[0].weight in body should be greater than 0")
+        "Invalid value: 0: spec.data.sources[0].weight in body should be greater than 0"
+    )
     assert causes["spec.data.sources[2].uri"] == "Required value"  # at the missing field, not its parent
     assert causes["spec.training.precision"].startswith('Unsupported value: "fp8": supported values: "bf16"')
     with pytest.raises(ApiException) as e:
         api.create_namespaced_custom_object(*ARGS, _run("b" * 41))
-    assert '"worded"' not in e.value.body and "is invalid: <nil>: Invalid value: \\\"object\\\": metadata.name must be at most 40" in e.value.body
+    assert (
+        '"worded"' not in e.value.body
+        and 'is invalid: <nil>: Invalid value: \\"object\\": metadata.name must be at most 40' in e.value.body
+    )

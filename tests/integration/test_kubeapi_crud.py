@@ -31,7 +31,12 @@ def _custom(k8s):
 
 
 def _rayjob(name, **spec):
-    return {"apiVersion": "ray.io/v1", "kind": "RayJob", "metadata": {"name": name}, "spec": {"entrypoint": "python x.py", **spec}}
+    return {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayJob",
+        "metadata": {"name": name},
+        "spec": {"entrypoint": "python x.py", **spec},
+    }
 
 
 def test_create_returns_201_object_with_server_fields(k8s, kube_api):
@@ -113,8 +118,12 @@ def test_merge_and_json_patch(k8s):
 
     kubernetes, client = k8s
     api = _custom(k8s)
-    api.create_namespaced_custom_object("ray.io", "v1", "default", "rayjobs", _rayjob("j", suspend=True, x={"a": 1, "b": 2}))
-    merged = api.patch_namespaced_custom_object("ray.io", "v1", "default", "rayjobs", "j", {"spec": {"x": {"a": None, "c": 3}}})
+    api.create_namespaced_custom_object(
+        "ray.io", "v1", "default", "rayjobs", _rayjob("j", suspend=True, x={"a": 1, "b": 2})
+    )
+    merged = api.patch_namespaced_custom_object(
+        "ray.io", "v1", "default", "rayjobs", "j", {"spec": {"x": {"a": None, "c": 3}}}
+    )
     assert merged["spec"]["x"] == {"b": 2, "c": 3} and merged["spec"]["suspend"] is True
     # JSON patch through the raw API client (the generated API picks merge patch for dicts)
     path = "/apis/ray.io/v1/namespaces/default/rayjobs/j"
@@ -131,7 +140,10 @@ def test_merge_and_json_patch(k8s):
                               {"op": "replace", "path": "/spec/entrypoint", "value": "changed"}],
                         auth_settings=["BearerToken"], _preload_content=False)  # fmt: skip
     assert e.value.status == 422
-    assert api.get_namespaced_custom_object("ray.io", "v1", "default", "rayjobs", "j")["spec"]["entrypoint"] == "python x.py"
+    assert (
+        api.get_namespaced_custom_object("ray.io", "v1", "default", "rayjobs", "j")["spec"]["entrypoint"]
+        == "python x.py"
+    )
     with pytest.raises(ApiException) as e:  # strategic merge patch is not for custom resources
         client.call_api(path, "PATCH", header_params={"Content-Type": "application/strategic-merge-patch+json"},
                         body={"spec": {"suspend": True}}, auth_settings=["BearerToken"], _preload_content=False)  # fmt: skip
@@ -158,15 +170,21 @@ def test_status_subresource_isolation_and_generation(k8s):
     assert "status" not in created, "create ignores status when the status subresource is enabled"
     assert created["metadata"]["generation"] == 1
     # a status write ignores spec changes and does not bump generation
-    st = api.patch_namespaced_custom_object_status(*args, "j", {"spec": {"entrypoint": "evil"}, "status": {"jobStatus": "RUNNING"}})
+    st = api.patch_namespaced_custom_object_status(
+        *args, "j", {"spec": {"entrypoint": "evil"}, "status": {"jobStatus": "RUNNING"}}
+    )
     assert st["status"] == {"jobStatus": "RUNNING"} and st["spec"]["entrypoint"] == "python x.py"
     assert st["metadata"]["generation"] == 1
     # a main-resource write ignores status changes; a spec change bumps generation
-    main = api.patch_namespaced_custom_object(*args, "j", {"spec": {"entrypoint": "python y.py"}, "status": {"jobStatus": "FAILED"}})
+    main = api.patch_namespaced_custom_object(
+        *args, "j", {"spec": {"entrypoint": "python y.py"}, "status": {"jobStatus": "FAILED"}}
+    )
     assert main["status"] == {"jobStatus": "RUNNING"} and main["metadata"]["generation"] == 2
     # metadata-only changes do not bump generation
     meta = api.patch_namespaced_custom_object(*args, "j", {"metadata": {"labels": {"a": "b"}}})
-    assert meta["metadata"]["generation"] == 2 and int(meta["metadata"]["resourceVersion"]) > int(main["metadata"]["resourceVersion"])
+    assert meta["metadata"]["generation"] == 2 and int(meta["metadata"]["resourceVersion"]) > int(
+        main["metadata"]["resourceVersion"]
+    )
     # PUT to /status replaces the status only
     obj = api.get_namespaced_custom_object(*args, "j")
     obj["status"] = {"jobStatus": "SUCCEEDED"}
@@ -232,14 +250,20 @@ def test_garbage_collection_follows_owner_references(k8s, kube_api):
     other = api.create_namespaced_custom_object(*args, _rayjob("other"))
 
     def ref(o):
-        return V1OwnerReference(api_version="ray.io/v1", kind="RayJob", name=o["metadata"]["name"], uid=o["metadata"]["uid"])
+        return V1OwnerReference(
+            api_version="ray.io/v1", kind="RayJob", name=o["metadata"]["name"], uid=o["metadata"]["uid"]
+        )
 
-    child = core.create_namespaced_config_map("default", V1ConfigMap(metadata=V1ObjectMeta(name="child", owner_references=[ref(owner)])))
+    child = core.create_namespaced_config_map(
+        "default", V1ConfigMap(metadata=V1ObjectMeta(name="child", owner_references=[ref(owner)]))
+    )
     # a grandchild owned by the child: deletion cascades
     core.create_namespaced_config_map("default", V1ConfigMap(metadata=V1ObjectMeta(
         name="grandchild", owner_references=[V1OwnerReference(api_version="v1", kind="ConfigMap", name="child", uid=child.metadata.uid)])))  # fmt: skip
     # two owners: kept while one lives
-    core.create_namespaced_config_map("default", V1ConfigMap(metadata=V1ObjectMeta(name="shared", owner_references=[ref(owner), ref(other)])))
+    core.create_namespaced_config_map(
+        "default", V1ConfigMap(metadata=V1ObjectMeta(name="shared", owner_references=[ref(owner), ref(other)]))
+    )
     core.create_namespaced_config_map("default", V1ConfigMap(metadata=V1ObjectMeta(name="unrelated")))
     api.delete_namespaced_custom_object(*args, "owner")
     # garbage collection is a controller's work after the request, not part of it
@@ -356,7 +380,9 @@ def test_server_side_apply_creates_then_merges(kube_api):
 
     code, created = apply(_rayjob("j", suspend=True))
     assert code == 201 and created["metadata"]["uid"] and created["spec"]["suspend"] is True
-    code, merged = apply({"apiVersion": "ray.io/v1", "kind": "RayJob", "metadata": {"name": "j"}, "spec": {"suspend": False}})
+    code, merged = apply(
+        {"apiVersion": "ray.io/v1", "kind": "RayJob", "metadata": {"name": "j"}, "spec": {"suspend": False}}
+    )
     assert code == 200 and merged["spec"] == {"entrypoint": "python x.py", "suspend": False}
     assert merged["metadata"]["generation"] == 2
     code, body = apply(_rayjob("j"), manager=None)
@@ -400,9 +426,13 @@ def test_status_patch_with_stale_resource_version_is_409(k8s):
     args = ("ray.io", "v1", "default", "rayjobs")
     obj = api.create_namespaced_custom_object(*args, _rayjob("j"))
     rv = obj["metadata"]["resourceVersion"]
-    fresh = api.patch_namespaced_custom_object_status(*args, "j", {"metadata": {"resourceVersion": rv}, "status": {"jobStatus": "RUNNING"}})
+    fresh = api.patch_namespaced_custom_object_status(
+        *args, "j", {"metadata": {"resourceVersion": rv}, "status": {"jobStatus": "RUNNING"}}
+    )
     with pytest.raises(ApiException) as e:
-        api.patch_namespaced_custom_object_status(*args, "j", {"metadata": {"resourceVersion": rv}, "status": {"jobStatus": "FAILED"}})
+        api.patch_namespaced_custom_object_status(
+            *args, "j", {"metadata": {"resourceVersion": rv}, "status": {"jobStatus": "FAILED"}}
+        )
     assert e.value.status == 409
     assert api.get_namespaced_custom_object(*args, "j")["status"] == {"jobStatus": "RUNNING"}
     assert int(fresh["metadata"]["resourceVersion"]) > int(rv)
@@ -427,7 +457,9 @@ def test_kopf_peering_option():
     from kubeapi import KubeAPIServer
 
     with KubeAPIServer(kopf_peering=True) as api:
-        peering = api.create({"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": "trainkit"}})
+        peering = api.create(
+            {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": "trainkit"}}
+        )
         assert "namespace" not in peering["metadata"] and api.exists("clusterkopfpeerings.kopf.dev", "trainkit", None)
         api.create({"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "trainkit"}})
         assert api.exists("kopfpeerings.kopf.dev", "trainkit", "default")
@@ -477,6 +509,10 @@ def test_annotations_are_limited_to_256k(k8s):
 
     core = _core(k8s)
     with pytest.raises(ApiException) as e:  # e.g. kubectl's last-applied-configuration of a huge CRD
-        core.create_namespaced_config_map("default", V1ConfigMap(metadata=V1ObjectMeta(name="a", annotations={"x": "y" * 262144})))
+        core.create_namespaced_config_map(
+            "default", V1ConfigMap(metadata=V1ObjectMeta(name="a", annotations={"x": "y" * 262144}))
+        )
     assert e.value.status == 422 and "must have at most 262144 bytes" in e.value.body
-    core.create_namespaced_config_map("default", V1ConfigMap(metadata=V1ObjectMeta(name="a", annotations={"x": "y" * 200000})))
+    core.create_namespaced_config_map(
+        "default", V1ConfigMap(metadata=V1ObjectMeta(name="a", annotations={"x": "y" * 200000}))
+    )

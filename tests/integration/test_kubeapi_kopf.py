@@ -86,7 +86,9 @@ def test_kopf_operator_reconciles_against_the_server(kube_api):
         )
         _wait(lambda: not kube_api.exists("trainingruns.trainkit.dev", "seed-run"), what="the run to be deleted")
         assert deleted == ["seed-run"]
-        _wait(lambda: not kube_api.exists("configmaps", "seed-run-plan"), what="garbage collection of the owned ConfigMap")
+        _wait(
+            lambda: not kube_api.exists("configmaps", "seed-run-plan"), what="garbage collection of the owned ConfigMap"
+        )
     assert runner.exit_code == 0, runner.output
     assert runner.exception is None
 

@@ -28,7 +28,9 @@ def kubectl(api, *args, input=None, check=True):
 
 
 def trainkit_crd() -> str:
-    proc = subprocess.run([sys.executable, "-m", "trainkit", "crd"], capture_output=True, text=True, timeout=60, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "trainkit", "crd"], capture_output=True, text=True, timeout=60, check=True
+    )
     return proc.stdout
 
 
@@ -122,7 +124,9 @@ def test_kubectl_wait_and_watch(kube_api):
     kubectl(kube_api, "apply", "--validate=false", "-f", str(JOB))
     timer = threading.Timer(1.0, _set_phase, (kube_api, "Running"))
     timer.start()
-    out = kubectl(kube_api, "wait", "--for=jsonpath={.status.phase}=Running", "tr/gpt2-70m-50-30-20", "--timeout=20s").stdout
+    out = kubectl(
+        kube_api, "wait", "--for=jsonpath={.status.phase}=Running", "tr/gpt2-70m-50-30-20", "--timeout=20s"
+    ).stdout
     timer.join()
     assert "condition met" in out
     # kubectl get -w: the watch is served as Table rows with the printer columns
@@ -169,8 +173,11 @@ def test_kubectl_reapply_of_builtin_is_a_strategic_merge(kube_api):
     kube_api.store.patch(kube_api.store.resolve("deployments"), "v1", "default", "d",
                          {"spec": {"template": {"spec": {"containers": [{"name": "main", "imagePullPolicy": "Always"}]}}}},
                          "application/strategic-merge-patch+json")  # fmt: skip
-    changed = DEPLOYMENT.replace("img:1", "img:2").replace(', {name: B, value: "2"}', "").replace(
-        '        - {name: side, image: "side:1"}\n', "")
+    changed = (
+        DEPLOYMENT.replace("img:1", "img:2")
+        .replace(', {name: B, value: "2"}', "")
+        .replace('        - {name: side, image: "side:1"}\n', "")
+    )
     assert "configured" in kubectl(kube_api, "apply", "--validate=false", "-f", "-", input=changed).stdout
     dep = kube_api.get("deployments", "d")
     assert dep["spec"]["template"]["spec"]["containers"] == [

@@ -2,7 +2,6 @@
 
 Each test names the upstream behaviour it follows (the Kubernetes source file or documentation).
 """
-# ruff: noqa: F811 - the kube_api fixture is imported, then requested by name
 
 from __future__ import annotations
 
@@ -10,7 +9,6 @@ import copy
 import json
 
 import pytest
-from kubeapi.fixtures import kube_api  # noqa: F401
 from kubeapi.store import APIError
 
 CRDS = ("apiextensions.k8s.io", "customresourcedefinitions")
@@ -67,12 +65,16 @@ def test_the_sweep_crd_with_unbounded_weights_is_refused_as_upstream_words_it(ku
     rule_path = ("spec.validation.openAPIV3Schema.properties[spec].properties[mixtures].properties[explicit].items"
                  ".properties[weights].x-kubernetes-validations[0].rule")  # fmt: skip
     causes = {(c["field"], c["message"]) for c in e.value.details["causes"]}
-    expected = ("Forbidden: estimated rule cost exceeds budget by factor of more than 100x (try simplifying the rule, or "
-                "adding maxItems, maxProperties, and maxLength where arrays, maps, and strings are declared)")
+    expected = (
+        "Forbidden: estimated rule cost exceeds budget by factor of more than 100x (try simplifying the rule, or "
+        "adding maxItems, maxProperties, and maxLength where arrays, maps, and strings are declared)"
+    )
     assert (rule_path, expected) in causes
     assert any(f == "spec.validation.openAPIV3Schema" and "estimated rule cost total for entire OpenAPIv3 schema" in m
                for f, m in causes)  # fmt: skip
-    assert e.value.message.startswith('CustomResourceDefinition.apiextensions.k8s.io "trainingsweeps.trainkit.dev" is invalid: [')
+    assert e.value.message.startswith(
+        'CustomResourceDefinition.apiextensions.k8s.io "trainingsweeps.trainkit.dev" is invalid: ['
+    )
     assert not kube_api.exists("customresourcedefinitions", "trainingsweeps.trainkit.dev", None)
 
 
@@ -92,7 +94,8 @@ def test_cost_scales_with_bounds_like_upstream(kube_api):
     from support.celcost import cost_message
 
     assert cost_message("estimated rule cost", 12_000_000, 10_000_000).startswith(
-        "estimated rule cost exceeds budget by factor of 1.200000x (")
+        "estimated rule cost exceeds budget by factor of 1.200000x ("
+    )
     assert "factor of 2.5x" in cost_message("estimated rule cost", 25_000_000, 10_000_000)
 
 
@@ -100,8 +103,11 @@ def test_the_whole_schemas_total_is_limited_too(kube_api):
     """Rules each under 1e7 whose sum is over 1e8: refused at the schema, the big contributors named."""
     from support.celcost import STATIC_ESTIMATED_COST_LIMIT, schema_rule_costs
 
-    tags = {"type": "array", "maxItems": 80000,
-            "items": {"type": "string", "maxLength": 250, "x-kubernetes-validations": [{"rule": "self.contains('x')"}]}}
+    tags = {
+        "type": "array",
+        "maxItems": 80000,
+        "items": {"type": "string", "maxLength": 250, "x-kubernetes-validations": [{"rule": "self.contains('x')"}]},
+    }
     (one,) = schema_rule_costs(tags, "t")
     assert 0.5 * STATIC_ESTIMATED_COST_LIMIT < one.cost < STATIC_ESTIMATED_COST_LIMIT and one.cardinality == 80000
     schema = {"type": "object", "properties": {f"t{i}": tags for i in range(20)}}
@@ -109,7 +115,8 @@ def test_the_whole_schemas_total_is_limited_too(kube_api):
         kube_api.store.create(_crd_rt(kube_api), "v1", None, _widget_crd(schema))
     causes = [(c["field"], c["message"]) for c in e.value.details["causes"]]
     assert causes[-1][0] == "spec.validation.openAPIV3Schema" and causes[-1][1].startswith(
-        "Forbidden: x-kubernetes-validations estimated rule cost total for entire OpenAPIv3 schema exceeds budget by factor of")
+        "Forbidden: x-kubernetes-validations estimated rule cost total for entire OpenAPIv3 schema exceeds budget by factor of"
+    )
     assert sum("contributed to estimated rule cost total" in m for _, m in causes) == 4  # the 4 most expensive
     assert not any("estimated rule cost exceeds budget" in m for _, m in causes)
 
@@ -118,7 +125,10 @@ def test_a_rule_under_a_map_costs_by_its_max_properties(kube_api):
     from support.celcost import MAX_REQUEST_SIZE_BYTES, max_elements
 
     # upstream schemas.go: (3 MiB - 2) / (min value size 1 + 6) map entries without maxProperties
-    assert max_elements({"type": "object", "additionalProperties": {"type": "number"}}) == (MAX_REQUEST_SIZE_BYTES - 2) // 7
+    assert (
+        max_elements({"type": "object", "additionalProperties": {"type": "number"}})
+        == (MAX_REQUEST_SIZE_BYTES - 2) // 7
+    )
     assert max_elements({"type": "object", "additionalProperties": {"type": "number"}, "maxProperties": 5}) == 5
     assert max_elements({"type": "string", "maxLength": 10}) == 40  # maxLength is in runes, a rune is up to 4 bytes
 
@@ -209,10 +219,14 @@ def test_foreground_deletion_waits_for_blocking_dependents(kube_api):
     assert held["metadata"]["deletionTimestamp"] and held["metadata"]["finalizers"] == ["foregroundDeletion"]
     assert kube_api.get("configmaps", "blocking")["metadata"]["deletionTimestamp"]
     cms = kube_api.store.resolve("configmaps")
-    kube_api.store.patch(cms, "v1", "default", "not-blocking", {"metadata": {"finalizers": None}}, "application/merge-patch+json")
+    kube_api.store.patch(
+        cms, "v1", "default", "not-blocking", {"metadata": {"finalizers": None}}, "application/merge-patch+json"
+    )
     kube_api.collect_garbage()
     assert kube_api.exists("rayjobs", "owner"), "a dependent with blockOwnerDeletion still holds the owner"
-    kube_api.store.patch(cms, "v1", "default", "blocking", {"metadata": {"finalizers": None}}, "application/merge-patch+json")
+    kube_api.store.patch(
+        cms, "v1", "default", "blocking", {"metadata": {"finalizers": None}}, "application/merge-patch+json"
+    )
     kube_api.collect_garbage()
     assert not kube_api.exists("rayjobs", "owner")
 
@@ -247,10 +261,15 @@ def test_rbac_allows_what_the_roles_grant_and_answers_403_as_upstream(kube_api):
     kube_api.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ops"}})
     for n in ("mine", "theirs"):
         kube_api.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": n, "namespace": "default"}})
-    _role(kube_api, "default", "op", [
-        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "create"]},
-        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["mine"], "verbs": ["get", "list"]},
-    ])
+    _role(
+        kube_api,
+        "default",
+        "op",
+        [
+            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "create"]},
+            {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["mine"], "verbs": ["get", "list"]},
+        ],
+    )
     kube_api.enforce_rbac()
     token = kube_api.service_account_token("ops", "op")
     client = _sa_client(kube_api, token)
@@ -263,10 +282,15 @@ def test_rbac_allows_what_the_roles_grant_and_answers_403_as_upstream(kube_api):
             core.read_namespaced_secret("theirs", "default")
         assert e.value.status == 403
         body = json.loads(e.value.body)
-        assert body["reason"] == "Forbidden" and body["code"] == 403 and body["details"] == {
-            "name": "theirs", "group": "", "kind": "secrets"}
-        assert body["message"] == ('secrets "theirs" is forbidden: User "system:serviceaccount:ops:op" cannot get '
-                                   'resource "secrets" in API group "" in the namespace "default"')
+        assert (
+            body["reason"] == "Forbidden"
+            and body["code"] == 403
+            and body["details"] == {"name": "theirs", "group": "", "kind": "secrets"}
+        )
+        assert body["message"] == (
+            'secrets "theirs" is forbidden: User "system:serviceaccount:ops:op" cannot get '
+            'resource "secrets" in API group "" in the namespace "default"'
+        )
         with pytest.raises(ApiException) as e:  # resourceNames never grant a list
             core.list_namespaced_secret("default")
         assert e.value.status == 403
@@ -275,7 +299,9 @@ def test_rbac_allows_what_the_roles_grant_and_answers_403_as_upstream(kube_api):
         assert e.value.status == 403 and 'in the namespace "kube-system"' in json.loads(e.value.body)["message"]
         with pytest.raises(ApiException) as e:
             core.list_namespace()
-        assert json.loads(e.value.body)["message"].endswith('cannot list resource "namespaces" in API group "" at the cluster scope')
+        assert json.loads(e.value.body)["message"].endswith(
+            'cannot list resource "namespaces" in API group "" at the cluster scope'
+        )
         with pytest.raises(ApiException) as e:
             core.delete_namespaced_config_map("ok", "default")
         assert e.value.status == 403 and kube_api.exists("configmaps", "ok")
@@ -303,25 +329,42 @@ def test_block_owner_deletion_needs_update_on_the_owners_finalizers(kube_api):
     from kubernetes.client.exceptions import ApiException
 
     owner = _rayjob(kube_api, "owner")
-    _role(kube_api, "default", "op", [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create", "patch", "get"]}])
+    _role(
+        kube_api,
+        "default",
+        "op",
+        [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create", "patch", "get"]}],
+    )
     kube_api.enforce_rbac()
     client = _sa_client(kube_api, kube_api.service_account_token("ops", "op"))
     core = kubernetes.client.CoreV1Api(client)
     try:
         core.create_namespaced_config_map("default", {"metadata": {"name": "plain", "ownerReferences": [_ref(owner)]}})
         with pytest.raises(ApiException) as e:
-            core.create_namespaced_config_map("default", {"metadata": {"name": "blocking",
-                                                                       "ownerReferences": [_ref(owner, block=True)]}})
+            core.create_namespaced_config_map(
+                "default", {"metadata": {"name": "blocking", "ownerReferences": [_ref(owner, block=True)]}}
+            )
         assert e.value.status == 403
         message = json.loads(e.value.body)["message"]
-        assert message.startswith('configmaps "blocking" is forbidden: cannot set blockOwnerDeletion if an ownerReference '
-                                  "refers to a resource you can't set finalizers on: User \"system:serviceaccount:ops:op\" "
-                                  'cannot update resource "rayjobs/finalizers" in API group "ray.io" in the namespace "default"')
+        assert message.startswith(
+            'configmaps "blocking" is forbidden: cannot set blockOwnerDeletion if an ownerReference '
+            'refers to a resource you can\'t set finalizers on: User "system:serviceaccount:ops:op" '
+            'cannot update resource "rayjobs/finalizers" in API group "ray.io" in the namespace "default"'
+        )
         with pytest.raises(ApiException) as e:  # turning it on later by a patch is checked too
-            core.patch_namespaced_config_map("plain", "default", {"metadata": {"ownerReferences": [_ref(owner, block=True)]}})
+            core.patch_namespaced_config_map(
+                "plain", "default", {"metadata": {"ownerReferences": [_ref(owner, block=True)]}}
+            )
         assert e.value.status == 403
-        _role(kube_api, "default", "finalizers", [{"apiGroups": ["ray.io"], "resources": ["rayjobs/finalizers"], "verbs": ["update"]}])
-        core.create_namespaced_config_map("default", {"metadata": {"name": "blocking", "ownerReferences": [_ref(owner, block=True)]}})
+        _role(
+            kube_api,
+            "default",
+            "finalizers",
+            [{"apiGroups": ["ray.io"], "resources": ["rayjobs/finalizers"], "verbs": ["update"]}],
+        )
+        core.create_namespaced_config_map(
+            "default", {"metadata": {"name": "blocking", "ownerReferences": [_ref(owner, block=True)]}}
+        )
     finally:
         client.close()
 
@@ -389,8 +432,10 @@ def test_a_misspelt_rayjob_field_is_pruned_with_a_warning_and_a_mistyped_one_ref
         assert "shutdownAfterJobFinish" not in stored["spec"]
         (method, path, first), (_, _, second) = kube_api.warnings
         assert method == "POST" and path.endswith("/rayjobs")
-        assert {first, second} == {'unknown field "spec.shutdownAfterJobFinish"',
-                                   'unknown field "spec.rayClusterSpec.headGroupSpec.template.spec.containers[0].imagePullPolicyy"'}
+        assert {first, second} == {
+            'unknown field "spec.shutdownAfterJobFinish"',
+            'unknown field "spec.rayClusterSpec.headGroupSpec.template.spec.containers[0].imagePullPolicyy"',
+        }
         bad = copy.deepcopy(emitted_rayjobs()[0])
         bad["metadata"].update(name="mistyped", namespace="default")
         bad["spec"]["backoffLimit"] = "2"  # an integer in KubeRay's schema

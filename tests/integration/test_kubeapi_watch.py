@@ -15,7 +15,12 @@ CM = "/api/v1/namespaces/default/configmaps"
 
 
 def _cm(name, labels=None, data=None):
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "labels": labels or {}}, "data": data or {}}
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "labels": labels or {}},
+        "data": data or {},
+    }
 
 
 def _call(api, method, path, body=None, ctype="application/json"):
@@ -96,7 +101,9 @@ def test_bounded_history_expires_old_versions(kube_api):
     assert _events(resp)[0]["object"]["code"] == 410
     conn.close()
     _, cur = _call(kube_api, "GET", f"{CM}/a")
-    resp, conn = _watch(kube_api, f"{CM}?watch=true&resourceVersion={int(cur['metadata']['resourceVersion']) - 2}&timeoutSeconds=1")
+    resp, conn = _watch(
+        kube_api, f"{CM}?watch=true&resourceVersion={int(cur['metadata']['resourceVersion']) - 2}&timeoutSeconds=1"
+    )
     recent = _events(resp)
     conn.close()
     assert [e["object"]["data"]["i"] for e in recent] == ["8", "9"]
@@ -112,7 +119,9 @@ def test_python_client_watch_raises_410_for_expired(kube_api):
     core.create_namespaced_config_map("default", _cm("a"))
     kube_api.compact()
     with pytest.raises(ApiException) as e:
-        for _ in kubernetes.watch.Watch().stream(core.list_namespaced_config_map, "default", resource_version=rv, timeout_seconds=2):
+        for _ in kubernetes.watch.Watch().stream(
+            core.list_namespaced_config_map, "default", resource_version=rv, timeout_seconds=2
+        ):
             pass
     assert e.value.status == 410
     client.close()
@@ -163,8 +172,12 @@ def test_watch_label_selector_transitions(kube_api):
     _, listed = _call(kube_api, "GET", CM)
     rv = listed["metadata"]["resourceVersion"]
     _call(kube_api, "POST", CM, _cm("b", {"team": "y"}))  # never selected
-    _call(kube_api, "PATCH", f"{CM}/a", {"metadata": {"labels": {"team": "y"}}}, "application/merge-patch+json")  # leaves
-    _call(kube_api, "PATCH", f"{CM}/b", {"metadata": {"labels": {"team": "x"}}}, "application/merge-patch+json")  # enters
+    _call(
+        kube_api, "PATCH", f"{CM}/a", {"metadata": {"labels": {"team": "y"}}}, "application/merge-patch+json"
+    )  # leaves
+    _call(
+        kube_api, "PATCH", f"{CM}/b", {"metadata": {"labels": {"team": "x"}}}, "application/merge-patch+json"
+    )  # enters
     resp, conn = _watch(kube_api, f"{CM}?watch=true&resourceVersion={rv}&labelSelector=team%3Dx&timeoutSeconds=1")
     events = _events(resp)
     conn.close()
@@ -172,11 +185,18 @@ def test_watch_label_selector_transitions(kube_api):
 
 
 def test_watch_is_scoped_to_resource_and_namespace(kube_api):
-    _call(kube_api, "POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "other"}})
+    _call(
+        kube_api, "POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "other"}}
+    )
     _, listed = _call(kube_api, "GET", CM)
     rv = listed["metadata"]["resourceVersion"]
     _call(kube_api, "POST", "/api/v1/namespaces/other/configmaps", _cm("elsewhere"))
-    _call(kube_api, "POST", "/api/v1/namespaces/default/secrets", {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}})
+    _call(
+        kube_api,
+        "POST",
+        "/api/v1/namespaces/default/secrets",
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}},
+    )
     _call(kube_api, "POST", CM, _cm("here"))
     resp, conn = _watch(kube_api, f"{CM}?watch=true&resourceVersion={rv}&timeoutSeconds=1")
     assert [e["object"]["metadata"]["name"] for e in _events(resp)] == ["here"]

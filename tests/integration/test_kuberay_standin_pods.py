@@ -6,17 +6,29 @@ from __future__ import annotations
 
 import pytest
 
-from test_operator_support import NS, kube_api  # noqa: F401  (fixture)
+from test_operator_support import NS
 
 
 @pytest.fixture
-def standin(kube_api, tmp_path):  # noqa: F811
+def standin(kube_api, tmp_path):
     from support.kuberay_standin import KubeRayStandIn
 
-    kube_api.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3", "namespace": NS},
-                     "stringData": {"AWS_ACCESS_KEY_ID": "AKIA-from-secret", "AWS_SECRET_ACCESS_KEY": "s3cr3t"}})
-    kube_api.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings", "namespace": NS},
-                     "data": {"LOG_LEVEL": "debug", "REGION": "eu-west-1"}})
+    kube_api.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "s3", "namespace": NS},
+            "stringData": {"AWS_ACCESS_KEY_ID": "AKIA-from-secret", "AWS_SECRET_ACCESS_KEY": "s3cr3t"},
+        }
+    )
+    kube_api.create(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "settings", "namespace": NS},
+            "data": {"LOG_LEVEL": "debug", "REGION": "eu-west-1"},
+        }
+    )
     s = KubeRayStandIn(kube_api.kubeconfig, NS, tmp_path)
     yield s
     s.api_client.close()
@@ -36,7 +48,10 @@ def test_env_is_resolved_like_the_kubelet_does(standin):
         ],
     }
     assert standin.resolve_env(container) == {
-        "CM_LOG_LEVEL": "info", "CM_REGION": "eu-west-1", "PLAIN": "1", "AWS_ACCESS_KEY_ID": "AKIA-from-secret",
+        "CM_LOG_LEVEL": "info",
+        "CM_REGION": "eu-west-1",
+        "PLAIN": "1",
+        "AWS_ACCESS_KEY_ID": "AKIA-from-secret",
         "REGION": "eu-west-1",
     }
     with pytest.raises(PodConfigError, match="couldn't find key nope in Secret default/s3"):
@@ -45,7 +60,7 @@ def test_env_is_resolved_like_the_kubelet_does(standin):
         standin.resolve_env({"envFrom": [{"secretRef": {"name": "missing"}}]})
 
 
-def test_the_operators_rayjob_becomes_ray_start_flags_and_mounted_files(standin, kube_api, tmp_path):  # noqa: F811
+def test_the_operators_rayjob_becomes_ray_start_flags_and_mounted_files(standin, kube_api, tmp_path):
     import sys
 
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "unit"))
@@ -66,5 +81,5 @@ def test_the_operators_rayjob_becomes_ray_start_flags_and_mounted_files(standin,
     pod = head["template"]["spec"]
     mounts = standin._mounts(pod, pod["containers"][0], tmp_path / "head")
     assert [target for _, target in mounts] == ["/etc/trainkit"]
-    (src, _), = mounts
+    ((src, _),) = mounts
     assert (src / "spec.json").read_text() == cm["data"]["spec.json"]

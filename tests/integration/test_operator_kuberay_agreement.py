@@ -8,25 +8,53 @@ from __future__ import annotations
 import time
 
 from test_operator_support import (
-    NS, RAYJOBS, events_for, get, kuberay_sets_status, kueue_sets_suspend,
-    running_operator, seed_doc, status_of, wait_for,
+    NS,
+    RAYJOBS,
+    events_for,
+    get,
+    kuberay_sets_status,
+    kueue_sets_suspend,
+    running_operator,
+    seed_doc,
+    status_of,
+    wait_for,
 )
+
 
 def kueue_writes_workload(server, name: str, job_uid: str, message: str) -> None:
     """SIMULATED Kueue: the Workload it creates for a job, and (status subresource) why it is not admitted."""
     import kubernetes
 
-    server.create({
-        "apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "Workload",
-        "metadata": {"name": name, "namespace": NS, "labels": {"kueue.x-k8s.io/job-uid": job_uid}},
-        "spec": {"queueName": "gpu-training"},
-    })
+    server.create(
+        {
+            "apiVersion": "kueue.x-k8s.io/v1beta2",
+            "kind": "Workload",
+            "metadata": {"name": name, "namespace": NS, "labels": {"kueue.x-k8s.io/job-uid": job_uid}},
+            "spec": {"queueName": "gpu-training"},
+        }
+    )
     client = kubernetes.config.new_client_from_config(config_file=str(server.kubeconfig))
     try:
         kubernetes.client.CustomObjectsApi(client).patch_namespaced_custom_object_status(
-            "kueue.x-k8s.io", "v1beta2", NS, "workloads", name, {"status": {"conditions": [
-                {"type": "QuotaReserved", "status": "False", "reason": "Pending", "message": message,
-                 "lastTransitionTime": "2026-12-03T00:00:00Z"}]}})
+            "kueue.x-k8s.io",
+            "v1beta2",
+            NS,
+            "workloads",
+            name,
+            {
+                "status": {
+                    "conditions": [
+                        {
+                            "type": "QuotaReserved",
+                            "status": "False",
+                            "reason": "Pending",
+                            "message": message,
+                            "lastTransitionTime": "2026-12-03T00:00:00Z",
+                        }
+                    ]
+                }
+            },
+        )
     finally:
         client.close()
 
@@ -44,14 +72,20 @@ WORKLOAD_CRD = {
         "group": "kueue.x-k8s.io",
         "scope": "Namespaced",
         "names": {"plural": "workloads", "singular": "workload", "kind": "Workload", "listKind": "WorkloadList"},
-        "versions": [{
-            "name": "v1beta2", "served": True, "storage": True, "subresources": {"status": {}},
-            "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
-        }],
+        "versions": [
+            {
+                "name": "v1beta2",
+                "served": True,
+                "storage": True,
+                "subresources": {"status": {}},
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+            }
+        ],
     },
 }
-UNTOLERATED = ("couldn't assign flavors to pod set gpu-workers: untolerated taint {nvidia.com/gpu: present} in "
-               "flavor h100-80gb")
+UNTOLERATED = (
+    "couldn't assign flavors to pod set gpu-workers: untolerated taint {nvidia.com/gpu: present} in flavor h100-80gb"
+)
 
 
 def test_6_a_queued_run_shows_why_kueue_does_not_admit_it(cluster, seed_bucket):
@@ -65,11 +99,14 @@ def test_6_a_queued_run_shows_why_kueue_does_not_admit_it(cluster, seed_bucket):
         kueue_writes_workload(cluster, "rayjob-untolerated-1a2b3", rj["metadata"]["uid"], UNTOLERATED)
         # a Workload of another job in the same namespace is not this run's business
         kueue_writes_workload(cluster, "rayjob-other-9z9z9", "other-uid", "insufficient quota for cpu")
-        st = wait_for(lambda: (s := status_of(cluster, "untolerated")).get("reason") == "NotAdmitted" and s,
-                      what="NotAdmitted")
+        st = wait_for(
+            lambda: (s := status_of(cluster, "untolerated")).get("reason") == "NotAdmitted" and s, what="NotAdmitted"
+        )
         assert st["phase"] == "Queued" and UNTOLERATED in st["message"] and "insufficient quota" not in st["message"]
         assert UNTOLERATED in condition(st, "Admitted")["message"]
-        ev = wait_for(lambda: [e for e in events_for(cluster, "untolerated") if e["reason"] == "NotAdmitted"], what="Event")
+        ev = wait_for(
+            lambda: [e for e in events_for(cluster, "untolerated") if e["reason"] == "NotAdmitted"], what="Event"
+        )
         assert ev[0]["type"] == "Warning" and UNTOLERATED in ev[0]["message"]
         assert get(cluster, RAYJOBS, "untolerated")["spec"]["suspend"] is True  # never unsuspended against Kueue
 
@@ -79,20 +116,43 @@ def test_8_a_rayjob_kuberay_rejected_without_a_status_shows_kuberays_warning(clu
         cluster.create(seed_doc("rejected", bucket=seed_bucket))
         rj = wait_for(lambda: get(cluster, RAYJOBS, "rejected"), what="RayJob")
         # SIMULATED KubeRay 1.4: validation fails, it records a Warning Event and writes no status at all
-        cluster.create({
-            "apiVersion": "v1", "kind": "Event", "metadata": {"name": "rejected.17f0", "namespace": NS},
-            "involvedObject": {"apiVersion": "ray.io/v1", "kind": "RayJob", "name": "rejected", "namespace": NS,
-                               "uid": rj["metadata"]["uid"]},
-            "type": "Warning", "reason": "InvalidRayJobSpec",
-            "message": "The RayJob spec is invalid: a RayJob with shutdownAfterJobFinishes set to false is not allowed",
-            "source": {"component": "rayjob-controller"}, "count": 1,
-            "firstTimestamp": "2026-12-03T00:00:00Z", "lastTimestamp": "2026-12-03T00:00:00Z",
-        })
-        st = wait_for(lambda: (s := status_of(cluster, "rejected")).get("reason") == "RayJobRejected" and s,
-                      what="RayJobRejected")
-        assert st["phase"] == "Pending" and "InvalidRayJobSpec" in st["message"] and "shutdownAfterJobFinishes" in st["message"]
-        ev = wait_for(lambda: [e for e in events_for(cluster, "rejected") if e["reason"] == "RayJobRejected"
-                               and e["involvedObject"]["kind"] == "TrainingRun"], what="Event on the run")
+        cluster.create(
+            {
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {"name": "rejected.17f0", "namespace": NS},
+                "involvedObject": {
+                    "apiVersion": "ray.io/v1",
+                    "kind": "RayJob",
+                    "name": "rejected",
+                    "namespace": NS,
+                    "uid": rj["metadata"]["uid"],
+                },
+                "type": "Warning",
+                "reason": "InvalidRayJobSpec",
+                "message": "The RayJob spec is invalid: a RayJob with shutdownAfterJobFinishes set to false is not allowed",
+                "source": {"component": "rayjob-controller"},
+                "count": 1,
+                "firstTimestamp": "2026-12-03T00:00:00Z",
+                "lastTimestamp": "2026-12-03T00:00:00Z",
+            }
+        )
+        st = wait_for(
+            lambda: (s := status_of(cluster, "rejected")).get("reason") == "RayJobRejected" and s, what="RayJobRejected"
+        )
+        assert (
+            st["phase"] == "Pending"
+            and "InvalidRayJobSpec" in st["message"]
+            and "shutdownAfterJobFinishes" in st["message"]
+        )
+        ev = wait_for(
+            lambda: [
+                e
+                for e in events_for(cluster, "rejected")
+                if e["reason"] == "RayJobRejected" and e["involvedObject"]["kind"] == "TrainingRun"
+            ],
+            what="Event on the run",
+        )
         assert ev[0]["type"] == "Warning"
 
 
@@ -103,8 +163,10 @@ def test_1_kueue_without_a_queue_label_keeps_the_rayjob_suspended(cluster, seed_
         # SIMULATED Kueue with manageJobsWithoutQueueName: true suspends it although it names no queue
         kueue_sets_suspend(cluster, "unlabelled", True)
         kuberay_sets_status(cluster, "unlabelled", jobStatus="", jobDeploymentStatus="Suspended")  # SIMULATED KubeRay
-        st = wait_for(lambda: (s := status_of(cluster, "unlabelled")).get("reason") == "SuspendedExternally" and s,
-                      what="SuspendedExternally")
+        st = wait_for(
+            lambda: (s := status_of(cluster, "unlabelled")).get("reason") == "SuspendedExternally" and s,
+            what="SuspendedExternally",
+        )
         assert st["phase"] == "Suspended"
         time.sleep(2.5)  # several timer ticks (1 s): the operator must not flip suspend back
         assert get(cluster, RAYJOBS, "unlabelled")["spec"]["suspend"] is True

@@ -26,13 +26,21 @@ import pytest
 import yaml
 
 from test_operator_support import (
-    NS, RAYJOBS, get, operator_config, running_operator, status_of, wait_for,
+    NS,
+    RAYJOBS,
+    get,
+    operator_config,
+    running_operator,
+    status_of,
+    wait_for,
 )
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(os.geteuid() != 0, reason="private mount namespaces need root"),
-    pytest.mark.skipif(os.environ.get("TRAINKIT_REAL_RAY") != "1", reason="opt-in: TRAINKIT_REAL_RAY=1 (see docstring)"),
+    pytest.mark.skipif(
+        os.environ.get("TRAINKIT_REAL_RAY") != "1", reason="opt-in: TRAINKIT_REAL_RAY=1 (see docstring)"
+    ),
 ]
 
 REPO = Path(__file__).resolve().parents[2]
@@ -47,18 +55,35 @@ def kubectl(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
 
 def run_document(name: str, bucket: str, endpoint: str, sources: dict[str, str], tasks_uri: str) -> dict:
     return {
-        "apiVersion": "trainkit.dev/v1alpha1", "kind": "TrainingRun", "metadata": {"name": name, "namespace": NS},
+        "apiVersion": "trainkit.dev/v1alpha1",
+        "kind": "TrainingRun",
+        "metadata": {"name": name, "namespace": NS},
         "spec": {
             "model": {"preset": "tiny"},
-            "data": {"seqLength": 32, "totalTokens": 8 * 4 * 32, "whenExhausted": "repeat",
-                     "sources": [{"name": n, "uri": u, "weight": w}
-                                 for (n, u), w in zip(sources.items(), (0.5, 0.3, 0.2))]},
-            "training": {"microBatchSize": 2, "globalBatchSize": 4, "precision": "fp32", "seed": 7,
-                         "learningRate": {"peak": 3e-3, "final": 3e-4, "warmupSteps": 2}, "logEverySteps": 2},
+            "data": {
+                "seqLength": 32,
+                "totalTokens": 8 * 4 * 32,
+                "whenExhausted": "repeat",
+                "sources": [{"name": n, "uri": u, "weight": w} for (n, u), w in zip(sources.items(), (0.5, 0.3, 0.2))],
+            },
+            "training": {
+                "microBatchSize": 2,
+                "globalBatchSize": 4,
+                "precision": "fp32",
+                "seed": 7,
+                "learningRate": {"peak": 3e-3, "final": 3e-4, "warmupSteps": 2},
+                "logEverySteps": 2,
+            },
             "checkpoint": {"everySteps": 4, "keep": 2},
             "eval": {"tasks": [{"name": "tk_winogrande", "path": tasks_uri, "limit": 4}], "batchSize": 2},
-            "resources": {"workers": 2, "gpusPerWorker": 0, "cpusPerWorker": 1, "memoryPerWorker": "2Gi",
-                          "headCpus": 1, "headMemory": "2Gi"},
+            "resources": {
+                "workers": 2,
+                "gpusPerWorker": 0,
+                "cpusPerWorker": 1,
+                "memoryPerWorker": "2Gi",
+                "headCpus": 1,
+                "headMemory": "2Gi",
+            },
             "output": {"uri": f"{bucket}/runs/{NS}/{name}/"},
             "storage": {"endpoint": endpoint, "credentialsSecret": "trainkit-s3"},
         },
@@ -99,8 +124,12 @@ def test_kubectl_apply_trains_on_real_ray_nodes_and_reports_succeeded(cluster, s
     with running_operator(cluster, operator_config(ray_ttl_seconds_after_finished=0), timeout=600), standin:
         kubectl("apply", "-f", str(tmp_path / "run.yaml"))
         try:
-            st = wait_for(lambda: (s := status_of(cluster, "real-ray")).get("phase") in ("Succeeded", "Failed") and s,
-                          timeout=float(os.environ.get("TK_REAL_RAY_TIMEOUT", "420")), interval=1, what="a terminal phase")
+            st = wait_for(
+                lambda: (s := status_of(cluster, "real-ray")).get("phase") in ("Succeeded", "Failed") and s,
+                timeout=float(os.environ.get("TK_REAL_RAY_TIMEOUT", "420")),
+                interval=1,
+                what="a terminal phase",
+            )
         finally:
             for log in sorted((tmp_path / "pods").rglob("*.log")):
                 print(f"---- {log}\n{log.read_text(errors='replace')[-3000:]}", file=sys.stderr)

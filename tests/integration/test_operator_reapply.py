@@ -69,16 +69,25 @@ def _delete(server, resource: str, name: str) -> None:
 
 def _reapplied_run_gets_its_own_rayjob(server, name: str, old_uid: str, mark: int) -> dict:
     new = wait_for(lambda: (r := get(server, RUNS, name)) and r["metadata"]["uid"] != old_uid and r, what="the new run")
-    st = wait_for(lambda: (s := status_of(server, name)).get("reason") == "WaitingForPreviousRayJob" and s,
-                  what="the new run waiting for the old RayJob")
+    st = wait_for(
+        lambda: (s := status_of(server, name)).get("reason") == "WaitingForPreviousRayJob" and s,
+        what="the new run waiting for the old RayJob",
+    )
     assert st["phase"] == "Pending" and old_uid in st["message"], st
     assert not st.get("rayJobName") and not st.get("jobDeploymentStatus"), "the old RayJob must not be recorded"
     old = get(server, RAYJOBS, name)
     assert old["metadata"]["ownerReferences"][0]["uid"] == old_uid and old["metadata"]["deletionTimestamp"]
 
     kuberay_finishes_finalizing(server, name)
-    rj = wait_for(lambda: (r := get(server, RAYJOBS, name)) and r["metadata"]["ownerReferences"][0]["uid"] == new["metadata"]["uid"] and r,
-                  what="the new run's own RayJob", timeout=60)
+    rj = wait_for(
+        lambda: (
+            (r := get(server, RAYJOBS, name))
+            and r["metadata"]["ownerReferences"][0]["uid"] == new["metadata"]["uid"]
+            and r
+        ),
+        what="the new run's own RayJob",
+        timeout=60,
+    )
     assert not rj["metadata"].get("deletionTimestamp")
     kuberay_sets_status(server, name, jobStatus="RUNNING", jobDeploymentStatus="Running")
     wait_for(lambda: status_of(server, name).get("phase") == "Running", what="the new run Running")
@@ -125,5 +134,7 @@ def test_delete_and_reapply_sweep_while_the_old_rayjob_finalizes(cluster, seed_b
         new_run = _reapplied_run_gets_its_own_rayjob(cluster, "mix-000", old_run_uid, mark)
         sweep = get(cluster, SWEEPS, "mix")
         assert new_run["metadata"]["ownerReferences"][0]["uid"] == sweep["metadata"]["uid"]
-        wait_for(lambda: ((get(cluster, SWEEPS, "mix") or {}).get("status") or {}).get("phase") == "Running",
-                 what="the new sweep Running")
+        wait_for(
+            lambda: ((get(cluster, SWEEPS, "mix") or {}).get("status") or {}).get("phase") == "Running",
+            what="the new sweep Running",
+        )

@@ -15,7 +15,16 @@ import pytest
 
 from test_operator_support import (
     chart_rbac,
-    NS, RAYJOBS, get, kuberay_sets_status, operator_config, running_operator, seed_doc, status_of, wait_for, put_json,
+    NS,
+    RAYJOBS,
+    get,
+    kuberay_sets_status,
+    operator_config,
+    running_operator,
+    seed_doc,
+    status_of,
+    wait_for,
+    put_json,
 )
 
 
@@ -42,7 +51,9 @@ class SimulatedKubeRay(threading.Thread):
 
         client = kubernetes.config.new_client_from_config(config_file=str(self.server.kubeconfig))
         try:
-            kubernetes.client.CustomObjectsApi(client).delete_namespaced_custom_object("ray.io", "v1", NS, "rayjobs", name)
+            kubernetes.client.CustomObjectsApi(client).delete_namespaced_custom_object(
+                "ray.io", "v1", NS, "rayjobs", name
+            )
         finally:
             client.close()
 
@@ -67,11 +78,20 @@ class SimulatedKubeRay(threading.Thread):
                         kuberay_sets_status(self.server, name, jobStatus="RUNNING", jobDeploymentStatus="Running")
                     elif stage == 2 and self.outcome(name) == "Succeeded":
                         put_json(f"{out}/progress.json", {"step": 8138, "totalSteps": 8138, "loss": 2.9})
-                        put_json(f"{out}/eval/step-00008138/summary.json", {"step": 8138, "average": 40.0, "tasks": {"piqa": 60.0}})
+                        put_json(
+                            f"{out}/eval/step-00008138/summary.json",
+                            {"step": 8138, "average": 40.0, "tasks": {"piqa": 60.0}},
+                        )
                         kuberay_sets_status(self.server, name, jobStatus="SUCCEEDED", jobDeploymentStatus="Complete")
                     elif stage == 2:
-                        kuberay_sets_status(self.server, name, jobStatus="FAILED", jobDeploymentStatus="Failed",
-                                            reason="AppFailed", message=f"{name}: entrypoint exited with 1")
+                        kuberay_sets_status(
+                            self.server,
+                            name,
+                            jobStatus="FAILED",
+                            jobDeploymentStatus="Failed",
+                            reason="AppFailed",
+                            message=f"{name}: entrypoint exited with 1",
+                        )
                     elif stage == 3 and self.deleted_after_end(name):
                         # like a TTL / DeleteSelf policy: the finished RayJob goes away. A terminal run must
                         # never bring it back (kubeflow/trainer#3779).
@@ -138,10 +158,16 @@ def test_fifty_restarts_at_random_points_never_two_rayjobs_no_lost_status_no_cra
         with running_operator(cluster, config) as runner:
             for name in names:
                 want = kuberay.outcome(name)
-                wait_for(lambda name=name, want=want: status_of(cluster, name).get("phase") == want, timeout=60,
-                         what=f"{name} {want}")
-            wait_for(lambda: all(kuberay.stage[n] == 4 for n in names if kuberay.deleted_after_end(n)), timeout=30,
-                     what="finished RayJobs deleted")
+                wait_for(
+                    lambda name=name, want=want: status_of(cluster, name).get("phase") == want,
+                    timeout=60,
+                    what=f"{name} {want}",
+                )
+            wait_for(
+                lambda: all(kuberay.stage[n] == 4 for n in names if kuberay.deleted_after_end(n)),
+                timeout=30,
+                what="finished RayJobs deleted",
+            )
             time.sleep(2)  # several timer ticks after the deletions
         outputs.append(runner.output)
     finally:
@@ -176,7 +202,9 @@ def test_api_errors_are_retried_with_backoff(cluster, seed_bucket):
     with running_operator(cluster) as runner:
         cluster.create(seed_doc("flaky", bucket=seed_bucket))
         wait_for(lambda: get(cluster, RAYJOBS, "flaky"), timeout=60, what="RayJob despite two 500s")
-        wait_for(lambda: status_of(cluster, "flaky").get("phase") == "Pending", timeout=60, what="status despite two 409s")
+        wait_for(
+            lambda: status_of(cluster, "flaky").get("phase") == "Pending", timeout=60, what="status despite two 409s"
+        )
         posts = [r for r in cluster.raw_requests if r[0] == "POST" and r[1].split("?")[0].endswith("/rayjobs")]
         assert len(posts) >= 3
 
@@ -188,6 +216,8 @@ def test_api_errors_are_retried_with_backoff(cluster, seed_bucket):
         # a transient 500 on the status write while KubeRay reports RUNNING (SIMULATED KubeRay)
         cluster.inject("PATCH", r"/trainingruns/after-drop/status", 500, times=2)
         kuberay_sets_status(cluster, "after-drop", jobStatus="RUNNING", jobDeploymentStatus="Running")
-        wait_for(lambda: status_of(cluster, "after-drop").get("phase") == "Running", timeout=60, what="Running after 500s")
+        wait_for(
+            lambda: status_of(cluster, "after-drop").get("phase") == "Running", timeout=60, what="Running after 500s"
+        )
     assert len(cluster.list(RAYJOBS, NS)) == 2
     assert "failed temporarily" in runner.output and "retrying" in runner.output

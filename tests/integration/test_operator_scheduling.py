@@ -14,7 +14,18 @@ import pytest
 
 from test_operator_support import (
     chart_rbac,
-    NS, RAYJOBS, RUNS, events_for, get, kuberay_sets_status, kueue_sets_suspend, running_operator, seed_doc, status_of, wait_for, put_json,
+    NS,
+    RAYJOBS,
+    RUNS,
+    events_for,
+    get,
+    kuberay_sets_status,
+    kueue_sets_suspend,
+    running_operator,
+    seed_doc,
+    status_of,
+    wait_for,
+    put_json,
 )
 
 
@@ -69,12 +80,20 @@ def test_missing_secret_fails_with_condition_and_event_then_recovers_when_create
         assert st["reason"] == "InvalidSpec" and "absent-s3" in st["message"]
         valid = condition(st, "SpecValid")
         assert valid["status"] == "False" and valid["reason"] == "InvalidSpec" and "does not exist" in valid["message"]
-        ev = wait_for(lambda: [e for e in events_for(cluster, "nosecret") if e["reason"] == "InvalidSpec"], what="Event")
+        ev = wait_for(
+            lambda: [e for e in events_for(cluster, "nosecret") if e["reason"] == "InvalidSpec"], what="Event"
+        )
         assert ev[0]["type"] == "Warning" and "absent-s3" in ev[0]["message"]
         assert get(cluster, RAYJOBS, "nosecret") is None  # nothing was created
         # nothing ever ran, so creating the Secret lets the run start
-        cluster.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "absent-s3", "namespace": NS},
-                        "stringData": {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y"}})
+        cluster.create(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "absent-s3", "namespace": NS},
+                "stringData": {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y"},
+            }
+        )
         wait_for(lambda: get(cluster, RAYJOBS, "nosecret"), what="RayJob after the Secret appeared")
         st = wait_for(lambda: (s := status_of(cluster, "nosecret")).get("phase") == "Pending" and s, what="Pending")
         assert condition(st, "SpecValid")["status"] == "True"
@@ -98,18 +117,34 @@ def test_mutable_edit_applied_immutable_edit_refused_whole(cluster, seed_bucket)
         wait_for(lambda: status_of(cluster, "edits").get("phase") == "Running", what="Running")
 
         patch_run(cluster, "edits", {"spec": {"scheduling": {"backoffLimit": 5}}})
-        wait_for(lambda: (r := get(cluster, RAYJOBS, "edits"))["spec"]["backoffLimit"] == 5 and r, what="backoffLimit applied")
+        wait_for(
+            lambda: (r := get(cluster, RAYJOBS, "edits"))["spec"]["backoffLimit"] == 5 and r,
+            what="backoffLimit applied",
+        )
         cm = get(cluster, "configmaps", "edits-spec")
         assert '"backoffLimit": 5' in cm["data"]["spec.json"]
-        st = wait_for(lambda: (s := status_of(cluster, "edits")).get("observedGeneration") == 2 and s, what="observedGeneration 2")
+        st = wait_for(
+            lambda: (s := status_of(cluster, "edits")).get("observedGeneration") == 2 and s, what="observedGeneration 2"
+        )
         assert condition(st, "SpecApplied")["status"] == "True"
 
         # an edit mixing an immutable field with a mutable one: refused as a whole
         before = get(cluster, RAYJOBS, "edits")
-        patch_run(cluster, "edits", {"spec": {"resources": {"workers": 2}, "training": {"globalBatchSize": 96},
-                                              "scheduling": {"backoffLimit": 7}}})
-        st = wait_for(lambda: (s := status_of(cluster, "edits")) and condition(s, "SpecApplied")["status"] == "False" and s,
-                      what="SpecApplied False")
+        patch_run(
+            cluster,
+            "edits",
+            {
+                "spec": {
+                    "resources": {"workers": 2},
+                    "training": {"globalBatchSize": 96},
+                    "scheduling": {"backoffLimit": 7},
+                }
+            },
+        )
+        st = wait_for(
+            lambda: (s := status_of(cluster, "edits")) and condition(s, "SpecApplied")["status"] == "False" and s,
+            what="SpecApplied False",
+        )
         applied = condition(st, "SpecApplied")
         assert applied["reason"] == "ImmutableFieldChanged" and "spec.resources.workers" in applied["message"]
         assert st["phase"] == "Running"
@@ -117,17 +152,32 @@ def test_mutable_edit_applied_immutable_edit_refused_whole(cluster, seed_bucket)
         after = get(cluster, RAYJOBS, "edits")
         assert after["spec"] == before["spec"]  # backoffLimit 7 was NOT half-applied
         assert '"workers": 1' in get(cluster, "configmaps", "edits-spec")["data"]["spec.json"]
-        wait_for(lambda: any(e["reason"] == "ImmutableFieldChanged" for e in events_for(cluster, "edits")), what="Event")
+        wait_for(
+            lambda: any(e["reason"] == "ImmutableFieldChanged" for e in events_for(cluster, "edits")), what="Event"
+        )
 
         # reverting the edit clears the condition
-        patch_run(cluster, "edits", {"spec": {"resources": {"workers": 1}, "training": {"globalBatchSize": 120},
-                                              "scheduling": {"backoffLimit": 5}}})
-        wait_for(lambda: condition(status_of(cluster, "edits"), "SpecApplied")["status"] == "True", what="SpecApplied True")
+        patch_run(
+            cluster,
+            "edits",
+            {
+                "spec": {
+                    "resources": {"workers": 1},
+                    "training": {"globalBatchSize": 120},
+                    "scheduling": {"backoffLimit": 5},
+                }
+            },
+        )
+        wait_for(
+            lambda: condition(status_of(cluster, "edits"), "SpecApplied")["status"] == "True", what="SpecApplied True"
+        )
 
         # an edit that passes the CRD schema but not parse_spec (warmup longer than the run): refused, run goes on
         patch_run(cluster, "edits", {"spec": {"training": {"learningRate": {"warmupSteps": 9000}}}})
-        st = wait_for(lambda: (s := status_of(cluster, "edits")) and condition(s, "SpecApplied")["status"] == "False" and s,
-                      what="invalid edit refused")
+        st = wait_for(
+            lambda: (s := status_of(cluster, "edits")) and condition(s, "SpecApplied")["status"] == "False" and s,
+            what="invalid edit refused",
+        )
         assert "invalid" in condition(st, "SpecApplied")["message"] and st["phase"] == "Running"
         assert condition(st, "SpecValid")["status"] == "True"  # the applied spec is still valid
 
@@ -146,8 +196,10 @@ def test_deleting_the_run_takes_its_children_but_never_its_artifacts(cluster, se
         finally:
             client.close()
         wait_for(lambda: get(cluster, RUNS, "gone") is None, what="run deleted (kopf releases its finalizer)")
-        wait_for(lambda: get(cluster, RAYJOBS, "gone") is None and get(cluster, "configmaps", "gone-spec") is None,
-                 what="children garbage-collected")
+        wait_for(
+            lambda: get(cluster, RAYJOBS, "gone") is None and get(cluster, "configmaps", "gone-spec") is None,
+            what="children garbage-collected",
+        )
     assert storage.exists(f"{out}/checkpoints/step-00000010/checkpoint.json")
 
 
@@ -157,25 +209,58 @@ def test_stuck_initializing_surfaces_pod_reasons(cluster, seed_bucket):
         wait_for(lambda: get(cluster, RAYJOBS, "stuck"), what="RayJob")
         # SIMULATED KubeRay + scheduler + kubelet: the Ray cluster's pods exist but cannot start
         pod_status = {
-            "stuck-head-x": {"containerStatuses": [{"name": "ray-head", "state": {"waiting": {
-                "reason": "ImagePullBackOff", "message": "Back-off pulling image registry.local/trainer:missing"}}}]},
-            "stuck-worker-y": {"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-                                               "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."}]},
+            "stuck-head-x": {
+                "containerStatuses": [
+                    {
+                        "name": "ray-head",
+                        "state": {
+                            "waiting": {
+                                "reason": "ImagePullBackOff",
+                                "message": "Back-off pulling image registry.local/trainer:missing",
+                            }
+                        },
+                    }
+                ]
+            },
+            "stuck-worker-y": {
+                "conditions": [
+                    {
+                        "type": "PodScheduled",
+                        "status": "False",
+                        "reason": "Unschedulable",
+                        "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu.",
+                    }
+                ]
+            },
         }
         client = kubernetes.config.new_client_from_config(config_file=str(cluster.kubeconfig))
         try:
             core = kubernetes.client.CoreV1Api(client)
             for pod_name, st in pod_status.items():
-                cluster.create({"apiVersion": "v1", "kind": "Pod",
-                                "metadata": {"name": pod_name, "namespace": NS, "labels": {"ray.io/cluster": "stuck-raycluster-ab12c"}},
-                                "spec": {"containers": [{"name": "ray", "image": "registry.local/trainer:missing"}]}})
+                cluster.create(
+                    {
+                        "apiVersion": "v1",
+                        "kind": "Pod",
+                        "metadata": {
+                            "name": pod_name,
+                            "namespace": NS,
+                            "labels": {"ray.io/cluster": "stuck-raycluster-ab12c"},
+                        },
+                        "spec": {"containers": [{"name": "ray", "image": "registry.local/trainer:missing"}]},
+                    }
+                )
                 core.patch_namespaced_pod_status(pod_name, NS, {"status": st}, _preload_content=False).read()
         finally:
             client.close()
-        kuberay_sets_status(cluster, "stuck", jobStatus="", jobDeploymentStatus="Initializing",
-                            rayClusterName="stuck-raycluster-ab12c")
-        st = wait_for(lambda: (s := status_of(cluster, "stuck")).get("reason") == "PodsNotReady" and s, what="PodsNotReady")
+        kuberay_sets_status(
+            cluster, "stuck", jobStatus="", jobDeploymentStatus="Initializing", rayClusterName="stuck-raycluster-ab12c"
+        )
+        st = wait_for(
+            lambda: (s := status_of(cluster, "stuck")).get("reason") == "PodsNotReady" and s, what="PodsNotReady"
+        )
         assert st["phase"] == "Pending"
         assert "ImagePullBackOff" in st["message"] and "Insufficient nvidia.com/gpu" in st["message"]
-        wait_for(lambda: any(e["reason"] == "PodsNotReady" and e["type"] == "Warning" for e in events_for(cluster, "stuck")),
-                 what="Warning Event")
+        wait_for(
+            lambda: any(e["reason"] == "PodsNotReady" and e["type"] == "Warning" for e in events_for(cluster, "stuck")),
+            what="Warning Event",
+        )

@@ -48,8 +48,14 @@ def seed_doc(name: str | None = None, bucket: str | None = None, **spec_updates)
 def operator_config(**kw):
     from trainkit_operator.config import OperatorConfig
 
-    base = dict(timer_interval=1.0, timer_initial_delay=0.2, watch_server_timeout=20, watch_client_timeout=25,
-                watch_connect_timeout=5, max_workers=8)
+    base = dict(
+        timer_interval=1.0,
+        timer_initial_delay=0.2,
+        watch_server_timeout=20,
+        watch_client_timeout=25,
+        watch_connect_timeout=5,
+        max_workers=8,
+    )
     base.update(kw)
     return OperatorConfig(**base)
 
@@ -60,10 +66,14 @@ def cluster(kube_api, s3_endpoint):
     from trainkit.spec.crd import training_run_crd
 
     kube_api.create(training_run_crd())
-    kube_api.create({
-        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "trainkit-s3", "namespace": NS},
-        "stringData": {"AWS_ACCESS_KEY_ID": PLANTED[0], "AWS_SECRET_ACCESS_KEY": PLANTED[1]},
-    })
+    kube_api.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "trainkit-s3", "namespace": NS},
+            "stringData": {"AWS_ACCESS_KEY_ID": PLANTED[0], "AWS_SECRET_ACCESS_KEY": PLANTED[1]},
+        }
+    )
     return kube_api
 
 
@@ -73,8 +83,10 @@ def chart_rbac(server, scope: str, **values) -> str:
     running_operator then authenticates with it (server.operator_token)."""
     from support.helm import render
 
-    chart_values = {"storage": {"credentialsSecret": "trainkit-s3"},
-                    "watch": {"scope": scope, "namespaces": ["default"] if scope == "namespaced" else []}}
+    chart_values = {
+        "storage": {"credentialsSecret": "trainkit-s3"},
+        "watch": {"scope": scope, "namespaces": ["default"] if scope == "namespaced" else []},
+    }
     chart_values.update(values)
     docs = render(values=chart_values, namespace="trainkit-system", extra=("--skip-crds",))
     server.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "trainkit-system"}})
@@ -118,8 +130,9 @@ def running_operator(server, config=None, timeout: float = 120):
     register(registry, config or operator_config(), kube=kube)
     settings = kopf.OperatorSettings()
     where = ["--all-namespaces"] if getattr(server, "operator_scope", None) == "cluster" else ["--namespace", NS]
-    with KopfRunner(["run", "--standalone", *where, "--verbose"], registry=registry, settings=settings,
-                    timeout=timeout) as runner:
+    with KopfRunner(
+        ["run", "--standalone", *where, "--verbose"], registry=registry, settings=settings, timeout=timeout
+    ) as runner:
         yield runner
     if kube is not None:
         kube.close()
@@ -165,7 +178,8 @@ def kuberay_sets_status(server, name: str, **status):
     client = kubernetes.config.new_client_from_config(config_file=str(server.kubeconfig))
     try:
         kubernetes.client.CustomObjectsApi(client).patch_namespaced_custom_object_status(
-            "ray.io", "v1", NS, "rayjobs", name, {"status": status})
+            "ray.io", "v1", NS, "rayjobs", name, {"status": status}
+        )
     finally:
         client.close()
 
@@ -177,7 +191,8 @@ def kueue_sets_suspend(server, name: str, suspend: bool):
     client = kubernetes.config.new_client_from_config(config_file=str(server.kubeconfig))
     try:
         kubernetes.client.CustomObjectsApi(client).patch_namespaced_custom_object(
-            "ray.io", "v1", NS, "rayjobs", name, {"spec": {"suspend": suspend}})
+            "ray.io", "v1", NS, "rayjobs", name, {"spec": {"suspend": suspend}}
+        )
     finally:
         client.close()
 

@@ -17,7 +17,16 @@ import pytest
 
 from test_operator_support import (
     chart_rbac,
-    NS, RAYJOBS, REPO, RUNS, get, kuberay_sets_status, put_json, running_operator, status_of, wait_for,
+    NS,
+    RAYJOBS,
+    REPO,
+    RUNS,
+    get,
+    kuberay_sets_status,
+    put_json,
+    running_operator,
+    status_of,
+    wait_for,
 )
 
 SWEEPS = "trainingsweeps.trainkit.dev"
@@ -28,6 +37,8 @@ def cluster(cluster, request):
     """With RBAC enforced: the operator has only the chart's ServiceAccount and roles (both scopes)."""
     chart_rbac(cluster, request.param)
     return cluster
+
+
 AVERAGES = [31.0, 38.5, 35.0, 29.5]  # what each mixture's eval will report
 
 
@@ -35,12 +46,14 @@ def sweep_doc(bucket: str) -> dict:
     doc = yaml.safe_load((REPO / "jobs" / "sweep-50-30-20-neighbourhood.yaml").read_text())
     doc["metadata"]["name"] = "mix"
     doc["spec"]["parallelism"] = 2
-    doc["spec"]["mixtures"] = {"explicit": [
-        {"weights": {"finepdfs": 0.5, "dclm-baseline": 0.3, "fineweb-edu": 0.2}},
-        {"weights": {"finepdfs": 0.2, "dclm-baseline": 0.3, "fineweb-edu": 0.5}},
-        {"weights": {"finepdfs": 0.3, "dclm-baseline": 0.3, "fineweb-edu": 0.4}},
-        {"weights": {"finepdfs": 0.8, "dclm-baseline": 0.2, "fineweb-edu": 0.0}},
-    ]}
+    doc["spec"]["mixtures"] = {
+        "explicit": [
+            {"weights": {"finepdfs": 0.5, "dclm-baseline": 0.3, "fineweb-edu": 0.2}},
+            {"weights": {"finepdfs": 0.2, "dclm-baseline": 0.3, "fineweb-edu": 0.5}},
+            {"weights": {"finepdfs": 0.3, "dclm-baseline": 0.3, "fineweb-edu": 0.4}},
+            {"weights": {"finepdfs": 0.8, "dclm-baseline": 0.2, "fineweb-edu": 0.0}},
+        ]
+    }
     doc["spec"]["template"]["output"]["uri"] = f"{bucket}/sweeps/mix/"
     return doc
 
@@ -111,8 +124,10 @@ def test_sweep_runs_under_parallelism_survives_restarts_and_ranks(cluster, seed_
                 finish(cluster, name, avg, seed_bucket)
             wait_for(lambda: get(cluster, RUNS, names[3]), what="the last run")
             finish(cluster, names[3], AVERAGES[3], seed_bucket)
-            st = wait_for(lambda: (s := cluster.get(SWEEPS, "mix", NS).get("status") or {}).get("phase") == "Succeeded" and s,
-                          what="sweep Succeeded")
+            st = wait_for(
+                lambda: (s := cluster.get(SWEEPS, "mix", NS).get("status") or {}).get("phase") == "Succeeded" and s,
+                what="sweep Succeeded",
+            )
     assert watcher.max_active <= 2, f"{watcher.max_active} unfinished runs at once"
     assert len(sweep_runs(cluster)) == 4
     board = [(row["run"], row["rank"], row["value"]) for row in st["leaderboard"]]
@@ -120,7 +135,10 @@ def test_sweep_runs_under_parallelism_survives_restarts_and_ranks(cluster, seed_
     assert st["best"] == {"run": "mix-001", "metric": "eval.average", "value": 38.5}
     assert st["runs"] == {"total": 4, "created": 4, "active": 0, "succeeded": 4, "failed": 0}
     # mix-003 left fineweb-edu out (weight 0)
-    assert [s["name"] for s in cluster.get(RUNS, "mix-003", NS)["spec"]["data"]["sources"]] == ["finepdfs", "dclm-baseline"]
+    assert [s["name"] for s in cluster.get(RUNS, "mix-003", NS)["spec"]["data"]["sources"]] == [
+        "finepdfs",
+        "dclm-baseline",
+    ]
 
     # Deleting the sweep deletes its runs (and their RayJobs) but never the artifacts in S3. The operator
     # must be running: kopf's timers hold finalizers on sweeps and runs until it releases them.
@@ -129,11 +147,27 @@ def test_sweep_runs_under_parallelism_survives_restarts_and_ranks(cluster, seed_
     with running_operator(cluster):
         cluster_client_delete(cluster, "mix")
         try:
-            wait_for(lambda: not sweep_runs(cluster) and not cluster.list(RAYJOBS, NS) and get(cluster, SWEEPS, "mix") is None,
-                     what="sweep, runs and RayJobs garbage-collected", timeout=90)
+            wait_for(
+                lambda: (
+                    not sweep_runs(cluster) and not cluster.list(RAYJOBS, NS) and get(cluster, SWEEPS, "mix") is None
+                ),
+                what="sweep, runs and RayJobs garbage-collected",
+                timeout=90,
+            )
         except AssertionError:
-            left = [(o["kind"], o["metadata"]["name"], o["metadata"].get("finalizers"), o["metadata"].get("deletionTimestamp"))
-                    for o in [*sweep_runs(cluster), *cluster.list(RAYJOBS, NS), get(cluster, SWEEPS, "mix") or {"kind": "-", "metadata": {"name": "-"}}]]
+            left = [
+                (
+                    o["kind"],
+                    o["metadata"]["name"],
+                    o["metadata"].get("finalizers"),
+                    o["metadata"].get("deletionTimestamp"),
+                )
+                for o in [
+                    *sweep_runs(cluster),
+                    *cluster.list(RAYJOBS, NS),
+                    get(cluster, SWEEPS, "mix") or {"kind": "-", "metadata": {"name": "-"}},
+                ]
+            ]
             raise AssertionError(f"left after deleting the sweep: {left}") from None
     s3 = boto3.client("s3")
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket="trainkit-runs", Prefix="sweeps/mix/")["Contents"]}
@@ -145,7 +179,9 @@ def cluster_client_delete(server, name: str):
 
     client = kubernetes.config.new_client_from_config(config_file=str(server.kubeconfig))
     try:
-        kubernetes.client.CustomObjectsApi(client).delete_namespaced_custom_object("trainkit.dev", "v1alpha1", NS, "trainingsweeps", name)
+        kubernetes.client.CustomObjectsApi(client).delete_namespaced_custom_object(
+            "trainkit.dev", "v1alpha1", NS, "trainingsweeps", name
+        )
     finally:
         client.close()
 
@@ -158,8 +194,10 @@ def test_invalid_sweep_is_failed_with_message_and_creates_nothing(cluster, seed_
     doc["spec"]["rankBy"] = "eval.lambada"  # passes the schema's pattern, not the semantic check
     with running_operator(cluster):
         cluster.create(doc)
-        st = wait_for(lambda: (s := cluster.get(SWEEPS, "mix", NS).get("status") or {}).get("phase") == "Failed" and s,
-                      what="sweep Failed")
+        st = wait_for(
+            lambda: (s := cluster.get(SWEEPS, "mix", NS).get("status") or {}).get("phase") == "Failed" and s,
+            what="sweep Failed",
+        )
         time.sleep(1.0)
     assert "rankBy eval.lambada: unknown metric" in st["message"]
     assert sweep_runs(cluster) == []
@@ -172,8 +210,10 @@ def test_sweep_controller_calls_are_declared_for_rbac(cluster, seed_bucket):
     cluster.create(training_sweep_crd())
     with running_operator(cluster):
         cluster.create(sweep_doc(seed_bucket))
-        wait_for(lambda: len(sweep_runs(cluster)) == 2 and (cluster.get(SWEEPS, "mix", NS).get("status") or {}).get("runs"),
-                 what="runs created and sweep status written")
+        wait_for(
+            lambda: len(sweep_runs(cluster)) == 2 and (cluster.get(SWEEPS, "mix", NS).get("status") or {}).get("runs"),
+            what="runs created and sweep status written",
+        )
     declared = {(g, r + (f"/{s}" if s else ""), v) for v, g, r, s in API_CALLS}
     made = {req.rbac for req in cluster.requests if req.resource in ("trainingsweeps", "trainingruns")}
     assert made - declared == set()

@@ -15,8 +15,13 @@ from trainkit import storage
 
 
 def entrypoint(spec_file, timeout=120):
-    return subprocess.run([sys.executable, "-m", "trainkit.jobs.train", "--spec", str(spec_file)],
-                          capture_output=True, text=True, timeout=timeout, env=dict(os.environ))
+    return subprocess.run(
+        [sys.executable, "-m", "trainkit.jobs.train", "--spec", str(spec_file)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dict(os.environ),
+    )
 
 
 def assert_no_credentials(proc):
@@ -36,8 +41,12 @@ def test_missing_shards_and_unreachable_output_exit_non_zero(sources, bucket, tm
     assert_no_credentials(proc)
 
     # A whole TrainingRun as YAML whose output bucket does not exist.
-    run = {"apiVersion": "trainkit.dev/v1alpha1", "kind": "TrainingRun", "metadata": {"name": "unreachable"},
-           "spec": make_spec(sources, "s3://tk-missing-bucket-0001/runs/x").model_dump(mode="json", by_alias=True)}
+    run = {
+        "apiVersion": "trainkit.dev/v1alpha1",
+        "kind": "TrainingRun",
+        "metadata": {"name": "unreachable"},
+        "spec": make_spec(sources, "s3://tk-missing-bucket-0001/runs/x").model_dump(mode="json", by_alias=True),
+    }
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(run))
     proc = entrypoint(tmp_path / "run.yaml")
     assert proc.returncode == 3, proc.stderr
@@ -46,7 +55,9 @@ def test_missing_shards_and_unreachable_output_exit_non_zero(sources, bucket, tm
 
 
 def test_invalid_spec_exits_2_with_the_field(tmp_path):
-    (tmp_path / "bad.yaml").write_text("data: {totalTokens: 100, sources: []}\ntraining: {microBatchSize: 1, globalBatchSize: 1}\noutput: {uri: /tmp/x}\n")
+    (tmp_path / "bad.yaml").write_text(
+        "data: {totalTokens: 100, sources: []}\ntraining: {microBatchSize: 1, globalBatchSize: 1}\noutput: {uri: /tmp/x}\n"
+    )
     proc = entrypoint(tmp_path / "bad.yaml")
     assert proc.returncode == 2
     assert "spec.data.sources" in proc.stderr

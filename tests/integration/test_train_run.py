@@ -39,13 +39,22 @@ def write_source(uri: str, docs: list[str], shard_tokens: int = 8192) -> None:
         ids += d + [tok.eos_id]
     arr, dtype, shards = np.asarray(ids), dtype_for_vocab(tok.vocab_size), []
     for i, start in enumerate(range(0, len(arr), shard_tokens)):
-        part = arr[start:start + shard_tokens]
+        part = arr[start : start + shard_tokens]
         data, crc = encode_shard(part, dtype)
         storage.write_bytes(storage.join(uri, f"shards/{i:05d}.bin"), data)
-        shards.append({"file": f"shards/{i:05d}.bin", "tokens": len(part), "bytes": len(data), "crc32": crc,
-                       "documents": int((part == tok.eos_id).sum())})
-    storage.write_json(storage.join(uri, "index.json"),
-                       index_document(dtype=dtype, tokenizer=tok, shards=shards, source_files=[], shard_tokens=shard_tokens))
+        shards.append(
+            {
+                "file": f"shards/{i:05d}.bin",
+                "tokens": len(part),
+                "bytes": len(data),
+                "crc32": crc,
+                "documents": int((part == tok.eos_id).sum()),
+            }
+        )
+    storage.write_json(
+        storage.join(uri, "index.json"),
+        index_document(dtype=dtype, tokenizer=tok, shards=shards, source_files=[], shard_tokens=shard_tokens),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -72,12 +81,23 @@ def sources(bucket):
 def make_spec(sources: dict, output: str, workers: int = 2, data: dict | None = None, **training):
     doc = {
         "model": {"preset": "tiny"},
-        "data": {"seqLength": 32, "totalTokens": STEPS * 4 * 32, "whenExhausted": "repeat",
-                 "sources": [{"name": n, "uri": u, "weight": w} for (n, u), w in zip(sources.items(), (0.5, 0.3, 0.2))],
-                 **(data or {})},
-        "training": {"microBatchSize": 2, "globalBatchSize": 4, "precision": "fp32", "seed": 7, "dropout": 0.1,
-                     "learningRate": {"peak": 3e-3, "final": 3e-4, "warmupSteps": 2}, "logEverySteps": LOG_EVERY,
-                     **training},
+        "data": {
+            "seqLength": 32,
+            "totalTokens": STEPS * 4 * 32,
+            "whenExhausted": "repeat",
+            "sources": [{"name": n, "uri": u, "weight": w} for (n, u), w in zip(sources.items(), (0.5, 0.3, 0.2))],
+            **(data or {}),
+        },
+        "training": {
+            "microBatchSize": 2,
+            "globalBatchSize": 4,
+            "precision": "fp32",
+            "seed": 7,
+            "dropout": 0.1,
+            "learningRate": {"peak": 3e-3, "final": 3e-4, "warmupSteps": 2},
+            "logEverySteps": LOG_EVERY,
+            **training,
+        },
         "checkpoint": {"everySteps": CKPT_EVERY, "keep": 2},
         "resources": {"workers": workers, "gpusPerWorker": 0, "cpusPerWorker": 1, "memoryPerWorker": "4Gi"},
         "output": {"uri": output},
@@ -157,16 +177,18 @@ def copy_checkpoint(src_out: str, dst_out: str, step: int, dst_step: int | None 
     for rel in files:
         storage.write_bytes(storage.join(dst, rel), storage.read_bytes(storage.join(src, rel)))
     if commit:
-        storage.write_bytes(storage.join(dst, "checkpoint.json"), storage.read_bytes(storage.join(src, "checkpoint.json")))
+        storage.write_bytes(
+            storage.join(dst, "checkpoint.json"), storage.read_bytes(storage.join(src, "checkpoint.json"))
+        )
 
 
 def test_interrupted_uploads_are_never_picked(run_a, bucket):
     out = f"{bucket}/runs/torn"
     copy_checkpoint(run_a, out, 8)
-    copy_checkpoint(run_a, out, 12, commit=False)            # cut before the commit marker
-    copy_checkpoint(run_a, out, 12, dst_step=16)             # committed, then a listed file lost
+    copy_checkpoint(run_a, out, 12, commit=False)  # cut before the commit marker
+    copy_checkpoint(run_a, out, 12, dst_step=16)  # committed, then a listed file lost
     storage.filesystem(out)[0].rm(artifacts.checkpoint_uri(out, 16)[5:] + "/trainer/optimizer.pt")
-    copy_checkpoint(run_a, out, 12, dst_step=20)             # committed, a listed file cut short
+    copy_checkpoint(run_a, out, 12, dst_step=20)  # committed, a listed file cut short
     storage.write_bytes(storage.join(artifacts.checkpoint_uri(out, 20), "model.safetensors"), b"torn")
     assert artifacts.latest_complete_checkpoint(out) == 8
     assert checkpoint.prune(out, keep=1) == [12, 16, 20]
@@ -204,8 +226,9 @@ def test_checkpoint_loads_with_transformers_and_generates(run_a, tmp_path):
     model = AutoModelForCausalLM.from_pretrained(folder)
     assert tokenizer("Hello world")["input_ids"] == [15496, 995]
     inputs = tokenizer("The future of AI is", return_tensors="pt")
-    outputs = model.generate(**inputs, max_length=20, do_sample=True, temperature=0.8, top_p=0.9,
-                             pad_token_id=tokenizer.eos_token_id)
+    outputs = model.generate(
+        **inputs, max_length=20, do_sample=True, temperature=0.8, top_p=0.9, pad_token_id=tokenizer.eos_token_id
+    )
     assert outputs.shape[1] > inputs["input_ids"].shape[1]
     assert isinstance(tokenizer.decode(outputs[0]), str)
 
@@ -222,9 +245,15 @@ def test_missing_shards_fail_before_training_naming_the_source(sources, bucket):
 
 def test_spec_that_does_not_fit_memory_fails_before_training(sources, bucket):
     out = f"{bucket}/runs/oom"
-    spec = make_spec(sources, out, data={"seqLength": 256, "totalTokens": 10**6}, microBatchSize=64, globalBatchSize=128)
-    spec = parse_spec({**spec.model_dump(mode="json", by_alias=True), "resources": {
-        "workers": 2, "gpusPerWorker": 0, "cpusPerWorker": 1, "memoryPerWorker": "2Gi"}})[0]
+    spec = make_spec(
+        sources, out, data={"seqLength": 256, "totalTokens": 10**6}, microBatchSize=64, globalBatchSize=128
+    )
+    spec = parse_spec(
+        {
+            **spec.model_dump(mode="json", by_alias=True),
+            "resources": {"workers": 2, "gpusPerWorker": 0, "cpusPerWorker": 1, "memoryPerWorker": "2Gi"},
+        }
+    )[0]
     with pytest.raises(PreflightError, match=r"resources\.memoryPerWorker 2Gi is too small"):
         run_training(spec)
     assert not storage.exists(out)
@@ -233,8 +262,9 @@ def test_spec_that_does_not_fit_memory_fails_before_training(sources, bucket):
 def test_unreachable_output_fails_before_training(sources, tmp_path):
     spec = make_spec(sources, "s3://tk-no-such-bucket-4242/runs/x")
     with pytest.raises(PreflightError, match=r"spec\.output\.uri s3://tk-no-such-bucket-4242/runs/x is not writable"):
-        preflight(spec, __import__("trainkit.spec", fromlist=["derive_plan"]).derive_plan(spec),
-                  storage.StorageOptions())
+        preflight(
+            spec, __import__("trainkit.spec", fromlist=["derive_plan"]).derive_plan(spec), storage.StorageOptions()
+        )
 
 
 def test_end_of_training_eval_hook_reads_our_checkpoint(ray_session, run_a, bucket, sources):
@@ -244,7 +274,10 @@ def test_end_of_training_eval_hook_reads_our_checkpoint(ray_session, run_a, buck
     tasks = Path(__file__).resolve().parents[1] / "data" / "lm_eval_tasks" / "tk_winogrande"
     storage.upload_dir(tasks, f"{bucket}/tasks/winogrande-like")
     doc = make_spec(sources, run_a).model_dump(mode="json", by_alias=True)
-    doc["eval"] = {"tasks": [{"name": "tk_winogrande", "path": f"{bucket}/tasks/winogrande-like", "limit": 4}], "batchSize": 2}
+    doc["eval"] = {
+        "tasks": [{"name": "tk_winogrande", "path": f"{bucket}/tasks/winogrande-like", "limit": 4}],
+        "batchSize": 2,
+    }
     spec = parse_spec(doc)[0]
     summary = run_eval_hook(spec, TrainedRun(run_a, STEPS, artifacts.checkpoint_uri(run_a, STEPS)))
     assert summary is not None and "error" not in summary, summary
@@ -261,8 +294,11 @@ def test_evals_every_n_steps_run_beside_training(ray_session, bucket, sources):
     out = f"{bucket}/runs/periodic-eval"
     doc = make_spec(sources, out, workers=1).model_dump(mode="json", by_alias=True)
     doc["checkpoint"] = {"everySteps": 100, "keep": 1}  # evals force their own checkpoints
-    doc["eval"] = {"everySteps": 4, "batchSize": 2,
-                   "tasks": [{"name": "tk_winogrande", "path": f"{bucket}/tasks/winogrande-periodic", "limit": 4}]}
+    doc["eval"] = {
+        "everySteps": 4,
+        "batchSize": 2,
+        "tasks": [{"name": "tk_winogrande", "path": f"{bucket}/tasks/winogrande-periodic", "limit": 4}],
+    }
     result = run_training(parse_spec(doc)[0], name=f"e-{uuid.uuid4().hex[:6]}")
     steps = [storage.read_json(storage.join(out, f"eval/step-{s:08d}/summary.json"))["step"] for s in (4, 8, STEPS)]
     assert steps == [4, 8, STEPS]

@@ -104,7 +104,7 @@ def decode(body: bytes) -> dict:
     """A `k8s\\0`-prefixed runtime.Unknown envelope -> the object as JSON would carry it."""
     if not body.startswith(MAGIC):
         raise ValueError("not a Kubernetes protobuf body")
-    envelope = dict(_fields(body[len(MAGIC):]))
+    envelope = dict(_fields(body[len(MAGIC) :]))
     type_meta = dict(_fields(envelope.get(1, b"")))
     api_version, kind = type_meta.get(1, b"").decode(), type_meta.get(2, b"").decode()
     if kind not in SCHEMAS:

@@ -97,7 +97,9 @@ def allowed(objects: dict, user: User, verb: str, group: str, resource: str, sub
     return any(rule_allows(r, verb, group, resource, subresource, name) for r in rules)
 
 
-def forbidden_reason(user: User, verb: str, group: str, resource: str, subresource: str | None, namespace: str | None) -> str:
+def forbidden_reason(
+    user: User, verb: str, group: str, resource: str, subresource: str | None, namespace: str | None
+) -> str:
     res = f"{resource}/{subresource}" if subresource else resource
     where = f'in the namespace "{namespace}"' if namespace else "at the cluster scope"
     return f'User "{user.name}" cannot {verb} resource "{res}" in API group "{group}" {where}'

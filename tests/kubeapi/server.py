@@ -102,7 +102,9 @@ class KubeAPIServer:
         # Authorization: off (every request allowed) unless a test calls enforce_rbac(); tokens -> users
         self.rbac_enforced = False
         self.owner_references_enforced = False
-        self._tokens: dict[str, rbac.User] = {rbac.ADMIN_TOKEN: rbac.User("kubeapi-admin", (rbac.MASTERS, "system:authenticated"))}
+        self._tokens: dict[str, rbac.User] = {
+            rbac.ADMIN_TOKEN: rbac.User("kubeapi-admin", (rbac.MASTERS, "system:authenticated"))
+        }
         self._fresh_store()
 
     # ------------------------------------------------------------------------- lifecycle
@@ -119,7 +121,9 @@ class KubeAPIServer:
                               rayjob_crd(tag))  # fmt: skip
         if self._kopf_peering:
             for crd in kopf_peering_crds():
-                self.store.create(self.store.types[("apiextensions.k8s.io", "customresourcedefinitions")], "v1", None, crd)
+                self.store.create(
+                    self.store.types[("apiextensions.k8s.io", "customresourcedefinitions")], "v1", None, crd
+                )
 
     @property
     def url(self) -> str:
@@ -140,8 +144,9 @@ class KubeAPIServer:
             try:
                 app = web.Application(client_max_size=64 * 1024 * 1024)
                 app.router.add_route("*", "/{tail:.*}", self._handle)
-                self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5,
-                                           handler_cancellation=True)  # a client that goes away ends its watch
+                self._runner = web.AppRunner(
+                    app, access_log=None, handle_signals=False, shutdown_timeout=0.5, handler_cancellation=True
+                )  # a client that goes away ends its watch
                 loop.run_until_complete(self._runner.setup())
                 loop.run_until_complete(web.SockSite(self._runner, sock).start())
             except BaseException as e:  # noqa: BLE001
@@ -199,7 +204,9 @@ class KubeAPIServer:
             "kind": "Config",
             "clusters": [{"name": "kubeapi", "cluster": {"server": self.url}}],
             "users": [{"name": "tester", "user": {"token": "kubeapi-test-token"}}],
-            "contexts": [{"name": "kubeapi", "context": {"cluster": "kubeapi", "user": "tester", "namespace": namespace}}],
+            "contexts": [
+                {"name": "kubeapi", "context": {"cluster": "kubeapi", "user": "tester", "namespace": namespace}}
+            ],
             "current-context": "kubeapi",
         }
         path.write_text(yaml.safe_dump(config))
@@ -328,9 +335,11 @@ class KubeAPIServer:
             if path == "/openapi/v3":
                 return self._json(self._openapi_index())
             if path.startswith("/openapi/v3/"):
-                return self._json(self._openapi_gv(path[len("/openapi/v3/"):]))
+                return self._json(self._openapi_gv(path[len("/openapi/v3/") :]))
             if path == "/version":
-                return self._json({"major": "1", "minor": "32", "gitVersion": "v1.32.0-kubeapi", "platform": "linux/amd64"})
+                return self._json(
+                    {"major": "1", "minor": "32", "gitVersion": "v1.32.0-kubeapi", "platform": "linux/amd64"}
+                )
             parts = [p for p in path.split("/") if p]
             if parts and parts[0] == "api":
                 if len(parts) == 1:
@@ -412,8 +421,12 @@ class KubeAPIServer:
             paths[base + "/{name}"] = {
                 "get": {"x-kubernetes-action": "get", "x-kubernetes-group-version-kind": gvk},
                 "put": {"parameters": query, "x-kubernetes-action": "put", "x-kubernetes-group-version-kind": gvk},
-                "patch": {"parameters": query, "x-kubernetes-action": "patch", "x-kubernetes-group-version-kind": gvk,
-                          "requestBody": {"content": {m: {"schema": {"type": "object"}} for m in media}}},
+                "patch": {
+                    "parameters": query,
+                    "x-kubernetes-action": "patch",
+                    "x-kubernetes-group-version-kind": gvk,
+                    "requestBody": {"content": {m: {"schema": {"type": "object"}} for m in media}},
+                },
                 "delete": {"x-kubernetes-action": "delete", "x-kubernetes-group-version-kind": gvk},
             }
         return {"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.32.0-kubeapi"}, "paths": paths,
@@ -433,7 +446,9 @@ class KubeAPIServer:
             "kind": "APIGroup",
             "apiVersion": "v1",
             "name": group,
-            "versions": [{"groupVersion": f"{group}/{v}", "version": v} for v in sorted(versions, key=_version_priority)],
+            "versions": [
+                {"groupVersion": f"{group}/{v}", "version": v} for v in sorted(versions, key=_version_priority)
+            ],
             "preferredVersion": {"groupVersion": f"{group}/{pref}", "version": pref},
         }
 
@@ -470,7 +485,11 @@ class KubeAPIServer:
     # ------------------------------------------------------------------------- resources
     def _route(self, group: str, version: str, rest: list[str]):
         namespace = None
-        if rest[0] == "namespaces" and len(rest) >= 3 and not (group == "" and len(rest) == 3 and rest[2] in ("status", "finalize")):
+        if (
+            rest[0] == "namespaces"
+            and len(rest) >= 3
+            and not (group == "" and len(rest) == 3 and rest[2] in ("status", "finalize"))
+        ):
             namespace, rest = rest[1], rest[2:]
         plural = rest[0]
         name = rest[1] if len(rest) > 1 else None
@@ -524,11 +543,18 @@ class KubeAPIServer:
             items, rv = st.list(rt, namespace, q.get("labelSelector"), q.get("fieldSelector"))
             return self._list(request, rt, version, items, rv)
         body = await self._body(request, verb)
-        if user is not None and self.owner_references_enforced and verb in ("create", "update", "patch") and sub is None:
+        if (
+            user is not None
+            and self.owner_references_enforced
+            and verb in ("create", "update", "patch")
+            and sub is None
+        ):
             self._admit_owner_references(user, verb, rt, version, namespace, name, body, request.content_type,
                                          field_validation, q.get("fieldManager"))  # fmt: skip
         if verb == "create":
-            obj = st.create(rt, version, namespace, body, field_validation=field_validation, dry_run=dry_run, warnings=warnings)
+            obj = st.create(
+                rt, version, namespace, body, field_validation=field_validation, dry_run=dry_run, warnings=warnings
+            )
             return self._object(request, rt, version, obj, 201, warnings)
         if verb == "update":
             obj = st.update(rt, version, namespace, name, body, subresource=sub, field_validation=field_validation,
@@ -602,9 +628,13 @@ class KubeAPIServer:
                 raise APIError(403, f"{what} is forbidden: cannot set blockOwnerDeletion in this case because cannot find "
                                     f"RESTMapping for APIVersion {ref.get('apiVersion')} Kind {ref.get('kind')}", "Forbidden")  # fmt: skip
             owner_ns = namespace if owner_rt.namespaced else None
-            if not rbac.allowed(st.objects, user, "update", owner_rt.group, owner_rt.plural, "finalizers", owner_ns, ref.get("name")):
+            if not rbac.allowed(
+                st.objects, user, "update", owner_rt.group, owner_rt.plural, "finalizers", owner_ns, ref.get("name")
+            ):
                 reason = rbac.forbidden_reason(user, "update", owner_rt.group, owner_rt.plural, "finalizers", owner_ns)
-                shown = {k: ref.get(k) for k in ("apiVersion", "kind", "name", "uid", "controller", "blockOwnerDeletion")}
+                shown = {
+                    k: ref.get(k) for k in ("apiVersion", "kind", "name", "uid", "controller", "blockOwnerDeletion")
+                }
                 raise APIError(403, f"{what} is forbidden: cannot set blockOwnerDeletion if an ownerReference refers to a "
                                     f"resource you can't set finalizers on: {reason}, {shown}", "Forbidden")  # fmt: skip
 
@@ -634,7 +664,9 @@ class KubeAPIServer:
 
     # ------------------------------------------------------------------------- responses
     @staticmethod
-    def _json(body: Any, status: int = 200, warnings: list[str] | None = None, headers: dict | None = None) -> web.Response:
+    def _json(
+        body: Any, status: int = 200, warnings: list[str] | None = None, headers: dict | None = None
+    ) -> web.Response:
         h = dict(headers or {})
         if warnings:
             h["Warning"] = ", ".join('299 - "' + w.replace("\\", "\\\\").replace('"', '\\"') + '"' for w in warnings)
@@ -656,7 +688,9 @@ class KubeAPIServer:
         table = _wants_table(request)
         obj = self._versioned(rt, version, obj)
         if table:
-            return self._json(self._table(request, rt, version, [obj], obj["metadata"].get("resourceVersion", "")), status)
+            return self._json(
+                self._table(request, rt, version, [obj], obj["metadata"].get("resourceVersion", "")), status
+            )
         return self._json(obj, status, warnings)
 
     def _list(self, request, rt, version, items, rv) -> web.Response:
@@ -678,10 +712,22 @@ class KubeAPIServer:
             items = page
         if _wants_table(request):
             return self._json(self._table(request, rt, version, items, rv, meta.get("continue")))
-        return self._json({"kind": f"{rt.kind}List", "apiVersion": rt.api_version(version), "metadata": meta, "items": items})
+        return self._json(
+            {"kind": f"{rt.kind}List", "apiVersion": rt.api_version(version), "metadata": meta, "items": items}
+        )
 
-    def _table(self, request, rt: ResourceType, version: str, items: list[dict], rv: str, cont: str | None = None) -> dict:
-        columns = [{"name": "Name", "type": "string", "format": "name", "description": "Name must be unique within a namespace.", "priority": 0}]
+    def _table(
+        self, request, rt: ResourceType, version: str, items: list[dict], rv: str, cont: str | None = None
+    ) -> dict:
+        columns = [
+            {
+                "name": "Name",
+                "type": "string",
+                "format": "name",
+                "description": "Name must be unique within a namespace.",
+                "priority": 0,
+            }
+        ]
         printer = rt.versions[version].printer_columns
         if not printer:
             printer = [{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp",
@@ -703,15 +749,27 @@ class KubeAPIServer:
             if include == "Object":
                 row["object"] = obj
             elif include == "Metadata":
-                row["object"] = {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj["metadata"]}
+                row["object"] = {
+                    "kind": "PartialObjectMetadata",
+                    "apiVersion": "meta.k8s.io/v1",
+                    "metadata": obj["metadata"],
+                }
             rows.append(row)
         meta = {"resourceVersion": rv}
         if cont:
             meta["continue"] = cont
-        return {"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "columnDefinitions": columns, "rows": rows}
+        return {
+            "kind": "Table",
+            "apiVersion": "meta.k8s.io/v1",
+            "metadata": meta,
+            "columnDefinitions": columns,
+            "rows": rows,
+        }
 
     # ------------------------------------------------------------------------- watch
-    async def _watch(self, request: web.Request, rt: ResourceType, version: str, namespace: str | None, name: str | None):
+    async def _watch(
+        self, request: web.Request, rt: ResourceType, version: str, namespace: str | None, name: str | None
+    ):
         q = request.query
         labels = parse_label_selector(q.get("labelSelector"))
         fields = parse_field_selector(q.get("fieldSelector"), rt)
@@ -776,7 +834,9 @@ class KubeAPIServer:
             if expired is None:
                 self.store.listeners.append(listener)
 
-        response = web.StreamResponse(status=200, headers={"Content-Type": "application/json", "Cache-Control": "no-cache"})
+        response = web.StreamResponse(
+            status=200, headers={"Content-Type": "application/json", "Cache-Control": "no-cache"}
+        )
         response.enable_chunked_encoding()
         await response.prepare(request)
         if expired is not None:  # as the real server: 200, then one ERROR event with the 410 Status
@@ -812,7 +872,11 @@ class KubeAPIServer:
                 t, obj = item
                 await response.write(encode(t, obj))
             if bookmarks and (deadline is not None and time.monotonic() >= deadline):
-                bm = {"kind": rt.kind, "apiVersion": rt.api_version(version), "metadata": {"resourceVersion": str(self.store.rv)}}
+                bm = {
+                    "kind": rt.kind,
+                    "apiVersion": rt.api_version(version),
+                    "metadata": {"resourceVersion": str(self.store.rv)},
+                }
                 await response.write(dumps({"type": "BOOKMARK", "object": bm}) + b"\n")
             await response.write_eof()
         except (ConnectionResetError, ConnectionError):
@@ -837,8 +901,10 @@ class _YAMLLoader(yaml.SafeLoader):
 _YAMLLoader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
 _YAMLLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    re.compile(r"^(?:[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?(?:[eE][-+]?[0-9]+)?|[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?"
-               r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    re.compile(
+        r"^(?:[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?(?:[eE][-+]?[0-9]+)?|[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+    ),
     list("-+0123456789."),
 )
 

@@ -198,7 +198,10 @@ def _schemaless_rayjob_crd() -> dict:
 def kopf_peering_crds() -> list[dict]:
     """kopf's peering CRDs (kopf.dev/v1 ClusterKopfPeering, KopfPeering), schema-less as kopf ships them."""
     out = []
-    for kind, plural, scope in (("ClusterKopfPeering", "clusterkopfpeerings", "Cluster"), ("KopfPeering", "kopfpeerings", "Namespaced")):
+    for kind, plural, scope in (
+        ("ClusterKopfPeering", "clusterkopfpeerings", "Cluster"),
+        ("KopfPeering", "kopfpeerings", "Namespaced"),
+    ):
         out.append({
             "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
             "metadata": {"name": f"{plural}.kopf.dev"},
@@ -286,7 +289,7 @@ def parse_field_selector(text: str | None, rt: ResourceType) -> Callable[[dict],
             raise APIError(400, f'invalid selector: "{text}"; can\'t understand "{term}"')
         key, op, value = m.groups()
         if key not in allowed:
-            raise APIError(400, f'field label not supported: {key}')
+            raise APIError(400, f"field label not supported: {key}")
         if op == "!=":
             reqs.append(lambda o, k=key, v=value: _dotted(o, k) != v)
         else:
@@ -526,7 +529,12 @@ class Store:
         for rt in BUILTINS:
             self.register(copy.deepcopy(rt))
         for ns in SYSTEM_NAMESPACES:
-            self.create(self.types[("", "namespaces")], "v1", None, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+            self.create(
+                self.types[("", "namespaces")],
+                "v1",
+                None,
+                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
+            )
 
     # ------------------------------------------------------------------------- registry
     def register(self, rt: ResourceType) -> None:
@@ -602,16 +610,16 @@ class Store:
                                {"name": name, "group": rt.group, "kind": rt.plural})  # fmt: skip
             return copy.deepcopy(obj)
 
-    def list(self, rt: ResourceType, namespace: str | None, label_selector=None, field_selector=None) -> tuple[list[dict], str]:
+    def list(
+        self, rt: ResourceType, namespace: str | None, label_selector=None, field_selector=None
+    ) -> tuple[list[dict], str]:
         labels = parse_label_selector(label_selector)
         fields = parse_field_selector(field_selector, rt)
         with self.lock:
             items = [
                 copy.deepcopy(o)
                 for (ns, _), o in sorted(self.objects.get(rt.key, {}).items())
-                if (namespace is None or ns == namespace)
-                and labels(o["metadata"].get("labels") or {})
-                and fields(o)
+                if (namespace is None or ns == namespace) and labels(o["metadata"].get("labels") or {}) and fields(o)
             ]
             return items, str(self.rv)
 
@@ -637,7 +645,12 @@ class Store:
                                "consist of alphanumeric characters, '-', '_' or '.', and must start and end with an "
                                "alphanumeric character (63 characters at most)"))  # fmt: skip
             prefix, _, base = k.rpartition("/")
-            if not base or len(base) > 63 or not _LABEL_NAME.match(base) or (prefix and not _DNS_SUBDOMAIN.match(prefix)):
+            if (
+                not base
+                or len(base) > 63
+                or not _LABEL_NAME.match(base)
+                or (prefix and not _DNS_SUBDOMAIN.match(prefix))
+            ):
                 causes.append(("metadata.labels", f'Invalid value: "{k}": name part must consist of alphanumeric '
                                "characters, '-', '_' or '.'"))  # fmt: skip
         refs = meta.get("ownerReferences") or []
@@ -647,7 +660,9 @@ class Store:
                     causes.append((f"metadata.ownerReferences[{i}].{f}", "Invalid value: \"\": must not be empty" if f != "uid"
                                    else "Invalid value: \"\": uid must not be empty"))  # fmt: skip
         if sum(1 for r in refs if isinstance(r, dict) and r.get("controller")) > 1:
-            causes.append(("metadata.ownerReferences", "Invalid value: only one reference can have Controller set to true"))
+            causes.append(
+                ("metadata.ownerReferences", "Invalid value: only one reference can have Controller set to true")
+            )
         total = 0
         for k, v in (meta.get("annotations") or {}).items():
             if not isinstance(v, str):
@@ -672,7 +687,9 @@ class Store:
                         "message": m, "field": f} for f, m in causes],
         })  # fmt: skip
 
-    def _admit_schema(self, rt: ResourceType, version: str, obj: dict, field_validation: str, warnings: list[str]) -> dict:
+    def _admit_schema(
+        self, rt: ResourceType, version: str, obj: dict, field_validation: str, warnings: list[str]
+    ) -> dict:
         schema = rt.versions[version].schema
         if rt.kind == "Secret":
             obj = self._secret_string_data(obj)
@@ -706,7 +723,9 @@ class Store:
             return
         ns = self.objects[("", "namespaces")].get(("", namespace or ""))
         if ns is None:
-            raise APIError(404, f'namespaces "{namespace}" not found', "NotFound", {"name": namespace, "kind": "namespaces"})
+            raise APIError(
+                404, f'namespaces "{namespace}" not found', "NotFound", {"name": namespace, "kind": "namespaces"}
+            )
         if ns["metadata"].get("deletionTimestamp"):
             raise APIError(403, f"{rt.kind.lower()}s \"\" is forbidden: unable to create new content in namespace "
                                 f"{namespace} because it is being terminated", "Forbidden")  # fmt: skip
@@ -739,7 +758,9 @@ class Store:
             meta = obj["metadata"]
             if rt.namespaced:
                 if meta.get("namespace") and namespace and meta["namespace"] != namespace:
-                    raise APIError(400, "the namespace of the provided object does not match the namespace sent on the request")
+                    raise APIError(
+                        400, "the namespace of the provided object does not match the namespace sent on the request"
+                    )
                 namespace = namespace or meta.get("namespace")
                 meta["namespace"] = namespace
             else:
@@ -748,7 +769,9 @@ class Store:
             self._check_ns(rt, namespace)
             if not meta.get("name"):
                 if not meta.get("generateName"):
-                    raise self._invalid(rt, obj, [("metadata.name", "Required value: name or generateName is required")])
+                    raise self._invalid(
+                        rt, obj, [("metadata.name", "Required value: name or generateName is required")]
+                    )
                 for _ in range(8):
                     candidate = meta["generateName"] + "".join(random.choices(_GEN_ALPHABET, k=5))
                     if (namespace or "", candidate) not in self.objects[rt.key]:
@@ -795,9 +818,13 @@ class Store:
             new = self._check_type(rt, version, body)
             meta = new["metadata"]
             if meta.get("name") and meta["name"] != name:
-                raise APIError(400, f"the name of the object ({meta['name']}) does not match the name on the URL ({name})")
+                raise APIError(
+                    400, f"the name of the object ({meta['name']}) does not match the name on the URL ({name})"
+                )
             if rt.namespaced and meta.get("namespace") and meta["namespace"] != namespace:
-                raise APIError(400, "the namespace of the provided object does not match the namespace sent on the request")
+                raise APIError(
+                    400, "the namespace of the provided object does not match the namespace sent on the request"
+                )
             if meta.get("uid") and meta["uid"] != old["metadata"]["uid"]:
                 raise APIError(409, f'Operation cannot be fulfilled on {rt.group_resource} "{name}": Precondition failed: '
                                     f"UID in precondition: {meta['uid']}, UID in object meta: {old['metadata']['uid']}",
@@ -809,7 +836,9 @@ class Store:
                                         "been modified; please apply your changes to the latest version and try again",
                                    "Conflict", {"name": name, "group": rt.group, "kind": rt.plural})  # fmt: skip
             elif require_rv and rt.custom:
-                raise self._invalid(rt, old, [("metadata.resourceVersion", "Invalid value: 0x0: must be specified for an update")])
+                raise self._invalid(
+                    rt, old, [("metadata.resourceVersion", "Invalid value: 0x0: must be specified for an update")]
+                )
             if subresource == "status":
                 status = new.get("status")
                 new = copy.deepcopy(old)
@@ -943,7 +972,9 @@ class Store:
             gc_finalizer = {"Orphan": ORPHAN_FINALIZER, "Foreground": FOREGROUND_FINALIZER}.get(policy)
             finalizers = list(obj["metadata"].get("finalizers") or [])
             if gc_finalizer and gc_finalizer not in finalizers:
-                finalizers = [f for f in finalizers if f not in (ORPHAN_FINALIZER, FOREGROUND_FINALIZER)] + [gc_finalizer]
+                finalizers = [f for f in finalizers if f not in (ORPHAN_FINALIZER, FOREGROUND_FINALIZER)] + [
+                    gc_finalizer
+                ]
             if finalizers:
                 if obj["metadata"].get("deletionTimestamp"):
                     if finalizers == list(obj["metadata"].get("finalizers") or []):
@@ -1091,7 +1122,10 @@ class Store:
     def _gc_pass(self) -> int:
         acted = 0
         for key, obj in list(self.all_objects()):
-            if self.objects.get(key, {}).get((obj["metadata"].get("namespace") or "", obj["metadata"]["name"])) is not obj:
+            if (
+                self.objects.get(key, {}).get((obj["metadata"].get("namespace") or "", obj["metadata"]["name"]))
+                is not obj
+            ):
                 continue  # removed earlier in this pass
             meta = obj["metadata"]
             uid = meta["uid"]
@@ -1107,7 +1141,9 @@ class Store:
                 deps = self._dependents(uid)
                 for dkey, dep, _ in deps:
                     if not dep["metadata"].get("deletionTimestamp"):
-                        self._gc_delete(dkey, dep, "Foreground" if self._dependents(dep["metadata"]["uid"]) else "Background")
+                        self._gc_delete(
+                            dkey, dep, "Foreground" if self._dependents(dep["metadata"]["uid"]) else "Background"
+                        )
                         acted += 1
                 blocking = [d for d in self._dependents(uid) if d[2].get("blockOwnerDeletion")]
                 if not blocking:  # the owner goes once no dependent that blocks it is left
@@ -1174,7 +1210,12 @@ class Store:
         elif sum(1 for v in versions if v.get("storage")) != 1:
             causes.append(("spec.versions", "Invalid value: must have exactly one version marked as storage version"))
         if not causes and crd["metadata"]["name"] != f"{names['plural']}.{spec['group']}":
-            causes.append(("metadata.name", f'Invalid value: "{crd["metadata"]["name"]}": must be spec.names.plural+"."+spec.group'))
+            causes.append(
+                (
+                    "metadata.name",
+                    f'Invalid value: "{crd["metadata"]["name"]}": must be spec.names.plural+"."+spec.group',
+                )
+            )
         if not causes:  # the static CEL cost limits, checked at CRD create/update as upstream does
             causes += celcost.crd_cost_causes(spec)
         if causes:

@@ -282,11 +282,15 @@ class _Estimator:
         elif name == "contains" and values:
             total += _factor(target.size * values[0].size, STRING_TRAVERSAL_COST_FACTOR)
         elif name == "matches" and values:
-            total += _factor(target.size, STRING_TRAVERSAL_COST_FACTOR) * _factor(values[0].size, REGEX_STRING_LENGTH_COST_FACTOR)
+            total += _factor(target.size, STRING_TRAVERSAL_COST_FACTOR) * _factor(
+                values[0].size, REGEX_STRING_LENGTH_COST_FACTOR
+            )
         elif name in ("lowerAscii", "upperAscii", "trim", "replace", "split", "join", "indexOf", "lastIndexOf",
                       "substring", "find", "findAll"):  # fmt: skip
             total += _factor(target.size, STRING_TRAVERSAL_COST_FACTOR) * max(1, len(values))
-            return total, _Value({"type": "string"}, target.size) if name != "split" else _Value({"type": "array"}, target.size)
+            return total, _Value({"type": "string"}, target.size) if name != "split" else _Value(
+                {"type": "array"}, target.size
+            )
         return total, _Value(None, 1)
 
 
@@ -320,7 +324,10 @@ def rule_cost(rule: str, schema: dict, is_root: bool = False) -> int:
         props = dict(schema.get("properties") or {})
         props["apiVersion"] = {"type": "string"}
         props["kind"] = {"type": "string"}
-        props["metadata"] = {"type": "object", "properties": {"name": {"type": "string"}, "generateName": {"type": "string"}}}
+        props["metadata"] = {
+            "type": "object",
+            "properties": {"name": {"type": "string"}, "generateName": {"type": "string"}},
+        }
         schema["properties"] = props
     tree = _CEL_ENV.compile(rule)
     cost, _ = _Estimator(_value(schema)).cost(tree)
@@ -343,7 +350,12 @@ def schema_rule_costs(schema: dict, path: str) -> list[RuleCost]:
             walk(sub, f"{where}.properties[{name}]", cardinality, False)
         if isinstance(node.get("items"), dict):
             bound = node.get("maxItems")
-            walk(node["items"], f"{where}.items", None if cardinality is None or bound is None else cardinality * int(bound), False)
+            walk(
+                node["items"],
+                f"{where}.items",
+                None if cardinality is None or bound is None else cardinality * int(bound),
+                False,
+            )
         if isinstance(node.get("additionalProperties"), dict):
             bound = node.get("maxProperties")
             walk(node["additionalProperties"], f"{where}.additionalProperties.schema",
@@ -388,7 +400,9 @@ def crd_cost_causes(crd_spec: dict) -> list[tuple[str, str]]:
         costs = schema_rule_costs(schema, f"{where}.openAPIV3Schema")
         for c in costs:
             if c.cost > STATIC_ESTIMATED_COST_LIMIT:
-                causes.append((c.path, "Forbidden: " + cost_message("estimated rule cost", c.cost, STATIC_ESTIMATED_COST_LIMIT)))
+                causes.append(
+                    (c.path, "Forbidden: " + cost_message("estimated rule cost", c.cost, STATIC_ESTIMATED_COST_LIMIT))
+                )
         total = sum(c.cost for c in costs)
         if total > STATIC_ESTIMATED_CRD_COST_LIMIT:
             expensive = sorted((c for c in costs if c.cost >= STATIC_ESTIMATED_CRD_COST_LIMIT // 100),

@@ -65,7 +65,7 @@ def train_tiny_gpt2(steps: int = 30, seq_len: int = 64, batch: int = 4, seed: in
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a tiny model: one thread is faster, and far faster on a busy machine
     tok = gpt2_tokenizer()
-    ids = torch.tensor(tok(english_text())["input_ids"][: 200_000], dtype=torch.long)
+    ids = torch.tensor(tok(english_text())["input_ids"][:200_000], dtype=torch.long)
     model = GPT2LMHeadModel(GPT2Config(**TINY_CONFIG, bos_token_id=50256, eos_token_id=50256))
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     gen = torch.Generator().manual_seed(seed)

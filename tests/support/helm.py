@@ -49,7 +49,9 @@ def tool(name: str) -> str:
     return str(target)
 
 
-def run(cmd: list[str], check: bool = True, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+def run(
+    cmd: list[str], check: bool = True, env: dict | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess:
     # HELM_* dirs point into a temporary home so helm never reads or writes the user's config.
     base = dict(os.environ)
     helm_home = CACHE / "helm-home"
@@ -63,7 +65,9 @@ def run(cmd: list[str], check: bool = True, env: dict | None = None, timeout: fl
     base.update(env or {})
     proc = subprocess.run(cmd, capture_output=True, text=True, env=base, timeout=timeout)
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+        raise AssertionError(
+            f"{' '.join(cmd)} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+        )
     return proc
 
 
@@ -83,7 +87,10 @@ def _value_args(values: dict | None, sets: dict | None, values_files: list[Path]
         atexit.register(lambda: os.path.exists(path) and os.remove(path))
         args += ["-f", path]
     for key, val in (sets or {}).items():
-        args += ["--set-string" if isinstance(val, str) else "--set", f"{key}={val}" if not isinstance(val, bool) else f"{key}={str(val).lower()}"]
+        args += [
+            "--set-string" if isinstance(val, str) else "--set",
+            f"{key}={val}" if not isinstance(val, bool) else f"{key}={str(val).lower()}",
+        ]
     return args
 
 
@@ -113,7 +120,9 @@ def render(**kwargs) -> list[dict]:
     return [d for d in yaml.safe_load_all(text) if d]
 
 
-def lint(values: dict | None = None, sets: dict | None = None, strict: bool = True, check: bool = True) -> subprocess.CompletedProcess:
+def lint(
+    values: dict | None = None, sets: dict | None = None, strict: bool = True, check: bool = True
+) -> subprocess.CompletedProcess:
     cmd = [tool("helm"), "lint", str(CHART)] + (["--strict"] if strict else [])
     cmd += _value_args(values, None, None) + _value_args(None, sets, None)
     return run(cmd, check=check)
@@ -148,10 +157,18 @@ def render_notes(values: dict | None = None, sets: dict | None = None, namespace
         shutil.copytree(CHART, chart)
         shutil.copy(chart / "templates" / "NOTES.txt", chart / "notes-source.txt")
         (chart / "templates" / "zz-notes-probe.yaml").write_text(
-            "# test probe\nnotes: {{ tpl (.Files.Get \"notes-source.txt\") . | toJson }}\n"
+            '# test probe\nnotes: {{ tpl (.Files.Get "notes-source.txt") . | toJson }}\n'
         )
-        cmd = [tool("helm"), "template", "tk", str(chart), "--namespace", namespace,
-               "--show-only", "templates/zz-notes-probe.yaml"]
+        cmd = [
+            tool("helm"),
+            "template",
+            "tk",
+            str(chart),
+            "--namespace",
+            namespace,
+            "--show-only",
+            "templates/zz-notes-probe.yaml",
+        ]
         cmd += _value_args(values, sets, None)
         out = run(cmd).stdout
     return yaml.safe_load(out)["notes"]
@@ -177,7 +194,11 @@ def allows(roles: list[dict], verb: str, group: str, resource: str, subresource:
     res = f"{resource}/{subresource}" if subresource else resource
     for role in roles:
         for rule in role.get("rules") or []:
-            if verb in rule.get("verbs", []) and group in rule.get("apiGroups", []) and res in rule.get("resources", []):
+            if (
+                verb in rule.get("verbs", [])
+                and group in rule.get("apiGroups", [])
+                and res in rule.get("resources", [])
+            ):
                 names = rule.get("resourceNames")
                 if not names or (name is not None and name in names):
                     return True

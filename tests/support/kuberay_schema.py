@@ -90,11 +90,20 @@ def emitted_rayjobs() -> list[dict]:
 
     config = OperatorConfig(service_account="trainer")
     runs = [
-        seed_run(**{"resources.env": [{"name": "HF_HUB_OFFLINE", "value": "1"}], "resources.imagePullSecrets": ["reg"],
-                    "resources.tolerations": [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule", "tolerationSeconds": 5}],
-                    "scheduling.priorityClassName": "high", "scheduling.activeDeadlineSeconds": 3600,
-                    "scheduling.suspend": True, "storage.region": "us-east-1",
-                    "storage.endpoint": "http://minio:9000"}),
+        seed_run(
+            **{
+                "resources.env": [{"name": "HF_HUB_OFFLINE", "value": "1"}],
+                "resources.imagePullSecrets": ["reg"],
+                "resources.tolerations": [
+                    {"key": "gpu", "operator": "Exists", "effect": "NoSchedule", "tolerationSeconds": 5}
+                ],
+                "scheduling.priorityClassName": "high",
+                "scheduling.activeDeadlineSeconds": 3600,
+                "scheduling.suspend": True,
+                "storage.region": "us-east-1",
+                "storage.endpoint": "http://minio:9000",
+            }
+        ),
         seed_run(**{"scheduling.queueName": None, "scheduling.volcanoQueue": "q", "resources.gpusPerWorker": 0}),
     ]
     return [build_rayjob(run, parse_spec(run["spec"])[0], config) for run in runs]

@@ -133,8 +133,14 @@ class JobState:
 class KubeRayStandIn:
     """Reconciles every RayJob in `namespace` on the API server that `kubeconfig` names, with real Ray processes."""
 
-    def __init__(self, kubeconfig: str | os.PathLike, namespace: str, workdir: str | os.PathLike,
-                 extra_env: dict[str, str] | None = None, object_store_bytes: int = 200 << 20):
+    def __init__(
+        self,
+        kubeconfig: str | os.PathLike,
+        namespace: str,
+        workdir: str | os.PathLike,
+        extra_env: dict[str, str] | None = None,
+        object_store_bytes: int = 200 << 20,
+    ):
         import kubernetes
 
         self.api_client = kubernetes.config.new_client_from_config(config_file=str(kubeconfig))
@@ -180,13 +186,26 @@ class KubeRayStandIn:
 
     def _event(self, rayjob: dict, type_: str, reason: str, message: str) -> None:
         meta = rayjob["metadata"]
-        self.core.create_namespaced_event(self.ns, {
-            "metadata": {"generateName": f"{meta['name']}.", "namespace": self.ns},
-            "involvedObject": {"apiVersion": "ray.io/v1", "kind": "RayJob", "name": meta["name"], "namespace": self.ns,
-                               "uid": meta.get("uid")},
-            "type": type_, "reason": reason, "message": message, "source": {"component": "rayjob-controller"},
-            "firstTimestamp": now_iso(), "lastTimestamp": now_iso(), "count": 1,
-        })
+        self.core.create_namespaced_event(
+            self.ns,
+            {
+                "metadata": {"generateName": f"{meta['name']}.", "namespace": self.ns},
+                "involvedObject": {
+                    "apiVersion": "ray.io/v1",
+                    "kind": "RayJob",
+                    "name": meta["name"],
+                    "namespace": self.ns,
+                    "uid": meta.get("uid"),
+                },
+                "type": type_,
+                "reason": reason,
+                "message": message,
+                "source": {"component": "rayjob-controller"},
+                "firstTimestamp": now_iso(),
+                "lastTimestamp": now_iso(),
+                "count": 1,
+            },
+        )
 
     def _secret(self, name: str) -> dict[str, str]:
         s = self.core.read_namespaced_secret(name, self.ns)
@@ -259,22 +278,35 @@ class KubeRayStandIn:
         pod_dir = cluster.root / pod_name
         pod_dir.mkdir(parents=True, exist_ok=True)
         env = {
-            "PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/root"),
-            "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1",
+            "PATH": os.environ.get("PATH", ""),
+            "HOME": os.environ.get("HOME", "/root"),
+            "RAY_USAGE_STATS_ENABLED": "0",
+            "RAY_AUTH_MODE": "disabled",
+            "PYTHONUNBUFFERED": "1",
             **self.extra_env,
             **self.resolve_env(container),
         }
         mounts = self._mounts(pod_spec, container, pod_dir)
         ray_cmd = [str(Path(sys.executable).parent / "ray"), "start", "--block", *ray_args]
         # A private mount namespace per pod: the ConfigMap folders appear at their mountPaths for this pod only.
-        script = "set -e; " + "".join(
-            f"mkdir -p {json.dumps(target)}; mount --bind {json.dumps(str(src))} {json.dumps(target)}; "
-            for src, target in mounts
-        ) + "exec " + " ".join(json.dumps(a) for a in ray_cmd)
+        script = (
+            "set -e; "
+            + "".join(
+                f"mkdir -p {json.dumps(target)}; mount --bind {json.dumps(str(src))} {json.dumps(target)}; "
+                for src, target in mounts
+            )
+            + "exec "
+            + " ".join(json.dumps(a) for a in ray_cmd)
+        )
         log = pod_dir / "ray.log"
-        proc = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", script], env=env,
-                                stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
-                                cwd=str(pod_dir))
+        proc = subprocess.Popen(
+            ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+            env=env,
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=str(pod_dir),
+        )
         return Pod(pod_name, proc, log, pod_spec, ray_args)
 
     def _create_cluster(self, rayjob: dict, cluster_name: str) -> Cluster:
@@ -283,13 +315,26 @@ class KubeRayStandIn:
         cluster = Cluster(cluster_name, root, free_port(), free_port())
         head = spec["headGroupSpec"]
         # dashboard-host 0.0.0.0 (for the head Service) becomes loopback: test servers bind 127.0.0.1 only
-        params = {k: v for k, v in ray_start_params(head.get("rayStartParams") or {}, head["template"]["spec"]["containers"][0]).items()
-                  if k != "dashboard-host"}
-        head_args = ["--head", f"--port={cluster.gcs_port}", f"--temp-dir={cluster.temp_dir}", "--node-ip-address=127.0.0.1",
-                     "--dashboard-host=127.0.0.1", f"--dashboard-port={cluster.dashboard_port}",
-                     f"--dashboard-agent-listen-port={free_port()}", f"--ray-client-server-port={free_port()}",
-                     f"--metrics-export-port={free_port()}", f"--object-store-memory={self.object_store_bytes}",
-                     *ray_start_args(params)]
+        params = {
+            k: v
+            for k, v in ray_start_params(
+                head.get("rayStartParams") or {}, head["template"]["spec"]["containers"][0]
+            ).items()
+            if k != "dashboard-host"
+        }
+        head_args = [
+            "--head",
+            f"--port={cluster.gcs_port}",
+            f"--temp-dir={cluster.temp_dir}",
+            "--node-ip-address=127.0.0.1",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={cluster.dashboard_port}",
+            f"--dashboard-agent-listen-port={free_port()}",
+            f"--ray-client-server-port={free_port()}",
+            f"--metrics-export-port={free_port()}",
+            f"--object-store-memory={self.object_store_bytes}",
+            *ray_start_args(params),
+        ]
         cluster.pods.append(self._start_pod(cluster, f"{cluster_name}-head", head["template"]["spec"], head_args))
         self.clusters_started.append(cluster_name)
         return cluster
@@ -297,13 +342,21 @@ class KubeRayStandIn:
     def _start_workers(self, rayjob: dict, cluster: Cluster) -> None:
         for group in rayjob["spec"]["rayClusterSpec"].get("workerGroupSpecs") or []:
             for i in range(int(group.get("replicas", 1))):
-                args = [f"--address=127.0.0.1:{cluster.gcs_port}", "--node-ip-address=127.0.0.1",
-                        f"--dashboard-agent-listen-port={free_port()}", f"--metrics-export-port={free_port()}",
-                        f"--object-store-memory={self.object_store_bytes}",
-                        *ray_start_args(ray_start_params(group.get("rayStartParams") or {},
-                                                         group["template"]["spec"]["containers"][0]))]
-                cluster.pods.append(self._start_pod(cluster, f"{cluster.name}-{group['groupName']}-{i}",
-                                                    group["template"]["spec"], args))
+                args = [
+                    f"--address=127.0.0.1:{cluster.gcs_port}",
+                    "--node-ip-address=127.0.0.1",
+                    f"--dashboard-agent-listen-port={free_port()}",
+                    f"--metrics-export-port={free_port()}",
+                    f"--object-store-memory={self.object_store_bytes}",
+                    *ray_start_args(
+                        ray_start_params(group.get("rayStartParams") or {}, group["template"]["spec"]["containers"][0])
+                    ),
+                ]
+                cluster.pods.append(
+                    self._start_pod(
+                        cluster, f"{cluster.name}-{group['groupName']}-{i}", group["template"]["spec"], args
+                    )
+                )
 
     def _delete_cluster(self, cluster: Cluster) -> None:
         for proc in [p.proc for p in cluster.pods] + ([cluster.submitter] if cluster.submitter else []):
@@ -344,7 +397,9 @@ class KubeRayStandIn:
 
     def _cluster_ready(self, rayjob: dict, cluster: Cluster) -> bool:
         """The head's dashboard answers and every worker replica has joined as a node."""
-        want = 1 + sum(int(g.get("replicas", 1)) for g in rayjob["spec"]["rayClusterSpec"].get("workerGroupSpecs") or [])
+        want = 1 + sum(
+            int(g.get("replicas", 1)) for g in rayjob["spec"]["rayClusterSpec"].get("workerGroupSpecs") or []
+        )
         try:
             with urllib.request.urlopen(f"{cluster.dashboard}/nodes?view=summary", timeout=2) as r:
                 nodes = json.loads(r.read())["data"]["summary"]
@@ -364,12 +419,26 @@ class KubeRayStandIn:
         """K8sJobMode: the submitter pod runs `ray job submit --address ... --submission-id ... -- <entrypoint>`."""
         entry = rayjob["spec"]["entrypoint"]
         log = cluster.root / "submitter.log"
-        cmd = [str(Path(sys.executable).parent / "ray"), "job", "submit", "--address", cluster.dashboard,
-               "--submission-id", job_id, "--", *entry.split()]
-        env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/root"), "RAY_AUTH_MODE": "disabled",
-               "RAY_USAGE_STATS_ENABLED": "0"}
-        cluster.submitter = subprocess.Popen(cmd, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
-                                             start_new_session=True, cwd=str(cluster.root))
+        cmd = [
+            str(Path(sys.executable).parent / "ray"),
+            "job",
+            "submit",
+            "--address",
+            cluster.dashboard,
+            "--submission-id",
+            job_id,
+            "--",
+            *entry.split(),
+        ]
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "HOME": os.environ.get("HOME", "/root"),
+            "RAY_AUTH_MODE": "disabled",
+            "RAY_USAGE_STATS_ENABLED": "0",
+        }
+        cluster.submitter = subprocess.Popen(
+            cmd, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True, cwd=str(cluster.root)
+        )
 
     # ------------------------------------------------------------------ the state machine
     def reconcile_all(self) -> None:
@@ -410,8 +479,18 @@ class KubeRayStandIn:
             if state.cluster:
                 self._delete_cluster(state.cluster)
                 state.cluster = None
-            self._write_status(name, {**st, "jobDeploymentStatus": "Suspended", "jobStatus": "", "jobId": "",
-                                      "rayClusterName": "", "message": "", "startTime": st.get("startTime")})
+            self._write_status(
+                name,
+                {
+                    **st,
+                    "jobDeploymentStatus": "Suspended",
+                    "jobStatus": "",
+                    "jobId": "",
+                    "rayClusterName": "",
+                    "message": "",
+                    "startTime": st.get("startTime"),
+                },
+            )
             return
         if jds == "Suspended":
             if not suspend:
@@ -421,25 +500,42 @@ class KubeRayStandIn:
             if state.cluster:
                 self._delete_cluster(state.cluster)
                 state.cluster = None
-            self._write_status(name, {**st, "jobDeploymentStatus": "", "jobStatus": "", "jobId": "", "rayClusterName": ""})
+            self._write_status(
+                name, {**st, "jobDeploymentStatus": "", "jobStatus": "", "jobId": "", "rayClusterName": ""}
+            )
             return
 
         deadline = spec.get("activeDeadlineSeconds")
         if deadline and st.get("startTime"):
             started = datetime.strptime(st["startTime"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
             if (datetime.now(timezone.utc) - started).total_seconds() > float(deadline):
-                self._finish(name, st, state, "Failed", reason="DeadlineExceeded",
-                             message=f"The RayJob has passed the activeDeadlineSeconds ({deadline} s)")
+                self._finish(
+                    name,
+                    st,
+                    state,
+                    "Failed",
+                    reason="DeadlineExceeded",
+                    message=f"The RayJob has passed the activeDeadlineSeconds ({deadline} s)",
+                )
                 return
 
         if jds == "":
             suffix = uuid.uuid4().hex[:5]
             cluster_name, job_id = f"{name}-{suffix}", f"{name}-{uuid.uuid4().hex[:6]}"
             state.cluster = self._create_cluster(rj, cluster_name)
-            self._write_status(name, {**st, "jobDeploymentStatus": "Initializing", "jobStatus": st.get("jobStatus") or "",
-                                      "rayClusterName": cluster_name, "jobId": job_id,
-                                      "startTime": st.get("startTime") or now_iso(),
-                                      "failed": st.get("failed", 0), "succeeded": st.get("succeeded", 0)})
+            self._write_status(
+                name,
+                {
+                    **st,
+                    "jobDeploymentStatus": "Initializing",
+                    "jobStatus": st.get("jobStatus") or "",
+                    "rayClusterName": cluster_name,
+                    "jobId": job_id,
+                    "startTime": st.get("startTime") or now_iso(),
+                    "failed": st.get("failed", 0),
+                    "succeeded": st.get("succeeded", 0),
+                },
+            )
             return
         if state.cluster is None:
             # We (the stand-in) restarted or lost the cluster: KubeRay would see the RayCluster gone; retry or fail.
@@ -464,9 +560,14 @@ class KubeRayStandIn:
         if jds == "Running":
             info = self._job_info(cluster, st["jobId"])
             if info is None:
-                if cluster.submitter is not None and cluster.submitter.poll() not in (None, 0) and \
-                        self._job_info(cluster, st["jobId"]) is None:
-                    self._job_failed(name, st, state, "SubmissionFailed", "the submitter exited without submitting the job")
+                if (
+                    cluster.submitter is not None
+                    and cluster.submitter.poll() not in (None, 0)
+                    and self._job_info(cluster, st["jobId"]) is None
+                ):
+                    self._job_failed(
+                        name, st, state, "SubmissionFailed", "the submitter exited without submitting the job"
+                    )
                 return
             js = info.get("status") or ""
             if js != st.get("jobStatus"):
@@ -486,17 +587,40 @@ class KubeRayStandIn:
 
     def _job_failed(self, name: str, st: dict, state: JobState, reason: str, message: str) -> None:
         failed = int(st.get("failed") or 0) + 1
-        limit = int((self.custom.get_namespaced_custom_object("ray.io", "v1", self.ns, "rayjobs", name)["spec"]
-                     .get("backoffLimit")) or 0)
+        limit = int(
+            (
+                self.custom.get_namespaced_custom_object("ray.io", "v1", self.ns, "rayjobs", name)["spec"].get(
+                    "backoffLimit"
+                )
+            )
+            or 0
+        )
         if failed <= limit:
             # Retrying: KubeRay deletes the cluster and starts over with a NEW one (a new rayClusterName)
-            self._write_status(name, {**st, "jobDeploymentStatus": "Retrying", "failed": failed,
-                                      "reason": reason, "message": message[:1000]})
+            self._write_status(
+                name,
+                {
+                    **st,
+                    "jobDeploymentStatus": "Retrying",
+                    "failed": failed,
+                    "reason": reason,
+                    "message": message[:1000],
+                },
+            )
             return
         self._finish(name, {**st, "failed": failed}, state, "Failed", reason=reason, message=message)
 
-    def _finish(self, name: str, st: dict, state: JobState, jds: str, *, succeeded: bool = False,
-                reason: str = "", message: str | None = None) -> None:
+    def _finish(
+        self,
+        name: str,
+        st: dict,
+        state: JobState,
+        jds: str,
+        *,
+        succeeded: bool = False,
+        reason: str = "",
+        message: str | None = None,
+    ) -> None:
         out = {**st, "jobDeploymentStatus": jds, "endTime": now_iso()}
         if succeeded:
             out["succeeded"] = int(st.get("succeeded") or 0) + 1

@@ -121,7 +121,9 @@ _K8sValidator = jsonschema.validators.extend(
     jsonschema.Draft4Validator,
     type_checker=jsonschema.Draft4Validator.TYPE_CHECKER.redefine(
         "integer",
-        lambda checker, v: (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, float) and v.is_integer()),
+        lambda checker, v: (
+            (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, float) and v.is_integer())
+        ),
     ),
 )
 

@@ -62,9 +62,7 @@ class Equivalent:
 
 def load_config(path: Path = CONFIG) -> tuple[list[TargetModule], list[Equivalent]]:
     raw = tomllib.loads(path.read_text())
-    modules = [
-        TargetModule(m["path"], tuple(m["tests"]), tuple(m.get("functions", ()))) for m in raw.get("module", [])
-    ]
+    modules = [TargetModule(m["path"], tuple(m["tests"]), tuple(m.get("functions", ()))) for m in raw.get("module", [])]
     equivalents = [
         Equivalent(e["module"], e["function"], e["mutation"], e["line"], e["reason"]) for e in raw.get("equivalent", [])
     ]
@@ -77,19 +75,54 @@ def load_config(path: Path = CONFIG) -> tuple[list[TargetModule], list[Equivalen
 # ------------------------------------------------------------------------------------ mutations
 
 COMPARE_SWAPS: dict[type[ast.cmpop], type[ast.cmpop]] = {
-    ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt, ast.Eq: ast.NotEq, ast.NotEq: ast.Eq,
-    ast.Is: ast.IsNot, ast.IsNot: ast.Is, ast.In: ast.NotIn, ast.NotIn: ast.In,
+    ast.Lt: ast.LtE,
+    ast.LtE: ast.Lt,
+    ast.Gt: ast.GtE,
+    ast.GtE: ast.Gt,
+    ast.Eq: ast.NotEq,
+    ast.NotEq: ast.Eq,
+    ast.Is: ast.IsNot,
+    ast.IsNot: ast.Is,
+    ast.In: ast.NotIn,
+    ast.NotIn: ast.In,
 }
 BINOP_SWAPS: dict[type[ast.operator], type[ast.operator]] = {
-    ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult, ast.FloorDiv: ast.Div,
-    ast.Mod: ast.FloorDiv, ast.Pow: ast.Mult, ast.LShift: ast.RShift, ast.RShift: ast.LShift,
-    ast.BitAnd: ast.BitOr, ast.BitOr: ast.BitAnd,
+    ast.Add: ast.Sub,
+    ast.Sub: ast.Add,
+    ast.Mult: ast.Div,
+    ast.Div: ast.Mult,
+    ast.FloorDiv: ast.Div,
+    ast.Mod: ast.FloorDiv,
+    ast.Pow: ast.Mult,
+    ast.LShift: ast.RShift,
+    ast.RShift: ast.LShift,
+    ast.BitAnd: ast.BitOr,
+    ast.BitOr: ast.BitAnd,
 }
 SYMBOLS: dict[type[ast.AST], str] = {
-    ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=", ast.Eq: "==", ast.NotEq: "!=", ast.Is: "is",
-    ast.IsNot: "is not", ast.In: "in", ast.NotIn: "not in", ast.Add: "+", ast.Sub: "-", ast.Mult: "*",
-    ast.Div: "/", ast.FloorDiv: "//", ast.Mod: "%", ast.Pow: "**", ast.LShift: "<<", ast.RShift: ">>",
-    ast.BitAnd: "&", ast.BitOr: "|", ast.And: "and", ast.Or: "or",
+    ast.Lt: "<",
+    ast.LtE: "<=",
+    ast.Gt: ">",
+    ast.GtE: ">=",
+    ast.Eq: "==",
+    ast.NotEq: "!=",
+    ast.Is: "is",
+    ast.IsNot: "is not",
+    ast.In: "in",
+    ast.NotIn: "not in",
+    ast.Add: "+",
+    ast.Sub: "-",
+    ast.Mult: "*",
+    ast.Div: "/",
+    ast.FloorDiv: "//",
+    ast.Mod: "%",
+    ast.Pow: "**",
+    ast.LShift: "<<",
+    ast.RShift: ">>",
+    ast.BitAnd: "&",
+    ast.BitOr: "|",
+    ast.And: "and",
+    ast.Or: "or",
 }
 
 
@@ -107,8 +140,13 @@ class Mutant:
 
 
 def _pos(node: ast.AST) -> tuple[int, int, int, int, str]:
-    return (node.lineno, node.col_offset, node.end_lineno or node.lineno, node.end_col_offset or 0,  # type: ignore[attr-defined]
-            type(node).__name__)
+    return (
+        node.lineno,
+        node.col_offset,
+        node.end_lineno or node.lineno,
+        node.end_col_offset or 0,  # type: ignore[attr-defined]
+        type(node).__name__,
+    )
 
 
 def _describe(node: ast.AST, variant: int) -> str | None:
@@ -178,8 +216,12 @@ class _Collector(ast.NodeVisitor):
         is_function = not isinstance(node, ast.ClassDef)
         self.in_function += is_function
         body = node.body
-        if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
-                and isinstance(body[0].value.value, str):
+        if (
+            body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
             body = body[1:]  # the docstring
         for stmt in body:  # decorators, defaults and annotations are not visited
             self.visit(stmt)
@@ -229,8 +271,19 @@ def generate_mutants(target: TargetModule, source: str) -> list[Mutant]:
         line = node.lineno  # type: ignore[attr-defined]
         desc = _describe(node, variant)
         assert desc is not None
-        out.append(Mutant(target.path, len(out), function, line, _stmt_lines(stmt, node), desc,
-                          src_lines[line - 1].strip(), _pos(node), variant))
+        out.append(
+            Mutant(
+                target.path,
+                len(out),
+                function,
+                line,
+                _stmt_lines(stmt, node),
+                desc,
+                src_lines[line - 1].strip(),
+                _pos(node),
+                variant,
+            )
+        )
     return out
 
 
@@ -323,8 +376,10 @@ def trace_tests(target: TargetModule, test_files: list[str]) -> _LineTracer:
             os.dup2(saved[0], 1)
             os.dup2(saved[1], 2)
     if rc != 0 or tracer.failed:
-        raise SystemExit(f"{target.path}: the unmutated tests fail ({', '.join(tracer.failed) or f'pytest exit {rc}'}); "
-                         "fix them before measuring mutants")
+        raise SystemExit(
+            f"{target.path}: the unmutated tests fail ({', '.join(tracer.failed) or f'pytest exit {rc}'}); "
+            "fix them before measuring mutants"
+        )
     return tracer
 
 
@@ -425,8 +480,10 @@ def measure(target: TargetModule, equivalents: list[Equivalent], per_test_slack:
             continue
         lo, hi = m.lines
         # Fastest first: with -x the first failing test ends the run.
-        tests = sorted((t for t, lines in tracer.lines_by_test.items() if any(lo <= n <= hi for n in lines)),
-                       key=tracer.durations.__getitem__)
+        tests = sorted(
+            (t for t, lines in tracer.lines_by_test.items() if any(lo <= n <= hi for n in lines)),
+            key=tracer.durations.__getitem__,
+        )
         if not tests:
             result.survived.append({**entry, "why": "no test executes this line"})
             outcome = "uncovered"
@@ -451,12 +508,16 @@ def print_report(results: list[ModuleResult]) -> None:
         if r.survived:
             print(f"\nsurviving mutants of {r.module}:")
             for s in r.survived:
-                print(f"  {r.module.rsplit('/', 1)[-1]}:{s['line']} {s['function']}: {s['mutation']}   | {s['text']}"
-                      f"   ({s['why']})")
+                print(
+                    f"  {r.module.rsplit('/', 1)[-1]}:{s['line']} {s['function']}: {s['mutation']}   | {s['text']}"
+                    f"   ({s['why']})"
+                )
     print(f"\n{'module':<42} {'mutants':>7} {'equiv':>5} {'killed':>6} {'alive':>5} {'score':>7} {'time':>7}")
     for r in results:
-        print(f"{r.module:<42} {r.mutants:>7} {len(r.equivalent):>5} {r.killed:>6} {len(r.survived):>5} "
-              f"{r.score:>6.1f}% {r.seconds:>6.0f}s")
+        print(
+            f"{r.module:<42} {r.mutants:>7} {len(r.equivalent):>5} {r.killed:>6} {len(r.survived):>5} "
+            f"{r.score:>6.1f}% {r.seconds:>6.0f}s"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -464,8 +525,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("modules", nargs="*", help="only modules whose path contains one of these (default: all)")
     parser.add_argument("--fail-under", type=float, default=90.0, help="exit 1 if a module scores below (default 90)")
     parser.add_argument("--json", type=Path, help="also write the results here")
-    parser.add_argument("--slack", type=float, default=5.0,
-                        help="per-mutant timeout: 10 s + this x the selected tests' traced duration (default 5)")
+    parser.add_argument(
+        "--slack",
+        type=float,
+        default=5.0,
+        help="per-mutant timeout: 10 s + this x the selected tests' traced duration (default 5)",
+    )
     parser.add_argument("--list", action="store_true", help="list the mutants without running them")
     parser.add_argument("-v", "--verbose", action="store_true", help="print each mutant's outcome as it runs")
     args = parser.parse_args(argv)
@@ -485,8 +550,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mutating {t.path} ...", file=sys.stderr, flush=True)
         r = measure(t, equivalents, args.slack, args.verbose)
         results.append(r)  # the module's figure now, so a run cut short still reports what it measured
-        print(f"  {r.score:.1f}% ({r.killed} killed, {len(r.survived)} alive, {len(r.equivalent)} equivalent, "
-              f"{r.seconds:.0f}s)", file=sys.stderr, flush=True)
+        print(
+            f"  {r.score:.1f}% ({r.killed} killed, {len(r.survived)} alive, {len(r.equivalent)} equivalent, "
+            f"{r.seconds:.0f}s)",
+            file=sys.stderr,
+            flush=True,
+        )
     print_report(results)
     if args.json:
         args.json.write_text(json.dumps([{**asdict(r), "score": round(r.score, 2)} for r in results], indent=2) + "\n")

@@ -58,7 +58,9 @@ def test_planted_credentials_never_render_even_without_the_schema():
     assert not by_kind(docs, "Secret"), "the chart must never create a Secret"
     (container,) = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
     refs = [e for e in container["env"] if "valueFrom" in e]
-    assert {e["name"]: (e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"]) for e in refs} == {
+    assert {
+        e["name"]: (e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"]) for e in refs
+    } == {
         "AWS_ACCESS_KEY_ID": (secret_name, "AWS_ACCESS_KEY_ID"),
         "AWS_SECRET_ACCESS_KEY": (secret_name, "AWS_SECRET_ACCESS_KEY"),
     }

@@ -59,8 +59,15 @@ def pod_sets(rayjob: dict) -> list[dict]:
         for c in pod["containers"]:
             for k, v in (c.get("resources", {}).get("requests") or {}).items():
                 req[k] = req.get(k, 0) + qty(v)
-        out.append({"name": name, "count": count, "requests": req, "nodeSelector": pod.get("nodeSelector") or {},
-                    "tolerations": pod.get("tolerations") or []})
+        out.append(
+            {
+                "name": name,
+                "count": count,
+                "requests": req,
+                "nodeSelector": pod.get("nodeSelector") or {},
+                "tolerations": pod.get("tolerations") or [],
+            }
+        )
     return out
 
 

@@ -53,9 +53,11 @@ def test_namespaced_roles_grant_exactly_the_declared_calls(namespaces):
 
 
 def test_secret_options_change_names_never_verbs():
-    for values in ({"rbac": {"allSecretNames": True, "secretNames": [], "create": True}},
-                   {"rbac": {"allSecretNames": False, "secretNames": ["a", "b"], "create": True}},
-                   {"storage": {"credentialsSecret": "other"}}):
+    for values in (
+        {"rbac": {"allSecretNames": True, "secretNames": [], "create": True}},
+        {"rbac": {"allSecretNames": False, "secretNames": ["a", "b"], "create": True}},
+        {"storage": {"credentialsSecret": "other"}},
+    ):
         assert grants(by_kind(render(values=values), "ClusterRole")) == declared("cluster"), values
 
 

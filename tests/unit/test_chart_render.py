@@ -65,14 +65,19 @@ def test_lint_strict_fails_on_a_broken_value():
 @pytest.mark.parametrize("k8s", K8S_VERSIONS)
 def test_every_rendered_manifest_passes_kubernetes_validate_strict(variant, k8s):
     name, _, docs = variant
-    crds = {f"{c['spec']['group']}/{v['name']}:{c['spec']['names']['kind']}": v["schema"]["openAPIV3Schema"]
-            for c in by_kind(docs, "CustomResourceDefinition") for v in c["spec"]["versions"]}
+    crds = {
+        f"{c['spec']['group']}/{v['name']}:{c['spec']['names']['kind']}": v["schema"]["openAPIV3Schema"]
+        for c in by_kind(docs, "CustomResourceDefinition")
+        for v in c["spec"]["versions"]
+    }
     checked = 0
     for doc in docs:
         key = f"{doc['apiVersion']}:{doc['kind']}"
         if key in crds:
             # kubernetes-validate skips custom resources: check those against the chart's own CRD schema.
-            jsonschema.validate({k: v for k, v in doc.items() if k not in ("apiVersion", "kind", "metadata")}, crds[key])
+            jsonschema.validate(
+                {k: v for k, v in doc.items() if k not in ("apiVersion", "kind", "metadata")}, crds[key]
+            )
         else:
             kubernetes_validate.validate(doc, k8s, strict=True)
         checked += 1
@@ -109,7 +114,9 @@ def test_crds_are_the_generated_ones():
     for crd in all_crds():
         assert rendered[crd["metadata"]["name"]] == json.loads(json.dumps(crd))
     assert set(rendered) == {c["metadata"]["name"] for c in all_crds()} | {
-        "kopfpeerings.kopf.dev", "clusterkopfpeerings.kopf.dev"}
+        "kopfpeerings.kopf.dev",
+        "clusterkopfpeerings.kopf.dev",
+    }
 
 
 def test_deployment_one_replica_recreate_hardened(variant):
@@ -168,8 +175,14 @@ def test_cluster_scope_uses_cluster_role_and_all_namespaces():
     cr = one(docs, "ClusterRole")
     crb = one(docs, "ClusterRoleBinding")
     sa = one(docs, "ServiceAccount")
-    assert crb["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": cr["metadata"]["name"]}
-    assert crb["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": "trainkit-system"}]
+    assert crb["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": cr["metadata"]["name"],
+    }
+    assert crb["subjects"] == [
+        {"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": "trainkit-system"}
+    ]
     assert not by_kind(docs, "Role") and not by_kind(docs, "RoleBinding")
     peering = one(docs, "ClusterKopfPeering")
     assert env["TRAINKIT_PEERING"]["value"] == peering["metadata"]["name"]
@@ -182,7 +195,10 @@ def test_namespaced_scope_uses_a_role_per_namespace_and_nothing_cluster_wide():
     assert env_of(docs)["TRAINKIT_NAMESPACES"]["value"] == ",".join(watched)
     # Cluster-wide: only reading CRDs and namespaces (which kopf follows), nothing namespaced.
     (cluster_role,) = by_kind(docs, "ClusterRole")
-    assert {r for rule in cluster_role["rules"] for r in rule["resources"]} == {"customresourcedefinitions", "namespaces"}
+    assert {r for rule in cluster_role["rules"] for r in rule["resources"]} == {
+        "customresourcedefinitions",
+        "namespaces",
+    }
     assert {v for rule in cluster_role["rules"] for v in rule["verbs"]} == {"list", "watch"}
     (crb,) = by_kind(docs, "ClusterRoleBinding")
     assert crb["roleRef"]["name"] == cluster_role["metadata"]["name"]
@@ -192,7 +208,9 @@ def test_namespaced_scope_uses_a_role_per_namespace_and_nothing_cluster_wide():
     for rb in by_kind(docs, "RoleBinding"):
         assert rb["roleRef"]["kind"] == "Role"
         # serviceAccount.create is false here: the binding names the existing account, none is created.
-        assert rb["subjects"] == [{"kind": "ServiceAccount", "name": "existing-operator-sa", "namespace": "trainkit-system"}]
+        assert rb["subjects"] == [
+            {"kind": "ServiceAccount", "name": "existing-operator-sa", "namespace": "trainkit-system"}
+        ]
     assert not by_kind(docs, "ServiceAccount")
     assert deployment(docs)["spec"]["template"]["spec"]["serviceAccountName"] == "existing-operator-sa"
 
@@ -247,7 +265,8 @@ def test_values_reach_the_operator_environment():
     plain = {k: e["value"] for k, e in env.items() if "value" in e}
     config = OperatorConfig.from_env(plain)  # the operator's own parser accepts what the chart sets
     assert config.trainer_image == (
-        "registry.example.com/ml/trainkit-trainer@sha256:fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210")
+        "registry.example.com/ml/trainkit-trainer@sha256:fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210"
+    )
     assert config.image_pull_policy == "Always"
     assert config.ray_version == "2.60.0"
     assert config.namespaces == ()
@@ -258,14 +277,24 @@ def test_values_reach_the_operator_environment():
     assert config.service_account == "ray-workers"
     assert config.extra_labels == {"cost-center": "ml-research", "team.example.com/owner": "pretraining"}
     assert json.loads(env["TRAINKIT_NODE_SELECTOR"]["value"]) == {
-        "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3", "cloud.google.com/gke-nodepool": "h100-pool"}
+        "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3",
+        "cloud.google.com/gke-nodepool": "h100-pool",
+    }
     tolerations = json.loads(env["TRAINKIT_TOLERATIONS"]["value"])
-    assert tolerations[1] == {"key": "spot", "operator": "Equal", "value": "true", "effect": "NoExecute", "tolerationSeconds": 600}
+    assert tolerations[1] == {
+        "key": "spot",
+        "operator": "Equal",
+        "value": "true",
+        "effect": "NoExecute",
+        "tolerationSeconds": 600,
+    }
     assert env["AWS_ENDPOINT_URL"]["value"] == "https://minio.storage.svc.cluster.local:9000"
     assert env["AWS_DEFAULT_REGION"]["value"] == "eu-west-1"
     c = container(docs)
-    assert c["image"] == ("registry.example.com/ml/trainkit-operator@sha256:"
-                          "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef")
+    assert c["image"] == (
+        "registry.example.com/ml/trainkit-operator@sha256:"
+        "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+    )
     assert c["imagePullPolicy"] == "Always"
     assert "--verbose" in c["args"] and "--liveness=http://0.0.0.0:9090/healthz" in c["args"]
     pod = deployment(docs)["spec"]["template"]["spec"]
@@ -293,7 +322,8 @@ def test_default_images_follow_the_chart_app_version():
     assert env_of(docs)["TRAINKIT_TRAINER_IMAGE"]["value"] == f"ghcr.io/trainkit/trainkit-trainer:{chart['appVersion']}"
     # Workers tolerate the usual GPU taint by default.
     assert json.loads(env_of(docs)["TRAINKIT_TOLERATIONS"]["value"]) == [
-        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    ]
 
 
 def test_service_account_token_is_mounted_only_into_the_operator_pod():
@@ -312,14 +342,15 @@ def test_notes_tell_the_user_what_to_do_next():
     notes = render_notes()
     assert "rollout status deployment/tk-trainkit" in notes
     assert "kubectl get crd rayjobs.ray.io" in notes
-    assert 'create secret generic trainkit-s3' in notes
+    assert "create secret generic trainkit-s3" in notes
     assert '"$AWS_ACCESS_KEY_ID"' in notes  # from the user's environment, never from values
     assert "kubectl get trainingruns" in notes and "docs/install.md" in notes
     assert "jobs/kueue-setup.yaml" in notes
-    notes = render_notes(sets={"watch.scope": "namespaced", "watch.namespaces": "{a,b}", "storage.credentialsSecret": ""})
+    notes = render_notes(
+        sets={"watch.scope": "namespaced", "watch.namespaces": "{a,b}", "storage.credentialsSecret": ""}
+    )
     assert "watches TrainingRuns in: a, b" in notes
     assert "create secret" not in notes and "workload identity" in notes
-
 
 
 def _chart_settings() -> list[str]:

@@ -12,9 +12,15 @@ from trainkit.artifacts import parse_metrics
 
 
 def spec(weights: dict[str, float], total_tokens=204800, gb=8, seq=128) -> dict:
-    return {"data": {"seqLength": seq, "totalTokens": total_tokens,
-                     "sources": [{"name": n, "uri": f"s3://b/{n}", "weight": w} for n, w in weights.items()]},
-            "training": {"microBatchSize": gb, "globalBatchSize": gb}, "output": {"uri": "s3://b/runs/x"}}
+    return {
+        "data": {
+            "seqLength": seq,
+            "totalTokens": total_tokens,
+            "sources": [{"name": n, "uri": f"s3://b/{n}", "weight": w} for n, w in weights.items()],
+        },
+        "training": {"microBatchSize": gb, "globalBatchSize": gb},
+        "output": {"uri": "s3://b/runs/x"},
+    }
 
 
 def metrics(*pairs) -> str:
@@ -28,8 +34,13 @@ def summary(avg, step=200, **tasks):
 def run(name, avg=None, loss=3.0, finished=True, tasks=None, weights=None):
     progress = {"step": 200 if finished else 50, "totalSteps": 200, "loss": loss, "tokens": 204800}
     ev = summary(avg, **(tasks or {})) if avg is not None or tasks else None
-    return run_result_from(f"s3://b/sweep/{name}", spec(weights or {"a": 1, "b": 1}), progress,
-                           metrics((10, 9.0), (200 if finished else 50, loss)), ev)
+    return run_result_from(
+        f"s3://b/sweep/{name}",
+        spec(weights or {"a": 1, "b": 1}),
+        progress,
+        metrics((10, 9.0), (200 if finished else 50, loss)),
+        ev,
+    )
 
 
 # ------------------------------------------------------------------------------------ parsing
@@ -40,8 +51,12 @@ def test_weights_are_normalised_in_spec_order():
 
 
 def test_name_comes_from_a_wrapped_trainingrun_document():
-    doc = {"apiVersion": "trainkit.dev/v1alpha1", "kind": "TrainingRun", "metadata": {"name": "mix-7"},
-           "spec": spec({"a": 1})}
+    doc = {
+        "apiVersion": "trainkit.dev/v1alpha1",
+        "kind": "TrainingRun",
+        "metadata": {"name": "mix-7"},
+        "spec": spec({"a": 1}),
+    }
     assert run_result_from("s3://b/whatever", doc).name == "mix-7"
 
 
@@ -53,8 +68,9 @@ def test_unusable_weights_are_an_error_naming_the_run(sources):
 
 
 def test_final_loss_is_the_last_metrics_line_else_progress():
-    r = run_result_from("u", spec({"a": 1}), {"step": 200, "totalSteps": 200, "loss": 9.9},
-                        metrics((20, 4.0), (10, 5.0), (200, 3.1)))
+    r = run_result_from(
+        "u", spec({"a": 1}), {"step": 200, "totalSteps": 200, "loss": 9.9}, metrics((20, 4.0), (10, 5.0), (200, 3.1))
+    )
     assert r.final_loss == 3.1 and r.loss_from == "metrics.jsonl"
     assert r.loss_curve == ((10, 5.0), (20, 4.0), (200, 3.1))
     r = run_result_from("u", spec({"a": 1}), {"step": 200, "totalSteps": 200, "loss": 2.5})
@@ -67,7 +83,7 @@ def test_repeated_steps_keep_the_last_line_and_bad_lines_are_flagged():
 
 
 def test_finished_from_progress_or_plan_and_flags_for_missing_eval():
-    done = run_result_from("u", spec({"a": 1}), None, metrics((200, 3.0)))   # plan: 204800 / (8*128) = 200 steps
+    done = run_result_from("u", spec({"a": 1}), None, metrics((200, 3.0)))  # plan: 204800 / (8*128) = 200 steps
     assert done.finished and done.total_steps == 200 and done.tokens == 200 * 8 * 128
     assert "no eval summary" in done.notes and not done.has_eval
     running = run_result_from("u", spec({"a": 1}), {"step": 50, "totalSteps": 200, "loss": 4.0})
@@ -96,15 +112,26 @@ def test_loss_ranks_lower_first():
 
 def test_ties_share_a_rank_and_say_so():
     rows = leaderboard([run("z", 40.0), run("y", 40.0), run("x", 30.0), run("w", 41.0)], "eval.average")
-    assert [(r.rank, r.run.name, r.tied) for r in rows] == [(1, "w", False), (2, "y", True), (2, "z", True), (4, "x", False)]
+    assert [(r.rank, r.run.name, r.tied) for r in rows] == [
+        (1, "w", False),
+        (2, "y", True),
+        (2, "z", True),
+        (4, "x", False),
+    ]
     assert rows[1].note == "tied with z"
     tie_top = leaderboard([run("p", 40.0), run("q", 40.0)], "eval.average")
     assert [r.run.name for r in favoured(tie_top)] == ["p", "q"]
 
 
 def test_per_task_metric_and_runs_missing_that_task():
-    rows = leaderboard([run("a", 35.0, tasks={"piqa": 55.0}), run("b", 36.0, tasks={"piqa": 60.0}),
-                        run("c", 37.0, tasks={"mmlu": 25.0})], "eval.piqa")
+    rows = leaderboard(
+        [
+            run("a", 35.0, tasks={"piqa": 55.0}),
+            run("b", 36.0, tasks={"piqa": 60.0}),
+            run("c", 37.0, tasks={"mmlu": 25.0}),
+        ],
+        "eval.piqa",
+    )
     assert [(r.rank, r.run.name) for r in rows] == [(1, "b"), (2, "a"), (None, "c")]
     assert rows[-1].note == "not ranked: eval has no task 'piqa'"
 

@@ -11,8 +11,8 @@ from trainkit.compare import recommend, recommend_from, run_result_from
 from trainkit.compare.recommend import features, fit, simplex_candidates
 
 SOURCES = ("manuals", "web", "edu")
-TRUE_EVAL = np.array([34.0, 37.0, 41.0])      # edu is best: the optimum is the edu vertex, value 41
-TRUE_LOSS = np.array([3.30, 3.15, 2.95])      # edu lowest
+TRUE_EVAL = np.array([34.0, 37.0, 41.0])  # edu is best: the optimum is the edu vertex, value 41
+TRUE_LOSS = np.array([3.30, 3.15, 2.95])  # edu lowest
 
 
 def sweep(n: int, seed: int = 0) -> np.ndarray:
@@ -121,5 +121,5 @@ def test_recommend_uses_only_finished_runs_that_report_the_metric():
     results += [result("running", [1, 0, 0], 99.0, finished=False), result("no-eval", [1, 0, 0], None)]
     rec = recommend(results, "eval.average")
     assert rec.n_runs == 7 and rec.trusted
-    assert rec.weights["edu"] > 0.95        # the unfinished run's 99 at the manuals vertex was ignored
-    json.dumps(rec.weights)                 # plain floats, ready for report.json
+    assert rec.weights["edu"] > 0.95  # the unfinished run's 99 at the manuals vertex was ignored
+    json.dumps(rec.weights)  # plain floats, ready for report.json

@@ -10,8 +10,14 @@ import pytest
 from trainkit.compare import CompareError, build_report, default_output, run_result_from
 from trainkit.compare.report import REPORT_HTML, REPORT_MD, report_json
 
-MIXES = {"m-a": (0.5, 0.3, 0.2), "m-b": (0.2, 0.3, 0.5), "m-c": (0.1, 0.1, 0.8), "m-d": (0.6, 0.2, 0.2),
-         "m-e": (0.3, 0.4, 0.3), "m-f": (0.2, 0.6, 0.2)}
+MIXES = {
+    "m-a": (0.5, 0.3, 0.2),
+    "m-b": (0.2, 0.3, 0.5),
+    "m-c": (0.1, 0.1, 0.8),
+    "m-d": (0.6, 0.2, 0.2),
+    "m-e": (0.3, 0.4, 0.3),
+    "m-f": (0.2, 0.6, 0.2),
+}
 
 
 def result(name, w, with_eval=True, uri=None):
@@ -20,7 +26,9 @@ def result(name, w, with_eval=True, uri=None):
     loss = 3.3 * w[0] + 3.15 * w[1] + 2.95 * w[2]
     metrics = "".join(f'{{"step": {s}, "loss": {loss + 5.0 / s}}}\n' for s in range(10, 201, 10))
     ev = {"step": 200, "average": avg, "tasks": {"piqa": avg + 18, "mmlu": avg - 12}} if with_eval else None
-    return run_result_from(uri or f"s3://b/sweep/{name}", doc, {"step": 200, "totalSteps": 200, "loss": loss}, metrics, ev)
+    return run_result_from(
+        uri or f"s3://b/sweep/{name}", doc, {"step": 200, "totalSteps": 200, "loss": loss}, metrics, ev
+    )
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +95,7 @@ def test_fractional_scores_are_shown_in_percent_but_kept_raw_in_json():
     def frac(name, w):
         r = result(name, w)
         from dataclasses import replace
+
         return replace(r, eval_average=r.eval_average / 100, eval_tasks={t: v / 100 for t, v in r.eval_tasks.items()})
 
     rep = build_report([frac(n, w) for n, w in MIXES.items()], "eval.average")

@@ -20,7 +20,7 @@ def trainkit_commands(entrypoint: str) -> list[list[str]]:
     for part in entrypoint.split(";"):
         part = part.strip().removeprefix("do ").strip()
         if part.startswith("trainkit "):
-            for name in (names if "$name" in part else [""]):
+            for name in names if "$name" in part else [""]:
                 commands.append(shlex.split(part.replace("$name", name))[1:])
     return commands
 
@@ -35,7 +35,9 @@ def test_manifest_is_a_rayjob_our_cli_accepts(path):
     for argv in commands:
         args = build_parser().parse_args(argv)  # exits on an unknown option or a missing argument
         assert callable(args.func)
-    groups = [job["spec"]["rayClusterSpec"]["headGroupSpec"]] + job["spec"]["rayClusterSpec"].get("workerGroupSpecs", [])
+    groups = [job["spec"]["rayClusterSpec"]["headGroupSpec"]] + job["spec"]["rayClusterSpec"].get(
+        "workerGroupSpecs", []
+    )
     for group in groups:
         for container in group["template"]["spec"]["containers"]:
             # Credentials only through the Secret, never as literal env values.

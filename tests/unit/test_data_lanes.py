@@ -29,8 +29,12 @@ def test_an_epoch_maps_one_to_one_onto_its_lanes(sequences, lanes):
 
 
 @settings(max_examples=50)
-@given(st.lists(st.floats(0.05, 1.0), min_size=1, max_size=4), st.sampled_from([24, 48, 120]),
-       st.sampled_from([1, 2, 3, 8]), st.integers(0, 50))
+@given(
+    st.lists(st.floats(0.05, 1.0), min_size=1, max_size=4),
+    st.sampled_from([24, 48, 120]),
+    st.sampled_from([1, 2, 3, 8]),
+    st.integers(0, 50),
+)
 def test_each_rank_gets_its_share_mostly_from_its_own_lanes(weights, g, world, step):
     sources = schedule(weights, step * g, (step + 1) * g)
     cursor = ScheduleCursor(weights)
@@ -44,7 +48,10 @@ def test_each_rank_gets_its_share_mostly_from_its_own_lanes(weights, g, world, s
     picked = assign_step(sources, places, positions // sizes, world, [sizes] * len(weights))
     assert sorted(np.concatenate(picked).tolist()) == list(range(g))
     # Micro-batches are the same sequences whatever W is: the ranks' parts, in rank order, are W = 1's.
-    assert np.concatenate(picked).tolist() == assign_step(sources, places, positions // sizes, 1, [sizes] * len(weights))[0].tolist()
+    assert (
+        np.concatenate(picked).tolist()
+        == assign_step(sources, places, positions // sizes, 1, [sizes] * len(weights))[0].tolist()
+    )
     assert [len(p) for p in picked] == [g // world] * world
     own = sum(int((lane_owner(lanes[p], 24, world) == r).sum()) for r, p in enumerate(picked))
     # Off-block rows: a few per block edge and source, from rounding and the spread of the cycle.

@@ -10,7 +10,14 @@ from trainkit.eval.suite import SEED_SUITE
 
 # The model card's "Our Model" column, as lm-eval would report it (fractions; both metrics present
 # where lm-eval reports both, with the non-headline one deliberately different).
-CARD = {"mmlu": 24.11, "hellaswag": 27.03, "arc_challenge": 21.67, "piqa": 57.29, "winogrande": 51.46, "truthfulqa_mc2": 47.31}
+CARD = {
+    "mmlu": 24.11,
+    "hellaswag": 27.03,
+    "arc_challenge": 21.67,
+    "piqa": 57.29,
+    "winogrande": 51.46,
+    "truthfulqa_mc2": 47.31,
+}
 
 
 def card_output():
@@ -23,8 +30,12 @@ def card_output():
         elif t.name in ("piqa",):
             r["acc_norm,none"] = score + 0.02
         results[t.name] = r
-    return {"results": results, "n-shot": {t.name: t.num_fewshot for t in SEED_SUITE if t.name != "mmlu"} | {"mmlu_anatomy": 5},
-            "group_subtasks": {"mmlu": ["mmlu_anatomy"]}, "n-samples": {"piqa": {"original": 1838, "effective": 1838}}}
+    return {
+        "results": results,
+        "n-shot": {t.name: t.num_fewshot for t in SEED_SUITE if t.name != "mmlu"} | {"mmlu_anatomy": 5},
+        "group_subtasks": {"mmlu": ["mmlu_anatomy"]},
+        "n-samples": {"piqa": {"original": 1838, "effective": 1838}},
+    }
 
 
 def cells(md: str, label: str) -> list[str]:
@@ -51,7 +62,9 @@ def test_headline_follows_the_convention_and_both_metrics_are_reported():
     out = card_output()
     table = build_table([t.name for t in SEED_SUITE], out, step=1)
     by = {r.task: r for r in table.rows}
-    assert by["hellaswag"].metric == "acc_norm" and by["hellaswag"].score == out["results"]["hellaswag"]["acc_norm,none"]
+    assert (
+        by["hellaswag"].metric == "acc_norm" and by["hellaswag"].score == out["results"]["hellaswag"]["acc_norm,none"]
+    )
     assert by["hellaswag"].acc == out["results"]["hellaswag"]["acc,none"]
     assert by["arc_challenge"].metric == "acc_norm"
     assert by["piqa"].metric == "acc" and by["piqa"].acc_norm == out["results"]["piqa"]["acc_norm,none"]
@@ -59,7 +72,10 @@ def test_headline_follows_the_convention_and_both_metrics_are_reported():
     s = summary(table)
     assert s["average"] == pytest.approx(sum(r.score for r in table.rows) / 6)
     assert s["tasks"]["hellaswag"] == out["results"]["hellaswag"]["acc_norm,none"]
-    assert s["metrics"]["piqa"] == {"acc": out["results"]["piqa"]["acc,none"], "acc_norm": out["results"]["piqa"]["acc_norm,none"]}
+    assert s["metrics"]["piqa"] == {
+        "acc": out["results"]["piqa"]["acc,none"],
+        "acc_norm": out["results"]["piqa"]["acc_norm,none"],
+    }
     # the summary rebuilds the same table (what `trainkit report` prints from)
     assert markdown(table_from_summary(s)) == markdown(table)
 
@@ -74,7 +90,10 @@ def test_mirror_tasks_follow_their_familys_convention_but_get_no_reference():
 
 
 def test_random_baseline_of_other_tasks_comes_from_the_choices_seen():
-    samples = [{"arguments": [("q", " a"), ("q", " b")]}, {"arguments": [("q", " a"), ("q", " b"), ("q", " c"), ("q", " d")]}]
+    samples = [
+        {"arguments": [("q", " a"), ("q", " b")]},
+        {"arguments": [("q", " a"), ("q", " b"), ("q", " c"), ("q", " d")]},
+    ]
     assert random_baseline("some_task", samples) == pytest.approx(100 * (0.5 + 0.25) / 2)
     assert random_baseline("some_task", None) is None
 

@@ -13,9 +13,22 @@ from trainkit.spec.models import EvalSpec
 
 
 def test_seed_suite_is_the_cards_six_tasks_with_its_few_shot_counts():
-    assert [t.name for t in SEED_SUITE] == ["mmlu", "hellaswag", "arc_challenge", "piqa", "winogrande", "truthfulqa_mc2"]
+    assert [t.name for t in SEED_SUITE] == [
+        "mmlu",
+        "hellaswag",
+        "arc_challenge",
+        "piqa",
+        "winogrande",
+        "truthfulqa_mc2",
+    ]
     assert {t.name: t.num_fewshot for t in SEED_SUITE} == {
-        "mmlu": 5, "hellaswag": 0, "arc_challenge": 0, "piqa": 0, "winogrande": 0, "truthfulqa_mc2": 0}
+        "mmlu": 5,
+        "hellaswag": 0,
+        "arc_challenge": 0,
+        "piqa": 0,
+        "winogrande": 0,
+        "truthfulqa_mc2": 0,
+    }
     assert {t.name for t in SEED_SUITE if t.metric == "acc_norm"} == {"hellaswag", "arc_challenge"}
     # the card's Random and GPT-2 column averages
     assert round(sum(t.random for t in SEED_SUITE) / 6, 2) == 33.33
@@ -23,10 +36,26 @@ def test_seed_suite_is_the_cards_six_tasks_with_its_few_shot_counts():
 
 
 def test_spec_tasks_extend_and_override_the_preset():
-    spec = EvalSpec.model_validate({"suite": "seed-suite", "tasks": [
-        {"name": "hellaswag", "limit": 100}, {"name": "mmlu", "numFewshot": 0}, {"name": "lambada_openai", "path": "s3://b/tasks"}]})
+    spec = EvalSpec.model_validate(
+        {
+            "suite": "seed-suite",
+            "tasks": [
+                {"name": "hellaswag", "limit": 100},
+                {"name": "mmlu", "numFewshot": 0},
+                {"name": "lambada_openai", "path": "s3://b/tasks"},
+            ],
+        }
+    )
     got = resolve_tasks(spec)
-    assert [r.name for r in got] == ["mmlu", "hellaswag", "arc_challenge", "piqa", "winogrande", "truthfulqa_mc2", "lambada_openai"]
+    assert [r.name for r in got] == [
+        "mmlu",
+        "hellaswag",
+        "arc_challenge",
+        "piqa",
+        "winogrande",
+        "truthfulqa_mc2",
+        "lambada_openai",
+    ]
     by = {r.name: r for r in got}
     assert by["hellaswag"] == TaskRequest("hellaswag", 0, 100, None)  # keeps the preset's 0-shot
     assert by["mmlu"].num_fewshot == 0
@@ -37,12 +66,25 @@ def test_spec_tasks_extend_and_override_the_preset():
 def test_calls_group_by_limit_and_few_shot():
     rs = [TaskRequest("a", 0, None), TaskRequest("b", 5, None), TaskRequest("c", 0, None), TaskRequest("d", 0, 10)]
     assert [(l, s, [r.name for r in g]) for l, s, g in group_into_calls(rs)] == [
-        (None, 0, ["a", "c"]), (None, 5, ["b"]), (10, 0, ["d"])]
+        (None, 0, ["a", "c"]),
+        (None, 5, ["b"]),
+        (10, 0, ["d"]),
+    ]
 
 
 def test_merged_outputs_keep_every_tasks_results():
-    a = {"results": {"x": {"acc,none": 0.1}}, "n-shot": {"x": 0}, "config": {"limit": None}, "trainkit_call": {"tasks": ["x"]}}
-    b = {"results": {"y": {"acc,none": 0.2}}, "n-shot": {"y": 5}, "config": {"limit": 3}, "trainkit_call": {"tasks": ["y"]}}
+    a = {
+        "results": {"x": {"acc,none": 0.1}},
+        "n-shot": {"x": 0},
+        "config": {"limit": None},
+        "trainkit_call": {"tasks": ["x"]},
+    }
+    b = {
+        "results": {"y": {"acc,none": 0.2}},
+        "n-shot": {"y": 5},
+        "config": {"limit": 3},
+        "trainkit_call": {"tasks": ["y"]},
+    }
     m = merge_outputs([a, b])
     assert m["results"] == {"x": {"acc,none": 0.1}, "y": {"acc,none": 0.2}} and m["n-shot"] == {"x": 0, "y": 5}
     assert m["config"] == {"limit": None} and m["trainkit_calls"] == [{"tasks": ["x"]}, {"tasks": ["y"]}]
@@ -68,11 +110,18 @@ def test_manifest_checks_name_the_uri_and_field():
 
 
 def test_relative_data_files_are_resolved_next_to_the_yaml():
-    cfg = {"task": "t", "dataset_kwargs": {"data_files": {"test": "t.jsonl", "dev": ["a.jsonl", "/abs/b.jsonl"],
-                                                          "x": "s3://b/x.jsonl"}}}
+    cfg = {
+        "task": "t",
+        "dataset_kwargs": {
+            "data_files": {"test": "t.jsonl", "dev": ["a.jsonl", "/abs/b.jsonl"], "x": "s3://b/x.jsonl"}
+        },
+    }
     new = rewrite_config(cfg, Path("/tasks/t"))
     assert new["dataset_kwargs"]["data_files"] == {
-        "test": "/tasks/t/t.jsonl", "dev": ["/tasks/t/a.jsonl", "/abs/b.jsonl"], "x": "s3://b/x.jsonl"}
+        "test": "/tasks/t/t.jsonl",
+        "dev": ["/tasks/t/a.jsonl", "/abs/b.jsonl"],
+        "x": "s3://b/x.jsonl",
+    }
     assert cfg["dataset_kwargs"]["data_files"]["test"] == "t.jsonl"  # input untouched
     assert rewrite_config({"task": "u"}, Path("/x")) == {"task": "u"}
 

@@ -82,7 +82,9 @@ def test_multi_stage_with_pinned_bases(image):
         name, _, tag = base.partition(":")
         assert tag and tag != "latest" and re.search(r"\d+\.\d+", tag), f"{base} is not pinned to a version"
     final = st[-1]
-    assert any(ins == "COPY" and args.startswith("--from=") for ins, args in final), "final stage takes only build output"
+    assert any(ins == "COPY" and args.startswith("--from=") for ins, args in final), (
+        "final stage takes only build output"
+    )
 
 
 def test_operator_base_is_the_python_the_project_supports():
@@ -115,7 +117,7 @@ def test_images_run_as_non_root_with_a_numeric_uid(image):
     # Nothing after USER switches back to root.
     final = stages(DOCKERFILES[image])[-1]
     last_user = max(i for i, (ins, _) in enumerate(final) if ins == "USER")
-    assert not [a for ins, a in final[last_user + 1:] if ins == "USER"]
+    assert not [a for ins, a in final[last_user + 1 :] if ins == "USER"]
 
 
 def test_operator_image_user_is_the_charts_run_as_user():
@@ -146,7 +148,9 @@ def test_trainer_installs_every_dependency_and_a_cuda_torch_within_the_pin():
     assert len(torch_pins) == 1, torch_pins
     (torch_version,) = torch_pins
     assert PINS["torch"].specifier.contains(torch_version), f"torch {torch_version} outside pyproject's {PINS['torch']}"
-    assert re.search(r"--index-url https://download\.pytorch\.org/whl/cu12\d torch==", run), "torch must be a CUDA build"
+    assert re.search(r"--index-url https://download\.pytorch\.org/whl/cu12\d torch==", run), (
+        "torch must be a CUDA build"
+    )
     assert "-r /home/ray/requirements.txt" in run
     assert "--no-deps /home/ray/wheels/trainkit-" in run
 
@@ -168,7 +172,7 @@ def test_ray_version_agrees_everywhere():
     assert OperatorConfig().ray_version == version
 
 
-BLOCKER = r'''
+BLOCKER = r"""
 import importlib.abc, importlib.metadata as md, sys
 allowed = set(sys.argv[1].split(","))
 owners = md.packages_distributions()
@@ -189,7 +193,7 @@ import s3fs  # trainkit.storage imports it lazily, for s3:// URIs
 from trainkit_operator.config import OperatorConfig
 from trainkit_operator import builders
 print("imported", len(sys.modules))
-'''
+"""
 
 
 def _closure(names: set[str]) -> set[str]:
@@ -216,8 +220,13 @@ def _closure(names: set[str]) -> set[str]:
 
 def test_operator_imports_with_nothing_but_its_image_requirements():
     allowed = _closure({r.name for r in requirements("operator")})
-    proc = subprocess.run([sys.executable, "-c", BLOCKER, ",".join(sorted(allowed))], capture_output=True, text=True,
-                          cwd=REPO, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", BLOCKER, ",".join(sorted(allowed))],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "imported" in proc.stdout
 
@@ -225,8 +234,13 @@ def test_operator_imports_with_nothing_but_its_image_requirements():
 def test_the_import_blocker_does_block():
     """Without s3fs in the allowed set the same script fails: the check above has teeth."""
     allowed = _closure({r.name for r in requirements("operator")} - {"s3fs"}) - {"s3fs"}
-    proc = subprocess.run([sys.executable, "-c", BLOCKER, ",".join(sorted(allowed))], capture_output=True, text=True,
-                          cwd=REPO, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", BLOCKER, ",".join(sorted(allowed))],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
     assert proc.returncode != 0 and "s3fs" in proc.stderr and "not in the operator image" in proc.stderr
 
 
@@ -278,9 +292,19 @@ def test_dockerignore_lets_in_exactly_what_the_dockerfiles_copy():
         assert (REPO / src).exists(), src
     for inside in ("python/trainkit/spec/models.py", "operator/trainkit_operator/handlers.py"):
         assert not dockerignored(inside, lines)
-    for outside in (".venv/bin/python", ".git/config", "tests/conftest.py", "charts/trainkit/values.yaml",
-                    "python/trainkit/__pycache__/cli.cpython-311.pyc", "trainkit.egg-info/PKG-INFO", ".env",
-                    "operator/.env", "python/.aws/credentials", "demo-data/x.parquet", "runs/a/progress.json"):
+    for outside in (
+        ".venv/bin/python",
+        ".git/config",
+        "tests/conftest.py",
+        "charts/trainkit/values.yaml",
+        "python/trainkit/__pycache__/cli.cpython-311.pyc",
+        "trainkit.egg-info/PKG-INFO",
+        ".env",
+        "operator/.env",
+        "python/.aws/credentials",
+        "demo-data/x.parquet",
+        "runs/a/progress.json",
+    ):
         assert dockerignored(outside, lines), f"{outside} would reach the build context"
 
 

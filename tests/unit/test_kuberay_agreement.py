@@ -44,7 +44,9 @@ def test_9_head_advertises_no_gpus_and_does_not_tolerate_the_gpu_taint():
     # the same with the node pool's tolerations from the operator's config
     run = seed_run()
     del run["spec"]["resources"]["tolerations"]
-    pool = OperatorConfig(default_tolerations=({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},))
+    pool = OperatorConfig(
+        default_tolerations=({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},)
+    )
     _, _, rj, _ = built(run, pool)
     assert "tolerations" not in head(rj)
     assert workers(rj)[0]["template"]["spec"]["tolerations"] == list(pool.default_tolerations)
@@ -67,7 +69,9 @@ def test_11_the_chart_passes_its_ttl_value_to_the_operator():
     from support.helm import one, render
 
     docs = render(sets={"trainer.ttlSecondsAfterFinished": 1800})
-    env = {e["name"]: e.get("value") for e in one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    env = {
+        e["name"]: e.get("value") for e in one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
     assert env["TRAINKIT_RAY_TTL_SECONDS_AFTER_FINISHED"] == "1800"
     assert OperatorConfig.from_env(env).ray_ttl_seconds_after_finished == 1800
 
@@ -76,7 +80,9 @@ def test_11_the_chart_passes_its_ttl_value_to_the_operator():
 def test_12_the_operators_default_trainer_image_is_the_charts_and_the_jobs():
     chart = yaml.safe_load((REPO / "charts" / "trainkit" / "Chart.yaml").read_text())
     values = yaml.safe_load((REPO / "charts" / "trainkit" / "values.yaml").read_text())
-    chart_image = f"{values['trainer']['image']['repository']}:{values['trainer']['image']['tag'] or chart['appVersion']}"
+    chart_image = (
+        f"{values['trainer']['image']['repository']}:{values['trainer']['image']['tag'] or chart['appVersion']}"
+    )
     assert OperatorConfig().trainer_image == chart_image
     for job in sorted((REPO / "jobs").glob("prepare-*.yaml")):
         for doc in yaml.safe_load_all(job.read_text()):
@@ -98,7 +104,9 @@ def _pod_specs(doc: dict | None) -> list[dict]:
         pods = [cluster["headGroupSpec"]["template"]["spec"]]
         pods += [g["template"]["spec"] for g in cluster.get("workerGroupSpecs") or []]
         # no submitterPodTemplate: KubeRay creates a default submitter pod with no securityContext at all
-        pods.append((spec.get("submitterPodTemplate") or {}).get("spec") or {"containers": [{"name": "default-submitter"}]})
+        pods.append(
+            (spec.get("submitterPodTemplate") or {}).get("spec") or {"containers": [{"name": "default-submitter"}]}
+        )
         return pods
     return [spec["template"]["spec"]] if "template" in spec else []
 
@@ -109,7 +117,16 @@ def _containers(doc: dict | None) -> list[dict]:
 
 # Pod Security Standard "restricted" (kubernetes.io/docs/concepts/security/pod-security-standards): what the
 # admission controller checks, pod-level settings counting for containers that set none.
-RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret"}
+RESTRICTED_VOLUMES = {
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+}
 
 
 def restricted_violations(pod: dict) -> list[str]:
@@ -225,14 +242,30 @@ def test_3_an_unknown_kuberay_value_is_kept_verbatim_and_never_crashes(field, va
     spec, plan = parse_spec(run["spec"])
     rj = builders.build_rayjob(run, spec, OperatorConfig())
     rj["status"] = {"jobStatus": "RUNNING", "jobDeploymentStatus": "Running"}
-    running = decide.summarize(run, rj, None, None, "2026-12-03T00:00:00Z", spec=spec, total_steps=plan.total_steps,
-                               decision=decide.Decision("none"))
+    running = decide.summarize(
+        run,
+        rj,
+        None,
+        None,
+        "2026-12-03T00:00:00Z",
+        spec=spec,
+        total_steps=plan.total_steps,
+        decision=decide.Decision("none"),
+    )
     assert running.phase == "Running"
     run = copy.deepcopy(run)
     run["status"] = decide.status_patch(running)
     rj["status"][field] = value
-    st = decide.summarize(run, rj, None, None, "2026-12-03T00:01:00Z", spec=spec, total_steps=plan.total_steps,
-                          decision=decide.Decision("none"))
+    st = decide.summarize(
+        run,
+        rj,
+        None,
+        None,
+        "2026-12-03T00:01:00Z",
+        spec=spec,
+        total_steps=plan.total_steps,
+        decision=decide.Decision("none"),
+    )
     assert st.phase == "Running"  # the last known phase, not a guess and not terminal
     assert st.reason == f"Unknown{field[0].upper() + field[1:]}" and repr(value) in st.message
     assert decide.status_patch(st)[field] == value  # mirrored verbatim

@@ -91,7 +91,9 @@ def test_swapping_code_reaches_functions_imported_by_name(tmp_path):
 
 
 def test_equivalents_match_by_function_mutation_and_line_text():
-    m = next(x for x in mutation.generate_mutants(TARGET, SOURCE) if x.mutation == "0 -> 1" and x.function == "Box.grow")
+    m = next(
+        x for x in mutation.generate_mutants(TARGET, SOURCE) if x.mutation == "0 -> 1" and x.function == "Box.grow"
+    )
     eq = mutation.Equivalent("pkg/mod.py", "Box.grow", "0 -> 1", "return not self.size == 0", "why")
     assert mutation.is_equivalent(m, [eq]) is eq
     assert mutation.is_equivalent(m, [mutation.Equivalent("pkg/mod.py", "clamp", "0 -> 1", eq.line, "why")]) is None
@@ -106,8 +108,10 @@ def test_the_project_config_names_existing_modules_and_reasons():
     for e in equivalents:
         assert e.module in paths and e.reason.strip()
         source = (mutation.REPO / e.module).read_text()
-        assert any(mutation.is_equivalent(m, [e]) for m in mutation.generate_mutants(
-            next(t for t in modules if t.path == e.module), source)), f"stale equivalent: {e}"
+        assert any(
+            mutation.is_equivalent(m, [e])
+            for m in mutation.generate_mutants(next(t for t in modules if t.path == e.module), source)
+        ), f"stale equivalent: {e}"
 
 
 def test_score_counts_equivalents_out():

@@ -55,8 +55,12 @@ def test_deterministic_name_labels_and_owner_reference():
     for obj in (rj, cm):
         (ref,) = obj["metadata"]["ownerReferences"]
         assert ref == {
-            "apiVersion": "trainkit.dev/v1alpha1", "kind": "TrainingRun", "name": "gpt2-70m-50-30-20",
-            "uid": UID, "controller": True, "blockOwnerDeletion": True,
+            "apiVersion": "trainkit.dev/v1alpha1",
+            "kind": "TrainingRun",
+            "name": "gpt2-70m-50-30-20",
+            "uid": UID,
+            "controller": True,
+            "blockOwnerDeletion": True,
         }
     # same inputs, same objects (the reconcile relies on it)
     _, _, rj2, cm2 = built()
@@ -92,8 +96,15 @@ def test_gpu_worker_group_from_resources():
 def test_resources_overrides_image_pull_secrets_and_fractional_cpus():
     run = seed_run()
     run["spec"]["resources"].update(
-        {"workers": 4, "gpusPerWorker": 8, "cpusPerWorker": 0.5, "memoryPerWorker": "100Gi", "image": "registry.local/trainer:x",
-         "imagePullSecrets": ["regcred"], "headCpus": 1.5}
+        {
+            "workers": 4,
+            "gpusPerWorker": 8,
+            "cpusPerWorker": 0.5,
+            "memoryPerWorker": "100Gi",
+            "image": "registry.local/trainer:x",
+            "imagePullSecrets": ["regcred"],
+            "headCpus": 1.5,
+        }
     )
     run["spec"]["training"]["globalBatchSize"] = 96
     _, _, rj, _ = built(run)
@@ -201,7 +212,9 @@ def test_credentials_only_as_secret_key_refs_and_never_in_any_child():
 def test_default_endpoint_and_secret_from_config():
     run = seed_run()
     del run["spec"]["storage"]
-    _, _, rj, _ = built(run, OperatorConfig(default_storage_endpoint="http://minio:9000", default_credentials_secret="platform-s3"))
+    _, _, rj, _ = built(
+        run, OperatorConfig(default_storage_endpoint="http://minio:9000", default_credentials_secret="platform-s3")
+    )
     env = {e["name"]: e for e in head(rj)["containers"][0]["env"]}
     assert env["AWS_ENDPOINT_URL"]["value"] == "http://minio:9000"
     assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "platform-s3"
@@ -212,7 +225,10 @@ def test_default_endpoint_and_secret_from_config():
 
 def test_user_env_forwarded_but_cannot_shadow_reserved_names():
     run = seed_run()
-    run["spec"]["resources"]["env"] = [{"name": "NCCL_DEBUG", "value": "INFO"}, {"name": "AWS_ENDPOINT_URL", "value": "http://evil"}]
+    run["spec"]["resources"]["env"] = [
+        {"name": "NCCL_DEBUG", "value": "INFO"},
+        {"name": "AWS_ENDPOINT_URL", "value": "http://evil"},
+    ]
     _, _, rj, _ = built(run)
     env = workers(rj)[0]["template"]["spec"]["containers"][0]["env"]
     assert {"name": "NCCL_DEBUG", "value": "INFO"} in env
@@ -236,7 +252,9 @@ def test_mutable_patch_only_touches_mutable_fields():
     current = copy.deepcopy(rj)
     current["status"] = {"jobDeploymentStatus": "Running"}
     assert builders.mutable_patch(rj, current, kueue_managed=True) == []
-    run2 = seed_run(**{"scheduling.activeDeadlineSeconds": 3600, "scheduling.backoffLimit": 5, "scheduling.suspend": True})
+    run2 = seed_run(
+        **{"scheduling.activeDeadlineSeconds": 3600, "scheduling.backoffLimit": 5, "scheduling.suspend": True}
+    )
     del run2["spec"]["scheduling"]["queueName"]
     spec2, _ = parse_spec(run2["spec"])
     desired = builders.build_rayjob(run2, spec2, OperatorConfig())
@@ -253,8 +271,10 @@ def test_mutable_patch_only_touches_mutable_fields():
 
     patched = jsonpatch.apply_patch(current, ops)
     assert builders.mutable_patch(desired, patched, kueue_managed=False) == []
-    assert patched["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"] == \
-        current["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"]
+    assert (
+        patched["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"]
+        == current["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"]
+    )
     assert patched["metadata"]["labels"] == current["metadata"]["labels"]
     assert patched["metadata"]["annotations"][builders.SUSPENDED_BY_ANNOTATION] == builders.SUSPENDED_BY_SPEC
     # un-setting a field removes it; unsuspending what the spec suspended is allowed
@@ -274,10 +294,12 @@ def test_the_trainer_entrypoint_reads_the_configmap_spec(tmp_path):
 
 
 def test_node_pool_defaults_from_the_operator_config_apply_only_when_the_run_sets_none():
-    pool = OperatorConfig.from_env({
-        "TRAINKIT_NODE_SELECTOR": '{"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"}',
-        "TRAINKIT_TOLERATIONS": '[{"key": "gpu-pool", "operator": "Exists", "effect": "NoSchedule"}]',
-    })
+    pool = OperatorConfig.from_env(
+        {
+            "TRAINKIT_NODE_SELECTOR": '{"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"}',
+            "TRAINKIT_TOLERATIONS": '[{"key": "gpu-pool", "operator": "Exists", "effect": "NoSchedule"}]',
+        }
+    )
     run = seed_run()
     del run["spec"]["resources"]["nodeSelector"], run["spec"]["resources"]["tolerations"]
     _, _, rj, _ = built(run, pool)

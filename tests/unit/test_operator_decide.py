@@ -19,8 +19,18 @@ from test_operator_builders import seed_run
 NOW = "2026-11-27T08:00:00Z"
 LATER = "2026-11-27T09:00:00Z"
 JOB_STATUSES = ["", "PENDING", "RUNNING", "STOPPED", "SUCCEEDED", "FAILED"]
-DEPLOYMENT_STATUSES = ["", "Initializing", "Running", "Complete", "Failed", "ValidationFailed", "Suspending",
-                       "Suspended", "Retrying", "Waiting"]
+DEPLOYMENT_STATUSES = [
+    "",
+    "Initializing",
+    "Running",
+    "Complete",
+    "Failed",
+    "ValidationFailed",
+    "Suspending",
+    "Suspended",
+    "Retrying",
+    "Waiting",
+]
 CFG = OperatorConfig()
 
 
@@ -49,16 +59,16 @@ def with_status(run: dict, status: TrainingRunStatus) -> dict:
 # ("", PENDING, RUNNING, STOPPED, SUCCEEDED, FAILED). The seed names a Kueue queue and the user did not
 # ask to suspend, so a suspended RayJob is Queued.
 PHASE_TABLE = {
-    "":                 ("Pending",) * 6,
-    "Initializing":     ("Pending",) * 6,
-    "Running":          ("Pending", "Pending", "Running", "Running", "Running", "Running"),
-    "Complete":         ("Failed", "Failed", "Failed", "Failed", "Succeeded", "Failed"),
-    "Failed":           ("Failed",) * 6,
+    "": ("Pending",) * 6,
+    "Initializing": ("Pending",) * 6,
+    "Running": ("Pending", "Pending", "Running", "Running", "Running", "Running"),
+    "Complete": ("Failed", "Failed", "Failed", "Failed", "Succeeded", "Failed"),
+    "Failed": ("Failed",) * 6,
     "ValidationFailed": ("Failed",) * 6,
-    "Suspending":       ("Queued",) * 6,
-    "Suspended":        ("Queued",) * 6,
-    "Retrying":         ("Pending",) * 6,
-    "Waiting":          ("Pending",) * 6,
+    "Suspending": ("Queued",) * 6,
+    "Suspended": ("Queued",) * 6,
+    "Retrying": ("Pending",) * 6,
+    "Waiting": ("Pending",) * 6,
 }
 
 
@@ -80,8 +90,9 @@ def test_phase_table_every_kuberay_combination(js, jds):
 
 
 def test_contradiction_running_under_failed_is_failed_with_kuberay_reason():
-    phase, reason, message = decide.derive_phase("RUNNING", "Failed", reason="DeadlineExceeded",
-                                                 message="the RayJob has passed the activeDeadlineSeconds")
+    phase, reason, message = decide.derive_phase(
+        "RUNNING", "Failed", reason="DeadlineExceeded", message="the RayJob has passed the activeDeadlineSeconds"
+    )
     assert phase == "Failed" and reason == "DeadlineExceeded"
     assert "activeDeadlineSeconds" in message and "RUNNING ignored" in message
 
@@ -99,7 +110,9 @@ def test_complete_without_succeeded_is_never_success():
 
 def test_failed_carries_kuberay_reason_and_message():
     run = seed_run()
-    st = summarize(run, rayjob_for(run, "FAILED", "Failed", reason="AppFailed", message="Job entrypoint failed: exit 1"))
+    st = summarize(
+        run, rayjob_for(run, "FAILED", "Failed", reason="AppFailed", message="Job entrypoint failed: exit 1")
+    )
     assert st.phase == "Failed" and st.reason == "AppFailed" and st.message == "Job entrypoint failed: exit 1"
     failed = next(c for c in st.conditions if c.type == "Failed")
     assert failed.status == "True" and failed.reason == "AppFailed" and "exit 1" in failed.message
@@ -124,7 +137,12 @@ def test_pending_without_rayjob_and_conditions_initialised():
     st = summarize(seed_run(), None)
     assert st.phase == "Pending" and st.reason == "Creating"
     assert {c.type: c.status for c in st.conditions} == {
-        "SpecValid": "True", "SpecApplied": "True", "Admitted": "False", "Running": "False", "Succeeded": "False", "Failed": "False",
+        "SpecValid": "True",
+        "SpecApplied": "True",
+        "Admitted": "False",
+        "Running": "False",
+        "Succeeded": "False",
+        "Failed": "False",
     }
     assert st.observed_generation == 1
     assert st.artifacts.output == "s3://trainkit-runs/runs/default/gpt2-70m-50-30-20/"
@@ -134,8 +152,16 @@ def test_pending_without_rayjob_and_conditions_initialised():
 
 def test_progress_percent_eta_checkpoint_and_eval_average():
     run = seed_run()
-    progress = {"step": 2000, "totalSteps": 8138, "tokens": 245760000, "loss": 3.41, "tokensPerSecond": 1.2e6,
-                "mfu": 0.41, "etaSeconds": 5000.0, "updatedAt": "2026-11-27T07:59:00Z"}
+    progress = {
+        "step": 2000,
+        "totalSteps": 8138,
+        "tokens": 245760000,
+        "loss": 3.41,
+        "tokensPerSecond": 1.2e6,
+        "mfu": 0.41,
+        "etaSeconds": 5000.0,
+        "updatedAt": "2026-11-27T07:59:00Z",
+    }
     ev = {"step": 8138, "average": 38.1512, "tasks": {"mmlu": 24.11, "hellaswag": 27.03}}
     ckpt = {"step": 2000, "uri": "s3://trainkit-runs/runs/default/gpt2-70m-50-30-20/checkpoints/step-00002000/"}
     st = summarize(run, rayjob_for(run, "RUNNING", "Running"), progress, ev, checkpoint=ckpt)
@@ -152,8 +178,12 @@ def test_progress_percent_eta_checkpoint_and_eval_average():
 
 def test_a_failed_read_keeps_previous_progress_and_eval():
     run = seed_run()
-    st = summarize(run, rayjob_for(run, "RUNNING", "Running"), {"step": 100, "totalSteps": 8138, "loss": 5.0},
-                   {"step": 100, "average": 30.0, "tasks": {}})
+    st = summarize(
+        run,
+        rayjob_for(run, "RUNNING", "Running"),
+        {"step": 100, "totalSteps": 8138, "loss": 5.0},
+        {"step": 100, "average": 30.0, "tasks": {}},
+    )
     st2 = summarize(with_status(run, st), rayjob_for(run, "RUNNING", "Running"), None, None, now=LATER)
     assert st2.progress.step == 100 and st2.eval.average == 30.0
     assert st2 == st  # nothing changed: the reconcile writes nothing
@@ -164,7 +194,9 @@ def test_condition_transition_times_are_kept_until_status_flips():
     st = summarize(run, rayjob_for(run, "RUNNING", "Running"), now=NOW)
     run2 = with_status(run, st)
     st2 = summarize(run2, rayjob_for(run, "RUNNING", "Running"), now=LATER)
-    assert {c.type: c.last_transition_time for c in st2.conditions} == {c.type: c.last_transition_time for c in st.conditions}
+    assert {c.type: c.last_transition_time for c in st2.conditions} == {
+        c.type: c.last_transition_time for c in st.conditions
+    }
     st3 = summarize(run2, rayjob_for(run, "SUCCEEDED", "Complete", endTime="2026-11-27T08:30:00Z"), now=LATER)
     running = next(c for c in st3.conditions if c.type == "Running")
     succeeded = next(c for c in st3.conditions if c.type == "Succeeded")
@@ -183,8 +215,15 @@ def test_terminal_is_sticky():
 
 def test_invalid_spec_is_failed_with_condition_and_recoverable_before_anything_ran():
     run = seed_run()
-    st = decide.summarize(run, None, None, None, NOW, spec_error="spec.storage.credentialsSecret: Secret 'x' does not exist",
-                          decision=decide.Decision("invalid"))
+    st = decide.summarize(
+        run,
+        None,
+        None,
+        None,
+        NOW,
+        spec_error="spec.storage.credentialsSecret: Secret 'x' does not exist",
+        decision=decide.Decision("invalid"),
+    )
     assert st.phase == "Failed" and st.reason == "InvalidSpec"
     valid = next(c for c in st.conditions if c.type == "SpecValid")
     assert valid.status == "False" and valid.reason == "InvalidSpec" and "does not exist" in valid.message
@@ -205,10 +244,30 @@ def test_rayjob_deleted_after_it_ran_is_failed_never_recreated():
 def test_pod_reasons_surface_while_initializing():
     run = seed_run()
     pods = [
-        {"metadata": {"name": "gpt2-head-x"}, "status": {"containerStatuses": [
-            {"name": "ray-head", "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image"}}}]}},
-        {"metadata": {"name": "gpt2-worker-y"}, "status": {"conditions": [
-            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/4 nodes: Insufficient nvidia.com/gpu"}]}},
+        {
+            "metadata": {"name": "gpt2-head-x"},
+            "status": {
+                "containerStatuses": [
+                    {
+                        "name": "ray-head",
+                        "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image"}},
+                    }
+                ]
+            },
+        },
+        {
+            "metadata": {"name": "gpt2-worker-y"},
+            "status": {
+                "conditions": [
+                    {
+                        "type": "PodScheduled",
+                        "status": "False",
+                        "reason": "Unschedulable",
+                        "message": "0/4 nodes: Insufficient nvidia.com/gpu",
+                    }
+                ]
+            },
+        },
     ]
     st = summarize(run, rayjob_for(run, "", "Initializing"), pods=pods)
     assert st.phase == "Pending" and st.reason == "PodsNotReady"
@@ -230,7 +289,9 @@ def test_create_when_nothing_exists():
 
 def test_nothing_to_do_when_children_match():
     run = seed_run()
-    d = decide.plan_actions(run, parse_spec(run["spec"])[0], None, rayjob_for(run, "RUNNING", "Running"), cm_for(run), CFG)
+    d = decide.plan_actions(
+        run, parse_spec(run["spec"])[0], None, rayjob_for(run, "RUNNING", "Running"), cm_for(run), CFG
+    )
     assert d.action == "none"
 
 
@@ -262,7 +323,9 @@ def test_suspend_follows_the_spec_without_kueue_but_is_refused_under_kueue():
     applied = json.loads(cm["data"]["spec.json"])
     applied["spec"]["scheduling"]["suspend"] = True
     cm["data"]["spec.json"] = json.dumps(applied)
-    d = decide.plan_actions(kueued, parse_spec(kueued["spec"])[0], None, rayjob_for(kueued, "RUNNING", "Running"), cm, CFG)
+    d = decide.plan_actions(
+        kueued, parse_spec(kueued["spec"])[0], None, rayjob_for(kueued, "RUNNING", "Running"), cm, CFG
+    )
     assert d.action == "refuse" and "spec.scheduling.suspend" in d.refused and "Kueue" in d.message
 
 
@@ -287,8 +350,15 @@ def test_immutable_change_refused_as_a_whole_never_half_applied():
 def test_rayjob_of_another_owner_is_never_adopted():
     run = seed_run()
     rj = rayjob_for(run, "RUNNING", "Running")
-    rj["metadata"]["ownerReferences"] = [{"apiVersion": "example.dev/v1", "kind": "Pipeline", "name": "someone-else",
-                                          "uid": "someone-else", "controller": True}]
+    rj["metadata"]["ownerReferences"] = [
+        {
+            "apiVersion": "example.dev/v1",
+            "kind": "Pipeline",
+            "name": "someone-else",
+            "uid": "someone-else",
+            "controller": True,
+        }
+    ]
     d = decide.plan_actions(run, parse_spec(run["spec"])[0], None, rj, cm_for(run), CFG)
     assert d.action == "conflict"
     st = summarize(run, rj, decision=d)
@@ -323,7 +393,9 @@ def test_transition_events():
     pending = summarize(run, None)
     running = summarize(with_status(run, pending), rayjob_for(run, "RUNNING", "Running"))
     assert decide.transition_event(pending, running)[:2] == ("Normal", "JobRunning")
-    failed = summarize(with_status(run, running), rayjob_for(run, "FAILED", "Failed", reason="AppFailed", message="boom"))
+    failed = summarize(
+        with_status(run, running), rayjob_for(run, "FAILED", "Failed", reason="AppFailed", message="boom")
+    )
     assert decide.transition_event(running, failed) == ("Warning", "AppFailed", "Running -> Failed: boom")
     assert decide.transition_event(running, running) is None
     assert decide.transition_event(None, pending)[0] == "Normal"

@@ -13,20 +13,35 @@ from trainkit.compare.results import RunResult
 from trainkit.spec.sweep import higher_is_better, metric_value, rank_values, valid_metric_name
 
 
-def rr(name: str, *, loss: float | None = None, avg: float | None = None, tasks: dict[str, float] | None = None,
-       uri: str | None = None) -> RunResult:
-    return RunResult(uri=uri or f"s3://b/{name}", name=name, weights={"a": 1.0}, final_loss=loss,
-                     eval_average=avg, eval_tasks=tasks or {})
+def rr(
+    name: str,
+    *,
+    loss: float | None = None,
+    avg: float | None = None,
+    tasks: dict[str, float] | None = None,
+    uri: str | None = None,
+) -> RunResult:
+    return RunResult(
+        uri=uri or f"s3://b/{name}",
+        name=name,
+        weights={"a": 1.0},
+        final_loss=loss,
+        eval_average=avg,
+        eval_tasks=tasks or {},
+    )
 
 
-@pytest.mark.parametrize("values,higher,ranks", [
-    ([0.3, 0.5, 0.5, 0.1], True, [3, 1, 1, 4]),
-    ([0.3, 0.5, 0.5, 0.1], False, [2, 3, 3, 1]),
-    ([2.0, None, 1.0, 2.0], False, [2, None, 1, 2]),
-    ([None, None], True, [None, None]),
-    ([], True, []),
-    ([7.0], False, [1]),
-])
+@pytest.mark.parametrize(
+    "values,higher,ranks",
+    [
+        ([0.3, 0.5, 0.5, 0.1], True, [3, 1, 1, 4]),
+        ([0.3, 0.5, 0.5, 0.1], False, [2, 3, 3, 1]),
+        ([2.0, None, 1.0, 2.0], False, [2, None, 1, 2]),
+        ([None, None], True, [None, None]),
+        ([], True, []),
+        ([7.0], False, [1]),
+    ],
+)
 def test_competition_ranks(values, higher, ranks):
     assert rank_values(values, higher) == ranks
 
@@ -37,8 +52,13 @@ def test_metric_names_and_directions():
     assert metric_value("eval.average", 3.0, 0.4, {"piqa": 0.6}) == 0.4
     assert metric_value("eval.piqa", 3.0, 0.4, {"piqa": 0.6}) == 0.6
     assert metric_value("eval.mmlu", 3.0, 0.4, {"piqa": 0.6}) is None
-    assert [valid_metric_name(m) for m in ("loss", "eval.average", "eval.arc_easy", "eval.", "accuracy")] == \
-        [True, True, True, False, False]
+    assert [valid_metric_name(m) for m in ("loss", "eval.average", "eval.arc_easy", "eval.", "accuracy")] == [
+        True,
+        True,
+        True,
+        False,
+        False,
+    ]
 
 
 def test_parse_metric_table():
@@ -46,8 +66,11 @@ def test_parse_metric_table():
     assert parse_metric(" eval.average ") == Metric("eval.average", "eval average", higher_is_better=True)
     assert parse_metric("eval.piqa", [rr("x", tasks={"piqa": 0.5})]) == Metric("eval.piqa", "piqa", True)
     assert parse_metric("eval.piqa") == Metric("eval.piqa", "piqa", True)  # no results to check against
-    with pytest.raises(CompareError, match=r"unknown metric 'eval.mmlu': no run reports eval task 'mmlu' "
-                                           r"\(available: eval.average, loss, eval.piqa\)"):
+    with pytest.raises(
+        CompareError,
+        match=r"unknown metric 'eval.mmlu': no run reports eval task 'mmlu' "
+        r"\(available: eval.average, loss, eval.piqa\)",
+    ):
         parse_metric("eval.mmlu", [rr("x", tasks={"piqa": 0.5})])
     with pytest.raises(CompareError, match=r"unknown metric 'eval.' \(use one of: loss, eval.average, eval.<task>\)"):
         parse_metric("eval.")
@@ -74,15 +97,22 @@ def test_leaderboard_by_loss_lowest_first_with_ties_by_name():
 
 
 def test_leaderboard_by_eval_highest_first_and_why_missing():
-    results = [rr("low", avg=0.3), rr("none"), rr("high", avg=0.5, tasks={"piqa": 0.7}), rr("inf", avg=math.inf),
-               rr("tie", avg=0.5)]
+    results = [
+        rr("low", avg=0.3),
+        rr("none"),
+        rr("high", avg=0.5, tasks={"piqa": 0.7}),
+        rr("inf", avg=math.inf),
+        rr("tie", avg=0.5),
+    ]
     rows = leaderboard(results)
     assert [(r.rank, r.run.name) for r in rows] == [(1, "high"), (1, "tie"), (3, "low"), (None, "inf"), (None, "none")]
     assert [r.run.name for r in favoured(rows)] == ["high", "tie"]
     assert rows[-1].note == "not ranked: no eval summary"
     by_task = leaderboard([rr("p", avg=0.1, tasks={"piqa": 0.2}), rr("q", avg=0.9, tasks={"arc": 0.9})], "eval.piqa")
     assert [(r.rank, r.run.name, r.note) for r in by_task] == [
-        (1, "p", ""), (None, "q", "not ranked: eval has no task 'piqa'")]
+        (1, "p", ""),
+        (None, "q", "not ranked: eval has no task 'piqa'"),
+    ]
 
 
 def test_same_name_runs_are_ordered_by_uri_and_nothing_ranked_means_no_favourite():

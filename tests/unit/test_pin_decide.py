@@ -19,16 +19,19 @@ CFG = OperatorConfig()
 
 
 # ----------------------------------------------------------------------------- stickiness
-@pytest.mark.parametrize("phase,reason,ray_job_name,sticky", [
-    ("Succeeded", "JobSucceeded", "rj", True),
-    ("Failed", "AppFailed", "rj", True),
-    ("Failed", "AppFailed", None, True),
-    ("Failed", "InvalidSpec", None, False),  # nothing ever ran: fixing the spec may start it
-    ("Failed", "InvalidSpec", "rj", True),  # it ran once: terminal
-    ("Running", "JobRunning", "rj", False),
-    ("Pending", "InvalidSpec", None, False),
-    ("Queued", "WaitingForKueue", "rj", False),
-])
+@pytest.mark.parametrize(
+    "phase,reason,ray_job_name,sticky",
+    [
+        ("Succeeded", "JobSucceeded", "rj", True),
+        ("Failed", "AppFailed", "rj", True),
+        ("Failed", "AppFailed", None, True),
+        ("Failed", "InvalidSpec", None, False),  # nothing ever ran: fixing the spec may start it
+        ("Failed", "InvalidSpec", "rj", True),  # it ran once: terminal
+        ("Running", "JobRunning", "rj", False),
+        ("Pending", "InvalidSpec", None, False),
+        ("Queued", "WaitingForKueue", "rj", False),
+    ],
+)
 def test_sticky_terminal_table(phase, reason, ray_job_name, sticky):
     status = TrainingRunStatus(phase=phase, reason=reason, ray_job_name=ray_job_name)
     assert decide.is_sticky_terminal(status) is sticky
@@ -54,42 +57,88 @@ def test_a_sticky_failed_run_is_left_alone_and_its_status_kept():
 
 
 # ---------------------------------------------------------------------------------- phases
-@pytest.mark.parametrize("js,jds,kw,expected", [
-    ("SUCCEEDED", "Complete", {}, ("Succeeded", "JobSucceeded", "the training job succeeded")),
-    ("FAILED", "Complete", {}, ("Failed", "AppFailed", "the Ray job failed")),
-    ("FAILED", "Complete", {"reason": "OOM", "message": "killed"}, ("Failed", "OOM", "killed")),
-    ("STOPPED", "Complete", {}, ("Failed", "JobStopped", "the Ray job was stopped")),
-    ("", "Complete", {}, ("Failed", "InconsistentStatus", "KubeRay reports jobDeploymentStatus Complete with "
-                          "jobStatus unset; success is only declared with jobStatus SUCCEEDED")),
-    ("FAILED", "Failed", {}, ("Failed", "Failed", "KubeRay marked the RayJob Failed")),
-    ("STOPPED", "ValidationFailed", {}, ("Failed", "ValidationFailed", "KubeRay marked the RayJob ValidationFailed")),
-    ("PENDING", "Failed", {}, ("Failed", "Failed", "KubeRay marked the RayJob Failed (jobStatus PENDING ignored: "
-                               "the deployment status is authoritative)")),
-    ("", "Suspended", {"user_suspend": True}, ("Suspended", "SuspendedByUser", "spec.scheduling.suspend is true")),
-    ("", "Running", {"rayjob_suspended": True, "kueue_queue_name": "q"},
-     ("Queued", "WaitingForKueue", "Kueue holds the RayJob suspended until LocalQueue q admits it")),
-    ("", "Suspending", {}, ("Suspended", "SuspendedExternally", "the RayJob is suspended, but not by this run's spec")),
-    ("RUNNING", "Running", {}, ("Running", "JobRunning", "training")),
-    ("SUCCEEDED", "Running", {}, ("Running", "JobFinishing", "jobStatus SUCCEEDED; waiting for KubeRay to finish "
-                                  "the deployment")),
-    ("PENDING", "Running", {}, ("Pending", "JobPending", "the Ray cluster is up; the job is being submitted")),
-    ("", "Retrying", {}, ("Pending", "Retrying", "KubeRay is retrying the job on a new Ray cluster")),
-    ("", "", {}, ("Pending", "Created", "waiting for the Ray cluster")),
-    ("", "Initializing", {"message": "pulling"}, ("Pending", "Initializing", "pulling")),
-    ("", "Scheduled", {}, ("Pending", "Scheduled", "waiting for the Ray cluster")),
-    ("", "Exploding", {}, ("Pending", "UnknownDeploymentStatus", "KubeRay reports an unknown jobDeploymentStatus "
-                           "'Exploding'")),
-])
+@pytest.mark.parametrize(
+    "js,jds,kw,expected",
+    [
+        ("SUCCEEDED", "Complete", {}, ("Succeeded", "JobSucceeded", "the training job succeeded")),
+        ("FAILED", "Complete", {}, ("Failed", "AppFailed", "the Ray job failed")),
+        ("FAILED", "Complete", {"reason": "OOM", "message": "killed"}, ("Failed", "OOM", "killed")),
+        ("STOPPED", "Complete", {}, ("Failed", "JobStopped", "the Ray job was stopped")),
+        (
+            "",
+            "Complete",
+            {},
+            (
+                "Failed",
+                "InconsistentStatus",
+                "KubeRay reports jobDeploymentStatus Complete with "
+                "jobStatus unset; success is only declared with jobStatus SUCCEEDED",
+            ),
+        ),
+        ("FAILED", "Failed", {}, ("Failed", "Failed", "KubeRay marked the RayJob Failed")),
+        (
+            "STOPPED",
+            "ValidationFailed",
+            {},
+            ("Failed", "ValidationFailed", "KubeRay marked the RayJob ValidationFailed"),
+        ),
+        (
+            "PENDING",
+            "Failed",
+            {},
+            (
+                "Failed",
+                "Failed",
+                "KubeRay marked the RayJob Failed (jobStatus PENDING ignored: the deployment status is authoritative)",
+            ),
+        ),
+        ("", "Suspended", {"user_suspend": True}, ("Suspended", "SuspendedByUser", "spec.scheduling.suspend is true")),
+        (
+            "",
+            "Running",
+            {"rayjob_suspended": True, "kueue_queue_name": "q"},
+            ("Queued", "WaitingForKueue", "Kueue holds the RayJob suspended until LocalQueue q admits it"),
+        ),
+        (
+            "",
+            "Suspending",
+            {},
+            ("Suspended", "SuspendedExternally", "the RayJob is suspended, but not by this run's spec"),
+        ),
+        ("RUNNING", "Running", {}, ("Running", "JobRunning", "training")),
+        (
+            "SUCCEEDED",
+            "Running",
+            {},
+            ("Running", "JobFinishing", "jobStatus SUCCEEDED; waiting for KubeRay to finish the deployment"),
+        ),
+        ("PENDING", "Running", {}, ("Pending", "JobPending", "the Ray cluster is up; the job is being submitted")),
+        ("", "Retrying", {}, ("Pending", "Retrying", "KubeRay is retrying the job on a new Ray cluster")),
+        ("", "", {}, ("Pending", "Created", "waiting for the Ray cluster")),
+        ("", "Initializing", {"message": "pulling"}, ("Pending", "Initializing", "pulling")),
+        ("", "Scheduled", {}, ("Pending", "Scheduled", "waiting for the Ray cluster")),
+        (
+            "",
+            "Exploding",
+            {},
+            ("Pending", "UnknownDeploymentStatus", "KubeRay reports an unknown jobDeploymentStatus 'Exploding'"),
+        ),
+    ],
+)
 def test_phase_table(js, jds, kw, expected):
     assert decide.derive_phase(js, jds, **kw) == expected
 
 
 # ------------------------------------------------------------------------------ pod problems
-def pod(name: str, *, waiting: str | None = None, scheduled: str | None = None, init_waiting: str | None = None) -> dict:
+def pod(
+    name: str, *, waiting: str | None = None, scheduled: str | None = None, init_waiting: str | None = None
+) -> dict:
     status: dict = {}
     if scheduled is not None:
-        status["conditions"] = [{"type": "PodScheduled", "status": scheduled, "reason": "Unschedulable",
-                                 "message": "0/3 nodes"}, {"type": "Ready", "status": "False"}]
+        status["conditions"] = [
+            {"type": "PodScheduled", "status": scheduled, "reason": "Unschedulable", "message": "0/3 nodes"},
+            {"type": "Ready", "status": "False"},
+        ]
     if waiting is not None:
         status["containerStatuses"] = [{"name": "ray", "state": {"waiting": {"reason": waiting, "message": "m"}}}]
     if init_waiting is not None:
@@ -98,19 +147,27 @@ def pod(name: str, *, waiting: str | None = None, scheduled: str | None = None, 
 
 
 def test_healthy_and_starting_pods_are_no_problem():
-    healthy = {"metadata": {"name": "h"}, "status": {
-        "conditions": [{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "True"}],
-        "containerStatuses": [{"name": "ray", "state": {"running": {}}}]}}
+    healthy = {
+        "metadata": {"name": "h"},
+        "status": {
+            "conditions": [{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "True"}],
+            "containerStatuses": [{"name": "ray", "state": {"running": {}}}],
+        },
+    }
     assert decide.pod_problems([healthy]) is None
-    assert decide.pod_problems([pod("a", waiting="ContainerCreating"), pod("b", init_waiting="PodInitializing")]) is None
+    assert (
+        decide.pod_problems([pod("a", waiting="ContainerCreating"), pod("b", init_waiting="PodInitializing")]) is None
+    )
     assert decide.pod_problems([pod("a", scheduled="True")]) is None
     assert decide.pod_problems([]) is None and decide.pod_problems(None) is None
 
 
 def test_pod_problem_messages():
     assert decide.pod_problems([pod("w", scheduled="False")]) == "w: Unschedulable: 0/3 nodes"
-    assert decide.pod_problems([pod("h", waiting="ErrImagePull"), pod("i", init_waiting="CreateContainerConfigError")]) \
+    assert (
+        decide.pod_problems([pod("h", waiting="ErrImagePull"), pod("i", init_waiting="CreateContainerConfigError")])
         == "h/ray: ErrImagePull: m; i/init: CreateContainerConfigError"
+    )
     assert len(decide.pod_problems([pod("x" * 3000, waiting="CrashLoopBackOff")])) == 2000
 
 
@@ -127,10 +184,28 @@ def test_healthy_pods_do_not_turn_a_pending_run_into_pods_not_ready():
 
 # -------------------------------------------------------------------------- progress / eval
 def test_progress_clamps_and_types():
-    p = decide.progress_from({"step": 150, "totalSteps": 100, "tokens": -5, "etaSeconds": -3.0, "loss": True,
-                              "mfu": 0.4, "tokensPerSecond": 10}, None)
-    assert (p.step, p.total_steps, p.percent, p.tokens, p.eta_seconds, p.loss, p.mfu, p.tokens_per_second) == \
-        (150, 100, 100.0, 0, 0.0, None, 0.4, 10.0)
+    p = decide.progress_from(
+        {
+            "step": 150,
+            "totalSteps": 100,
+            "tokens": -5,
+            "etaSeconds": -3.0,
+            "loss": True,
+            "mfu": 0.4,
+            "tokensPerSecond": 10,
+        },
+        None,
+    )
+    assert (p.step, p.total_steps, p.percent, p.tokens, p.eta_seconds, p.loss, p.mfu, p.tokens_per_second) == (
+        150,
+        100,
+        100.0,
+        0,
+        0.0,
+        None,
+        0.4,
+        10.0,
+    )
     p = decide.progress_from({"step": -4, "etaSeconds": 12}, 50)
     assert (p.step, p.total_steps, p.percent, p.eta_seconds) == (0, 50, 0.0, 12.0)
     p = decide.progress_from({"step": 1, "totalSteps": 3}, 99)
@@ -154,12 +229,29 @@ def test_eval_summary_average_rounding_and_report():
 # ---------------------------------------------------------------------------- wire format
 def test_status_patch_is_camel_case_with_explicit_nulls():
     run = seed_run()
-    st = summarize(run, rayjob_for(run, "RUNNING", "Running", startTime="2026-11-27T07:00:00Z"),
-                   progress={"step": 10, "totalSteps": 100, "tokensPerSecond": 5.0, "etaSeconds": 9.0},
-                   checkpoint={"step": 10, "uri": "s3://b/c/step-00000010"})
+    st = summarize(
+        run,
+        rayjob_for(run, "RUNNING", "Running", startTime="2026-11-27T07:00:00Z"),
+        progress={"step": 10, "totalSteps": 100, "tokensPerSecond": 5.0, "etaSeconds": 9.0},
+        checkpoint={"step": 10, "uri": "s3://b/c/step-00000010"},
+    )
     patch = decide.status_patch(st)
-    for key in ("phase", "reason", "message", "jobStatus", "jobDeploymentStatus", "rayJobName", "observedGeneration",
-                "conditions", "progress", "lastCheckpoint", "eval", "artifacts", "startTime", "completionTime"):
+    for key in (
+        "phase",
+        "reason",
+        "message",
+        "jobStatus",
+        "jobDeploymentStatus",
+        "rayJobName",
+        "observedGeneration",
+        "conditions",
+        "progress",
+        "lastCheckpoint",
+        "eval",
+        "artifacts",
+        "startTime",
+        "completionTime",
+    ):
         assert key in patch, key
     assert not [k for k in patch if "_" in k]
     assert patch["completionTime"] is None and patch["eval"] is None  # null clears a stale value
@@ -175,9 +267,14 @@ def test_completion_time_and_admission_of_a_finished_run():
     assert st.completion_time == "2026-11-27T07:30:00Z"
     assert summarize(run, rayjob_for(run, "SUCCEEDED", "Complete")).completion_time == NOW
     conds = {c.type: (c.status, c.reason) for c in st.conditions}
-    assert conds == {"SpecValid": ("True", "Valid"), "SpecApplied": ("True", "Applied"),
-                     "Admitted": ("True", "Admitted"), "Running": ("False", "Succeeded"),
-                     "Succeeded": ("True", "JobSucceeded"), "Failed": ("False", "Succeeded")}
+    assert conds == {
+        "SpecValid": ("True", "Valid"),
+        "SpecApplied": ("True", "Applied"),
+        "Admitted": ("True", "Admitted"),
+        "Running": ("False", "Succeeded"),
+        "Succeeded": ("True", "JobSucceeded"),
+        "Failed": ("False", "Succeeded"),
+    }
     queued = summarize(run, rayjob_for(run, "", "Suspended", suspend=True))
     assert {c.type: (c.status, c.reason) for c in queued.conditions}["Admitted"] == ("False", "WaitingForKueue")
     assert queued.completion_time is None
@@ -199,7 +296,9 @@ def test_configmap_exists_rayjob_does_not():
     foreign = copy.deepcopy(cm_for(run))
     foreign["metadata"]["ownerReferences"][0]["uid"] = "someone-else"
     d = decide.plan_actions(run, spec_of(run), None, None, foreign, CFG)
-    assert d.action == "conflict" and d.message == "ConfigMap gpt2-70m-50-30-20-spec exists and is not owned by this run"
+    assert (
+        d.action == "conflict" and d.message == "ConfigMap gpt2-70m-50-30-20-spec exists and is not owned by this run"
+    )
 
 
 def test_configmap_lost_while_the_rayjob_runs():
@@ -224,8 +323,12 @@ def test_rayjob_deleted_after_it_was_seen_is_lost_not_recreated():
     d = decide.plan_actions(seen, spec_of(run), None, None, cm_for(run), CFG)
     assert d.action == "lost" and d.rayjob is None
     st = decide.summarize(seen, None, None, None, NOW, spec=spec_of(run), decision=d)
-    assert (st.phase, st.reason, st.ray_job_name, st.job_status) == ("Failed", "RayJobDeleted", "gpt2-70m-50-30-20",
-                                                                    "RUNNING")
+    assert (st.phase, st.reason, st.ray_job_name, st.job_status) == (
+        "Failed",
+        "RayJobDeleted",
+        "gpt2-70m-50-30-20",
+        "RUNNING",
+    )
 
 
 def test_children_edited_by_hand_are_repaired():
@@ -238,7 +341,9 @@ def test_children_edited_by_hand_are_repaired():
     assert {"op": "add", "path": "/spec/backoffLimit", "value": want} in d.patch
     cm = cm_for(run)
     hand_edited = copy.deepcopy(cm)
-    hand_edited["data"][builders.SPEC_KEY] = hand_edited["data"][builders.SPEC_KEY].replace('"backoffLimit"', '"backoffLimit" ', 1)
+    hand_edited["data"][builders.SPEC_KEY] = hand_edited["data"][builders.SPEC_KEY].replace(
+        '"backoffLimit"', '"backoffLimit" ', 1
+    )
     d = decide.plan_actions(run, spec_of(run), None, rayjob_for(run, "RUNNING", "Running"), hand_edited, CFG)
     assert (d.action, d.configmap_replace) == ("update", True) and d.configmap == cm
 
@@ -275,14 +380,28 @@ def test_spec_diff_of_added_and_removed_keys():
 
 def test_transition_event_table():
     def st(phase: str, reason: str, msg: str = "m", applied: tuple[str, str, str] | None = None) -> TrainingRunStatus:
-        conds = [] if applied is None else [{"type": "SpecApplied", "status": applied[0], "reason": applied[1],
-                                            "message": applied[2], "lastTransitionTime": NOW}]
+        conds = (
+            []
+            if applied is None
+            else [
+                {
+                    "type": "SpecApplied",
+                    "status": applied[0],
+                    "reason": applied[1],
+                    "message": applied[2],
+                    "lastTransitionTime": NOW,
+                }
+            ]
+        )
         return TrainingRunStatus.model_validate({"phase": phase, "reason": reason, "message": msg, "conditions": conds})
 
     assert decide.transition_event(None, st("Pending", "Creating")) == ("Normal", "Creating", "New -> Pending: m")
-    assert decide.transition_event(st("Pending", "Creating"), st("Pending", "PodsNotReady", "pull")) == \
-        ("Warning", "PodsNotReady", "Pending -> Pending: pull")
-    assert decide.transition_event(st("Pending", "Creating"), st("Pending", "NameConflict")) [0] == "Warning"
+    assert decide.transition_event(st("Pending", "Creating"), st("Pending", "PodsNotReady", "pull")) == (
+        "Warning",
+        "PodsNotReady",
+        "Pending -> Pending: pull",
+    )
+    assert decide.transition_event(st("Pending", "Creating"), st("Pending", "NameConflict"))[0] == "Warning"
     assert decide.transition_event(st("Running", "JobRunning"), st("Running", "JobFinishing")) is None
     assert decide.transition_event(st("Running", "JobRunning"), st("Succeeded", "JobSucceeded"))[0] == "Normal"
     refused = st("Running", "JobRunning", applied=("False", "ImmutableFieldChanged", "no"))
@@ -301,14 +420,19 @@ def test_refusal_messages_say_why_for_each_kind_of_field():
     queue = kueued["spec"]["scheduling"]["queueName"]
     suspend_only = seed_run(**{"scheduling.suspend": True})
     d = decide.plan_actions(suspend_only, spec_of(suspend_only), None, rj, cm, CFG)
-    assert d.message == (f"refused changes to spec.scheduling.suspend (suspend is Kueue's for a run in queue "
-                         f"{queue!r}: stop it through Kueue); nothing of this edit was applied, the run continues "
-                         "with the spec it started with")
+    assert d.message == (
+        f"refused changes to spec.scheduling.suspend (suspend is Kueue's for a run in queue "
+        f"{queue!r}: stop it through Kueue); nothing of this edit was applied, the run continues "
+        "with the spec it started with"
+    )
     workers = seed_run(**{"resources.workers": 5})
     d = decide.plan_actions(workers, spec_of(workers), None, rj, cm, CFG)
-    assert d.message == ("refused changes to spec.resources.workers (only " + ", ".join(sorted(decide.MUTABLE_SPEC_FIELDS))
-                         + " may change after the RayJob exists); nothing of this edit was applied, the run continues "
-                         "with the spec it started with")
+    assert d.message == (
+        "refused changes to spec.resources.workers (only "
+        + ", ".join(sorted(decide.MUTABLE_SPEC_FIELDS))
+        + " may change after the RayJob exists); nothing of this edit was applied, the run continues "
+        "with the spec it started with"
+    )
 
 
 def test_condition_messages_are_capped_at_32768_characters():
@@ -322,9 +446,21 @@ def test_event_messages_are_capped_at_1000_characters():
     before = TrainingRunStatus(phase="Running", reason="JobRunning")
     after = TrainingRunStatus(phase="Failed", reason="AppFailed", message="y" * 5000)
     assert len(decide.transition_event(before, after)[2]) == 1000
-    refused = TrainingRunStatus.model_validate({"phase": "Running", "reason": "JobRunning", "conditions": [
-        {"type": "SpecApplied", "status": "False", "reason": "ImmutableFieldChanged", "message": "z" * 5000,
-         "lastTransitionTime": NOW}]})
+    refused = TrainingRunStatus.model_validate(
+        {
+            "phase": "Running",
+            "reason": "JobRunning",
+            "conditions": [
+                {
+                    "type": "SpecApplied",
+                    "status": "False",
+                    "reason": "ImmutableFieldChanged",
+                    "message": "z" * 5000,
+                    "lastTransitionTime": NOW,
+                }
+            ],
+        }
+    )
     assert len(decide.transition_event(before, refused)[2]) == 1000
 
 
@@ -346,7 +482,15 @@ def test_pod_problems_only_refine_a_pending_run_that_is_starting():
     assert (st.phase, st.reason) == ("Pending", "JobPending")  # the cluster is up: pods are not the story
     st = summarize(run, rayjob_for(run, "", "Initializing", suspend=True), pods=bad)
     assert (st.phase, st.reason) == ("Queued", "WaitingForKueue")
-    st = summarize(run, rayjob_for(run, "", "", ), pods=bad)
+    st = summarize(
+        run,
+        rayjob_for(
+            run,
+            "",
+            "",
+        ),
+        pods=bad,
+    )
     assert st.reason == "PodsNotReady"
 
 

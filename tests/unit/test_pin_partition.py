@@ -63,7 +63,9 @@ def test_step_of_a_whole_number_of_global_batches():
 
 @pytest.mark.parametrize("consumed", [1, 12, 25])
 def test_step_of_a_partial_batch_is_rejected(consumed):
-    with pytest.raises(PartitionError, match=f"sequences_consumed {consumed} is not a whole number of global batches of 8"):
+    with pytest.raises(
+        PartitionError, match=f"sequences_consumed {consumed} is not a whole number of global batches of 8"
+    ):
         step_of(consumed, BatchGeometry(8, 2, 2))
 
 

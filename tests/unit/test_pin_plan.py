@@ -13,19 +13,35 @@ from trainkit.spec.plan import PlanError, derive_plan, flops_per_token, largest_
 TINY = dict(n_layer=2, n_embd=64, n_head=2, n_positions=256, vocab_size=50257)
 
 
-def spec(*, total_tokens: int = 204_800, micro: int = 8, global_batch: int = 8, workers: int = 1,
-         weights: tuple[float, ...] = (0.5, 0.3, 0.2), lr: dict[str, Any] | None = None,
-         overrides: dict[str, Any] | None = None) -> TrainingRunSpec:
-    return TrainingRunSpec.model_validate({
-        "model": {"preset": "tiny", "overrides": overrides or {}},
-        "tokenizer": "gpt2",
-        "data": {"seqLength": 128, "totalTokens": total_tokens, "whenExhausted": "repeat",
-                 "sources": [{"name": f"s{i}", "uri": f"shards/s{i}", "weight": w} for i, w in enumerate(weights)]},
-        "training": {"microBatchSize": micro, "globalBatchSize": global_batch,
-                     "learningRate": {"peak": 1e-3, "final": 1e-4, **(lr or {})}},
-        "resources": {"workers": workers, "gpusPerWorker": 0},
-        "output": {"uri": "runs/pin"},
-    })
+def spec(
+    *,
+    total_tokens: int = 204_800,
+    micro: int = 8,
+    global_batch: int = 8,
+    workers: int = 1,
+    weights: tuple[float, ...] = (0.5, 0.3, 0.2),
+    lr: dict[str, Any] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> TrainingRunSpec:
+    return TrainingRunSpec.model_validate(
+        {
+            "model": {"preset": "tiny", "overrides": overrides or {}},
+            "tokenizer": "gpt2",
+            "data": {
+                "seqLength": 128,
+                "totalTokens": total_tokens,
+                "whenExhausted": "repeat",
+                "sources": [{"name": f"s{i}", "uri": f"shards/s{i}", "weight": w} for i, w in enumerate(weights)],
+            },
+            "training": {
+                "microBatchSize": micro,
+                "globalBatchSize": global_batch,
+                "learningRate": {"peak": 1e-3, "final": 1e-4, **(lr or {})},
+            },
+            "resources": {"workers": workers, "gpusPerWorker": 0},
+            "output": {"uri": "runs/pin"},
+        }
+    )
 
 
 def test_two_workers_split_the_global_batch_and_accumulate():
@@ -49,8 +65,11 @@ def test_a_one_step_run():
 
 
 def test_less_than_one_step_is_refused_with_the_numbers():
-    with pytest.raises(PlanError, match=r"data.totalTokens 1023 is less than one step of 1024 tokens "
-                                        r"\(globalBatchSize 8 x seqLength 128\)"):
+    with pytest.raises(
+        PlanError,
+        match=r"data.totalTokens 1023 is less than one step of 1024 tokens "
+        r"\(globalBatchSize 8 x seqLength 128\)",
+    ):
         derive_plan(spec(total_tokens=1023))
 
 
@@ -88,7 +107,10 @@ def test_largest_remainder_literal_splits():
 def test_source_shares_are_normalised_with_tokens():
     plan = derive_plan(spec(weights=(2.0, 1.0, 1.0), total_tokens=10 * 1024))
     assert [(s.name, s.weight, s.sequences, s.tokens) for s in plan.sources] == [
-        ("s0", 0.5, 40, 40 * 128), ("s1", 0.25, 20, 20 * 128), ("s2", 0.25, 20, 20 * 128)]
+        ("s0", 0.5, 40, 40 * 128),
+        ("s1", 0.25, 20, 20 * 128),
+        ("s2", 0.25, 20, 20 * 128),
+    ]
 
 
 def test_tiny_parameters_and_flops_by_hand():

@@ -32,8 +32,10 @@ def test_a_clean_linear_sweep_is_trusted_with_literal_figures():
     assert rec.loo_rmse < 0.01
     # Total-variation distance from (1, 0, 0) to the nearest tried mixture (0.6, 0.2, 0.2): (0.4 + 0.2 + 0.2) / 2.
     assert (rec.nearest_run, rec.nearest_distance) == ("r0", pytest.approx(0.4))
-    assert rec.notes[0] == ("the recommended mixture is far from every tried one (total-variation distance 0.40): "
-                            "confirm it with a run before relying on it")
+    assert rec.notes[0] == (
+        "the recommended mixture is far from every tried one (total-variation distance 0.40): "
+        "confirm it with a run before relying on it"
+    )
     assert rec.notes[1].startswith("a linear mixture model always puts the best at a corner")
 
 
@@ -56,8 +58,10 @@ def test_weights_that_explain_little_is_a_reason_on_its_own():
     rec = recommend_from(W, y, SOURCES, max_weight_spread=1.0)  # the stability rule cannot fire
     assert not rec.trusted
     assert len(rec.reasons) == 1
-    assert rec.reasons[0] == (f"the weights explain little: leave-one-out error {fmt(rec.loo_rmse)} is not below "
-                              f"the metric's own spread {fmt(rec.metric_std)}")
+    assert rec.reasons[0] == (
+        f"the weights explain little: leave-one-out error {fmt(rec.loo_rmse)} is not below "
+        f"the metric's own spread {fmt(rec.metric_std)}"
+    )
     assert rec.loo_rmse >= rec.metric_std
 
 
@@ -131,16 +135,41 @@ def test_model_helpers():
 
 
 def test_fmt_table():
-    assert [fmt(v) for v in (None, math.nan, math.inf, 0.12345, -0.5, 1.0, 9.9994, 10.0, 123.456)] == \
-        ["-", "-", "-", "0.1235", "-0.5000", "1.000", "9.999", "10.00", "123.46"]
+    assert [fmt(v) for v in (None, math.nan, math.inf, 0.12345, -0.5, 1.0, 9.9994, 10.0, 123.456)] == [
+        "-",
+        "-",
+        "-",
+        "0.1235",
+        "-0.5000",
+        "1.000",
+        "9.999",
+        "10.00",
+        "123.46",
+    ]
 
 
 def test_printed_summary():
-    rec = Recommendation(metric="eval.average", higher_is_better=True, sources=("a", "b"), n_runs=6, min_runs=4,
-                         degree=1, trusted=False, reasons=("r1", "r2"), weights={"a": 0.75, "b": 0.25},
-                         predicted=0.4, predicted_interval=(0.3, 0.5), weights_std={"a": 0.1}, r2=0.5,
-                         loo_rmse=0.02, metric_std=0.05, nearest_run="r3", nearest_distance=0.125,
-                         notes=("n1",), display_scale=100.0)
+    rec = Recommendation(
+        metric="eval.average",
+        higher_is_better=True,
+        sources=("a", "b"),
+        n_runs=6,
+        min_runs=4,
+        degree=1,
+        trusted=False,
+        reasons=("r1", "r2"),
+        weights={"a": 0.75, "b": 0.25},
+        predicted=0.4,
+        predicted_interval=(0.3, 0.5),
+        weights_std={"a": 0.1},
+        r2=0.5,
+        loo_rmse=0.02,
+        metric_std=0.05,
+        nearest_run="r3",
+        nearest_distance=0.125,
+        notes=("n1",),
+        display_scale=100.0,
+    )
     assert rec.lines() == [
         "Recommended mixture by eval.average (higher is better), degree-1 mixture regression over 6 finished run(s):",
         "  a 0.75 ±0.10, b 0.25",
@@ -150,15 +179,38 @@ def test_printed_summary():
         "  note: n1",
         "  NOT TRUSTED: r1; r2",
     ]
-    bare = Recommendation(metric="loss", higher_is_better=False, sources=("a", "b"), n_runs=1, min_runs=4, degree=1,
-                          trusted=False, reasons=("too few",))
+    bare = Recommendation(
+        metric="loss",
+        higher_is_better=False,
+        sources=("a", "b"),
+        n_runs=1,
+        min_runs=4,
+        degree=1,
+        trusted=False,
+        reasons=("too few",),
+    )
     assert bare.lines()[0].startswith("Recommended mixture by loss (lower is better)")
     assert bare.lines()[1:] == ["no recommendation: too few"]
-    trusted = Recommendation(metric="loss", higher_is_better=False, sources=("a",), n_runs=9, min_runs=4, degree=1,
-                             trusted=True, reasons=(), weights={"a": 1.0}, predicted=3.0, r2=None, loo_rmse=0.1,
-                             metric_std=0.2)
-    assert trusted.lines()[2:] == ["  predicted loss: 3.000", "  fit: R² -, leave-one-out error 0.1000 vs metric "
-                                   "spread 0.2000", "  trusted: yes (enough runs, stable under resampling)"]
+    trusted = Recommendation(
+        metric="loss",
+        higher_is_better=False,
+        sources=("a",),
+        n_runs=9,
+        min_runs=4,
+        degree=1,
+        trusted=True,
+        reasons=(),
+        weights={"a": 1.0},
+        predicted=3.0,
+        r2=None,
+        loo_rmse=0.1,
+        metric_std=0.2,
+    )
+    assert trusted.lines()[2:] == [
+        "  predicted loss: 3.000",
+        "  fit: R² -, leave-one-out error 0.1000 vs metric spread 0.2000",
+        "  trusted: yes (enough runs, stable under resampling)",
+    ]
 
 
 def test_term_counts_are_integers_and_candidates_have_a_fixed_layout():
@@ -173,8 +225,20 @@ def test_term_counts_are_integers_and_candidates_have_a_fixed_layout():
 
 
 def test_the_fit_line_needs_both_figures():
-    rec = Recommendation(metric="loss", higher_is_better=False, sources=("a",), n_runs=9, min_runs=4, degree=1,
-                         trusted=True, reasons=(), weights={"a": 1.0}, predicted=3.0, loo_rmse=0.1, metric_std=None)
+    rec = Recommendation(
+        metric="loss",
+        higher_is_better=False,
+        sources=("a",),
+        n_runs=9,
+        min_runs=4,
+        degree=1,
+        trusted=True,
+        reasons=(),
+        weights={"a": 1.0},
+        predicted=3.0,
+        loo_rmse=0.1,
+        metric_std=None,
+    )
     assert not any(line.startswith("  fit:") for line in rec.lines())
 
 

@@ -13,7 +13,8 @@ from trainkit.data.schedule import ScheduleCursor, counts_at, integer_weights, s
 
 weights_strategy = st.lists(
     st.one_of(st.floats(0.01, 100.0, allow_nan=False), st.sampled_from([0.01, 0.5, 0.3, 0.2, 1.0, 1 / 3])),
-    min_size=1, max_size=8,
+    min_size=1,
+    max_size=8,
 )
 
 
@@ -58,10 +59,17 @@ def test_resume_at_k_equals_the_uninterrupted_stream(weights, k, more):
 
 @settings(max_examples=60, deadline=None)
 @given(
-    weights=weights_strategy, micro=st.integers(1, 4), ranks_before=st.integers(1, 6), ranks_after=st.integers(1, 6),
-    accum=st.integers(1, 3), steps_before=st.integers(0, 8), steps_after=st.integers(1, 8),
+    weights=weights_strategy,
+    micro=st.integers(1, 4),
+    ranks_before=st.integers(1, 6),
+    ranks_after=st.integers(1, 6),
+    accum=st.integers(1, 3),
+    steps_before=st.integers(0, 8),
+    steps_after=st.integers(1, 8),
 )
-def test_changing_world_size_at_resume_loses_and_repeats_nothing(weights, micro, ranks_before, ranks_after, accum, steps_before, steps_after):
+def test_changing_world_size_at_resume_loses_and_repeats_nothing(
+    weights, micro, ranks_before, ranks_after, accum, steps_before, steps_after
+):
     # One global batch size that both worker counts divide (the spec requires that of any run).
     global_batch = micro * accum * ranks_before * ranks_after
     before, after = BatchGeometry(global_batch, micro, ranks_before), BatchGeometry(global_batch, micro, ranks_after)
@@ -80,7 +88,7 @@ def test_changing_world_size_at_resume_loses_and_repeats_nothing(weights, micro,
     stream = schedule(weights, 0, total)
     resumed = ScheduleCursor(weights)
     resumed.skip(steps_before * global_batch)
-    assert np.array_equal(resumed.take(steps_after * global_batch), stream[steps_before * global_batch:])
+    assert np.array_equal(resumed.take(steps_after * global_batch), stream[steps_before * global_batch :])
 
 
 @settings(max_examples=80, deadline=None)
@@ -108,13 +116,21 @@ def test_source_positions_count_within_each_source():
 
 
 @settings(max_examples=40, deadline=None)
-@given(sizes=st.lists(st.integers(0, 40), min_size=1, max_size=8).filter(lambda s: sum(s) > 0), seed=st.integers(0, 2**31 - 1))
+@given(
+    sizes=st.lists(st.integers(0, 40), min_size=1, max_size=8).filter(lambda s: sum(s) > 0),
+    seed=st.integers(0, 2**31 - 1),
+)
 def test_each_epoch_reads_every_sequence_of_a_source_exactly_once(sizes, seed):
     order = SourceOrder("web", seed, tuple(sizes), repeat=True)
     total = sum(sizes)
     shards, local = order.locate(np.arange(2 * total))
     for epoch in range(2):
-        got = sorted(zip(shards[epoch * total:(epoch + 1) * total].tolist(), local[epoch * total:(epoch + 1) * total].tolist()))
+        got = sorted(
+            zip(
+                shards[epoch * total : (epoch + 1) * total].tolist(),
+                local[epoch * total : (epoch + 1) * total].tolist(),
+            )
+        )
         assert got == sorted((s, i) for s, n in enumerate(sizes) for i in range(n))
     if total > 3:
         # A repeat is a fresh permutation, not a replay of the first epoch.

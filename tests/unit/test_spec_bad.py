@@ -61,27 +61,51 @@ BAD_SPECS = [
     ("credentials-in-uri", {"spec.output.uri": "s3://AKIAX:secret@bucket/x"}, "credentials", True),
     ("credentials-inline-storage", {"spec.storage.secretAccessKey": "abc"}, "credentials must not be written", True),
     ("credentials-inline-password", {"spec.storage.password": "hunter2"}, "spec.storage.password", True),
-    ("credentials-in-env", {"spec.resources.env": [{"name": "AWS_SECRET_ACCESS_KEY", "value": "x"}]}, "credential", True),
+    (
+        "credentials-in-env",
+        {"spec.resources.env": [{"name": "AWS_SECRET_ACCESS_KEY", "value": "x"}]},
+        "credential",
+        True,
+    ),
     ("typo-top-level", {"spec.trainng": {"seed": 1}}, "spec.trainng: unknown field", True),
-    ("typo-nested", {"spec.training.learningrate": {"peak": 1.0e-3}}, "spec.training.learningrate: unknown field", True),
+    (
+        "typo-nested",
+        {"spec.training.learningrate": {"peak": 1.0e-3}},
+        "spec.training.learningrate: unknown field",
+        True,
+    ),
     ("micro-batch-zero", {"spec.training.microBatchSize": 0}, "spec.training.microBatchSize", True),
     ("dropout-above-one", {"spec.training.dropout": 1.5}, "spec.training.dropout", True),
     ("betas-three", {"spec.training.optimizer.betas": [0.9, 0.95, 0.99]}, "spec.training.optimizer.betas", True),
     ("beta-one", {"spec.training.optimizer.betas": [0.9, 1.0]}, "spec.training.optimizer.betas[1]", True),
     ("eval-limit-zero", {"spec.eval.tasks": [{"name": "piqa", "limit": 0}]}, "spec.eval.tasks[0].limit", True),
     ("eval-duplicate-tasks", {"spec.eval.tasks": [{"name": "piqa"}, {"name": "piqa"}]}, "duplicate eval task", True),
-    ("toleration-operator", {"spec.resources.tolerations[0].operator": "Maybe"}, "spec.resources.tolerations[0].operator", True),
+    (
+        "toleration-operator",
+        {"spec.resources.tolerations[0].operator": "Maybe"},
+        "spec.resources.tolerations[0].operator",
+        True,
+    ),
     ("memory-not-quantity", {"spec.resources.memoryPerWorker": "lots"}, "spec.resources.memoryPerWorker", True),
     ("heads-do-not-divide", {"spec.model.overrides": {"nEmbd": 500}}, "not divisible by 8 heads", True),
     ("queue-name-invalid", {"spec.scheduling.queueName": "GPU_Queue"}, "spec.scheduling.queueName", True),
     ("endpoint-not-http", {"spec.storage.endpoint": "ftp://minio:9000"}, "spec.storage.endpoint", True),
-    ("pull-secret-invalid", {"spec.resources.imagePullSecrets": ["My Secret"]}, "spec.resources.imagePullSecrets[0]", True),
+    (
+        "pull-secret-invalid",
+        {"spec.resources.imagePullSecrets": ["My Secret"]},
+        "spec.resources.imagePullSecrets[0]",
+        True,
+    ),
     ("checkpoint-every-zero", {"spec.checkpoint.everySteps": 0}, "spec.checkpoint.everySteps", True),
     ("tokens-below-one-step", {"spec.data.totalTokens": 1000}, "less than one step", True),
     ("bool-as-string", {"spec.training.compile": "yes"}, "spec.training.compile", True),
     ("wrong-api-version", {"apiVersion": "trainkit.dev/v1"}, "apiVersion", False),
-    ("warmup-longer-than-run", {"spec.data.totalTokens": 1228800, "spec.training.learningRate.warmupSteps": 10},
-     "warmup (10 steps) is not shorter than the run (10 steps)", False),
+    (
+        "warmup-longer-than-run",
+        {"spec.data.totalTokens": 1228800, "spec.training.learningRate.warmupSteps": 10},
+        "warmup (10 steps) is not shorter than the run (10 steps)",
+        False,
+    ),
 ]
 
 
@@ -143,7 +167,11 @@ def test_exponent_without_dot_gets_a_hint(tmp_path, capsys):
 
 @pytest.mark.parametrize(
     "content,expected",
-    [("spec: [1, 2", "invalid YAML"), ("", "no YAML document"), ("- just\n- a list\n", "expected a TrainingRun mapping")],
+    [
+        ("spec: [1, 2", "invalid YAML"),
+        ("", "no YAML document"),
+        ("- just\n- a list\n", "expected a TrainingRun mapping"),
+    ],
 )
 def test_unreadable_files(tmp_path, capsys, content, expected):
     path = tmp_path / "f.yaml"

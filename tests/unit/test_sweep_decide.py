@@ -13,7 +13,9 @@ from trainkit_operator.sweeps import decide_sweep
 REPO = Path(__file__).resolve().parents[2]
 SWEEP = yaml.safe_load((REPO / "jobs" / "sweep-50-30-20-neighbourhood.yaml").read_text())
 SWEEP["metadata"].update({"namespace": "team-a", "uid": "sweep-uid-1", "generation": 3})
-SWEEP["spec"]["mixtures"] = {"explicit": [{"weights": {"finepdfs": w, "dclm-baseline": 1 - w}} for w in (0.2, 0.4, 0.6, 0.8, 0.5)]}
+SWEEP["spec"]["mixtures"] = {
+    "explicit": [{"weights": {"finepdfs": w, "dclm-baseline": 1 - w}} for w in (0.2, 0.4, 0.6, 0.8, 0.5)]
+}
 SWEEP["spec"]["parallelism"] = 2
 
 
@@ -60,12 +62,16 @@ def test_existing_runs_are_never_recreated_and_foreign_runs_do_not_count():
 def test_leaderboard_ranks_finished_runs_by_metric_and_names_the_best():
     manifests = decide_sweep({**SWEEP, "spec": {**SWEEP["spec"], "parallelism": 5}}, []).create
     averages = [0.31, 0.45, None, 0.45, 0.38]
-    runs = [child(m, "Succeeded" if a is not None else "Failed", loss=3.0, average=a) for m, a in zip(manifests, averages)]
+    runs = [
+        child(m, "Succeeded" if a is not None else "Failed", loss=3.0, average=a) for m, a in zip(manifests, averages)
+    ]
     status = decide_sweep(SWEEP, runs).status
     ranked = [(r.run[-3:], r.rank) for r in status.leaderboard]
     assert ranked == [("001", 1), ("003", 1), ("004", 3), ("000", 4), ("002", None)]
     assert status.best.run == "seed-mix-grid-001" and status.best.value == 0.45
-    assert status.phase == "Succeeded" and status.runs.failed == 1 and "4 of 5 runs succeeded, 1 failed" in status.message
+    assert (
+        status.phase == "Succeeded" and status.runs.failed == 1 and "4 of 5 runs succeeded, 1 failed" in status.message
+    )
     assert status.leaderboard[0].weights == {"finepdfs": 0.4, "dclm-baseline": 0.6}
 
 
@@ -74,7 +80,11 @@ def test_rank_by_loss_prefers_lower_and_ignores_unfinished_runs():
     sweep["spec"]["rankBy"] = "loss"
     sweep["spec"]["parallelism"] = 5
     manifests = decide_sweep(sweep, []).create
-    runs = [child(manifests[0], "Succeeded", loss=3.2), child(manifests[1], "Succeeded", loss=2.9), child(manifests[2], "Running", loss=1.0)]
+    runs = [
+        child(manifests[0], "Succeeded", loss=3.2),
+        child(manifests[1], "Succeeded", loss=2.9),
+        child(manifests[2], "Running", loss=1.0),
+    ]
     status = decide_sweep(sweep, runs).status
     assert status.best.run == "seed-mix-grid-001"
     running_row = next(r for r in status.leaderboard if r.run.endswith("002"))

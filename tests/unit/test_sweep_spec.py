@@ -44,7 +44,9 @@ def test_grid_example_expands_to_36_valid_runs():
     assert len(seen) == 36  # no mixture twice
 
 
-@pytest.mark.parametrize("sources,step,min_weight", [(3, 0.1, 0.0), (3, 0.05, 0.0), (4, 0.25, 0.0), (2, 0.5, 0.5), (3, 0.2, 0.1)])
+@pytest.mark.parametrize(
+    "sources,step,min_weight", [(3, 0.1, 0.0), (3, 0.05, 0.0), (4, 0.25, 0.0), (2, 0.5, 0.5), (3, 0.2, 0.1)]
+)
 def test_grid_size_formula_matches_enumeration(sources, step, min_weight):
     points = grid_points(sources, step, min_weight)
     assert len(points) == grid_size(sources, step, min_weight)
@@ -55,7 +57,10 @@ def test_grid_size_formula_matches_enumeration(sources, step, min_weight):
 def test_explicit_zero_weight_drops_the_source_and_normalises():
     doc = sweep_with(explicit=[{"weights": {"finepdfs": 2, "dclm-baseline": 2, "fineweb-edu": 0}}])
     (run,) = expand_sweep(TrainingSweep.model_validate(doc))
-    assert [(s["name"], s["weight"]) for s in run["spec"]["data"]["sources"]] == [("finepdfs", 0.5), ("dclm-baseline", 0.5)]
+    assert [(s["name"], s["weight"]) for s in run["spec"]["data"]["sources"]] == [
+        ("finepdfs", 0.5),
+        ("dclm-baseline", 0.5),
+    ]
 
 
 def test_dirichlet_is_deterministic_in_its_seed():
@@ -66,12 +71,27 @@ def test_dirichlet_is_deterministic_in_its_seed():
 
 
 BAD_SWEEPS = [
-    ("weights-not-normalisable", {"explicit": [{"weights": {"finepdfs": 0, "dclm-baseline": 0}}]}, "cannot be normalised", True),
-    ("negative-weight", {"explicit": [{"weights": {"finepdfs": -1, "dclm-baseline": 2}}]}, "greater than or equal to 0", True),
+    (
+        "weights-not-normalisable",
+        {"explicit": [{"weights": {"finepdfs": 0, "dclm-baseline": 0}}]},
+        "cannot be normalised",
+        True,
+    ),
+    (
+        "negative-weight",
+        {"explicit": [{"weights": {"finepdfs": -1, "dclm-baseline": 2}}]},
+        "greater than or equal to 0",
+        True,
+    ),
     ("unknown-source", {"explicit": [{"weights": {"wikipedia": 1}}]}, "unknown source(s) wikipedia", False),
     ("grid-too-large", {"grid": {"step": 0.01}}, "5151 runs, above maxRuns 40", False),
     ("step-does-not-divide-one", {"grid": {"step": 0.3}}, "does not divide 1", False),
-    ("two-kinds", {"grid": {"step": 0.5}, "dirichlet": {"samples": 3}}, "exactly one of explicit, grid or dirichlet", True),
+    (
+        "two-kinds",
+        {"grid": {"step": 0.5}, "dirichlet": {"samples": 3}},
+        "exactly one of explicit, grid or dirichlet",
+        True,
+    ),
     ("no-kind", {}, "exactly one of explicit, grid or dirichlet", True),
 ]
 
@@ -92,7 +112,10 @@ def test_bad_sweeps_rejected(case_id, mixtures, expected, by_schema, tmp_path, c
     [
         ({"rankBy": "accuracy"}, "spec.rankBy"),
         ({"rankBy": "eval.lambada"}, "rankBy eval.lambada: unknown metric"),
-        ({"overrides": {"totalTokens": 1000}}, "run seed-mix-grid-000: spec: data.totalTokens 1000 is less than one step"),
+        (
+            {"overrides": {"totalTokens": 1000}},
+            "run seed-mix-grid-000: spec: data.totalTokens 1000 is less than one step",
+        ),
     ],
 )
 def test_bad_metric_and_overrides(change, expected, tmp_path, capsys):

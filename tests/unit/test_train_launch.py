@@ -17,7 +17,9 @@ def test_run_or_bare_spec_as_yaml_or_json(tmp_path):
     a, name = load_spec_file(tmp_path / "run.yaml")
     b, none = load_spec_file(tmp_path / "spec.json")
     assert (name, none) == ("quickstart", None) and a == b
-    (tmp_path / "bad.json").write_text(json.dumps({**run["spec"], "training": {"microBatchSize": 0, "globalBatchSize": 8}}))
+    (tmp_path / "bad.json").write_text(
+        json.dumps({**run["spec"], "training": {"microBatchSize": 0, "globalBatchSize": 8}})
+    )
     with pytest.raises(SpecError, match=r"spec\.training\.microBatchSize"):
         load_spec_file(tmp_path / "bad.json")
 
@@ -36,6 +38,6 @@ def test_json_exponents_are_numbers_not_yaml_strings(tmp_path):
     """json.dumps writes eps as 1e-08, which YAML 1.1 would read as a string: spec.json is read as JSON."""
     run = yaml.safe_load(open("jobs/gpt2-70m-50-30-20.yaml"))
     (tmp_path / "spec.json").write_text(json.dumps(run))
-    assert '1e-08' in (tmp_path / "spec.json").read_text()
+    assert "1e-08" in (tmp_path / "spec.json").read_text()
     spec, name = load_spec_file(tmp_path / "spec.json")
     assert spec.training.optimizer.eps == 1e-8 and name == "gpt2-70m-50-30-20"

@@ -76,9 +76,15 @@ def timed(fn: Callable[[FirstBatch], tuple[int, np.ndarray]], repeats: int) -> d
         opening.append(first.at - start)
         steady.append((tokens - first.tokens) / max(end - first.at, 1e-9))
     s = statistics.median(seconds)
-    return {"tokens": tokens, "seconds": s, "tokens_per_s": tokens / s, "steady_tokens_per_s": statistics.median(steady),
-            "first_batch_seconds": statistics.median(opening),
-            "mixture_error": mixture_error(sources, list(WEIGHTS.values())), "sequences": len(sources)}
+    return {
+        "tokens": tokens,
+        "seconds": s,
+        "tokens_per_s": tokens / s,
+        "steady_tokens_per_s": statistics.median(steady),
+        "first_batch_seconds": statistics.median(opening),
+        "mixture_error": mixture_error(sources, list(WEIGHTS.values())),
+        "sequences": len(sources),
+    }
 
 
 # ------------------------------------------------------------------------------------- set-up
@@ -92,8 +98,12 @@ def prepare_sources(bucket: str, max_chars: int, log) -> None:
     try:
         for source in demo_sources(max_chars, log=log):
             write_parquet_source(source, f"s3://{bucket}/text")
-            run_prepare(f"s3://{bucket}/text/{source.name}", f"s3://{bucket}/tokens/{source.name}",
-                        shard_tokens=1 << 20, log=lambda _: None)
+            run_prepare(
+                f"s3://{bucket}/text/{source.name}",
+                f"s3://{bucket}/tokens/{source.name}",
+                shard_tokens=1 << 20,
+                log=lambda _: None,
+            )
     finally:
         if started:
             ray.shutdown()
@@ -120,14 +130,21 @@ def write_trainkit_copy(bucket: str, name: str, seqs: np.ndarray, per_shard: int
 
     shards = []
     for k, start in enumerate(range(0, len(seqs), per_shard)):
-        chunk = seqs[start:start + per_shard].reshape(-1)
+        chunk = seqs[start : start + per_shard].reshape(-1)
         data, crc = encode_shard(chunk, np.dtype("<u2"))
         file = f"shards/bench-{k:05d}.bin"
         storage.write_bytes(f"s3://{bucket}/bench/trainkit/{name}/{file}", data)
         shards.append({"file": file, "tokens": int(chunk.size), "documents": 0, "bytes": len(data), "crc32": crc})
-    storage.write_json(f"s3://{bucket}/bench/trainkit/{name}/index.json", index_document(
-        dtype=np.dtype("<u2"), tokenizer=load_tokenizer("gpt2"), shards=shards, source_files=[],
-        shard_tokens=per_shard * seqs.shape[1]))
+    storage.write_json(
+        f"s3://{bucket}/bench/trainkit/{name}/index.json",
+        index_document(
+            dtype=np.dtype("<u2"),
+            tokenizer=load_tokenizer("gpt2"),
+            shards=shards,
+            source_files=[],
+            shard_tokens=per_shard * seqs.shape[1],
+        ),
+    )
 
 
 def write_hf_copy(bucket: str, name: str, seqs: np.ndarray, j: int) -> None:
@@ -160,9 +177,16 @@ def write_litdata_copy(bucket: str, name: str, seqs: np.ndarray, workdir: str) -
     from trainkit import storage
 
     local = os.path.join(workdir, "lit", name)
-    blocks = [seqs[i:i + 1024].astype(np.uint16) for i in range(0, len(seqs), 1024)]
-    optimize(fn=_litdata_rows, inputs=blocks, output_dir=local, chunk_bytes="32MB", item_loader=TokensLoader(),
-             num_workers=1, mode="overwrite")
+    blocks = [seqs[i : i + 1024].astype(np.uint16) for i in range(0, len(seqs), 1024)]
+    optimize(
+        fn=_litdata_rows,
+        inputs=blocks,
+        output_dir=local,
+        chunk_bytes="32MB",
+        item_loader=TokensLoader(),
+        num_workers=1,
+        mode="overwrite",
+    )
     storage.upload_dir(local, f"s3://{bucket}/bench/lit/{name}")
     shutil.rmtree(local)
 
@@ -172,9 +196,16 @@ def open_trainkit(bucket: str, seq_length: int, batch: int, rank: int = 0, world
     from trainkit.data import MixtureLoader, MixtureSource, load_tokenizer
 
     return MixtureLoader(
-        [MixtureSource(n, f"s3://{bucket}/bench/trainkit/{n}", w) for n, w in WEIGHTS.items()], seq_length=seq_length,
-        global_batch=batch, micro_batch=batch // world, rank=rank, world_size=world,
-        fingerprint=load_tokenizer("gpt2").fingerprint, vocab_size=50257, when_exhausted="fail")
+        [MixtureSource(n, f"s3://{bucket}/bench/trainkit/{n}", w) for n, w in WEIGHTS.items()],
+        seq_length=seq_length,
+        global_batch=batch,
+        micro_batch=batch // world,
+        rank=rank,
+        world_size=world,
+        fingerprint=load_tokenizer("gpt2").fingerprint,
+        vocab_size=50257,
+        when_exhausted="fail",
+    )
 
 
 def read_trainkit(bucket: str, seq_length: int, batch: int, total: int, first: FirstBatch) -> tuple[int, np.ndarray]:
@@ -208,7 +239,9 @@ def traffic_at(world: int, peers: list[str], bucket: str, endpoint: str, args, t
     if "raw" in peers:
         fetched, consumed = [], []
         for r in range(world):
-            tokens, _, got = read_raw(bucket, endpoint, width, args.batch // world, total // world, FirstBatch(), r, world)
+            tokens, _, got = read_raw(
+                bucket, endpoint, width, args.batch // world, total // world, FirstBatch(), r, world
+            )
             fetched.append(got)
             consumed.append(tokens * 2)
         out["raw-s3fs"] = {"fetched": fetched, "consumed": consumed, "how": "measured (bytes of the GETs)"}
@@ -228,12 +261,17 @@ def traffic_at(world: int, peers: list[str], bucket: str, endpoint: str, args, t
 
         # datasets.distributed.split_dataset_by_node on a streaming dataset: files are split over the ranks
         # when their count divides by W, else every rank reads every file and keeps 1 example in W.
-        files = {n: [u for u in storage.find(f"s3://{bucket}/bench/hf/{n}/data") if u.endswith(".parquet")] for n in WEIGHTS}
+        files = {
+            n: [u for u in storage.find(f"s3://{bucket}/bench/hf/{n}/data") if u.endswith(".parquet")] for n in WEIGHTS
+        }
         sizes = {n: sum(storage.size(u) for u in us) for n, us in files.items()}
         per_rank = sum(sizes[n] // world if len(files[n]) % world == 0 else sizes[n] for n in WEIGHTS)
         share = total // world * width * 2
-        out["hf-datasets"] = {"fetched": [per_rank] * world, "consumed": [share] * world,
-                              "how": "its documented split_dataset_by_node rule, parquet bytes (2 x raw size)"}
+        out["hf-datasets"] = {
+            "fetched": [per_rank] * world,
+            "consumed": [share] * world,
+            "how": "its documented split_dataset_by_node rule, parquet bytes (2 x raw size)",
+        }
     return out
 
 
@@ -251,8 +289,9 @@ def trainkit_shards(bucket: str, name: str) -> list[str]:
     return sorted(u for u in storage.find(f"s3://{bucket}/bench/trainkit/{name}/shards") if u.endswith(".bin"))
 
 
-def read_raw(bucket: str, endpoint: str, width: int, batch: int, total: int, first: FirstBatch,
-             rank: int = 0, world: int = 1) -> tuple[int, np.ndarray, int]:
+def read_raw(
+    bucket: str, endpoint: str, width: int, batch: int, total: int, first: FirstBatch, rank: int = 0, world: int = 1
+) -> tuple[int, np.ndarray, int]:
     """Whole shards with s3fs + numpy, no mixture control beyond the proportions per batch: each batch
     takes round(batch w_j) sequences of source j, source after source. Rank r of W reads the shards
     i with i % W == r of every source (the usual static sharding)."""
@@ -268,7 +307,7 @@ def read_raw(bucket: str, endpoint: str, width: int, batch: int, total: int, fir
         shards = trainkit_shards(bucket, name)
         # Its own shards first; a rank that runs dry goes on with the others' (more traffic, said so).
         for uri in shards[rank::world] + [u for i, u in enumerate(shards) if i % world != rank]:
-            data = fs.cat_file(uri[len("s3://"):])
+            data = fs.cat_file(uri[len("s3://") :])
             fetched += len(data)
             yield np.frombuffer(data, dtype="<u2").reshape(-1, width)
 
@@ -294,10 +333,18 @@ def read_hf(bucket: str, endpoint: str, batch: int, total: int, first: FirstBatc
 
     opts = {"endpoint_url": endpoint}
     parts = [
-        load_dataset("parquet", data_files=f"s3://{bucket}/bench/hf/{n}/data/*.parquet", split="train", streaming=True, storage_options=opts)
+        load_dataset(
+            "parquet",
+            data_files=f"s3://{bucket}/bench/hf/{n}/data/*.parquet",
+            split="train",
+            streaming=True,
+            storage_options=opts,
+        )
         for n in WEIGHTS
     ]
-    mixed = interleave_datasets(parts, probabilities=list(WEIGHTS.values()), seed=0, stopping_strategy="first_exhausted")
+    mixed = interleave_datasets(
+        parts, probabilities=list(WEIGHTS.values()), seed=0, stopping_strategy="first_exhausted"
+    )
     sources, tokens = [], 0
     for rows in mixed.with_format("arrow").iter(batch_size=batch):
         ids = rows.column("input_ids")
@@ -309,8 +356,9 @@ def read_hf(bucket: str, endpoint: str, batch: int, total: int, first: FirstBatc
     return tokens, np.concatenate(sources)[:total]
 
 
-def read_litdata(bucket: str, endpoint: str, width: int, total: int, cache: str, first: FirstBatch,
-                 rank: int = 0, world: int = 1) -> tuple[int, np.ndarray]:
+def read_litdata(
+    bucket: str, endpoint: str, width: int, total: int, cache: str, first: FirstBatch, rank: int = 0, world: int = 1
+) -> tuple[int, np.ndarray]:
     from litdata import CombinedStreamingDataset, StreamingDataset
     from litdata.streaming import downloader
     from litdata.streaming.item_loader import TokensLoader
@@ -326,11 +374,18 @@ def read_litdata(bucket: str, endpoint: str, width: int, total: int, cache: str,
             def __getitem__(self, index):
                 return j, super().__getitem__(index)
 
-        return Source(f"s3://{bucket}/bench/lit/{name}", item_loader=TokensLoader(block_size=width), shuffle=True, seed=0,
-                      cache_dir=os.path.join(cache, name), storage_options={"endpoint_url": endpoint})
+        return Source(
+            f"s3://{bucket}/bench/lit/{name}",
+            item_loader=TokensLoader(block_size=width),
+            shuffle=True,
+            seed=0,
+            cache_dir=os.path.join(cache, name),
+            storage_options={"endpoint_url": endpoint},
+        )
 
-    mixed = CombinedStreamingDataset([tagged(j, n) for j, n in enumerate(WEIGHTS)], weights=list(WEIGHTS.values()),
-                                     seed=0, iterate_over_all=False)
+    mixed = CombinedStreamingDataset(
+        [tagged(j, n) for j, n in enumerate(WEIGHTS)], weights=list(WEIGHTS.values()), seed=0, iterate_over_all=False
+    )
     sources, tokens = [], 0
     for j, item in mixed:
         sources.append(j)
@@ -351,8 +406,11 @@ def start_moto_server():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     endpoint = f"http://127.0.0.1:{port}"
     for _ in range(100):
         try:
@@ -400,24 +458,42 @@ def run(args) -> int:
                 write_hf_copy(bucket, name, tiled, j)
             if "litdata" in peers:
                 write_litdata_copy(bucket, name, tiled, workdir)
-        print(f"reading {total:,} sequences of {width} tokens ({total * width / 1e6:.1f}M tokens), median of {args.repeats}", flush=True)
-        results = {"trainkit": timed(lambda first: read_trainkit(bucket, args.seq_length, args.batch, total, first), args.repeats)}
+        print(
+            f"reading {total:,} sequences of {width} tokens ({total * width / 1e6:.1f}M tokens), median of {args.repeats}",
+            flush=True,
+        )
+        results = {
+            "trainkit": timed(
+                lambda first: read_trainkit(bucket, args.seq_length, args.batch, total, first), args.repeats
+            )
+        }
         if "raw" in peers:
-            results["raw-s3fs"] = timed(lambda first: read_raw(bucket, endpoint, width, args.batch, total, first)[:2], args.repeats)
+            results["raw-s3fs"] = timed(
+                lambda first: read_raw(bucket, endpoint, width, args.batch, total, first)[:2], args.repeats
+            )
         if "hf" in peers:
-            results["hf-datasets"] = timed(lambda first: read_hf(bucket, endpoint, args.batch, total, first), args.repeats)
+            results["hf-datasets"] = timed(
+                lambda first: read_hf(bucket, endpoint, args.batch, total, first), args.repeats
+            )
         if "litdata" in peers:
-            results["litdata"] = timed(lambda first: read_litdata(bucket, endpoint, width, total, os.path.join(workdir, "cache"), first), args.repeats)
+            results["litdata"] = timed(
+                lambda first: read_litdata(bucket, endpoint, width, total, os.path.join(workdir, "cache"), first),
+                args.repeats,
+            )
         traffic = traffic_at(args.world, peers, bucket, endpoint, args, total, workdir) if args.world > 1 else {}
     finally:
         server.terminate()
         server.wait(timeout=30)
         shutil.rmtree(workdir, ignore_errors=True)
     ours = results["trainkit"]
-    print(f"\n{'reader':<12} {'tokens/s':>10} {'steady':>10} {'1st batch':>10} {'seconds':>8} {'sequences':>10} {'mixture error':>14}")
+    print(
+        f"\n{'reader':<12} {'tokens/s':>10} {'steady':>10} {'1st batch':>10} {'seconds':>8} {'sequences':>10} {'mixture error':>14}"
+    )
     for name, r in results.items():
-        print(f"{name:<12} {r['tokens_per_s'] / 1e6:>9.1f}M {r['steady_tokens_per_s'] / 1e6:>9.1f}M {r['first_batch_seconds']:>9.2f}s "
-              f"{r['seconds']:>8.2f} {r['sequences']:>10,} {r['mixture_error']:>10.2f} seq")
+        print(
+            f"{name:<12} {r['tokens_per_s'] / 1e6:>9.1f}M {r['steady_tokens_per_s'] / 1e6:>9.1f}M {r['first_batch_seconds']:>9.2f}s "
+            f"{r['seconds']:>8.2f} {r['sequences']:>10,} {r['mixture_error']:>10.2f} seq"
+        )
     print("tokens/s: opening to last sequence; steady: after the first batch (both medians)")
     for key, label in (("tokens_per_s", "open-to-end"), ("steady_tokens_per_s", "steady")):
         others = {k: v[key] for k, v in results.items() if k != "trainkit"}
@@ -431,6 +507,14 @@ def run(args) -> int:
         print_traffic(args.world, traffic)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"endpoint": "moto on loopback", "sequence_tokens": width, "results": results,
-                       "traffic": {"world_size": args.world, "readers": traffic}}, f, indent=2)
+            json.dump(
+                {
+                    "endpoint": "moto on loopback",
+                    "sequence_tokens": width,
+                    "results": results,
+                    "traffic": {"world_size": args.world, "readers": traffic},
+                },
+                f,
+                indent=2,
+            )
     return 0

@@ -34,8 +34,12 @@ SEED_SUITE_REQUESTS: dict[str, tuple[int, float, str]] = {
     "truthfulqa_mc2": (817, 7.2, "validation (choices vary; ~7.2 mean)"),
 }
 MIRRORS = {
-    "mmlu": "tk_mmlu", "hellaswag": "tk_hellaswag", "arc_challenge": "tk_arc_challenge", "piqa": "tk_piqa",
-    "winogrande": "tk_winogrande", "truthfulqa_mc2": "tk_truthfulqa_mc2",
+    "mmlu": "tk_mmlu",
+    "hellaswag": "tk_hellaswag",
+    "arc_challenge": "tk_arc_challenge",
+    "piqa": "tk_piqa",
+    "winogrande": "tk_winogrande",
+    "truthfulqa_mc2": "tk_truthfulqa_mc2",
 }
 SEED_ARCH = dict(n_layer=12, n_embd=512, n_head=8, n_positions=1024, vocab_size=50257)
 
@@ -45,7 +49,9 @@ def default_task_folder() -> Path:
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--checkpoint", help="checkpoint URI to time (default: a random-weight model of the seed's architecture)")
+    p.add_argument(
+        "--checkpoint", help="checkpoint URI to time (default: a random-weight model of the seed's architecture)"
+    )
     p.add_argument("--tasks-dir", default=str(default_task_folder()), help="folder of the mirror task YAMLs")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--repeats", type=int, default=1, help="passes over the mirror tasks (the best is kept)")
@@ -103,19 +109,38 @@ def run(args) -> int:
     total = sum(seconds.values())
     threads = torch.get_num_threads()
     load = os.getloadavg()[0]
-    print(f"eval throughput: {what} on {device} ({threads} torch threads, {os.cpu_count()} CPUs, load average "
-          f"{load:.1f} at the end), batch {args.batch_size}, lm-eval hf, float32")
-    print("ms/req = the model's loglikelihood time per request (lm-eval's per-task set-up is excluded; it is "
-          f"{sum(overhead.values()):.1f} s in all here for {len(overhead)} small tasks)")
+    print(
+        f"eval throughput: {what} on {device} ({threads} torch threads, {os.cpu_count()} CPUs, load average "
+        f"{load:.1f} at the end), batch {args.batch_size}, lm-eval hf, float32"
+    )
+    print(
+        "ms/req = the model's loglikelihood time per request (lm-eval's per-task set-up is excluded; it is "
+        f"{sum(overhead.values()):.1f} s in all here for {len(overhead)} small tasks)"
+    )
     print(f"{'task':<16}{'mirror reqs':>12}{'tok/req':>9}{'ms/req':>9}{'real reqs':>11}{'est. min':>10}")
     for task, (q, c, _split) in SEED_SUITE_REQUESTS.items():
-        print(f"{task:<16}{counts[task]:>12}{mean_tokens[task]:>9.0f}{1000 * per_request[task]:>9.1f}{q * c:>11.0f}{seconds[task] / 60:>10.1f}")
-    print(f"seed suite estimate: {total / 60:.1f} min ({total / 3600:.2f} h) on {device}; a lower bound: the mirrors' "
-          "prompts are shorter than the real benchmarks' (MMLU 5-shot above all)")
+        print(
+            f"{task:<16}{counts[task]:>12}{mean_tokens[task]:>9.0f}{1000 * per_request[task]:>9.1f}{q * c:>11.0f}{seconds[task] / 60:>10.1f}"
+        )
+    print(
+        f"seed suite estimate: {total / 60:.1f} min ({total / 3600:.2f} h) on {device}; a lower bound: the mirrors' "
+        "prompts are shorter than the real benchmarks' (MMLU 5-shot above all)"
+    )
     if args.json:
-        print(json.dumps({"device": device, "loadAverage": load, "perRequestSeconds": per_request, "mirrorRequests": counts,
-                          "setupSeconds": overhead,
-                          "meanTokensPerRequest": mean_tokens, "estimatedSeconds": seconds, "totalSeconds": total}))
+        print(
+            json.dumps(
+                {
+                    "device": device,
+                    "loadAverage": load,
+                    "perRequestSeconds": per_request,
+                    "mirrorRequests": counts,
+                    "setupSeconds": overhead,
+                    "meanTokensPerRequest": mean_tokens,
+                    "estimatedSeconds": seconds,
+                    "totalSeconds": total,
+                }
+            )
+        )
     return 0
 
 

@@ -32,8 +32,12 @@ def add_arguments(p) -> None:
     p.add_argument("--accumulation", type=int, default=1, help="micro-batches per step")
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--precision", default=None, choices=["fp32", "bf16"], help="default: fp32 on CPU, bf16 on GPU")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                   help="torch.compile both loops (default: on with CUDA, off on CPU)")
+    p.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="torch.compile both loops (default: on with CUDA, off on CPU)",
+    )
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--data", default=".trainkit/bench-train", help="folder for the prepared demo sources (reused)")
@@ -76,11 +80,21 @@ def make_spec(args, uris: dict[str, str], output: str, on_gpu: bool):
     glob = micro * args.accumulation
     doc = {
         "model": {"preset": preset},
-        "data": {"seqLength": seq, "totalTokens": args.steps * glob * seq, "whenExhausted": "repeat",
-                 "sources": [{"name": n, "uri": uris[n], "weight": w} for n, w in SOURCES]},
-        "training": {"microBatchSize": micro, "globalBatchSize": glob, "precision": args.precision or ("bf16" if on_gpu else "fp32"),
-                     "compile": on_gpu if args.compile is None else args.compile, "logEverySteps": args.log_every, "seed": 0,
-                     "learningRate": {"peak": 3e-4, "final": 3e-5, "warmupSteps": 2}},
+        "data": {
+            "seqLength": seq,
+            "totalTokens": args.steps * glob * seq,
+            "whenExhausted": "repeat",
+            "sources": [{"name": n, "uri": uris[n], "weight": w} for n, w in SOURCES],
+        },
+        "training": {
+            "microBatchSize": micro,
+            "globalBatchSize": glob,
+            "precision": args.precision or ("bf16" if on_gpu else "fp32"),
+            "compile": on_gpu if args.compile is None else args.compile,
+            "logEverySteps": args.log_every,
+            "seed": 0,
+            "learningRate": {"peak": 3e-4, "final": 3e-5, "warmupSteps": 2},
+        },
         "checkpoint": {"everySteps": args.steps, "keep": 1},
         "resources": {"workers": 1, "gpusPerWorker": 1 if on_gpu else 0, "cpusPerWorker": 1, "memoryPerWorker": "64Gi"},
         "output": {"uri": output},
@@ -99,8 +113,13 @@ def bare_loop(spec, plan, batches, device) -> tuple[float, list[float], float]:
     t = spec.training
     torch.manual_seed(t.seed)
     model = build_model(ModelConfig.from_spec(spec.model, t.dropout)).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=t.learning_rate.peak, betas=tuple(t.optimizer.betas),
-                            weight_decay=t.optimizer.weight_decay, fused=device.type == "cuda")
+    opt = torch.optim.AdamW(
+        model.parameters(),
+        lr=t.learning_rate.peak,
+        betas=tuple(t.optimizer.betas),
+        weight_decay=t.optimizer.weight_decay,
+        fused=device.type == "cuda",
+    )
     fwd = torch.compile(model) if t.compile else model
     amp = torch.autocast(device.type, dtype=torch.bfloat16) if t.precision == "bf16" else None
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -165,43 +184,67 @@ def run(args) -> int:
     batches = [loader.next_step() for _ in range(plan.total_steps)]
     loader.close()
     tokens = plan.total_steps * plan.tokens_per_step
-    print(f"bench train: {spec.model.preset} ({plan.parameters / 1e6:.2f}M params), seq {spec.data.seq_length}, "
-          f"micro-batch {spec.training.micro_batch_size} x {plan.gradient_accumulation}, {plan.total_steps} steps, "
-          f"{spec.training.precision}, device {torch.cuda.get_device_name(0) if on_gpu else 'cpu'} "
-          f"({torch.get_num_threads()} threads)", flush=True)
+    print(
+        f"bench train: {spec.model.preset} ({plan.parameters / 1e6:.2f}M params), seq {spec.data.seq_length}, "
+        f"micro-batch {spec.training.micro_batch_size} x {plan.gradient_accumulation}, {plan.total_steps} steps, "
+        f"{spec.training.precision}, device {torch.cuda.get_device_name(0) if on_gpu else 'cpu'} "
+        f"({torch.get_num_threads()} threads)",
+        flush=True,
+    )
     bare_loop(spec, plan, batches[:3], device)  # warm-up: allocator, kernels, threads
     results: dict[str, list[float]] = {"bare": [], "trainkit": []}
     windows: dict[str, list[float]] = {"bare": [], "trainkit": []}
     cpu: dict[str, list[float]] = {"bare": [], "trainkit": []}
     for r in range(args.repeats):
-        for name, fn in (("bare", lambda: bare_loop(spec, plan, batches, device)), ("trainkit", lambda: ours(spec, device))):
+        for name, fn in (
+            ("bare", lambda: bare_loop(spec, plan, batches, device)),
+            ("trainkit", lambda: ours(spec, device)),
+        ):
             seconds, w, cpu_s = fn()
             results[name].append(tokens / seconds)
             windows[name] += w
             cpu[name].append(tokens / cpu_s)
-            print(f"  repeat {r + 1}: {name:8} {tokens / seconds:>12,.0f} tokens/s  ({seconds:.2f} s wall, "
-                  f"{cpu_s:.2f} s CPU)", flush=True)
+            print(
+                f"  repeat {r + 1}: {name:8} {tokens / seconds:>12,.0f} tokens/s  ({seconds:.2f} s wall, "
+                f"{cpu_s:.2f} s CPU)",
+                flush=True,
+            )
     best = {k: max(v) for k, v in results.items()}
     ratio = best["trainkit"] / best["bare"]
     median_window = {k: statistics.median(v) for k, v in windows.items() if v}
     best_cpu = {k: max(v) for k, v in cpu.items()}
-    print(f"tokens per CPU-second (best; robust to other load on the machine): trainkit {best_cpu['trainkit']:,.0f}  "
-          f"bare {best_cpu['bare']:,.0f}  ratio {best_cpu['trainkit'] / best_cpu['bare']:.3f}")
+    print(
+        f"tokens per CPU-second (best; robust to other load on the machine): trainkit {best_cpu['trainkit']:,.0f}  "
+        f"bare {best_cpu['bare']:,.0f}  ratio {best_cpu['trainkit'] / best_cpu['bare']:.3f}"
+    )
     if len(median_window) == 2:
-        print(f"median tokens/s over {args.log_every}-step windows: trainkit {median_window['trainkit']:,.0f}  "
-              f"bare {median_window['bare']:,.0f}  ratio {median_window['trainkit'] / median_window['bare']:.3f}")
+        print(
+            f"median tokens/s over {args.log_every}-step windows: trainkit {median_window['trainkit']:,.0f}  "
+            f"bare {median_window['bare']:,.0f}  ratio {median_window['trainkit'] / median_window['bare']:.3f}"
+        )
     peak = peak_flops(torch.cuda.get_device_name(0), spec.training.precision) if on_gpu else None
-    figures = {"preset": spec.model.preset, "seqLength": spec.data.seq_length, "device": str(device),
-               "tokensPerSecond": best, "ratio": ratio, "goal": 0.97, "medianWindowTokensPerSecond": median_window,
-               "tokensPerCpuSecond": best_cpu,
-               "mfu": {k: mfu(v, plan.flops_per_token, peak, 1) for k, v in best.items()} if peak else None}
-    print(f"best tokens/s: trainkit {best['trainkit']:,.0f}  bare {best['bare']:,.0f}  ratio {ratio:.3f} "
-          f"(goal >= 0.97: {'met' if ratio >= 0.97 else 'NOT met'})")
+    figures = {
+        "preset": spec.model.preset,
+        "seqLength": spec.data.seq_length,
+        "device": str(device),
+        "tokensPerSecond": best,
+        "ratio": ratio,
+        "goal": 0.97,
+        "medianWindowTokensPerSecond": median_window,
+        "tokensPerCpuSecond": best_cpu,
+        "mfu": {k: mfu(v, plan.flops_per_token, peak, 1) for k, v in best.items()} if peak else None,
+    }
+    print(
+        f"best tokens/s: trainkit {best['trainkit']:,.0f}  bare {best['bare']:,.0f}  ratio {ratio:.3f} "
+        f"(goal >= 0.97: {'met' if ratio >= 0.97 else 'NOT met'})"
+    )
     if peak:
         m = figures["mfu"]
         hours = 1e9 * plan.flops_per_token / (m["trainkit"] * peak) / 3600 if m["trainkit"] else float("nan")
-        print(f"MFU: trainkit {m['trainkit']:.1%}  bare {m['bare']:.1%} (peak {peak / 1e12:.0f} TFLOP/s); "
-              f"1B tokens at this rate: {hours * 60:.1f} min on one GPU")
+        print(
+            f"MFU: trainkit {m['trainkit']:.1%}  bare {m['bare']:.1%} (peak {peak / 1e12:.0f} TFLOP/s); "
+            f"1B tokens at this rate: {hours * 60:.1f} min on one GPU"
+        )
         figures["minutesPer1BTokens"] = hours * 60
     else:
         print("MFU: not reported: no CUDA device here (MFU needs a GPU's peak FLOP/s); run on a GPU for MFU")

@@ -12,9 +12,15 @@ import sys
 def register(sub) -> None:
     p = sub.add_parser("compare", help="compare mixture runs: leaderboard, plots, recommended mixture")
     p.add_argument("uris", nargs="+", metavar="URI", help="run output URIs, or a sweep's base output URI")
-    p.add_argument("--rank-by", default="eval.average", metavar="METRIC",
-                   help="eval.average (default), loss, or eval.<task>")
-    p.add_argument("--output", default=None, metavar="URI", help="where to write the report (default: <first run's parent>/compare)")
+    p.add_argument(
+        "--rank-by", default="eval.average", metavar="METRIC", help="eval.average (default), loss, or eval.<task>"
+    )
+    p.add_argument(
+        "--output",
+        default=None,
+        metavar="URI",
+        help="where to write the report (default: <first run's parent>/compare)",
+    )
     p.set_defaults(func=run)
 
 

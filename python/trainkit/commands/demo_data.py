@@ -10,7 +10,9 @@ def register(sub) -> None:
     p.add_argument("out", metavar="OUT", help="s3://, file:// or local folder")
     p.add_argument("--max-chars", type=int, default=1_500_000, help="characters of text per source (default 1.5M)")
     p.add_argument("--files", type=int, default=2, help="parquet files per source (default 2)")
-    p.add_argument("--text-root", default=None, help="folder holding the unpacked Debian doc packages (see scripts/install.sh)")
+    p.add_argument(
+        "--text-root", default=None, help="folder holding the unpacked Debian doc packages (see scripts/install.sh)"
+    )
     p.set_defaults(func=run)
 
 
@@ -27,7 +29,9 @@ def run(args) -> int:
         for source in demo_sources(args.max_chars, Path(args.text_root) if args.text_root else None):
             files = write_parquet_source(source, args.out, args.files)
             chars = sum(len(d) for d in source.documents)
-            print(f"{source.name:8} {source.kind:12} {len(source.documents):5} docs {chars:>10,} chars  {files[0].rsplit('/data/', 1)[0]}  [{source.license}]")
+            print(
+                f"{source.name:8} {source.kind:12} {len(source.documents):5} docs {chars:>10,} chars  {files[0].rsplit('/data/', 1)[0]}  [{source.license}]"
+            )
     except (StorageError, FileNotFoundError) as e:
         print(f"trainkit demo-data: error: {e}", file=sys.stderr)
         return 1

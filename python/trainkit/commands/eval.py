@@ -7,14 +7,26 @@ import sys
 
 def register(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a checkpoint with lm-evaluation-harness; prints the table and file paths")
-    p.add_argument("checkpoint", metavar="CHECKPOINT_URI", help="s3://, file:// or local checkpoints/step-XXXXXXXX folder")
-    p.add_argument("--tasks", nargs="+", metavar="TASK[:FEWSHOT]", default=["seed-suite"],
-                   help="lm-eval task/group names, each optionally with a few-shot count; 'seed-suite' = the model card's six (default)")
-    p.add_argument("--include-path", metavar="DIR", help="folder (local or s3://) of lm-eval task YAMLs to look tasks up in first")
+    p.add_argument(
+        "checkpoint", metavar="CHECKPOINT_URI", help="s3://, file:// or local checkpoints/step-XXXXXXXX folder"
+    )
+    p.add_argument(
+        "--tasks",
+        nargs="+",
+        metavar="TASK[:FEWSHOT]",
+        default=["seed-suite"],
+        help="lm-eval task/group names, each optionally with a few-shot count; 'seed-suite' = the model card's six (default)",
+    )
+    p.add_argument(
+        "--include-path", metavar="DIR", help="folder (local or s3://) of lm-eval task YAMLs to look tasks up in first"
+    )
     p.add_argument("--limit", type=float, help="examples per task: a count (>= 1) or a fraction (< 1); for smoke runs")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--output", metavar="URI", help="the run's output URI (default: the run the checkpoint belongs to); "
-                   "files go to URI/eval/step-XXXXXXXX/")
+    p.add_argument(
+        "--output",
+        metavar="URI",
+        help="the run's output URI (default: the run the checkpoint belongs to); files go to URI/eval/step-XXXXXXXX/",
+    )
     p.add_argument("--step", type=int, help="step to file the eval under (default: the checkpoint's)")
     p.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     p.add_argument("--endpoint", help="S3 endpoint URL (default: AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL)")
@@ -49,8 +61,10 @@ def run(args) -> int:
         return 2
     output = args.output or artifacts.run_uri_of_checkpoint(args.checkpoint)
     if not output:
-        print(f"trainkit eval: error: {args.checkpoint} is not under <run>/checkpoints/step-N; give --output URI",
-              file=sys.stderr)
+        print(
+            f"trainkit eval: error: {args.checkpoint} is not under <run>/checkpoints/step-N; give --output URI",
+            file=sys.stderr,
+        )
         return 2
     from pydantic import ValidationError
 
@@ -63,7 +77,9 @@ def run(args) -> int:
         return 2
     options = StorageOptions(endpoint=args.endpoint)
     try:
-        result = evaluate_checkpoint(args.checkpoint, spec, output, args.step, options, requests=requests, device=args.device)
+        result = evaluate_checkpoint(
+            args.checkpoint, spec, output, args.step, options, requests=requests, device=args.device
+        )
     except (EvalError, StorageError) as e:
         print(f"trainkit eval: error: {e}", file=sys.stderr)
         return 1
@@ -73,4 +89,3 @@ def run(args) -> int:
     for path in file_uris(out_dir, options):
         print(f"  {path}")
     return 0
-

@@ -7,9 +7,15 @@ import sys
 
 def register(sub) -> None:
     p = sub.add_parser("prepare", help="tokenize parquet/jsonl text into token shards + index.json (a Ray Data job)")
-    p.add_argument("input", metavar="INPUT", help="s3://, file:// or local folder/file of text (data/train-*.parquet, *.jsonl[.gz|.zst])")
+    p.add_argument(
+        "input",
+        metavar="INPUT",
+        help="s3://, file:// or local folder/file of text (data/train-*.parquet, *.jsonl[.gz|.zst])",
+    )
     p.add_argument("output", metavar="OUTPUT", help="where the source's shards and index.json go")
-    p.add_argument("--tokenizer", default="gpt2", help="'gpt2' or a folder with vocab.json + merges.txt (default: gpt2)")
+    p.add_argument(
+        "--tokenizer", default="gpt2", help="'gpt2' or a folder with vocab.json + merges.txt (default: gpt2)"
+    )
     p.add_argument("--shard-tokens", type=int, default=None, help="tokens per shard (default: 16,777,216)")
     p.add_argument("--endpoint", default=None, help="S3 endpoint URL (default: AWS_ENDPOINT_URL); never credentials")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray (ignored when joining a cluster)")
@@ -25,8 +31,11 @@ def run(args) -> int:
     started = ensure_ray(args.num_cpus)
     try:
         run_prepare(
-            args.input, args.output, tokenizer_name=args.tokenizer,
-            shard_tokens=args.shard_tokens or DEFAULT_SHARD_TOKENS, options=StorageOptions(endpoint=args.endpoint),
+            args.input,
+            args.output,
+            tokenizer_name=args.tokenizer,
+            shard_tokens=args.shard_tokens or DEFAULT_SHARD_TOKENS,
+            options=StorageOptions(endpoint=args.endpoint),
             log=lambda line: print(line, flush=True),
         )
     except (PrepareError, DataError, TokenizerError, StorageError, FileNotFoundError) as e:

@@ -34,13 +34,18 @@ def run(args) -> int:
     try:
         history = artifacts.read_eval_summaries(args.run, options)
         if not history:
-            print(f"trainkit report: error: no eval under {artifacts.eval_root(args.run)} (no readable eval/step-*/summary.json)",
-                  file=sys.stderr)
+            print(
+                f"trainkit report: error: no eval under {artifacts.eval_root(args.run)} (no readable eval/step-*/summary.json)",
+                file=sys.stderr,
+            )
             return 1
         steps = [s["step"] for s in history]
         step = steps[-1] if args.step is None else args.step
         if step not in steps:
-            print(f"trainkit report: error: no eval at step {step} under {args.run}; evals at steps {steps}", file=sys.stderr)
+            print(
+                f"trainkit report: error: no eval at step {step} under {args.run}; evals at steps {steps}",
+                file=sys.stderr,
+            )
             return 1
         out_dir = artifacts.eval_dir(args.run, step)
         print(storage.read_bytes(artifacts.eval_report_uri(args.run, step), options).decode())

@@ -11,8 +11,12 @@ import threading
 def register(sub) -> None:
     p = sub.add_parser("run", help="train a TrainingRun on this machine (local Ray); resumes if it was interrupted")
     p.add_argument("file", metavar="RUN.yaml", help="a TrainingRun (or bare spec), YAML or JSON")
-    p.add_argument("--max-failures", type=int, default=1,
-                   help="worker-group restarts from the last checkpoint before giving up (default 1)")
+    p.add_argument(
+        "--max-failures",
+        type=int,
+        default=1,
+        help="worker-group restarts from the last checkpoint before giving up (default 1)",
+    )
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs for the local Ray (default: all)")
     p.add_argument("--verbose", action="store_true", help="show the workers' own log lines instead of a progress bar")
     p.set_defaults(func=run)
@@ -34,8 +38,11 @@ def watch_progress(output_uri: str, total_steps: int, options, stop: threading.E
             if p and p.get("step", 0) > bar.n:
                 bar.update(p["step"] - bar.n)
                 eta = p.get("etaSeconds")
-                bar.set_postfix_str(f"loss {p['loss']:.3f}  {p['tokensPerSecond']:,.0f} tok/s"
-                                    + (f"  ETA {eta:,.0f}s" if eta is not None else ""), refresh=True)
+                bar.set_postfix_str(
+                    f"loss {p['loss']:.3f}  {p['tokensPerSecond']:,.0f} tok/s"
+                    + (f"  ETA {eta:,.0f}s" if eta is not None else ""),
+                    refresh=True,
+                )
             if stop.wait(interval):
                 break
     finally:
@@ -64,9 +71,12 @@ def run(args) -> int:
         planned.append((resolved, plan))
         out, options = resolved.output.uri, StorageOptions.from_spec(resolved.storage)
         resumed = artifacts.latest_complete_checkpoint(out, options)
-        print(f"trainkit run: {name or 'run'}: {plan.total_steps} steps of {plan.tokens_per_step:,} tokens, "
-              f"{resolved.resources.workers} worker(s), output {out}"
-              + (f" (resuming from step {resumed})" if resumed is not None else ""), flush=True)
+        print(
+            f"trainkit run: {name or 'run'}: {plan.total_steps} steps of {plan.tokens_per_step:,} tokens, "
+            f"{resolved.resources.workers} worker(s), output {out}"
+            + (f" (resuming from step {resumed})" if resumed is not None else ""),
+            flush=True,
+        )
         if not args.verbose:
             watcher = threading.Thread(target=watch_progress, args=(out, plan.total_steps, options, stop), daemon=True)
             watcher.start()
@@ -83,14 +93,18 @@ def run(args) -> int:
         connect_ray(args.num_cpus or max(os.cpu_count() or 1, wanted), log_to_driver=args.verbose)
 
     try:
-        result = run_spec(spec, name=name or "trainkit-run", max_failures=args.max_failures, on_start=on_start,
-                          connect=connect)
+        result = run_spec(
+            spec, name=name or "trainkit-run", max_failures=args.max_failures, on_start=on_start, connect=connect
+        )
     except PreflightError as e:
         print(f"{args.file}: {e}", file=sys.stderr)
         return 3
     except Exception as e:  # noqa: BLE001 - one line with the cause; the checkpoints stay for a re-run
-        print(f"{args.file}: training failed: {type(e).__name__}: {e}\n"
-              f"re-run the same command to resume from the last checkpoint", file=sys.stderr)
+        print(
+            f"{args.file}: training failed: {type(e).__name__}: {e}\n"
+            f"re-run the same command to resume from the last checkpoint",
+            file=sys.stderr,
+        )
         return 1
     finally:
         stop.set()
@@ -107,8 +121,10 @@ def run(args) -> int:
     png = artifacts.run_file(out, artifacts.LOSS_PLOT)
     storage.write_bytes(png, loss_curve_png(lines, title=f"{name or 'run'}: training loss"), options)
     final = lines[-1] if lines else {}
-    print(f"done: step {final.get('step')}/{plan.total_steps}, loss {final.get('loss', float('nan')):.3f}, "
-          f"tokens per source {final.get('sourceTokens')}")
+    print(
+        f"done: step {final.get('step')}/{plan.total_steps}, loss {final.get('loss', float('nan')):.3f}, "
+        f"tokens per source {final.get('sourceTokens')}"
+    )
     print("artifacts:")
     print(f"  checkpoint   {result.final_checkpoint}   (AutoModelForCausalLM/AutoTokenizer.from_pretrained)")
     print(f"  progress     {artifacts.run_file(out, artifacts.PROGRESS)}")

@@ -17,8 +17,8 @@ DEFAULT_METRIC = "eval.average"
 
 @dataclass(frozen=True)
 class Metric:
-    key: str             # as the user wrote it: "loss", "eval.average", "eval.hellaswag"
-    label: str           # for tables and plots
+    key: str  # as the user wrote it: "loss", "eval.average", "eval.hellaswag"
+    label: str  # for tables and plots
     higher_is_better: bool
 
     def value(self, r: RunResult) -> float | None:
@@ -29,7 +29,7 @@ class Metric:
             return "no final loss"
         if not r.has_eval:
             return "no eval summary"
-        return f"eval has no task {self.key[len('eval.'):]!r}"
+        return f"eval has no task {self.key[len('eval.') :]!r}"
 
 
 def available_metrics(results: list[RunResult]) -> list[str]:
@@ -46,7 +46,7 @@ def parse_metric(key: str, results: list[RunResult] | None = None) -> Metric:
     if key == "eval.average":
         return Metric("eval.average", "eval average", higher_is_better=True)
     if key.startswith("eval.") and len(key) > len("eval."):
-        task = key[len("eval."):]
+        task = key[len("eval.") :]
         if results is not None and not any(task in r.eval_tasks for r in results):
             known = ", ".join(available_metrics(results))
             raise CompareError(f"unknown metric {key!r}: no run reports eval task {task!r} (available: {known})")
@@ -57,11 +57,11 @@ def parse_metric(key: str, results: list[RunResult] | None = None) -> Metric:
 
 @dataclass(frozen=True)
 class Row:
-    rank: int | None      # None: not ranked (metric missing)
+    rank: int | None  # None: not ranked (metric missing)
     run: RunResult
     value: float | None
     tied: bool = False
-    note: str = ""        # why the run is unranked, or "tied with ..."
+    note: str = ""  # why the run is unranked, or "tied with ..."
 
 
 def leaderboard(results: list[RunResult], rank_by: str = DEFAULT_METRIC) -> list[Row]:
@@ -69,7 +69,9 @@ def leaderboard(results: list[RunResult], rank_by: str = DEFAULT_METRIC) -> list
     metric = parse_metric(rank_by, results)
     values = [metric.value(r) for r in results]
     ranks = rank_values(values, metric.higher_is_better)  # the same rule as a sweep's status leaderboard
-    order = sorted(range(len(results)), key=lambda i: (ranks[i] is None, ranks[i] or 0, results[i].name, results[i].uri))
+    order = sorted(
+        range(len(results)), key=lambda i: (ranks[i] is None, ranks[i] or 0, results[i].name, results[i].uri)
+    )
     rows: list[Row] = []
     for i in order:
         r = results[i]
@@ -77,8 +79,15 @@ def leaderboard(results: list[RunResult], rank_by: str = DEFAULT_METRIC) -> list
             rows.append(Row(rank=None, run=r, value=None, note=f"not ranked: {metric.why_missing(r)}"))
             continue
         others = [results[k].name for k in order if k != i and ranks[k] == ranks[i]]
-        rows.append(Row(rank=ranks[i], run=r, value=values[i], tied=bool(others),
-                        note=f"tied with {', '.join(others)}" if others else ""))
+        rows.append(
+            Row(
+                rank=ranks[i],
+                run=r,
+                value=values[i],
+                tied=bool(others),
+                note=f"tied with {', '.join(others)}" if others else "",
+            )
+        )
     return rows
 
 

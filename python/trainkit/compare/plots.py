@@ -31,14 +31,16 @@ def loss_curves_png(results: list[RunResult], highlight: frozenset[str] | set[st
         best = r.name in highlight
         style: dict[str, Any] = dict(linewidth=2.6 if best else 1.2, zorder=3 if best else 2)
         label = r.name + (" (favoured)" if best else "") if best or len(curves) <= 20 else None
-        line, = full.plot(steps, losses, label=label, **style)
+        (line,) = full.plot(steps, losses, label=label, **style)
         half = [(s, x) for s, x in curve if s >= last_step / 2]
         if half:
             tail.plot(*zip(*half), color=line.get_color(), **style)
     if curves:
         full.legend(fontsize=8, ncol=2 if len(curves) > 6 else 1, loc="upper right")
     else:
-        full.text(0.5, 0.5, "no run has a loss curve (metrics.jsonl)", ha="center", va="center", transform=full.transAxes)
+        full.text(
+            0.5, 0.5, "no run has a loss curve (metrics.jsonl)", ha="center", va="center", transform=full.transAxes
+        )
     full.set_title("Training loss")
     tail.set_title("Second half of training (zoomed)")
     for ax in (full, tail):
@@ -48,8 +50,13 @@ def loss_curves_png(results: list[RunResult], highlight: frozenset[str] | set[st
     return _png(fig)
 
 
-def weights_scatter_png(results: list[RunResult], sources: list[str], values: dict[str, float], ylabel: str,
-                        recommended: dict[str, float] | None = None) -> bytes:
+def weights_scatter_png(
+    results: list[RunResult],
+    sources: list[str],
+    values: dict[str, float],
+    ylabel: str,
+    recommended: dict[str, float] | None = None,
+) -> bytes:
     """One panel per source: the metric (`values` by run name) against that source's weight."""
     k = max(1, len(sources))
     cols = min(k, 3)

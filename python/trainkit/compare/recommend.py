@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-MAX_WEIGHT_SPREAD = 0.15   # bootstrap std of any source's best weight above this: not trusted
+MAX_WEIGHT_SPREAD = 0.15  # bootstrap std of any source's best weight above this: not trusted
 N_CANDIDATES = 8192
 N_BOOTSTRAP = 200
 
@@ -27,45 +27,55 @@ class Recommendation:
     metric: str
     higher_is_better: bool
     sources: tuple[str, ...]
-    n_runs: int                       # finished runs with the metric, used in the fit
-    min_runs: int                     # runs needed before the fit can be trusted
+    n_runs: int  # finished runs with the metric, used in the fit
+    min_runs: int  # runs needed before the fit can be trusted
     degree: int
     trusted: bool
-    reasons: tuple[str, ...]          # why not trusted (empty when trusted)
-    weights: dict[str, float] | None = None          # predicted best mixture
-    predicted: float | None = None                   # the metric predicted there (full fit)
-    predicted_interval: tuple[float, float] | None = None   # bootstrap 5%-95% of the prediction there
+    reasons: tuple[str, ...]  # why not trusted (empty when trusted)
+    weights: dict[str, float] | None = None  # predicted best mixture
+    predicted: float | None = None  # the metric predicted there (full fit)
+    predicted_interval: tuple[float, float] | None = None  # bootstrap 5%-95% of the prediction there
     best_value_interval: tuple[float, float] | None = None  # bootstrap 5%-95% of each refit's own best value
-    weights_std: dict[str, float] = field(default_factory=dict)        # bootstrap std of the best weights
+    weights_std: dict[str, float] = field(default_factory=dict)  # bootstrap std of the best weights
     weights_interval: dict[str, tuple[float, float]] = field(default_factory=dict)  # 5%-95%
-    r2: float | None = None           # in-sample
-    loo_rmse: float | None = None     # leave-one-out prediction error
-    metric_std: float | None = None   # spread of the observed metric, for scale
-    nearest_run: str | None = None    # the tried mixture closest to the recommendation
+    r2: float | None = None  # in-sample
+    loo_rmse: float | None = None  # leave-one-out prediction error
+    metric_std: float | None = None  # spread of the observed metric, for scale
+    nearest_run: str | None = None  # the tried mixture closest to the recommendation
     nearest_distance: float | None = None  # total-variation distance to it (0 = same mixture, 1 = disjoint)
     notes: tuple[str, ...] = ()
-    display_scale: float = 1.0        # metric values are shown multiplied by this (100: fractions as percent)
+    display_scale: float = 1.0  # metric values are shown multiplied by this (100: fractions as percent)
 
     def _f(self, v: float | None) -> str:
         return fmt(None if v is None else v * self.display_scale)
 
     def lines(self) -> list[str]:
         """Plain-language summary, one statement a line."""
-        out = [f"Recommended mixture by {self.metric} ({'higher' if self.higher_is_better else 'lower'} is better), "
-               f"degree-{self.degree} mixture regression over {self.n_runs} finished run(s):"]
+        out = [
+            f"Recommended mixture by {self.metric} ({'higher' if self.higher_is_better else 'lower'} is better), "
+            f"degree-{self.degree} mixture regression over {self.n_runs} finished run(s):"
+        ]
         if self.weights is None:
             out.append("no recommendation: " + "; ".join(self.reasons))
             return out
-        out.append("  " + ", ".join(
-            f"{s} {self.weights[s]:.2f}" + (f" ±{self.weights_std[s]:.2f}" if s in self.weights_std else "")
-            for s in self.sources))
+        out.append(
+            "  "
+            + ", ".join(
+                f"{s} {self.weights[s]:.2f}" + (f" ±{self.weights_std[s]:.2f}" if s in self.weights_std else "")
+                for s in self.sources
+            )
+        )
         pred = f"  predicted {self.metric}: {self._f(self.predicted)}"
         if self.predicted_interval:
-            pred += f" (bootstrap 5-95%: {self._f(self.predicted_interval[0])} to {self._f(self.predicted_interval[1])})"
+            pred += (
+                f" (bootstrap 5-95%: {self._f(self.predicted_interval[0])} to {self._f(self.predicted_interval[1])})"
+            )
         out.append(pred)
         if self.loo_rmse is not None and self.metric_std is not None:
             r2 = "-" if self.r2 is None else f"{self.r2:.2f}"
-            out.append(f"  fit: R² {r2}, leave-one-out error {self._f(self.loo_rmse)} vs metric spread {self._f(self.metric_std)}")
+            out.append(
+                f"  fit: R² {r2}, leave-one-out error {self._f(self.loo_rmse)} vs metric spread {self._f(self.metric_std)}"
+            )
         if self.nearest_run is not None:
             out.append(f"  closest tried run: {self.nearest_run} (distance {self.nearest_distance:.2f})")
         out += [f"  note: {n}" for n in self.notes]
@@ -142,15 +152,27 @@ def loo_rmse(W: np.ndarray, y: np.ndarray, degree: int, ridge: float) -> float |
     errs = []
     for i in range(n):
         keep = np.arange(n) != i
-        errs.append(fit(W[keep], y[keep], degree, ridge).predict(W[i:i + 1])[0] - y[i])
+        errs.append(fit(W[keep], y[keep], degree, ridge).predict(W[i : i + 1])[0] - y[i])
     return float(np.sqrt(np.mean(np.square(errs))))
 
 
 # ------------------------------------------------------------------------------- recommendation
-def recommend_from(W, y, sources, *, metric: str = "eval.average", higher_is_better: bool = True,
-                   run_names=None, degree: int = 1, ridge: float = 1e-4, n_candidates: int = N_CANDIDATES,
-                   n_bootstrap: int = N_BOOTSTRAP, max_weight_spread: float = MAX_WEIGHT_SPREAD,
-                   seed: int = 0, display_scale: float = 1.0) -> Recommendation:
+def recommend_from(
+    W,
+    y,
+    sources,
+    *,
+    metric: str = "eval.average",
+    higher_is_better: bool = True,
+    run_names=None,
+    degree: int = 1,
+    ridge: float = 1e-4,
+    n_candidates: int = N_CANDIDATES,
+    n_bootstrap: int = N_BOOTSTRAP,
+    max_weight_spread: float = MAX_WEIGHT_SPREAD,
+    seed: int = 0,
+    display_scale: float = 1.0,
+) -> Recommendation:
     """Fit, predict over the simplex, bootstrap. W: runs x sources (rows need not be normalised), y: metric."""
     sources = tuple(sources)
     k = len(sources)
@@ -165,21 +187,34 @@ def recommend_from(W, y, sources, *, metric: str = "eval.average", higher_is_bet
     names = [n for n, ok in zip(names, keep) if ok]
     n = len(y)
     min_runs = n_terms(k, degree) + 2
-    base = dict(metric=metric, higher_is_better=higher_is_better, sources=sources, n_runs=n,
-                min_runs=min_runs, degree=degree, display_scale=display_scale)
+    base = dict(
+        metric=metric,
+        higher_is_better=higher_is_better,
+        sources=sources,
+        n_runs=n,
+        min_runs=min_runs,
+        degree=degree,
+        display_scale=display_scale,
+    )
 
     if k < 2:
         return Recommendation(**base, trusted=False, reasons=("only one source: there is no mixture to choose",))
     if n < 2:
-        return Recommendation(**base, trusted=False,
-                              reasons=(f"only {n} finished run(s) with {metric}; a fit needs at least 2, "
-                                       f"and at least {min_runs} to be trusted",))
+        return Recommendation(
+            **base,
+            trusted=False,
+            reasons=(
+                f"only {n} finished run(s) with {metric}; a fit needs at least 2, "
+                f"and at least {min_runs} to be trusted",
+            ),
+        )
 
     reasons: list[str] = []
     notes: list[str] = []
     if n < min_runs:
-        reasons.append(f"only {n} finished runs for {k} sources: at least {min_runs} are needed to trust a "
-                       f"degree-{degree} fit")
+        reasons.append(
+            f"only {n} finished runs for {k} sources: at least {min_runs} are needed to trust a degree-{degree} fit"
+        )
     distinct = len({tuple(np.round(w, 6)) for w in W})
     if distinct < 2:
         reasons.append("every run used the same mixture: the weights cannot explain anything")
@@ -192,12 +227,14 @@ def recommend_from(W, y, sources, *, metric: str = "eval.average", higher_is_bet
 
     resid = y - model.predict(W)
     sst = float(np.sum((y - y.mean()) ** 2))
-    r2 = 1.0 - float(np.sum(resid ** 2)) / sst if sst > 0 else None
+    r2 = 1.0 - float(np.sum(resid**2)) / sst if sst > 0 else None
     metric_std = float(np.std(y, ddof=1)) if n > 1 else None
     loo = loo_rmse(W, y, degree, ridge)
     if loo is not None and metric_std is not None and metric_std > 0 and loo >= metric_std:
-        reasons.append(f"the weights explain little: leave-one-out error {fmt(loo * display_scale)} is not below the "
-                       f"metric's own spread {fmt(metric_std * display_scale)}")
+        reasons.append(
+            f"the weights explain little: leave-one-out error {fmt(loo * display_scale)} is not below the "
+            f"metric's own spread {fmt(metric_std * display_scale)}"
+        )
     if sst == 0:
         reasons.append(f"every run has the same {metric}: nothing to rank mixtures by")
 
@@ -218,32 +255,50 @@ def recommend_from(W, y, sources, *, metric: str = "eval.average", higher_is_bet
     if len(boot_w) >= 10:
         bw = np.array(boot_w)
         weights_std = {s: float(bw[:, i].std()) for i, s in enumerate(sources)}
-        weights_interval = {s: (float(np.percentile(bw[:, i], 5)), float(np.percentile(bw[:, i], 95)))
-                            for i, s in enumerate(sources)}
+        weights_interval = {
+            s: (float(np.percentile(bw[:, i], 5)), float(np.percentile(bw[:, i], 95))) for i, s in enumerate(sources)
+        }
         predicted_interval = (float(np.percentile(boot_at_best, 5)), float(np.percentile(boot_at_best, 95)))
         best_value_interval = (float(np.percentile(boot_best, 5)), float(np.percentile(boot_best, 95)))
         worst = max(weights_std, key=lambda name: weights_std[name])
         if weights_std[worst] > max_weight_spread:
-            reasons.append(f"the best mixture is unstable: resampling the runs moves the {worst} weight by "
-                           f"±{weights_std[worst]:.2f} (more than ±{max_weight_spread:.2f})")
+            reasons.append(
+                f"the best mixture is unstable: resampling the runs moves the {worst} weight by "
+                f"±{weights_std[worst]:.2f} (more than ±{max_weight_spread:.2f})"
+            )
     else:
         reasons.append("too few distinct runs to bootstrap the uncertainty")
 
     dists = 0.5 * np.abs(W - best_w).sum(axis=1)
     near = int(np.argmin(dists))
     if dists[near] > 0.25:
-        notes.append(f"the recommended mixture is far from every tried one (total-variation distance "
-                     f"{dists[near]:.2f}): confirm it with a run before relying on it")
+        notes.append(
+            f"the recommended mixture is far from every tried one (total-variation distance "
+            f"{dists[near]:.2f}): confirm it with a run before relying on it"
+        )
     if degree == 1:
-        notes.append("a linear mixture model always puts the best at a corner or edge of the simplex; "
-                     "its value is the direction, not the exact point")
+        notes.append(
+            "a linear mixture model always puts the best at a corner or edge of the simplex; "
+            "its value is the direction, not the exact point"
+        )
 
     return Recommendation(
-        **base, trusted=not reasons, reasons=tuple(reasons),
-        weights={s: float(best_w[i]) for i, s in enumerate(sources)}, predicted=float(pred[bi]),
-        predicted_interval=predicted_interval, best_value_interval=best_value_interval,
-        weights_std=weights_std, weights_interval=weights_interval, r2=r2, loo_rmse=loo,
-        metric_std=metric_std, nearest_run=names[near], nearest_distance=float(dists[near]), notes=tuple(notes))
+        **base,
+        trusted=not reasons,
+        reasons=tuple(reasons),
+        weights={s: float(best_w[i]) for i, s in enumerate(sources)},
+        predicted=float(pred[bi]),
+        predicted_interval=predicted_interval,
+        best_value_interval=best_value_interval,
+        weights_std=weights_std,
+        weights_interval=weights_interval,
+        r2=r2,
+        loo_rmse=loo,
+        metric_std=metric_std,
+        nearest_run=names[near],
+        nearest_distance=float(dists[near]),
+        notes=tuple(notes),
+    )
 
 
 def recommend(results, rank_by: str = "eval.average", **kwargs) -> Recommendation:
@@ -258,6 +313,12 @@ def recommend(results, rank_by: str = "eval.average", **kwargs) -> Recommendatio
         sources += [s for s in r.weights if s not in sources]
     W = [[r.weights.get(s, 0.0) for s in sources] for r in used]
     y = [metric.value(r) for r in used]
-    return recommend_from(np.array(W, dtype=float).reshape(len(used), len(sources)), np.array(y, dtype=float),
-                          sources, metric=metric.key, higher_is_better=metric.higher_is_better,
-                          run_names=[r.name for r in used], **kwargs)
+    return recommend_from(
+        np.array(W, dtype=float).reshape(len(used), len(sources)),
+        np.array(y, dtype=float),
+        sources,
+        metric=metric.key,
+        higher_is_better=metric.higher_is_better,
+        run_names=[r.name for r in used],
+        **kwargs,
+    )

@@ -33,9 +33,9 @@ class Report:
     recommendation: Recommendation
     sources: list[str]
     tasks: list[str]
-    scale: float = 1.0                                       # eval scores shown x this (100: fractions as percent)
-    files: dict[str, bytes] = field(default_factory=dict)   # name -> content, in write order
-    text: str = ""                                           # for the terminal
+    scale: float = 1.0  # eval scores shown x this (100: fractions as percent)
+    files: dict[str, bytes] = field(default_factory=dict)  # name -> content, in write order
+    text: str = ""  # for the terminal
     output_uri: str | None = None
 
     @property
@@ -82,8 +82,17 @@ def table(report: "Report") -> tuple[list[str], list[list[str]]]:
     for row in report.rows:
         r = row.run
         status = r.status + (f"; {row.note}" if row.note else "")
-        body.append([rank_text(row), r.name, weights_text(r), fmt(r.final_loss),
-                     *(shown(report, r.eval_tasks.get(t)) for t in report.tasks), shown(report, r.eval_average), status])
+        body.append(
+            [
+                rank_text(row),
+                r.name,
+                weights_text(r),
+                fmt(r.final_loss),
+                *(shown(report, r.eval_tasks.get(t)) for t in report.tasks),
+                shown(report, r.eval_average),
+                status,
+            ]
+        )
     return header, body
 
 
@@ -94,25 +103,36 @@ def favoured_text(report: Report) -> str:
     if not best:
         return f"No run reports {m.key} yet: there is no run to favour."
     if len(best) > 1:
-        return (f"The data does not separate {', '.join(b.run.name for b in best)}: they tie on {m.label} "
-                f"at {shown(report, best[0].value, is_eval)}.")
+        return (
+            f"The data does not separate {', '.join(b.run.name for b in best)}: they tie on {m.label} "
+            f"at {shown(report, best[0].value, is_eval)}."
+        )
     b = best[0]
     ranked = [r for r in report.rows if r.rank is not None]
     margin = ""
     if len(ranked) > 1 and b.value is not None and ranked[1].value is not None:
         gap = abs(b.value - ranked[1].value)
         margin = f", ahead of {ranked[1].run.name} by {shown(report, gap, is_eval)}"
-    return (f"The run the data favours: {b.run.name} ({m.label} {shown(report, b.value, is_eval)}{margin}), "
-            f"mixture {weights_text(b.run)}.")
+    return (
+        f"The run the data favours: {b.run.name} ({m.label} {shown(report, b.value, is_eval)}{margin}), "
+        f"mixture {weights_text(b.run)}."
+    )
 
 
 def render_text(report: Report) -> str:
     header, body = table(report)
     widths = [max(len(h), *(len(c[i]) for c in body)) if body else len(h) for i, h in enumerate(header)]
     line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
-    out = [f"Leaderboard by {report.metric.key} ({'higher' if report.metric.higher_is_better else 'lower'} is better)",
-           line(header), line(["-" * w for w in widths]), *(line(c) for c in body), "",
-           favoured_text(report), "", *report.recommendation.lines()]
+    out = [
+        f"Leaderboard by {report.metric.key} ({'higher' if report.metric.higher_is_better else 'lower'} is better)",
+        line(header),
+        line(["-" * w for w in widths]),
+        *(line(c) for c in body),
+        "",
+        favoured_text(report),
+        "",
+        *report.recommendation.lines(),
+    ]
     if report.output_uri:
         out += ["", f"Report: {storage.join(report.output_uri, REPORT_HTML)} (and {REPORT_MD}, PNGs, {REPORT_JSON})"]
     return "\n".join(out) + "\n"
@@ -125,19 +145,42 @@ def _md(s: str) -> str:
 def render_markdown(report: Report) -> str:
     header, body = table(report)
     m = report.metric
-    out = [f"# Mixture comparison: {len(report.rows)} runs", "",
-           f"Ranked by **{m.key}** ({'higher' if m.higher_is_better else 'lower'} is better). "
-           "Runs without the metric are listed last, unranked, with the reason.", "",
-           "## Leaderboard", "",
-           "| " + " | ".join(_md(h) for h in header) + " |",
-           "|" + "|".join(" --- " for _ in header) + "|",
-           *("| " + " | ".join(_md(c) for c in cells) + " |" for cells in body), "",
-           "## The run the data favours", "", favoured_text(report), "",
-           "## Recommended mixture", "", *(f"    {x}" for x in report.recommendation.lines()), "",
-           "## Loss curves", "", f"![loss curves]({LOSS_PNG})", "",
-           "## Eval against each source's weight", "", f"![metric against weights]({WEIGHTS_PNG})", "",
-           "## Runs", "", *(f"- {_md(r.run.name)}: `{r.run.uri}`" + (f" ({_md('; '.join(r.run.notes))})" if r.run.notes else "")
-                            for r in report.rows), ""]
+    out = [
+        f"# Mixture comparison: {len(report.rows)} runs",
+        "",
+        f"Ranked by **{m.key}** ({'higher' if m.higher_is_better else 'lower'} is better). "
+        "Runs without the metric are listed last, unranked, with the reason.",
+        "",
+        "## Leaderboard",
+        "",
+        "| " + " | ".join(_md(h) for h in header) + " |",
+        "|" + "|".join(" --- " for _ in header) + "|",
+        *("| " + " | ".join(_md(c) for c in cells) + " |" for cells in body),
+        "",
+        "## The run the data favours",
+        "",
+        favoured_text(report),
+        "",
+        "## Recommended mixture",
+        "",
+        *(f"    {x}" for x in report.recommendation.lines()),
+        "",
+        "## Loss curves",
+        "",
+        f"![loss curves]({LOSS_PNG})",
+        "",
+        "## Eval against each source's weight",
+        "",
+        f"![metric against weights]({WEIGHTS_PNG})",
+        "",
+        "## Runs",
+        "",
+        *(
+            f"- {_md(r.run.name)}: `{r.run.uri}`" + (f" ({_md('; '.join(r.run.notes))})" if r.run.notes else "")
+            for r in report.rows
+        ),
+        "",
+    ]
     return "\n".join(out)
 
 
@@ -170,34 +213,50 @@ def render_html(report: Report, images: dict[str, bytes]) -> str:
     trs = []
     for row, cells in zip(report.rows, body):
         cls = "best" if row.rank == 1 else ("unranked" if row.rank is None else "")
-        tds = "".join(f'<td class="num">{e(c)}</td>' if i in numeric
-                      else f"<td>{e(c).replace(' / ', '<br>')}</td>" if i == 2
-                      else f'<td class="status">{e(c)}</td>' if i == len(cells) - 1 else f"<td>{e(c)}</td>"
-                      for i, c in enumerate(cells))
+        tds = "".join(
+            f'<td class="num">{e(c)}</td>'
+            if i in numeric
+            else f"<td>{e(c).replace(' / ', '<br>')}</td>"
+            if i == 2
+            else f'<td class="status">{e(c)}</td>'
+            if i == len(cells) - 1
+            else f"<td>{e(c)}</td>"
+            for i, c in enumerate(cells)
+        )
         trs.append(f'<tr class="{cls}" data-rank="{e(rank_text(row))}" data-run="{e(row.run.name)}">{tds}</tr>')
     rec = report.recommendation
     rec_cls = "ok" if rec.trusted else "warn"
-    verdict = ("Trusted: enough runs, and the best mixture is stable under resampling." if rec.trusted
-               else "Not trusted: " + "; ".join(rec.reasons))
+    verdict = (
+        "Trusted: enough runs, and the best mixture is stable under resampling."
+        if rec.trusted
+        else "Not trusted: " + "; ".join(rec.reasons)
+    )
     rec_rows = ""
     if rec.weights:
         rec_rows = "".join(
             f"<tr><td>{e(s)}</td><td class='num'>{rec.weights[s]:.2f}</td>"
             f"<td class='num'>{('±%.2f' % rec.weights_std[s]) if s in rec.weights_std else '-'}</td>"
             f"<td class='num'>{('%.2f to %.2f' % rec.weights_interval[s]) if s in rec.weights_interval else '-'}</td></tr>"
-            for s in rec.sources)
-        rec_rows = ("<table id='recommendation-table'><thead><tr><th>source</th><th>recommended weight</th>"
-                    "<th>bootstrap std</th><th>bootstrap 5-95%</th></tr></thead><tbody>" + rec_rows + "</tbody></table>")
+            for s in rec.sources
+        )
+        rec_rows = (
+            "<table id='recommendation-table'><thead><tr><th>source</th><th>recommended weight</th>"
+            "<th>bootstrap std</th><th>bootstrap 5-95%</th></tr></thead><tbody>" + rec_rows + "</tbody></table>"
+        )
     rec_lines = "".join(f"<li>{e(x.strip())}</li>" for x in rec.lines()[1:])
-    runs = "".join(f"<li><b>{e(r.run.name)}</b>: <code>{e(r.run.uri)}</code>"
-                   + (f" — {e('; '.join(r.run.notes))}" if r.run.notes else "") + "</li>" for r in report.rows)
+    runs = "".join(
+        f"<li><b>{e(r.run.name)}</b>: <code>{e(r.run.uri)}</code>"
+        + (f" — {e('; '.join(r.run.notes))}" if r.run.notes else "")
+        + "</li>"
+        for r in report.rows
+    )
     m = report.metric
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Mixture comparison: {len(report.rows)} runs</title><style>{CSS}</style></head>
 <body data-images-loaded="pending">
 <h1>Mixture comparison: {len(report.rows)} runs</h1>
-<p>Ranked by <b>{e(m.key)}</b> ({'higher' if m.higher_is_better else 'lower'} is better). Runs without the metric are listed last, unranked, with the reason.</p>
+<p>Ranked by <b>{e(m.key)}</b> ({"higher" if m.higher_is_better else "lower"} is better). Runs without the metric are listed last, unranked, with the reason.</p>
 <h2>Recommendation</h2>
 <div class="callout" id="favoured">{e(favoured_text(report))}</div>
 <p></p>
@@ -205,8 +264,8 @@ def render_html(report: Report, images: dict[str, bytes]) -> str:
 {rec_rows}
 <ul>{rec_lines}</ul>
 <h2>Leaderboard</h2>
-<div class="scroll"><table id="leaderboard"><thead><tr>{''.join(f'<th>{e(h)}</th>' for h in header)}</tr></thead>
-<tbody>{''.join(trs)}</tbody></table></div>
+<div class="scroll"><table id="leaderboard"><thead><tr>{"".join(f"<th>{e(h)}</th>" for h in header)}</tr></thead>
+<tbody>{"".join(trs)}</tbody></table></div>
 <h2>Loss curves</h2>
 <img id="loss-curves" alt="loss curves of all runs" src="{_data_uri(images[LOSS_PNG])}">
 <h2>{e(weights_ylabel(report))} against each source's weight</h2>
@@ -233,17 +292,36 @@ def report_json(report: Report, files: list[str]) -> dict:
         "generatedAt": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "favoured": [r.run.name for r in report.favoured],
         "leaderboard": [
-            {"rank": row.rank, "tied": row.tied, "value": row.value, "note": row.note, "run": row.run.name,
-             "uri": row.run.uri, "weights": row.run.weights, "finalLoss": row.run.final_loss,
-             "finished": row.run.finished, "step": row.run.step, "totalSteps": row.run.total_steps,
-             "tokens": row.run.tokens, "eval": {"step": row.run.eval_step, "average": row.run.eval_average,
-                                                "tasks": row.run.eval_tasks},
-             "notes": list(row.run.notes)}
-            for row in report.rows],
+            {
+                "rank": row.rank,
+                "tied": row.tied,
+                "value": row.value,
+                "note": row.note,
+                "run": row.run.name,
+                "uri": row.run.uri,
+                "weights": row.run.weights,
+                "finalLoss": row.run.final_loss,
+                "finished": row.run.finished,
+                "step": row.run.step,
+                "totalSteps": row.run.total_steps,
+                "tokens": row.run.tokens,
+                "eval": {"step": row.run.eval_step, "average": row.run.eval_average, "tasks": row.run.eval_tasks},
+                "notes": list(row.run.notes),
+            }
+            for row in report.rows
+        ],
         "recommendation": {
-            "trusted": rec.trusted, "reasons": list(rec.reasons), "weights": rec.weights, "predicted": rec.predicted,
-            "predictedInterval": rec.predicted_interval, "weightsStd": rec.weights_std,
-            "runsUsed": rec.n_runs, "minRuns": rec.min_runs, "degree": rec.degree, "notes": list(rec.notes)},
+            "trusted": rec.trusted,
+            "reasons": list(rec.reasons),
+            "weights": rec.weights,
+            "predicted": rec.predicted,
+            "predictedInterval": rec.predicted_interval,
+            "weightsStd": rec.weights_std,
+            "runsUsed": rec.n_runs,
+            "minRuns": rec.min_runs,
+            "degree": rec.degree,
+            "notes": list(rec.notes),
+        },
         "files": files,
     }
 
@@ -261,15 +339,20 @@ def build_report(results: list[RunResult], rank_by: str = DEFAULT_METRIC, **reco
     report = Report(metric=metric, rows=rows, recommendation=rec, sources=sources, tasks=tasks, scale=scale)
     ylabel = weights_ylabel(report)
     by_eval = ylabel.startswith("eval average")
-    values = {r.name: (None if r.eval_average is None else r.eval_average * scale) if by_eval else r.final_loss
-              for r in results}
+    values = {
+        r.name: (None if r.eval_average is None else r.eval_average * scale) if by_eval else r.final_loss
+        for r in results
+    }
     plotted = {name: v for name, v in values.items() if v is not None}
     images = {
         LOSS_PNG: loss_curves_png([r.run for r in rows], highlight={r.run.name for r in report.favoured}),
         WEIGHTS_PNG: weights_scatter_png(results, sources, plotted, ylabel, recommended=rec.weights),
     }
-    report.files = {**images, REPORT_MD: render_markdown(report).encode(),
-                    REPORT_HTML: render_html(report, images).encode()}
+    report.files = {
+        **images,
+        REPORT_MD: render_markdown(report).encode(),
+        REPORT_HTML: render_html(report, images).encode(),
+    }
     report.text = render_text(report)
     return report
 
@@ -291,13 +374,20 @@ def write_report(report: Report, output_uri: str, options: StorageOptions | None
     report.output_uri = output_uri
     for name, data in report.files.items():
         storage.write_bytes(storage.join(output_uri, name), data, options)
-    storage.write_json(storage.join(output_uri, REPORT_JSON), report_json(report, [*report.files, REPORT_JSON]), options)
+    storage.write_json(
+        storage.join(output_uri, REPORT_JSON), report_json(report, [*report.files, REPORT_JSON]), options
+    )
     report.text = render_text(report)
     return output_uri
 
 
-def compare_runs(uris: list[str], rank_by: str = DEFAULT_METRIC, output: str | None = None,
-                 options: StorageOptions | None = None, **recommend_kwargs) -> Report:
+def compare_runs(
+    uris: list[str],
+    rank_by: str = DEFAULT_METRIC,
+    output: str | None = None,
+    options: StorageOptions | None = None,
+    **recommend_kwargs,
+) -> Report:
     """The whole comparison: find the runs under `uris` (runs or sweep base URIs), load them, build
     the report and write it to `output` (default `<first run's parent>/compare`). Raises CompareError
     (naming the URI or metric) before writing anything when an input is bad."""

@@ -23,9 +23,9 @@ class CompareError(ValueError):
 class RunResult:
     uri: str
     name: str
-    weights: dict[str, float]                  # normalised token proportions, in spec order
+    weights: dict[str, float]  # normalised token proportions, in spec order
     final_loss: float | None = None
-    loss_from: str | None = None               # "metrics.jsonl" | "progress.json" | None
+    loss_from: str | None = None  # "metrics.jsonl" | "progress.json" | None
     loss_curve: tuple[tuple[int, float], ...] = ()
     step: int | None = None
     total_steps: int | None = None
@@ -35,7 +35,7 @@ class RunResult:
     eval_average: float | None = None
     eval_tasks: dict[str, float] = field(default_factory=dict)
     source_sequences: dict[str, int] = field(default_factory=dict)  # observed, from the last metrics line
-    notes: tuple[str, ...] = ()                # plain-language flags: "no eval summary", "running: step 50/200"
+    notes: tuple[str, ...] = ()  # plain-language flags: "no eval summary", "running: step 50/200"
 
     @property
     def has_eval(self) -> bool:
@@ -87,8 +87,13 @@ def normalised_weights(spec: dict, uri: str) -> dict[str, float]:
     return {k: v / total for k, v in raw.items()}
 
 
-def run_result_from(uri: str, spec_doc: object, progress: ProgressDoc | None = None, metrics_text: str | None = None,
-                    eval_summary: EvalSummaryDoc | None = None) -> RunResult:
+def run_result_from(
+    uri: str,
+    spec_doc: object,
+    progress: ProgressDoc | None = None,
+    metrics_text: str | None = None,
+    eval_summary: EvalSummaryDoc | None = None,
+) -> RunResult:
     """Pure: a RunResult from the documents of one run (any of progress/metrics/eval may be missing)."""
     spec, meta_name = unwrap_spec(spec_doc, uri)
     weights = normalised_weights(spec, uri)
@@ -118,7 +123,9 @@ def run_result_from(uri: str, spec_doc: object, progress: ProgressDoc | None = N
     total = progress.get("totalSteps") if progress and isinstance(progress.get("totalSteps"), int) else None
     if total is None:
         total = planned_steps(spec)
-    finished = bool(progress and progress.get("finished") is True) or (step is not None and total is not None and step >= total)
+    finished = bool(progress and progress.get("finished") is True) or (
+        step is not None and total is not None and step >= total
+    )
     if not finished:
         notes.append("not finished" + (f": step {step}/{total}" if step is not None and total else ""))
 
@@ -143,10 +150,23 @@ def run_result_from(uri: str, spec_doc: object, progress: ProgressDoc | None = N
     else:
         notes.append("no eval summary")
 
-    return RunResult(uri=uri, name=name, weights=weights, final_loss=final_loss, loss_from=loss_from,
-                     loss_curve=curve, step=step, total_steps=total, tokens=tokens, finished=finished,
-                     eval_step=eval_step, eval_average=eval_average, eval_tasks=eval_tasks,
-                     source_sequences=source_sequences, notes=tuple(notes))
+    return RunResult(
+        uri=uri,
+        name=name,
+        weights=weights,
+        final_loss=final_loss,
+        loss_from=loss_from,
+        loss_curve=curve,
+        step=step,
+        total_steps=total,
+        tokens=tokens,
+        finished=finished,
+        eval_step=eval_step,
+        eval_average=eval_average,
+        eval_tasks=eval_tasks,
+        source_sequences=source_sequences,
+        notes=tuple(notes),
+    )
 
 
 def tokens_per_step(spec: dict) -> int | None:
@@ -179,8 +199,13 @@ def load_run_results(run_uri: str, options: StorageOptions | None = None) -> Run
     spec_doc = artifacts.read_spec_document(run_uri, options)
     if spec_doc is None:
         raise CompareError(f"{run_uri}: no readable spec.json: not a trainkit run output (or the run never started)")
-    return run_result_from(run_uri, spec_doc, artifacts.read_progress(run_uri, options),
-                           artifacts.read_metrics_text(run_uri, options), artifacts.read_latest_eval_summary(run_uri, options))
+    return run_result_from(
+        run_uri,
+        spec_doc,
+        artifacts.read_progress(run_uri, options),
+        artifacts.read_metrics_text(run_uri, options),
+        artifacts.read_latest_eval_summary(run_uri, options),
+    )
 
 
 def _is_run_like(uri: str, options: StorageOptions | None) -> bool:

@@ -15,6 +15,12 @@ from trainkit.data.shards import DataError
 from trainkit.data.tokenizer import Tokenizer, TokenizerError, load_tokenizer
 
 __all__ = [
-    "DataError", "MixtureLoader", "MixtureSource", "SourceExhausted", "Tokenizer", "TokenizerError",
-    "load_tokenizer", "sequences_needed",
+    "DataError",
+    "MixtureLoader",
+    "MixtureSource",
+    "SourceExhausted",
+    "Tokenizer",
+    "TokenizerError",
+    "load_tokenizer",
+    "sequences_needed",
 ]

@@ -15,8 +15,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def assign_step(sources: np.ndarray, places: np.ndarray, epochs: np.ndarray, world_size: int,
-                epoch_sizes: list[int] | np.ndarray) -> list[np.ndarray]:
+def assign_step(
+    sources: np.ndarray, places: np.ndarray, epochs: np.ndarray, world_size: int, epoch_sizes: list[int] | np.ndarray
+) -> list[np.ndarray]:
     """For each rank, the indices into the step (0..G-1) of the sequences it takes, in the order its
     micro-batches hold them.
 
@@ -34,4 +35,4 @@ def assign_step(sources: np.ndarray, places: np.ndarray, epochs: np.ndarray, wor
     fraction = np.asarray(places, dtype=np.float64) / sizes[sources]
     order = np.lexsort((np.arange(g), sources, epochs, fraction))
     share = g // world_size
-    return [order[r * share:(r + 1) * share] for r in range(world_size)]
+    return [order[r * share : (r + 1) * share] for r in range(world_size)]

@@ -101,10 +101,41 @@ def _pydoc_topics() -> Iterator[str]:
 
 
 _STDLIB_MODULES = (
-    "argparse", "asyncio", "collections", "contextlib", "csv", "dataclasses", "datetime", "decimal", "email",
-    "fractions", "functools", "heapq", "http.client", "importlib", "inspect", "itertools", "json", "logging",
-    "pathlib", "pickle", "re", "shutil", "socket", "sqlite3", "statistics", "string", "subprocess", "tarfile",
-    "textwrap", "threading", "typing", "unittest", "urllib.parse", "uuid", "zipfile",
+    "argparse",
+    "asyncio",
+    "collections",
+    "contextlib",
+    "csv",
+    "dataclasses",
+    "datetime",
+    "decimal",
+    "email",
+    "fractions",
+    "functools",
+    "heapq",
+    "http.client",
+    "importlib",
+    "inspect",
+    "itertools",
+    "json",
+    "logging",
+    "pathlib",
+    "pickle",
+    "re",
+    "shutil",
+    "socket",
+    "sqlite3",
+    "statistics",
+    "string",
+    "subprocess",
+    "tarfile",
+    "textwrap",
+    "threading",
+    "typing",
+    "unittest",
+    "urllib.parse",
+    "uuid",
+    "zipfile",
 )
 
 
@@ -124,22 +155,44 @@ def _member_docs() -> Iterator[str]:
     for name in _STDLIB_MODULES:
         module = importlib.import_module(name)
         parts = [
-            f"{member}\n{inspect.getdoc(obj)}" for member, obj in sorted(vars(module).items())
+            f"{member}\n{inspect.getdoc(obj)}"
+            for member, obj in sorted(vars(module).items())
             if not member.startswith("_") and (inspect.isclass(obj) or inspect.isfunction(obj)) and inspect.getdoc(obj)
         ]
         if parts:
             yield f"{name}\n\n" + "\n\n".join(parts)
 
 
-def demo_sources(max_chars: int = 1_500_000, root: Path | None = None, log: Callable[[str], None] = print) -> list[DemoSource]:
+def demo_sources(
+    max_chars: int = 1_500_000, root: Path | None = None, log: Callable[[str], None] = print
+) -> list[DemoSource]:
     root = root or DEFAULT_TEXT_ROOT
     psf = "PSF License 2.0 (Python's own documentation and docstrings)"
     specs = [
-        ("manuals", "PDF-like", _pdf_pages, "GPL-2+ (R manuals, Debian r-doc-pdf)", "usr/share/doc/r-doc-pdf/manual", _module_docs),
-        ("web", "web-like", _handbook_pages, "GPL-2+ or CC-BY-SA 3.0 (The Debian Administrator's Handbook, Debian debian-handbook)",
-         "usr/share/doc/debian-handbook/html/en-US", _member_docs),
-        ("edu", "educational", _python_doc_pages, "PSF License 2.0 (Python 3.11 documentation, Debian python3.11-doc)",
-         "usr/share/doc/python3.11/html/_sources", _pydoc_topics),
+        (
+            "manuals",
+            "PDF-like",
+            _pdf_pages,
+            "GPL-2+ (R manuals, Debian r-doc-pdf)",
+            "usr/share/doc/r-doc-pdf/manual",
+            _module_docs,
+        ),
+        (
+            "web",
+            "web-like",
+            _handbook_pages,
+            "GPL-2+ or CC-BY-SA 3.0 (The Debian Administrator's Handbook, Debian debian-handbook)",
+            "usr/share/doc/debian-handbook/html/en-US",
+            _member_docs,
+        ),
+        (
+            "edu",
+            "educational",
+            _python_doc_pages,
+            "PSF License 2.0 (Python 3.11 documentation, Debian python3.11-doc)",
+            "usr/share/doc/python3.11/html/_sources",
+            _pydoc_topics,
+        ),
     ]
     out = []
     for name, kind, reader, license_, folder, fallback in specs:
@@ -163,7 +216,7 @@ def write_parquet_source(source: DemoSource, out_uri: str, files: int = 2) -> li
     n = max(1, min(files, len(source.documents)))
     per = -(-len(source.documents) // n)
     for i in range(n):
-        chunk = source.documents[i * per:(i + 1) * per]
+        chunk = source.documents[i * per : (i + 1) * per]
         buf = io.BytesIO()
         pq.write_table(pa.table({"text": pa.array(chunk, pa.string())}), buf, row_group_size=256)
         uri = storage.join(out_uri, source.name, "data", f"train-{i:05d}-of-{n:05d}.parquet")

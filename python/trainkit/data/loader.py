@@ -121,8 +121,8 @@ class LaneWindows:
             i = 0
             for k, fut, slot, plan in zip(keys, futures, slots, plans):
                 at = 0
-                for p, rows in zip(plan, parts[i:i + len(plan)]):
-                    self._arena[j][slot, at:at + len(rows)] = rows
+                for p, rows in zip(plan, parts[i : i + len(plan)]):
+                    self._arena[j][slot, at : at + len(rows)] = rows
                     at += len(rows)
                     self._ld.traffic.window_shards.add((j, k[1], p.shard))
                 i += len(plan)
@@ -139,9 +139,16 @@ class LaneWindows:
         if table is None:
             with self._lock:
                 held = sorted((window_code(k, self._ld.lanes), self._slot[k]) for k in self._held if k[0] == j)
-            table = self._table[j] = (np.array([c for c, _ in held], np.int64), np.array([s for _, s in held], np.int64))
+            table = self._table[j] = (
+                np.array([c for c, _ in held], np.int64),
+                np.array([s for _, s in held], np.int64),
+            )
         at = np.searchsorted(table[0], codes)
-        missing = (at >= len(table[0])) | (table[0][np.minimum(at, len(table[0]) - 1)] != codes) if len(table[0]) else np.ones(len(codes), bool)
+        missing = (
+            (at >= len(table[0])) | (table[0][np.minimum(at, len(table[0]) - 1)] != codes)
+            if len(table[0])
+            else np.ones(len(codes), bool)
+        )
         if missing.any():  # a step that reaches past the prefetched windows: fetch now, then look again
             self.request([window_key(j, int(c), self._ld.lanes) for c in np.unique(codes[missing])])
             return self.gather(j, codes, offsets)
@@ -251,18 +258,27 @@ class MixtureLoader:
 
     # ------------------------------------------------------------------ construction from a run spec
     @classmethod
-    def from_spec(cls, spec, plan, *, rank: int, world_size: int, storage: StorageOptions | None = None, **kwargs) -> MixtureLoader:
+    def from_spec(
+        cls, spec, plan, *, rank: int, world_size: int, storage: StorageOptions | None = None, **kwargs
+    ) -> MixtureLoader:
         from trainkit.data.tokenizer import load_tokenizer
 
         tokenizer = load_tokenizer(spec.tokenizer)
         d, t = spec.data, spec.training
         return cls(
             [MixtureSource(s.name, s.uri, s.weight) for s in d.sources],
-            seq_length=d.seq_length, global_batch=t.global_batch_size, micro_batch=t.micro_batch_size,
-            rank=rank, world_size=world_size, seed=t.seed, fingerprint=tokenizer.fingerprint,
-            vocab_size=spec.model.architecture()["vocab_size"], when_exhausted=d.when_exhausted,
+            seq_length=d.seq_length,
+            global_batch=t.global_batch_size,
+            micro_batch=t.micro_batch_size,
+            rank=rank,
+            world_size=world_size,
+            seed=t.seed,
+            fingerprint=tokenizer.fingerprint,
+            vocab_size=spec.model.architecture()["vocab_size"],
+            when_exhausted=d.when_exhausted,
             total_sequences=plan.total_sequences,
-            storage=storage if storage is not None else StorageOptions.from_spec(spec.storage), **kwargs,
+            storage=storage if storage is not None else StorageOptions.from_spec(spec.storage),
+            **kwargs,
         )
 
     # ------------------------------------------------------------------------- where a row lies
@@ -323,7 +339,9 @@ class MixtureLoader:
                 out[mine] = self._windows.gather(j, code, offsets)
             spilled = np.flatnonzero((sources == j) & ~own)
             if len(spilled):
-                pieces = [self.pieces_of(j, int(e), int(x), int(x) + 1)[0] for e, x in zip(epochs[spilled], places[spilled])]
+                pieces = [
+                    self.pieces_of(j, int(e), int(x), int(x) + 1)[0] for e, x in zip(epochs[spilled], places[spilled])
+                ]
                 out[spilled] = np.concatenate(self.read(j, pieces))
                 self.traffic.spilled_rows += len(spilled)
                 for e, p in zip(epochs[spilled], pieces):
@@ -415,8 +433,10 @@ class MixtureLoader:
         if int(state.get("seed", self.seed)) != self.seed:
             raise DataError(f"loader state was saved with seed {state['seed']}, this run's seed is {self.seed}")
         if int(state.get("lanes", self.lanes)) != self.lanes:
-            raise DataError(f"loader state was saved with {state['lanes']} lanes, this loader has {self.lanes}: "
-                            "the stream would differ")
+            raise DataError(
+                f"loader state was saved with {state['lanes']} lanes, this loader has {self.lanes}: "
+                "the stream would differ"
+            )
         consumed = int(state["sequences_consumed"])
         if consumed < 0 or consumed % self.geometry.global_batch:
             raise DataError(
@@ -429,7 +449,9 @@ class MixtureLoader:
             except ValueError as e:
                 raise DataError(f"loader state: {e}") from e
             if cursor.position != consumed:
-                raise DataError(f"loader state: source_counts sum to {cursor.position}, sequences_consumed is {consumed}")
+                raise DataError(
+                    f"loader state: source_counts sum to {cursor.position}, sequences_consumed is {consumed}"
+                )
         else:  # a state from before version 2: recompute the counts (about 1 s per million sequences)
             cursor = ScheduleCursor(self.weights)
             cursor.skip(consumed)

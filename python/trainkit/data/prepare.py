@@ -45,22 +45,24 @@ class Unit:
 def select_inputs(files: list[str], root: str) -> list[str]:
     """Text files under `root`: the Hugging Face layout `data/train-*.parquet` when present, else every
     parquet/jsonl file. Sorted, so the shard order does not depend on listing order."""
-    rel = {f: f[len(root.rstrip("/")):].lstrip("/") for f in files}
+    rel = {f: f[len(root.rstrip("/")) :].lstrip("/") for f in files}
     texts = [f for f in files if f.endswith(TEXT_SUFFIXES) and not PurePosixPath(rel[f]).name.startswith(".")]
     train = [f for f in texts if re.fullmatch(r"(.*/)?data/train-[^/]*\.parquet", rel[f])]
     return sorted(train or texts)
 
 
 def unit_id_for(input_uri: str, root: str) -> str:
-    rel = input_uri[len(root.rstrip("/")):].lstrip("/") or PurePosixPath(input_uri).name
+    rel = input_uri[len(root.rstrip("/")) :].lstrip("/") or PurePosixPath(input_uri).name
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", PurePosixPath(rel).name.split(".")[0])[:60]
     return f"{stem}-{hashlib.sha1(rel.encode()).hexdigest()[:8]}"
 
 
 def marker_matches(marker: dict, unit: Unit, fingerprint: str, shard_tokens: int) -> bool:
     return (
-        marker.get("version") == MARKER_VERSION and marker.get("input") == unit.input_uri
-        and marker.get("inputBytes") == unit.input_bytes and marker.get("fingerprint") == fingerprint
+        marker.get("version") == MARKER_VERSION
+        and marker.get("input") == unit.input_uri
+        and marker.get("inputBytes") == unit.input_bytes
+        and marker.get("fingerprint") == fingerprint
         and marker.get("shardTokens") == shard_tokens
     )
 
@@ -117,7 +119,9 @@ def _lines(f, chunk: int = 8 << 20):
 
 
 # ------------------------------------------------------------------------------- one work unit
-def prepare_unit(unit: Unit, output_uri: str, tokenizer_name: str, shard_tokens: int, options: StorageOptions | None) -> dict:
+def prepare_unit(
+    unit: Unit, output_uri: str, tokenizer_name: str, shard_tokens: int, options: StorageOptions | None
+) -> dict:
     """Tokenize one input file into shards; returns its marker (with `skipped` when already done)."""
     tok = load_tokenizer(tokenizer_name)
     marker_uri = storage.join(output_uri, "parts", unit.unit_id + ".json")
@@ -135,10 +139,16 @@ def prepare_unit(unit: Unit, output_uri: str, tokenizer_name: str, shard_tokens:
         name = f"shards/{unit.unit_id}-{len(shards):05d}.bin"
         data, crc = encode_shard(tokens, dtype)
         storage.write_bytes(storage.join(output_uri, name), data, options)
-        shards.append({
-            "file": name, "tokens": int(len(tokens)), "documents": int(np.count_nonzero(tokens == tok.eos_id)),
-            "bytes": len(data), "crc32": crc, "input": unit.input_uri,
-        })
+        shards.append(
+            {
+                "file": name,
+                "tokens": int(len(tokens)),
+                "documents": int(np.count_nonzero(tokens == tok.eos_id)),
+                "bytes": len(data),
+                "crc32": crc,
+                "input": unit.input_uri,
+            }
+        )
 
     for texts in iter_texts(unit.input_uri, options):
         documents += len(texts)
@@ -155,15 +165,22 @@ def prepare_unit(unit: Unit, output_uri: str, tokenizer_name: str, shard_tokens:
     if pending_tokens:
         flush(np.concatenate(pending))
     marker = {
-        "version": MARKER_VERSION, "input": unit.input_uri, "inputBytes": unit.input_bytes,
-        "fingerprint": tok.fingerprint, "shardTokens": shard_tokens, "documents": documents,
-        "tokens": sum(s["tokens"] for s in shards), "shards": shards,
+        "version": MARKER_VERSION,
+        "input": unit.input_uri,
+        "inputBytes": unit.input_bytes,
+        "fingerprint": tok.fingerprint,
+        "shardTokens": shard_tokens,
+        "documents": documents,
+        "tokens": sum(s["tokens"] for s in shards),
+        "shards": shards,
     }
     storage.write_json(marker_uri, marker, options)
     return {**marker, "skipped": False}
 
 
-def _run_unit(row: dict, output_uri: str, tokenizer_name: str, shard_tokens: int, endpoint: str | None, region: str | None) -> dict:
+def _run_unit(
+    row: dict, output_uri: str, tokenizer_name: str, shard_tokens: int, endpoint: str | None, region: str | None
+) -> dict:
     """Ray Data map function: errors come back as data so the driver can report them cleanly."""
     unit = Unit(row["input_uri"], row["unit_id"], row["input_bytes"])
     try:
@@ -190,8 +207,13 @@ def plan_units(input_uri: str, options: StorageOptions | None) -> list[Unit]:
 
 
 def run_prepare(
-    input_uri: str, output_uri: str, *, tokenizer_name: str = "gpt2", shard_tokens: int = DEFAULT_SHARD_TOKENS,
-    options: StorageOptions | None = None, log=print,
+    input_uri: str,
+    output_uri: str,
+    *,
+    tokenizer_name: str = "gpt2",
+    shard_tokens: int = DEFAULT_SHARD_TOKENS,
+    options: StorageOptions | None = None,
+    log=print,
 ) -> dict:
     """Prepare one source; returns the index document. Needs an initialised Ray (see `ensure_ray`)."""
     import ray
@@ -210,12 +232,19 @@ def run_prepare(
     storage.remove(index_uri, options)
     log(f"prepare: {len(units)} file(s) from {input_uri} -> {output_uri} ({tok.name}, {shard_tokens:,} tokens/shard)")
     started = time.monotonic()
-    items = ray.data.from_items([{"input_uri": u.input_uri, "unit_id": u.unit_id, "input_bytes": u.input_bytes} for u in units])
+    items = ray.data.from_items(
+        [{"input_uri": u.input_uri, "unit_id": u.unit_id, "input_bytes": u.input_bytes} for u in units]
+    )
     ds = items.map(
         _run_unit,  # type: ignore[arg-type]  # Ray's stub omits fn_kwargs from the callable's type
         num_cpus=1,
-        fn_kwargs={"output_uri": output_uri, "tokenizer_name": tokenizer_name, "shard_tokens": shard_tokens,
-                   "endpoint": options.resolved_endpoint(), "region": options.region},
+        fn_kwargs={
+            "output_uri": output_uri,
+            "tokenizer_name": tokenizer_name,
+            "shard_tokens": shard_tokens,
+            "endpoint": options.resolved_endpoint(),
+            "region": options.region,
+        },
     )
     results: dict[str, dict] = {}
     errors: list[str] = []
@@ -227,18 +256,27 @@ def run_prepare(
         marker = json.loads(row["marker"])
         results[row["unit_id"]] = marker
         state = "already done" if marker.get("skipped") else "tokenized"
-        log(f"  [{done}/{len(units)}] {marker['input']}: {marker['documents']:,} docs, {marker['tokens']:,} tokens ({state})")
+        log(
+            f"  [{done}/{len(units)}] {marker['input']}: {marker['documents']:,} docs, {marker['tokens']:,} tokens ({state})"
+        )
     if errors:
         raise PrepareError("; ".join(errors))
     shards = [s for u in units for s in results[u.unit_id]["shards"]]
     if not shards:
         raise PrepareError(f"input {input_uri}: the text files hold no documents (empty source)")
     doc = index_document(
-        dtype=dtype_for_vocab(tok.vocab_size), tokenizer=tok, shard_tokens=shard_tokens,
+        dtype=dtype_for_vocab(tok.vocab_size),
+        tokenizer=tok,
+        shard_tokens=shard_tokens,
         shards=[{k: s[k] for k in ("file", "tokens", "documents", "bytes", "crc32", "input")} for s in shards],
         source_files=[
-            {"uri": u.input_uri, "bytes": u.input_bytes, "documents": results[u.unit_id]["documents"],
-             "tokens": results[u.unit_id]["tokens"]} for u in units
+            {
+                "uri": u.input_uri,
+                "bytes": u.input_bytes,
+                "documents": results[u.unit_id]["documents"],
+                "tokens": results[u.unit_id]["tokens"],
+            }
+            for u in units
         ],
     )
     storage.write_json(index_uri, doc, options)  # last: from now on this is a source
@@ -263,7 +301,9 @@ def ensure_ray(num_cpus: int | None = None) -> bool:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=True)
     else:
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, object_store_memory=1 << 30, log_to_driver=True)
+        ray.init(
+            address="local", num_cpus=num_cpus, include_dashboard=False, object_store_memory=1 << 30, log_to_driver=True
+        )
     try:
         ray.data.DataContext.get_current().enable_progress_bars = sys.stderr.isatty()
     except AttributeError:

@@ -67,7 +67,9 @@ class ScheduleCursor:
         n = sum(counts)
         for c, a in zip(counts, cursor.int_weights):
             if not (n * a) // cursor.total_weight <= c <= -(-(n * a) // cursor.total_weight):
-                raise ValueError(f"counts {counts} are not a state of this schedule (more than one sequence off the weights)")
+                raise ValueError(
+                    f"counts {counts} are not a state of this schedule (more than one sequence off the weights)"
+                )
         cursor.position, cursor.counts = n, counts
         cursor._ready, cursor._waiting = [], []
         for j in range(len(counts)):

@@ -68,13 +68,17 @@ class ShardIndex:
         return storage.join(self.uri, self.shards[i].file)
 
 
-def index_document(*, dtype: np.dtype, tokenizer, shards: list[dict], source_files: list[dict], shard_tokens: int) -> dict:
+def index_document(
+    *, dtype: np.dtype, tokenizer, shards: list[dict], source_files: list[dict], shard_tokens: int
+) -> dict:
     return {
         "format": SHARD_FORMAT,
         "dtype": np.dtype(dtype).name,
         "tokenizer": {
-            "name": tokenizer.name, "fingerprint": tokenizer.fingerprint,
-            "vocabSize": tokenizer.vocab_size, "eosId": tokenizer.eos_id,
+            "name": tokenizer.name,
+            "fingerprint": tokenizer.fingerprint,
+            "vocabSize": tokenizer.vocab_size,
+            "eosId": tokenizer.eos_id,
         },
         "shardTokens": shard_tokens,
         "totalTokens": sum(s["tokens"] for s in shards),
@@ -91,8 +95,13 @@ def parse_index(doc: dict, uri: str) -> ShardIndex:
             raise DataError(f"{where}: format is {doc.get('format')!r}, expected {SHARD_FORMAT!r}")
         tok = doc["tokenizer"]
         shards = tuple(
-            ShardEntry(file=s["file"], tokens=int(s["tokens"]), documents=int(s["documents"]),
-                       bytes=int(s["bytes"]), crc32=int(s["crc32"]))
+            ShardEntry(
+                file=s["file"],
+                tokens=int(s["tokens"]),
+                documents=int(s["documents"]),
+                bytes=int(s["bytes"]),
+                crc32=int(s["crc32"]),
+            )
             for s in doc["shards"]
         )
         dtype = np.dtype(doc["dtype"]).newbyteorder("<")
@@ -100,8 +109,13 @@ def parse_index(doc: dict, uri: str) -> ShardIndex:
             if s.bytes != s.tokens * dtype.itemsize:
                 raise DataError(f"{where}: shard {s.file} lists {s.tokens} tokens but {s.bytes} bytes")
         return ShardIndex(
-            uri=uri, dtype=dtype, tokenizer_name=tok["name"], fingerprint=tok["fingerprint"],
-            vocab_size=int(tok["vocabSize"]), eos_id=int(tok["eosId"]), shards=shards,
+            uri=uri,
+            dtype=dtype,
+            tokenizer_name=tok["name"],
+            fingerprint=tok["fingerprint"],
+            vocab_size=int(tok["vocabSize"]),
+            eos_id=int(tok["eosId"]),
+            shards=shards,
             source_files=tuple(doc.get("sourceFiles", ())),
         )
     except (KeyError, TypeError) as e:
@@ -113,7 +127,9 @@ def read_index(uri: str, options: StorageOptions | None = None, attempts: int = 
     try:
         raw = storage.read_bytes(where, options, attempts=attempts)
     except FileNotFoundError as e:
-        raise DataError(f"{where}: not found; run `trainkit prepare` for this source (a source exists iff its index.json does)") from e
+        raise DataError(
+            f"{where}: not found; run `trainkit prepare` for this source (a source exists iff its index.json does)"
+        ) from e
     try:
         import json
 
@@ -190,8 +206,9 @@ def merge_pieces(pieces: list[Piece]) -> list[Piece]:
     return out
 
 
-def read_pieces(index: ShardIndex, pieces: list[Piece], width: int, vocab_size: int,
-                options: StorageOptions | None = None) -> list[np.ndarray]:
+def read_pieces(
+    index: ShardIndex, pieces: list[Piece], width: int, vocab_size: int, options: StorageOptions | None = None
+) -> list[np.ndarray]:
     """Token rows [n, width] of each piece, read as byte ranges (concurrently on S3, one request per
     merged piece) and verified: byte count, token ids < vocab, and the CRC-32 where a piece is a whole
     shard. Ranged reads of part of a shard cannot be checked against the shard's CRC-32."""
@@ -200,8 +217,10 @@ def read_pieces(index: ShardIndex, pieces: list[Piece], width: int, vocab_size: 
     fs, _ = storage.filesystem(index.uri, options)
     paths = [storage.filesystem(index.shard_uri(p.shard), options)[1] for p in merged]
     try:
-        blobs = storage.retry(lambda: fs.cat_ranges(paths, [a for a, _ in spans], [b for _, b in spans], on_error="raise"),
-                              f"reading {len(merged)} ranges of {index.uri}")
+        blobs = storage.retry(
+            lambda: fs.cat_ranges(paths, [a for a, _ in spans], [b for _, b in spans], on_error="raise"),
+            f"reading {len(merged)} ranges of {index.uri}",
+        )
     except FileNotFoundError as e:
         missing = next((index.shard_uri(p.shard) for p, path in zip(merged, paths) if not fs.exists(path)), index.uri)
         raise DataError(f"{missing}: listed in index.json but missing") from e
@@ -209,8 +228,10 @@ def read_pieces(index: ShardIndex, pieces: list[Piece], width: int, vocab_size: 
         for p, path in zip(merged, paths):  # a range past the end of a shortened object: say which
             entry = index.shards[p.shard]
             if (size := fs.size(path)) != entry.bytes:
-                raise DataError(f"{index.shard_uri(p.shard)}: {size} bytes, index.json lists {entry.bytes} "
-                                "(truncated or replaced shard)") from e
+                raise DataError(
+                    f"{index.shard_uri(p.shard)}: {size} bytes, index.json lists {entry.bytes} "
+                    "(truncated or replaced shard)"
+                ) from e
         raise
     rows: dict[Piece, np.ndarray] = {}
     item = width * index.dtype.itemsize
@@ -231,6 +252,5 @@ def read_pieces(index: ShardIndex, pieces: list[Piece], width: int, vocab_size: 
     out = []
     for p in pieces:
         m = next(m for m in merged if m.shard == p.shard and m.first <= p.first and p.stop <= m.stop)
-        out.append(rows[m][p.first - m.first:p.stop - m.first])
+        out.append(rows[m][p.first - m.first : p.stop - m.first])
     return out
-

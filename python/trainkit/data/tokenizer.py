@@ -67,11 +67,11 @@ class Tokenizer:
         import tiktoken
 
         decode = _byte_decoder()
-        ranks = {
-            bytes(decode[ch] for ch in token): rank for token, rank in self.vocab.items() if token != EOS_TOKEN
-        }
+        ranks = {bytes(decode[ch] for ch in token): rank for token, rank in self.vocab.items() if token != EOS_TOKEN}
         return tiktoken.Encoding(
-            name=f"trainkit-{self.fingerprint[:12]}", pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
+            name=f"trainkit-{self.fingerprint[:12]}",
+            pat_str=GPT2_PATTERN,
+            mergeable_ranks=ranks,
             special_tokens={EOS_TOKEN: self.eos_id},
         )
 
@@ -133,7 +133,7 @@ def load_tokenizer(name: str = "gpt2") -> Tokenizer:
     if name == "gpt2":
         vocab_file, merges_file = gpt2_files()
     else:
-        folder = Path(name[len("file://"):] if name.startswith("file://") else name)
+        folder = Path(name[len("file://") :] if name.startswith("file://") else name)
         vocab_file, merges_file = folder / "vocab.json", folder / "merges.txt"
         missing = [p.name for p in (vocab_file, merges_file) if not p.is_file()]
         if missing:
@@ -146,6 +146,10 @@ def load_tokenizer(name: str = "gpt2") -> Tokenizer:
         raise TokenizerError(f"tokenizer '{name}': {vocab_file} has no {EOS_TOKEN} token")
     eos_id = int(vocab[EOS_TOKEN])
     return Tokenizer(
-        name=name, vocab_file=vocab_file, merges_file=merges_file, vocab=vocab, eos_id=eos_id,
+        name=name,
+        vocab_file=vocab_file,
+        merges_file=merges_file,
+        vocab=vocab,
+        eos_id=eos_id,
         fingerprint=fingerprint_of(vocab_bytes, merges_bytes, eos_id),
     )

@@ -11,6 +11,12 @@ from trainkit.eval.runner import evaluate_checkpoint
 from trainkit.eval.suite import SEED_SUITE, TaskRequest, resolve_tasks
 
 __all__ = [
-    "CheckpointError", "EvalError", "TaskDataError", "SEED_SUITE", "TaskRequest",
-    "evaluate_checkpoint", "launch_eval_task", "resolve_tasks",
+    "CheckpointError",
+    "EvalError",
+    "TaskDataError",
+    "SEED_SUITE",
+    "TaskRequest",
+    "evaluate_checkpoint",
+    "launch_eval_task",
+    "resolve_tasks",
 ]

@@ -21,7 +21,12 @@ from trainkit import artifacts, storage
 from trainkit.artifacts import MANIFEST, CheckpointManifest
 from trainkit.eval.errors import CheckpointError
 
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 
 
 @dataclass(frozen=True)
@@ -55,7 +60,9 @@ def is_model_file(rel: str) -> bool:
     return not rel.startswith(artifacts.TRAINER_DIR)
 
 
-def fetch_checkpoint(uri: str, cache_dir: Path | None = None, options: storage.StorageOptions | None = None) -> LocalCheckpoint:
+def fetch_checkpoint(
+    uri: str, cache_dir: Path | None = None, options: storage.StorageOptions | None = None
+) -> LocalCheckpoint:
     """Verify the checkpoint at `uri` against its manifest and make a local copy of its model files."""
     uri = uri.rstrip("/")
     try:
@@ -70,8 +77,9 @@ def fetch_checkpoint(uri: str, cache_dir: Path | None = None, options: storage.S
     fs, root = storage.filesystem(uri, options)
     # A folder named step-N must hold step N's checkpoint; any other folder holds the manifest's own step.
     folder_step = artifacts.step_of(uri)
-    if problems := artifacts.checkpoint_problems(step if folder_step is None else folder_step, manifest,
-                                                 artifacts.list_files(uri, options)):
+    if problems := artifacts.checkpoint_problems(
+        step if folder_step is None else folder_step, manifest, artifacts.list_files(uri, options)
+    ):
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
         raise CheckpointError(f"incomplete checkpoint at {uri}: {shown}")
 
@@ -94,7 +102,9 @@ def check_causal_lm(folder: Path, uri: str) -> None:
     model_type = config.get("model_type")
     causal_classes = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
     architectures = config.get("architectures") or []
-    if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or (architectures and not set(architectures) & causal_classes):
+    if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or (
+        architectures and not set(architectures) & causal_classes
+    ):
         raise CheckpointError(
             f"{uri} is not a causal language model (config.json: model_type={model_type!r}, "
             f"architectures={architectures}); lm-eval's `hf` model needs one AutoModelForCausalLM can load"
@@ -105,7 +115,11 @@ def _cached(dest: Path, raw: bytes, files: dict[str, int]) -> bool:
     marker = dest / MANIFEST
     if not marker.is_file() or marker.read_bytes() != raw:
         return False
-    return all((dest / rel).is_file() and (dest / rel).stat().st_size == size for rel, size in files.items() if is_model_file(rel))
+    return all(
+        (dest / rel).is_file() and (dest / rel).stat().st_size == size
+        for rel, size in files.items()
+        if is_model_file(rel)
+    )
 
 
 def _download(uri, root, fs, files, dest: Path, raw: bytes, cache_root: Path) -> None:

@@ -18,7 +18,17 @@ from trainkit.eval.suite import TaskRequest, group_into_calls
 log = logging.getLogger(__name__)
 
 # Sections of simple_evaluate's output that are {task: ...} and merge by key.
-_PER_TASK_SECTIONS = ("results", "groups", "group_subtasks", "configs", "versions", "n-shot", "higher_is_better", "n-samples", "samples")
+_PER_TASK_SECTIONS = (
+    "results",
+    "groups",
+    "group_subtasks",
+    "configs",
+    "versions",
+    "n-shot",
+    "higher_is_better",
+    "n-samples",
+    "samples",
+)
 
 
 def task_manager(requests: list[TaskRequest], include_paths: list[Path]):

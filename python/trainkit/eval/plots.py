@@ -28,7 +28,9 @@ def tasks_bar_chart(table: Table) -> bytes:
     ax.bar(xs, ours, color="#3b6ea8", label="this checkpoint")
     for i, r in enumerate(table.rows):
         if r.random is not None:
-            ax.hlines(r.random, i - 0.4, i + 0.4, colors="#999999", linestyles="dashed", label="random" if i == 0 else None)
+            ax.hlines(
+                r.random, i - 0.4, i + 0.4, colors="#999999", linestyles="dashed", label="random" if i == 0 else None
+            )
         if r.reference is not None:
             ax.plot(i, r.reference, "D", color="#d9822b", label=REFERENCE_NAME if i == 0 else None)
     ax.set_xticks(list(xs), labels, rotation=20, ha="right")

@@ -16,8 +16,17 @@ def _evaluate_remote(checkpoint_uri, eval_spec, output_uri, step, storage, cache
     return evaluate_checkpoint(checkpoint_uri, eval_spec, output_uri, step, storage, cache_dir=cache_dir)
 
 
-def launch_eval_task(checkpoint_uri: str, eval_spec, output_uri: str, step: int | None = None, storage=None, *,
-                     num_gpus: float | None = None, num_cpus: float = 1, cache_dir: str | None = None):
+def launch_eval_task(
+    checkpoint_uri: str,
+    eval_spec,
+    output_uri: str,
+    step: int | None = None,
+    storage=None,
+    *,
+    num_gpus: float | None = None,
+    num_cpus: float = 1,
+    cache_dir: str | None = None,
+):
     """Start `evaluate_checkpoint` as a Ray task; returns its ObjectRef (the summary dict when done; the
     ObjectRef raises the EvalError if the eval failed). Needs `ray.init()` (or a Ray Train worker)."""
     import ray
@@ -25,4 +34,6 @@ def launch_eval_task(checkpoint_uri: str, eval_spec, output_uri: str, step: int 
     if num_gpus is None:
         num_gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
     remote = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=0)(_evaluate_remote)
-    return remote.options(name=f"trainkit-eval-step-{step}").remote(checkpoint_uri, eval_spec, output_uri, step, storage, cache_dir)
+    return remote.options(name=f"trainkit-eval-step-{step}").remote(
+        checkpoint_uri, eval_spec, output_uri, step, storage, cache_dir
+    )

@@ -46,7 +46,9 @@ def build_table(task_names: list[str], output: dict, step: int | None) -> Table:
     rows = []
     for name in task_names:
         if name not in results:
-            raise ValueError(f"lm-eval returned no results for task {name!r} (got: {', '.join(sorted(results)) or 'none'})")
+            raise ValueError(
+                f"lm-eval returned no results for task {name!r} (got: {', '.join(sorted(results)) or 'none'})"
+            )
         task_results = results[name]
         metric, score = headline(name, task_results)
         suite = SEED_SUITE_BY_NAME.get(name)
@@ -97,16 +99,33 @@ def table_from_summary(s: dict) -> Table:
         suite = SEED_SUITE_BY_NAME.get(task)
         m = s.get("metrics", {}).get(task, {})
         rows.append(
-            Row(task, suite.label if suite else task, s.get("numFewshot", {}).get(task), s.get("headlineMetric", {}).get(task, "acc"),
-                score, m.get("acc"), m.get("acc_norm"), s.get("random", {}).get(task),
-                suite.reference if suite else None, s.get("samples", {}).get(task))
+            Row(
+                task,
+                suite.label if suite else task,
+                s.get("numFewshot", {}).get(task),
+                s.get("headlineMetric", {}).get(task, "acc"),
+                score,
+                m.get("acc"),
+                m.get("acc_norm"),
+                s.get("random", {}).get(task),
+                suite.reference if suite else None,
+                s.get("samples", {}).get(task),
+            )
         )
-    return Table(s.get("step"), tuple(rows), s["average"], _mean_if_all([r.random for r in rows]), _mean_if_all([r.reference for r in rows]))
+    return Table(
+        s.get("step"),
+        tuple(rows),
+        s["average"],
+        _mean_if_all([r.random for r in rows]),
+        _mean_if_all([r.reference for r in rows]),
+    )
 
 
 def markdown(table: Table, title: str | None = None) -> str:
     """The card's table (Task, Ours, Random, GPT-2, vs Random, vs GPT-2) plus metric, acc, acc_norm, n."""
-    head = f"| Task | Metric | Score | acc | acc_norm | Random | {REFERENCE_NAME} | vs Random | vs {REFERENCE_NAME} | n |"
+    head = (
+        f"| Task | Metric | Score | acc | acc_norm | Random | {REFERENCE_NAME} | vs Random | vs {REFERENCE_NAME} | n |"
+    )
     lines = []
     if title:
         lines += [f"# {title}", ""]

@@ -27,6 +27,7 @@ from trainkit.eval.suite import TaskRequest, resolve_tasks
 
 log = logging.getLogger(__name__)
 
+
 def storage_options(storage) -> store.StorageOptions | None:
     """Accept StorageOptions, the spec's StorageSpec, or None."""
     if storage is None or isinstance(storage, store.StorageOptions):
@@ -34,9 +35,17 @@ def storage_options(storage) -> store.StorageOptions | None:
     return store.StorageOptions.from_spec(storage)
 
 
-def evaluate_checkpoint(checkpoint_uri: str, eval_spec, output_uri: str, step: int | None = None, storage=None, *,
-                        requests: list[TaskRequest] | None = None, cache_dir: str | Path | None = None,
-                        device: str | None = None) -> dict:
+def evaluate_checkpoint(
+    checkpoint_uri: str,
+    eval_spec,
+    output_uri: str,
+    step: int | None = None,
+    storage=None,
+    *,
+    requests: list[TaskRequest] | None = None,
+    cache_dir: str | Path | None = None,
+    device: str | None = None,
+) -> dict:
     """Evaluate the checkpoint at `checkpoint_uri` with the tasks of `eval_spec` (an EvalSpec), write
     results.json, report.md, plots and summary.json to `<output_uri>/eval/step-XXXXXXXX/`, and return the
     summary dict {step, average, tasks, metrics, ...}. `step` defaults to the checkpoint's own.
@@ -64,7 +73,9 @@ def evaluate_checkpoint(checkpoint_uri: str, eval_spec, output_uri: str, step: i
     result = summary(table, checkpoint=ckpt.uri, evalSeconds=round(time.time() - started, 1))
     out_dir = eval_dir(output_uri, step)
     # A bad old summary is passed over (and logged) by the reader: it must not waste this eval.
-    history: list[Mapping[str, Any]] = [s for s in artifacts.read_eval_summaries(output_uri, options) if s.get("step") != step] + [result]
+    history: list[Mapping[str, Any]] = [
+        s for s in artifacts.read_eval_summaries(output_uri, options) if s.get("step") != step
+    ] + [result]
     files = {
         EVAL_RESULTS: json_bytes(results_document(output)),
         EVAL_REPORT: markdown(table, title=f"Evaluation of {ckpt.uri} (step {step})").encode(),
@@ -116,4 +127,4 @@ def file_uris(uri: str, options: store.StorageOptions | None = None) -> list[str
     """The files under `uri`, as URIs of the same scheme."""
     fs, root = store.filesystem(uri, options)
     found = store.retry(lambda: fs.find(root), f"listing {uri}")
-    return [store.join(uri, p[len(root):].lstrip("/")) for p in sorted(found)]
+    return [store.join(uri, p[len(root) :].lstrip("/")) for p in sorted(found)]

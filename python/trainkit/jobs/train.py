@@ -38,8 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainkit.jobs.train", description=__doc__.splitlines()[0])
     parser.add_argument("--spec", required=True, metavar="FILE", help="TrainingRun or bare spec, JSON or YAML")
     parser.add_argument("--name", help="run name (default: metadata.name, else 'trainkit-run')")
-    parser.add_argument("--max-failures", type=int, default=int(os.environ.get("TRAINKIT_MAX_FAILURES", DEFAULT_MAX_FAILURES)),
-                        help="worker-group restarts from the last checkpoint before giving up (Ray FailureConfig)")
+    parser.add_argument(
+        "--max-failures",
+        type=int,
+        default=int(os.environ.get("TRAINKIT_MAX_FAILURES", DEFAULT_MAX_FAILURES)),
+        help="worker-group restarts from the last checkpoint before giving up (Ray FailureConfig)",
+    )
     args = parser.parse_args(argv)
     try:
         spec, name = load_spec_file(args.spec)

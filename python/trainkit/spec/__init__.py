@@ -6,6 +6,16 @@ from trainkit.spec.plan import Plan, PlanError, derive_plan
 from trainkit.spec.status import TrainingRunStatus
 
 __all__ = [
-    "Plan", "PlanError", "SpecError", "SpecIssue", "TrainingRun", "TrainingRunSpec", "TrainingRunStatus",
-    "derive_plan", "load_run", "load_runs", "parse_run", "parse_spec",
+    "Plan",
+    "PlanError",
+    "SpecError",
+    "SpecIssue",
+    "TrainingRun",
+    "TrainingRunSpec",
+    "TrainingRunStatus",
+    "derive_plan",
+    "load_run",
+    "load_runs",
+    "parse_run",
+    "parse_spec",
 ]

@@ -79,7 +79,12 @@ def _rewrite(node: Any) -> Any:
         required = set(out.get("required", []))
         for name, sub in out["properties"].items():
             # An object property with nested defaults needs `default: {}` for them to apply when omitted.
-            if sub.get("type") == "object" and name not in required and "default" not in sub and not sub.get("nullable"):
+            if (
+                sub.get("type") == "object"
+                and name not in required
+                and "default" not in sub
+                and not sub.get("nullable")
+            ):
                 sub["default"] = {}
             if sub.get("type") == "array" and name in LIST_MAP_KEYS:
                 sub["x-kubernetes-list-type"] = "map"
@@ -97,7 +102,10 @@ CREDENTIAL_RE2 = "(?i)(secret|password|passwd|token|access[-_]?key|credential|pr
 URI_SCHEME_RULE = "!self.contains('://') || self.startsWith('s3://') || self.startsWith('file://')"
 URI_RULES = [
     {"rule": URI_SCHEME_RULE, "message": "unknown URI scheme; use s3://, file:// or a local path"},
-    {"rule": "!self.matches('^s3://[^/]*[@:]')", "message": "URIs must not carry credentials; name a Secret in storage.credentialsSecret"},
+    {
+        "rule": "!self.matches('^s3://[^/]*[@:]')",
+        "message": "URIs must not carry credentials; name a Secret in storage.credentialsSecret",
+    },
 ]
 
 
@@ -157,8 +165,14 @@ def run_spec_rules() -> dict[tuple[str, ...], list[dict]]:
         ("data", "sources", "[]", "uri"): URI_RULES,
         ("output", "uri"): URI_RULES,
         ("training", "learningRate"): [
-            {"rule": "!has(self.final) || !has(self.peak) || self.final <= self.peak", "message": "final learning rate must not exceed the peak"},
-            {"rule": "!(has(self.warmupSteps) && has(self.warmupFraction))", "message": "set warmupSteps or warmupFraction, not both"},
+            {
+                "rule": "!has(self.final) || !has(self.peak) || self.final <= self.peak",
+                "message": "final learning rate must not exceed the peak",
+            },
+            {
+                "rule": "!(has(self.warmupSteps) && has(self.warmupFraction))",
+                "message": "set warmupSteps or warmupFraction, not both",
+            },
         ],
         ("resources", "env", "[]"): [
             {
@@ -190,8 +204,14 @@ def _root_schema(spec: dict, status_model: type[BaseModel], max_name: int, why: 
             "status": status,
         },
         "x-kubernetes-validations": [
-            {"rule": f"self.metadata.name.size() <= {max_name}", "message": f"metadata.name must be at most {max_name} characters ({why})"},
-            {"rule": f"self.metadata.name.matches('{DNS1035_LABEL}')", "message": "metadata.name must be a DNS-1035 label"},
+            {
+                "rule": f"self.metadata.name.size() <= {max_name}",
+                "message": f"metadata.name must be at most {max_name} characters ({why})",
+            },
+            {
+                "rule": f"self.metadata.name.matches('{DNS1035_LABEL}')",
+                "message": "metadata.name must be a DNS-1035 label",
+            },
         ],
     }
 
@@ -204,7 +224,9 @@ def _attach(root: dict, prefix: tuple[str, ...], rules_by_path: dict[tuple[str, 
 
 def training_run_schema() -> dict:
     root = _root_schema(
-        structural(TrainingRunSpec), TrainingRunStatus, MAX_RUN_NAME_LENGTH,
+        structural(TrainingRunSpec),
+        TrainingRunStatus,
+        MAX_RUN_NAME_LENGTH,
         "names of the RayJob, RayCluster and Services derive from it",
     )
     _attach(root, ("spec",), run_spec_rules())
@@ -215,24 +237,39 @@ def training_sweep_schema() -> dict:
     from trainkit.spec.sweep import MAX_SWEEP_NAME_LENGTH, TrainingSweepSpec
     from trainkit.spec.sweep_status import TrainingSweepStatus
 
-    root = _root_schema(structural(TrainingSweepSpec), TrainingSweepStatus, MAX_SWEEP_NAME_LENGTH, "its runs add '-NNN'")
+    root = _root_schema(
+        structural(TrainingSweepSpec), TrainingSweepStatus, MAX_SWEEP_NAME_LENGTH, "its runs add '-NNN'"
+    )
     _attach(root, ("spec", "template"), run_spec_rules())
-    _attach(root, ("spec",), {
-        ("mixtures",): [{
-            "rule": "[has(self.explicit), has(self.grid), has(self.dirichlet)].filter(x, x).size() == 1",
-            "message": "set exactly one of explicit, grid or dirichlet",
-        }],
-        ("mixtures", "explicit", "[]", "weights"): [{
-            "rule": "self.exists(k, self[k] > 0.0)",
-            "message": "mixture weights cannot be normalised: none is > 0",
-        }],
-    })
+    _attach(
+        root,
+        ("spec",),
+        {
+            ("mixtures",): [
+                {
+                    "rule": "[has(self.explicit), has(self.grid), has(self.dirichlet)].filter(x, x).size() == 1",
+                    "message": "set exactly one of explicit, grid or dirichlet",
+                }
+            ],
+            ("mixtures", "explicit", "[]", "weights"): [
+                {
+                    "rule": "self.exists(k, self[k] > 0.0)",
+                    "message": "mixture weights cannot be normalised: none is > 0",
+                }
+            ],
+        },
+    )
     return root
 
 
 PRINTER_COLUMNS = [
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
-    {"name": "Progress", "type": "number", "jsonPath": ".status.progress.percent", "description": "percent of steps done"},
+    {
+        "name": "Progress",
+        "type": "number",
+        "jsonPath": ".status.progress.percent",
+        "description": "percent of steps done",
+    },
     {"name": "Loss", "type": "number", "jsonPath": ".status.progress.loss"},
     {"name": "Eval", "type": "number", "jsonPath": ".status.eval.average", "description": "average eval score"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},

@@ -17,8 +17,10 @@ def human(n: float) -> str:
 def memory_line(spec, plan: Plan) -> str:
     est = estimate_memory(spec, plan)
     where = f"GPU {gib(est.device_bytes)}, worker " if est.on_gpu else ""
-    return (f"  memory/worker    ~{where}{gib(est.worker_bytes)} estimated "
-            f"(resources.memoryPerWorker {spec.resources.memory_per_worker})")
+    return (
+        f"  memory/worker    ~{where}{gib(est.worker_bytes)} estimated "
+        f"(resources.memoryPerWorker {spec.resources.memory_per_worker})"
+    )
 
 
 def explain(run: TrainingRun, plan: Plan) -> str:

@@ -22,8 +22,20 @@ RUNTIME_BYTES = int(1.5 * GiB)
 HEADROOM = 0.9
 
 _UNITS = {
-    "": 1, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
-    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+    "": 1,
+    "m": 1e-3,
+    "k": 1e3,
+    "M": 1e6,
+    "G": 1e9,
+    "T": 1e12,
+    "P": 1e15,
+    "E": 1e18,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "Pi": 2**50,
+    "Ei": 2**60,
 }
 
 
@@ -77,9 +89,16 @@ def estimate_memory(spec, plan) -> MemoryEstimate:
         # Each worker holds 1/workers of the weights, gradients and AdamW state, plus the one block's
         # full parameters it all-gathers at a time (~P/L); no DDP buckets.
         shard = -(-P // workers) + P // max(L, 1)
-        return MemoryEstimate(weights=4 * shard, gradients=4 * shard, optimizer=8 * -(-P // workers), ddp_buckets=0,
-                              activations=activations, logits=3 * 4 * b * s * V, runtime=RUNTIME_BYTES,
-                              on_gpu=spec.resources.gpus_per_worker > 0)
+        return MemoryEstimate(
+            weights=4 * shard,
+            gradients=4 * shard,
+            optimizer=8 * -(-P // workers),
+            ddp_buckets=0,
+            activations=activations,
+            logits=3 * 4 * b * s * V,
+            runtime=RUNTIME_BYTES,
+            on_gpu=spec.resources.gpus_per_worker > 0,
+        )
     return MemoryEstimate(
         weights=4 * P,
         gradients=4 * P,

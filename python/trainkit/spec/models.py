@@ -38,7 +38,11 @@ CREDENTIAL_WORDS = re.compile(r"(secret|password|passwd|token|access[-_]?key|cre
 
 class SpecModel(BaseModel):
     model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True, validate_default=True,
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+        validate_default=True,
         # Strict: "0.5" is not a weight and "yes" is not a bool; YAML types are what the API server sees.
         strict=True,
     )
@@ -106,7 +110,10 @@ MAX_SOURCES = 64
 
 class SourceSpec(SpecModel):
     name: Annotated[str, Field(min_length=1, max_length=63, pattern=SOURCE_NAME)]
-    uri: Annotated[str, Field(min_length=1, max_length=1024, description="Token shards of this source (output of `trainkit prepare`)")]
+    uri: Annotated[
+        str,
+        Field(min_length=1, max_length=1024, description="Token shards of this source (output of `trainkit prepare`)"),
+    ]
     weight: Annotated[float, Field(gt=0, le=1e6, description="Token proportion, normalised over all sources")]
 
     @field_validator("uri")
@@ -188,7 +195,9 @@ class CheckpointSpec(SpecModel):
 class EvalTaskSpec(SpecModel):
     name: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")]
     num_fewshot: Annotated[int, Field(ge=0, le=64)] | None = None
-    limit: Annotated[float, Field(gt=0, description="Examples per task: a count (>= 1) or a fraction (< 1)")] | None = None
+    limit: Annotated[float, Field(gt=0, description="Examples per task: a count (>= 1) or a fraction (< 1)")] | None = (
+        None
+    )
     path: Annotated[str, Field(min_length=1, description="Folder of local lm-eval task YAMLs")] | None = None
 
 
@@ -201,7 +210,9 @@ class EvalSpec(SpecModel):
         "none", description="seed-suite: MMLU 5-shot, HellaSwag, ARC-Challenge, PIQA, WinoGrande, TruthfulQA MC2"
     )
     tasks: Annotated[list[EvalTaskSpec], Field(max_length=64)] = []
-    limit: Annotated[float, Field(gt=0, description="Examples per task for every task without its own limit")] | None = None
+    limit: (
+        Annotated[float, Field(gt=0, description="Examples per task for every task without its own limit")] | None
+    ) = None
     at_end: bool = True
     every_steps: Annotated[int, Field(ge=1)] | None = None
     batch_size: Annotated[int, Field(ge=1, le=4096)] = 8
@@ -302,7 +313,9 @@ class StorageSpec(SpecModel):
 # ---------------------------------------------------------------------------------------- the run
 class TrainingRunSpec(SpecModel):
     model: ModelSpec = Field(default_factory=ModelSpec)
-    tokenizer: Annotated[str, Field(min_length=1, max_length=1024, description="'gpt2' or a folder with vocab.json + merges.txt")] = "gpt2"
+    tokenizer: Annotated[
+        str, Field(min_length=1, max_length=1024, description="'gpt2' or a folder with vocab.json + merges.txt")
+    ] = "gpt2"
     data: DataSpec
     training: TrainingSpec
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)

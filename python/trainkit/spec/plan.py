@@ -17,9 +17,14 @@ def parameter_count(arch: dict) -> int:
     inner = arch.get("n_inner") or 4 * d
     per_layer = (
         2 * 2 * d  # two LayerNorms
-        + d * 3 * d + 3 * d  # qkv projection
-        + d * d + d  # attention output
-        + d * inner + inner + inner * d + d  # MLP
+        + d * 3 * d
+        + 3 * d  # qkv projection
+        + d * d
+        + d  # attention output
+        + d * inner
+        + inner
+        + inner * d
+        + d  # MLP
     )
     embeddings = vocab * d + ctx * d
     head = 0 if arch.get("tie_word_embeddings", True) else vocab * d
@@ -98,7 +103,9 @@ def derive_plan(spec: TrainingRunSpec) -> Plan:
     else:
         warmup = 0
     if warmup >= total_steps and lr.schedule != "constant":
-        raise PlanError(f"training.learningRate warmup ({warmup} steps) is not shorter than the run ({total_steps} steps)")
+        raise PlanError(
+            f"training.learningRate warmup ({warmup} steps) is not shorter than the run ({total_steps} steps)"
+        )
     total_sequences = total_steps * t.global_batch_size
     weights = [s.weight for s in d.sources]
     per_source = largest_remainder(total_sequences, weights)

@@ -6,7 +6,9 @@ from __future__ import annotations
 import math
 
 
-def metric_value(metric: str, loss: float | None, eval_average: float | None, eval_tasks: dict[str, float]) -> float | None:
+def metric_value(
+    metric: str, loss: float | None, eval_average: float | None, eval_tasks: dict[str, float]
+) -> float | None:
     """The value a run is ranked by; None when the run does not have it (yet), or it is NaN or infinite
     (a diverged run has no rank rather than the best or worst one)."""
     if metric == "loss":
@@ -14,7 +16,7 @@ def metric_value(metric: str, loss: float | None, eval_average: float | None, ev
     elif metric == "eval.average":
         v = eval_average
     else:
-        v = eval_tasks.get(metric[len("eval."):])
+        v = eval_tasks.get(metric[len("eval.") :])
     return v if v is not None and math.isfinite(v) else None
 
 

@@ -25,7 +25,12 @@ def _constraints(node: dict) -> str:
         if key in node:
             exclusive = node.get("exclusiveM" + key[1:])
             out.append(f"{sym}{'' if exclusive else '='} {node[key]:g}")
-    for key, label in (("minLength", "min length"), ("maxLength", "max length"), ("minItems", "min items"), ("maxItems", "max items")):
+    for key, label in (
+        ("minLength", "min length"),
+        ("maxLength", "max length"),
+        ("minItems", "min items"),
+        ("maxItems", "max items"),
+    ):
         if key in node:
             out.append(f"{label} {node[key]}")
     if "pattern" in node:

@@ -35,7 +35,9 @@ class Mixture(SpecModel):
 
 
 class GridSpec(SpecModel):
-    step: Annotated[float, Field(gt=0, le=0.5, description="Every weight is a multiple of step; 1/step must be an integer")]
+    step: Annotated[
+        float, Field(gt=0, le=0.5, description="Every weight is a multiple of step; 1/step must be an integer")
+    ]
     min_weight: Annotated[float, Field(ge=0, lt=1)] = 0.0
 
     @field_validator("step")
@@ -79,7 +81,9 @@ class TrainingSweepSpec(SpecModel):
     overrides: SweepOverrides = Field(default_factory=SweepOverrides)
     parallelism: Annotated[int, Field(ge=1, le=1000)] = 2
     max_runs: Annotated[int, Field(ge=1, le=1000)] = 100
-    rank_by: Annotated[str, Field(pattern=METRIC_PATTERN, description="loss, eval.average or eval.<task>")] = "eval.average"
+    rank_by: Annotated[str, Field(pattern=METRIC_PATTERN, description="loss, eval.average or eval.<task>")] = (
+        "eval.average"
+    )
 
     @model_validator(mode="after")
     def consistent(self):
@@ -100,7 +104,7 @@ class TrainingSweepSpec(SpecModel):
             tasks = evaluated_tasks(self.template)
             if not tasks:
                 raise ValueError(f"rankBy {self.rank_by}: the template evaluates nothing (set template.eval)")
-            task = self.rank_by[len("eval."):]
+            task = self.rank_by[len("eval.") :]
             if task != "average" and task not in tasks:
                 raise ValueError(f"rankBy {self.rank_by}: unknown metric; the runs evaluate {', '.join(sorted(tasks))}")
         return self
@@ -119,7 +123,9 @@ class TrainingSweep(BaseModel):
     @classmethod
     def room_for_run_suffix(cls, meta: ObjectMeta) -> ObjectMeta:
         if len(meta.name) > MAX_SWEEP_NAME_LENGTH:
-            raise ValueError(f"sweep name '{meta.name}' is longer than {MAX_SWEEP_NAME_LENGTH} characters (runs add '-NNN')")
+            raise ValueError(
+                f"sweep name '{meta.name}' is longer than {MAX_SWEEP_NAME_LENGTH} characters (runs add '-NNN')"
+            )
         return meta
 
 
@@ -155,7 +161,11 @@ def grid_points(sources: int, step: float, min_weight: float) -> list[tuple[floa
     def rec(k: int, left: int) -> list[tuple[int, ...]]:
         if k == 1:
             return [(left,)] if left >= floor_units else []
-        return [(u, *rest) for u in range(left - floor_units * (k - 1), floor_units - 1, -1) for rest in rec(k - 1, left - u)]
+        return [
+            (u, *rest)
+            for u in range(left - floor_units * (k - 1), floor_units - 1, -1)
+            for rest in rec(k - 1, left - u)
+        ]
 
     return [tuple(round(u * step, 10) for u in point) for point in rec(sources, units)]
 
@@ -220,7 +230,9 @@ def expand_sweep(sweep: TrainingSweep) -> list[dict]:
         }
         if sweep.metadata.namespace:
             metadata["namespace"] = sweep.metadata.namespace
-        runs.append({"apiVersion": "trainkit.dev/v1alpha1", "kind": "TrainingRun", "metadata": metadata, "spec": run_spec})
+        runs.append(
+            {"apiVersion": "trainkit.dev/v1alpha1", "kind": "TrainingRun", "metadata": metadata, "spec": run_spec}
+        )
     return runs
 
 

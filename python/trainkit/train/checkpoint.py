@@ -20,7 +20,9 @@ from trainkit.storage import StorageOptions
 
 
 # ------------------------------------------------------------------------------- pure decisions
-def steps_to_prune(present: list[int], complete: list[int], keep: int, protect: frozenset[int] = frozenset()) -> list[int]:
+def steps_to_prune(
+    present: list[int], complete: list[int], keep: int, protect: frozenset[int] = frozenset()
+) -> list[int]:
     """Everything but the newest `keep` complete checkpoints (incomplete leftovers included) and the
     `protect`ed ones (an eval still reading them)."""
     kept = set(sorted(complete)[-keep:]) if keep > 0 else set()
@@ -40,8 +42,9 @@ def remove_step(output_uri: str, step: int, options: StorageOptions | None = Non
     fs.invalidate_cache()
 
 
-def save(output_uri: str, step: int, local_dir: str | Path, extra: dict | None = None,
-         options: StorageOptions | None = None) -> str:
+def save(
+    output_uri: str, step: int, local_dir: str | Path, extra: dict | None = None, options: StorageOptions | None = None
+) -> str:
     """Upload a prepared local checkpoint folder as step `step`, committing it with checkpoint.json."""
     local_dir = Path(local_dir)
     uri = checkpoint_uri(output_uri, step)
@@ -55,7 +58,9 @@ def save(output_uri: str, step: int, local_dir: str | Path, extra: dict | None =
     return uri
 
 
-def prune(output_uri: str, keep: int, options: StorageOptions | None = None, protect: frozenset[int] = frozenset()) -> list[int]:
+def prune(
+    output_uri: str, keep: int, options: StorageOptions | None = None, protect: frozenset[int] = frozenset()
+) -> list[int]:
     listing, manifests = list_checkpoints(output_uri, options)
     present = sorted(parse_checkpoint_listing(listing))
     doomed = steps_to_prune(present, artifacts.complete_steps(listing, manifests), keep, protect)

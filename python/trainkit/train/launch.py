@@ -21,7 +21,6 @@ from trainkit.storage import StorageOptions
 from trainkit.spec.memory import check_fits
 
 
-
 class PreflightError(ValueError):
     """The run cannot start; the message names the spec field (and file) to fix."""
 
@@ -52,8 +51,10 @@ def check_shards(spec: TrainingRunSpec, plan: Plan, options: StorageOptions) -> 
         except (storage.StorageError, OSError) as e:
             raise PreflightError(f"spec.data.sources[{i}].uri ({src.name}): cannot read {uri}: {e}") from None
         if not ok:
-            missing.append(f"spec.data.sources[{i}].uri ({src.name}): no token shards at {src.uri} "
-                           f"({INDEX_FILE} not found; run `trainkit prepare` for this source)")
+            missing.append(
+                f"spec.data.sources[{i}].uri ({src.name}): no token shards at {src.uri} "
+                f"({INDEX_FILE} not found; run `trainkit prepare` for this source)"
+            )
     if missing:
         raise PreflightError("\n".join(missing))
     from trainkit.data import MixtureLoader
@@ -76,7 +77,9 @@ def check_output(spec: TrainingRunSpec, options: StorageOptions) -> None:
 def preflight(spec: TrainingRunSpec, plan: Plan, options: StorageOptions) -> None:
     """Cheapest first; nothing is written unless every check before the output check passed."""
     if spec.training.precision == "fp16" and spec.resources.gpus_per_worker == 0:
-        raise PreflightError("spec.training.precision fp16 needs a GPU (resources.gpusPerWorker is 0); use bf16 or fp32 on CPU")
+        raise PreflightError(
+            "spec.training.precision fp16 needs a GPU (resources.gpusPerWorker is 0); use bf16 or fp32 on CPU"
+        )
     try:
         check_fits(spec, plan)
     except ValueError as e:
@@ -91,8 +94,14 @@ def fault_env() -> dict[str, str]:
     return {k: os.environ[k] for k in FAULT_ENV if k in os.environ}
 
 
-def run_training(spec: TrainingRunSpec, *, name: str = "trainkit-run", max_failures: int = 0,
-                 ray_storage: str | None = None, checked: bool = False) -> TrainedRun:
+def run_training(
+    spec: TrainingRunSpec,
+    *,
+    name: str = "trainkit-run",
+    max_failures: int = 0,
+    ray_storage: str | None = None,
+    checked: bool = False,
+) -> TrainedRun:
     """Check (unless `checked`: preflight already passed), then train with Ray Train on the connected
     Ray cluster (call `ray.init` first)."""
     import ray.train
@@ -113,21 +122,28 @@ def run_training(spec: TrainingRunSpec, *, name: str = "trainkit-run", max_failu
     env = fault_env()
     trainer = TorchTrainer(
         train_worker,
-        train_loop_config={"spec": spec_as_json(spec),
-                           "storage": {"endpoint": options.resolved_endpoint(), "region": options.region}},
-        scaling_config=ray.train.ScalingConfig(num_workers=r.workers, use_gpu=r.gpus_per_worker > 0,
-                                               resources_per_worker=resources),
+        train_loop_config={
+            "spec": spec_as_json(spec),
+            "storage": {"endpoint": options.resolved_endpoint(), "region": options.region},
+        },
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=r.workers, use_gpu=r.gpus_per_worker > 0, resources_per_worker=resources
+        ),
         # mypy resolves ray.train.RunConfig to Train V1's; V2's (the default since Ray 2.51) takes worker_runtime_env.
         run_config=ray.train.RunConfig(  # type: ignore[call-arg]
-            name=name, storage_path=ray_storage,
+            name=name,
+            storage_path=ray_storage,
             failure_config=ray.train.FailureConfig(max_failures=max_failures),
             worker_runtime_env={"env_vars": env} if env else None,
         ),
     )
     trainer.fit()
     final = artifacts.latest_complete_checkpoint(spec.output.uri, options)
-    result = TrainedRun(spec.output.uri, plan.total_steps,
-                       artifacts.checkpoint_uri(spec.output.uri, final) if final is not None else None)
+    result = TrainedRun(
+        spec.output.uri,
+        plan.total_steps,
+        artifacts.checkpoint_uri(spec.output.uri, final) if final is not None else None,
+    )
     return TrainedRun(result.output_uri, result.total_steps, result.final_checkpoint, eval=run_eval_hook(spec, result))
 
 
@@ -151,13 +167,24 @@ def connect_ray(local_cpus: int | None = None, log_to_driver: bool = True) -> No
     else:
         # address="local": a new Ray of our own, even when some `ray start` cluster runs on this machine
         # (ray.init() alone would join it, and refuse num_cpus).
-        ray.init(address="local", num_cpus=local_cpus or os.cpu_count(), include_dashboard=False,
-                 object_store_memory=1 << 30, log_to_driver=log_to_driver)
+        ray.init(
+            address="local",
+            num_cpus=local_cpus or os.cpu_count(),
+            include_dashboard=False,
+            object_store_memory=1 << 30,
+            log_to_driver=log_to_driver,
+        )
 
 
-def run_spec(spec: TrainingRunSpec, *, name: str, max_failures: int, base_dir: str | None = None,
-             connect: Callable[[], None] = connect_ray,
-             on_start: Callable[[TrainingRunSpec, Plan], None] | None = None) -> TrainedRun:
+def run_spec(
+    spec: TrainingRunSpec,
+    *,
+    name: str,
+    max_failures: int,
+    base_dir: str | None = None,
+    connect: Callable[[], None] = connect_ray,
+    on_start: Callable[[TrainingRunSpec, Plan], None] | None = None,
+) -> TrainedRun:
     """Run a spec: local paths made absolute (against `base_dir`, default the working directory), the plan,
     the preflight checks (PreflightError, before Ray starts: bad input fails in seconds with the field named),
     `on_start(spec, plan)`, `connect()` to Ray, then training and the end-of-run eval."""
@@ -194,6 +221,7 @@ def run_eval_hook(spec: TrainingRunSpec, result: TrainedRun):
 def resolve_local_paths(spec: TrainingRunSpec, base: str) -> TrainingRunSpec:
     """Relative local paths (output.uri, sources[].uri, a tokenizer folder) made absolute against `base`,
     so Ray workers, whatever their working directory, read and write where the user meant."""
+
     def absolute(uri: str) -> str:
         return storage.absolute_uri(uri, base)
 

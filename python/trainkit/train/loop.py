@@ -62,8 +62,9 @@ def ray_context() -> WorkerContext:
     import ray.train.torch
 
     ctx = ray.train.get_context()
-    return WorkerContext(ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device(),
-                         ray.train.torch.prepare_model)
+    return WorkerContext(
+        ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device(), ray.train.torch.prepare_model
+    )
 
 
 def train_worker(config: dict) -> None:
@@ -81,7 +82,9 @@ def build_optimizer(model: torch.nn.Module, spec: TrainingRunSpec, device: torch
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
     fused = o.fused if o.fused is not None else device.type == "cuda"
-    return torch.optim.AdamW(groups, lr=spec.training.learning_rate.peak, betas=(o.betas[0], o.betas[1]), eps=o.eps, fused=fused)
+    return torch.optim.AdamW(
+        groups, lr=spec.training.learning_rate.peak, betas=(o.betas[0], o.betas[1]), eps=o.eps, fused=fused
+    )
 
 
 def autocast_for(precision: str, device: torch.device):
@@ -193,18 +196,25 @@ def train(config: dict, ctx: WorkerContext) -> dict:
             folder = checkpoint.download(out, start, tmp, options)
             from safetensors.torch import load_file
 
-            missing, unexpected = raw_model.load_state_dict(load_file(folder / "model.safetensors", device=str(device)), strict=False)
+            missing, unexpected = raw_model.load_state_dict(
+                load_file(folder / "model.safetensors", device=str(device)), strict=False
+            )
             tied = {"lm_head.weight"} if raw_model.config.tie_word_embeddings else set()
             if set(missing) - tied or unexpected:
-                raise RuntimeError(f"checkpoint step {start}: weights do not match the model (missing {missing}, unexpected {unexpected})")
+                raise RuntimeError(
+                    f"checkpoint step {start}: weights do not match the model (missing {missing}, unexpected {unexpected})"
+                )
             optimizer_state = torch.load(folder / artifacts.OPTIMIZER_STATE, map_location=device, weights_only=True)
             state = json.loads((folder / artifacts.TRAINER_STATE).read_text())
         loader.load_state_dict(state["data"])
         stream_digest = state.get("streamDigest", "")
         if writer:
             writer.resume(start)
-        print(f"[trainkit] rank {rank}: resumed from {artifacts.checkpoint_uri(out, start)} "
-              f"(sequences consumed {state['data'].get('sequences_consumed')})", flush=True)
+        print(
+            f"[trainkit] rank {rank}: resumed from {artifacts.checkpoint_uri(out, start)} "
+            f"(sequences consumed {state['data'].get('sequences_consumed')})",
+            flush=True,
+        )
     step = start or 0
 
     # 4. parallelism -----------------------------------------------------------------------------
@@ -226,8 +236,11 @@ def train(config: dict, ctx: WorkerContext) -> dict:
     evals: list = []  # (step, Ray ref) of the evals started during training (spec.eval.everySteps)
     model.train()
     if is_main:
-        print(f"[trainkit] {world} worker(s) on {device}, ready in {time.perf_counter() - t_start:.1f} s; "
-              f"steps {step}..{plan.total_steps}", flush=True)
+        print(
+            f"[trainkit] {world} worker(s) on {device}, ready in {time.perf_counter() - t_start:.1f} s; "
+            f"steps {step}..{plan.total_steps}",
+            flush=True,
+        )
 
     # 5. the step loop ---------------------------------------------------------------------------
     while step < plan.total_steps:
@@ -244,7 +257,7 @@ def train(config: dict, ctx: WorkerContext) -> dict:
             x = x.to(device, non_blocking=True)
             inputs, labels = x[:, :-1], x[:, 1:]
             last = micro == len(batches) - 1
-            with (no_sync() if (no_sync and not last) else contextlib.nullcontext()):
+            with no_sync() if (no_sync and not last) else contextlib.nullcontext():
                 with autocast:
                     logits = model(input_ids=inputs, use_cache=False).logits
                 loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), labels.reshape(-1)) / accum
@@ -280,24 +293,46 @@ def train(config: dict, ctx: WorkerContext) -> dict:
             tps = throughput.rate()
             if writer is not None:  # rank 0
                 sources = loader.source_sequences()
-                writer.log({
-                    "step": step, "loss": loss_value, "lr": lr, "gradNorm": float(grad_norm),
-                    "tokensPerSecond": tps, "mfu": mfu(tps, plan.flops_per_token, peak, world),
-                    "tokens": step * plan.tokens_per_step,
-                    "sourceSequences": sources,
-                    "sourceTokens": {k: v * spec.data.seq_length for k, v in sources.items()},
-                    "streamDigest": stream_digest,
-                    "startStep": start or 0,  # where this attempt began (a resumed checkpoint or 0)
-                }, final=final)
-                print(f"[trainkit] step {step}/{plan.total_steps} loss {loss_value:.4f} lr {lr:.3g} "
-                      f"tokens/s {tps:,.0f}", flush=True)
+                writer.log(
+                    {
+                        "step": step,
+                        "loss": loss_value,
+                        "lr": lr,
+                        "gradNorm": float(grad_norm),
+                        "tokensPerSecond": tps,
+                        "mfu": mfu(tps, plan.flops_per_token, peak, world),
+                        "tokens": step * plan.tokens_per_step,
+                        "sourceSequences": sources,
+                        "sourceTokens": {k: v * spec.data.seq_length for k, v in sources.items()},
+                        "streamDigest": stream_digest,
+                        "startStep": start or 0,  # where this attempt began (a resumed checkpoint or 0)
+                    },
+                    final=final,
+                )
+                print(
+                    f"[trainkit] step {step}/{plan.total_steps} loss {loss_value:.4f} lr {lr:.3g} tokens/s {tps:,.0f}",
+                    flush=True,
+                )
         if ckpt_now:
             t_ckpt, cpu_ckpt = time.perf_counter(), time.process_time()
             # FSDP2 gathers the full state on every rank (a collective), rank 0 ends up with it.
             model_state, optimizer_state = full_state(raw_model, optimizer, t.parallelism)
             if is_main:
-                save_checkpoint(spec, plan, out, step, raw_model, model_state, optimizer_state, tokenizer, loader,
-                                schedule, stream_digest, options, protect=evaluating(evals))
+                save_checkpoint(
+                    spec,
+                    plan,
+                    out,
+                    step,
+                    raw_model,
+                    model_state,
+                    optimizer_state,
+                    tokenizer,
+                    loader,
+                    schedule,
+                    stream_digest,
+                    options,
+                    protect=evaluating(evals),
+                )
                 if eval_now:
                     evals.append((step, launch_periodic_eval(spec, out, step, options)))
             if world > 1 and dist.is_initialized():
@@ -308,9 +343,15 @@ def train(config: dict, ctx: WorkerContext) -> dict:
     loop_seconds, loop_cpu = time.perf_counter() - t_loop, time.process_time() - cpu_loop
     loader.close()
     wait_for_evals(evals)
-    return {"step": step, "streamDigest": stream_digest, "resumedFrom": start, "stepsRun": step - (start or 0),
-            "loopSeconds": loop_seconds, "checkpointSeconds": checkpoint_seconds,
-            "trainCpuSeconds": loop_cpu - checkpoint_cpu}
+    return {
+        "step": step,
+        "streamDigest": stream_digest,
+        "resumedFrom": start,
+        "stepsRun": step - (start or 0),
+        "loopSeconds": loop_seconds,
+        "checkpointSeconds": checkpoint_seconds,
+        "trainCpuSeconds": loop_cpu - checkpoint_cpu,
+    }
 
 
 def periodic_eval_due(step: int, every_steps: int | None, final: bool) -> bool:
@@ -325,8 +366,7 @@ def launch_periodic_eval(spec: TrainingRunSpec, out: str, step: int, options):
     waits for those resources would deadlock."""
     from trainkit.eval import launch_eval_task
 
-    return launch_eval_task(artifacts.checkpoint_uri(out, step), spec.eval, out, step, options,
-                            num_gpus=0, num_cpus=0)
+    return launch_eval_task(artifacts.checkpoint_uri(out, step), spec.eval, out, step, options, num_gpus=0, num_cpus=0)
 
 
 def evaluating(evals: list) -> frozenset[int]:
@@ -390,8 +430,21 @@ def load_optimizer_state(model: torch.nn.Module, optimizer, state: dict, paralle
     set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
 
 
-def save_checkpoint(spec, plan, out, step, raw_model, model_state, optimizer_state, tokenizer, loader, schedule,
-                    stream_digest, options, protect: frozenset[int] = frozenset()) -> str:
+def save_checkpoint(
+    spec,
+    plan,
+    out,
+    step,
+    raw_model,
+    model_state,
+    optimizer_state,
+    tokenizer,
+    loader,
+    schedule,
+    stream_digest,
+    options,
+    protect: frozenset[int] = frozenset(),
+) -> str:
     """Rank 0: HF folder + trainer state into a temp dir, then upload with checkpoint.json last; prune."""
     with tempfile.TemporaryDirectory(prefix="trainkit-ckpt-") as tmp:
         folder = Path(tmp)
@@ -406,15 +459,25 @@ def save_checkpoint(spec, plan, out, step, raw_model, model_state, optimizer_sta
             "tokens": step * plan.tokens_per_step,
             "data": loader.state_dict(),
             "schedule": schedule.state_dict(),
-            "rng": {"scheme": "torch.manual_seed(f(seed, step, global micro-batch index)) before every micro-batch", "seed": spec.training.seed},
+            "rng": {
+                "scheme": "torch.manual_seed(f(seed, step, global micro-batch index)) before every micro-batch",
+                "seed": spec.training.seed,
+            },
             "streamDigest": stream_digest,
             "sourceSequences": sources,
         }
         (folder / artifacts.TRAINER_STATE).write_text(json.dumps(state, indent=2, sort_keys=True))
-        uri = checkpoint.save(out, step, folder, extra={
-            "tokens": step * plan.tokens_per_step, "sourceSequences": sources,
-            "tokenizerFingerprint": tokenizer.fingerprint,
-        }, options=options)
+        uri = checkpoint.save(
+            out,
+            step,
+            folder,
+            extra={
+                "tokens": step * plan.tokens_per_step,
+                "sourceSequences": sources,
+                "tokenizerFingerprint": tokenizer.fingerprint,
+            },
+            options=options,
+        )
     checkpoint.prune(out, spec.checkpoint.keep, options, protect)
     print(f"[trainkit] checkpoint {uri}", flush=True)
     return uri

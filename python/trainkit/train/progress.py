@@ -73,7 +73,12 @@ class ProgressWriter:
     """Rank 0's writer of progress.json + metrics.jsonl. state: the lines written so far."""
 
     def __init__(self, output_uri: str, total_steps: int, tokens_per_step: int, options: StorageOptions | None = None):
-        self.output_uri, self.total_steps, self.tokens_per_step, self.options = output_uri, total_steps, tokens_per_step, options
+        self.output_uri, self.total_steps, self.tokens_per_step, self.options = (
+            output_uri,
+            total_steps,
+            tokens_per_step,
+            options,
+        )
         self.lines: list[MetricsLine] = []
 
     def resume(self, step: int) -> None:

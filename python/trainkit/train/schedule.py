@@ -22,11 +22,18 @@ class Schedule:
     @classmethod
     def from_spec(cls, spec, plan) -> "Schedule":
         lr = spec.training.learning_rate
-        return cls(peak=lr.peak, final=lr.final, warmup_steps=plan.warmup_steps, total_steps=plan.total_steps, kind=lr.schedule)
+        return cls(
+            peak=lr.peak, final=lr.final, warmup_steps=plan.warmup_steps, total_steps=plan.total_steps, kind=lr.schedule
+        )
 
     def state_dict(self) -> dict:
-        return {"peak": self.peak, "final": self.final, "warmupSteps": self.warmup_steps,
-                "totalSteps": self.total_steps, "kind": self.kind}
+        return {
+            "peak": self.peak,
+            "final": self.final,
+            "warmupSteps": self.warmup_steps,
+            "totalSteps": self.total_steps,
+            "kind": self.kind,
+        }
 
 
 def lr_at(step: int, s: Schedule) -> float:

@@ -7,7 +7,7 @@ def doc_to_text(doc):
 
 def doc_to_target(doc):
     blank = doc["sentence"].index("_")
-    return doc["sentence"][blank + 1:].strip()
+    return doc["sentence"][blank + 1 :].strip()
 
 
 def doc_to_choice(doc):
