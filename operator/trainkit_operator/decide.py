@@ -623,14 +623,6 @@ def summarize(
     completion = None
     if phase in TERMINAL_PHASES:
         completion = rj_status.get("endTime") or now
-    if (
-        phase == "Succeeded"
-        and prog is not None
-        and prog.total_steps
-        and prog.step < prog.total_steps
-        and progress is None
-    ):
-        pass  # keep what progress.json said; never invent steps
     return TrainingRunStatus(
         phase=phase,
         reason=reason,

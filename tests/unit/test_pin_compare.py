@@ -10,7 +10,8 @@ import pytest
 from trainkit.compare import CompareError
 from trainkit.compare.leaderboard import Metric, available_metrics, favoured, leaderboard, parse_metric
 from trainkit.compare.results import RunResult
-from trainkit.spec.sweep import higher_is_better, metric_value, rank_values, valid_metric_name
+from trainkit.spec.ranking import higher_is_better, metric_value, rank_values
+from trainkit.spec.sweep import valid_metric_name
 
 
 def rr(
