@@ -590,32 +590,17 @@ def summarize(
         ),
         _condition(prev_conds, "SpecApplied", spec_applied[0], spec_applied[1], spec_applied[2], now, generation),
         _condition(prev_conds, "Admitted", admitted, adm_reason, "" if admitted else message, now, generation),
-        _condition(
-            prev_conds,
-            "Running",
-            phase == "Running",
-            reason if phase == "Running" else phase,
-            message if phase == "Running" else "",
-            now,
-            generation,
-        ),
-        _condition(
-            prev_conds,
-            "Succeeded",
-            phase == "Succeeded",
-            reason if phase == "Succeeded" else phase,
-            message if phase == "Succeeded" else "",
-            now,
-            generation,
-        ),
-        _condition(
-            prev_conds,
-            "Failed",
-            phase == "Failed",
-            reason if phase == "Failed" else phase,
-            message if phase == "Failed" else "",
-            now,
-            generation,
+        *(
+            _condition(
+                prev_conds,
+                kind,
+                phase == kind,
+                reason if phase == kind else phase,
+                message if phase == kind else "",
+                now,
+                generation,
+            )
+            for kind in ("Running", "Succeeded", "Failed")  # one condition per phase, true in that phase only
         ),
     ]
 

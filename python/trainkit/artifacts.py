@@ -22,10 +22,10 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypedDict, TypeGuard
+from typing import Any, TypedDict, TypeGuard, TypeVar
 
 from trainkit import storage
 from trainkit.storage import StorageOptions
@@ -293,32 +293,35 @@ def _skip(reason: ArtifactError) -> None:
     log.warning("ignoring %s", reason)
 
 
-def read_spec_document(output_uri: str, options: StorageOptions | None = None) -> dict[str, Any] | None:
-    """spec.json as written (a bare spec or a whole TrainingRun), or None."""
-    uri = run_file(output_uri, SPEC)
+R = TypeVar("R")
+
+
+def _read_record(uri: str, options: StorageOptions | None, parse: Callable[[Any, str], R]) -> R | None:
+    """The one way a record is read: absent -> None; not JSON or the wrong shape -> None, the reason logged
+    (a bad object is skipped the same way everywhere); unreachable storage raises StorageError."""
     raw = _read_quietly(uri, options)
     if raw is None:
         return None
     try:
-        doc = parse_json(raw, uri)
-        if not isinstance(doc, dict):
-            raise ArtifactError(f"{uri}: expected a JSON object, got {type(doc).__name__}")
-        return doc
+        return parse(parse_json(raw, uri), uri)
     except ArtifactError as e:
         _skip(e)
         return None
+
+
+def _json_object(doc: Any, uri: str) -> dict[str, Any]:
+    if not isinstance(doc, dict):
+        raise ArtifactError(f"{uri}: expected a JSON object, got {type(doc).__name__}")
+    return doc
+
+
+def read_spec_document(output_uri: str, options: StorageOptions | None = None) -> dict[str, Any] | None:
+    """spec.json as written (a bare spec or a whole TrainingRun), or None."""
+    return _read_record(run_file(output_uri, SPEC), options, _json_object)
 
 
 def read_progress(output_uri: str, options: StorageOptions | None = None) -> ProgressDoc | None:
-    uri = run_file(output_uri, PROGRESS)
-    raw = _read_quietly(uri, options)
-    if raw is None:
-        return None
-    try:
-        return parse_progress(parse_json(raw, uri), uri)
-    except ArtifactError as e:
-        _skip(e)
-        return None
+    return _read_record(run_file(output_uri, PROGRESS), options, parse_progress)
 
 
 def read_metrics_text(output_uri: str, options: StorageOptions | None = None) -> str | None:
@@ -348,14 +351,7 @@ def _step_folders(uri: str, options: StorageOptions | None) -> list[int]:
 
 def read_eval_summary(output_uri: str, step: int, options: StorageOptions | None = None) -> EvalSummaryDoc | None:
     uri = storage.join(eval_dir(output_uri, step), EVAL_SUMMARY)
-    raw = _read_quietly(uri, options)
-    if raw is None:
-        return None
-    try:
-        return parse_eval_summary(parse_json(raw, uri), uri, step)
-    except ArtifactError as e:
-        _skip(e)
-        return None
+    return _read_record(uri, options, lambda doc, at: parse_eval_summary(doc, at, step))
 
 
 def read_eval_summaries(output_uri: str, options: StorageOptions | None = None) -> list[EvalSummaryDoc]:
@@ -374,15 +370,7 @@ def read_latest_eval_summary(output_uri: str, options: StorageOptions | None = N
 
 def read_manifest(checkpoint: str, options: StorageOptions | None = None) -> CheckpointManifest | None:
     """The parsed checkpoint.json of the checkpoint folder at `checkpoint`, or None (absent or bad: not a checkpoint)."""
-    uri = storage.join(checkpoint, MANIFEST)
-    raw = _read_quietly(uri, options)
-    if raw is None:
-        return None
-    try:
-        return parse_manifest(parse_json(raw, uri), uri)
-    except ArtifactError as e:
-        _skip(e)
-        return None
+    return _read_record(storage.join(checkpoint, MANIFEST), options, parse_manifest)
 
 
 def list_files(uri: str, options: StorageOptions | None = None) -> dict[str, int]:
