@@ -99,12 +99,13 @@ def emitted_rayjobs() -> list[dict]:
                 ],
                 "scheduling.priorityClassName": "high",
                 "scheduling.activeDeadlineSeconds": 3600,
-                "scheduling.suspend": True,
                 "storage.region": "us-east-1",
                 "storage.endpoint": "http://minio:9000",
             }
         ),
         seed_run(**{"scheduling.queueName": None, "scheduling.volcanoQueue": "q", "resources.gpusPerWorker": 0}),
+        # suspend is the user's only without Kueue (with a queueName it is refused: Kueue unsuspends on admission)
+        seed_run(**{"scheduling.queueName": None, "scheduling.suspend": True}),
     ]
     return [build_rayjob(run, parse_spec(run["spec"])[0], config) for run in runs]
 
