@@ -155,3 +155,14 @@ def test_inner_width_override():
 def test_flops_attention_term_scales_with_layers_sequence_and_width():
     arch = dict(TINY, tie_word_embeddings=True)
     assert flops_per_token(arch, 256) - flops_per_token(arch, 128) == 12.0 * 2 * 128 * 64
+
+
+def test_worker_geometry_is_whole_numbers_of_the_exact_type():
+    # A true division would give 2.0 and 4.0, which compare equal; the Plan declares these fields int
+    # (they are loop counts and batch sizes), so pin the type as well as the value.
+    plan = derive_plan(spec(micro=2, global_batch=8, workers=2, total_tokens=8 * 128 * 10))
+    assert type(plan.gradient_accumulation) is int and plan.gradient_accumulation == 2
+    assert type(plan.sequences_per_worker_step) is int and plan.sequences_per_worker_step == 4
+    single = derive_plan(spec(micro=8, global_batch=8, workers=1))
+    assert type(single.gradient_accumulation) is int and single.gradient_accumulation == 1
+    assert type(single.sequences_per_worker_step) is int and single.sequences_per_worker_step == 8
