@@ -155,3 +155,25 @@ def test_inner_width_override():
 def test_flops_attention_term_scales_with_layers_sequence_and_width():
     arch = dict(TINY, tie_word_embeddings=True)
     assert flops_per_token(arch, 256) - flops_per_token(arch, 128) == 12.0 * 2 * 128 * 64
+
+
+def test_worker_geometry_is_whole_numbers_of_the_exact_type():
+    # A true division would give 2.0 and 4.0, which compare equal; the Plan declares these fields int
+    # (they are loop counts and batch sizes), so pin the type as well as the value.
+    plan = derive_plan(spec(micro=2, global_batch=8, workers=2, total_tokens=8 * 128 * 10))
+    assert type(plan.gradient_accumulation) is int and plan.gradient_accumulation == 2
+    assert type(plan.sequences_per_worker_step) is int and plan.sequences_per_worker_step == 4
+    single = derive_plan(spec(micro=8, global_batch=8, workers=1))
+    assert type(single.gradient_accumulation) is int and single.gradient_accumulation == 1
+    assert type(single.sequences_per_worker_step) is int and single.sequences_per_worker_step == 8
+
+
+def test_flops_default_to_tied_embeddings_when_the_key_is_absent():
+    assert flops_per_token(dict(TINY), 128) == 20_095_872.0  # the tied figure worked out by hand above
+
+
+def test_plan_to_dict_is_plain_data():
+    doc = derive_plan(spec(total_tokens=8 * 128)).to_dict()
+    assert (doc["total_steps"], doc["total_sequences"], doc["tokens_trained"], doc["warmup_steps"]) == (1, 8, 1024, 0)
+    assert doc["sources"][0] == {"name": "s0", "weight": 0.5, "sequences": 4, "tokens": 512}
+    assert [s["sequences"] for s in doc["sources"]] == [4, 2, 2]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from trainkit.compare import recommend, recommend_from, run_result_from
-from trainkit.compare.recommend import Recommendation, best_index, features, fmt, loo_rmse, n_terms
+from trainkit.compare.recommend import Recommendation, best_index, features, fit, fmt, loo_rmse, n_terms
 
 SOURCES = ("a", "b", "c")
 # Six mixtures around the centre; none at a vertex.
@@ -249,3 +249,94 @@ def test_boundaries_two_sources_three_runs_and_exactly_min_runs():
     assert not recommend_from(np.ones((4, 1)), np.arange(4.0), ("only",)).trusted
     exact = recommend_from(GRID[:5], linear_in_a(GRID[:5]), SOURCES)
     assert exact.min_runs == 5 and not any(r.startswith("only 5 finished runs") for r in exact.reasons)
+
+
+# ------------------------------------------------------------------ the fit, the trust rules' boundaries
+TWO = ("a", "b")
+
+
+def test_the_ridge_is_added_to_the_normal_equations():
+    # X = I (two runs at the vertices), y - mean = (1, -1); (I + 1*I) c = (1, -1) gives c = (0.5, -0.5).
+    # Subtracting the ridge would leave a singular matrix.
+    model = fit(np.eye(2), np.array([1.0, -1.0]), 1, ridge=1.0)
+    assert model.offset == 0.0
+    assert model.coef.tolist() == pytest.approx([0.5, -0.5])
+
+
+def test_r2_by_hand_for_a_small_spread():
+    # Weights of a = 0, 0.5, 1; y = 0, 1, 0.5. Least squares on a with an intercept: slope 0.5, fitted
+    # 0.25, 0.5, 0.75; residual sum of squares 0.375, total 0.5 (below 1), so R² = 1 - 0.375/0.5 = 0.25.
+    W = np.array([[0.0, 1.0], [0.5, 0.5], [1.0, 0.0]])
+    rec = recommend_from(W, np.array([0.0, 1.0, 0.5]), TWO, ridge=1e-9)
+    assert rec.r2 == pytest.approx(0.25, abs=1e-6)
+
+
+def test_two_runs_have_a_metric_spread():
+    rec = recommend_from(np.array([[0.2, 0.8], [0.8, 0.2]]), np.array([1.0, 3.0]), TWO)
+    assert rec.n_runs == 2
+    assert rec.metric_std == pytest.approx(math.sqrt(2.0))  # sample std of (1, 3)
+
+
+def test_no_sources_and_no_runs_is_the_one_source_answer_not_a_shape_error():
+    rec = recommend_from(np.zeros((0, 0)), np.zeros(0), ())
+    assert rec.reasons == ("only one source: there is no mixture to choose",) and rec.n_runs == 0
+
+
+def test_mixtures_equal_to_six_decimals_are_the_same_mixture():
+    W = np.array([[0.5, 0.5]] * 3 + [[0.5000004, 0.4999996]] * 3)
+    rec = recommend_from(W, np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0]), TWO)
+    assert "every run used the same mixture: the weights cannot explain anything" in rec.reasons
+    assert "too few distinct runs to bootstrap the uncertainty" in rec.reasons
+
+
+def test_two_distinct_mixtures_are_enough_to_fit_and_to_bootstrap():
+    W = np.array([[1.0, 0.0]] * 4 + [[0.0, 1.0]] * 4)
+    rec = recommend_from(W, np.array([3.0, 3.2, 2.8, 3.1, 1.0, 1.2, 0.8, 1.1]), TWO)
+    assert "every run used the same mixture: the weights cannot explain anything" not in rec.reasons
+    assert "too few distinct runs to bootstrap the uncertainty" not in rec.reasons
+    assert set(rec.weights_std) == {"a", "b"}
+
+
+def test_the_bootstrap_draws_every_run_including_the_first():
+    # Only run 0 differs; a resample that never draws it holds one mixture and is skipped.
+    W = np.array([[1.0, 0.0]] + [[0.0, 1.0]] * 5)
+    rec = recommend_from(W, np.array([5.0, 1.0, 1.2, 0.8, 1.1, 0.9]), TWO)
+    assert "too few distinct runs to bootstrap the uncertainty" not in rec.reasons
+    assert rec.weights_std and rec.predicted_interval is not None
+
+
+def test_ten_bootstrap_refits_are_enough_and_nine_are_not():
+    ten = recommend_from(GRID, linear_in_a(GRID), SOURCES, n_bootstrap=10)
+    assert ten.weights_std == {"a": 0.0, "b": 0.0, "c": 0.0} and ten.trusted
+    nine = recommend_from(GRID, linear_in_a(GRID), SOURCES, n_bootstrap=9)
+    assert nine.reasons == ("too few distinct runs to bootstrap the uncertainty",)
+    assert nine.weights_std == {} and nine.predicted_interval is None
+
+
+def test_a_spread_equal_to_the_limit_is_still_stable():
+    # Perfectly linear data: every refit picks vertex a, the spread is exactly 0.
+    rec = recommend_from(GRID, linear_in_a(GRID), SOURCES, max_weight_spread=0.0)
+    assert rec.weights_std == {"a": 0.0, "b": 0.0, "c": 0.0}
+    assert rec.trusted and rec.reasons == ()
+
+
+def test_a_tried_mixture_exactly_a_quarter_away_is_not_far():
+    W = np.array([[0.75, 0.25], [0.5, 0.5], [0.25, 0.75]])
+    rec = recommend_from(W, 30.0 + 10.0 * W[:, 0], TWO)
+    assert rec.weights == {"a": 1.0, "b": 0.0}
+    assert rec.nearest_distance == 0.25  # (0.25 + 0.25) / 2, exact in binary
+    assert not any("far from every tried one" in n for n in rec.notes)
+
+
+def test_equal_metrics_are_one_reason_not_also_an_unexplained_spread():
+    flat = recommend_from(GRID, np.full(6, 37.0), SOURCES)
+    assert flat.metric_std == 0.0
+    assert flat.reasons == ("every run has the same eval.average: nothing to rank mixtures by",)
+
+
+def test_weights_that_explain_little_on_a_metric_spread_below_one():
+    W = np.random.default_rng(5).dirichlet(np.ones(3), size=12)
+    y = 0.37 + 0.01 * np.random.default_rng(6).normal(0.0, 1.0, 12)
+    rec = recommend_from(W, y, SOURCES, max_weight_spread=1.0)
+    assert 0 < rec.metric_std < 1
+    assert len(rec.reasons) == 1 and rec.reasons[0].startswith("the weights explain little")
