@@ -100,3 +100,57 @@ def test_a_cursor_walks_the_same_stream_in_pieces():
 def test_source_positions_continue_each_source_from_its_count_before():
     positions = source_positions(np.array([0, 1, 0, 2, 0, 1]), [10, 20, 30])
     assert positions.tolist() == [10, 20, 11, 30, 12, 21]
+
+
+# --- resume from stored counts (ScheduleCursor.at_counts): the cursor after n sequences from its counts alone
+
+
+def picks(cursor: ScheduleCursor, n: int) -> str:
+    return "".join(str(int(j)) for j in cursor.take(n))
+
+
+@pytest.mark.parametrize(
+    ("counts", "rest"),
+    [
+        # the 50/30/20 stream "0102010102 0102010102..." (test_50_30_20_by_hand) after 0, 3, 7 and 10 sequences
+        ([0, 0, 0], "0102010102"),
+        ([2, 1, 0], "2010102010"),
+        ([4, 2, 1], "1020102010"),
+        ([5, 3, 2], "0102010102"),
+    ],
+)
+def test_a_cursor_rebuilt_from_counts_continues_the_stream_exactly(counts, rest):
+    cursor = ScheduleCursor.at_counts([0.5, 0.3, 0.2], counts)
+    assert cursor.position == sum(counts) and cursor.counts == counts
+    assert picks(cursor, 10) == rest
+
+
+def test_a_cursor_rebuilt_mid_tie_keeps_the_tie_break():
+    # 6/7/3 of 16 (test_deadline_ties_go_to_the_lower_source_index): after "0110" the counts are (2, 2, 0)
+    assert picks(ScheduleCursor.at_counts([6.0, 7.0, 3.0], [2, 2, 0]), 12) == "210102101012"
+
+
+@pytest.mark.parametrize(
+    ("counts", "message"),
+    [
+        ([1, 1], "counts [1, 1] do not fit 3 sources"),
+        ([1, 1, 1, 1], "counts [1, 1, 1, 1] do not fit 3 sources"),
+        ([2, -1, 0], "counts [2, -1, 0] do not fit 3 sources"),
+        # 10 sequences at 50/30/20 hold 5/3/2 exactly: one more or less of a source is not a prefix
+        ([6, 2, 2], "counts [6, 2, 2] are not a state of this schedule (more than one sequence off the weights)"),
+        ([4, 3, 3], "counts [4, 3, 3] are not a state of this schedule (more than one sequence off the weights)"),
+        # 3 sequences: source 0 may have 1 or 2 (1.5 +- 1 rounded to the bounds floor/ceil), not 3 or 0
+        ([3, 0, 0], "counts [3, 0, 0] are not a state of this schedule (more than one sequence off the weights)"),
+        ([0, 2, 1], "counts [0, 2, 1] are not a state of this schedule (more than one sequence off the weights)"),
+    ],
+)
+def test_counts_that_no_prefix_has_are_refused(counts, message):
+    with pytest.raises(ValueError) as err:
+        ScheduleCursor.at_counts([0.5, 0.3, 0.2], counts)
+    assert str(err.value) == message
+
+
+def test_counts_on_both_bounds_are_accepted():
+    # 3 sequences at 50/30/20: floor/ceil of (1.5, 0.9, 0.6) are (1..2, 0..1, 0..1)
+    for counts in ([2, 1, 0], [1, 1, 1], [2, 0, 1]):
+        assert ScheduleCursor.at_counts([0.5, 0.3, 0.2], counts).position == 3
