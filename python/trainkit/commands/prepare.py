@@ -17,13 +17,26 @@ def register(sub) -> None:
         "--tokenizer", default="gpt2", help="'gpt2' or a folder with vocab.json + merges.txt (default: gpt2)"
     )
     p.add_argument("--shard-tokens", type=int, default=None, help="tokens per shard (default: 16,777,216)")
+    p.add_argument(
+        "--holdout-fraction",
+        type=float,
+        default=None,
+        help="fraction of documents (chosen by a hash of their text) held out for validation loss, never "
+        "trained on (default: 0.02; 0 holds out none)",
+    )
     p.add_argument("--endpoint", default=None, help="S3 endpoint URL (default: AWS_ENDPOINT_URL); never credentials")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray (ignored when joining a cluster)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from trainkit.data.prepare import DEFAULT_SHARD_TOKENS, PrepareError, ensure_ray, run_prepare
+    from trainkit.data.prepare import (
+        DEFAULT_HOLDOUT_FRACTION,
+        DEFAULT_SHARD_TOKENS,
+        PrepareError,
+        ensure_ray,
+        run_prepare,
+    )
     from trainkit.data.shards import DataError
     from trainkit.data.tokenizer import TokenizerError
     from trainkit.storage import StorageError, StorageOptions
@@ -35,6 +48,7 @@ def run(args) -> int:
             args.output,
             tokenizer_name=args.tokenizer,
             shard_tokens=args.shard_tokens or DEFAULT_SHARD_TOKENS,
+            holdout_fraction=DEFAULT_HOLDOUT_FRACTION if args.holdout_fraction is None else args.holdout_fraction,
             options=StorageOptions(endpoint=args.endpoint),
             log=lambda line: print(line, flush=True),
         )

@@ -1,0 +1,303 @@
+"""Pure decisions for TrainingData (no API server, object store or clock: `now` is an argument).
+
+- `decide_data(...)`     -> DataDecision: create the prepare ConfigMap + RayJob or nothing, and the status.
+- `resolve_sources(...)` -> a TrainingRun's `dataset:` sources resolved to their TrainingData's shard URI,
+                            or why the run must wait (not Ready yet) or fail (the data Failed / is missing).
+
+Content addressing makes "Ready" a fact about storage: a valid index.json at the spec's resolved URI
+(`<output.uri>/<content hash>/`) is Ready, whoever wrote it; so a second TrainingData for the same
+content is Ready at once and never starts a RayJob. Ready and Failed are terminal (the spec is
+immutable, enforced by a CEL transition rule): deleting a TrainingData leaves its shards in place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from trainkit.spec.data import (
+    SHARD_FORMAT,
+    DATA_CONDITION_TYPES,
+    DataProgress,
+    TrainingDataSpec,
+    TrainingDataStatus,
+    content_hash,
+)
+from trainkit.spec.data import resolved_uri as data_uri
+from trainkit.spec.status import Condition
+from trainkit.storage import is_remote
+
+from trainkit_operator.config import OperatorConfig
+from trainkit_operator.data_builders import build_data_configmap, build_data_rayjob, data_rayjob_name
+
+DATA_TERMINAL = ("Ready", "Failed")
+
+
+@dataclass
+class DataDecision:
+    action: str  # "create" (ConfigMap + RayJob) or "none"
+    status: TrainingDataStatus
+    configmap: dict | None = None
+    rayjob: dict | None = None
+
+
+def previous_data_status(data: Mapping) -> TrainingDataStatus | None:
+    raw = data.get("status") or {}
+    if not raw.get("phase"):
+        return None
+    try:
+        return TrainingDataStatus.model_validate(raw)
+    except Exception:  # noqa: BLE001 - a malformed old status is replaced, never fatal
+        return None
+
+
+def data_cluster_error(spec: TrainingDataSpec) -> str | None:
+    """Why a valid spec cannot be prepared on the cluster: every pod must see the same inputs and output."""
+    local = []
+    if not is_remote(spec.output.uri):
+        local.append(f"spec.output.uri {spec.output.uri!r}")
+    for i, uri in enumerate(spec.inputs):
+        if "://" not in uri or uri.startswith("file://"):
+            local.append(f"spec.inputs[{i}] {uri!r}")
+    if not local:
+        return None
+    return "a TrainingData on the cluster needs s3://, gs:// or hf:// URIs (no pod shares a local path): " + ", ".join(
+        local
+    )
+
+
+def index_problem(index: Mapping | None, spec: TrainingDataSpec) -> str | None:
+    """Why the index.json read at the resolved URI does not make this data Ready (None: it does)."""
+    if index is None:
+        return "no index.json yet"
+    if index.get("format") != SHARD_FORMAT:
+        return f"index.json has format {index.get('format')!r}, expected {SHARD_FORMAT!r}"
+    tok = index.get("tokenizer") or {}
+    if tok.get("name") != spec.tokenizer:
+        return f"index.json was made with tokenizer {tok.get('name')!r}, not {spec.tokenizer!r}"
+    if not index.get("shards") or not int(index.get("totalTokens") or 0):
+        return "index.json lists no tokens"
+    return None
+
+
+def _conditions(prev: TrainingDataStatus | None, phase: str, reason: str, message: str, now: str, gen):
+    old = {c.type: c for c in (prev.conditions if prev else [])}
+    truth = {"SpecValid": reason != "InvalidSpec", "Ready": phase == "Ready", "Failed": phase == "Failed"}
+    out = []
+    for type_ in DATA_CONDITION_TYPES:
+        value = "True" if truth[type_] else "False"
+        before = old.get(type_)
+        ltt = before.last_transition_time if before is not None and before.status == value else now
+        out.append(
+            Condition(
+                type=type_,
+                status=value,
+                reason=reason if truth[type_] or type_ == "SpecValid" else phase,
+                message=message if truth[type_] or (type_ == "SpecValid" and not truth[type_]) else "",
+                last_transition_time=ltt,
+                observed_generation=gen,
+            )
+        )
+    return out
+
+
+def _progress(doc: Mapping | None) -> DataProgress | None:
+    if not doc:
+        return None
+    try:
+        return DataProgress.model_validate(
+            {k: doc.get(k, 0) for k in ("filesDone", "filesTotal", "tokens", "documents")}
+        )
+    except Exception:  # noqa: BLE001 - a malformed progress file shows as no progress
+        return None
+
+
+def decide_data(
+    data: Mapping,
+    spec: TrainingDataSpec | None,
+    spec_error: str | None,
+    rayjob: Mapping | None,
+    index: Mapping | None,
+    progress: Mapping | None,
+    config: OperatorConfig,
+    now: str,
+) -> DataDecision:
+    prev = previous_data_status(data)
+    gen = (data.get("metadata") or {}).get("generation")
+
+    def status(phase: str, reason: str, message: str, **fields: Any) -> TrainingDataStatus:
+        base = {
+            "content_hash": content_hash(spec) if spec is not None else None,
+            "uri": data_uri(spec) if spec is not None else None,
+            "ray_job_name": (rayjob or {}).get("metadata", {}).get("name"),
+            "progress": (prev.progress if prev else DataProgress()),
+        }
+        base.update(fields)
+        return TrainingDataStatus(
+            phase=phase,
+            message=message[:4096],
+            observed_generation=gen,
+            conditions=_conditions(prev, phase, reason, message[:4096], now, gen),
+            **base,
+        )
+
+    if prev is not None and prev.phase in DATA_TERMINAL:
+        return DataDecision("none", prev)
+    if spec is None or spec_error is not None:
+        return DataDecision("none", status("Failed", "InvalidSpec", spec_error or "invalid spec"))
+    if index_problem(index, spec) is None:
+        assert index is not None
+        files = index.get("sourceFiles") or []
+        return DataDecision(
+            "none",
+            status(
+                "Ready",
+                "Prepared",
+                f"{int(index['totalTokens']):,} tokens in {len(index['shards'])} shard(s) at {data_uri(spec)}",
+                fingerprint=(index.get("tokenizer") or {}).get("fingerprint"),
+                total_tokens=int(index["totalTokens"]),
+                total_documents=int(index.get("totalDocuments") or 0),
+                shards=len(index["shards"]),
+                progress=DataProgress(
+                    files_done=len(files),
+                    files_total=len(files),
+                    tokens=int(index["totalTokens"]),
+                    documents=int(index.get("totalDocuments") or 0),
+                ),
+            ),
+        )
+    if rayjob is None:
+        return DataDecision(
+            "create",
+            status(
+                "Preparing",
+                "RayJobCreated",
+                f"tokenizing {len(spec.inputs)} input(s) into {data_uri(spec)} (RayJob {data_rayjob_name(data['metadata']['name'])})",
+                ray_job_name=data_rayjob_name(data["metadata"]["name"]),
+            ),
+            configmap=build_data_configmap(dict(data), spec, config),
+            rayjob=build_data_rayjob(dict(data), spec, config),
+        )
+    st = rayjob.get("status") or {}
+    job, deployment = st.get("jobStatus") or "", st.get("jobDeploymentStatus") or ""
+    seen = _progress(progress)
+    error = (progress or {}).get("error")
+    if job in ("FAILED", "STOPPED") or deployment in ("Failed", "ValidationFailed"):
+        why = error or st.get("message") or f"prepare RayJob ended {job or deployment}"
+        return DataDecision(
+            "none", status("Failed", "PrepareFailed", f"prepare failed: {why}", progress=seen or DataProgress())
+        )
+    if job == "SUCCEEDED" or deployment == "Complete":
+        # Finished, but no valid index: never shown as Ready (nothing half-written is a source).
+        why = error or index_problem(index, spec)
+        return DataDecision(
+            "none", status("Failed", "PrepareFailed", f"prepare finished without a usable index: {why}")
+        )
+    files = f" ({seen.files_done}/{seen.files_total} files, {seen.tokens:,} tokens)" if seen else ""
+    return DataDecision(
+        "none",
+        status(
+            "Preparing",
+            "Preparing",
+            f"RayJob {rayjob['metadata']['name']}: {job or deployment or 'created'}{files}",
+            progress=seen or (prev.progress if prev else DataProgress()),
+        ),
+    )
+
+
+# ------------------------------------------------------------------- runs naming a dataset
+@dataclass(frozen=True)
+class Resolution:
+    uris: dict[str, str]  # source name -> resolved shard URI
+    fingerprints: dict[str, str]
+    waiting: str | None = None  # why the run waits (Pending)
+    failed: str | None = None  # why the run fails
+
+
+def resolve_sources(datasets: Mapping[str, str], found: Mapping[str, Mapping | None]) -> Resolution:
+    """`datasets`: source name -> TrainingData name; `found`: TrainingData name -> object (None: absent)."""
+    uris: dict[str, str] = {}
+    prints: dict[str, str] = {}
+    waiting: list[str] = []
+    failed: list[str] = []
+    for source, name in sorted(datasets.items()):
+        obj = found.get(name)
+        st = (obj or {}).get("status") or {}
+        phase = st.get("phase")
+        if obj is None:
+            waiting.append(f"source {source}: TrainingData {name!r} does not exist (yet)")
+        elif phase == "Failed":
+            failed.append(f"source {source}: TrainingData {name!r} Failed: {st.get('message', '')}")
+        elif phase == "Ready" and st.get("uri"):
+            uris[source] = st["uri"]
+            if st.get("fingerprint"):
+                prints[source] = st["fingerprint"]
+        else:
+            waiting.append(f"source {source}: TrainingData {name!r} is {phase or 'Pending'}")
+    return Resolution(
+        uris,
+        prints,
+        waiting="; ".join(waiting) if waiting else None,
+        failed="; ".join(failed) if failed else None,
+    )
+
+
+def recorded_resolution(datasets: Mapping[str, str], recorded: Mapping | None) -> Resolution | None:
+    """The resolution a run's status already holds, when it covers every named source: a run keeps the
+    URIs it started with, whatever later happens to its TrainingData."""
+    if not recorded or any(source not in recorded for source in datasets):
+        return None
+    try:
+        uris = {s: str(recorded[s]["uri"]) for s in datasets}
+    except (KeyError, TypeError):
+        return None
+    prints = {s: str(recorded[s]["fingerprint"]) for s in datasets if (recorded[s] or {}).get("fingerprint")}
+    return Resolution(uris, prints)
+
+
+def apply_resolution(spec, resolution: Resolution):
+    """The run's spec with each `dataset:` source's uri and fingerprint filled in (what spec.json carries)."""
+    sources = [
+        s.model_copy(update={"uri": resolution.uris[s.name], "fingerprint": resolution.fingerprints.get(s.name)})
+        if s.dataset and s.name in resolution.uris
+        else s
+        for s in spec.data.sources
+    ]
+    return spec.model_copy(update={"data": spec.data.model_copy(update={"sources": sources})})
+
+
+def with_data_status(status, datasets: Mapping[str, str], resolution: Resolution, now: str):
+    """The run's status with its datasets recorded, a DataReady condition, and the wait or failure shown."""
+    from trainkit.spec.status import DatasetRef
+
+    refs = {
+        s: DatasetRef(dataset=datasets[s], uri=u, fingerprint=resolution.fingerprints.get(s))
+        for s, u in resolution.uris.items()
+    }
+    ready = resolution.waiting is None and resolution.failed is None
+    old = next((c for c in status.conditions if c.type == "DataReady"), None)
+    value = "True" if ready else "False"
+    reason = "Ready" if ready else ("DataFailed" if resolution.failed else "WaitingForData")
+    message = (
+        resolution.failed
+        or resolution.waiting
+        or "every dataset is Ready: " + ", ".join(f"{s}={u}" for s, u in sorted(resolution.uris.items()))
+    )
+    cond = Condition(
+        type="DataReady",
+        status=value,
+        reason=reason,
+        message=message[:32768],
+        last_transition_time=old.last_transition_time if old is not None and old.status == value else now,
+        observed_generation=status.observed_generation,
+    )
+    update: dict[str, Any] = {
+        "conditions": [c for c in status.conditions if c.type != "DataReady"] + [cond],
+        "datasets": refs or None,
+    }
+    if resolution.failed:
+        update.update(reason="DataFailed", message=resolution.failed)
+    elif resolution.waiting and status.phase == "Pending":
+        update.update(reason="WaitingForData", message=resolution.waiting)
+    return status.model_copy(update=update)

@@ -1,0 +1,155 @@
+"""TrainingData: spec rules, content addressing, the prepare RayJob's security, and the pure decisions."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from trainkit.spec.data import TrainingDataSpec, content_hash, resolved_uri
+from trainkit.spec.models import SourceSpec
+from trainkit_operator.config import OperatorConfig
+from trainkit_operator.data_builders import PREPARE_ENTRYPOINT, build_data_configmap, build_data_rayjob
+from trainkit_operator.data_decide import decide_data, resolve_sources
+
+BASE = {"inputs": ["s3://raw/finepdfs/"], "output": {"uri": "s3://shards/"}}
+NOW = "2026-01-01T00:00:00Z"
+
+
+def spec(**over) -> TrainingDataSpec:
+    return TrainingDataSpec.model_validate({**BASE, **over})
+
+
+def data_obj(**over) -> dict:
+    return {
+        "apiVersion": "trainkit.dev/v1alpha1",
+        "kind": "TrainingData",
+        "metadata": {"name": "finepdfs", "namespace": "t1", "uid": "u-1", "generation": 1},
+        "spec": {**BASE, **over},
+    }
+
+
+def test_same_content_same_uri_and_every_content_field_changes_it():
+    a = spec()
+    same = spec(storage={"credentialsSecret": "other"}, resources={"workers": 8})  # not content
+    assert resolved_uri(a) == resolved_uri(same) == f"s3://shards/{content_hash(a)}/"
+    changed = [
+        spec(inputs=["s3://raw/other/"]),
+        spec(textColumn="body"),
+        spec(tokenizer="s3-free-folder"),
+        spec(filter={"minLength": 10}),
+        spec(filter={"dedup": "exact"}),
+        spec(filter={"languageField": "lang", "language": "en"}),
+        spec(shardTokens=1024),
+    ]
+    hashes = {content_hash(s) for s in changed} | {content_hash(a)}
+    assert len(hashes) == len(changed) + 1
+
+
+@pytest.mark.parametrize(
+    "over, words",
+    [
+        ({"inputs": ["ftp://x/y"]}, "unknown URI scheme"),
+        ({"inputs": ["hf://models/gpt2"]}, "hf://datasets/ORG/NAME"),
+        ({"inputs": ["s3://key:secret@bucket/x"]}, "credentials"),
+        ({"inputs": ["s3://raw/a", "s3://raw/a"]}, "must not repeat"),
+        ({"filter": {"language": "en"}}, "together"),
+        ({"hfToken": "hf_abc"}, "credentials must not be written"),
+    ],
+)
+def test_bad_specs_name_the_problem(over, words):
+    from trainkit.spec.load import SpecError, parse_data
+
+    with pytest.raises(SpecError) as e:
+        parse_data({**data_obj(), "spec": {**BASE, **over}})
+    assert words in str(e.value)
+
+
+def test_hf_inputs_with_revision_and_path_are_accepted():
+    s = spec(inputs=["hf://datasets/codelion/finepdfs-1B@main/data", "hf://datasets/org/name"])
+    assert s.inputs[0].startswith("hf://")
+
+
+def test_prepare_rayjob_follows_the_security_rules():
+    s = spec(storage={"credentialsSecret": "s3-creds"}, hfTokenSecret="hf-token")
+    obj = data_obj(storage={"credentialsSecret": "s3-creds"}, hfTokenSecret="hf-token")
+    cfg = OperatorConfig()
+    rj = build_data_rayjob(obj, s, cfg)
+    cm = build_data_configmap(obj, s, cfg)
+    assert rj["metadata"]["name"] == "data-finepdfs" and rj["spec"]["entrypoint"] == PREPARE_ENTRYPOINT
+    assert json.loads(cm["data"]["spec.json"])["spec"]["inputs"] == ["s3://raw/finepdfs/"]
+    groups = [rj["spec"]["rayClusterSpec"]["headGroupSpec"], *rj["spec"]["rayClusterSpec"]["workerGroupSpecs"]]
+    for group in groups:
+        pod = group["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True and pod["automountServiceAccountToken"] is False
+        for c in pod["containers"]:
+            assert c["securityContext"]["allowPrivilegeEscalation"] is False
+            secret_env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in c["env"] if "valueFrom" in e}
+            assert secret_env["HF_TOKEN"] == {"name": "hf-token", "key": "HF_TOKEN", "optional": False}
+            assert secret_env["AWS_SECRET_ACCESS_KEY"]["name"] == "s3-creds"
+            assert all("value" not in e for e in c["env"] if e["name"] in secret_env)
+    assert rj["metadata"]["ownerReferences"][0]["kind"] == "TrainingData"
+
+
+def index_doc(tokens=100) -> dict:
+    return {
+        "format": "trainkit-tokens-v1",
+        "tokenizer": {"name": "gpt2", "fingerprint": "sha256:abc"},
+        "totalTokens": tokens,
+        "totalDocuments": 3,
+        "shards": [{"file": "shards/a.bin"}],
+        "sourceFiles": [{"uri": "x"}, {"uri": "y"}],
+    }
+
+
+def test_existing_index_makes_it_ready_without_a_rayjob():
+    d = decide_data(data_obj(), spec(), None, None, index_doc(), None, OperatorConfig(), NOW)
+    assert d.action == "none" and d.status.phase == "Ready"
+    assert (d.status.total_tokens, d.status.fingerprint, d.status.progress.files_done) == (100, "sha256:abc", 2)
+    assert d.status.uri == resolved_uri(spec())
+
+
+def test_no_index_creates_the_rayjob_then_follows_it():
+    d = decide_data(data_obj(), spec(), None, None, None, None, OperatorConfig(), NOW)
+    assert d.action == "create" and d.rayjob is not None and d.status.phase == "Preparing"
+    running = {"metadata": {"name": "data-finepdfs"}, "status": {"jobStatus": "RUNNING"}}
+    progress = {"filesDone": 1, "filesTotal": 2, "tokens": 50, "documents": 2}
+    d = decide_data(data_obj(), spec(), None, running, None, progress, OperatorConfig(), NOW)
+    assert d.action == "none" and d.status.phase == "Preparing" and d.status.progress.files_done == 1
+    failed = {"metadata": {"name": "data-finepdfs"}, "status": {"jobStatus": "FAILED"}}
+    d = decide_data(
+        data_obj(), spec(), None, failed, None, {"error": "x.parquet: no 'text' column"}, OperatorConfig(), NOW
+    )
+    assert d.status.phase == "Failed" and "no 'text' column" in d.status.message
+
+
+def test_finished_job_without_a_valid_index_is_failed_never_ready():
+    done = {"metadata": {"name": "data-finepdfs"}, "status": {"jobStatus": "SUCCEEDED"}}
+    d = decide_data(data_obj(), spec(), None, done, index_doc(tokens=0), None, OperatorConfig(), NOW)
+    assert d.status.phase == "Failed" and "no tokens" in d.status.message
+
+
+def test_local_paths_are_refused_on_the_cluster():
+    from trainkit_operator.data_decide import data_cluster_error
+
+    assert "spec.inputs[0]" in (data_cluster_error(spec(inputs=["/data/x"])) or "")
+    assert data_cluster_error(spec(inputs=["hf://datasets/a/b"])) is None
+
+
+def test_run_sources_resolve_wait_and_fail():
+    ready = {"status": {"phase": "Ready", "uri": "s3://shards/h/", "fingerprint": "sha256:f"}}
+    r = resolve_sources({"web": "d1"}, {"d1": ready})
+    assert r.uris == {"web": "s3://shards/h/"} and r.waiting is None and r.failed is None
+    r = resolve_sources({"web": "d1", "code": "d2"}, {"d1": ready, "d2": {"status": {"phase": "Preparing"}}})
+    assert r.waiting and "d2" in r.waiting and r.failed is None
+    r = resolve_sources({"web": "d1"}, {"d1": None})
+    assert "does not exist" in (r.waiting or "")
+    r = resolve_sources({"web": "d1"}, {"d1": {"status": {"phase": "Failed", "message": "no 'text' column"}}})
+    assert r.failed and "no 'text' column" in r.failed
+
+
+def test_a_source_needs_uri_or_dataset():
+    assert SourceSpec.model_validate({"name": "a", "dataset": "finepdfs", "weight": 1.0}).uri is None
+    with pytest.raises(ValidationError, match="set uri"):
+        SourceSpec.model_validate({"name": "a", "weight": 1.0})
