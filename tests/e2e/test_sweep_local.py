@@ -1,7 +1,7 @@
 """A sweep of six mixtures end to end on the embedded default: demo English text -> parquet on a real S3
 server (moto) -> `trainkit prepare` -> `trainkit sweep --local` (six tiny proxy runs through Ray Train,
 each evaluated by the real lm-evaluation-harness on local copies of the seed suite's tasks) -> the
-comparison report, which must rank the runs by their real eval results."""
+comparison report, which must rank the runs by their held-out validation loss."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import yaml
 from trainkit import storage
 from trainkit.cli import main
 from trainkit.data.prepare import run_prepare
-from trainkit.artifacts import read_eval_summaries
+from trainkit.artifacts import read_eval_summaries, read_validation
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +32,10 @@ def sweep_file(s3_endpoint, ray_session, tmp_path_factory):
     template = doc["spec"]["template"]
     for source in template["data"]["sources"]:
         uri = f"s3://{bucket}/shards/{source['name']}"
-        run_prepare(f"s3://{bucket}/text/{source['name']}", uri, shard_tokens=32_768, log=lambda _: None)
+        # 20% held out: at 120k characters a source has 6-57 documents, and 2% would leave some with none.
+        run_prepare(
+            f"s3://{bucket}/text/{source['name']}", uri, shard_tokens=32_768, holdout_fraction=0.2, log=lambda _: None
+        )
         source["uri"] = uri
     template["output"]["uri"] = f"s3://{bucket}/sweeps/quickstart-mix/"
     for task in template["eval"]["tasks"]:
@@ -49,7 +52,7 @@ def test_six_mixtures_train_evaluate_and_rank(sweep_file, capsys):
     out = capsys.readouterr().out
     assert "[6/6] quickstart-mix-005" in out
 
-    averages = {}
+    averages, validation = {}, {}
     for i in range(6):
         run = f"{base}/quickstart-mix-{i:03d}"
         history = read_eval_summaries(run)
@@ -57,15 +60,20 @@ def test_six_mixtures_train_evaluate_and_rank(sweep_file, capsys):
         summary = history[-1]
         assert set(summary["tasks"]) == {"tk_piqa", "tk_arc_challenge", "tk_winogrande"}
         averages[f"quickstart-mix-{i:03d}"] = summary["average"]
+        lines = read_validation(run)
+        assert set(lines[-1]["sources"]) == {"manuals", "web", "edu"} and lines[-1]["step"] == 20
+        validation[f"quickstart-mix-{i:03d}"] = lines[-1]["mean"]
         spec = storage.read_json(f"{run}/spec.json")
         assert len(spec["data"]["sources"]) == 3 and abs(sum(s["weight"] for s in spec["data"]["sources"]) - 1) < 1e-6
 
     report = storage.read_json(f"{base}/compare/report.json")
     ranked = [(row["run"], row["value"]) for row in report["leaderboard"] if row["rank"] is not None]
     assert len(ranked) == 6
-    # The report's values are the runs' own eval averages, in rank order (best first).
-    assert {name: value for name, value in ranked} == pytest.approx(averages)
-    assert [v for _, v in ranked] == sorted(averages.values(), reverse=True)
+    # The report's values are the runs' own held-out losses, in rank order (lowest first), with no ties
+    # (the eval averages over 6-8 items tie in pairs).
+    assert report["rankBy"] == "val.mean"
+    assert {name: value for name, value in ranked} == pytest.approx(validation)
+    assert [v for _, v in ranked] == sorted(validation.values()) and len(set(validation.values())) == 6
     assert storage.exists(f"{base}/compare/report.html") and storage.exists(f"{base}/compare/loss_curves.png")
 
     # Re-running the command trains nothing again: every run is already done.

@@ -61,8 +61,11 @@ def test_index_counts_every_document_and_token(prepared):
     tok = load_tokenizer("gpt2")
     for name, source in prepared["sources"].items():
         index = storage.read_json(f"s3://{prepared['bucket']}/tokens/{name}/index.json")
-        assert index["totalDocuments"] == len(source.documents)
-        assert index["totalTokens"] == sum(len(ids) + 1 for ids in tok.encode_batch(source.documents))
+        # Every document once: in the training shards or in the held-out validation split.
+        assert index["totalDocuments"] + index["validation"]["documents"] == len(source.documents)
+        assert index["totalTokens"] + index["validation"]["tokens"] == sum(
+            len(ids) + 1 for ids in tok.encode_batch(source.documents)
+        )
         assert index["tokenizer"]["fingerprint"] == tok.fingerprint and index["dtype"] == "uint16"
         assert len(index["shards"]) >= 2 and all(s["tokens"] <= 16_384 for s in index["shards"])
         assert [f["uri"].rsplit("/", 1)[1] for f in index["sourceFiles"]] == [

@@ -63,25 +63,28 @@ def test_metric_names_and_directions():
 
 
 def test_parse_metric_table():
-    assert parse_metric("loss") == Metric("loss", "final loss", higher_is_better=False)
+    assert parse_metric("loss") == Metric("loss", "final training loss (diagnostic)", higher_is_better=False)
     assert parse_metric(" eval.average ") == Metric("eval.average", "eval average", higher_is_better=True)
     assert parse_metric("eval.piqa", [rr("x", tasks={"piqa": 0.5})]) == Metric("eval.piqa", "piqa", True)
     assert parse_metric("eval.piqa") == Metric("eval.piqa", "piqa", True)  # no results to check against
     with pytest.raises(
         CompareError,
         match=r"unknown metric 'eval.mmlu': no run reports eval task 'mmlu' "
-        r"\(available: eval.average, loss, eval.piqa\)",
+        r"\(available: val.mean, eval.average, loss, eval.piqa\)",
     ):
         parse_metric("eval.mmlu", [rr("x", tasks={"piqa": 0.5})])
-    with pytest.raises(CompareError, match=r"unknown metric 'eval.' \(use one of: loss, eval.average, eval.<task>\)"):
+    with pytest.raises(
+        CompareError,
+        match=r"unknown metric 'eval.' \(use one of: val.mean, val.<source>, loss, eval.average, eval.<task>\)",
+    ):
         parse_metric("eval.")
-    with pytest.raises(CompareError, match=r"unknown metric 'acc' \(use one of: eval.average, loss\)"):
+    with pytest.raises(CompareError, match=r"unknown metric 'acc' \(use one of: val.mean, eval.average, loss\)"):
         parse_metric("acc", [])
 
 
 def test_available_metrics_lists_tasks_sorted():
     results = [rr("x", tasks={"piqa": 0.5, "arc": 0.2}), rr("y", tasks={"hellaswag": 0.3})]
-    assert available_metrics(results) == ["eval.average", "loss", "eval.arc", "eval.hellaswag", "eval.piqa"]
+    assert available_metrics(results) == ["val.mean", "eval.average", "loss", "eval.arc", "eval.hellaswag", "eval.piqa"]
 
 
 def test_leaderboard_by_loss_lowest_first_with_ties_by_name():

@@ -1,7 +1,8 @@
 """Ranking runs by one metric. Pure functions.
 
-Metrics: `loss` (final training loss, lower is better), `eval.average` and `eval.<task>` (higher is
-better). Ties share a rank (competition ranking: 1, 2, 2, 4) and are listed by name. Runs without
+Metrics: `val.mean` and `val.<source>` (held-out validation loss, lower is better: the metric mixtures
+are compared by), `loss` (final training loss: a diagnostic, each run measures it on different data),
+`eval.average` and `eval.<task>` (higher is better). Ties share a rank (competition ranking: 1, 2, 2, 4) and are listed by name. Runs without
 the metric are listed last with rank None and a note saying why.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from trainkit.compare.results import CompareError, RunResult
-from trainkit.spec.ranking import metric_value, rank_values
+from trainkit.spec.ranking import VALIDATION_MEAN, metric_value, rank_values
 
 DEFAULT_METRIC = "eval.average"
 
@@ -22,11 +23,15 @@ class Metric:
     higher_is_better: bool
 
     def value(self, r: RunResult) -> float | None:
-        return metric_value(self.key, r.final_loss, r.eval_average, r.eval_tasks)
+        return metric_value(self.key, r.final_loss, r.eval_average, r.eval_tasks, r.validation, r.validation_mean)
 
     def why_missing(self, r: RunResult) -> str:
         if self.key == "loss":
             return "no final loss"
+        if self.key.startswith("val."):
+            if not r.validation:
+                return "no validation loss (validation.jsonl; prepare the sources again for a held-out split)"
+            return f"no validation loss for source {self.key[len('val.') :]!r}"
         if not r.has_eval:
             return "no eval summary"
         return f"eval has no task {self.key[len('eval.') :]!r}"
@@ -34,7 +39,8 @@ class Metric:
 
 def available_metrics(results: list[RunResult]) -> list[str]:
     tasks = sorted({t for r in results for t in r.eval_tasks})
-    return ["eval.average", "loss"] + [f"eval.{t}" for t in tasks]
+    sources = sorted({s for r in results for s in r.validation})
+    return ["val.mean", "eval.average", "loss"] + [f"val.{s}" for s in sources] + [f"eval.{t}" for t in tasks]
 
 
 def parse_metric(key: str, results: list[RunResult] | None = None) -> Metric:
@@ -42,7 +48,17 @@ def parse_metric(key: str, results: list[RunResult] | None = None) -> Metric:
     `results` are given and no run reports that task)."""
     key = (key or "").strip()
     if key == "loss":
-        return Metric("loss", "final loss", higher_is_better=False)
+        return Metric("loss", "final training loss (diagnostic)", higher_is_better=False)
+    if key == VALIDATION_MEAN:
+        return Metric(key, "validation loss (mean over sources)", higher_is_better=False)
+    if key.startswith("val.") and len(key) > len("val."):
+        source = key[len("val.") :]
+        if results is not None and not any(source in r.validation for r in results):
+            known = ", ".join(available_metrics(results))
+            raise CompareError(
+                f"unknown metric {key!r}: no run reports validation loss of {source!r} (available: {known})"
+            )
+        return Metric(key, f"validation loss {source}", higher_is_better=False)
     if key == "eval.average":
         return Metric("eval.average", "eval average", higher_is_better=True)
     if key.startswith("eval.") and len(key) > len("eval."):
@@ -51,7 +67,11 @@ def parse_metric(key: str, results: list[RunResult] | None = None) -> Metric:
             known = ", ".join(available_metrics(results))
             raise CompareError(f"unknown metric {key!r}: no run reports eval task {task!r} (available: {known})")
         return Metric(key, task, higher_is_better=True)
-    known = ", ".join(available_metrics(results)) if results is not None else "loss, eval.average, eval.<task>"
+    known = (
+        ", ".join(available_metrics(results))
+        if results is not None
+        else "val.mean, val.<source>, loss, eval.average, eval.<task>"
+    )
     raise CompareError(f"unknown metric {key!r} (use one of: {known})")
 
 

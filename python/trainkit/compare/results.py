@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field, replace
 
 from trainkit import artifacts, storage
-from trainkit.artifacts import METRICS, PROGRESS, SPEC, EvalSummaryDoc, ProgressDoc, parse_metrics
+from trainkit.artifacts import METRICS, PROGRESS, SPEC, EvalSummaryDoc, ProgressDoc, ValidationLine, parse_metrics
 from trainkit.storage import StorageOptions
 
 
@@ -35,6 +35,9 @@ class RunResult:
     eval_average: float | None = None
     eval_tasks: dict[str, float] = field(default_factory=dict)
     source_sequences: dict[str, int] = field(default_factory=dict)  # observed, from the last metrics line
+    validation_step: int | None = None
+    validation: dict[str, float] = field(default_factory=dict)  # held-out loss per source, at validation_step
+    validation_mean: float | None = None  # every source counted once
     notes: tuple[str, ...] = ()  # plain-language flags: "no eval summary", "running: step 50/200"
 
     @property
@@ -93,6 +96,7 @@ def run_result_from(
     progress: ProgressDoc | None = None,
     metrics_text: str | None = None,
     eval_summary: EvalSummaryDoc | None = None,
+    validation: list[ValidationLine] | None = None,
 ) -> RunResult:
     """Pure: a RunResult from the documents of one run (any of progress/metrics/eval may be missing)."""
     spec, meta_name = unwrap_spec(spec_doc, uri)
@@ -150,6 +154,17 @@ def run_result_from(
     else:
         notes.append("no eval summary")
 
+    validation_step, per_source, validation_mean = None, {}, None
+    if validation:
+        last = validation[-1]
+        validation_step = last["step"]
+        per_source = {k: float(v["loss"]) for k, v in last.get("sources", {}).items() if math.isfinite(v["loss"])}
+        validation_mean = _number(last.get("mean"))
+        if step is not None and validation_step < step:
+            notes.append(f"validation loss is from step {validation_step}, not the last step {step}")
+    else:
+        notes.append("no validation loss (validation.jsonl)")
+
     return RunResult(
         uri=uri,
         name=name,
@@ -165,6 +180,9 @@ def run_result_from(
         eval_average=eval_average,
         eval_tasks=eval_tasks,
         source_sequences=source_sequences,
+        validation_step=validation_step,
+        validation=per_source,
+        validation_mean=validation_mean,
         notes=tuple(notes),
     )
 
@@ -182,15 +200,6 @@ def planned_steps(spec: dict) -> int | None:
 
 
 # -------------------------------------------------------------------------------------- I/O shells
-def _ls_dirs(uri: str, options: StorageOptions | None) -> list[str]:
-    """Immediate sub-folder names of `uri` ([] when it does not exist)."""
-    fs, path = storage.filesystem(uri, options)
-    fs.invalidate_cache()
-    try:
-        entries = storage.retry(lambda: fs.ls(path, detail=True), f"listing {uri}")
-    except FileNotFoundError:
-        return []
-    return sorted(e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries if e.get("type") == "directory")
 
 
 def load_run_results(run_uri: str, options: StorageOptions | None = None) -> RunResult:
@@ -205,6 +214,7 @@ def load_run_results(run_uri: str, options: StorageOptions | None = None) -> Run
         artifacts.read_progress(run_uri, options),
         artifacts.read_metrics_text(run_uri, options),
         artifacts.read_latest_eval_summary(run_uri, options),
+        artifacts.read_validation(run_uri, options),
     )
 
 
@@ -225,7 +235,7 @@ def discover_runs(uri: str, options: StorageOptions | None = None) -> list[str]:
     if _is_run_like(uri, options):
         raise CompareError(f"{uri}: has progress/metrics but no spec.json: not a complete trainkit run output")
     runs, broken = [], []
-    for child in _ls_dirs(uri, options):
+    for child in storage.list_names(uri, options, directories_only=True):
         sub = storage.join(uri, child)
         if storage.exists(artifacts.run_file(sub, SPEC), options):
             runs.append(sub)

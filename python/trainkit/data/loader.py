@@ -200,7 +200,7 @@ class MixtureLoader:
         vocab_size: int,
         when_exhausted: str = "fail",
         total_sequences: int | None = None,
-        storage: StorageOptions | None = None,
+        options: StorageOptions | None = None,
         lanes: int = DEFAULT_LANES,
         # Memory for prefetched windows on this rank, all sources together (two windows per owned lane).
         buffer_bytes: int = 256 << 20,
@@ -221,8 +221,8 @@ class MixtureLoader:
         self.rank = rank
         rank_slice(0, rank, self.geometry)  # validates rank
         self.total_sequences = total_sequences
-        self.storage = storage
-        self.indexes = [read_index(s.uri, storage) for s in self.sources]
+        self.options = options
+        self.indexes = [read_index(s.uri, options) for s in self.sources]
         for s, index in zip(self.sources, self.indexes):
             check_compatible(index, fingerprint=fingerprint, vocab_size=vocab_size, source=s.name)
         self.orders = [
@@ -259,14 +259,14 @@ class MixtureLoader:
     # ------------------------------------------------------------------ construction from a run spec
     @classmethod
     def from_spec(
-        cls, spec, plan, *, rank: int, world_size: int, storage: StorageOptions | None = None, **kwargs
+        cls, spec, plan, *, rank: int, world_size: int, options: StorageOptions | None = None, **kwargs
     ) -> MixtureLoader:
         from trainkit.data.tokenizer import load_tokenizer
 
         tokenizer = load_tokenizer(spec.tokenizer)
         d, t = spec.data, spec.training
         return cls(
-            [MixtureSource(s.name, s.uri, s.weight) for s in d.sources],
+            [MixtureSource(s.name, s.shards_uri, s.weight) for s in d.sources],
             seq_length=d.seq_length,
             global_batch=t.global_batch_size,
             micro_batch=t.micro_batch_size,
@@ -277,7 +277,7 @@ class MixtureLoader:
             vocab_size=spec.model.architecture()["vocab_size"],
             when_exhausted=d.when_exhausted,
             total_sequences=plan.total_sequences,
-            storage=storage if storage is not None else StorageOptions.from_spec(spec.storage),
+            options=options if options is not None else StorageOptions.from_spec(spec.storage),
             **kwargs,
         )
 
@@ -306,7 +306,7 @@ class MixtureLoader:
         return out
 
     def read(self, j: int, pieces: list[Piece]) -> list[np.ndarray]:
-        rows = read_pieces(self.indexes[j], pieces, self.width, self.vocab_size, self.storage)
+        rows = read_pieces(self.indexes[j], pieces, self.width, self.vocab_size, self.options)
         self.traffic.requests += len(merge_pieces(pieces))
         self.traffic.bytes_fetched += sum(r.nbytes for r in rows)
         return rows

@@ -4,6 +4,10 @@ A prepared source is a folder (or S3 prefix) holding `shards/*.bin` and `index.j
 written last, so a source exists iff its index does; readers never list the folder. Each shard entry
 records its token count, byte size and CRC-32, so a truncated or corrupted shard is caught on read with
 the shard's URI in the error, before any of its tokens reach training.
+
+`validation` lists the held-out split (`validation/*.bin`, the same shard format): documents chosen by a
+hash of their text at prepare time, never in `shards`, read only for validation loss. An index without
+it (written before the split existed) has no held-out data.
 """
 
 from __future__ import annotations
@@ -16,8 +20,11 @@ import numpy as np
 from trainkit import storage
 from trainkit.storage import StorageOptions
 
-SHARD_FORMAT = "trainkit-tokens-v1"
-INDEX_FILE = "index.json"
+# The file names of a prepared source are defined with the TrainingData spec (the operator reads them too).
+from trainkit.spec.data import INDEX_FILE, SHARD_FORMAT
+
+SHARDS_DIR = "shards"  # training shards
+VALIDATION_DIR = "validation"  # held-out shards: never trained on
 
 
 class DataError(ValueError):
@@ -52,6 +59,8 @@ class ShardIndex:
     eos_id: int
     shards: tuple[ShardEntry, ...]
     source_files: tuple[dict, ...]
+    validation: tuple[ShardEntry, ...] = ()
+    holdout_fraction: float = 0.0
 
     @property
     def total_tokens(self) -> int:
@@ -61,6 +70,16 @@ class ShardIndex:
     def total_documents(self) -> int:
         return sum(s.documents for s in self.shards)
 
+    @property
+    def validation_tokens(self) -> int:
+        return sum(s.tokens for s in self.validation)
+
+    def validation_index(self) -> "ShardIndex":
+        """The held-out split as an index of its own (its shards read like training shards)."""
+        from dataclasses import replace
+
+        return replace(self, shards=self.validation, validation=())
+
     def sequences_per_shard(self, sequence_tokens: int) -> tuple[int, ...]:
         return tuple(s.tokens // sequence_tokens for s in self.shards)
 
@@ -69,8 +88,16 @@ class ShardIndex:
 
 
 def index_document(
-    *, dtype: np.dtype, tokenizer, shards: list[dict], source_files: list[dict], shard_tokens: int
+    *,
+    dtype: np.dtype,
+    tokenizer,
+    shards: list[dict],
+    source_files: list[dict],
+    shard_tokens: int,
+    validation: dict | None = None,
 ) -> dict:
+    """index.json's content. `validation`: {fraction, rule, shards} of the held-out split."""
+    held = validation or {"fraction": 0.0, "rule": "", "shards": []}
     return {
         "format": SHARD_FORMAT,
         "dtype": np.dtype(dtype).name,
@@ -85,6 +112,11 @@ def index_document(
         "totalDocuments": sum(s["documents"] for s in shards),
         "shards": shards,
         "sourceFiles": source_files,
+        "validation": {
+            **held,
+            "tokens": sum(s["tokens"] for s in held["shards"]),
+            "documents": sum(s["documents"] for s in held["shards"]),
+        },
     }
 
 
@@ -94,18 +126,24 @@ def parse_index(doc: dict, uri: str) -> ShardIndex:
         if doc.get("format") != SHARD_FORMAT:
             raise DataError(f"{where}: format is {doc.get('format')!r}, expected {SHARD_FORMAT!r}")
         tok = doc["tokenizer"]
-        shards = tuple(
-            ShardEntry(
-                file=s["file"],
-                tokens=int(s["tokens"]),
-                documents=int(s["documents"]),
-                bytes=int(s["bytes"]),
-                crc32=int(s["crc32"]),
+
+        def entries(listed) -> tuple[ShardEntry, ...]:
+            return tuple(
+                ShardEntry(
+                    file=storage.safe_relpath(s["file"], f"{where}: field 'shards[].file'"),
+                    tokens=int(s["tokens"]),
+                    documents=int(s["documents"]),
+                    bytes=int(s["bytes"]),
+                    crc32=int(s["crc32"]),
+                )
+                for s in listed
             )
-            for s in doc["shards"]
-        )
+
+        shards = entries(doc["shards"])
+        held = doc.get("validation") or {}
+        validation = entries(held.get("shards") or ())
         dtype = np.dtype(doc["dtype"]).newbyteorder("<")
-        for s in shards:
+        for s in shards + validation:
             if s.bytes != s.tokens * dtype.itemsize:
                 raise DataError(f"{where}: shard {s.file} lists {s.tokens} tokens but {s.bytes} bytes")
         return ShardIndex(
@@ -117,9 +155,13 @@ def parse_index(doc: dict, uri: str) -> ShardIndex:
             eos_id=int(tok["eosId"]),
             shards=shards,
             source_files=tuple(doc.get("sourceFiles", ())),
+            validation=validation,
+            holdout_fraction=float(held.get("fraction") or 0.0),
         )
     except (KeyError, TypeError) as e:
-        raise DataError(f"{where}: missing or malformed field {e}") from e
+        raise DataError(f"{where}: missing or malformed field {str(e)[:200]}") from e
+    except storage.UnsafePath as e:
+        raise DataError(str(e)) from None
 
 
 def read_index(uri: str, options: StorageOptions | None = None, attempts: int = 4) -> ShardIndex:

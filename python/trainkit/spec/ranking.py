@@ -6,13 +6,26 @@ from __future__ import annotations
 import math
 
 
+VALIDATION_MEAN = "val.mean"  # held-out loss, every source counted once
+
+
 def metric_value(
-    metric: str, loss: float | None, eval_average: float | None, eval_tasks: dict[str, float]
+    metric: str,
+    loss: float | None,
+    eval_average: float | None,
+    eval_tasks: dict[str, float],
+    validation: dict[str, float] | None = None,
+    validation_mean: float | None = None,
 ) -> float | None:
     """The value a run is ranked by; None when the run does not have it (yet), or it is NaN or infinite
-    (a diverged run has no rank rather than the best or worst one)."""
+    (a diverged run has no rank rather than the best or worst one). `val.mean` and `val.<source>`: the
+    held-out validation loss (comparable across mixtures: every run measures it on the same tokens)."""
     if metric == "loss":
         v = loss
+    elif metric == VALIDATION_MEAN:
+        v = validation_mean
+    elif metric.startswith("val."):
+        v = (validation or {}).get(metric[len("val.") :])
     elif metric == "eval.average":
         v = eval_average
     else:
@@ -21,7 +34,7 @@ def metric_value(
 
 
 def higher_is_better(metric: str) -> bool:
-    return metric != "loss"
+    return metric != "loss" and not metric.startswith("val.")
 
 
 def rank_values(values: list[float | None], higher_is_better: bool) -> list[int | None]:

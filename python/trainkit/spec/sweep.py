@@ -26,12 +26,15 @@ from trainkit.spec.models import (
 
 # Run names are "<sweep>-<index:03d>", so the sweep's own name leaves room for the suffix.
 MAX_SWEEP_NAME_LENGTH = MAX_RUN_NAME_LENGTH - 4
-METRIC_PATTERN = r"^(loss|eval\.average|eval\.[A-Za-z0-9_.\-]+)$"
+METRIC_PATTERN = r"^(loss|val\.[A-Za-z0-9_.\-]+|eval\.average|eval\.[A-Za-z0-9_.\-]+)$"
 
 
 class Mixture(SpecModel):
     # One weight per source of the template; bounded (maxProperties) because a CEL rule iterates it.
     weights: Annotated[dict[str, Annotated[float, Field(ge=0)]], Field(min_length=1, max_length=MAX_SOURCES)]
+
+
+MIN_GRID_STEP = 1e-4
 
 
 class GridSpec(SpecModel):
@@ -43,6 +46,8 @@ class GridSpec(SpecModel):
     @field_validator("step")
     @classmethod
     def divides_one(cls, step: float) -> float:
+        if step < MIN_GRID_STEP:  # 1/5e-324 is inf: round() of it would raise OverflowError, not a clear error
+            raise ValueError(f"step {step:.3g} is below {MIN_GRID_STEP} (at most {round(1 / MIN_GRID_STEP)} units)")
         if abs(1 / step - round(1 / step)) > 1e-9:
             raise ValueError(f"step {step} does not divide 1 (1/step must be an integer)")
         return step
@@ -81,9 +86,14 @@ class TrainingSweepSpec(SpecModel):
     overrides: SweepOverrides = Field(default_factory=SweepOverrides)
     parallelism: Annotated[int, Field(ge=1, le=1000)] = 2
     max_runs: Annotated[int, Field(ge=1, le=1000)] = 100
-    rank_by: Annotated[str, Field(pattern=METRIC_PATTERN, description="loss, eval.average or eval.<task>")] = (
-        "eval.average"
-    )
+    rank_by: Annotated[
+        str,
+        Field(
+            pattern=METRIC_PATTERN,
+            description="val.mean or val.<source> (held-out validation loss, lower is better), eval.average, "
+            "eval.<task>, or loss (training loss: each run measures it on different data)",
+        ),
+    ] = "eval.average"
 
     @model_validator(mode="after")
     def consistent(self):
@@ -100,6 +110,14 @@ class TrainingSweepSpec(SpecModel):
         count = mixture_count(self.mixtures, len(names))
         if count > self.max_runs:
             raise ValueError(f"the mixtures give {count} runs, above maxRuns {self.max_runs}")
+        if self.rank_by.startswith("val."):
+            source = self.rank_by[len("val.") :]
+            if source != "mean" and source not in names:
+                raise ValueError(f"rankBy {self.rank_by}: unknown source; the template has {', '.join(names)}")
+            if self.template.eval.validation_tokens == 0:
+                raise ValueError(
+                    f"rankBy {self.rank_by}: the template measures no validation loss (eval.validationTokens 0)"
+                )
         if self.rank_by.startswith("eval."):
             tasks = evaluated_tasks(self.template)
             if not tasks:
