@@ -23,7 +23,8 @@ API_CALLS: tuple[tuple[str, str, str, str], ...] = (
     ("get", "", "configmaps", ""),
     ("create", "", "configmaps", ""),
     ("update", "", "configmaps", ""),
-    # the run's credentials Secret: existence only (metadata), never its data is used
+    # the run's credentials Secret (by name; RBAC: resourceNames): its existence before the RayJob, then its
+    # key, to read THAT run's progress/checkpoints/evals with it (the operator has no storage key of its own)
     ("get", "", "secrets", ""),
     # why Ray pods are stuck (image pulls, unschedulable GPUs), only while Initializing
     ("list", "", "pods", ""),
@@ -52,6 +53,15 @@ API_CALLS: tuple[tuple[str, str, str, str], ...] = (
     # update on the owner's finalizers subresource.
     ("update", "trainkit.dev", "trainingruns", "finalizers"),
     ("update", "trainkit.dev", "trainingsweeps", "finalizers"),
+    # the TrainingData controller (data_handlers.py): kopf watches them and keeps its annotations on them;
+    # our reconcile reads one fresh (also for a run naming it), writes its status, and owns its prepare
+    # RayJob and ConfigMap (the rayjobs/configmaps calls above)
+    ("list", "trainkit.dev", "trainingdatas", ""),
+    ("watch", "trainkit.dev", "trainingdatas", ""),
+    ("patch", "trainkit.dev", "trainingdatas", ""),
+    ("get", "trainkit.dev", "trainingdatas", ""),
+    ("patch", "trainkit.dev", "trainingdatas", "status"),
+    ("update", "trainkit.dev", "trainingdatas", "finalizers"),
 )
 
 # kopf reads discovery documents (/api, /apis, /apis/<group>/<version>): non-resource URLs, which

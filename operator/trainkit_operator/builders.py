@@ -53,6 +53,7 @@ RESERVED_ENV = frozenset(
         "AWS_DEFAULT_REGION",
         "TRAINKIT_RUN_NAME",
         "TRAINKIT_RUN_NAMESPACE",
+        "TRAINKIT_RUN_UID",
         "TRAINKIT_SPEC",
     }
 )
@@ -190,6 +191,8 @@ def container_env(run: dict, spec: TrainingRunSpec, config: OperatorConfig) -> l
         {"name": "TRAINKIT_RUN_NAME", "value": meta["name"]},
         {"name": "TRAINKIT_RUN_NAMESPACE", "value": meta.get("namespace") or "default"},
         {"name": "TRAINKIT_SPEC", "value": SPEC_PATH},
+        # the owner of the run's output prefix (owner.json): a re-created run of the same name is another owner
+        {"name": "TRAINKIT_RUN_UID", "value": meta.get("uid") or ""},
     ]
     env += storage_env(run, spec, config)
     env += [{"name": e.name, "value": e.value} for e in spec.resources.env if e.name not in RESERVED_ENV]

@@ -1,7 +1,9 @@
 """OperatorConfig: everything the operator takes from its Deployment's environment, read once at start.
 
-No credentials live here: the operator's own S3 credentials (to read progress.json and eval summaries)
-are the standard AWS_* variables that its Deployment fills from a Secret; botocore reads them itself.
+No credentials live here, and the operator has no S3 key of its own: it reads a run's progress.json,
+checkpoint manifests and eval summaries with THAT run's credentials (the Secret the run names, or the
+namespace's default Secret name), through a guarded reader (trainkit.storage.ReadGuard) whose limits
+are set here. With no Secret for a run (workload identity), the operator does not read its storage.
 """
 
 from __future__ import annotations
@@ -47,6 +49,16 @@ def _seconds(env: Mapping[str, str], name: str, default: int) -> int:
     if value < 0:
         raise ValueError(f"{name} must be >= 0, got {raw}")
     return value
+
+
+CREDENTIALS_MODES = ("secretPerNamespace", "workloadIdentity")
+
+
+def normalized_endpoint(endpoint: str) -> str:
+    """An endpoint URL as compared with the allow-list: scheme and host lower-cased, no trailing slash."""
+    scheme, sep, rest = endpoint.strip().partition("://")
+    host, slash, path = rest.partition("/")
+    return f"{scheme.lower()}{sep}{host.lower()}{slash}{path}".rstrip("/")
 
 
 TOLERATION_KEYS = {"key", "operator", "value", "effect", "tolerationSeconds"}
@@ -119,6 +131,19 @@ class OperatorConfig:
     default_tolerations: tuple[dict, ...] = ()
     # RayJob ttlSecondsAfterFinished: seconds the Ray pods outlive the job (0: deleted at once, logs with them).
     ray_ttl_seconds_after_finished: int = DEFAULT_RAY_TTL_SECONDS_AFTER_FINISHED
+    # secretPerNamespace: every run's storage key is a Secret in its own namespace (the one it names, else
+    # default_credentials_secret); a run with neither is refused. workloadIdentity: runs may name no
+    # Secret (their pods use the ServiceAccount's IRSA / GKE identity) and the operator then does not
+    # read their storage (status shows the RayJob's state only).
+    credentials_mode: str = "secretPerNamespace"
+    # Endpoints a run may name in spec.storage.endpoint, besides default_storage_endpoint.
+    allowed_endpoints: tuple[str, ...] = ()
+    # The guarded reads of a run's artifacts: bytes per object, seconds per request, per reconcile,
+    # and the threads doing them (off kopf's handler threads, at most one reconcile's reads per namespace).
+    read_max_bytes: int = 1 << 20
+    read_timeout: float = 5.0
+    reads_deadline: float = 20.0
+    read_workers: int = 4
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "OperatorConfig":
@@ -153,7 +178,20 @@ class OperatorConfig:
             ray_ttl_seconds_after_finished=_seconds(
                 env, p + "RAY_TTL_SECONDS_AFTER_FINISHED", cls.ray_ttl_seconds_after_finished
             ),
+            credentials_mode=env.get(p + "CREDENTIALS_MODE") or cls.credentials_mode,
+            allowed_endpoints=tuple(normalized_endpoint(e) for e in _list(env, p + "ALLOWED_ENDPOINTS")),
+            read_max_bytes=_int(env, p + "READ_MAX_BYTES", cls.read_max_bytes),
+            read_timeout=_float(env, p + "READ_TIMEOUT", cls.read_timeout),
+            reads_deadline=_float(env, p + "READS_DEADLINE", cls.reads_deadline),
+            read_workers=_int(env, p + "READ_WORKERS", cls.read_workers),
         )
+        if cfg.credentials_mode not in CREDENTIALS_MODES:
+            raise ValueError(
+                f"{p}CREDENTIALS_MODE must be one of {', '.join(CREDENTIALS_MODES)}, got {cfg.credentials_mode!r}"
+            )
+        for endpoint in cfg.allowed_endpoints:
+            if not endpoint.startswith(("http://", "https://")):
+                raise ValueError(f"{p}ALLOWED_ENDPOINTS: {endpoint!r} is not an http(s):// URL")
         if cfg.image_pull_policy not in ("Always", "IfNotPresent", "Never"):
             raise ValueError(
                 f"{p}IMAGE_PULL_POLICY must be Always, IfNotPresent or Never, got {cfg.image_pull_policy!r}"

@@ -16,6 +16,7 @@ missing Secret lets it start, because nothing ever ran.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeGuard
@@ -33,7 +34,7 @@ from trainkit.spec.status import (
     Progress,
     TrainingRunStatus,
 )
-from trainkit.storage import is_remote
+from trainkit.storage import endpoint_refusal, is_remote
 
 from trainkit_operator.builders import (
     KUEUE_QUEUE_LABEL,
@@ -44,10 +45,10 @@ from trainkit_operator.builders import (
     mutable_patch,
     spec_hash,
 )
-from trainkit_operator.config import OperatorConfig
+from trainkit_operator.config import OperatorConfig, normalized_endpoint
 
 # Conditions always present (an absent condition is not "False"): trainkit.spec.status's plus ours.
-CONDITION_TYPES = ("SpecValid", "SpecApplied", "Admitted", "Running", "Succeeded", "Failed")
+CONDITION_TYPES = ("SpecValid", "SpecApplied", "Admitted", "Running", "Succeeded", "Failed", "MetricsFinite")
 
 # Spec fields that may change after the RayJob exists; anything else is refused as a whole.
 # Not priorityClassName: KubeRay disregards rayClusterSpec changes once the cluster exists (only a retry's new
@@ -62,6 +63,10 @@ MUTABLE_SPEC_FIELDS = frozenset(
 )
 
 REASON_INVALID_SPEC = "InvalidSpec"
+REASON_NON_FINITE_LOSS = "NonFiniteLoss"
+# summary.json is written by the evaluator, which runs the tenant's task code: bound what reaches the status.
+MAX_STATUS_TASKS = 64
+MAX_TASK_NAME = 128
 KUBERAY_TERMINAL_JOB = ("STOPPED", "SUCCEEDED", "FAILED")
 KUBERAY_TERMINAL_DEPLOYMENT = ("Complete", "Failed", "ValidationFailed")
 
@@ -96,7 +101,7 @@ def cluster_spec_error(spec: TrainingRunSpec) -> str | None:
     unshared folder in each Ray pod, and the operator could never read progress or eval results there.
     """
     where = [("spec.output.uri", spec.output.uri)]
-    where += [(f"spec.data.sources[{i}].uri", src.uri) for i, src in enumerate(spec.data.sources)]
+    where += [(f"spec.data.sources[{i}].uri", src.uri) for i, src in enumerate(spec.data.sources) if src.uri]
     local = [f"{field} {uri!r}" for field, uri in where if not is_remote(uri)]
     if not local:
         return None
@@ -104,6 +109,36 @@ def cluster_spec_error(spec: TrainingRunSpec) -> str | None:
         "a TrainingRun on the cluster needs object-storage URIs (s3://bucket/...), no pod shares a local path: "
         + ", ".join(local)
     )
+
+
+def storage_spec_error(spec: TrainingRunSpec, config: OperatorConfig) -> str | None:
+    """Why the operator refuses a run's storage block, or None. The endpoint is where the operator itself
+    reads the run's artifacts from: only the chart's endpoint or one in its allow-list, never a metadata
+    or link-local address; and the run's key must come from a Secret in its namespace unless the chart
+    chose workload identity (no shared key, no operator key)."""
+    endpoint = spec.storage.endpoint
+    if endpoint:
+        if why := endpoint_refusal(endpoint):
+            return f"spec.storage.endpoint: refused: {why}"
+        allowed = {normalized_endpoint(e) for e in config.allowed_endpoints}
+        if config.default_storage_endpoint:
+            allowed.add(normalized_endpoint(config.default_storage_endpoint))
+        if normalized_endpoint(endpoint) not in allowed:
+            listed = ", ".join(sorted(allowed)) or "none: runs must leave it unset"
+            return (
+                f"spec.storage.endpoint: {endpoint[:200]!r} is not an endpoint this operator allows "
+                f"(the chart's storage.endpoint and storage.allowedEndpoints: {listed})"
+            )
+    if (
+        config.credentials_mode == "secretPerNamespace"
+        and not spec.storage.credentials_secret
+        and not config.default_credentials_secret
+    ):
+        return (
+            "spec.storage.credentialsSecret: not set, and the operator has no default Secret name (chart "
+            "storage.credentialsSecret); name the Secret in this namespace that holds this team's storage key"
+        )
+    return None
 
 
 def spec_diff(old: Any, new: Any, path: str = "spec") -> list[str]:
@@ -429,31 +464,60 @@ def _condition(
     )
 
 
+def finite(v: object) -> float | None:
+    """A JSON number as a float when it is finite, else None: NaN and +-Infinity (which Python's json reads
+    from progress.json / summary.json) cannot be carried by JSON, and the API server rejects a patch with them."""
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return None
+    try:
+        f = float(v)
+    except OverflowError:  # an int beyond a double
+        return None
+    return f if math.isfinite(f) else None
+
+
+def non_finite_loss(raw: Mapping[str, Any] | None) -> str | None:
+    """What is wrong with progress.json's loss when it is a non-finite number (NaN, Infinity), else None."""
+    if not raw:
+        return None
+    loss = raw.get("loss")
+    if isinstance(loss, float) and not math.isfinite(loss):
+        return (
+            f"progress.json reports loss {loss} at step {str(raw.get('step'))[:32]}: training diverged; "
+            "the status shows the loss as null"
+        )
+    return None
+
+
+def _count(v: Any) -> int:
+    """A non-negative count an int64 can hold (the API server stores integers as int64)."""
+    return max(0, min(int(v or 0), 2**63 - 1))
+
+
 def progress_from(raw: Mapping[str, Any] | None, total_steps: int | None) -> Progress | None:
     if not raw:
         return None
     try:
-        step = max(0, int(raw.get("step") or 0))
-        total = int(raw.get("totalSteps") or total_steps or 0)
+        step = _count(raw.get("step"))
+        total = _count(raw.get("totalSteps") or total_steps)
         percent = round(min(100.0, 100.0 * step / total), 2) if total > 0 else 0.0
 
         def num(key: str) -> float | None:
-            v = raw.get(key)
-            return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+            return finite(raw.get(key))
 
         eta = num("etaSeconds")
         return Progress(
             step=step,
             total_steps=max(0, total),
             percent=percent,
-            tokens=max(0, int(raw.get("tokens") or 0)),
+            tokens=_count(raw.get("tokens")),
             loss=num("loss"),
             tokens_per_second=num("tokensPerSecond"),
             mfu=num("mfu"),
             eta_seconds=None if eta is None else max(0.0, eta),
             updated_at=raw.get("updatedAt"),
         )
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
 
 
@@ -462,14 +526,19 @@ def eval_from(raw: Mapping[str, Any] | None, output_uri: str | None) -> EvalSumm
         return None
     try:
         step = int(raw["step"])
-        tasks = {str(k): float(v) for k, v in (raw.get("tasks") or {}).items() if isinstance(v, (int, float))}
-        avg = raw.get("average")
-        average = float(avg) if isinstance(avg, (int, float)) else (sum(tasks.values()) / len(tasks) if tasks else None)
+        scores = raw.get("tasks") or {}
+        tasks = {
+            str(k)[:MAX_TASK_NAME]: f
+            for k, v in list(scores.items() if isinstance(scores, dict) else [])[:MAX_STATUS_TASKS]
+            if (f := finite(v)) is not None
+        }
+        avg = finite(raw.get("average"))
+        average = avg if avg is not None else (sum(tasks.values()) / len(tasks) if tasks else None)
         report = artifacts.eval_report_uri(output_uri, step) if output_uri else None
         return EvalSummary(
             step=step, average=None if average is None else round(average, 4), tasks=tasks, report_uri=report
         )
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError):
         return None
 
 
@@ -497,12 +566,15 @@ def summarize(
     decision: Decision | None = None,
     workloads: list[dict] | None = None,
     rayjob_events: list[dict] | None = None,
+    storage_problems: tuple[str, ...] | None = None,
 ) -> TrainingRunStatus:
     """The TrainingRun status from what was observed. Pure: same inputs, same status.
 
     `progress` is progress.json, `eval_summary` the highest eval/step-*/summary.json, `checkpoint`
     {step, uri} of the newest complete checkpoint; None means "not read this time" and keeps what the
-    previous status showed (a failed S3 read never erases progress).
+    previous status showed (a failed S3 read never erases progress). `storage_problems` is why reads
+    failed this time (() when they all went through, None when none were attempted): the
+    StorageReadable condition, shown once a read has failed.
     """
     prev = previous_status(run)
     if is_sticky_terminal(prev):
@@ -562,6 +634,14 @@ def summarize(
         spec_applied = (False, c.reason, c.message)
 
     prog = progress_from(progress, total_steps) or (prev.progress if prev else None)
+    bad_loss = non_finite_loss(progress)
+    old_finite = prev_conds.get("MetricsFinite")
+    if bad_loss is not None:
+        metrics_finite = (False, REASON_NON_FINITE_LOSS, bad_loss)
+    elif progress is None and old_finite is not None:  # not read this time: keep what was shown
+        metrics_finite = (old_finite.status == "True", old_finite.reason, old_finite.message)
+    else:
+        metrics_finite = (True, "Finite", "the reported loss is a finite number")
     if prog is None and total_steps:
         prog = Progress(total_steps=total_steps)
     ev = eval_from(eval_summary, out_uri) or (prev.eval if prev else None)
@@ -602,7 +682,16 @@ def summarize(
             )
             for kind in ("Running", "Succeeded", "Failed")  # one condition per phase, true in that phase only
         ),
+        _condition(prev_conds, "MetricsFinite", *metrics_finite, now, generation),
     ]
+    if storage_problems:
+        text = "; ".join(dict.fromkeys(storage_problems))[:2000]
+        conds.append(_condition(prev_conds, "StorageReadable", False, "ReadFailed", text, now, generation))
+    elif storage_problems is not None and "StorageReadable" in prev_conds:
+        msg = "the run's artifacts were read"
+        conds.append(_condition(prev_conds, "StorageReadable", True, "Read", msg, now, generation))
+    elif "StorageReadable" in prev_conds:
+        conds.append(prev_conds["StorageReadable"])
 
     start = rj_status.get("startTime") or (prev.start_time if prev else None)
     completion = None
@@ -632,8 +721,20 @@ def summarize(
 
 
 def status_patch(status: TrainingRunStatus) -> dict:
-    """The status as the JSON the API server stores (camelCase, unset fields as null to clear them)."""
-    return status.model_dump(by_alias=True, mode="json")
+    """The status as the JSON the API server stores (camelCase, unset fields as null to clear them). Any
+    non-finite number left is written as null: JSON cannot carry it and the API server would refuse the patch
+    (the reconcile would retry forever and the run never end)."""
+    return _finite_json(status.model_dump(by_alias=True, mode="json"))
+
+
+def _finite_json(v: Any) -> Any:
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, dict):
+        return {k: _finite_json(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_finite_json(x) for x in v]
+    return v
 
 
 WARNING_REASONS = ("PodsNotReady", "NameConflict", "RayJobRejected", "NotAdmitted")

@@ -25,6 +25,7 @@ import kopf
 
 from trainkit import artifacts
 from trainkit.spec.load import SpecError, parse_spec
+from trainkit.spec.status import TERMINAL_PHASES
 
 from trainkit_operator import builders, decide, observe
 from trainkit_operator.config import OperatorConfig
@@ -38,6 +39,8 @@ from trainkit_operator.kube import (
     is_transient,
     lock_for,
 )
+from trainkit_operator.data_decide import with_data_status
+from trainkit_operator.data_handlers import register_data, resolve_run_datasets
 from trainkit_operator.sweep_handlers import register_sweeps
 
 ANNOTATION_PREFIX = "operator.trainkit.dev"
@@ -69,11 +72,20 @@ def reconcile(kube: Kube, run: dict, config: OperatorConfig, now: str | None = N
 
     spec = plan = None
     spec_error: str | None = None
+    data_names: dict[str, str] = {}
+    resolution = None
     try:
         spec, plan = parse_spec(run.get("spec") or {}, source=f"TrainingRun {ns}/{name}")
-        spec_error = decide.cluster_spec_error(spec)
+        # Sources naming a TrainingData: resolved once, then fixed in the status (data_handlers).
+        spec, data_names, resolution = resolve_run_datasets(kube, ns, spec, run.get("status"))
+        spec_error = (
+            (resolution.failed if resolution else None)
+            or decide.cluster_spec_error(spec)
+            or decide.storage_spec_error(spec, config)
+        )
     except SpecError as e:
         spec_error = spec_error_text(e)
+    waiting_for_data = resolution is not None and resolution.waiting is not None and spec_error is None
     rayjob = configmap = None
     if spec is not None or (prev is not None and prev.ray_job_name):
         rayjob = kube.get_rayjob(ns, builders.rayjob_name(name))
@@ -101,7 +113,10 @@ def reconcile(kube: Kube, run: dict, config: OperatorConfig, now: str | None = N
                     )
         if spec_error is None:
             configmap = kube.get_configmap(ns, builders.configmap_name(name))
-    decision = decide.plan_actions(run, spec if spec_error is None else None, spec_error, rayjob, configmap, config)
+    if waiting_for_data and rayjob is None:
+        decision = decide.Decision("none", message="waiting for TrainingData")
+    else:
+        decision = decide.plan_actions(run, spec if spec_error is None else None, spec_error, rayjob, configmap, config)
 
     if decision.action in ("create", "update"):
         if decision.configmap is not None:
@@ -145,7 +160,7 @@ def reconcile(kube: Kube, run: dict, config: OperatorConfig, now: str | None = N
             "Failed",
         )
         if started:
-            observed = observe.observe_outputs(spec.output.uri, observe.options_for(spec, config))
+            observed = observe_storage(kube, ns, spec, config)
         elif st.get("jobDeploymentStatus") in ("Initializing", "Retrying") and st.get("rayClusterName"):
             pods = kube.list_pods(ns, f"ray.io/cluster={st['rayClusterName']}")
         elif not st.get("jobDeploymentStatus"):
@@ -170,12 +185,41 @@ def reconcile(kube: Kube, run: dict, config: OperatorConfig, now: str | None = N
         decision=decision,
         workloads=workloads,
         rayjob_events=rayjob_events,
+        storage_problems=observed.problems,
     )
+    if resolution is not None:
+        status = with_data_status(status, data_names, resolution, now)
+    if observed.deferred and status.phase in TERMINAL_PHASES:
+        # A terminal status is final (never reconciled again): it must carry the run's last progress and
+        # eval summary, so it waits for reads that actually ran.
+        raise kopf.TemporaryError("final status waits for this namespace's storage reads", delay=1.0)
     if prev is not None and prev.model_dump() == status.model_dump():
         return Outcome(None, status.phase, None, decision)
     written = decide.status_patch(status)
     kube.patch_run_status(ns, name, meta.get("resourceVersion"), written)
     return Outcome(written, status.phase, decide.transition_event(prev, status), decision)
+
+
+def observe_storage(kube: Kube, ns: str, spec, config: OperatorConfig) -> observe.Observed:
+    """The run's records, read with the run's own key (its Secret, in its namespace) off the handler thread.
+    No Secret for the run (workload identity): the operator holds no key for it and reads nothing."""
+    secret = builders.credentials_secret(spec, config)
+    if secret is None:
+        return observe.Observed()
+    try:
+        credentials = kube.read_storage_credentials(ns, secret)
+    except ValueError as e:
+        return observe.Observed(problems=(str(e),))
+    except Exception as e:
+        if getattr(e, "status", None) != 403:
+            raise
+        return observe.Observed(
+            problems=(f"the operator may not read Secret {secret!r} in namespace {ns!r} (403 Forbidden)",)
+        )
+    if credentials is None:
+        return observe.Observed(problems=(f"Secret {secret!r} does not exist in namespace {ns!r}",))
+    options = observe.options_for(spec, config, credentials)
+    return observe.read_pool(config).observe(ns, spec.output.uri, options, config.reads_deadline)
 
 
 # ------------------------------------------------------------------------------ kopf wiring
@@ -291,4 +335,5 @@ def register(
             log.info("reconcile of %s after a RayJob change deferred to the timer: %s", run_name, e)
 
     register_sweeps(registry, timer_interval=config.timer_interval)
+    register_data(registry, config)
     return registry

@@ -6,6 +6,8 @@ Made per operator at start-up, never at import (kubernetes captures $KUBECONFIG 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import os
 import random
@@ -13,10 +15,13 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from trainkit.storage import Credentials
+
 from trainkit_operator.sweeps import SWEEP_LABEL
 
 GROUP, VERSION = "trainkit.dev", "v1alpha1"
 PLURAL, SWEEPS = "trainingruns", "trainingsweeps"
+DATAS = "trainingdatas"
 REQUEST_TIMEOUT = (10, 60)  # connect, read (seconds) for every call of ours
 KUEUE_VERSION = "v1beta2"  # Kueue's stored version (v1beta1 is deprecated since v0.16); see jobs/kueue-setup.yaml
 T = TypeVar("T")
@@ -150,6 +155,37 @@ class Kube:
         response.release_conn()
         return True
 
+    def read_storage_credentials(self, ns: str, name: str) -> Credentials | None:
+        """The S3 key in Secret `name` of namespace `ns` (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, optional
+        AWS_SESSION_TOKEN), or None when the Secret does not exist. A Secret without the two keys, or with
+        values that are not short base64 text, raises ValueError naming the Secret (never a value)."""
+        response = self._or_none(
+            lambda: self.core.read_namespaced_secret(name, ns, _preload_content=False, _request_timeout=REQUEST_TIMEOUT)
+        )
+        if response is None:
+            return None
+        try:
+            data = (json.loads(response.data).get("data") or {}) if len(response.data) < (1 << 20) else {}
+        finally:
+            response.release_conn()
+
+        def value(key: str) -> str | None:
+            raw = data.get(key)
+            if raw is None:
+                return None
+            try:
+                text = base64.b64decode(raw, validate=True).decode("ascii").strip()
+            except (binascii.Error, UnicodeDecodeError, TypeError):
+                raise ValueError(f"Secret {ns}/{name}: {key} is not base64-encoded ASCII text") from None
+            if not text or len(text) > 4096:
+                raise ValueError(f"Secret {ns}/{name}: {key} is empty or longer than 4096 characters")
+            return text
+
+        key_id, secret = value("AWS_ACCESS_KEY_ID"), value("AWS_SECRET_ACCESS_KEY")
+        if key_id is None or secret is None:
+            raise ValueError(f"Secret {ns}/{name} lacks AWS_ACCESS_KEY_ID or AWS_SECRET_ACCESS_KEY")
+        return Credentials(key_id, secret, value("AWS_SESSION_TOKEN"))
+
     def list_pods(self, ns: str, selector: str) -> list[dict]:
         # Raw JSON, not the client's models: their validation rejects some real-world pods.
         response = self.core.list_namespaced_pod(
@@ -209,6 +245,19 @@ class Kube:
     def patch_sweep_status(self, ns: str, name: str, resource_version: str | None, status: dict) -> None:
         self.custom.patch_namespaced_custom_object_status(
             GROUP, VERSION, ns, SWEEPS, name, _status_body(status, resource_version), _request_timeout=REQUEST_TIMEOUT
+        )
+
+    # TrainingData (see api_calls.DATA_API_CALLS)
+    def get_data(self, ns: str, name: str) -> dict | None:
+        return self._or_none(
+            lambda: self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, ns, DATAS, name, _request_timeout=REQUEST_TIMEOUT
+            )
+        )
+
+    def patch_data_status(self, ns: str, name: str, resource_version: str | None, status: dict) -> None:
+        self.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, ns, DATAS, name, _status_body(status, resource_version), _request_timeout=REQUEST_TIMEOUT
         )
 
 

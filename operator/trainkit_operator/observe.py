@@ -1,15 +1,27 @@
 """Reading what the trainer and the evaluator wrote under a run's output URI, for the status.
 
-The records and their readers are `trainkit.artifacts`'; this shell only adds the operator's rule for
-storage trouble. The operator reads with its OWN credentials (the standard AWS_* variables of its
-Deployment, from a Secret); the run's Secret is only referenced by the Ray pods. A record that is
-absent, bad, or cannot be read now comes back as None; the status then keeps what it showed before,
-so a storage hiccup never erases progress.
+The records and their readers are `trainkit.artifacts`'; this shell adds the operator's rules for
+storage it does not trust (a tenant picks the objects, and which allowed endpoint they live on):
+
+- credentials: THAT run's key (from its Secret, read by the caller through kube.py), never the
+  operator's: the operator has none, and the guarded reader never looks at the AWS_* environment;
+- every read is guarded (trainkit.storage.ReadGuard): a byte cap per response, a deadline per request
+  and one for the whole reconcile's reads, no redirects, only the endpoint's own host, no link-local or
+  metadata addresses, no local paths;
+- the reads run OFF kopf's handler threads, in a small pool with at most one reconcile's reads per
+  namespace at a time: a silent endpoint holds one slot of its own tenant, never the handlers or
+  another tenant's reads. The handler waits at most the deadline (and a little) and moves on.
+
+A record that is absent, bad, too large or cannot be read now comes back as None, with the reason in
+`problems` (the StorageReadable condition); the status then keeps what it showed before, so a
+storage hiccup never erases progress.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -22,6 +34,8 @@ from trainkit_operator.config import OperatorConfig
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# The handler waits this much longer than the reads' own deadline: they end themselves by then.
+DEADLINE_GRACE_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -31,32 +45,116 @@ class Observed:
     progress: ProgressDoc | None = None
     checkpoint: dict[str, object] | None = None  # {step, uri} of the newest complete checkpoint
     eval_summary: EvalSummaryDoc | None = None
+    # Why something could not be read this time (empty: all read, or absent); None: nothing was attempted.
+    problems: tuple[str, ...] | None = None
+    # Nothing was read because this tenant's earlier reads still run: transient, so a final (terminal)
+    # status must not be built on it; the reconcile retries shortly instead.
+    deferred: bool = False
 
 
-def options_for(spec: TrainingRunSpec, config: OperatorConfig) -> storage.StorageOptions:
-    return storage.StorageOptions(
-        endpoint=spec.storage.endpoint or config.default_storage_endpoint, region=spec.storage.region
+def read_guard(config: OperatorConfig) -> storage.ReadGuard:
+    return storage.ReadGuard(
+        max_response_bytes=config.read_max_bytes,
+        request_deadline=config.read_timeout,
+        connect_timeout=min(3.0, config.read_timeout),
     )
 
 
-def _unless_unreachable(what: str, read: Callable[[], T]) -> T | None:
+def options_for(
+    spec: TrainingRunSpec, config: OperatorConfig, credentials: storage.Credentials | None = None
+) -> storage.StorageOptions:
+    """How the operator reads this run's storage: its endpoint (spec or chart default), its key, guarded."""
+    return storage.StorageOptions(
+        endpoint=spec.storage.endpoint or config.default_storage_endpoint,
+        region=spec.storage.region,
+        credentials=credentials,
+        guard=read_guard(config),
+    )
+
+
+def _describe(what: str, e: BaseException) -> str:
+    if isinstance(e, (storage.ObjectTooLarge, storage.StorageRefused, storage.ReadDeadlineExceeded)):
+        return str(e)[:500]
+    # The URI and the error class only; never credentials (botocore never echoes them).
+    return f"could not read {what}: {type(e).__name__}"
+
+
+def _unless_unreachable(what: str, read: Callable[[], T], problems: list[str]) -> T | None:
     try:
         return read()
     except Exception as e:  # noqa: BLE001 - storage trouble must not stop the reconcile
-        # The message names the URI and the error class only; never credentials (botocore never echoes them).
-        log.warning("could not read %s: %s", what, type(e).__name__)
+        problems.append(_describe(what, e))
+        log.warning("skipping %s", problems[-1])
         return None
 
 
 def observe_outputs(output_uri: str, options: storage.StorageOptions) -> Observed:
+    """Read the run's records (in the calling thread); guarded when `options.guard` is set."""
+    problems: list[str] = []
     progress = _unless_unreachable(
-        artifacts.run_file(output_uri, artifacts.PROGRESS), lambda: artifacts.read_progress(output_uri, options)
+        artifacts.run_file(output_uri, artifacts.PROGRESS),
+        lambda: artifacts.read_progress(output_uri, options),
+        problems,
     )
     step = _unless_unreachable(
-        artifacts.checkpoints_uri(output_uri), lambda: artifacts.latest_complete_checkpoint(output_uri, options)
+        artifacts.checkpoints_uri(output_uri),
+        lambda: artifacts.latest_complete_checkpoint(output_uri, options),
+        problems,
     )
     checkpoint = None if step is None else {"step": step, "uri": artifacts.checkpoint_uri(output_uri, step) + "/"}
     eval_summary = _unless_unreachable(
-        artifacts.eval_root(output_uri), lambda: artifacts.read_latest_eval_summary(output_uri, options)
+        artifacts.eval_root(output_uri), lambda: artifacts.read_latest_eval_summary(output_uri, options), problems
     )
-    return Observed(progress=progress, checkpoint=checkpoint, eval_summary=eval_summary)
+    return Observed(progress=progress, checkpoint=checkpoint, eval_summary=eval_summary, problems=tuple(problems))
+
+
+class ReadPool:
+    """The threads that read tenants' storage: bounded, and fair (one reconcile's reads per tenant at once)."""
+
+    def __init__(self, workers: int):
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="storage-read")
+        self._busy: set[str] = set()
+        self._lock = threading.Lock()
+
+    def observe(self, tenant: str, output_uri: str, options: storage.StorageOptions, deadline: float) -> Observed:
+        """The run's records, read in the pool within `deadline` seconds; past it (or while this tenant's
+        previous reads still run) nothing is read this time and `problems` says why."""
+        with self._lock:
+            if tenant in self._busy:
+                return Observed(
+                    problems=(f"the storage reads of an earlier reconcile in namespace {tenant!r} are still running",),
+                    deferred=True,
+                )
+            self._busy.add(tenant)
+
+        def run() -> Observed:
+            try:
+                with storage.reads_deadline(deadline):
+                    return observe_outputs(output_uri, options)
+            finally:
+                with self._lock:
+                    self._busy.discard(tenant)
+
+        try:
+            future = self._executor.submit(run)
+        except BaseException:
+            with self._lock:
+                self._busy.discard(tenant)
+            raise
+        try:
+            return future.result(timeout=deadline + DEADLINE_GRACE_SECONDS)
+        except concurrent.futures.TimeoutError:
+            log.warning("storage reads for %s took longer than %.0f s; keeping the last status", output_uri, deadline)
+            return Observed(problems=(f"reading {output_uri} took longer than the {deadline:g} s deadline",))
+
+
+_POOLS: dict[int, ReadPool] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def read_pool(config: OperatorConfig) -> ReadPool:
+    """The process's read pool (one per size: the operator has one config; tests may use several)."""
+    with _POOLS_LOCK:
+        if config.read_workers not in _POOLS:
+            _POOLS[config.read_workers] = ReadPool(config.read_workers)
+        return _POOLS[config.read_workers]

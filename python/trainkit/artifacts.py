@@ -2,14 +2,18 @@
 hold, their pure parsers, and one reader per record.
 
     <output.uri>/
+      owner.json                         OwnerRecord: who owns this prefix (written first, once, conditionally)
       spec.json                          the TrainingRun spec as resolved (written by the trainer's preflight)
       progress.json                      ProgressDoc, rewritten at each log step (rank 0)
       metrics.jsonl                      one MetricsLine per log step
+      validation.jsonl                   one ValidationLine per eval step and the last: held-out loss per source
       loss.png                           the loss curve (`trainkit run`)
       checkpoints/step-XXXXXXXX/         a Hugging Face folder + trainer/; checkpoint.json (the manifest) written last
       eval/step-XXXXXXXX/                results.json, report.md, tasks.png; summary.json written last
       eval/scores_by_step.png            score vs step over every eval of the run
-      logs/                              reserved (status.artifacts.logs)
+      logs/<stream>.NNNNN.log            stdout+stderr of the driver (`driver`) and each Ray Train worker
+                                         (`worker-<rank>`), in segments (numbered on across restarts), shipped
+                                         while the run goes and at its end (status.artifacts.logs)
 
 Readers treat a bad object the same everywhere: an object that is absent, not JSON, or not the
 record's shape is "not there" (None, or skipped in a list) and the reason is logged; storage that
@@ -33,9 +37,11 @@ from trainkit.storage import StorageOptions
 log = logging.getLogger(__name__)
 
 # ------------------------------------------------------------------------------------ layout names
+OWNER = "owner.json"  # the first object of a run: nobody else may write under a prefix it claims
 SPEC = "spec.json"
 PROGRESS = "progress.json"
 METRICS = "metrics.jsonl"
+VALIDATION = "validation.jsonl"
 LOSS_PLOT = "loss.png"
 CHECKPOINTS = "checkpoints"
 EVAL = "eval"
@@ -51,6 +57,10 @@ EVAL_SUMMARY = "summary.json"  # in each eval folder; written last: it commits t
 EVAL_REPORT = "report.md"
 EVAL_TASKS_PLOT = "tasks.png"
 SCORES_BY_STEP = "scores_by_step.png"  # under eval/, across steps
+
+# Log segments: `<stream>.<index, 5+ digits>.log`; a stream is `driver` or `worker-<rank>`.
+DRIVER_LOG = "driver"
+LOG_SEGMENT = re.compile(r"^(driver|worker-\d+)\.(\d{5,})\.log$")
 
 # The one step-folder rule: `step-` and the step zero-padded to at least 8 digits (what step_dir_name writes).
 STEP_DIR = re.compile(r"^step-(\d{8,})$")
@@ -99,6 +109,32 @@ def logs_uri(output_uri: str) -> str:
     return storage.join(output_uri, LOGS)
 
 
+def worker_log_stream(rank: int) -> str:
+    return f"worker-{rank}"
+
+
+def log_segment_name(stream: str, index: int) -> str:
+    return f"{stream}.{index:05d}.log"
+
+
+def log_segment_uri(output_uri: str, stream: str, index: int) -> str:
+    return storage.join(output_uri, LOGS, log_segment_name(stream, index))
+
+
+def parse_log_listing(names: list[str]) -> dict[str, list[int]]:
+    """Segment indices per stream, each ascending, streams in name order (other names are ignored)."""
+    found: dict[str, list[int]] = {}
+    for name in names:
+        m = LOG_SEGMENT.match(name)
+        if m:
+            found.setdefault(m.group(1), []).append(int(m.group(2)))
+    return {k: sorted(found[k]) for k in sorted(found, key=lambda s: (s != DRIVER_LOG, len(s), s))}
+
+
+def list_log_segments(output_uri: str, options: StorageOptions | None = None) -> dict[str, list[int]]:
+    return parse_log_listing(storage.list_names(logs_uri(output_uri), options))
+
+
 def run_uri_of_checkpoint(checkpoint: str) -> str | None:
     """`<run>/checkpoints/step-XXXXXXXX` -> `<run>` (where its evals go by default); None for other layouts."""
     head, _, name = checkpoint.rstrip("/").rpartition("/")
@@ -124,6 +160,7 @@ class ProgressDoc(TypedDict, total=False):
     etaSeconds: float | None
     updatedAt: str
     finished: bool
+    validation: dict[str, Any]  # the latest held-out loss: {step, mean, sources: {name: loss}}
 
 
 class MetricsLine(TypedDict, total=False):
@@ -140,6 +177,20 @@ class MetricsLine(TypedDict, total=False):
     sourceSequences: dict[str, int]
     sourceTokens: dict[str, int]
     streamDigest: str
+
+
+class SourceValidation(TypedDict):
+    loss: float  # mean next-token cross-entropy (nats) over the held-out tokens
+    tokens: int  # predicted tokens it is the mean of
+
+
+class ValidationLine(TypedDict, total=False):
+    """One line of validation.jsonl: held-out loss per source at one step (trainkit.train.validation)."""
+
+    step: int
+    tokens: int  # training tokens seen at that step
+    sources: dict[str, SourceValidation]
+    mean: float  # every source counted once
 
 
 class EvalSummaryDoc(TypedDict, total=False):
@@ -167,6 +218,56 @@ class CheckpointManifest:
 
     def to_json(self) -> dict[str, Any]:
         return {**self.extra, "step": self.step, "files": dict(self.files)}
+
+
+@dataclass(frozen=True)
+class OwnerRecord:
+    """owner.json: {owner, specHash, createdAt}. `owner` is `k8s:<namespace>/<name>/<uid>` for an operator run
+    (a delete + re-create has a new uid, so it is another owner) and `local:<hash of what it trains>` for
+    `trainkit run` (re-running it resumes, also with other resources/scheduling/eval; another model, data or
+    training block is another owner). specHash is the whole spec's, for the reader."""
+
+    owner: str
+    spec_hash: str
+    created_at: str = ""
+
+    def to_json(self) -> dict[str, str]:
+        return {"owner": self.owner, "specHash": self.spec_hash, "createdAt": self.created_at}
+
+
+def owner_of_run(run_uid: str | None, namespace: str | None, name: str | None, trained_hash: str) -> str:
+    """The owner id of the run now starting (pure)."""
+    if run_uid:
+        return f"k8s:{namespace or 'default'}/{name or ''}/{run_uid}"
+    return f"local:{trained_hash}"
+
+
+def ownership_problem(output_uri: str, mine: OwnerRecord, found: OwnerRecord | None) -> str | None:
+    """None when `found` (the prefix's owner.json) is ours; else why the run must not write there."""
+    if found is not None and found.owner == mine.owner:
+        return None
+    other = "an unreadable owner.json" if found is None else f"{found.owner} (spec {found.spec_hash})"
+    return (
+        f"spec.output.uri {output_uri} belongs to another run: {other}; this run is {mine.owner}. Nothing was "
+        f"written. Choose another output.uri, or, to hand the prefix over on purpose, delete {OWNER} there"
+    )
+
+
+def parse_owner(doc: object, where: str) -> OwnerRecord:
+    if not isinstance(doc, dict) or not isinstance(doc.get("owner"), str) or not isinstance(doc.get("specHash"), str):
+        raise ArtifactError(f"{where}: expected an object with string fields 'owner' and 'specHash'")
+    return OwnerRecord(
+        owner=doc["owner"][:300], spec_hash=doc["specHash"][:128], created_at=str(doc.get("createdAt"))[:64]
+    )
+
+
+def claim_output(output_uri: str, mine: OwnerRecord, options: StorageOptions | None = None) -> str | None:
+    """Claim the prefix for `mine` (conditional create of owner.json) or check that it is already ours.
+    Returns None when the run may write there, else the reason (nothing was written)."""
+    uri = run_file(output_uri, OWNER)
+    if storage.create_exclusive(uri, json.dumps(mine.to_json(), sort_keys=True).encode() + b"\n", options):
+        return None
+    return ownership_problem(output_uri, mine, _read_record(uri, options, parse_owner))
 
 
 class ArtifactError(ValueError):
@@ -197,6 +298,11 @@ def parse_manifest(doc: object, where: str) -> CheckpointManifest:
         raise ArtifactError(f"{where}: field 'step' must be a non-negative integer, got {step!r}")
     if not isinstance(files, dict) or not files or not all(isinstance(k, str) and _is_int(v) for k, v in files.items()):
         raise ArtifactError(f"{where}: field 'files' must map relative paths to sizes in bytes (and list at least one)")
+    for rel in files:
+        try:
+            storage.safe_relpath(rel, f"{where}: field 'files'")
+        except storage.UnsafePath as e:
+            raise ArtifactError(str(e)) from None
     extra = {k: v for k, v in doc.items() if k not in ("step", "files")}
     return CheckpointManifest(step=step, files=dict(files), extra=extra)
 
@@ -259,6 +365,34 @@ def parse_metrics(text: str) -> tuple[list[MetricsLine], int]:
             bad += 1
             continue
         by_step[m["step"]] = MetricsLine(**m)
+    return [by_step[s] for s in sorted(by_step)], bad
+
+
+def parse_validation(text: str) -> tuple[list[ValidationLine], int]:
+    """validation.jsonl lines (by step, the last line of a step wins) and the count of unreadable lines;
+    a line is readable when its step is an integer and every source has a finite loss and a token count."""
+    by_step: dict[int, ValidationLine] = {}
+    bad = 0
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            v = json.loads(line)
+        except ValueError:
+            bad += 1
+            continue
+        sources = v.get("sources") if isinstance(v, dict) else None
+        if (
+            not isinstance(v, dict)
+            or not _is_int(v.get("step"))
+            or not isinstance(sources, dict)
+            or not all(
+                isinstance(s, dict) and _is_number(s.get("loss")) and _is_int(s.get("tokens")) for s in sources.values()
+            )
+        ):
+            bad += 1
+            continue
+        by_step[v["step"]] = ValidationLine(**v)
     return [by_step[s] for s in sorted(by_step)], bad
 
 
@@ -338,15 +472,18 @@ def read_metrics(output_uri: str, options: StorageOptions | None = None) -> list
     return lines
 
 
+def read_validation(output_uri: str, options: StorageOptions | None = None) -> list[ValidationLine]:
+    """The readable validation lines ([] when the run measured none); unreadable lines are skipped and logged."""
+    raw = _read_quietly(run_file(output_uri, VALIDATION), options)
+    lines, bad = parse_validation("" if raw is None else raw.decode("utf-8", "replace"))
+    if bad:
+        log.warning("ignoring %d unreadable line(s) of %s", bad, run_file(output_uri, VALIDATION))
+    return lines
+
+
 def _step_folders(uri: str, options: StorageOptions | None) -> list[int]:
     """Steps of the `step-XXXXXXXX` folders directly under `uri`, ascending ([] when it does not exist)."""
-    fs, path = storage.filesystem(uri, options)
-    fs.invalidate_cache()
-    try:
-        entries = storage.retry(lambda: fs.ls(path, detail=False), f"listing {uri}")
-    except FileNotFoundError:
-        return []
-    return sorted({s for e in entries if (s := step_of(str(e))) is not None})
+    return sorted({s for name in storage.list_names(uri, options) if (s := step_of(name)) is not None})
 
 
 def read_eval_summary(output_uri: str, step: int, options: StorageOptions | None = None) -> EvalSummaryDoc | None:
@@ -375,13 +512,7 @@ def read_manifest(checkpoint: str, options: StorageOptions | None = None) -> Che
 
 def list_files(uri: str, options: StorageOptions | None = None) -> dict[str, int]:
     """{relpath: size} of every file under `uri` ({} when it does not exist)."""
-    fs, path = storage.filesystem(uri, options)
-    fs.invalidate_cache()
-    try:
-        found = storage.retry(lambda: fs.find(path, detail=True), f"listing {uri}")
-    except FileNotFoundError:
-        return {}
-    return {name[len(path) :].lstrip("/"): int(info.get("size") or 0) for name, info in found.items()}
+    return storage.list_sizes(uri, options)
 
 
 def list_checkpoints(

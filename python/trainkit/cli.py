@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "trainkit.commands.bench",
     "trainkit.commands.eval",
     "trainkit.commands.report",
+    "trainkit.commands.logs",
     "trainkit.commands.compare",
 ]
 

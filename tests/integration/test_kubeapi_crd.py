@@ -205,7 +205,7 @@ def test_errors_are_worded_as_the_api_server_words_them(clients):
     _, _, api = clients
     run = _run("worded")
     run["spec"]["data"]["sources"][0]["weight"] = 0
-    del run["spec"]["data"]["sources"][2]["uri"]
+    del run["spec"]["data"]["sources"][2]["weight"]
     run["spec"]["training"]["precision"] = "fp8"
     with pytest.raises(ApiException) as e:
         api.create_namespaced_custom_object(*ARGS, run)
@@ -215,7 +215,7 @@ def test_errors_are_worded_as_the_api_server_words_them(clients):
     assert causes["spec.data.sources[0].weight"] == (
         "Invalid value: 0: spec.data.sources[0].weight in body should be greater than 0"
     )
-    assert causes["spec.data.sources[2].uri"] == "Required value"  # at the missing field, not its parent
+    assert causes["spec.data.sources[2].weight"] == "Required value"  # at the missing field, not its parent
     assert causes["spec.training.precision"].startswith('Unsupported value: "fp8": supported values: "bf16"')
     with pytest.raises(ApiException) as e:
         api.create_namespaced_custom_object(*ARGS, _run("b" * 41))

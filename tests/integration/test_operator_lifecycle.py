@@ -78,6 +78,7 @@ def test_seed_run_from_apply_to_succeeded_with_eval_average(cluster, seed_bucket
             "Running",
             "Succeeded",
             "Failed",
+            "MetricsFinite",
         }
         assert st["observedGeneration"] == 1 and st["rayJobName"] == RUN
 

@@ -55,6 +55,9 @@ def operator_config(**kw):
         watch_client_timeout=25,
         watch_connect_timeout=5,
         max_workers=8,
+        # The chart's storage.endpoint: where the operator reads runs' artifacts (the test's moto server,
+        # which the s3_endpoint fixture publishes as AWS_ENDPOINT_URL; the operator itself ignores that variable).
+        default_storage_endpoint=os.environ.get("AWS_ENDPOINT_URL"),
     )
     base.update(kw)
     return OperatorConfig(**base)

@@ -36,6 +36,12 @@ from .store import (
 )
 
 
+def _reject_non_finite(token: str) -> Any:
+    """NaN / Infinity are not JSON: the real API server (Go's encoding/json) refuses a body carrying them
+    with 400 "invalid character 'N' looking for beginning of value"; Python's json would accept them."""
+    raise ValueError(f"invalid character {token[0]!r} looking for beginning of value")
+
+
 @dataclass(frozen=True)
 class Request:
     """One resource request, in the terms an RBAC rule uses."""
@@ -658,7 +664,7 @@ class KubeAPIServer:
         try:
             if ct == "application/apply-patch+yaml" or ct.endswith("yaml"):
                 return yaml.load(raw, Loader=_YAMLLoader)  # noqa: S506 - a SafeLoader subclass
-            return json.loads(raw)
+            return json.loads(raw, parse_constant=_reject_non_finite)
         except (ValueError, yaml.YAMLError) as e:
             raise APIError(400, f"the request body could not be decoded: {e}")
 

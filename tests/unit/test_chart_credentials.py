@@ -53,24 +53,19 @@ def test_planted_credentials_never_render_even_without_the_schema():
     assert PLANTED_KEY not in notes and PLANTED_SECRET not in notes
     assert PLANTED_KEY not in proc.stdout and PLANTED_SECRET not in proc.stdout
 
-    # The Secret's name shows up only as a reference to it: secretKeyRefs, and the operator's setting.
+    # The Secret's name shows up only as the operator's setting (the operator pod takes no key from it:
+    # it reads each run's storage with the Secret in that run's namespace).
     docs = render(sets={"storage.credentialsSecret": secret_name})
     assert not by_kind(docs, "Secret"), "the chart must never create a Secret"
     (container,) = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
-    refs = [e for e in container["env"] if "valueFrom" in e]
-    assert {
-        e["name"]: (e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"]) for e in refs
-    } == {
-        "AWS_ACCESS_KEY_ID": (secret_name, "AWS_ACCESS_KEY_ID"),
-        "AWS_SECRET_ACCESS_KEY": (secret_name, "AWS_SECRET_ACCESS_KEY"),
-    }
+    assert not [e for e in container["env"] if "valueFrom" in e]
     plain = [e for e in container["env"] if e.get("value") == secret_name]
     assert [e["name"] for e in plain] == ["TRAINKIT_CREDENTIALS_SECRET"]
-    # ...and in the RBAC rule that lets the operator check it exists; nowhere else.
+    # ...and in the RBAC rule that lets the operator get it by name; nowhere else.
     (rule,) = [r for r in one(docs, "ClusterRole")["rules"] if "secrets" in r["resources"]]
     assert rule["resourceNames"] == [secret_name] and rule["verbs"] == ["get"]
     text = template(sets={"storage.credentialsSecret": secret_name}).stdout
-    assert text.count(secret_name) == 4
+    assert text.count(secret_name) == 2
 
 
 def test_no_credentials_secret_means_no_secret_refs():

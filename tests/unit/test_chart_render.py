@@ -288,7 +288,17 @@ def test_values_reach_the_operator_environment():
         "effect": "NoExecute",
         "tolerationSeconds": 600,
     }
-    assert env["AWS_ENDPOINT_URL"]["value"] == "https://minio.storage.svc.cluster.local:9000"
+    assert config.credentials_mode == "workloadIdentity"
+    assert config.allowed_endpoints == ("https://s3.eu-west-1.amazonaws.com",)
+    assert (config.read_max_bytes, config.read_timeout, config.reads_deadline, config.read_workers) == (
+        2097152,
+        3.0,
+        12.0,
+        8,
+    )
+    # The operator has no storage key of its own (it reads a run's artifacts with that run's Secret),
+    # and no endpoint variable the SDK would pick up on its own.
+    assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"} & set(env)
     assert env["AWS_DEFAULT_REGION"]["value"] == "eu-west-1"
     c = container(docs)
     assert c["image"] == (

@@ -21,7 +21,7 @@ COMMITTED = REPO / "charts" / "trainkit" / "crds" / "trainingruns.yaml"
 
 def test_committed_crds_match_generated():
     files = crd_files()
-    assert sorted(files) == ["trainingruns.yaml", "trainingsweeps.yaml"]
+    assert sorted(files) == ["trainingdatas.yaml", "trainingruns.yaml", "trainingsweeps.yaml"]
     for name, text in files.items():
         assert (COMMITTED.parent / name).read_text() == text, (
             f"charts/trainkit/crds/{name} drifted from trainkit.spec: run `trainkit crd --write-dir charts/trainkit/crds`"

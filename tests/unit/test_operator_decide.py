@@ -143,6 +143,7 @@ def test_pending_without_rayjob_and_conditions_initialised():
         "Running": "False",
         "Succeeded": "False",
         "Failed": "False",
+        "MetricsFinite": "True",
     }
     assert st.observed_generation == 1
     assert st.artifacts.output == "s3://trainkit-runs/runs/default/gpt2-70m-50-30-20/"
@@ -417,3 +418,35 @@ def test_an_edit_that_makes_the_spec_invalid_is_refused_not_fatal_for_a_live_run
     assert next(c for c in st.conditions if c.type == "SpecApplied").status == "False"
     # before anything exists the same error is an invalid spec
     assert decide.plan_actions(run, None, "spec: warmup too long", None, None, CFG).action == "invalid"
+
+
+# ----------------------------------------------------------------- non-finite numbers never reach the status
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_a_non_finite_loss_is_null_in_the_patch_with_a_non_finite_loss_condition(bad):
+    run = seed_run()
+    progress = {"step": 10, "totalSteps": 100, "loss": bad, "tokensPerSecond": bad, "etaSeconds": bad}
+    summary = {"step": 10, "average": bad, "tasks": {"piqa": bad, "arc_easy": 0.5}}
+    status = summarize(run, rayjob_for(run, "RUNNING", "Running"), progress, summary)
+    patch = decide.status_patch(status)
+    json.dumps(patch, allow_nan=False)  # the API server takes it: no NaN/Infinity token anywhere
+    assert patch["progress"]["loss"] is None and patch["progress"]["step"] == 10
+    assert patch["eval"]["tasks"] == {"arc_easy": 0.5} and patch["eval"]["average"] == 0.5
+    cond = {c["type"]: c for c in patch["conditions"]}["MetricsFinite"]
+    assert cond["status"] == "False" and cond["reason"] == "NonFiniteLoss" and "step 10" in cond["message"]
+    # a later finite loss clears it
+    later = summarize(with_status(run, status), rayjob_for(run, "RUNNING", "Running"), {"step": 20, "loss": 2.5})
+    cond = {c.type: c for c in later.conditions}["MetricsFinite"]
+    assert cond.status == "True" and later.progress is not None and later.progress.loss == 2.5
+
+
+def test_huge_numbers_and_unbounded_task_lists_in_artifacts_are_bounded_in_the_status():
+    run = seed_run()
+    assert decide.progress_from({"step": float("inf")}, 10) is None  # int(inf) is an OverflowError, not a crash
+    progress = {"step": 10**400, "totalSteps": 10**400, "tokens": 10**400, "loss": 3.0}
+    summary = {"step": 5, "tasks": {("t" * 10_000) + str(i): 0.5 for i in range(5_000)}}
+    status = summarize(run, rayjob_for(run, "RUNNING", "Running"), progress, summary)
+    patch = decide.status_patch(status)
+    json.dumps(patch, allow_nan=False)
+    assert patch["progress"]["loss"] == 3.0
+    assert len(patch["eval"]["tasks"]) <= decide.MAX_STATUS_TASKS
+    assert all(len(k) <= decide.MAX_TASK_NAME for k in patch["eval"]["tasks"])

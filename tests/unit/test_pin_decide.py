@@ -284,6 +284,7 @@ def test_completion_time_and_admission_of_a_finished_run():
         "Running": ("False", "Succeeded"),
         "Succeeded": ("True", "JobSucceeded"),
         "Failed": ("False", "Succeeded"),
+        "MetricsFinite": ("True", "Finite"),
     }
     queued = summarize(run, rayjob_for(run, "", "Suspended", suspend=True))
     assert {c.type: (c.status, c.reason) for c in queued.conditions}["Admitted"] == ("False", "WaitingForKueue")

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from trainkit.spec.models import TrainingRunSpec
-from trainkit.spec.plan import PlanError, derive_plan, flops_per_token, largest_remainder, parameter_count
+from trainkit.spec.plan import PlanError, derive_plan, flops_per_token, parameter_count
 
 TINY = dict(n_layer=2, n_embd=64, n_head=2, n_positions=256, vocab_size=50257)
 
@@ -60,7 +60,6 @@ def test_four_workers_without_accumulation():
 def test_a_one_step_run():
     plan = derive_plan(spec(total_tokens=8 * 128))
     assert (plan.total_steps, plan.total_sequences, plan.tokens_trained) == (1, 8, 1024)
-    assert [s.sequences for s in plan.sources] == [4, 2, 2]  # quotas 4, 2.4, 1.6: the .6 gets the spare one
     assert plan.warmup_steps == 0
 
 
@@ -94,23 +93,9 @@ def test_warmup_as_long_as_the_run_is_refused_unless_the_rate_is_constant():
     assert derive_plan(spec(lr={"warmupSteps": 200, "schedule": "constant"})).warmup_steps == 200
 
 
-def test_largest_remainder_literal_splits():
-    assert largest_remainder(7, [0.5, 0.3, 0.2]) == [4, 2, 1]  # quotas 3.5, 2.1, 1.4
-    assert largest_remainder(10, [1, 1, 1]) == [4, 3, 3]  # equal remainders: lower index first
-    assert largest_remainder(2, [1, 1, 1]) == [1, 1, 0]
-    assert largest_remainder(10, [2, 1, 1]) == [5, 3, 2]  # unnormalised weights; quotas 5, 2.5, 2.5
-    assert largest_remainder(100, [0.7, 0.2, 0.1]) == [70, 20, 10]
-    assert largest_remainder(5, [0.05, 0.95]) == [0, 5]  # 0.25 / 4.75: the larger remainder wins
-    assert largest_remainder(0, [0.5, 0.5]) == [0, 0]
-
-
-def test_source_shares_are_normalised_with_tokens():
+def test_source_shares_are_normalised():
     plan = derive_plan(spec(weights=(2.0, 1.0, 1.0), total_tokens=10 * 1024))
-    assert [(s.name, s.weight, s.sequences, s.tokens) for s in plan.sources] == [
-        ("s0", 0.5, 40, 40 * 128),
-        ("s1", 0.25, 20, 20 * 128),
-        ("s2", 0.25, 20, 20 * 128),
-    ]
+    assert [(s.name, s.weight) for s in plan.sources] == [("s0", 0.5), ("s1", 0.25), ("s2", 0.25)]
 
 
 def test_tiny_parameters_and_flops_by_hand():
@@ -175,5 +160,4 @@ def test_flops_default_to_tied_embeddings_when_the_key_is_absent():
 def test_plan_to_dict_is_plain_data():
     doc = derive_plan(spec(total_tokens=8 * 128)).to_dict()
     assert (doc["total_steps"], doc["total_sequences"], doc["tokens_trained"], doc["warmup_steps"]) == (1, 8, 1024, 0)
-    assert doc["sources"][0] == {"name": "s0", "weight": 0.5, "sequences": 4, "tokens": 512}
-    assert [s["sequences"] for s in doc["sources"]] == [4, 2, 2]
+    assert doc["sources"][0] == {"name": "s0", "weight": 0.5}

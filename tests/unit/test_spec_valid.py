@@ -9,7 +9,7 @@ import pytest
 from trainkit import __version__
 from trainkit.cli import main
 from trainkit.spec import derive_plan, load_run
-from trainkit.spec.plan import flops_per_token, largest_remainder, parameter_count
+from trainkit.spec.plan import flops_per_token, parameter_count
 from trainkit.spec.presets import MODEL_PRESETS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,11 +40,32 @@ def test_seed_plan_numbers():
     assert plan.gradient_accumulation == 5
     assert plan.warmup_steps == 162
     assert [s.name for s in plan.sources] == ["finepdfs", "dclm-baseline", "fineweb-edu"]
-    assert sum(s.sequences for s in plan.sources) == plan.total_sequences == 8_138 * 120
-    assert [round(s.tokens / 1e6) for s in plan.sources] == [500, 300, 200]
+    assert plan.total_sequences == 8_138 * 120
+    assert [s.weight for s in plan.sources] == [0.5, 0.3, 0.2]
     # The card: 64.09M trainable parameters; REFERENCES: 4.56e8 FLOP/token.
     assert plan.parameters == 64_085_504
     assert abs(plan.flops_per_token - 4.56e8) / 4.56e8 < 0.005  # 6N (3.81e8) + attention (7.55e7)
+
+
+def test_explain_shows_the_streams_own_counts_per_source(tmp_path, capsys):
+    """One step of 8 sequences at 50/30/20: a largest-remainder split says 4/2/2, the stream's EDF
+    schedule gives 4/3/1, and --explain must say what the stream will actually read."""
+    import yaml
+
+    from trainkit.data.schedule import counts_at
+
+    run = yaml.safe_load((REPO / "jobs" / "quickstart.yaml").read_text())
+    run["spec"]["data"]["totalTokens"] = 8 * 128
+    run["spec"]["training"]["learningRate"] = {"schedule": "constant", "peak": 1e-3, "final": 1e-3}
+    path = tmp_path / "one-step.yaml"
+    path.write_text(yaml.safe_dump(run))
+    main(["validate", "--explain", str(path)])
+    out = capsys.readouterr().out
+    counts = counts_at([0.5, 0.3, 0.2], 8)
+    assert counts == [4, 3, 1]
+    for name, n in zip(("manuals", "web", "edu"), counts):
+        line = next(x for x in out.splitlines() if x.strip().startswith(name) and "sequences)" in x)
+        assert f"; {n:,} sequences)" in line, line
 
 
 def test_warmup_fraction_is_derived_from_steps(tmp_path):
@@ -66,17 +87,6 @@ def test_parameter_count_matches_transformers(preset):
 def test_flops_grow_with_sequence_length():
     arch = MODEL_PRESETS["gpt2-70m"]
     assert flops_per_token(arch, 2048) > flops_per_token(arch, 1024)
-
-
-@pytest.mark.parametrize(
-    "total,weights",
-    [(976_560, [0.5, 0.3, 0.2]), (10, [1, 1, 1]), (7, [0.01, 0.99]), (1, [3, 1]), (100, [1 / 3, 1 / 3, 1 / 3])],
-)
-def test_largest_remainder_is_exact_and_within_one(total, weights):
-    counts = largest_remainder(total, weights)
-    assert sum(counts) == total
-    s = sum(weights)
-    assert all(abs(c - total * w / s) < 1 for c, w in zip(counts, weights))
 
 
 def test_version(capsys):

@@ -56,7 +56,8 @@ def test_gpu_runs_check_the_gpu_when_its_size_is_known():
 
 def test_explain_shows_the_estimate():
     run = load_run("jobs/quickstart.yaml")
-    assert "memory/worker" in explain(run, derive_plan(run.spec))
+    plan = derive_plan(run.spec)
+    assert "memory/worker" in explain(run, plan, [0] * len(plan.sources))
 
 
 def test_fsdp_shards_weights_gradients_and_optimizer_over_workers():

@@ -36,10 +36,14 @@ def run(args) -> int:
 
                 print(f"{path}: TrainingSweep {res.metadata.name}: valid ({len(expand_sweep(res))} runs)")
             elif args.explain:
-                print(explain(res, derive_plan(res.spec)))
                 from trainkit.data.availability import explain_data  # reads shard indexes when reachable
+                from trainkit.data.loader import EXACT_NEEDS_LIMIT, sequences_needed
 
-                data_lines, exhausted = explain_data(res.spec, derive_plan(res.spec))
+                plan = derive_plan(res.spec)
+                weights = [src.weight for src in res.spec.data.sources]
+                exact = plan.total_sequences <= EXACT_NEEDS_LIMIT
+                print(explain(res, plan, sequences_needed(weights, plan.total_sequences), exact))
+                data_lines, exhausted = explain_data(res.spec, plan)
                 print(data_lines)
                 failed |= exhausted
             else:

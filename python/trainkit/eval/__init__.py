@@ -1,8 +1,8 @@
 """Evaluation with lm-evaluation-harness: checkpoints in object storage -> eval/step-XXXXXXXX/ reports.
 
 Public API (imports stay light; lm-eval and torch load when an eval runs):
-    evaluate_checkpoint(checkpoint_uri, eval_spec, output_uri, step=None, storage=None) -> summary dict
-    launch_eval_task(checkpoint_uri, eval_spec, output_uri, step=None, storage=None) -> ray.ObjectRef
+    evaluate_checkpoint(checkpoint_uri, eval_spec, output_uri, step=None, options=None) -> summary dict
+    launch_eval_task(checkpoint_uri, eval_spec, output_uri, step=None, options=None) -> ray.ObjectRef
 """
 
 from trainkit.eval.errors import CheckpointError, EvalError, TaskDataError

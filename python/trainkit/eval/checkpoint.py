@@ -129,7 +129,7 @@ def _download(uri, root, fs, files, dest: Path, raw: bytes, cache_root: Path) ->
         for rel in sorted(files):
             if not is_model_file(rel):
                 continue
-            target = tmp / rel
+            target = storage.contained(tmp, rel, uri)  # model_manifest checked it too: never outside the cache
             target.parent.mkdir(parents=True, exist_ok=True)
             storage.retry(partial(fs.get_file, f"{root}/{rel}", str(target)), f"downloading {uri}/{rel}")
             if target.stat().st_size != files[rel]:

@@ -28,19 +28,12 @@ from trainkit.eval.suite import TaskRequest, resolve_tasks
 log = logging.getLogger(__name__)
 
 
-def storage_options(storage) -> store.StorageOptions | None:
-    """Accept StorageOptions, the spec's StorageSpec, or None."""
-    if storage is None or isinstance(storage, store.StorageOptions):
-        return storage
-    return store.StorageOptions.from_spec(storage)
-
-
 def evaluate_checkpoint(
     checkpoint_uri: str,
     eval_spec,
     output_uri: str,
     step: int | None = None,
-    storage=None,
+    options: store.StorageOptions | None = None,
     *,
     requests: list[TaskRequest] | None = None,
     cache_dir: str | Path | None = None,
@@ -51,7 +44,6 @@ def evaluate_checkpoint(
     summary dict {step, average, tasks, metrics, ...}. `step` defaults to the checkpoint's own.
     `requests` replaces the spec's task list (the CLI's --tasks). Raises EvalError with a clear message."""
     started = time.time()
-    options = storage_options(storage)
     requests = list(requests) if requests is not None else resolve_tasks(eval_spec)
     if not requests:
         raise EvalError("nothing to evaluate: eval.suite is 'none' and eval.tasks is empty")

@@ -153,6 +153,10 @@ def run_spec_rules() -> dict[tuple[str, ...], list[dict]]:
         ],
         ("data", "sources"): [
             {"rule": "self.all(s, s.weight > 0.0)", "message": "every source weight must be > 0"},
+            {
+                "rule": "self.all(s, has(s.uri) || has(s.dataset))",
+                "message": "every source needs uri (prepared shards) or dataset (a TrainingData's name)",
+            },
             {"rule": "self.all(a, self.exists_one(b, b.name == a.name))", "message": "source names must be unique"},
         ],
         ("scheduling",): [
@@ -328,9 +332,73 @@ def training_sweep_crd() -> dict:
     return _crd("TrainingSweep", "trainingsweeps", ["tsw"], training_sweep_schema(), SWEEP_PRINTER_COLUMNS)
 
 
+DATA_INPUT_RULES = [
+    {
+        "rule": "!self.contains('://') || ['s3://', 'gs://', 'gcs://', 'file://', 'hf://'].exists(p, self.startsWith(p))",
+        "message": "unknown URI scheme; use s3://, gs://, file://, hf://datasets/ORG/NAME[@revision] or a local path",
+    },
+    {
+        "rule": "!self.startsWith('hf://') || self.matches('^hf://datasets/[A-Za-z0-9][-A-Za-z0-9_.]*/[A-Za-z0-9]')",
+        "message": "hf:// inputs must be hf://datasets/ORG/NAME[@revision][/path]",
+    },
+    {
+        "rule": "!self.matches('^(s3|gs|gcs)://[^/]*[@:]')",
+        "message": "URIs must not carry credentials; name a Secret in storage.credentialsSecret",
+    },
+]
+
+
+def training_data_schema() -> dict:
+    from trainkit.spec.data import MAX_DATA_NAME_LENGTH, TrainingDataSpec, TrainingDataStatus
+
+    root = _root_schema(
+        structural(TrainingDataSpec),
+        TrainingDataStatus,
+        MAX_DATA_NAME_LENGTH,
+        "names of its prepare RayJob, RayCluster and Services derive from it",
+    )
+    _attach(
+        root,
+        ("spec",),
+        {
+            ("inputs", "[]"): DATA_INPUT_RULES,
+            ("inputs",): [{"rule": "self.all(a, self.exists_one(b, b == a))", "message": "inputs must not repeat"}],
+            (): [
+                {
+                    # What the shards are is fixed by the content hash of this spec: a changed spec is new data.
+                    "rule": "self == oldSelf",
+                    "message": "spec is immutable: create a new TrainingData for different inputs, tokenizer or filter",
+                }
+            ],
+            ("output", "uri"): URI_RULES,
+            ("filter",): [
+                {
+                    "rule": "has(self.languageField) == has(self.language)",
+                    "message": "set filter.languageField and filter.language together",
+                }
+            ],
+        },
+    )
+    return root
+
+
+DATA_PRINTER_COLUMNS: list[dict] = [
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    {"name": "Files", "type": "integer", "jsonPath": ".status.progress.filesDone", "description": "input files done"},
+    {"name": "Tokens", "type": "integer", "jsonPath": ".status.totalTokens"},
+    {"name": "Hash", "type": "string", "jsonPath": ".status.contentHash", "description": "content address"},
+    {"name": "URI", "type": "string", "jsonPath": ".status.uri", "priority": 1},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
+
+
+def training_data_crd() -> dict:
+    return _crd("TrainingData", "trainingdatas", ["tdata"], training_data_schema(), DATA_PRINTER_COLUMNS)
+
+
 def all_crds() -> list[dict]:
     """Every CRD the bundle ships, in the order `trainkit crd` prints them."""
-    return [training_run_crd(), training_sweep_crd()]
+    return [training_run_crd(), training_sweep_crd(), training_data_crd()]
 
 
 def render_yaml(crds: list[dict]) -> str:

@@ -23,7 +23,9 @@ def memory_line(spec, plan: Plan) -> str:
     )
 
 
-def explain(run: TrainingRun, plan: Plan) -> str:
+def explain(run: TrainingRun, plan: Plan, sequences: list[int], exact: bool = True) -> str:
+    """`sequences`: what each source gives over the run, from the stream's schedule (the caller's,
+    `trainkit.data.loader.sequences_needed`); `exact` False when that is the upper bound ceil(n w)."""
     s = run.spec
     t = s.training
     arch = s.model.architecture()
@@ -47,10 +49,12 @@ def explain(run: TrainingRun, plan: Plan) -> str:
         "  sources          (token proportions over the run)",
     ]
     width = max(len(x.name) for x in plan.sources)
-    for share in plan.sources:
+    about = "" if exact else "<= "
+    for share, n in zip(plan.sources, sequences, strict=True):
+        tokens = n * s.data.seq_length
         lines.append(
-            f"    {share.name:<{width}}  {share.weight:6.1%}  {human(share.tokens):>7} tokens "
-            f"({share.tokens:,}; {share.sequences:,} sequences)"
+            f"    {share.name:<{width}}  {share.weight:6.1%}  {about}{human(tokens):>7} tokens "
+            f"({about}{tokens:,}; {about}{n:,} sequences)"
         )
     lines.append(f"  output           {s.output.uri}")
     return "\n".join(lines)

@@ -14,6 +14,69 @@ from trainkit.spec.models import CREDENTIAL_WORDS, TrainingRun, TrainingRunSpec
 from trainkit.spec.plan import Plan, PlanError, derive_plan
 
 
+# Bounds on what a spec file may cost to read: a 600-byte YAML alias bomb expands to gigabytes when
+# validated or printed; a spec is a few KB.
+MAX_SPEC_BYTES = 1 << 20
+MAX_YAML_ALIASES = 100
+MAX_YAML_NODES = 100_000  # nodes after expanding every alias
+MAX_SHOWN = 80  # characters of a bad value echoed in a message
+MAX_ISSUES = 50
+
+
+def shown(value: Any) -> str:
+    """A bad value as echoed in an error message: its repr, bounded."""
+    text = repr(value)
+    return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 3] + "..."
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """safe_load that refuses documents whose aliases would expand beyond MAX_YAML_NODES (or use more than
+    MAX_YAML_ALIASES aliases) before anything walks the expanded tree."""
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self.aliases = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_YAML_ALIASES:
+                raise yaml.YAMLError(f"more than {MAX_YAML_ALIASES} aliases (*name): refused (a YAML alias bomb?)")
+        return super().compose_node(parent, index)
+
+    def compose_document(self):
+        node = super().compose_document()
+        expanded_size(node)
+        return node
+
+
+def expanded_size(root: yaml.Node) -> int:
+    """Nodes in the tree once every alias is expanded (shared nodes counted each time), computed per distinct
+    node; YAMLError past MAX_YAML_NODES."""
+    sizes: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        if id(node) in sizes:
+            continue
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        if not done:
+            stack.append((node, True))
+            stack.extend((c, False) for c in children if id(c) not in sizes)
+            continue
+        total = 1 + sum(sizes.get(id(c), 1) for c in children)
+        if total > MAX_YAML_NODES:
+            raise yaml.YAMLError(
+                f"the document expands to more than {MAX_YAML_NODES} nodes: refused (a YAML alias bomb?)"
+            )
+        sizes[id(node)] = total
+    return sizes[id(root)]
+
+
 @dataclass(frozen=True)
 class SpecIssue:
     path: str  # dotted field path, e.g. spec.data.sources[1].weight
@@ -27,7 +90,9 @@ class SpecError(ValueError):
     def __init__(self, source: str, issues: list[SpecIssue]):
         self.source = source
         self.issues = issues
-        super().__init__("\n".join(i.render(source) for i in issues))
+        more = len(issues) - MAX_ISSUES
+        lines = [i.render(source)[:1000] for i in issues[:MAX_ISSUES]]
+        super().__init__("\n".join(lines + ([f"{source}: and {more} more problem(s)"] if more > 0 else [])))
 
 
 def field_path(loc: tuple[Any, ...]) -> str:
@@ -54,14 +119,14 @@ def issues_from(error: ValidationError, prefix: tuple = ()) -> list[SpecIssue]:
                 else "unknown field (check the spelling; see `trainkit crd` for the schema)"
             )
         elif e["type"] in ("float_type", "int_type") and isinstance(e.get("input"), str):
-            msg = f"{msg}, got the string {e['input']!r}"
+            msg = f"{msg}, got the string {shown(e['input'])}"
             try:
                 float(e["input"])
                 msg += " (YAML reads an exponent without a dot, like 5e-4, as a string: write 5.0e-4)"
             except ValueError:
                 pass
         elif e["type"] == "literal_error":
-            msg = f"{msg} (got {e['input']!r})"
+            msg = f"{msg} (got {shown(e['input'])})"
         issues.append(SpecIssue(field_path(loc), msg))
     return issues
 
@@ -97,7 +162,14 @@ def read_documents(path: str | Path) -> list[Any]:
     """All documents of a YAML (or JSON) file, empty ones dropped; SpecError on unreadable or malformed files."""
     p = Path(path)
     try:
+        size = p.stat().st_size
+        if size > MAX_SPEC_BYTES:
+            raise SpecError(
+                str(path), [SpecIssue("", f"the file has {size} bytes; a spec may have at most {MAX_SPEC_BYTES}")]
+            )
         text = p.read_text()
+    except UnicodeDecodeError as e:
+        raise SpecError(str(path), [SpecIssue("", f"not UTF-8 text ({str(e)[:200]})")]) from None
     except OSError as e:
         raise SpecError(str(path), [SpecIssue("", f"cannot read file: {e.strerror or e}")]) from None
     if text.lstrip().startswith("{"):
@@ -105,11 +177,15 @@ def read_documents(path: str | Path) -> list[Any]:
         try:
             return [json.loads(text)]
         except ValueError as e:
-            raise SpecError(str(path), [SpecIssue("", f"invalid JSON: {e}")]) from None
+            raise SpecError(str(path), [SpecIssue("", f"invalid JSON: {str(e)[:300]}")]) from None
+        except RecursionError:
+            raise SpecError(str(path), [SpecIssue("", "invalid JSON: nested too deeply")]) from None
     try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+        docs = [d for d in yaml.load_all(text, Loader=_BoundedLoader) if d is not None]  # a SafeLoader subclass
     except yaml.YAMLError as e:
-        raise SpecError(str(path), [SpecIssue("", f"invalid YAML: {e}")]) from None
+        raise SpecError(str(path), [SpecIssue("", f"invalid YAML: {str(e)[:300]}")]) from None
+    except RecursionError:
+        raise SpecError(str(path), [SpecIssue("", "invalid YAML: nested too deeply")]) from None
     if not docs:
         raise SpecError(str(path), [SpecIssue("", "file holds no YAML document")])
     return docs
@@ -135,7 +211,17 @@ def parse_sweep(document: Any, source: str = "<spec>"):
     return sweep
 
 
-PARSERS = {"TrainingRun": parse_run, "TrainingSweep": parse_sweep}
+def parse_data(document: Any, source: str = "<spec>"):
+    """Validate a TrainingData; raise SpecError listing every problem."""
+    from trainkit.spec.data import TrainingData
+
+    try:
+        return TrainingData.model_validate(document)
+    except ValidationError as e:
+        raise SpecError(source, issues_from(e)) from None
+
+
+PARSERS = {"TrainingRun": parse_run, "TrainingSweep": parse_sweep, "TrainingData": parse_data}
 
 
 def load_resources(path: str | Path, kinds: tuple[str, ...] = tuple(PARSERS), allow_none: bool = False) -> list:

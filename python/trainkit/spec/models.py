@@ -110,16 +110,52 @@ MAX_SOURCES = 64
 
 class SourceSpec(SpecModel):
     name: Annotated[str, Field(min_length=1, max_length=63, pattern=SOURCE_NAME)]
-    uri: Annotated[
-        str,
-        Field(min_length=1, max_length=1024, description="Token shards of this source (output of `trainkit prepare`)"),
-    ]
+    uri: (
+        Annotated[
+            str,
+            Field(
+                min_length=1,
+                max_length=1024,
+                description="Token shards of this source (output of `trainkit prepare`); with `dataset`, the "
+                "operator fills it with the TrainingData's shard URI",
+            ),
+        ]
+        | None
+    ) = None
+    dataset: (
+        Annotated[
+            str,
+            Field(
+                min_length=1,
+                max_length=63,
+                pattern=DNS1035_LABEL,
+                description="A TrainingData in the run's namespace: the run waits until it is Ready, then reads its shards",
+            ),
+        ]
+        | None
+    ) = None
+    fingerprint: Annotated[str, Field(max_length=128)] | None = Field(
+        None, description="Tokenizer fingerprint of the TrainingData's shards (recorded by the operator)"
+    )
     weight: Annotated[float, Field(gt=0, le=1e6, description="Token proportion, normalised over all sources")]
 
     @field_validator("uri")
     @classmethod
-    def known_scheme(cls, v: str) -> str:
-        return check_uri(v, "uri")
+    def known_scheme(cls, v: str | None) -> str | None:
+        return v if v is None else check_uri(v, "uri")
+
+    @model_validator(mode="after")
+    def uri_or_dataset(self):
+        if self.uri is None and self.dataset is None:
+            raise ValueError(f"source '{self.name}': set uri (prepared shards) or dataset (a TrainingData's name)")
+        return self
+
+    @property
+    def shards_uri(self) -> str:
+        """The shards' URI once the run has one (the operator resolves `dataset` before the run starts)."""
+        if self.uri is None:
+            raise ValueError(f"source '{self.name}': TrainingData {self.dataset!r} is not resolved to a uri yet")
+        return self.uri
 
 
 class DataSpec(SpecModel):
@@ -216,6 +252,15 @@ class EvalSpec(SpecModel):
     at_end: bool = True
     every_steps: Annotated[int, Field(ge=1)] | None = None
     batch_size: Annotated[int, Field(ge=1, le=4096)] = 8
+    validation_tokens: Annotated[
+        int,
+        Field(
+            ge=0,
+            le=1 << 30,
+            description="Held-out tokens per source for validation loss at every eval step and at the end "
+            "(the source's validation split from `trainkit prepare`); 0: none",
+        ),
+    ] = 65536
 
     @field_validator("tasks")
     @classmethod

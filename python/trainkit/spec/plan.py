@@ -44,23 +44,13 @@ def flops_per_token(arch: dict, seq_length: int) -> float:
     return 6.0 * (non_embedding + lm_head) + 12.0 * layers * seq_length * d
 
 
-def largest_remainder(total: int, weights: list[float]) -> list[int]:
-    """Split `total` into integers proportional to `weights` (Hamilton's method: exact sum, each within 1)."""
-    s = sum(weights)
-    quotas = [total * w / s for w in weights]
-    counts = [int(q) for q in quotas]
-    order = sorted(range(len(weights)), key=lambda i: (counts[i] - quotas[i], i))
-    for i in order[: total - sum(counts)]:
-        counts[i] += 1
-    return counts
-
-
 @dataclass(frozen=True)
 class SourceShare:
+    """A source's share of the run by weight. How many sequences it gives is the stream's schedule's
+    (`trainkit.data.loader.sequences_needed`), not a rounding of its own here: one rule, the stream's."""
+
     name: str
     weight: float  # normalised
-    sequences: int
-    tokens: int
 
 
 @dataclass(frozen=True)
@@ -107,9 +97,7 @@ def derive_plan(spec: TrainingRunSpec) -> Plan:
             f"training.learningRate warmup ({warmup} steps) is not shorter than the run ({total_steps} steps)"
         )
     total_sequences = total_steps * t.global_batch_size
-    weights = [s.weight for s in d.sources]
-    per_source = largest_remainder(total_sequences, weights)
-    total_w = sum(weights)
+    total_w = sum(s.weight for s in d.sources)
     arch = spec.model.architecture()
     fpt = flops_per_token(arch, d.seq_length)
     return Plan(
@@ -123,7 +111,5 @@ def derive_plan(spec: TrainingRunSpec) -> Plan:
         parameters=parameter_count(arch),
         flops_per_token=fpt,
         total_flops=fpt * total_steps * tokens_per_step,
-        sources=tuple(
-            SourceShare(s.name, s.weight / total_w, n, n * d.seq_length) for s, n in zip(d.sources, per_source)
-        ),
+        sources=tuple(SourceShare(s.name, s.weight / total_w) for s in d.sources),
     )

@@ -80,6 +80,14 @@ class Artifacts(StatusModel):
     logs: str | None = None
 
 
+class DatasetRef(StatusModel):
+    """A source that named a TrainingData: what it resolved to when the run started."""
+
+    dataset: str
+    uri: str
+    fingerprint: str | None = None
+
+
 class TrainingRunStatus(StatusModel):
     phase: Phase = "Pending"
     reason: str | None = None
@@ -95,3 +103,6 @@ class TrainingRunStatus(StatusModel):
     artifacts: Artifacts | None = None
     start_time: str | None = None
     completion_time: str | None = None
+    datasets: dict[str, DatasetRef] | None = Field(
+        None, description="source name -> the TrainingData it named, resolved (fixed once the run starts)"
+    )

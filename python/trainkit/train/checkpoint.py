@@ -77,7 +77,7 @@ def download(output_uri: str, step: int, dest: str | Path, options: StorageOptio
         raise FileNotFoundError(f"{uri}: no readable {MANIFEST}")
     dest = Path(dest)
     for rel in [*manifest.files, MANIFEST]:
-        target = dest / rel
+        target = storage.contained(dest, rel, uri)  # parse_manifest checked it too: never outside `dest`
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(storage.read_bytes(storage.join(uri, rel), options))
     return dest

@@ -8,9 +8,11 @@ memory fit (resources.memoryPerWorker), token shards (data.sources[i].uri), outp
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -19,6 +21,8 @@ from trainkit.spec.models import TrainingRunSpec
 from trainkit.spec.plan import Plan, derive_plan
 from trainkit.storage import StorageOptions
 from trainkit.spec.memory import check_fits
+from trainkit.train import logship
+from trainkit.train.logship import LogPolicy
 
 
 class PreflightError(ValueError):
@@ -45,6 +49,12 @@ def check_shards(spec: TrainingRunSpec, plan: Plan, options: StorageOptions) -> 
 
     missing = []
     for i, src in enumerate(spec.data.sources):
+        if src.uri is None:
+            missing.append(
+                f"spec.data.sources[{i}].dataset ({src.name}): TrainingData {src.dataset!r} is resolved by the "
+                "operator; to train without it, give the source's uri (its shards)"
+            )
+            continue
         uri = storage.join(src.uri, INDEX_FILE)
         try:
             ok = storage.exists(uri, options)
@@ -60,14 +70,39 @@ def check_shards(spec: TrainingRunSpec, plan: Plan, options: StorageOptions) -> 
     from trainkit.data import MixtureLoader
 
     try:
-        MixtureLoader.from_spec(spec, plan, rank=0, world_size=spec.resources.workers, storage=options).close()
+        MixtureLoader.from_spec(spec, plan, rank=0, world_size=spec.resources.workers, options=options).close()
     except (ValueError, OSError) as e:
         raise PreflightError(f"spec.data.sources: {e}") from None
+
+
+def _digest(document: dict) -> str:
+    return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def check_output(spec: TrainingRunSpec, options: StorageOptions) -> None:
     """Write spec.json to the output URI: proves it is reachable and writable, and records the run."""
     uri = artifacts.run_file(spec.output.uri, artifacts.SPEC)
+    document = spec_as_json(spec)
+    digest = _digest(document)
+    # A local run is identified by what it trains: resuming with other resources, scheduling or evals is the
+    # same run (fewer workers continue the exact stream); another model, data or training block is not.
+    trained = _digest({k: v for k, v in document.items() if k not in ("resources", "scheduling", "eval")})
+    mine = artifacts.OwnerRecord(
+        owner=artifacts.owner_of_run(
+            os.environ.get("TRAINKIT_RUN_UID"),
+            os.environ.get("TRAINKIT_RUN_NAMESPACE"),
+            os.environ.get("TRAINKIT_RUN_NAME"),
+            trained,
+        ),
+        spec_hash=digest,
+        created_at=artifacts.now_iso(),
+    )
+    try:
+        problem = artifacts.claim_output(spec.output.uri, mine, options)
+    except Exception as e:  # noqa: BLE001 - any failure here means the output is unusable
+        raise PreflightError(f"spec.output.uri {spec.output.uri} is not writable: {type(e).__name__}: {e}") from None
+    if problem is not None:
+        raise PreflightError(problem)
     try:
         storage.write_bytes(uri, json.dumps(spec_as_json(spec), indent=2, sort_keys=True).encode() + b"\n", options)
     except Exception as e:  # noqa: BLE001 - any failure here means the output is unusable
@@ -101,18 +136,38 @@ def run_training(
     max_failures: int = 0,
     ray_storage: str | None = None,
     checked: bool = False,
+    log_policy: LogPolicy | None = None,
 ) -> TrainedRun:
     """Check (unless `checked`: preflight already passed), then train with Ray Train on the connected
-    Ray cluster (call `ray.init` first)."""
+    Ray cluster (call `ray.init` first). The driver's stdout/stderr (and each worker's, see
+    `loop.train_worker`) go to `<output>/logs/` as the run goes, a failure's traceback included."""
+    plan = derive_plan(spec)
+    options = StorageOptions.from_spec(spec.storage)
+    if not checked:
+        preflight(spec, plan, options)
+    policy = log_policy or LogPolicy()
+    with logship.capture(spec.output.uri, artifacts.DRIVER_LOG, options, policy) as driver_log:
+        try:
+            return _fit_and_eval(spec, plan, options, name, max_failures, ray_storage, policy)
+        except BaseException:
+            driver_log.write(traceback.format_exc().encode())  # for the log only: the caller reports it its way
+            raise
+
+
+def _fit_and_eval(
+    spec: TrainingRunSpec,
+    plan: Plan,
+    options: StorageOptions,
+    name: str,
+    max_failures: int,
+    ray_storage: str | None,
+    log_policy: LogPolicy,
+) -> TrainedRun:
     import ray.train
     from ray.train.torch import TorchTrainer
 
     from trainkit.train.loop import train_worker
 
-    plan = derive_plan(spec)
-    options = StorageOptions.from_spec(spec.storage)
-    if not checked:
-        preflight(spec, plan, options)
     r = spec.resources
     resources = {"CPU": r.cpus_per_worker}
     if r.gpus_per_worker:
@@ -125,6 +180,7 @@ def run_training(
         train_loop_config={
             "spec": spec_as_json(spec),
             "storage": {"endpoint": options.resolved_endpoint(), "region": options.region},
+            "logs": log_policy.as_config(),
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=r.workers, use_gpu=r.gpus_per_worker > 0, resources_per_worker=resources

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import tempfile
 import time
@@ -47,6 +48,20 @@ class InjectedFault(RuntimeError):
     pass
 
 
+class NonFiniteLoss(RuntimeError):
+    """Training diverged (the loss is NaN or infinite): stop rather than train on and checkpoint garbage."""
+
+
+def check_finite_loss(loss: float, step: int) -> None:
+    """Every rank sees the same all-reduced value, so every rank stops together (no one waits in a collective)."""
+    if not math.isfinite(loss):
+        raise NonFiniteLoss(
+            f"the training loss is {loss} at step {step}: training diverged (lower training.learningRate, "
+            "raise warmup, set training.gradientClipping, or use bf16 instead of fp16); no checkpoint of this "
+            "step was written"
+        )
+
+
 @dataclass
 class WorkerContext:
     """Where this worker sits; Ray Train fills it in, the benchmark builds a single-process one."""
@@ -68,8 +83,22 @@ def ray_context() -> WorkerContext:
 
 
 def train_worker(config: dict) -> None:
-    """Ray Train's train_loop_per_worker."""
-    train(config, ray_context())
+    """Ray Train's train_loop_per_worker: `train`, with this worker's stdout/stderr shipped to
+    `<output>/logs/worker-<rank>.*.log` (its traceback too when it raises)."""
+    import traceback
+
+    from trainkit.train import logship
+
+    ctx = ray_context()
+    out = config["spec"]["output"]["uri"]
+    options = StorageOptions(**config.get("storage", {}))
+    policy = logship.LogPolicy.from_config(config.get("logs"))
+    with logship.capture(out, artifacts.worker_log_stream(ctx.rank), options, policy):
+        try:
+            train(config, ctx)
+        except BaseException:
+            traceback.print_exc()  # Ray Train hands the exception to the driver; the worker's own log keeps it too
+            raise
 
 
 # ------------------------------------------------------------------------------------ small parts
@@ -155,7 +184,7 @@ def load_tokenizer_for(spec: TrainingRunSpec):
 def make_loader(spec, plan, rank, world_size, options):
     from trainkit.data import MixtureLoader
 
-    return MixtureLoader.from_spec(spec, plan, rank=rank, world_size=world_size, storage=options)
+    return MixtureLoader.from_spec(spec, plan, rank=rank, world_size=world_size, options=options)
 
 
 # -------------------------------------------------------------------------------------- the loop
@@ -187,6 +216,7 @@ def train(config: dict, ctx: WorkerContext) -> dict:
     schedule = Schedule.from_spec(spec, plan)
     loader = make_loader(spec, plan, rank, world, options)
     writer = ProgressWriter(out, plan.total_steps, plan.tokens_per_step, options) if is_main else None
+    validation = ValidationShell.for_run(spec, out, options, rank, world, device, autocast)
     stream_digest = ""  # running hash of every sequence trained on, in stream order (rank 0)
 
     # 3. resume ----------------------------------------------------------------------------------
@@ -210,6 +240,7 @@ def train(config: dict, ctx: WorkerContext) -> dict:
         stream_digest = state.get("streamDigest", "")
         if writer:
             writer.resume(start)
+        validation.resume(start)
         print(
             f"[trainkit] rank {rank}: resumed from {artifacts.checkpoint_uri(out, start)} "
             f"(sequences consumed {state['data'].get('sequences_consumed')})",
@@ -278,6 +309,9 @@ def train(config: dict, ctx: WorkerContext) -> dict:
         eval_now = periodic_eval_due(step, spec.eval.every_steps, final)
         ckpt_now = step % spec.checkpoint.every_steps == 0 or final or eval_now
         if log_now or ckpt_now:
+            # Before anything is logged or checkpointed: a diverged model is never saved or reported as progress.
+            window_mean = mean_across(window_loss, world) / max(1, window_steps)
+            check_finite_loss(window_mean, step)
             # Every rank's sequence hashes, put back in global stream order by their slots.
             gathered = gather(pending_rows, world)
             pending_rows = []
@@ -286,8 +320,14 @@ def train(config: dict, ctx: WorkerContext) -> dict:
                 for per_step in zip(*gathered):
                     h.update(b"".join(d for _, d in sorted(row for rows in per_step for row in rows)))
                 stream_digest = h.hexdigest()
+        if eval_now or final:  # before the log, so progress.json carries the step's validation loss
+            t_val = time.perf_counter()
+            measured = validation.measure(raw_model, step, step * plan.tokens_per_step)
+            if writer is not None and measured is not None:
+                writer.validation = measured
+            throughput.exclude(time.perf_counter() - t_val)
         if log_now:
-            loss_value = mean_across(window_loss, world) / window_steps
+            loss_value = window_mean
             window_loss.zero_()
             window_steps = 0
             tps = throughput.rate()
@@ -352,6 +392,60 @@ def train(config: dict, ctx: WorkerContext) -> dict:
         "checkpointSeconds": checkpoint_seconds,
         "trainCpuSeconds": loop_cpu - checkpoint_cpu,
     }
+
+
+class ValidationShell:
+    """Held-out validation loss at eval steps and the end (trainkit.train.validation): every rank computes
+    its share of the rows, rank 0 writes validation.jsonl. Inert when the run asks for none."""
+
+    def __init__(self, rows: dict, writer, batch_size: int, rank: int, world: int, device, autocast):
+        self.rows, self.writer, self.batch_size = rows, writer, batch_size
+        self.rank, self.world, self.device, self.autocast = rank, world, device, autocast
+
+    @classmethod
+    def for_run(cls, spec: TrainingRunSpec, out: str, options, rank: int, world: int, device, autocast):
+        from trainkit.train.validation import ValidationWriter, read_validation_rows
+
+        budget = spec.eval.validation_tokens
+        sources = [(s.name, s.shards_uri) for s in spec.data.sources]
+        rows = read_validation_rows(
+            sources, spec.data.seq_length, budget, spec.model.architecture()["vocab_size"], options
+        )
+        if rank == 0 and budget and not rows:
+            print(
+                "[trainkit] no source has a held-out split (re-run `trainkit prepare`): no validation loss", flush=True
+            )
+        writer = ValidationWriter(out, options) if rank == 0 and rows else None
+        return cls(rows, writer, spec.eval.batch_size, rank, world, device, autocast)
+
+    def resume(self, step: int) -> None:
+        if self.writer:
+            self.writer.resume(step)
+
+    def measure(self, model: torch.nn.Module, step: int, tokens: int):
+        """The step's ValidationLine (written by rank 0), or None when the run measures none."""
+        from trainkit.train.validation import summarise, validation_sums
+
+        if not self.rows:
+            return None
+        sums = validation_sums(
+            model,
+            self.rows,
+            device=self.device,
+            batch_size=self.batch_size,
+            rank=self.rank,
+            world=self.world,
+            autocast=self.autocast,
+        )
+        line = summarise(step, tokens, sums)
+        if self.writer:
+            self.writer.write(line)
+            shown = ", ".join(f"{k} {v['loss']:.4f}" for k, v in line["sources"].items())
+            print(
+                f"[trainkit] step {step} validation loss: mean {line.get('mean', float('nan')):.4f} ({shown})",
+                flush=True,
+            )
+        return line
 
 
 def periodic_eval_due(step: int, every_steps: int | None, final: bool) -> bool:

@@ -1,6 +1,7 @@
 """progress.json and metrics.jsonl under the output URI (rank 0 writes), plus throughput and MFU.
 
-progress.json: {step, totalSteps, tokens, loss, tokensPerSecond, mfu, etaSeconds, updatedAt} (the operator
+progress.json: {step, totalSteps, tokens, loss, tokensPerSecond, mfu, etaSeconds, updatedAt, validation}
+(validation: the latest held-out loss, {step, mean, sources: {name: loss}}; the operator
 reads it for `kubectl get trainingruns`). metrics.jsonl: one line per log step (step, loss, lr, gradNorm,
 tokensPerSecond, mfu, sourceSequences, sourceTokens, streamDigest). Object stores cannot append, so the
 writer keeps the lines and rewrites the (small) file; on resume it drops lines past the resumed step,
@@ -13,7 +14,7 @@ import json
 import time
 
 from trainkit import artifacts, storage
-from trainkit.artifacts import METRICS, PROGRESS, MetricsLine, ProgressDoc
+from trainkit.artifacts import METRICS, PROGRESS, MetricsLine, ProgressDoc, ValidationLine
 from trainkit.storage import StorageOptions
 
 # Dense peak FLOP/s per device, by (name fragment, precision). MFU is reported against these.
@@ -64,6 +65,14 @@ def progress_record(metrics: MetricsLine, total_steps: int, tokens_per_step: int
     )
 
 
+def validation_summary(line: ValidationLine) -> dict:
+    """progress.json's `validation`: {step, mean, sources: {name: loss}} of the latest measurement."""
+    out: dict = {"step": line["step"], "sources": {k: v["loss"] for k, v in line.get("sources", {}).items()}}
+    if "mean" in line:
+        out["mean"] = line["mean"]
+    return out
+
+
 def keep_until(lines: list[MetricsLine], step: int) -> list[MetricsLine]:
     """Metrics lines up to and including `step` (the resumed checkpoint): later ones are redone."""
     return [m for m in lines if m.get("step", 0) <= step]
@@ -80,6 +89,7 @@ class ProgressWriter:
             options,
         )
         self.lines: list[MetricsLine] = []
+        self.validation: ValidationLine | None = None  # the latest held-out loss, shown in progress.json
 
     def resume(self, step: int) -> None:
         """Load what an earlier attempt wrote, keeping lines up to `step`."""
@@ -92,6 +102,8 @@ class ProgressWriter:
         record = progress_record(metrics, self.total_steps, self.tokens_per_step)
         if final:
             record["finished"] = True
+        if self.validation is not None:
+            record["validation"] = validation_summary(self.validation)
         storage.write_json(artifacts.run_file(self.output_uri, PROGRESS), record, self.options)
         return record
 
