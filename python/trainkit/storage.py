@@ -526,13 +526,8 @@ def create_exclusive(uri: str, data: bytes, options: StorageOptions | None = Non
     name exists, so a reader never sees a part of it and two writers cannot both win)."""
     if not is_remote(uri):
         path = local_path(uri)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        tmp = _complete_temp_file_beside(path, data)
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
             os.link(tmp, path)
             return True
         except FileExistsError:
@@ -562,7 +557,9 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     write_bytes_atomic_local(Path(path), text.encode())
 
 
-def write_bytes_atomic_local(path: Path, data: bytes) -> None:
+def _complete_temp_file_beside(path: Path, data: bytes) -> str:
+    """A fsynced temporary file holding `data` in `path`'s folder (same file system, so it can be renamed
+    or linked into place); removed again if writing it fails."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -570,6 +567,15 @@ def write_bytes_atomic_local(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def write_bytes_atomic_local(path: Path, data: bytes) -> None:
+    tmp = _complete_temp_file_beside(path, data)
+    try:
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
