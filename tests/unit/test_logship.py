@@ -97,4 +97,22 @@ def test_capture_tees_fds_of_the_process_and_its_children(tmp_path):
     assert "py stderr" in got.stderr
     shipped = storage.read_bytes(artifacts.log_segment_uri(str(out), "driver", 0)).decode()
     assert "py stdout" in shipped and "py stderr" in shipped and "child" in shipped and "after" not in shipped
+    assert shipped.startswith("[trainkit] driver: pid ") and " log started " in shipped.splitlines()[0]
     assert logship.LogPolicy.from_config(LogPolicy(1, 2, 3).as_config()) == LogPolicy(1, 2, 3)
+
+
+def test_a_process_killed_outright_still_has_its_stream(tmp_path):
+    # Ray kills the healthy workers of a failed group with SIGKILL: no finally, no last flush.
+    out = tmp_path / "run"
+    code = (
+        "import os, signal\n"
+        "from trainkit.train import logship\n"
+        f"with logship.capture({str(out)!r}, 'worker-0', None, logship.LogPolicy(60.0, 1 << 20, 4)):\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert got.returncode == -9
+    assert artifacts.list_log_segments(str(out)) == {"worker-0": [0]}
+    first = storage.read_bytes(artifacts.log_segment_uri(str(out), "worker-0", 0)).decode()
+    assert first.startswith("[trainkit] worker-0: pid ") and "log started" in first

@@ -4,6 +4,9 @@
 prints and tracebacks are caught too) through pipes: each byte still goes to where it went before (the pod
 log, the terminal) and into the current segment of `<stream>`. A background thread uploads the segment
 at most every `LogPolicy.flush_seconds` (the delay a reader sees) and once more at exit, failures included.
+A header line (stream, host, pid, start time) is uploaded before the block runs, so every process that started
+has a stream under logs/ even when it is killed outright (Ray kills the other workers of a failed group with
+no chance to flush); only its last `flush_seconds` of output can be lost that way.
 
 Object stores do not append, so a segment is rewritten whole at each flush: segments are rotated at
 `segment_bytes`, and only the newest `max_segments` per stream are kept (the size cap); memory holds at most
@@ -16,8 +19,10 @@ The names are owned by `trainkit.artifacts` (`log_segment_uri`, `list_log_segmen
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 import select
+import socket
 import sys
 import threading
 from collections.abc import Iterator
@@ -58,6 +63,11 @@ def split_into_segments(current: bytes, data: bytes, segment_bytes: int) -> tupl
         sealed.append(buf[:segment_bytes])
         buf = buf[segment_bytes:]
     return sealed, buf
+
+
+def stream_header(stream: str, host: str, pid: int, started: str) -> bytes:
+    """The first line of every capture: which process this stream is (pure)."""
+    return f"[trainkit] {stream}: pid {pid} on {host}, log started {started}\n".encode()
 
 
 def segments_over_cap(indices: list[int], max_segments: int) -> list[int]:
@@ -152,6 +162,9 @@ def capture(
     sys.stderr.flush()
     saved = {fd: os.dup(fd) for fd in (1, 2)}
     shipper = LogShipper(output_uri, stream, options, policy, err_fd=saved[2])
+    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    shipper.write(stream_header(stream, socket.gethostname(), os.getpid(), started))
+    shipper.flush()
     stop, done = threading.Event(), threading.Event()
     pumps, read_fds = [], []
     for fd in (1, 2):
