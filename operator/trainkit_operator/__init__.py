@@ -2,16 +2,20 @@
 
 Layout (KubeRay style: API types apart from controllers, children built by pure functions):
 
-- `config`    OperatorConfig, read once from the environment.
-- `builders`  pure `build_configmap(run, spec)` and `build_rayjob(run, spec, config)`.
-- `decide`    pure `summarize(...)` (the one phase derived from KubeRay's dual status) and `plan_actions(...)`
-              (what the reconcile must do: create, update mutable fields, refuse, nothing).
-- `observe`   reading progress.json, checkpoints and eval summaries from object storage.
-- `handlers`  thin kopf handlers around ONE idempotent `reconcile`; `register(registry, config)`.
-- `api_calls` every Kubernetes API call the operator makes (for the Helm chart's ClusterRole).
-- `bench`     `trainkit bench operator`.
+Layers, top to bottom (import-linter keeps them so; see pyproject.toml):
+
+- `wiring`          the one registration module: kopf settings, every handler, locks and retries.
+- `run_reconcile`   a TrainingRun's ONE idempotent reconcile (read -> decide -> apply).
+- `sweep_reconcile`, `data_reconcile`  the same for TrainingSweeps and TrainingData.
+- `observe`, `kube` reading run outputs from object storage; the one Kubernetes API client (404/409).
+- `decide`          pure: `reads_needed`, `plan_actions` (create, update mutable fields, refuse, nothing)
+                    and `summarize(run, seen, now, parsed, decision)` (the one phase from KubeRay's dual status).
+  `sweeps`, `data_decide` the pure decisions of sweeps and TrainingData.
+- `builders`, `data_builders` pure builders of the children (ConfigMap, RayJob).
+- `config`, `api_calls` OperatorConfig from the environment; every API call made (for the ClusterRole).
+- `bench`           `trainkit bench operator`.
 
 Run it with `python -m trainkit_operator`.
 """
 
-__all__ = ["api_calls", "builders", "config", "decide", "handlers", "observe"]
+__all__ = ["api_calls", "builders", "config", "decide", "observe", "run_reconcile", "wiring"]

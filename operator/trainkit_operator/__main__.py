@@ -13,7 +13,7 @@ import logging
 import kopf
 
 from trainkit_operator.config import OperatorConfig
-from trainkit_operator.handlers import register
+from trainkit_operator.wiring import register
 
 
 def main(argv: list[str] | None = None) -> int:

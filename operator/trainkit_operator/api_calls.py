@@ -39,7 +39,7 @@ API_CALLS: tuple[tuple[str, str, str, str], ...] = (
     ("watch", "apiextensions.k8s.io", "customresourcedefinitions", ""),
     ("list", "", "namespaces", ""),
     ("watch", "", "namespaces", ""),
-    # the sweep controller (sweep_handlers.py): kopf watches sweeps and keeps its annotations on them;
+    # the sweep controller (sweep_reconcile.py): kopf watches sweeps and keeps its annotations on them;
     # our reconcile reads a sweep fresh, writes its status and creates the runs it owns (listing them
     # by the trainkit.dev/sweep label is the trainingruns list above)
     ("list", "trainkit.dev", "trainingsweeps", ""),
@@ -53,7 +53,7 @@ API_CALLS: tuple[tuple[str, str, str, str], ...] = (
     # update on the owner's finalizers subresource.
     ("update", "trainkit.dev", "trainingruns", "finalizers"),
     ("update", "trainkit.dev", "trainingsweeps", "finalizers"),
-    # the TrainingData controller (data_handlers.py): kopf watches them and keeps its annotations on them;
+    # the TrainingData controller (data_reconcile.py): kopf watches them and keeps its annotations on them;
     # our reconcile reads one fresh (also for a run naming it), writes its status, and owns its prepare
     # RayJob and ConfigMap (the rayjobs/configmaps calls above)
     ("list", "trainkit.dev", "trainingdatas", ""),

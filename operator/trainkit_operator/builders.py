@@ -16,6 +16,8 @@ import hashlib
 import json
 from typing import Any
 
+from pydantic import BaseModel
+
 from trainkit.spec.models import TRAINING_RUN_API_VERSION, TrainingRunSpec
 
 from trainkit_operator.config import OperatorConfig
@@ -72,33 +74,47 @@ def rayjob_name(run_name: str) -> str:
     return run_name
 
 
-def spec_document(run: dict, spec: TrainingRunSpec) -> dict:
-    """The TrainingRun document the trainer reads (`trainkit.spec.load_run` accepts it as JSON)."""
-    meta = run["metadata"]
+def spec_file_document(obj: dict, kind: str, spec: BaseModel) -> dict:
+    """The document a job reads from its mounted spec file: the object's kind, name and validated spec."""
+    meta = obj["metadata"]
     return {
         "apiVersion": TRAINING_RUN_API_VERSION,
-        "kind": "TrainingRun",
+        "kind": kind,
         "metadata": {"name": meta["name"], "namespace": meta.get("namespace") or "default"},
         "spec": spec.model_dump(by_alias=True, mode="json", exclude_none=True),
     }
 
 
+def document_json(doc: dict) -> str:
+    """A spec file's text: JSON, read back as JSON (trainkit.spec.load.read_documents)."""
+    return json.dumps(doc, indent=2, sort_keys=True) + "\n"
+
+
+def document_hash(doc: dict) -> str:
+    return hashlib.sha256(document_json(doc).encode()).hexdigest()[:16]
+
+
+def spec_document(run: dict, spec: TrainingRunSpec) -> dict:
+    """The TrainingRun document the trainer reads (`trainkit.spec.load_run` accepts it as JSON)."""
+    return spec_file_document(run, "TrainingRun", spec)
+
+
 def spec_json(run: dict, spec: TrainingRunSpec) -> str:
-    """The spec file the RayJob mounts: JSON, read back as JSON (trainkit.spec.load.read_documents)."""
-    return json.dumps(spec_document(run, spec), indent=2, sort_keys=True) + "\n"
+    return document_json(spec_document(run, spec))
 
 
 def spec_hash(run: dict, spec: TrainingRunSpec) -> str:
-    return hashlib.sha256(spec_json(run, spec).encode()).hexdigest()[:16]
+    return document_hash(spec_document(run, spec))
 
 
-def owner_reference(run: dict) -> dict:
-    meta = run["metadata"]
+def owner_reference_to(obj: dict, kind: str) -> dict:
+    """The controller reference a child carries (garbage-collected with its owner)."""
+    meta = obj["metadata"]
     if not meta.get("uid"):
-        raise ValueError(f"TrainingRun {meta.get('name')!r} has no uid: read it back from the API server first")
+        raise ValueError(f"{kind} {meta.get('name')!r} has no uid: read it back from the API server first")
     return {
-        "apiVersion": run.get("apiVersion") or TRAINING_RUN_API_VERSION,
-        "kind": "TrainingRun",
+        "apiVersion": obj.get("apiVersion") or TRAINING_RUN_API_VERSION,
+        "kind": kind,
         "name": meta["name"],
         "uid": meta["uid"],
         "controller": True,
@@ -106,33 +122,51 @@ def owner_reference(run: dict) -> dict:
     }
 
 
-def common_labels(run: dict, config: OperatorConfig | None = None) -> dict[str, str]:
+def owner_reference(run: dict) -> dict:
+    return owner_reference_to(run, "TrainingRun")
+
+
+def owned_labels(label: str, name: str, component: str, config: OperatorConfig | None = None) -> dict[str, str]:
+    """The labels of every child: the platform's extra labels, then the owner's name under `label`."""
     labels = dict(config.extra_labels) if config else {}
     labels.update(
         {
-            RUN_LABEL: run["metadata"]["name"],
+            label: name,
             "app.kubernetes.io/name": "trainkit",
-            "app.kubernetes.io/component": "training-run",
+            "app.kubernetes.io/component": component,
             "app.kubernetes.io/managed-by": MANAGED_BY,
         }
     )
     return labels
 
 
-def build_configmap(run: dict, spec: TrainingRunSpec, config: OperatorConfig | None = None) -> dict:
-    meta = run["metadata"]
+def common_labels(run: dict, config: OperatorConfig | None = None) -> dict[str, str]:
+    return owned_labels(RUN_LABEL, run["metadata"]["name"], "training-run", config)
+
+
+def child_metadata(owner: dict, kind: str, name: str, labels: dict[str, str], annotations: dict[str, str]) -> dict:
+    return {
+        "name": name,
+        "namespace": owner["metadata"].get("namespace") or "default",
+        "labels": labels,
+        "annotations": annotations,
+        "ownerReferences": [owner_reference_to(owner, kind)],
+    }
+
+
+def spec_configmap(owner: dict, kind: str, name: str, labels: dict[str, str], doc: dict) -> dict:
+    """The ConfigMap that carries a job's spec file (`SPEC_KEY`), annotated with the spec's hash."""
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": {
-            "name": configmap_name(meta["name"]),
-            "namespace": meta.get("namespace") or "default",
-            "labels": common_labels(run, config),
-            "annotations": {SPEC_HASH_ANNOTATION: spec_hash(run, spec)},
-            "ownerReferences": [owner_reference(run)],
-        },
-        "data": {SPEC_KEY: spec_json(run, spec)},
+        "metadata": child_metadata(owner, kind, name, labels, {SPEC_HASH_ANNOTATION: document_hash(doc)}),
+        "data": {SPEC_KEY: document_json(doc)},
     }
+
+
+def build_configmap(run: dict, spec: TrainingRunSpec, config: OperatorConfig | None = None) -> dict:
+    name = configmap_name(run["metadata"]["name"])
+    return spec_configmap(run, "TrainingRun", name, common_labels(run, config), spec_document(run, spec))
 
 
 # ------------------------------------------------------------------------------------- helpers
@@ -165,19 +199,22 @@ def pod_security_context() -> dict:
     }
 
 
-def storage_env(run: dict, spec: TrainingRunSpec, config: OperatorConfig) -> list[dict]:
+def storage_env_entries(endpoint: str | None, region: str | None, secret: str | None) -> list[dict]:
     """Env for object storage: endpoint and region as values, credentials ONLY as secretKeyRefs."""
     env: list[dict] = []
-    endpoint = spec.storage.endpoint or config.default_storage_endpoint
     if endpoint:
         env.append({"name": "AWS_ENDPOINT_URL", "value": endpoint})
-    if spec.storage.region:
-        env.append({"name": "AWS_DEFAULT_REGION", "value": spec.storage.region})
-    secret = credentials_secret(spec, config)
+    if region:
+        env.append({"name": "AWS_DEFAULT_REGION", "value": region})
     if secret:
         for key in CREDENTIAL_KEYS:
             env.append({"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": False}}})
     return env
+
+
+def storage_env(run: dict, spec: TrainingRunSpec, config: OperatorConfig) -> list[dict]:
+    endpoint = spec.storage.endpoint or config.default_storage_endpoint
+    return storage_env_entries(endpoint, spec.storage.region, credentials_secret(spec, config))
 
 
 def credentials_secret(spec: TrainingRunSpec, config: OperatorConfig) -> str | None:
@@ -212,17 +249,37 @@ def node_selector(spec: TrainingRunSpec, config: OperatorConfig) -> dict[str, st
     return dict(spec.resources.node_selector or config.default_node_selector)
 
 
-def _pod_spec(
-    run: dict,
-    spec: TrainingRunSpec,
+def requests_and_limits(cpus: float, memory: str, gpus: int = 0) -> dict:
+    """Requests equal to limits (Guaranteed QoS: Ray's object store and NCCL must not be squeezed)."""
+    res = {"cpu": quantity(cpus), "memory": memory}
+    if gpus:
+        res["nvidia.com/gpu"] = str(gpus)
+    return {"requests": dict(res), "limits": dict(res)}
+
+
+def ray_pod_template(
+    labels: dict[str, str],
     config: OperatorConfig,
     *,
     container: str,
+    image: str,
     resources: dict,
-    node_selector: dict[str, str],
-    gpu_pool: bool,
+    env: list[dict],
+    configmap: str,
+    shared_memory: bool = True,
+    node_selector: dict[str, str] | None = None,
+    tolerations: list[dict] | None = None,
+    pull_secrets: list[str] | None = None,
+    priority_class: str | None = None,
 ) -> dict:
-    image = spec.resources.image or config.trainer_image
+    """A Ray head or worker pod: non-root, the spec file mounted read-only, no service-account token."""
+    mounts = [{"name": "trainkit-spec", "mountPath": SPEC_DIR, "readOnly": True}]
+    volumes: list[dict] = [
+        {"name": "trainkit-spec", "configMap": {"name": configmap, "items": [{"key": SPEC_KEY, "path": SPEC_KEY}]}}
+    ]
+    if shared_memory:  # NCCL and the DataLoader need more /dev/shm than the container default (64 MiB)
+        mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
+        volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory"}})
     pod: dict[str, Any] = {
         "securityContext": pod_security_context(),
         "containers": [
@@ -231,79 +288,35 @@ def _pod_spec(
                 "image": image,
                 "imagePullPolicy": config.image_pull_policy,
                 "resources": resources,
-                "env": container_env(run, spec, config),
-                "volumeMounts": [
-                    {"name": "trainkit-spec", "mountPath": SPEC_DIR, "readOnly": True},
-                    {"name": "dshm", "mountPath": "/dev/shm"},
-                ],
+                "env": env,
+                "volumeMounts": mounts,
                 "securityContext": container_security_context(),
             }
         ],
-        "volumes": [
-            {
-                "name": "trainkit-spec",
-                "configMap": {
-                    "name": configmap_name(run["metadata"]["name"]),
-                    "items": [{"key": SPEC_KEY, "path": SPEC_KEY}],
-                },
-            },
-            {"name": "dshm", "emptyDir": {"medium": "Memory"}},
-        ],
+        "volumes": volumes,
         # Ray pods never talk to the Kubernetes API: no token mounted.
         "automountServiceAccountToken": False,
     }
     if node_selector:
         pod["nodeSelector"] = dict(node_selector)
-    # The GPU pool's tolerations only on pods that belong there: tolerating the taint is what lets a pod land
-    # on a GPU node, and the head (CPU only, long-lived) must never take one.
-    tol = tolerations(spec, config) if gpu_pool else []
-    if tol:
-        pod["tolerations"] = tol
-    if spec.resources.image_pull_secrets:
-        pod["imagePullSecrets"] = [{"name": n} for n in spec.resources.image_pull_secrets]
-    if spec.scheduling.priority_class_name:
-        pod["priorityClassName"] = spec.scheduling.priority_class_name
+    if tolerations:
+        pod["tolerations"] = tolerations
+    if pull_secrets:
+        pod["imagePullSecrets"] = [{"name": n} for n in pull_secrets]
+    if priority_class:
+        pod["priorityClassName"] = priority_class
     if config.service_account:
         pod["serviceAccountName"] = config.service_account
-    return pod
+    return {"metadata": {"labels": labels}, "spec": pod}
 
 
-def head_pod_template(run: dict, spec: TrainingRunSpec, config: OperatorConfig) -> dict:
-    r = spec.resources
-    res = {
-        "requests": {"cpu": quantity(r.head_cpus), "memory": r.head_memory},
-        "limits": {"cpu": quantity(r.head_cpus), "memory": r.head_memory},
-    }
-    # The head runs the driver on CPU nodes: the GPU pool's nodeSelector and tolerations apply to workers only.
-    return {
-        "metadata": {"labels": common_labels(run, config)},
-        "spec": _pod_spec(run, spec, config, container=HEAD_CONTAINER, resources=res, node_selector={}, gpu_pool=False),
-    }
-
-
-def worker_pod_template(run: dict, spec: TrainingRunSpec, config: OperatorConfig) -> dict:
-    r = spec.resources
-    requests = {"cpu": quantity(r.cpus_per_worker), "memory": r.memory_per_worker}
-    limits = dict(requests)
-    if r.gpus_per_worker:
-        gpus = str(r.gpus_per_worker)
-        requests["nvidia.com/gpu"] = gpus
-        limits["nvidia.com/gpu"] = gpus
-    return {
-        "metadata": {"labels": common_labels(run, config)},
-        "spec": _pod_spec(
-            run,
-            spec,
-            config,
-            container=WORKER_CONTAINER,
-            resources={"requests": requests, "limits": limits},
-            node_selector=node_selector(spec, config),
-            gpu_pool=True,
-        ),
-    }
-
-
-def submitter_pod_template(run: dict, spec: TrainingRunSpec, config: OperatorConfig) -> dict:
+def submitter_template(
+    labels: dict[str, str],
+    config: OperatorConfig,
+    image: str,
+    pull_secrets: list[str] | None = None,
+    priority_class: str | None = None,
+) -> dict:
     """The K8sJobMode submitter (`ray job submit`): KubeRay fills the command; we make it non-root and small."""
     pod: dict[str, Any] = {
         "restartPolicy": "Never",
@@ -312,18 +325,97 @@ def submitter_pod_template(run: dict, spec: TrainingRunSpec, config: OperatorCon
         "containers": [
             {
                 "name": "ray-job-submitter",
-                "image": spec.resources.image or config.trainer_image,
+                "image": image,
                 "imagePullPolicy": config.image_pull_policy,
                 "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
                 "securityContext": container_security_context(),
             }
         ],
     }
-    if spec.resources.image_pull_secrets:
-        pod["imagePullSecrets"] = [{"name": n} for n in spec.resources.image_pull_secrets]
-    if spec.scheduling.priority_class_name:
-        pod["priorityClassName"] = spec.scheduling.priority_class_name
-    return {"metadata": {"labels": common_labels(run, config)}, "spec": pod}
+    if pull_secrets:
+        pod["imagePullSecrets"] = [{"name": n} for n in pull_secrets]
+    if priority_class:
+        pod["priorityClassName"] = priority_class
+    return {"metadata": {"labels": labels}, "spec": pod}
+
+
+def ray_cluster_spec(config: OperatorConfig, head: dict, group: str, workers: int, worker: dict) -> dict:
+    """One head and one fixed-size worker group (no autoscaling: a training world has a fixed size)."""
+    return {
+        "rayVersion": config.ray_version,
+        "headGroupSpec": {
+            # num-cpus/num-gpus 0: no task lands on the head (Ray would otherwise detect the node's CPUs
+            # and GPUs); the driver still runs there.
+            "rayStartParams": {"num-cpus": "0", "num-gpus": "0", "dashboard-host": "0.0.0.0"},
+            "template": head,
+        },
+        "workerGroupSpecs": [
+            {
+                "groupName": group,
+                "replicas": workers,
+                "minReplicas": workers,
+                "maxReplicas": workers,
+                "rayStartParams": {},
+                "template": worker,
+            }
+        ],
+    }
+
+
+def rayjob_object(metadata: dict, entrypoint: str, config: OperatorConfig, fields: dict, cluster: dict) -> dict:
+    """A K8sJobMode RayJob whose cluster is shut down when the job ends (kept `ttlSecondsAfterFinished`)."""
+    return {
+        "apiVersion": RAYJOB_API_VERSION,
+        "kind": "RayJob",
+        "metadata": metadata,
+        "spec": {
+            "entrypoint": entrypoint,
+            "submissionMode": "K8sJobMode",
+            "shutdownAfterJobFinishes": True,  # Kueue's webhook requires it; frees the GPUs at the end
+            # ...but keep the finished cluster's pods (and their logs) this long before KubeRay deletes them.
+            "ttlSecondsAfterFinished": config.ray_ttl_seconds_after_finished,
+            **fields,
+            "rayClusterSpec": cluster,
+        },
+    }
+
+
+def run_pod_template(
+    run: dict, spec: TrainingRunSpec, config: OperatorConfig, *, container: str, resources: dict, gpu_pool: bool
+) -> dict:
+    # The GPU pool's nodeSelector and tolerations only on pods that belong there: tolerating the taint is
+    # what lets a pod land on a GPU node, and the head (CPU only, long-lived) must never take one.
+    return ray_pod_template(
+        common_labels(run, config),
+        config,
+        container=container,
+        image=spec.resources.image or config.trainer_image,
+        resources=resources,
+        env=container_env(run, spec, config),
+        configmap=configmap_name(run["metadata"]["name"]),
+        node_selector=node_selector(spec, config) if gpu_pool else None,
+        tolerations=tolerations(spec, config) if gpu_pool else None,
+        pull_secrets=spec.resources.image_pull_secrets,
+        priority_class=spec.scheduling.priority_class_name,
+    )
+
+
+def head_pod_template(run: dict, spec: TrainingRunSpec, config: OperatorConfig) -> dict:
+    r = spec.resources
+    res = requests_and_limits(r.head_cpus, r.head_memory)
+    return run_pod_template(run, spec, config, container=HEAD_CONTAINER, resources=res, gpu_pool=False)
+
+
+def worker_pod_template(run: dict, spec: TrainingRunSpec, config: OperatorConfig) -> dict:
+    r = spec.resources
+    res = requests_and_limits(r.cpus_per_worker, r.memory_per_worker, r.gpus_per_worker)
+    return run_pod_template(run, spec, config, container=WORKER_CONTAINER, resources=res, gpu_pool=True)
+
+
+def submitter_pod_template(run: dict, spec: TrainingRunSpec, config: OperatorConfig) -> dict:
+    image = spec.resources.image or config.trainer_image
+    r, s = spec.resources, spec.scheduling
+    return submitter_template(common_labels(run, config), config, image, r.image_pull_secrets, s.priority_class_name)
 
 
 def scheduling_labels(spec: TrainingRunSpec) -> dict[str, str]:
@@ -339,57 +431,29 @@ def scheduling_labels(spec: TrainingRunSpec) -> dict[str, str]:
 
 
 def build_rayjob(run: dict, spec: TrainingRunSpec, config: OperatorConfig) -> dict:
-    meta = run["metadata"]
     r, s = spec.resources, spec.scheduling
     labels = common_labels(run, config)
     labels.update(scheduling_labels(spec))
-    rayjob_spec: dict[str, Any] = {
-        "entrypoint": ENTRYPOINT,
-        "submissionMode": "K8sJobMode",
-        "shutdownAfterJobFinishes": True,  # Kueue's webhook requires it; frees the GPUs at the end
-        # ...but keep the finished cluster's pods (and their logs) this long before KubeRay deletes them.
-        "ttlSecondsAfterFinished": config.ray_ttl_seconds_after_finished,
+    annotations = {SPEC_HASH_ANNOTATION: spec_hash(run, spec)}
+    if s.suspend:
+        annotations[SUSPENDED_BY_ANNOTATION] = SUSPENDED_BY_SPEC
+    fields: dict[str, Any] = {
         "backoffLimit": s.backoff_limit,
         # Forwarded on create; afterwards Kueue owns it when a queue is named (never fight Kueue).
         "suspend": s.suspend,
         "submitterPodTemplate": submitter_pod_template(run, spec, config),
-        "rayClusterSpec": {
-            "rayVersion": config.ray_version,
-            "headGroupSpec": {
-                # num-cpus/num-gpus 0: no training task lands on the head (Ray would otherwise detect the
-                # node's CPUs and GPUs); the driver still runs there.
-                "rayStartParams": {"num-cpus": "0", "num-gpus": "0", "dashboard-host": "0.0.0.0"},
-                "template": head_pod_template(run, spec, config),
-            },
-            "workerGroupSpecs": [
-                {
-                    "groupName": WORKER_GROUP,
-                    "replicas": r.workers,
-                    "minReplicas": r.workers,
-                    "maxReplicas": r.workers,
-                    "rayStartParams": {},
-                    "template": worker_pod_template(run, spec, config),
-                }
-            ],
-        },
     }
     if s.active_deadline_seconds is not None:
-        rayjob_spec["activeDeadlineSeconds"] = s.active_deadline_seconds
-    annotations = {SPEC_HASH_ANNOTATION: spec_hash(run, spec)}
-    if s.suspend:
-        annotations[SUSPENDED_BY_ANNOTATION] = SUSPENDED_BY_SPEC
-    return {
-        "apiVersion": RAYJOB_API_VERSION,
-        "kind": "RayJob",
-        "metadata": {
-            "name": rayjob_name(meta["name"]),
-            "namespace": meta.get("namespace") or "default",
-            "labels": labels,
-            "annotations": annotations,
-            "ownerReferences": [owner_reference(run)],
-        },
-        "spec": rayjob_spec,
-    }
+        fields["activeDeadlineSeconds"] = s.active_deadline_seconds
+    cluster = ray_cluster_spec(
+        config,
+        head_pod_template(run, spec, config),
+        WORKER_GROUP,
+        r.workers,
+        worker_pod_template(run, spec, config),
+    )
+    metadata = child_metadata(run, "TrainingRun", rayjob_name(run["metadata"]["name"]), labels, annotations)
+    return rayjob_object(metadata, ENTRYPOINT, config, fields, cluster)
 
 
 # --------------------------------------------------------------------- mutable fields of a RayJob

@@ -25,7 +25,7 @@ from trainkit.spec.data import (
     content_hash,
 )
 from trainkit.spec.data import resolved_uri as data_uri
-from trainkit.spec.status import Condition
+from trainkit.spec.status import Condition, previous_status_of
 from trainkit.storage import is_remote
 
 from trainkit_operator.config import OperatorConfig
@@ -43,13 +43,7 @@ class DataDecision:
 
 
 def previous_data_status(data: Mapping) -> TrainingDataStatus | None:
-    raw = data.get("status") or {}
-    if not raw.get("phase"):
-        return None
-    try:
-        return TrainingDataStatus.model_validate(raw)
-    except Exception:  # noqa: BLE001 - a malformed old status is replaced, never fatal
-        return None
+    return previous_status_of(data, TrainingDataStatus)
 
 
 def data_cluster_error(spec: TrainingDataSpec) -> str | None:

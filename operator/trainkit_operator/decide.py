@@ -4,7 +4,7 @@ Nothing here talks to the API server, the object store or the clock (`now` is an
 - `plan_actions(...)`  -> Decision: create the ConfigMap + RayJob, update allowed mutable fields,
                           refuse immutable changes (never half-applied), or do nothing (terminal runs).
 - `derive_phase(...)`  -> the ONE phase shown to users, from KubeRay's dual status (kuberay#2314).
-- `summarize(...)`     -> the whole TrainingRunStatus: phase, KubeRay's enums verbatim, conditions
+- `summarize(run, seen, now, parsed, decision)` -> the whole TrainingRunStatus: phase, KubeRay's enums verbatim, conditions
                           (always all of them), progress, last checkpoint, eval summary, artifacts.
 
 Terminal phases are sticky: once a run is Succeeded or Failed the operator never creates, updates or
@@ -33,6 +33,7 @@ from trainkit.spec.status import (
     EvalSummary,
     Progress,
     TrainingRunStatus,
+    previous_status_of,
 )
 from trainkit.storage import endpoint_refusal, is_remote
 
@@ -73,13 +74,7 @@ KUBERAY_TERMINAL_DEPLOYMENT = ("Complete", "Failed", "ValidationFailed")
 
 # ------------------------------------------------------------------------------------ helpers
 def previous_status(run: dict) -> TrainingRunStatus | None:
-    raw = run.get("status") or {}
-    if not raw.get("phase"):
-        return None
-    try:
-        return TrainingRunStatus.model_validate(raw)
-    except Exception:  # noqa: BLE001 - a malformed old status is replaced, never fatal
-        return None
+    return previous_status_of(run, TrainingRunStatus)
 
 
 def is_sticky_terminal(status: TrainingRunStatus | None) -> TypeGuard[TrainingRunStatus]:
@@ -551,31 +546,106 @@ def artifacts_for(output_uri: str) -> Artifacts:
     )
 
 
-def summarize(
-    run: dict,
-    rayjob: dict | None,
-    progress: Mapping[str, Any] | None,
-    eval_summary: Mapping[str, Any] | None,
-    now: str,
-    *,
-    spec: TrainingRunSpec | None = None,
-    total_steps: int | None = None,
-    spec_error: str | None = None,
-    checkpoint: dict | None = None,
-    pods: list[dict] | None = None,
-    decision: Decision | None = None,
-    workloads: list[dict] | None = None,
-    rayjob_events: list[dict] | None = None,
-    storage_problems: tuple[str, ...] | None = None,
-) -> TrainingRunStatus:
-    """The TrainingRun status from what was observed. Pure: same inputs, same status.
+SecretState = Literal["present", "missing", "forbidden"]
+
+
+def secret_check_needed(secret: str | None, rayjob: dict | None) -> TypeGuard[str]:
+    """The Secret matters before the RayJob exists; afterwards a vanished Secret shows as the pods'
+    CreateContainerConfigError (surfaced while Initializing). Saves a GET per timer tick."""
+    return bool(secret) and rayjob is None
+
+
+def secret_spec_error(secret: str, ns: str, state: SecretState) -> str | None:
+    """The spec error for a credentials Secret the run cannot use (None when it is there)."""
+    if state == "forbidden":  # a spec error, not a retry: the chart decides which Secrets are readable
+        return (
+            f"spec.storage.credentialsSecret: the operator may not read Secret {secret!r} in namespace "
+            f"{ns!r} (403 Forbidden); name a Secret the chart allows, or add it to the chart's "
+            "rbac.secretNames (or set rbac.allSecretNames)"
+        )
+    if state == "missing":
+        return (
+            f"spec.storage.credentialsSecret: Secret {secret!r} does not exist in namespace {ns!r}; "
+            "create it with keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+        )
+    return None
+
+
+@dataclass(frozen=True)
+class Reads:
+    """What the reconcile reads after applying its decision, chosen from the RayJob it holds."""
+
+    storage: bool = False  # progress, checkpoint, eval summary: the job has started
+    pods_of_cluster: str | None = None  # why a cluster is slow to start (image pulls, missing Secrets)
+    rayjob_events: bool = False  # KubeRay < 1.5 reports a RayJob it rejects only as Warning Events
+    workloads_of: str | None = None  # the uid of a RayJob Kueue holds: its Workload says why not admitted
+
+
+STARTED_JOB_STATUSES = ("RUNNING", "SUCCEEDED", "FAILED", "STOPPED")
+STARTED_DEPLOYMENT_STATUSES = ("Running", "Complete", "Failed")
+
+
+def reads_needed(rayjob: dict | None, spec_valid: bool) -> Reads:
+    """Only what the status can use this time: each extra read is one API call per run per tick."""
+    if rayjob is None or not spec_valid:
+        return Reads()
+    st = rayjob.get("status") or {}
+    jds = st.get("jobDeploymentStatus")
+    started = st.get("jobStatus") in STARTED_JOB_STATUSES or jds in STARTED_DEPLOYMENT_STATUSES
+    starting = not started and jds in ("Initializing", "Retrying") and bool(st.get("rayClusterName"))
+    held = bool((rayjob.get("spec") or {}).get("suspend")) and kueue_queue(rayjob)
+    uid = (rayjob.get("metadata") or {}).get("uid")
+    return Reads(
+        storage=started,
+        pods_of_cluster=st["rayClusterName"] if starting else None,
+        rayjob_events=not started and not jds,
+        workloads_of=uid if held and uid else None,
+    )
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What one reconcile saw. None means "not read this time": the status keeps what it showed
+    (a failed S3 read never erases progress).
 
     `progress` is progress.json, `eval_summary` the highest eval/step-*/summary.json, `checkpoint`
-    {step, uri} of the newest complete checkpoint; None means "not read this time" and keeps what the
-    previous status showed (a failed S3 read never erases progress). `storage_problems` is why reads
-    failed this time (() when they all went through, None when none were attempted): the
-    StorageReadable condition, shown once a read has failed.
+    {step, uri} of the newest complete checkpoint; `pods`, `workloads` and `rayjob_events` are read
+    only when `reads_needed` asks for them. `storage_problems` is why storage reads failed this time
+    (() when they all went through, None when none were attempted).
     """
+
+    rayjob: dict | None = None
+    progress: Mapping[str, Any] | None = None
+    eval_summary: Mapping[str, Any] | None = None
+    checkpoint: dict | None = None
+    pods: list[dict] | None = None
+    workloads: list[dict] | None = None
+    rayjob_events: list[dict] | None = None
+    storage_problems: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class SpecView:
+    """The run's spec as parsed this time: the valid spec and its step count, or why it is invalid."""
+
+    spec: TrainingRunSpec | None = None
+    total_steps: int | None = None
+    error: str | None = None
+
+
+def summarize(
+    run: dict, seen: Observation, now: str, parsed: SpecView = SpecView(), decision: Decision | None = None
+) -> TrainingRunStatus:
+    """The TrainingRun status from what was observed and decided. Pure: same inputs, same status.
+    A StorageReadable condition is shown once a storage read has failed."""
+    rayjob, progress, eval_summary, checkpoint = seen.rayjob, seen.progress, seen.eval_summary, seen.checkpoint
+    spec, total_steps, spec_error = parsed.spec, parsed.total_steps, parsed.error
+    pods, workloads, rayjob_events, storage_problems = (
+        seen.pods,
+        seen.workloads,
+        seen.rayjob_events,
+        seen.storage_problems,
+    )
     prev = previous_status(run)
     if is_sticky_terminal(prev):
         return prev

@@ -96,14 +96,26 @@ def test_a_failed_read_keeps_the_last_status_and_says_why():
     run = {"metadata": {"name": "r1", "namespace": "b", "generation": 1}, "spec": {}}
     spec = _spec()
     rayjob = {"metadata": {"name": "r1"}, "status": {"jobStatus": "RUNNING", "jobDeploymentStatus": "Running"}}
-    good = decide.summarize(run, rayjob, {"step": 40, "loss": 3.0}, None, "t1", spec=spec, storage_problems=())
+    good = decide.summarize(
+        run,
+        decide.Observation(rayjob=rayjob, progress={"step": 40, "loss": 3.0}, storage_problems=()),
+        "t1",
+        decide.SpecView(spec=spec),
+    )
     run["status"] = decide.status_patch(good)
     problem = "s3://tenant-b/runs/r1/progress.json is too large: 209715200 bytes > the 1048576-byte cap"
-    later = decide.summarize(run, rayjob, None, None, "t2", spec=spec, storage_problems=(problem,))
+    later = decide.summarize(
+        run, decide.Observation(rayjob=rayjob, storage_problems=(problem,)), "t2", decide.SpecView(spec=spec)
+    )
     assert later.progress == good.progress and later.progress is not None and later.progress.step == 40
     (cond,) = [c for c in later.conditions if c.type == "StorageReadable"]
     assert cond.status == "False" and "progress.json is too large" in cond.message
     run["status"] = decide.status_patch(later)
-    healed = decide.summarize(run, rayjob, {"step": 41}, None, "t3", spec=spec, storage_problems=())
+    healed = decide.summarize(
+        run,
+        decide.Observation(rayjob=rayjob, progress={"step": 41}, storage_problems=()),
+        "t3",
+        decide.SpecView(spec=spec),
+    )
     (cond,) = [c for c in healed.conditions if c.type == "StorageReadable"]
     assert cond.status == "True" and healed.progress is not None and healed.progress.step == 41

@@ -111,7 +111,7 @@ def running_operator(server, config=None, timeout: float = 120):
     import kopf
     from kopf.testing import KopfRunner
 
-    from trainkit_operator.handlers import register
+    from trainkit_operator.wiring import register
 
     registry = kopf.OperatorRegistry()
     token = getattr(server, "operator_token", None) or "kubeapi-test-token"

@@ -13,7 +13,7 @@ import pytest
 
 from support.hostile_s3 import Hostile, HostileS3
 from trainkit.spec.load import parse_spec
-from trainkit_operator import decide, handlers
+from trainkit_operator import decide, run_reconcile
 from trainkit_operator.config import OperatorConfig
 
 from test_operator_support import PLANTED, seed_doc
@@ -64,8 +64,8 @@ def _config(endpoint: str) -> OperatorConfig:
 def test_each_run_is_read_with_its_own_namespaces_key(tenants):
     kube, s3 = tenants
     config = _config(s3.endpoint)
-    a = handlers.observe_storage(kube, "team-a", _spec("s3://team-a"), config)
-    b = handlers.observe_storage(kube, "team-b", _spec("s3://team-b"), config)
+    a = run_reconcile.observe_storage(kube, "team-a", _spec("s3://team-a"), config)
+    b = run_reconcile.observe_storage(kube, "team-b", _spec("s3://team-b"), config)
     assert a.progress is not None and a.progress["step"] == 111
     assert b.progress is not None and b.progress["step"] == 222
     used = {(kid, path) for kid, _, path in s3.state.requests}
@@ -78,7 +78,7 @@ def test_each_run_is_read_with_its_own_namespaces_key(tenants):
 def test_b_pointing_at_as_prefix_reads_nothing_of_a(tenants):
     kube, s3 = tenants
     config = _config(s3.endpoint)
-    seen = handlers.observe_storage(kube, "team-b", _spec("s3://team-a"), config)
+    seen = run_reconcile.observe_storage(kube, "team-b", _spec("s3://team-a"), config)
     assert seen.progress is None and seen.problems  # B's key is denied on A's bucket
     assert {kid for kid, _, _ in s3.state.requests} == {KEYS["team-b"][0]}
 
@@ -94,7 +94,7 @@ def test_b_naming_as_secret_gets_no_key_from_as_namespace(tenants, kube_api):
         }
     )
     spec = _spec("s3://team-a", **{"storage.credentialsSecret": "team-a-only"})
-    seen = handlers.observe_storage(kube, "team-b", spec, _config(s3.endpoint))
+    seen = run_reconcile.observe_storage(kube, "team-b", spec, _config(s3.endpoint))
     assert seen.progress is None
     assert seen.problems == ("Secret 'team-a-only' does not exist in namespace 'team-b'",)
     assert s3.state.requests == []  # nothing was read, with any key
@@ -125,5 +125,5 @@ def test_no_secret_and_no_default_is_refused_in_secret_per_namespace_mode(tenant
     # workload identity: allowed, and the operator reads nothing itself (it holds no key for the run)
     wi = OperatorConfig(default_storage_endpoint=s3.endpoint, credentials_mode="workloadIdentity")
     assert decide.storage_spec_error(spec, wi) is None
-    seen = handlers.observe_storage(tenants[0], "team-a", spec, wi)
+    seen = run_reconcile.observe_storage(tenants[0], "team-a", spec, wi)
     assert seen.problems is None and seen.progress is None and s3.state.requests == []

@@ -290,7 +290,7 @@ def test_dockerignore_lets_in_exactly_what_the_dockerfiles_copy():
     for src in copied:
         assert not dockerignored(src, lines), f"{src} is COPYed but .dockerignore excludes it"
         assert (REPO / src).exists(), src
-    for inside in ("python/trainkit/spec/models.py", "operator/trainkit_operator/handlers.py"):
+    for inside in ("python/trainkit/spec/models.py", "operator/trainkit_operator/wiring.py"):
         assert not dockerignored(inside, lines)
     for outside in (
         ".venv/bin/python",

@@ -216,7 +216,9 @@ def test_1_a_rayjob_suspended_by_kueue_without_a_queue_label_is_never_unsuspende
     assert not any(op["path"] == "/spec/suspend" for op in d.patch), d
     # every timer tick decides the same: the operator and Kueue never fight
     assert decide.plan_actions(run, spec, None, rj, _cm(run), OperatorConfig()).patch == d.patch
-    st = decide.summarize(run, rj, None, None, "2026-12-03T00:00:00Z", spec=spec, decision=d)
+    st = decide.summarize(
+        run, decide.Observation(rayjob=rj), "2026-12-03T00:00:00Z", decide.SpecView(spec=spec), decision=d
+    )
     assert st.phase == "Suspended" and st.reason == "SuspendedExternally" and "manageJobsWithoutQueueName" in st.message
 
 
@@ -244,12 +246,9 @@ def test_3_an_unknown_kuberay_value_is_kept_verbatim_and_never_crashes(field, va
     rj["status"] = {"jobStatus": "RUNNING", "jobDeploymentStatus": "Running"}
     running = decide.summarize(
         run,
-        rj,
-        None,
-        None,
+        decide.Observation(rayjob=rj),
         "2026-12-03T00:00:00Z",
-        spec=spec,
-        total_steps=plan.total_steps,
+        decide.SpecView(spec=spec, total_steps=plan.total_steps),
         decision=decide.Decision("none"),
     )
     assert running.phase == "Running"
@@ -258,12 +257,9 @@ def test_3_an_unknown_kuberay_value_is_kept_verbatim_and_never_crashes(field, va
     rj["status"][field] = value
     st = decide.summarize(
         run,
-        rj,
-        None,
-        None,
+        decide.Observation(rayjob=rj),
         "2026-12-03T00:01:00Z",
-        spec=spec,
-        total_steps=plan.total_steps,
+        decide.SpecView(spec=spec, total_steps=plan.total_steps),
         decision=decide.Decision("none"),
     )
     assert st.phase == "Running"  # the last known phase, not a guess and not terminal

@@ -44,8 +44,9 @@ def rayjob_for(run: dict, js: str = "", jds: str = "", suspend: bool = False, **
 
 def summarize(run, rj, progress=None, ev=None, now=NOW, **kw):
     spec, plan = parse_spec(run["spec"])
-    kw.setdefault("decision", decide.Decision("none"))
-    return decide.summarize(run, rj, progress, ev, now, spec=spec, total_steps=plan.total_steps, **kw)
+    decision = kw.pop("decision", decide.Decision("none"))
+    seen = decide.Observation(rayjob=rj, progress=progress, eval_summary=ev, **kw)
+    return decide.summarize(run, seen, now, decide.SpecView(spec=spec, total_steps=plan.total_steps), decision)
 
 
 def with_status(run: dict, status: TrainingRunStatus) -> dict:
@@ -218,11 +219,9 @@ def test_invalid_spec_is_failed_with_condition_and_recoverable_before_anything_r
     run = seed_run()
     st = decide.summarize(
         run,
-        None,
-        None,
-        None,
+        decide.Observation(),
         NOW,
-        spec_error="spec.storage.credentialsSecret: Secret 'x' does not exist",
+        decide.SpecView(error="spec.storage.credentialsSecret: Secret 'x' does not exist"),
         decision=decide.Decision("invalid"),
     )
     assert st.phase == "Failed" and st.reason == "InvalidSpec"
@@ -413,7 +412,7 @@ def test_an_edit_that_makes_the_spec_invalid_is_refused_not_fatal_for_a_live_run
     running = with_status(run, summarize(run, rj))
     d = decide.plan_actions(running, None, "spec: warmup too long", rj, cm_for(run), CFG)
     assert d.action == "refuse" and "warmup too long" in d.message and d.patch == []
-    st = decide.summarize(running, rj, None, None, LATER, decision=d)
+    st = decide.summarize(running, decide.Observation(rayjob=rj), LATER, decision=d)
     assert st.phase == "Running"
     assert next(c for c in st.conditions if c.type == "SpecApplied").status == "False"
     # before anything exists the same error is an invalid spec
@@ -450,3 +449,34 @@ def test_huge_numbers_and_unbounded_task_lists_in_artifacts_are_bounded_in_the_s
     assert patch["progress"]["loss"] == 3.0
     assert len(patch["eval"]["tasks"]) <= decide.MAX_STATUS_TASKS
     assert all(len(k) <= decide.MAX_TASK_NAME for k in patch["eval"]["tasks"])
+
+
+@pytest.mark.parametrize(
+    "js,jds,suspend,want",
+    [
+        ("", "", False, decide.Reads(rayjob_events=True)),  # KubeRay 1.4 rejections show only as Events
+        ("", "Initializing", False, decide.Reads(pods_of_cluster="c1")),
+        ("", "Retrying", False, decide.Reads(pods_of_cluster="c1")),
+        ("RUNNING", "Running", False, decide.Reads(storage=True)),
+        ("SUCCEEDED", "Complete", False, decide.Reads(storage=True)),
+        ("", "Suspended", True, decide.Reads(workloads_of="uid-1")),  # Kueue holds it: why not admitted
+        ("PENDING", "Initializing", True, decide.Reads(pods_of_cluster="c1", workloads_of="uid-1")),
+    ],
+)
+def test_reads_needed_asks_only_for_what_the_status_can_use(js, jds, suspend, want):
+    run = seed_run()
+    rj = rayjob_for(run, js, jds, suspend=suspend, rayClusterName="c1")
+    rj["metadata"]["uid"] = "uid-1"
+    assert decide.reads_needed(rj, spec_valid=True) == want
+    assert decide.reads_needed(rj, spec_valid=False) == decide.Reads()
+    assert decide.reads_needed(None, spec_valid=True) == decide.Reads()
+
+
+def test_secret_errors_name_the_field_the_secret_and_the_fix():
+    missing = decide.secret_spec_error("s3", "team-a", "missing")
+    assert missing and missing.startswith("spec.storage.credentialsSecret: Secret 's3' does not exist")
+    forbidden = decide.secret_spec_error("s3", "team-a", "forbidden")
+    assert forbidden and "403 Forbidden" in forbidden and "rbac.secretNames" in forbidden
+    assert decide.secret_spec_error("s3", "team-a", "present") is None
+    assert decide.secret_check_needed("s3", None) and not decide.secret_check_needed("s3", {"metadata": {}})
+    assert not decide.secret_check_needed(None, None)

@@ -337,7 +337,7 @@ def test_rayjob_deleted_after_it_was_seen_is_lost_not_recreated():
     seen = with_status(run, summarize(run, rayjob_for(run, "RUNNING", "Running")))
     d = decide.plan_actions(seen, spec_of(run), None, None, cm_for(run), CFG)
     assert d.action == "lost" and d.rayjob is None
-    st = decide.summarize(seen, None, None, None, NOW, spec=spec_of(run), decision=d)
+    st = decide.summarize(seen, decide.Observation(), NOW, decide.SpecView(spec=spec_of(run)), decision=d)
     assert (st.phase, st.reason, st.ray_job_name, st.job_status) == (
         "Failed",
         "RayJobDeleted",
@@ -443,7 +443,7 @@ def test_refusal_messages_say_why_for_each_kind_of_field():
 
 def test_condition_messages_are_capped_at_32768_characters():
     run = seed_run()
-    st = decide.summarize(run, None, None, None, NOW, spec_error="x" * 40_000)
+    st = decide.summarize(run, decide.Observation(), NOW, decide.SpecView(error="x" * 40_000))
     valid = next(c for c in st.conditions if c.type == "SpecValid")
     assert (valid.status, valid.reason, len(valid.message)) == ("False", "InvalidSpec", 32768)
 
@@ -506,14 +506,22 @@ def test_a_refused_edit_stays_visible_until_a_decision_says_otherwise():
     edited = seed_run(**{"resources.workers": 5})
     refusal = decide.plan_actions(edited, spec_of(edited), None, rj, cm_for(run), CFG)
     refused = with_status(edited, summarize(edited, rj, decision=refusal))
-    kept = decide.summarize(refused, rj, None, None, NOW, spec=spec_of(edited), decision=None)
+    kept = decide.summarize(
+        refused, decide.Observation(rayjob=rj), NOW, decide.SpecView(spec=spec_of(edited)), decision=None
+    )
     applied = next(c for c in kept.conditions if c.type == "SpecApplied")
     assert (applied.status, applied.reason, applied.message) == ("False", "ImmutableFieldChanged", refusal.message)
     fine = with_status(run, summarize(run, rj))
-    kept = decide.summarize(fine, rj, None, None, NOW, spec=spec_of(run), decision=None)
+    kept = decide.summarize(fine, decide.Observation(rayjob=rj), NOW, decide.SpecView(spec=spec_of(run)), decision=None)
     applied = next(c for c in kept.conditions if c.type == "SpecApplied")
     assert (applied.status, applied.reason) == ("True", "Applied")
-    cleared = decide.summarize(refused, rj, None, None, NOW, spec=spec_of(run), decision=decide.Decision("none"))
+    cleared = decide.summarize(
+        refused,
+        decide.Observation(rayjob=rj),
+        NOW,
+        decide.SpecView(spec=spec_of(run)),
+        decision=decide.Decision("none"),
+    )
     assert next(c for c in cleared.conditions if c.type == "SpecApplied").status == "True"
 
 
@@ -536,7 +544,9 @@ def test_a_lost_rayjob_keeps_both_kuberay_statuses():
     run = seed_run()
     seen = with_status(run, summarize(run, rayjob_for(run, "RUNNING", "Running")))
     d = decide.plan_actions(seen, spec_of(run), None, None, cm_for(run), CFG)
-    st = decide.summarize(seen, None, None, None, NOW, spec=spec_of(run), decision=d)
+    st = decide.summarize(seen, decide.Observation(), NOW, decide.SpecView(spec=spec_of(run)), decision=d)
     assert (st.job_status, st.job_deployment_status) == ("RUNNING", "Running")
-    fresh = decide.summarize(seen, None, None, None, NOW, spec=spec_of(run), decision=decide.Decision("create"))
+    fresh = decide.summarize(
+        seen, decide.Observation(), NOW, decide.SpecView(spec=spec_of(run)), decision=decide.Decision("create")
+    )
     assert (fresh.job_status, fresh.job_deployment_status, fresh.ray_job_name) == (None, None, None)

@@ -33,31 +33,25 @@ def run(args) -> int:
     from trainkit.data.prepare import (
         DEFAULT_HOLDOUT_FRACTION,
         DEFAULT_SHARD_TOKENS,
-        PrepareError,
-        ensure_ray,
+        prepare_errors,
+        ray_for_prepare,
         run_prepare,
     )
-    from trainkit.data.shards import DataError
-    from trainkit.data.tokenizer import TokenizerError
-    from trainkit.storage import StorageError, StorageOptions
+    from trainkit.storage import StorageOptions
 
-    started = ensure_ray(args.num_cpus)
+    holdout = DEFAULT_HOLDOUT_FRACTION if args.holdout_fraction is None else args.holdout_fraction
     try:
-        run_prepare(
-            args.input,
-            args.output,
-            tokenizer_name=args.tokenizer,
-            shard_tokens=args.shard_tokens or DEFAULT_SHARD_TOKENS,
-            holdout_fraction=DEFAULT_HOLDOUT_FRACTION if args.holdout_fraction is None else args.holdout_fraction,
-            options=StorageOptions(endpoint=args.endpoint),
-            log=lambda line: print(line, flush=True),
-        )
-    except (PrepareError, DataError, TokenizerError, StorageError, FileNotFoundError) as e:
+        with ray_for_prepare(args.num_cpus):
+            run_prepare(
+                args.input,
+                args.output,
+                tokenizer_name=args.tokenizer,
+                shard_tokens=args.shard_tokens or DEFAULT_SHARD_TOKENS,
+                holdout_fraction=holdout,
+                options=StorageOptions(endpoint=args.endpoint),
+                log=lambda line: print(line, flush=True),
+            )
+    except prepare_errors() as e:
         print(f"trainkit prepare: error: {e}", file=sys.stderr)
         return 1
-    finally:
-        if started:
-            import ray
-
-            ray.shutdown()
     return 0

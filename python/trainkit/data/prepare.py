@@ -18,13 +18,14 @@ the operator shows it in the TrainingData's status.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
 import sys
 import time
 from typing import Any
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -578,6 +579,27 @@ def _prepare(
         f"{len(shards)} shard(s), {doc['validation']['tokens']:,} held-out tokens, {seconds:.1f} s ({doc['totalTokens'] / max(seconds, 1e-9) / 1e6:.2f}M tokens/s)"
     )
     return doc
+
+
+def prepare_errors() -> tuple[type[Exception], ...]:
+    """What a prepare can fail with that is the input's or the store's fault: reported, never a traceback."""
+    from trainkit.data.shards import DataError
+    from trainkit.data.tokenizer import TokenizerError
+
+    return (PrepareError, DataError, TokenizerError, storage.StorageError, FileNotFoundError)
+
+
+@contextlib.contextmanager
+def ray_for_prepare(num_cpus: int | None = None) -> Iterator[None]:
+    """Ray for the block (`ensure_ray`), shut down afterwards only if this started it."""
+    started = ensure_ray(num_cpus)
+    try:
+        yield
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
 
 
 def ensure_ray(num_cpus: int | None = None) -> bool:

@@ -53,22 +53,14 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as e:
         print(str(e), file=sys.stderr)
         return 2
-    from trainkit.data.prepare import PrepareError, ensure_ray
-    from trainkit.data.shards import DataError
-    from trainkit.data.tokenizer import TokenizerError
-    from trainkit.storage import StorageError
+    from trainkit.data.prepare import prepare_errors, ray_for_prepare
 
-    started = ensure_ray()
     try:
-        prepare_data(spec, log=lambda line: print(line, flush=True))
-    except (PrepareError, DataError, TokenizerError, StorageError, FileNotFoundError) as e:
+        with ray_for_prepare():
+            prepare_data(spec, log=lambda line: print(line, flush=True))
+    except prepare_errors() as e:
         print(f"prepare: error: {e}", file=sys.stderr)
         return 1
-    finally:
-        if started:
-            import ray
-
-            ray.shutdown()
     return 0
 
 

@@ -20,7 +20,14 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-from trainkit.spec.models import DNS1035_LABEL, DNS1123_LABEL, QUANTITY, SpecModel, StorageSpec, check_uri
+from trainkit.spec.models import (
+    DNS1123_LABEL,
+    QUANTITY,
+    SpecModel,
+    StorageSpec,
+    check_uri,
+    object_name,
+)
 from trainkit.spec.status import Condition
 
 MAX_DATA_NAME_LENGTH = 35  # its prepare RayJob is "data-NAME": within the 40 a run may have (see models.py)
@@ -145,12 +152,7 @@ class DataMetadata(SpecModel):
     @field_validator("name")
     @classmethod
     def dns_label(cls, v: str) -> str:
-        if len(v) > MAX_DATA_NAME_LENGTH or not re.fullmatch(DNS1035_LABEL, v):
-            raise ValueError(
-                f"'{v}' must be a DNS-1035 label of at most {MAX_DATA_NAME_LENGTH} characters "
-                "(its prepare RayJob's names derive from it)"
-            )
-        return v
+        return object_name(v, MAX_DATA_NAME_LENGTH, "its prepare RayJob's names derive from it")
 
 
 class TrainingData(BaseModel):

@@ -25,6 +25,20 @@ TRAINING_RUN_API_VERSION = f"{API_GROUP}/{API_VERSION}"
 # starting with a letter). 40 keeps every derived name and label value legal.
 MAX_RUN_NAME_LENGTH = 40
 DNS1035_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+
+
+def object_name(v: str, max_length: int, why: str) -> str:
+    """An object name from which child names derive: a DNS-1035 label of at most `max_length` characters."""
+    if len(v) > max_length:
+        raise ValueError(f"'{v}' is {len(v)} characters; at most {max_length}, because {why}")
+    if not re.fullmatch(DNS1035_LABEL, v):
+        raise ValueError(
+            f"'{v}' is not a DNS-1035 label (lower-case letters, digits and '-', starting with a letter, "
+            "ending with a letter or digit)"
+        )
+    return v
+
+
 DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 SOURCE_NAME = r"^[a-z0-9]([-_a-z0-9]*[a-z0-9])?$"
 QUANTITY = r"^([0-9]+(\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E|m)?$"
@@ -403,17 +417,8 @@ class ObjectMeta(BaseModel):
     @field_validator("name")
     @classmethod
     def dns_label(cls, v: str) -> str:
-        if len(v) > MAX_RUN_NAME_LENGTH:
-            raise ValueError(
-                f"'{v}' is {len(v)} characters; at most {MAX_RUN_NAME_LENGTH}, because the RayJob, "
-                "RayCluster and Service names and label values derived from it must stay within 63"
-            )
-        if not re.fullmatch(DNS1035_LABEL, v):
-            raise ValueError(
-                f"'{v}' is not a DNS-1035 label (lower-case letters, digits and '-', starting with a letter, "
-                "ending with a letter or digit)"
-            )
-        return v
+        why = "the RayJob, RayCluster and Service names and label values derived from it must stay within 63"
+        return object_name(v, MAX_RUN_NAME_LENGTH, why)
 
 
 class TrainingRun(BaseModel):

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Mapping
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -36,6 +37,21 @@ CONDITION_TYPES = ("SpecValid", "Admitted", "Running", "Succeeded", "Failed")
 class StatusModel(BaseModel):
     # Status comes back from the API server with whatever an older operator wrote: ignore extras.
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+
+S = TypeVar("S", bound=BaseModel)
+
+
+def previous_status_of(obj: Mapping, model: type[S]) -> S | None:
+    """The status an object carries, or None when it has none yet or it is malformed (then it is
+    replaced, never fatal: an older operator or a hand edit may have written anything)."""
+    raw = obj.get("status") or {}
+    if not isinstance(raw, Mapping) or not raw.get("phase"):
+        return None
+    try:
+        return model.model_validate(raw)
+    except Exception:  # noqa: BLE001 - see the docstring
+        return None
 
 
 class Condition(StatusModel):

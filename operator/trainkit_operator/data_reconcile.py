@@ -1,7 +1,8 @@
-"""Thin kopf handlers for TrainingData around one idempotent reconcile (decisions in `data_decide`).
+"""A TrainingData's ONE idempotent reconcile (decisions in `data_decide`; `wiring` says when it runs),
+and the resolution of a run's `dataset:` sources against the TrainingData objects they name.
 
-Triggered by the object's own events, a timer (progress of the prepare job, index.json appearing) and
-changes of its labelled prepare RayJob. No deletion handler and no finalizer: deleting a TrainingData
+`wiring` runs it on the object's own events, a timer (progress of the prepare job, index.json appearing)
+and changes of its labelled prepare RayJob. No deletion handler and no finalizer: deleting a TrainingData
 garbage-collects its RayJob and ConfigMap (ownerReferences) and leaves the shards where they are.
 """
 
@@ -10,7 +11,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import kopf
 from pydantic import ValidationError
 
 from trainkit import artifacts, storage
@@ -18,18 +18,9 @@ from trainkit.spec.data import INDEX_FILE, PROGRESS_FILE, TrainingDataSpec, reso
 from trainkit.spec.load import issues_from
 
 from trainkit_operator.config import OperatorConfig
-from trainkit_operator.data_builders import DATA_LABEL, data_rayjob_name
-from trainkit_operator.data_decide import DataDecision, data_cluster_error, decide_data, previous_data_status
-from trainkit_operator.kube import (
-    DATAS,
-    GROUP,
-    VERSION,
-    Kube,
-    backoff_delay,
-    describe_api_error,
-    is_transient,
-    lock_for,
-)
+from trainkit_operator.data_builders import data_rayjob_name
+from trainkit_operator.data_decide import data_cluster_error, decide_data, previous_data_status
+from trainkit_operator.kube import Kube
 
 log = logging.getLogger("trainkit_operator.data")
 
@@ -55,13 +46,16 @@ def _read_optional_json(uri: str, options: storage.StorageOptions) -> dict | Non
     return doc if isinstance(doc, dict) else None
 
 
-def reconcile_data(kube: Kube, data: dict, config: OperatorConfig, now: str | None = None) -> DataDecision:
+def reconcile_data(
+    kube: Kube, data: dict, config: OperatorConfig, now: str | None = None
+) -> tuple[str, str, str] | None:
+    """Read, decide, create what is due, write the status if it changed; the Event of a phase change, if any."""
     now = now or artifacts.now_iso()
     meta = data["metadata"]
     ns, name = meta.get("namespace") or "default", meta["name"]
     prev = previous_data_status(data)
     if prev is not None and prev.phase in ("Ready", "Failed"):
-        return DataDecision("none", prev)
+        return None
     spec, spec_error = parse_data_spec(data.get("spec"))
     rayjob = index = progress = None
     if spec is not None and spec_error is None:
@@ -83,55 +77,13 @@ def reconcile_data(kube: Kube, data: dict, config: OperatorConfig, now: str | No
                 if getattr(e, "status", None) != 409:  # made by an earlier reconcile: deterministic names
                     raise
     status = decision.status.model_dump(by_alias=True, mode="json")
-    if (data.get("status") or {}) != status:
-        kube.patch_data_status(ns, name, meta.get("resourceVersion"), status)
-        if prev is None or prev.phase != decision.status.phase:
-            kopf.event(
-                data,
-                type="Warning" if decision.status.phase == "Failed" else "Normal",
-                reason=f"Data{decision.status.phase}",
-                message=decision.status.message[:1000],
-            )
-    return decision
-
-
-def reconcile_data_named(memo: Any, ns: str, name: str, retry: int = 0) -> None:
-    kube: Kube = memo.kube
-    with lock_for(memo, ("data", ns, name)):
-        try:
-            data = kube.get_data(ns, name)
-            if data is None or data["metadata"].get("deletionTimestamp"):
-                return
-            reconcile_data(kube, data, memo.config)
-        except Exception as e:  # noqa: BLE001 - any failure becomes a kopf retry with backoff, never a crash
-            delay = backoff_delay(retry) if is_transient(e) else backoff_delay(retry, base=5.0)
-            raise kopf.TemporaryError(
-                f"TrainingData reconcile failed ({describe_api_error(e)}); retrying", delay=delay
-            ) from None
-
-
-def register_data(registry: kopf.OperatorRegistry, config: OperatorConfig) -> kopf.OperatorRegistry:
-    """Register the TrainingData handlers (`handlers.register` calls this; its start-up handler sets memo)."""
-
-    def handle(body, memo, retry: int = 0, **_):
-        reconcile_data_named(memo, body["metadata"].get("namespace") or "default", body["metadata"]["name"], retry)
-
-    kopf.on.create(GROUP, VERSION, DATAS, id="data-create", registry=registry)(handle)
-    kopf.on.resume(GROUP, VERSION, DATAS, id="data-resume", registry=registry)(handle)
-    kopf.timer(GROUP, VERSION, DATAS, id="data-timer", interval=config.timer_interval, registry=registry)(handle)
-
-    @kopf.on.event("ray.io", "v1", "rayjobs", labels={DATA_LABEL: kopf.PRESENT}, id="data-rayjob", registry=registry)
-    def rayjob_changed(body, memo, type, **_):
-        if type != "MODIFIED":
-            return
-        try:
-            reconcile_data_named(
-                memo, body["metadata"].get("namespace") or "default", body["metadata"]["labels"][DATA_LABEL]
-            )
-        except kopf.TemporaryError as e:
-            log.info("TrainingData reconcile after a RayJob change deferred to the timer: %s", e)
-
-    return registry
+    if (data.get("status") or {}) == status:
+        return None
+    kube.patch_data_status(ns, name, meta.get("resourceVersion"), status)
+    phase = decision.status.phase
+    if prev is not None and prev.phase == phase:
+        return None
+    return ("Warning" if phase == "Failed" else "Normal", f"Data{phase}", decision.status.message[:1000])
 
 
 def resolve_run_datasets(kube: Kube, ns: str, spec, run_status: dict | None):

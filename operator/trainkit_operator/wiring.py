@@ -1,0 +1,235 @@
+"""The operator's one registration module: kopf settings and every handler, for runs, sweeps and data.
+
+Each kind has ONE idempotent reconcile in its own module (`run_reconcile`, `sweep_reconcile`,
+`data_reconcile`: read -> pure decision -> apply); this module only says WHEN it runs and how its
+failures are treated. Every kind is reconciled on create/update/resume, on a timer (progress, missed
+events) and when one of its labelled children changes (KubeRay moving a RayJob, a sweep's run
+finishing), so a transition shows without waiting for the timer.
+
+Concurrency: kopf may run a timer and an event handler for the same object at once, so each
+reconcile holds that object's lock and re-reads it fresh. Any failure becomes a kopf.TemporaryError
+with exponential backoff (transient API errors soon, others later), never a crash of the operator.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import kopf
+
+from trainkit_operator import builders
+from trainkit_operator.config import OperatorConfig
+from trainkit_operator.data_builders import DATA_LABEL
+from trainkit_operator.data_reconcile import reconcile_data
+from trainkit_operator.kube import (
+    DATAS,
+    GROUP,
+    PLURAL,
+    SWEEPS,
+    VERSION,
+    Kube,
+    backoff_delay,
+    describe_api_error,
+    is_transient,
+    lock_for,
+)
+from trainkit_operator.run_reconcile import reconcile
+from trainkit_operator.sweep_reconcile import reconcile_sweep
+from trainkit_operator.sweeps import SWEEP_LABEL
+
+ANNOTATION_PREFIX = "operator.trainkit.dev"
+
+# Libraries whose DEBUG logs print request headers (SigV4 Authorization carries the access key id,
+# the Kubernetes client the bearer token): capped at WARNING whatever --verbose says.
+QUIET_LOGGERS = ("botocore", "boto3", "aiobotocore", "s3fs", "urllib3", "kubernetes", "fsspec", "celpy")
+
+log = logging.getLogger("trainkit_operator")
+
+T = TypeVar("T")
+
+
+def configure_settings(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    # Handler progress and the diff-base live in annotations: the strict status schema would prune
+    # kopf's status.kopf and handlers would re-run forever (kopf#321, #574).
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = f"{ANNOTATION_PREFIX}/finalizer"  # unused: no deletion handlers
+    # Watches go quiet without timeouts (kopf#585, #1276).
+    settings.watching.server_timeout = config.watch_server_timeout
+    settings.watching.client_timeout = config.watch_client_timeout
+    settings.watching.connect_timeout = config.watch_connect_timeout
+    settings.watching.reconnect_backoff = 1.0
+    settings.networking.request_timeout = 120
+    # Events: kopf's own posting; the component name shows in `kubectl describe`.
+    settings.posting.enabled = True
+    settings.posting.level = logging.WARNING  # handler logs do not become Events; ours are explicit
+    settings.posting.reporting_component = "trainkit-operator"
+    settings.posting.event_name_prefix = "trainkit-"
+    # Sync handlers run in this many threads (each holds one API connection).
+    settings.execution.max_workers = config.max_workers
+    if config.peering_name:
+        settings.peering.name = config.peering_name
+        settings.peering.standalone = False
+    else:
+        settings.peering.standalone = True
+
+
+def guarded(memo: Any, key: tuple[str, ...], what: str, attempt: Callable[[], T], retry: int) -> T:
+    """`attempt()` under the object's lock; any failure becomes a kopf retry with backoff."""
+    with lock_for(memo, key):
+        try:
+            return attempt()
+        except kopf.TemporaryError:
+            raise
+        except Exception as e:  # noqa: BLE001 - any failure becomes a kopf retry with backoff, never a crash
+            delay = backoff_delay(retry) if is_transient(e) else backoff_delay(retry, base=5.0)
+            raise kopf.TemporaryError(f"{what} failed ({describe_api_error(e)}); retrying", delay=delay) from None
+
+
+def post(body: dict, event: tuple[str, str, str] | None) -> None:
+    if event is not None:
+        kind, reason, message = event
+        kopf.event(body, type=kind, reason=reason, message=message)
+
+
+def live(obj: dict | None) -> dict | None:
+    """The object, or None when it is gone or being deleted (nothing to reconcile then)."""
+    return None if obj is None or (obj.get("metadata") or {}).get("deletionTimestamp") else obj
+
+
+def reconcile_run_named(memo: Any, ns: str, name: str, retry: int = 0) -> None:
+    kube: Kube = memo.kube
+
+    def attempt() -> tuple[dict, Any] | None:
+        run = live(kube.get_run(ns, name))
+        return None if run is None else (run, reconcile(kube, run, memo.config))
+
+    done = guarded(memo, (ns, name), "reconcile", attempt, retry)
+    if done is not None:
+        post(done[0], done[1].event)
+
+
+def reconcile_sweep_named(memo: Any, ns: str, name: str, retry: int = 0) -> None:
+    kube: Kube = memo.kube
+
+    def attempt() -> tuple[dict, Any] | None:
+        sweep = live(kube.get_sweep(ns, name))
+        return None if sweep is None else (sweep, reconcile_sweep(kube, sweep))
+
+    done = guarded(memo, ("sweep", ns, name), "sweep reconcile", attempt, retry)
+    if done is not None:
+        post(done[0], done[1])
+
+
+def reconcile_data_named(memo: Any, ns: str, name: str, retry: int = 0) -> None:
+    kube: Kube = memo.kube
+
+    def attempt() -> tuple[dict, Any] | None:
+        data = live(kube.get_data(ns, name))
+        return None if data is None else (data, reconcile_data(kube, data, memo.config))
+
+    done = guarded(memo, ("data", ns, name), "TrainingData reconcile", attempt, retry)
+    if done is not None:
+        post(done[0], done[1])
+
+
+Named = Callable[..., None]
+
+
+def on_lifecycle(
+    registry: kopf.OperatorRegistry,
+    plural: str,
+    prefix: str,
+    named: Named,
+    interval: float,
+    updates: bool,
+    initial_delay: float | None = None,
+) -> None:
+    """create (and update), resume and a timer: all call the same reconcile of the object."""
+
+    def handle(body, memo, retry: int = 0, **_):
+        named(memo, body["metadata"].get("namespace") or "default", body["metadata"]["name"], retry)
+
+    kopf.on.create(GROUP, VERSION, plural, id=f"{prefix}-create", registry=registry)(handle)
+    if updates:
+        kopf.on.update(GROUP, VERSION, plural, id=f"{prefix}-update", registry=registry)(handle)
+    kopf.on.resume(GROUP, VERSION, plural, id=f"{prefix}-resume", registry=registry)(handle)
+    kopf.timer(
+        GROUP,
+        VERSION,
+        plural,
+        id=f"{prefix}-timer",
+        interval=interval,
+        initial_delay=initial_delay,
+        registry=registry,
+    )(handle)
+
+
+def on_child_change(
+    registry: kopf.OperatorRegistry,
+    resource: tuple[str, str, str],
+    label: str,
+    id: str,
+    named: Named,
+    types: tuple[str, ...],
+) -> None:
+    """A labelled child changed: reconcile the owner its label names now, instead of at the next tick.
+    A failure here is only logged: the owner's timer retries."""
+
+    @kopf.on.event(*resource, labels={label: kopf.PRESENT}, id=id, registry=registry)
+    def changed(body, memo, type, **_):
+        if type not in types:
+            return
+        owner = body["metadata"]["labels"][label]
+        try:
+            named(memo, body["metadata"].get("namespace") or "default", owner)
+        except kopf.TemporaryError as e:
+            log.info("reconcile of %s after a change of %s deferred to the timer: %s", owner, id, e)
+
+
+def register(
+    registry: kopf.OperatorRegistry, config: OperatorConfig | None = None, kube: Kube | None = None
+) -> kopf.OperatorRegistry:
+    """Register every handler into `registry`. `kube` lets a caller supply the API client (tests)."""
+    config = config or OperatorConfig.from_env()
+
+    @kopf.on.startup(registry=registry)
+    def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_):
+        configure_settings(settings, config)
+        memo.config = config
+        memo.kube = kube or Kube.from_environment(pool_size=config.max_workers + 4)
+        memo.locks = {}
+        memo.locks_guard = threading.Lock()
+
+    @kopf.on.cleanup(registry=registry)
+    def cleanup(memo: kopf.Memo, **_):
+        if kube is None and getattr(memo, "kube", None) is not None:
+            memo.kube.close()
+
+    rayjobs = ("ray.io", "v1", "rayjobs")
+    # The runs' first tick waits: create/resume handlers have just reconciled them.
+    on_lifecycle(
+        registry, PLURAL, "reconcile", reconcile_run_named, config.timer_interval, True, config.timer_initial_delay
+    )
+    # Only MODIFIED: ADDED is our own create (or, after a restart, covered by resume handlers and timers),
+    # DELETED is seen by the owner's timer (a terminal run ignores it, a live one reports it).
+    on_child_change(registry, rayjobs, builders.RUN_LABEL, "rayjob-changed", reconcile_run_named, ("MODIFIED",))
+
+    on_lifecycle(registry, SWEEPS, "sweep", reconcile_sweep_named, config.timer_interval, updates=True)
+    # A run finishing (or vanishing) frees a slot at once; the initial listing (type None) is covered by resume.
+    run_events = ("ADDED", "MODIFIED", "DELETED")
+    on_child_change(
+        registry, (GROUP, VERSION, PLURAL), SWEEP_LABEL, "sweep-run-changed", reconcile_sweep_named, run_events
+    )
+
+    # A TrainingData's spec is immutable once accepted (its content hash names the shards): no update handler.
+    on_lifecycle(registry, DATAS, "data", reconcile_data_named, config.timer_interval, updates=False)
+    on_child_change(registry, rayjobs, DATA_LABEL, "data-rayjob", reconcile_data_named, ("MODIFIED",))
+    return registry
