@@ -20,6 +20,8 @@ API_CALLS: tuple[tuple[str, str, str, str], ...] = (
     ("patch", "ray.io", "rayjobs", ""),
     ("list", "ray.io", "rayjobs", ""),  # kopf: watch RayJobs labelled trainkit.dev/run (fast status)
     ("watch", "ray.io", "rayjobs", ""),
+    # the run's NetworkPolicy (created with the RayJob, garbage-collected with the run; never updated)
+    ("create", "networking.k8s.io", "networkpolicies", ""),
     ("get", "", "configmaps", ""),
     ("create", "", "configmaps", ""),
     ("update", "", "configmaps", ""),

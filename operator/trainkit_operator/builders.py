@@ -341,8 +341,15 @@ def submitter_template(
 
 def ray_cluster_spec(config: OperatorConfig, head: dict, group: str, workers: int, worker: dict) -> dict:
     """One head and one fixed-size worker group (no autoscaling: a training world has a fixed size)."""
+    cluster: dict[str, Any] = {"rayVersion": config.ray_version}
+    if config.ray_token_auth:
+        # KubeRay >= 1.5.1 (ray-operator/controllers/ray/raycluster_controller.go reconcileAuthSecret,
+        # common/pod.go SetContainerTokenAuthEnvVars): a Secret named after the cluster with a random
+        # `auth_token`, RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (secretKeyRef) in every Ray container and
+        # the submitter, and the token on its own dashboard requests. The operator never sees the token.
+        cluster["authOptions"] = {"mode": "token"}
     return {
-        "rayVersion": config.ray_version,
+        **cluster,
         "headGroupSpec": {
             # num-cpus/num-gpus 0: no task lands on the head (Ray would otherwise detect the node's CPUs
             # and GPUs); the driver still runs there.
@@ -360,6 +367,47 @@ def ray_cluster_spec(config: OperatorConfig, head: dict, group: str, workers: in
             }
         ],
     }
+
+
+RAY_DASHBOARD_PORT = 8265  # where KubeRay's operator reads job status (utils.DashboardPortName)
+
+
+def build_network_policy(owner: dict, kind: str, label: str, rayjob: str, config: OperatorConfig) -> dict:
+    """Ingress to the owner's Ray pods (all carry `label: <owner>`) only from pods of the same owner in its
+    namespace (GCS, raylets, object transfer, NCCL, the submitter) and from the KubeRay operator's pods on
+    the dashboard port. A podSelector without namespaceSelector matches only this namespace, so another
+    tenant cannot label its way in. Egress is left open: the pods need object storage and the hub."""
+    name = owner["metadata"]["name"]
+    own = {"matchLabels": {label: name}}
+    kuberay = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": config.kuberay_namespace}},
+        "podSelector": {"matchLabels": dict(config.kuberay_pod_labels)},
+    }
+    labels = owned_labels(label, name, "ray-network-policy", config)
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": child_metadata(owner, kind, network_policy_name(rayjob, owner["metadata"]["uid"]), labels, {}),
+        "spec": {
+            "podSelector": own,
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {"from": [{"podSelector": own}]},
+                {"from": [kuberay], "ports": [{"protocol": "TCP", "port": RAY_DASHBOARD_PORT}]},
+            ],
+        },
+    }
+
+
+def network_policy_name(rayjob: str, owner_uid: str) -> str:
+    """Named after the RayJob whose pods it guards (run and TrainingData RayJob names never collide) and
+    the owner's uid: a re-created run never meets its predecessor's policy, which the garbage collector
+    is still deleting (a 409 there would leave the new pods without one)."""
+    return f"{rayjob}-ray-{owner_uid[:8]}"
+
+
+def build_run_network_policy(run: dict, config: OperatorConfig) -> dict:
+    return build_network_policy(run, "TrainingRun", RUN_LABEL, rayjob_name(run["metadata"]["name"]), config)
 
 
 def rayjob_object(metadata: dict, entrypoint: str, config: OperatorConfig, fields: dict, cluster: dict) -> dict:

@@ -92,6 +92,45 @@ def _tolerations(env: Mapping[str, str], name: str) -> tuple[dict, ...]:
     return tuple(value)
 
 
+# KubeRay's validation (ray-operator/controllers/ray/utils/validation.go, v1.7.0): authOptions.mode token
+# needs rayVersion >= 2.52.0.
+MIN_RAY_FOR_TOKEN_AUTH = (2, 52, 0)
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    """'2.60.0' -> (2, 60, 0); anything unparsable sorts lowest."""
+    try:
+        return tuple(int(x) for x in version.split(".")[:3])
+    except ValueError:
+        return (0,)
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name} must be true or false, got {raw!r}")
+
+
+def _labels(env: Mapping[str, str], name: str) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for item in _list(env, name):
+        if "=" not in item:
+            raise ValueError(f"{name}: '{item}' is not key=value")
+        k, v = item.split("=", 1)
+        labels[k.strip()] = v.strip()
+    return labels
+
+
+def _allow_list(env: Mapping[str, str], name: str) -> tuple[str, ...] | None:
+    """Unset: None (no restriction); set, even to "": the allow-list."""
+    return _list(env, name) if name in env else None
+
+
 def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in env.get(name, "").split(",") if x.strip())
 
@@ -144,17 +183,30 @@ class OperatorConfig:
     read_timeout: float = 5.0
     reads_deadline: float = 20.0
     read_workers: int = 4
+    # Placement and priority policy (None: unrestricted, as for an operator started without the chart; a
+    # tuple, even empty, is an allow-list; the chart always sets them): which priorityClassName, toleration
+    # keys, nodeSelector keys and Volcano queues a run may name, and whether it must name a Kueue queue.
+    allowed_priority_classes: tuple[str, ...] | None = None
+    allowed_toleration_keys: tuple[str, ...] | None = None
+    allowed_node_selector_keys: tuple[str, ...] | None = None
+    allowed_volcano_queues: tuple[str, ...] | None = None
+    require_queue_name: bool = False
+    # Ray token authentication (rayClusterSpec.authOptions.mode: token): KubeRay >= 1.5.1 then makes a
+    # Secret with a random token per cluster and gives it to every Ray container, the submitter and its own
+    # dashboard client; without it anyone who reaches a head's port 8265 runs code with the run's
+    # credentials. KubeRay 1.4's CRD has no authOptions (it would be pruned): set False there.
+    ray_token_auth: bool = True
+    # A NetworkPolicy per run (and per prepare job): its Ray pods admit traffic only from pods of the same
+    # run and from the KubeRay operator's pods (dashboard port), so other tenants cannot reach a head.
+    network_policy: bool = True
+    kuberay_namespace: str = "kuberay-system"
+    kuberay_pod_labels: dict[str, str] = field(default_factory=lambda: {"app.kubernetes.io/name": "kuberay-operator"})
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "OperatorConfig":
         env = os.environ if env is None else env
         p = ENV_PREFIX
-        extra: dict[str, str] = {}
-        for item in _list(env, p + "EXTRA_LABELS"):
-            if "=" not in item:
-                raise ValueError(f"{p}EXTRA_LABELS: '{item}' is not key=value")
-            k, v = item.split("=", 1)
-            extra[k.strip()] = v.strip()
+        extra = _labels(env, p + "EXTRA_LABELS")
         cfg = cls(
             trainer_image=env.get(p + "TRAINER_IMAGE") or cls.trainer_image,
             image_pull_policy=env.get(p + "IMAGE_PULL_POLICY") or cls.image_pull_policy,
@@ -184,6 +236,15 @@ class OperatorConfig:
             read_timeout=_float(env, p + "READ_TIMEOUT", cls.read_timeout),
             reads_deadline=_float(env, p + "READS_DEADLINE", cls.reads_deadline),
             read_workers=_int(env, p + "READ_WORKERS", cls.read_workers),
+            allowed_priority_classes=_allow_list(env, p + "ALLOWED_PRIORITY_CLASSES"),
+            allowed_toleration_keys=_allow_list(env, p + "ALLOWED_TOLERATION_KEYS"),
+            allowed_node_selector_keys=_allow_list(env, p + "ALLOWED_NODE_SELECTOR_KEYS"),
+            allowed_volcano_queues=_allow_list(env, p + "ALLOWED_VOLCANO_QUEUES"),
+            require_queue_name=_bool(env, p + "REQUIRE_QUEUE_NAME", cls.require_queue_name),
+            ray_token_auth=_bool(env, p + "RAY_TOKEN_AUTH", cls.ray_token_auth),
+            network_policy=_bool(env, p + "NETWORK_POLICY", cls.network_policy),
+            kuberay_namespace=env.get(p + "KUBERAY_NAMESPACE") or cls.kuberay_namespace,
+            kuberay_pod_labels=_labels(env, p + "KUBERAY_POD_LABELS") or {"app.kubernetes.io/name": "kuberay-operator"},
         )
         if cfg.credentials_mode not in CREDENTIALS_MODES:
             raise ValueError(
@@ -195,6 +256,11 @@ class OperatorConfig:
         if cfg.image_pull_policy not in ("Always", "IfNotPresent", "Never"):
             raise ValueError(
                 f"{p}IMAGE_PULL_POLICY must be Always, IfNotPresent or Never, got {cfg.image_pull_policy!r}"
+            )
+        if cfg.ray_token_auth and version_tuple(cfg.ray_version) < MIN_RAY_FOR_TOKEN_AUTH:
+            raise ValueError(
+                f"{p}RAY_TOKEN_AUTH needs Ray >= 2.52.0 (KubeRay refuses authOptions below it), but "
+                f"{p}RAY_VERSION is {cfg.ray_version!r}; upgrade the trainer image or set {p}RAY_TOKEN_AUTH=false"
             )
         if cfg.watch_client_timeout <= cfg.watch_server_timeout:
             raise ValueError(f"{p}WATCH_CLIENT_TIMEOUT must exceed {p}WATCH_SERVER_TIMEOUT")

@@ -14,6 +14,7 @@ from trainkit.spec.data import HF_TOKEN_KEY, TrainingDataSpec
 from trainkit_operator.builders import (
     SPEC_HASH_ANNOTATION,
     SPEC_PATH,
+    build_network_policy,
     child_metadata,
     document_hash,
     owned_labels,
@@ -60,6 +61,10 @@ def data_labels(data: dict, config: OperatorConfig | None = None) -> dict[str, s
 def build_data_configmap(data: dict, spec: TrainingDataSpec, config: OperatorConfig | None = None) -> dict:
     name = data_configmap_name(data["metadata"]["name"])
     return spec_configmap(data, DATA_KIND, name, data_labels(data, config), data_spec_document(data, spec))
+
+
+def build_data_network_policy(data: dict, config: OperatorConfig) -> dict:
+    return build_network_policy(data, DATA_KIND, DATA_LABEL, data_rayjob_name(data["metadata"]["name"]), config)
 
 
 def data_credentials_secret(spec: TrainingDataSpec, config: OperatorConfig) -> str | None:

@@ -29,7 +29,12 @@ from trainkit.spec.status import Condition, previous_status_of
 from trainkit.storage import is_remote
 
 from trainkit_operator.config import OperatorConfig
-from trainkit_operator.data_builders import build_data_configmap, build_data_rayjob, data_rayjob_name
+from trainkit_operator.data_builders import (
+    build_data_configmap,
+    build_data_network_policy,
+    build_data_rayjob,
+    data_rayjob_name,
+)
 
 DATA_TERMINAL = ("Ready", "Failed")
 
@@ -39,6 +44,7 @@ class DataDecision:
     action: str  # "create" (ConfigMap + RayJob) or "none"
     status: TrainingDataStatus
     configmap: dict | None = None
+    network_policy: dict | None = None
     rayjob: dict | None = None
 
 
@@ -171,6 +177,7 @@ def decide_data(
                 ray_job_name=data_rayjob_name(data["metadata"]["name"]),
             ),
             configmap=build_data_configmap(dict(data), spec, config),
+            network_policy=build_data_network_policy(dict(data), config) if config.network_policy else None,
             rayjob=build_data_rayjob(dict(data), spec, config),
         )
     st = rayjob.get("status") or {}

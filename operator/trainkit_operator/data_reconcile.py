@@ -70,6 +70,8 @@ def reconcile_data(
     decision = decide_data(data, spec, spec_error, rayjob, index, progress, config, now)
     if decision.action == "create":
         assert decision.configmap is not None and decision.rayjob is not None
+        if decision.network_policy is not None:
+            kube.create_network_policy(ns, decision.network_policy)  # before the pods exist
         for create, body in ((kube.create_configmap, decision.configmap), (kube.create_rayjob, decision.rayjob)):
             try:
                 create(ns, body)

@@ -43,6 +43,7 @@ from trainkit_operator.builders import (
     SPEC_KEY,
     build_configmap,
     build_rayjob,
+    build_run_network_policy,
     mutable_patch,
     spec_hash,
 )
@@ -104,6 +105,46 @@ def cluster_spec_error(spec: TrainingRunSpec) -> str | None:
         "a TrainingRun on the cluster needs object-storage URIs (s3://bucket/...), no pod shares a local path: "
         + ", ".join(local)
     )
+
+
+def _not_allowed(field: str, values: list[str], allowed: tuple[str, ...] | None, what: str) -> list[str]:
+    if allowed is None:
+        return []
+    listed = ", ".join(allowed) or "none"
+    return [f"{field}: {what} {v!r} is not allowed here (allowed: {listed})" for v in values if v not in allowed]
+
+
+def placement_spec_error(spec: TrainingRunSpec, config: OperatorConfig) -> str | None:
+    """Why the platform's placement and priority policy refuses the run, or None. A priority class can
+    preempt other teams' pods, a toleration or nodeSelector can put pods on nodes kept for others (the
+    control plane included), a Volcano queue is another team's quota, and a run without a Kueue queue
+    bypasses quota where the platform requires one."""
+    r, s = spec.resources, spec.scheduling
+    problems: list[str] = []
+    if config.require_queue_name and not s.queue_name:
+        problems.append("spec.scheduling.queueName: required here (every run goes through Kueue)")
+    problems += _not_allowed(
+        "spec.scheduling.priorityClassName",
+        [s.priority_class_name] if s.priority_class_name else [],
+        config.allowed_priority_classes,
+        "priority class",
+    )
+    problems += _not_allowed(
+        "spec.scheduling.volcanoQueue",
+        [s.volcano_queue] if s.volcano_queue else [],
+        config.allowed_volcano_queues,
+        "queue",
+    )
+    problems += _not_allowed(
+        "spec.resources.nodeSelector", sorted(r.node_selector or {}), config.allowed_node_selector_keys, "key"
+    )
+    if config.allowed_toleration_keys is not None:
+        for i, t in enumerate(r.tolerations):
+            if not t.key:  # an empty key with operator Exists tolerates every taint
+                problems.append(f"spec.resources.tolerations[{i}]: a toleration without a key tolerates every taint")
+    keys = [t.key for t in r.tolerations if t.key]
+    problems += _not_allowed("spec.resources.tolerations", keys, config.allowed_toleration_keys, "key")
+    return "; ".join(problems) or None
 
 
 def storage_spec_error(spec: TrainingRunSpec, config: OperatorConfig) -> str | None:
@@ -198,10 +239,12 @@ def _waiting_message(kind: str, name: str, old_uid: str) -> str:
 @dataclass(frozen=True)
 class Decision:
     """What the reconcile must do to the children; the handler carries it out in this order:
-    ensure `configmap` (create, or replace when `configmap_replace`), create `rayjob`, apply `patch`."""
+    ensure `configmap` (create, or replace when `configmap_replace`), create `network_policy` (before the
+    pods exist), create `rayjob`, apply `patch`."""
 
     action: Literal["none", "create", "update", "refuse", "invalid", "conflict", "wait", "lost"]
     configmap: dict | None = None
+    network_policy: dict | None = None
     configmap_replace: bool = False
     rayjob: dict | None = None
     patch: list[dict] = field(default_factory=list)
@@ -251,7 +294,11 @@ def plan_actions(
                 "conflict", message=f"ConfigMap {desired_cm['metadata']['name']} exists and is not owned by this run"
             )
         return Decision(
-            "create", configmap=desired_cm, configmap_replace=configmap is not None and cm_differs, rayjob=desired_rj
+            "create",
+            configmap=desired_cm,
+            configmap_replace=configmap is not None and cm_differs,
+            network_policy=build_run_network_policy(run, config) if config.network_policy else None,
+            rayjob=desired_rj,
         )
 
     if not owned_by(rayjob, run):

@@ -57,6 +57,7 @@ class Kube:
         self.api_client = api_client
         self.custom = client.CustomObjectsApi(api_client)
         self.core = client.CoreV1Api(api_client)
+        self.networking = client.NetworkingV1Api(api_client)
 
     @classmethod
     def from_environment(cls, pool_size: int = 16) -> "Kube":
@@ -131,6 +132,14 @@ class Kube:
     def create_configmap(self, ns: str, body: dict) -> dict:
         cm = self.core.create_namespaced_config_map(ns, body, _request_timeout=REQUEST_TIMEOUT)
         return self.api_client.sanitize_for_serialization(cm) if cm is not None else body
+
+    def create_network_policy(self, ns: str, body: dict) -> None:
+        """Create-only (the policy never changes for a run); 409: an earlier reconcile made it."""
+        try:
+            self.networking.create_namespaced_network_policy(ns, body, _request_timeout=REQUEST_TIMEOUT)
+        except Exception as e:
+            if getattr(e, "status", None) != 409:
+                raise
 
     def replace_configmap(self, ns: str, name: str, body: dict) -> dict:
         cm = self.core.replace_namespaced_config_map(name, ns, body, _request_timeout=REQUEST_TIMEOUT)

@@ -61,6 +61,7 @@ def reconcile(kube: Kube, run: dict, config: OperatorConfig, now: str | None = N
             (resolution.failed if resolution else None)
             or decide.cluster_spec_error(spec)
             or decide.storage_spec_error(spec, config)
+            or decide.placement_spec_error(spec, config)
         )
     except SpecError as e:
         spec_error = spec_error_text(e)
@@ -95,6 +96,8 @@ def reconcile(kube: Kube, run: dict, config: OperatorConfig, now: str | None = N
                     "resourceVersion": configmap["metadata"].get("resourceVersion"),
                 }
                 kube.replace_configmap(ns, body["metadata"]["name"], body)
+        if decision.action == "create" and decision.network_policy is not None:
+            kube.create_network_policy(ns, decision.network_policy)  # 409: made by an earlier reconcile
         if decision.action == "create" and decision.rayjob is not None:
             try:
                 rayjob = kube.create_rayjob(ns, decision.rayjob) or kube.get_rayjob(ns, builders.rayjob_name(name))

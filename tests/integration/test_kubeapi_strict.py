@@ -401,13 +401,13 @@ def test_a_request_without_credentials_is_anonymous_and_the_client_sends_its_tok
 @pytest.mark.parametrize("tag", ["v1.4.2", "v1.7.0"])
 def test_every_rayjob_trainkit_builds_is_stored_unpruned_by_kuberays_schema(tag):
     from kubeapi import KubeAPIServer
-    from support.kuberay_schema import emitted_rayjobs
+    from support.kuberay_schema import emitted_rayjobs, has_token_auth
 
     with KubeAPIServer(rayjob=tag) as api:
         api.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "research"}})
         schema = api.store.resolve("rayjobs").versions["v1"].schema
         assert schema["properties"]["spec"]["properties"]["rayClusterSpec"]["properties"]["headGroupSpec"]
-        for i, rj in enumerate(emitted_rayjobs()):
+        for i, rj in enumerate(emitted_rayjobs(token_auth=has_token_auth(tag))):
             rj["metadata"]["name"] = f"rj-{i}"
             warnings: list[str] = []
             ns = rj["metadata"]["namespace"]
@@ -415,6 +415,24 @@ def test_every_rayjob_trainkit_builds_is_stored_unpruned_by_kuberays_schema(tag)
             assert warnings == [], warnings
             assert stored["spec"]["rayClusterSpec"] == rj["spec"]["rayClusterSpec"]
             assert stored["spec"]["submitterPodTemplate"] == rj["spec"]["submitterPodTemplate"]
+
+
+def test_kuberay_1_4_has_no_token_auth_so_the_operator_must_be_told():
+    # KubeRay v1.4.2's CRD has no rayClusterSpec.authOptions: a RayJob asking for Ray token auth is stored
+    # without it (pruned, with a warning) and its Ray cluster runs open. docs/install.md: set
+    # rayClusters.tokenAuth=false there and rely on the NetworkPolicy; v1.7.0 keeps it.
+    from kubeapi import KubeAPIServer
+    from support.kuberay_schema import emitted_rayjobs
+
+    for tag, kept in (("v1.4.2", False), ("v1.7.0", True)):
+        with KubeAPIServer(rayjob=tag) as api:
+            api.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "research"}})
+            rj = emitted_rayjobs(token_auth=True)[0]
+            assert rj["spec"]["rayClusterSpec"]["authOptions"] == {"mode": "token"}
+            warnings: list[str] = []
+            stored = api.store.create(api.store.resolve("rayjobs"), "v1", "research", rj, warnings=warnings)
+            assert ("authOptions" in stored["spec"]["rayClusterSpec"]) is kept
+            assert any("spec.rayClusterSpec.authOptions" in w for w in warnings) is not kept, warnings
 
 
 def test_a_misspelt_rayjob_field_is_pruned_with_a_warning_and_a_mistyped_one_refused(kube_api):

@@ -14,7 +14,7 @@ import tracemalloc
 
 import pytest
 
-from support.hostile_s3 import BEHAVIOURS, Hostile, HostileS3
+from trainkit.bench.hostile_s3 import BEHAVIOURS, Hostile, HostileS3
 from trainkit import storage
 from trainkit.spec.load import parse_spec
 from trainkit_operator import decide, observe

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from support.hostile_s3 import Hostile, HostileS3
+from trainkit.bench.hostile_s3 import Hostile, HostileS3
 from trainkit.spec.load import parse_spec
 from trainkit_operator import decide, run_reconcile
 from trainkit_operator.config import OperatorConfig

@@ -145,6 +145,7 @@ BUILTINS = [
     _builtin("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "clusterrolebinding", "ClusterRoleBinding", False),
     _builtin("apps", "v1", "deployments", "deployment", "Deployment", True, ["deploy"], status=True, generation=True),
     _builtin("batch", "v1", "jobs", "job", "Job", True, status=True, generation=True),
+    _builtin("networking.k8s.io", "v1", "networkpolicies", "networkpolicy", "NetworkPolicy", True, ["netpol"]),
     _builtin("policy", "v1", "poddisruptionbudgets", "poddisruptionbudget", "PodDisruptionBudget", True, ["pdb"],
              status=True, generation=True),
 ]  # fmt: skip

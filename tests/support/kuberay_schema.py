@@ -25,7 +25,16 @@ import yaml
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "kuberay"
 WHOLE_BELOW_BYTES = 2048
-DEFAULT_TAG = "v1.4.2"  # the oldest KubeRay the chart supports (Chart.yaml trainkit.dev/requires-kuberay)
+OLDEST_TAG = "v1.4.2"  # the oldest KubeRay the chart supports (Chart.yaml trainkit.dev/requires-kuberay)
+# The API test server's default: the newest KubeRay we test against, which has rayClusterSpec.authOptions
+# (since v1.5.1), so the operator's default config (Ray token auth on) is stored unpruned.
+DEFAULT_TAG = "v1.7.0"
+TOKEN_AUTH_SINCE = (1, 5, 1)
+
+
+def has_token_auth(tag: str) -> bool:
+    """Whether KubeRay `tag` knows rayClusterSpec.authOptions (ray-operator/apis/ray/v1/raycluster_types.go)."""
+    return tuple(int(x) for x in tag.lstrip("v").split(".")[:3]) >= TOKEN_AUTH_SINCE
 
 
 def _strip(node: Any) -> Any:
@@ -80,15 +89,16 @@ def trim(schema: dict, value: Any, path: str = "") -> dict:
     return out
 
 
-def emitted_rayjobs() -> list[dict]:
-    """RayJobs build_rayjob makes, with every optional branch on (env, secrets, tolerations, queues...)."""
+def emitted_rayjobs(token_auth: bool = True) -> list[dict]:
+    """RayJobs build_rayjob makes, with every optional branch on (env, secrets, tolerations, queues...).
+    `token_auth` False: as configured for KubeRay < 1.5.1 (no authOptions in its CRD)."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
     from test_operator_builders import seed_run  # the unit tests' seed run
     from trainkit.spec import parse_spec
     from trainkit_operator.builders import build_rayjob
     from trainkit_operator.config import OperatorConfig
 
-    config = OperatorConfig(service_account="trainer")
+    config = OperatorConfig(service_account="trainer", ray_token_auth=token_auth)
     runs = [
         seed_run(
             **{
@@ -114,7 +124,7 @@ def trimmed_schema(upstream_crd: dict, tag: str) -> dict:
     version = next(v for v in upstream_crd["spec"]["versions"] if v["name"] == "v1")
     full = _strip(version["schema"]["openAPIV3Schema"])
     merged: dict | None = None
-    for rj in emitted_rayjobs():
+    for rj in emitted_rayjobs(token_auth=has_token_auth(tag)):
         merged = _merge(merged, trim(full, {k: v for k, v in rj.items() if k in ("spec",)}, ""))
     assert merged is not None
     merged["properties"]["status"] = full["properties"]["status"]  # small: whole

@@ -24,8 +24,15 @@ v1.7.0 where they differ, file by file in ray-project/kuberay:
   trainer reads `/etc/trainkit/spec.json` exactly where the operator's template mounts it; nothing else of the
   host is hidden. The "image" is this machine's Python environment.
 
-Simplifications, said plainly: no scheduler, resources or GPUs (rayStartParams decide what Ray sees); Ray's
-token auth is disabled for the emulated pods (RAY_AUTH_MODE=disabled) since they share one machine;
+- Ray token auth, from KubeRay v1.7.0 (none in v1.4.2): with `rayClusterSpec.authOptions.mode: token` the
+  cluster gets a Secret named after it with a random `auth_token` (`controllers/ray/raycluster_controller.go`
+  reconcileAuthSecret/createAuthSecret), every Ray container and the submitter get `RAY_AUTH_MODE=token` and
+  `RAY_AUTH_TOKEN` from that Secret (`common/pod.go` SetContainerTokenAuthEnvVars, resolved like any env), and
+  the controller's own dashboard requests carry `x-ray-authorization: Bearer <token>`
+  (`utils/dashboardclient/dashboard_httpclient.go`, `utils/util.go` GetRayDashboardClientFunc).
+
+Simplifications, said plainly: no scheduler, resources or GPUs (rayStartParams decide what Ray sees); without
+authOptions the emulated pods run with RAY_AUTH_MODE=disabled (Ray 2.60 would otherwise turn it on itself);
 `ttlSecondsAfterFinished` is honoured but tests set it to 0; the status is written by a poll loop (0.3 s),
 not watch events. Processes are stopped by their own process groups, never with `ray stop`.
 """
@@ -116,6 +123,8 @@ class Cluster:
     dashboard_port: int
     pods: list[Pod] = field(default_factory=list)
     submitter: subprocess.Popen | None = None
+    auth_secret: str | None = None  # the cluster's token Secret (authOptions.mode token)
+    auth_token: str | None = None
     # Ray's session folder for this cluster only (short: Ray's socket paths must stay under 107 bytes)
     temp_dir: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="tkray-", dir="/tmp"))
 
@@ -273,8 +282,41 @@ class KubeRayStandIn:
             out.append((src, m["mountPath"]))
         return out
 
+    def _create_auth_secret(self, rayjob: dict, cluster_name: str) -> tuple[str, str]:
+        """KubeRay's createAuthSecret: a Secret named after the cluster holding a random `auth_token`."""
+        import secrets
+
+        token = secrets.token_urlsafe(32)
+        meta = rayjob["metadata"]
+        owner = {"apiVersion": "ray.io/v1", "kind": "RayJob", "name": meta["name"], "uid": meta["uid"]}
+        body = {
+            "metadata": {"name": cluster_name, "namespace": self.ns, "ownerReferences": [owner]},
+            "stringData": {"auth_token": token},
+        }
+        self.core.create_namespaced_secret(self.ns, body)
+        return cluster_name, token
+
+    @staticmethod
+    def with_token_auth_env(container: dict, secret: str | None) -> dict:
+        """SetContainerTokenAuthEnvVars: RAY_AUTH_MODE and RAY_AUTH_TOKEN (secretKeyRef), unless already set."""
+        if secret is None:
+            return container
+        env = list(container.get("env") or [])
+        names = {e["name"] for e in env}
+        if "RAY_AUTH_MODE" not in names:
+            env.append({"name": "RAY_AUTH_MODE", "value": "token"})
+        if "RAY_AUTH_TOKEN" not in names:
+            env.append({"name": "RAY_AUTH_TOKEN", "valueFrom": {"secretKeyRef": {"name": secret, "key": "auth_token"}}})
+        return {**container, "env": env}
+
+    def _dashboard_get(self, cluster: Cluster, path: str, timeout: float) -> Any:
+        headers = {"x-ray-authorization": f"Bearer {cluster.auth_token}"} if cluster.auth_token else {}
+        req = urllib.request.Request(f"{cluster.dashboard}{path}", headers=headers)
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return json.loads(r.read())
+
     def _start_pod(self, cluster: Cluster, pod_name: str, pod_spec: dict, ray_args: list[str]) -> Pod:
-        container = pod_spec["containers"][0]
+        container = self.with_token_auth_env(pod_spec["containers"][0], cluster.auth_secret)
         pod_dir = cluster.root / pod_name
         pod_dir.mkdir(parents=True, exist_ok=True)
         env = {
@@ -313,6 +355,8 @@ class KubeRayStandIn:
         spec = rayjob["spec"]["rayClusterSpec"]
         root = Path(tempfile.mkdtemp(prefix=f"{cluster_name}-", dir=self.workdir))
         cluster = Cluster(cluster_name, root, free_port(), free_port())
+        if (spec.get("authOptions") or {}).get("mode") == "token":
+            cluster.auth_secret, cluster.auth_token = self._create_auth_secret(rayjob, cluster_name)
         head = spec["headGroupSpec"]
         # dashboard-host 0.0.0.0 (for the head Service) becomes loopback: test servers bind 127.0.0.1 only
         params = {
@@ -401,8 +445,7 @@ class KubeRayStandIn:
             int(g.get("replicas", 1)) for g in rayjob["spec"]["rayClusterSpec"].get("workerGroupSpecs") or []
         )
         try:
-            with urllib.request.urlopen(f"{cluster.dashboard}/nodes?view=summary", timeout=2) as r:
-                nodes = json.loads(r.read())["data"]["summary"]
+            nodes = self._dashboard_get(cluster, "/nodes?view=summary", timeout=2)["data"]["summary"]
         except Exception:  # noqa: BLE001 - not up yet
             return False
         alive = [n for n in nodes if (n.get("raylet") or {}).get("state") == "ALIVE"]
@@ -410,8 +453,7 @@ class KubeRayStandIn:
 
     def _job_info(self, cluster: Cluster, job_id: str) -> dict | None:
         try:
-            with urllib.request.urlopen(f"{cluster.dashboard}/api/jobs/{job_id}", timeout=15) as r:
-                return json.loads(r.read())
+            return self._dashboard_get(cluster, f"/api/jobs/{job_id}", timeout=15)
         except Exception:  # noqa: BLE001 - dashboard down or job not there yet
             return None
 
@@ -436,6 +478,8 @@ class KubeRayStandIn:
             "RAY_AUTH_MODE": "disabled",
             "RAY_USAGE_STATS_ENABLED": "0",
         }
+        if cluster.auth_secret:  # rayjob_controller.go: the submitter container gets the token env too
+            env.update(self.resolve_env(self.with_token_auth_env({"env": []}, cluster.auth_secret)))
         cluster.submitter = subprocess.Popen(
             cmd, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True, cwd=str(cluster.root)
         )

@@ -312,3 +312,56 @@ def test_node_pool_defaults_from_the_operator_config_apply_only_when_the_run_set
     pod = workers(rj)[0]["template"]["spec"]
     assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
     assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+
+
+def test_ray_token_auth_is_asked_of_kuberay_and_never_carries_a_token():
+    _, _, rj, cm = built()
+    assert rj["spec"]["rayClusterSpec"]["authOptions"] == {"mode": "token"}
+    text = json.dumps(rj) + json.dumps(cm)
+    assert "RAY_AUTH_TOKEN" not in text and "auth_token" not in text  # KubeRay makes and injects the token
+    _, _, open_rj, _ = built(config=OperatorConfig(ray_token_auth=False))  # KubeRay 1.4: no authOptions field
+    assert "authOptions" not in open_rj["spec"]["rayClusterSpec"]
+    with pytest.raises(ValueError, match=r"RAY_TOKEN_AUTH needs Ray >= 2\.52\.0"):
+        OperatorConfig.from_env({"TRAINKIT_RAY_VERSION": "2.49.0"})
+    assert OperatorConfig.from_env({"TRAINKIT_RAY_VERSION": "2.49.0", "TRAINKIT_RAY_TOKEN_AUTH": "false"})
+    with pytest.raises(ValueError, match="TRAINKIT_RAY_TOKEN_AUTH must be true or false"):
+        OperatorConfig.from_env({"TRAINKIT_RAY_TOKEN_AUTH": "maybe"})
+
+
+def test_network_policy_selects_the_runs_pods_and_admits_only_them_and_kuberay():
+    run, _, rj, _ = built()
+    config = OperatorConfig.from_env(
+        {"TRAINKIT_KUBERAY_NAMESPACE": "ray-system", "TRAINKIT_KUBERAY_POD_LABELS": "app=kr"}
+    )
+    np = builders.build_run_network_policy(run, config)
+    assert np["metadata"]["name"] == f"{run['metadata']['name']}-ray-{UID[:8]}"
+    assert np["metadata"]["namespace"] == "research"
+    assert np["metadata"]["ownerReferences"][0]["uid"] == UID
+    own = {"matchLabels": {builders.RUN_LABEL: run["metadata"]["name"]}}
+    assert np["spec"]["podSelector"] == own and np["spec"]["policyTypes"] == ["Ingress"]
+    same_run, kuberay = np["spec"]["ingress"]
+    assert same_run == {"from": [{"podSelector": own}]}  # no namespaceSelector: this namespace only
+    assert kuberay["from"] == [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ray-system"}},
+            "podSelector": {"matchLabels": {"app": "kr"}},
+        }
+    ]
+    assert kuberay["ports"] == [{"protocol": "TCP", "port": 8265}]
+    # every pod of the RayJob is selected by it: head, workers, submitter
+    for template in (
+        rj["spec"]["rayClusterSpec"]["headGroupSpec"]["template"],
+        workers(rj)[0]["template"],
+        rj["spec"]["submitterPodTemplate"],
+    ):
+        assert template["metadata"]["labels"][builders.RUN_LABEL] == run["metadata"]["name"]
+
+
+def test_the_decision_to_create_brings_the_network_policy_unless_disabled():
+    from trainkit_operator import decide
+
+    run, spec, _, _ = built()
+    d = decide.plan_actions(run, spec, None, None, None, OperatorConfig())
+    assert d.action == "create" and d.network_policy is not None
+    off = decide.plan_actions(run, spec, None, None, None, OperatorConfig(network_policy=False))
+    assert off.action == "create" and off.network_policy is None

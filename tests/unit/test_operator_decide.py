@@ -480,3 +480,36 @@ def test_secret_errors_name_the_field_the_secret_and_the_fix():
     assert decide.secret_spec_error("s3", "team-a", "present") is None
     assert decide.secret_check_needed("s3", None) and not decide.secret_check_needed("s3", {"metadata": {}})
     assert not decide.secret_check_needed(None, None)
+
+
+def test_placement_policy_refuses_what_the_platform_did_not_allow():
+    def error(env: dict, **updates):
+        spec, _ = parse_spec(seed_run(**updates)["spec"])
+        return decide.placement_spec_error(spec, OperatorConfig.from_env(env))
+
+    chart = {  # the chart's defaults (values.yaml policy)
+        "TRAINKIT_ALLOWED_PRIORITY_CLASSES": "",
+        "TRAINKIT_ALLOWED_TOLERATION_KEYS": "nvidia.com/gpu",
+        "TRAINKIT_ALLOWED_NODE_SELECTOR_KEYS": "nvidia.com/gpu.product",
+        "TRAINKIT_ALLOWED_VOLCANO_QUEUES": "",
+    }
+    assert error(chart) is None  # the seed run: GPU toleration and selector, no priority class
+    assert error({}, **{"scheduling.priorityClassName": "system-cluster-critical"}) is None  # no chart: no policy
+    prio = error(chart, **{"scheduling.priorityClassName": "system-cluster-critical"})
+    assert prio == (
+        "spec.scheduling.priorityClassName: priority class 'system-cluster-critical' is not allowed here (allowed: none)"
+    )
+    assert (
+        error({**chart, "TRAINKIT_ALLOWED_PRIORITY_CLASSES": "high"}, **{"scheduling.priorityClassName": "high"})
+        is None
+    )
+    cp = [{"key": "node-role.kubernetes.io/control-plane", "operator": "Exists", "effect": "NoSchedule"}]
+    assert "key 'node-role.kubernetes.io/control-plane' is not allowed" in error(chart, **{"resources.tolerations": cp})
+    everything = error(chart, **{"resources.tolerations": [{"operator": "Exists"}]})
+    assert "tolerations[0]: a toleration without a key tolerates every taint" in everything
+    sel = error(chart, **{"resources.nodeSelector": {"node-role.kubernetes.io/control-plane": ""}})
+    assert sel.startswith("spec.resources.nodeSelector: key 'node-role.kubernetes.io/control-plane' is not allowed")
+    vq = error(chart, **{"scheduling.queueName": None, "scheduling.volcanoQueue": "other-team"})
+    assert "spec.scheduling.volcanoQueue: queue 'other-team' is not allowed" in vq
+    nq = error({**chart, "TRAINKIT_REQUIRE_QUEUE_NAME": "true"}, **{"scheduling.queueName": None})
+    assert nq == "spec.scheduling.queueName: required here (every run goes through Kueue)"

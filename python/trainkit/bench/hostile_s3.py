@@ -1,5 +1,5 @@
 """A tiny HTTP server speaking just enough S3 for the operator's guarded reader (GET object, ListObjectsV2),
-with hostile behaviours: silent, slow (trickles bytes), 5xx, redirect to another host, huge bodies.
+used by `trainkit bench safety` and the hostile-storage tests, with hostile behaviours: silent, slow (trickles bytes), 5xx, redirect to another host, huge bodies.
 
 It also answers per access key ID (parsed from the SigV4 Authorization header) so a test can see WHICH key
 the operator read with: `objects` maps (key id, "bucket/key") to bytes; any other key id gets 403.
