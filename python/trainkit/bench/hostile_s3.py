@@ -28,7 +28,7 @@ class Hostile:
 
 
 class _Handler(socketserver.StreamRequestHandler):
-    def handle(self):
+    def handle(self) -> None:
         state: Hostile = self.server.state  # type: ignore[attr-defined]
         head = b""
         while b"\r\n\r\n" not in head:
@@ -92,7 +92,7 @@ class _Handler(socketserver.StreamRequestHandler):
             return self._send(404, b"<Error><Code>NoSuchKey</Code><Message>none</Message></Error>")
         return self._send(403, b"<Error><Code>AccessDenied</Code><Message>denied</Message></Error>")
 
-    def _send(self, status: int, body: bytes, extra: dict[str, str] | None = None):
+    def _send(self, status: int, body: bytes, extra: dict[str, str] | None = None) -> None:
         head = f"HTTP/1.1 {status} X\r\nContent-Length: {len(body)}\r\nConnection: close\r\n"
         head += "".join(f"{k}: {v}\r\n" for k, v in (extra or {}).items())
         try:
