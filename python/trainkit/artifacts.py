@@ -288,6 +288,8 @@ def parse_json(data: bytes, where: str) -> object:
         return json.loads(data)
     except (ValueError, UnicodeDecodeError) as e:
         raise ArtifactError(f"{where}: not valid JSON ({e})") from None
+    except RecursionError:  # `[[[[...` a hundred thousand deep: Python's json recurses per level
+        raise ArtifactError(f"{where}: nested too deeply to be a trainkit record") from None
 
 
 def parse_manifest(doc: object, where: str) -> CheckpointManifest:
@@ -358,7 +360,7 @@ def parse_metrics(text: str) -> tuple[list[MetricsLine], int]:
             continue
         try:
             m = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             bad += 1
             continue
         if not isinstance(m, dict) or not _is_int(m.get("step")):

@@ -106,3 +106,18 @@ def test_echoed_bad_values_are_bounded(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "spec.training.precision" in err and "spec.training.learningRate" in err
     assert "x" * (MAX_SHOWN + 1) not in err and "y" * (MAX_SHOWN + 1) not in err and len(err) < 3000
+
+
+def test_a_recursive_alias_is_a_clear_error_not_a_hang(tmp_path):
+    # Found by `trainkit bench safety`: `&a [*a]` made the alias-bomb check loop forever.
+    import time
+
+    from trainkit.spec.load import SpecError, read_documents
+
+    for text in ("spec: &a [*a]\n", "a: &a {b: [1, *a]}\n"):
+        path = tmp_path / "r.yaml"
+        path.write_text(text)
+        started = time.monotonic()
+        with pytest.raises(SpecError, match="recursive alias"):
+            read_documents(path)
+        assert time.monotonic() - started < 5

@@ -10,6 +10,7 @@ BENCH_TARGETS: dict[str, str] = {
     "data": "trainkit.bench.data",
     "train": "trainkit.bench.train",
     "operator": "trainkit_operator.bench",
+    "safety": "trainkit.bench.safety",
 }
 
 

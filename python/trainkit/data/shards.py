@@ -178,6 +178,10 @@ def read_index(uri: str, options: StorageOptions | None = None, attempts: int = 
         doc = json.loads(raw)
     except ValueError as e:
         raise DataError(f"{where}: not valid JSON ({e})") from e
+    except RecursionError:
+        raise DataError(f"{where}: nested too deeply to be a shard index") from None
+    if not isinstance(doc, dict):
+        raise DataError(f"{where}: expected a JSON object, found {type(doc).__name__}")
     return parse_index(doc, uri)
 
 

@@ -54,11 +54,17 @@ def expanded_size(root: yaml.Node) -> int:
     """Nodes in the tree once every alias is expanded (shared nodes counted each time), computed per distinct
     node; YAMLError past MAX_YAML_NODES."""
     sizes: dict[int, int] = {}
+    entered: set[int] = set()
     stack: list[tuple[yaml.Node, bool]] = [(root, False)]
     while stack:
         node, done = stack.pop()
         if id(node) in sizes:
             continue
+        if not done:
+            # Entered and not finished: only a node that contains itself comes back here (`&a [*a]`).
+            if id(node) in entered:
+                raise yaml.YAMLError("an alias refers to a node that contains it (a recursive alias): refused")
+            entered.add(id(node))
         children: list[yaml.Node] = []
         if isinstance(node, yaml.SequenceNode):
             children = list(node.value)
