@@ -395,8 +395,8 @@ def run_campaign(specs: int, cli_sample: int, seed: int, with_storage: bool) -> 
     if with_storage:
         guard = storage.ReadGuard()
         for behaviour in ("silent", "slow", "5xx", "redirect", "huge"):
-            for record, read in storage_reads().items():
-                judge_storage(behaviour, record, read, guard, tallies["storage"])
+            for record, read_with in storage_reads().items():
+                judge_storage(behaviour, record, read_with, guard, tallies["storage"])
     return tallies
 
 
