@@ -3,7 +3,7 @@
 Three groups, each case judged by what a user or tenant would see:
 - hostile specs (generated from a seed, reproducible): wrong types, bounds, non-finite and denormal numbers,
   unicode and control characters, huge and deeply nested values, unknown fields, YAML bombs and broken YAML,
-  each through `trainkit validate` in-process (and a sample through the real CLI in a subprocess). Good: exit
+  each read as `trainkit validate` reads it, in-process (and a sample through the real CLI in a subprocess). Good: exit
   0 (valid) or 1 with a message that names the file, output bounded, within the time limit; bad: an uncaught
   exception, a traceback, an unbounded message.
 - damaged artifacts: progress.json, checkpoint.json, eval summary.json, metrics.jsonl and a shard index.json
@@ -19,8 +19,6 @@ There is no peer: this is a count of outcomes, and it exits 1 if any case is bad
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import math
 import random
@@ -33,7 +31,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import yaml
@@ -183,30 +180,30 @@ SPEC_SECONDS = 5.0
 
 
 def judge_spec(path: Path, label: str, tally: Tally) -> None:
-    from trainkit.commands.validate import run as validate
+    """What `trainkit validate FILE` does with the file (it reads through `load_resources` and prints each
+    SpecError issue rendered with the file name); the real CLI is `judge_cli`."""
+    from trainkit.spec.load import SpecError, load_resources
 
-    out, err = io.StringIO(), io.StringIO()
     started = time.monotonic()
     try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = validate(SimpleNamespace(files=[str(path)], explain=False))
+        load_resources(path, allow_none=True)
+        text, code = "", 0
+    except SpecError as e:
+        text, code = "\n".join(issue.render(str(path)) for issue in e.issues), 1
     except BaseException as e:  # noqa: BLE001 - exactly what the campaign looks for
         tally.add("uncaught exception", time.monotonic() - started, f"{label}: {type(e).__name__}: {str(e)[:200]}")
         return
     took = time.monotonic() - started
-    text = out.getvalue() + err.getvalue()
-    if "Traceback" in text:
-        tally.add("traceback", took, f"{label}: traceback printed")
-    elif len(text) > MAX_MESSAGE_CHARS:
+    if len(text) > MAX_MESSAGE_CHARS:
         tally.add("unbounded message", took, f"{label}: {len(text)} characters printed")
     elif took > SPEC_SECONDS:
         tally.add("too slow", took, f"{label}: {took:.1f} s")
     elif code == 0:
         tally.add("valid", took)
-    elif code == 1 and str(path) in err.getvalue():
+    elif str(path) in text:
         tally.add("clear error", took)
     else:
-        tally.add("unclear error", took, f"{label}: exit {code}, stderr {err.getvalue()[:200]!r}")
+        tally.add("unclear error", took, f"{label}: {text[:200]!r}")
 
 
 def judge_cli(path: Path, label: str, tally: Tally) -> None:
