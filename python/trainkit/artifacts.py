@@ -351,22 +351,34 @@ def parse_progress(doc: object, where: str) -> ProgressDoc:
     return ProgressDoc(**doc)  # extra keys are kept as written
 
 
-def parse_metrics(text: str) -> tuple[list[MetricsLine], int]:
-    """metrics.jsonl lines (by step, the last line of a step wins) and the count of unreadable lines."""
-    by_step: dict[int, MetricsLine] = {}
+def _json_object_lines(text: str) -> tuple[list[dict[str, Any]], int]:
+    """The JSON objects of a .jsonl text, and the count of lines that are not one (blank lines are neither).
+    Deep nesting is unreadable like any other bad line (Python's json recurses per level)."""
+    docs: list[dict[str, Any]] = []
     bad = 0
     for line in text.splitlines():
         if not line.strip():
             continue
         try:
-            m = json.loads(line)
+            doc = json.loads(line)
         except (ValueError, RecursionError):
+            doc = None
+        if isinstance(doc, dict):
+            docs.append(doc)
+        else:
+            bad += 1
+    return docs, bad
+
+
+def parse_metrics(text: str) -> tuple[list[MetricsLine], int]:
+    """metrics.jsonl lines (by step, the last line of a step wins) and the count of unreadable lines."""
+    by_step: dict[int, MetricsLine] = {}
+    docs, bad = _json_object_lines(text)
+    for m in docs:
+        if not _is_int(m.get("step")):
             bad += 1
             continue
-        if not isinstance(m, dict) or not _is_int(m.get("step")):
-            bad += 1
-            continue
-        by_step[m["step"]] = MetricsLine(**m)
+        by_step[m["step"]] = MetricsLine(**m)  # type: ignore[typeddict-item]
     return [by_step[s] for s in sorted(by_step)], bad
 
 
@@ -374,19 +386,11 @@ def parse_validation(text: str) -> tuple[list[ValidationLine], int]:
     """validation.jsonl lines (by step, the last line of a step wins) and the count of unreadable lines;
     a line is readable when its step is an integer and every source has a finite loss and a token count."""
     by_step: dict[int, ValidationLine] = {}
-    bad = 0
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        try:
-            v = json.loads(line)
-        except ValueError:
-            bad += 1
-            continue
-        sources = v.get("sources") if isinstance(v, dict) else None
+    docs, bad = _json_object_lines(text)
+    for v in docs:
+        sources = v.get("sources")
         if (
-            not isinstance(v, dict)
-            or not _is_int(v.get("step"))
+            not _is_int(v.get("step"))
             or not isinstance(sources, dict)
             or not all(
                 isinstance(s, dict) and _is_number(s.get("loss")) and _is_int(s.get("tokens")) for s in sources.values()
@@ -394,7 +398,7 @@ def parse_validation(text: str) -> tuple[list[ValidationLine], int]:
         ):
             bad += 1
             continue
-        by_step[v["step"]] = ValidationLine(**v)
+        by_step[v["step"]] = ValidationLine(**v)  # type: ignore[typeddict-item]
     return [by_step[s] for s in sorted(by_step)], bad
 
 
