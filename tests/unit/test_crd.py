@@ -153,3 +153,22 @@ def test_committed_field_reference_matches_models():
     assert (REPO / "docs" / "spec.md").read_text() == render_spec_reference(), (
         "docs/spec.md drifted from trainkit.spec: run `trainkit crd --reference -o docs/spec.md`"
     )
+
+
+def test_training_data_spec_is_immutable_on_update_only():
+    """The CRD's transition rule (`self == oldSelf`), as the API server runs it: not on create, on every update."""
+    from trainkit.spec.crd import training_data_schema
+
+    schema = training_data_schema()
+    doc = {
+        "apiVersion": "trainkit.dev/v1alpha1",
+        "kind": "TrainingData",
+        "metadata": {"name": "edu"},
+        "spec": {"inputs": ["s3://raw/edu/"], "output": {"uri": "s3://shards/"}},
+    }
+    stored, issues = admit(schema, doc)
+    assert issues == []
+    assert admit(schema, {**stored, "status": {"phase": "Ready"}}, old=stored)[1] == []
+    changed = {**stored, "spec": {**stored["spec"], "inputs": ["s3://raw/web/"]}}
+    (issue,) = admit(schema, changed, old=stored)[1]
+    assert issue.path == "spec" and "spec is immutable" in issue.message
