@@ -117,6 +117,25 @@ def training_run_documents():
                 yield pytest.param(doc, id=f"{path.name}:{doc['metadata']['name']}")
 
 
+def example_documents(kind: str):
+    for path in sorted((REPO / "jobs").glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if isinstance(doc, dict) and doc.get("kind") == kind:
+                yield pytest.param(doc, id=f"{path.name}:{doc['metadata']['name']}")
+
+
+@pytest.mark.parametrize("doc", list(example_documents("TrainingData")))
+def test_training_data_examples_validate_against_schema_and_cel(doc):
+    from trainkit.spec.crd import training_data_schema
+    from trainkit.spec.load import parse_data
+
+    schema = training_data_schema()
+    stored, issues = admit(schema, doc)
+    assert issues == []
+    assert check_cel(schema, stored) == []
+    assert parse_data(stored).spec == parse_data(doc).spec  # the API server's defaults are the models'
+
+
 @pytest.mark.parametrize("doc", list(training_run_documents()))
 def test_examples_validate_against_schema_and_cel(doc):
     schema = training_run_schema()
