@@ -203,6 +203,10 @@ def filesystem(uri: str, options: StorageOptions | None = None) -> tuple[fsspec.
         return s3fs.S3FileSystem(**kwargs), uri[len("s3://") :].rstrip("/")
     if is_hub(uri):
         return _hub_filesystem(), uri[len(HUB_SCHEME) :].rstrip("/")
+    if uri.startswith(("gs://", "gcs://")):
+        # The TrainingData spec accepts them; no GCS client is installed or tested yet: say so, never read
+        # "gs:/bucket/..." as a local path.
+        raise StorageError(f"{uri}: gs:// is not supported yet; copy the data to s3:// or read it from hf://")
     return fsspec.filesystem("file"), str(local_path(uri).absolute())
 
 

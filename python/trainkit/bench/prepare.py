@@ -10,7 +10,8 @@ parquet file with a `text` column (1x), and the same documents ten times over in
 2. Each peer, alone, in a fresh child process, on the 1x file; every one must produce the same number of tokens
    (GPT-2 ids plus one EOS per document):
      trainkit        `prepare_unit`, the Ray task `trainkit prepare` runs per input file (one process, one thread)
-     trainkit-ray    `run_prepare` end to end on a local Ray of one CPU (timed from submission, Ray already up)
+     trainkit-ray    `run_prepare` end to end on a local Ray of one CPU (timed from submission; Ray is up and its
+                     worker warm: one tiny prepare ran first)
      datasets-map    `load_dataset("parquet")` + `.map(batched=True)` with GPT2TokenizerFast, as the datasets docs
                      show it (one process; its arrow cache in a temporary folder)
      datasets-tiktoken  the same `.map(batched=True)` calling our tiktoken encoder: the pipeline without the
@@ -120,9 +121,18 @@ def peer_trainkit(shard_tokens: int) -> Callable[[Path, Path], int]:
 
 
 def peer_trainkit_ray(shard_tokens: int) -> Callable[[Path, Path], int]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     from trainkit.data.prepare import ensure_ray, run_prepare
 
     ensure_ray(1)
+    # One tiny prepare first: Ray's worker process then has trainkit imported and the tokenizer built, as it has
+    # for every file after the first of a real prepare.
+    warm = Path(tempfile.mkdtemp(prefix="warm-"))
+    pq.write_table(pa.table({"text": ["A short document to start Ray's worker."]}), warm / "warm.parquet")
+    run_prepare(str(warm / "warm.parquet"), str(warm / "out"), holdout_fraction=0.0, log=lambda _: None)
+    shutil.rmtree(warm, ignore_errors=True)
 
     def prepare(path: Path, out: Path) -> int:
         index = run_prepare(str(path), str(out), shard_tokens=shard_tokens, log=lambda _: None)
