@@ -19,9 +19,9 @@ parquet file with a `text` column (1x), and the same documents ten times over in
      litdata         `optimize(fn, inputs=[file], item_loader=TokensLoader(), num_workers=1)` with a tokenize fn
                      that streams record batches and encodes each document with GPT2TokenizerFast (+ EOS), as
                      litdata's pre-training example does
-   Per core = tokens / CPU seconds (user + system) the child spent on the work, its threads and the processes it
-   waited for included: steadier than wall time on a shared machine. trainkit-ray's Ray processes are not the
-   child's, so its per-core figure is tokens / (wall seconds x 1 CPU).
+   Per core = tokens / CPU seconds (user + system) the child spent on the work, its threads, the processes it
+   waited for and its live descendants included (for trainkit-ray: Ray's GCS, raylet and worker): steadier than
+   wall time on a shared machine.
    Each child times only the work: its imports and its tokenizer are loaded first (litdata's worker process
    loads them inside optimize(), which is part of what optimize costs).
 3. Memory: `trainkit` on the 1x and the 10x file: the child's peak RSS during the work (VmHWM, reset when the work
@@ -100,8 +100,19 @@ def compare_tokenizers(docs: list[str]) -> dict:
 
 # --------------------------------------------------------------------------------- the peers (children)
 def _cpu_seconds() -> float:
+    """CPU seconds of this process, its threads, the processes it waited for, and its live descendants (a local
+    Ray's GCS, raylet and workers: their CPU is the prepare's too)."""
+    import psutil
+
     own, waited = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + waited.ru_utime + waited.ru_stime
+    total = own.ru_utime + own.ru_stime + waited.ru_utime + waited.ru_stime
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            times = proc.cpu_times()
+        except psutil.Error:  # ended meanwhile
+            continue
+        total += times.user + times.system
+    return total
 
 
 def peer_trainkit(shard_tokens: int) -> Callable[[Path, Path], int]:
@@ -232,9 +243,12 @@ def child(peer: str, path: Path, out: Path, shard_tokens: int) -> dict:
     cpu, wall = _cpu_seconds(), time.perf_counter()
     tokens = prepare(path, out)
     wall = time.perf_counter() - wall
-    # Ray's worker processes are not this process's: for trainkit-ray only the wall time means anything.
-    cpu_seconds = None if peer == "trainkit-ray" else _cpu_seconds() - cpu
-    return {"tokens": tokens, "wall_seconds": wall, "cpu_seconds": cpu_seconds, "peak_rss_mib": _peak_rss_mib()}
+    return {
+        "tokens": tokens,
+        "wall_seconds": wall,
+        "cpu_seconds": _cpu_seconds() - cpu,
+        "peak_rss_mib": _peak_rss_mib(),
+    }
 
 
 def measure(peer: str, path: Path, workdir: Path, shard_tokens: int) -> dict:
@@ -261,7 +275,7 @@ def measure(peer: str, path: Path, workdir: Path, shard_tokens: int) -> dict:
 
 
 def per_core(r: dict) -> float:
-    return r["tokens"] / (r["cpu_seconds"] if r["cpu_seconds"] is not None else r["wall_seconds"])
+    return r["tokens"] / r["cpu_seconds"]
 
 
 def run(args) -> int:
@@ -306,7 +320,7 @@ def run(args) -> int:
         f"\n{'peer':<18} {'tokens':>10} {'wall s':>8} {'CPU s':>8} {'tokens/s/core':>14} {'peak RSS':>10} {'vs ' + BASELINE:>16}"
     )
     for peer, r in results.items():
-        cpu = f"{r['cpu_seconds']:.2f}" if r["cpu_seconds"] is not None else "n/a"
+        cpu = f"{r['cpu_seconds']:.2f}"
         ratio = f"{per_core(r) / per_core(base):.2f}x" if base else "-"
         print(
             f"{peer:<18} {r['tokens']:>10,} {r['wall_seconds']:>8.2f} {cpu:>8} {per_core(r) / 1e6:>13.2f}M "
@@ -314,7 +328,7 @@ def run(args) -> int:
         )
     counts = {r["tokens"] for r in results.values()}
     print("same tokens from every peer" if len(counts) == 1 else f"WARNING: token counts differ: {sorted(counts)}")
-    print("tokens/s/core: tokens / CPU seconds of the work (trainkit-ray: / wall seconds x 1 Ray CPU)")
+    print("tokens/s/core: tokens / CPU seconds of the work (trainkit-ray: Ray's GCS, raylet and worker included)")
     if base:
         speedup = per_core(results["trainkit"]) / per_core(base)
         print(
