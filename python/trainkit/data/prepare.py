@@ -14,6 +14,11 @@ length, a language column's value, exact-hash dedup within a file) drops documen
 and is part of every marker, so a changed filter re-tokenizes. While it runs the driver keeps
 `prepare-progress.json` (files done, tokens, documents; the error when it fails) next to the shards:
 the operator shows it in the TrainingData's status.
+
+Inputs may be local, s3:// or hf://datasets/ORG/NAME[@revision][/path] (trainkit.storage reads the hub; the
+revision is pinned to its commit when the prepare starts). The inputs are listed and every parquet footer read
+before Ray starts, so a bad input fails in seconds. Memory per unit is bounded (BATCH_ROWS, TOKENIZE_CHARS, one
+shard buffer), not proportional to the input.
 """
 
 from __future__ import annotations
