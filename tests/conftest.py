@@ -88,3 +88,15 @@ def ray_session():
         ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=1 << 30, log_to_driver=True)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def demo_text(tmp_path_factory):
+    """The three demo sources (real English text, `trainkit demo-data`'s layout: <name>/data/train-*.parquet with
+    a `text` column) as local parquet, written once per session."""
+    from trainkit.data.demo import demo_sources, write_parquet_source
+
+    root = tmp_path_factory.mktemp("demo-text")
+    for source in demo_sources(120_000, log=lambda _: None):
+        write_parquet_source(source, str(root), files=2)
+    return root

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from trainkit.spec.data import (
     SHARD_FORMAT,
@@ -37,6 +37,7 @@ from trainkit_operator.data_builders import (
 )
 
 DATA_TERMINAL = ("Ready", "Failed")
+StorageState = Literal["read", "unreadable", "none"]
 
 
 @dataclass
@@ -122,7 +123,12 @@ def decide_data(
     progress: Mapping | None,
     config: OperatorConfig,
     now: str,
+    storage_state: StorageState = "read",
+    storage_problem: str = "",
 ) -> DataDecision:
+    """`storage_state`: "read" (index/progress are what storage holds; None = absent), "unreadable" (the reads
+    failed or were deferred this time: nothing terminal is decided on them) or "none" (no key to read with:
+    workload identity; Ready comes from the prepare RayJob's success alone)."""
     prev = previous_data_status(data)
     gen = (data.get("metadata") or {}).get("generation")
 
@@ -146,7 +152,7 @@ def decide_data(
         return DataDecision("none", prev)
     if spec is None or spec_error is not None:
         return DataDecision("none", status("Failed", "InvalidSpec", spec_error or "invalid spec"))
-    if index_problem(index, spec) is None:
+    if storage_state == "read" and index_problem(index, spec) is None:
         assert index is not None
         files = index.get("sourceFiles") or []
         return DataDecision(
@@ -166,6 +172,11 @@ def decide_data(
                     documents=int(index.get("totalDocuments") or 0),
                 ),
             ),
+        )
+    if rayjob is None and storage_state == "unreadable":
+        # The shards may be there already (content addressing): look before starting a prepare.
+        return DataDecision(
+            "none", status("Pending", "StorageUnreadable", f"waiting to read {data_uri(spec)}: {storage_problem}")
         )
     if rayjob is None:
         return DataDecision(
@@ -188,6 +199,21 @@ def decide_data(
         why = error or st.get("message") or f"prepare RayJob ended {job or deployment}"
         return DataDecision(
             "none", status("Failed", "PrepareFailed", f"prepare failed: {why}", progress=seen or DataProgress())
+        )
+    if (job == "SUCCEEDED" or deployment == "Complete") and storage_state == "none":
+        return DataDecision(
+            "none",
+            status(
+                "Ready",
+                "Prepared",
+                f"prepared at {data_uri(spec)} by RayJob {rayjob['metadata']['name']} (the operator holds no "
+                "storage key in workload-identity mode, so the index's totals are not shown)",
+            ),
+        )
+    if (job == "SUCCEEDED" or deployment == "Complete") and storage_state == "unreadable":
+        return DataDecision(
+            "none",
+            status("Preparing", "StorageUnreadable", f"prepared; waiting to read its index.json: {storage_problem}"),
         )
     if job == "SUCCEEDED" or deployment == "Complete":
         # Finished, but no valid index: never shown as Ready (nothing half-written is a source).

@@ -14,12 +14,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from trainkit import artifacts, storage
-from trainkit.spec.data import INDEX_FILE, PROGRESS_FILE, TrainingDataSpec, resolved_uri
+from trainkit.spec.data import TrainingDataSpec, resolved_uri
 from trainkit.spec.load import issues_from
 
+from trainkit_operator import decide, observe
 from trainkit_operator.config import OperatorConfig
-from trainkit_operator.data_builders import data_rayjob_name
-from trainkit_operator.data_decide import data_cluster_error, decide_data, previous_data_status
+from trainkit_operator.data_builders import data_credentials_secret, data_rayjob_name
+from trainkit_operator.data_decide import StorageState, data_cluster_error, decide_data, previous_data_status
 from trainkit_operator.kube import Kube
 
 log = logging.getLogger("trainkit_operator.data")
@@ -34,22 +35,30 @@ def parse_data_spec(raw: Any) -> tuple[TrainingDataSpec | None, str | None]:
     return spec, data_cluster_error(spec)
 
 
-def _read_optional_json(uri: str, options: storage.StorageOptions) -> dict | None:
-    """A small JSON record, or None when absent or unreadable now (the status then keeps what it had)."""
+def data_credentials(kube: Kube, ns: str, secret: str) -> tuple[storage.Credentials | None, str | None]:
+    """The TrainingData's storage key from its Secret, or why it cannot be used (a spec error's text)."""
     try:
-        doc = storage.read_json(uri, options)
-    except FileNotFoundError:
-        return None
-    except Exception as e:  # noqa: BLE001 - storage trouble must not stop the reconcile
-        log.warning("could not read %s: %s", uri, type(e).__name__)
-        return None
-    return doc if isinstance(doc, dict) else None
+        credentials = kube.read_storage_credentials(ns, secret)
+    except ValueError as e:  # the Secret lacks the keys or holds no text (the message names it, never a value)
+        return None, f"spec.storage.credentialsSecret: {e}"
+    except Exception as e:
+        if getattr(e, "status", None) != 403:
+            raise
+        return None, decide.secret_spec_error(secret, ns, "forbidden")
+    if credentials is None:
+        return None, decide.secret_spec_error(secret, ns, "missing")
+    return credentials, None
 
 
 def reconcile_data(
     kube: Kube, data: dict, config: OperatorConfig, now: str | None = None
 ) -> tuple[str, str, str] | None:
-    """Read, decide, create what is due, write the status if it changed; the Event of a phase change, if any."""
+    """Read, decide, create what is due, write the status if it changed; the Event of a phase change, if any.
+
+    index.json and prepare-progress.json are read with the TrainingData's OWN key (its Secret, or the chart's
+    default Secret name, in its namespace), guarded and deadline-bound in the read pool, as a run's records
+    are (observe.py); the operator has no key of its own. With no Secret at all (workload identity) nothing is
+    read: the data is Ready when its prepare RayJob succeeds."""
     now = now or artifacts.now_iso()
     meta = data["metadata"]
     ns, name = meta.get("namespace") or "default", meta["name"]
@@ -57,17 +66,37 @@ def reconcile_data(
     if prev is not None and prev.phase in ("Ready", "Failed"):
         return None
     spec, spec_error = parse_data_spec(data.get("spec"))
-    rayjob = index = progress = None
     if spec is not None and spec_error is None:
-        options = storage.StorageOptions(
-            endpoint=spec.storage.endpoint or config.default_storage_endpoint, region=spec.storage.region
-        )
-        uri = resolved_uri(spec)
-        index = _read_optional_json(storage.join(uri, INDEX_FILE), options)
+        spec_error = decide.storage_spec_error(spec, config)
+    rayjob = None
+    seen = observe.PreparedObserved()
+    storage_state: StorageState = "none"
+    if spec is not None and spec_error is None:
         rayjob = kube.get_rayjob(ns, data_rayjob_name(name))
-        if rayjob is not None:
-            progress = _read_optional_json(storage.join(uri, PROGRESS_FILE), options)
-    decision = decide_data(data, spec, spec_error, rayjob, index, progress, config, now)
+        secret = data_credentials_secret(spec, config)
+        if secret is not None:
+            credentials, secret_error = data_credentials(kube, ns, secret)
+            if credentials is None:
+                if rayjob is None:
+                    spec_error = secret_error
+                seen, storage_state = observe.PreparedObserved(problems=(secret_error or "",)), "unreadable"
+            else:
+                options = observe.options_for(spec, config, credentials)
+                pool = observe.read_pool(config)
+                seen = pool.observe_prepared(ns, resolved_uri(spec), options, config.reads_deadline)
+                storage_state = "unreadable" if seen.deferred or seen.problems else "read"
+    decision = decide_data(
+        data,
+        spec,
+        spec_error,
+        rayjob,
+        seen.index,
+        seen.progress if rayjob is not None else None,
+        config,
+        now,
+        storage_state=storage_state,
+        storage_problem="; ".join(seen.problems or ()),
+    )
     if decision.action == "create":
         assert decision.configmap is not None and decision.rayjob is not None
         if decision.network_policy is not None:

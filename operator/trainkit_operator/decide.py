@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeGuard
 
 from trainkit import artifacts
+from trainkit.spec.data import TrainingDataSpec
 from trainkit.spec.models import TrainingRunSpec
 from trainkit.spec.status import (
     KNOWN_JOB_DEPLOYMENT_STATUSES,
@@ -147,8 +148,8 @@ def placement_spec_error(spec: TrainingRunSpec, config: OperatorConfig) -> str |
     return "; ".join(problems) or None
 
 
-def storage_spec_error(spec: TrainingRunSpec, config: OperatorConfig) -> str | None:
-    """Why the operator refuses a run's storage block, or None. The endpoint is where the operator itself
+def storage_spec_error(spec: TrainingRunSpec | TrainingDataSpec, config: OperatorConfig) -> str | None:
+    """Why the operator refuses a run's (or a TrainingData's) storage block, or None. The endpoint is where the operator itself
     reads the run's artifacts from: only the chart's endpoint or one in its allow-list, never a metadata
     or link-local address; and the run's key must come from a Secret in its namespace unless the chart
     chose workload identity (no shared key, no operator key)."""

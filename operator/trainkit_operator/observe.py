@@ -28,6 +28,7 @@ from typing import TypeVar
 
 from trainkit import artifacts, storage
 from trainkit.artifacts import EvalSummaryDoc, ProgressDoc
+from trainkit.spec.data import INDEX_FILE, PROGRESS_FILE, TrainingDataSpec
 from trainkit.spec.models import TrainingRunSpec
 
 from trainkit_operator.config import OperatorConfig
@@ -61,9 +62,10 @@ def read_guard(config: OperatorConfig) -> storage.ReadGuard:
 
 
 def options_for(
-    spec: TrainingRunSpec, config: OperatorConfig, credentials: storage.Credentials | None = None
+    spec: TrainingRunSpec | TrainingDataSpec, config: OperatorConfig, credentials: storage.Credentials | None = None
 ) -> storage.StorageOptions:
-    """How the operator reads this run's storage: its endpoint (spec or chart default), its key, guarded."""
+    """How the operator reads a run's (or a TrainingData's) storage: its endpoint (spec or chart default), its
+    key, guarded."""
     return storage.StorageOptions(
         endpoint=spec.storage.endpoint or config.default_storage_endpoint,
         region=spec.storage.region,
@@ -108,6 +110,34 @@ def observe_outputs(output_uri: str, options: storage.StorageOptions) -> Observe
     return Observed(progress=progress, checkpoint=checkpoint, eval_summary=eval_summary, problems=tuple(problems))
 
 
+@dataclass(frozen=True)
+class PreparedObserved:
+    """What one TrainingData reconcile read at the data's content-addressed URI (None: not there / unreadable)."""
+
+    index: dict | None = None
+    progress: dict | None = None
+    problems: tuple[str, ...] | None = None
+    deferred: bool = False
+
+
+def _json_object_or_none(uri: str, options: storage.StorageOptions) -> dict | None:
+    try:
+        doc = storage.read_json(uri, options)
+    except FileNotFoundError:
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def observe_prepared(uri: str, options: storage.StorageOptions) -> PreparedObserved:
+    """index.json (the commit marker: Ready when valid) and prepare-progress.json under `uri`, guarded when
+    `options.guard` is set; an absent one is None, an unreadable one None with the reason in `problems`."""
+    problems: list[str] = []
+    index_uri, progress_uri = storage.join(uri, INDEX_FILE), storage.join(uri, PROGRESS_FILE)
+    index = _unless_unreachable(index_uri, lambda: _json_object_or_none(index_uri, options), problems)
+    progress = _unless_unreachable(progress_uri, lambda: _json_object_or_none(progress_uri, options), problems)
+    return PreparedObserved(index=index, progress=progress, problems=tuple(problems))
+
+
 class ReadPool:
     """The threads that read tenants' storage: bounded, and fair (one reconcile's reads per tenant at once)."""
 
@@ -119,18 +149,31 @@ class ReadPool:
     def observe(self, tenant: str, output_uri: str, options: storage.StorageOptions, deadline: float) -> Observed:
         """The run's records, read in the pool within `deadline` seconds; past it (or while this tenant's
         previous reads still run) nothing is read this time and `problems` says why."""
+        done, problem, deferred = self.read(tenant, output_uri, lambda: observe_outputs(output_uri, options), deadline)
+        return done if done is not None else Observed(problems=(problem or "",), deferred=deferred)
+
+    def observe_prepared(
+        self, tenant: str, uri: str, options: storage.StorageOptions, deadline: float
+    ) -> PreparedObserved:
+        """A TrainingData's index.json and prepare-progress.json, read in the pool like a run's records."""
+        done, problem, deferred = self.read(tenant, uri, lambda: observe_prepared(uri, options), deadline)
+        return done if done is not None else PreparedObserved(problems=(problem or "",), deferred=deferred)
+
+    def read(
+        self, tenant: str, what: str, reads: Callable[[], T], deadline: float
+    ) -> tuple[T | None, str | None, bool]:
+        """(`reads()` run in the pool within `deadline` seconds, None or why not, deferred): nothing is read
+        while this tenant's previous reads still run (deferred), or past the deadline."""
         with self._lock:
             if tenant in self._busy:
-                return Observed(
-                    problems=(f"the storage reads of an earlier reconcile in namespace {tenant!r} are still running",),
-                    deferred=True,
-                )
+                why = f"the storage reads of an earlier reconcile in namespace {tenant!r} are still running"
+                return None, why, True
             self._busy.add(tenant)
 
-        def run() -> Observed:
+        def run() -> T:
             try:
                 with storage.reads_deadline(deadline):
-                    return observe_outputs(output_uri, options)
+                    return reads()
             finally:
                 with self._lock:
                     self._busy.discard(tenant)
@@ -142,10 +185,10 @@ class ReadPool:
                 self._busy.discard(tenant)
             raise
         try:
-            return future.result(timeout=deadline + DEADLINE_GRACE_SECONDS)
+            return future.result(timeout=deadline + DEADLINE_GRACE_SECONDS), None, False
         except concurrent.futures.TimeoutError:
-            log.warning("storage reads for %s took longer than %.0f s; keeping the last status", output_uri, deadline)
-            return Observed(problems=(f"reading {output_uri} took longer than the {deadline:g} s deadline",))
+            log.warning("storage reads for %s took longer than %.0f s; keeping the last status", what, deadline)
+            return None, f"reading {what} took longer than the {deadline:g} s deadline", False
 
 
 _POOLS: dict[int, ReadPool] = {}

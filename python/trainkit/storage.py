@@ -1,9 +1,16 @@
-"""Object storage through fsspec: s3:// (s3fs), file:// and plain local paths behave the same.
+"""Object storage through fsspec: s3:// (s3fs), file:// and plain local paths behave the same; hf://
+(Hugging Face Hub datasets, read-only, through huggingface_hub's HfFileSystem) can be listed and read.
 
 Endpoint and region come from the spec's `storage` block, else from the environment
 (AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL, AWS_DEFAULT_REGION). Credentials come only from the
 environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, which the operator fills from the Secret
 named in the spec) or the pod's IAM role: never from the spec, never on a command line.
+
+The hub is `HF_ENDPOINT` (default https://huggingface.co, read when a filesystem is made, so a mirror or a
+test server can be named at any time) and its token is `HF_TOKEN` (the prepare RayJob fills it from the Secret
+named in the TrainingData) or the token file of `hf auth login`; never a spec field, never a command line.
+Hub errors (401/403, missing repository or revision, an unreachable endpoint, offline mode) become one
+`HubError` that says which and what to do (`hub_problem`), never the token.
 
 Writes are atomic for readers: local files go to a temporary name and are renamed; an S3 PUT is
 atomic by itself. Multi-file artifacts (checkpoints, shard sets) are committed by writing their
@@ -106,6 +113,19 @@ def is_remote(uri: str) -> bool:
     return uri.startswith("s3://")
 
 
+HUB_SCHEME = "hf://"
+DEFAULT_HUB_ENDPOINT = "https://huggingface.co"
+HUB_TOKEN_ENV = "HF_TOKEN"
+
+
+def is_hub(uri: str) -> bool:
+    return uri.startswith(HUB_SCHEME)
+
+
+class HubError(StorageError):
+    """The Hugging Face Hub refused or could not serve an hf:// input; the message says why and what to do."""
+
+
 def local_path(uri: str) -> Path:
     return Path(uri[len("file://") :] if uri.startswith("file://") else uri)
 
@@ -181,7 +201,109 @@ def filesystem(uri: str, options: StorageOptions | None = None) -> tuple[fsspec.
         if options.region:
             kwargs["client_kwargs"] = {"region_name": options.region}
         return s3fs.S3FileSystem(**kwargs), uri[len("s3://") :].rstrip("/")
+    if is_hub(uri):
+        return _hub_filesystem(), uri[len(HUB_SCHEME) :].rstrip("/")
+    if uri.startswith(("gs://", "gcs://")):
+        # The TrainingData spec accepts them; no GCS client is installed or tested yet: say so, never read
+        # "gs:/bucket/..." as a local path.
+        raise StorageError(f"{uri}: gs:// is not supported yet; copy the data to s3:// or read it from hf://")
     return fsspec.filesystem("file"), str(local_path(uri).absolute())
+
+
+# --------------------------------------------------------------------------- Hugging Face Hub
+def hub_endpoint() -> str:
+    return (os.environ.get("HF_ENDPOINT") or DEFAULT_HUB_ENDPOINT).rstrip("/")
+
+
+def _hub_filesystem():
+    from huggingface_hub import HfFileSystem
+
+    # A fresh instance per call: no listing or repository cache outlives one operation (a long prepare must see
+    # what the hub holds now), and HF_ENDPOINT is read now, not when huggingface_hub was imported. The token is
+    # huggingface_hub's own lookup (HF_TOKEN, then the saved login), so it never passes through our code.
+    return HfFileSystem(endpoint=hub_endpoint(), skip_instance_cache=True)
+
+
+def _hub_token_sent() -> bool:
+    from huggingface_hub import get_token
+
+    return bool(get_token())
+
+
+def _causes(e: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    node: BaseException | None = e
+    while node is not None and id(node) not in seen:
+        seen.add(id(node))
+        yield node
+        node = node.__cause__ or node.__context__
+
+
+def hub_problem(uri: str, e: BaseException) -> str:
+    """What went wrong reading `uri` from the hub and what to do, from huggingface_hub's exceptions anywhere in
+    the chain (HfFileSystem wraps them in FileNotFoundError). Never the token, only whether one was sent."""
+    from huggingface_hub import errors
+
+    chain = list(_causes(e))
+    org_name = uri[len(HUB_SCHEME) :].split("/", 3)[1:3]
+    where = f"hub dataset {'/'.join(org_name).split('@')[0]} at {hub_endpoint()}"
+
+    def first(*types: type[BaseException]) -> BaseException | None:
+        return next((c for c in chain if isinstance(c, types)), None)
+
+    def status_of(cause: BaseException) -> int | None:
+        return getattr(getattr(cause, "response", None), "status_code", None)
+
+    if first(errors.OfflineModeIsEnabled):
+        return f"{uri}: HF_HUB_OFFLINE is set, so the hub cannot be read (unset it to prepare hf:// inputs)"
+    if cause := first(errors.RevisionNotFoundError):
+        revision = uri.split("@", 1)[1].split("/", 1)[0] if "@" in uri else "main"
+        return f"{uri}: revision {revision!r} does not exist in {where} (the hub answered {status_of(cause)})"
+    if cause := first(errors.GatedRepoError):
+        return (
+            f"{uri}: {where} is gated and the token's account has not been granted access "
+            f"(the hub answered {status_of(cause)}); accept its conditions on the hub"
+        )
+    cause = first(errors.HfHubHTTPError)
+    status = status_of(cause) if cause is not None else None
+    if cause is not None and status in (401, 403, 404) and not isinstance(cause, errors.EntryNotFoundError):
+        if not _hub_token_sent():
+            return (
+                f"{uri}: the hub answered {status} for {where} and no token was sent: the dataset is private, "
+                f"gated or does not exist (a TrainingData names a Secret with key {HUB_TOKEN_ENV} in "
+                f"spec.hfTokenSecret; trainkit prepare reads {HUB_TOKEN_ENV})"
+            )
+        return (
+            f"{uri}: the hub answered {status} for {where} with the token given: the token is invalid, or the "
+            "dataset does not exist or is not readable with it"
+        )
+    if cause is not None and status is not None and status >= 500:
+        return f"{uri}: the hub at {hub_endpoint()} failed with {status} (after retries); try again later"
+    unreachable = next(
+        (
+            c
+            for c in chain
+            if isinstance(c, (ConnectionError, TimeoutError))
+            or type(c).__name__ in ("ConnectError", "ConnectTimeout", "ReadTimeout", "RemoteProtocolError")
+        ),
+        None,
+    )
+    if unreachable is not None:
+        return (
+            f"{uri}: the hub at {hub_endpoint()} is unreachable ({type(unreachable).__name__}: "
+            f"{str(unreachable)[:200]}); set HF_ENDPOINT to a reachable hub or mirror"
+        )
+    if first(FileNotFoundError) or (cause is not None and status == 404):
+        return f"{uri}: no such file or folder in {where}"
+    return f"{uri}: {type(e).__name__}: {str(e)[:300]}"
+
+
+def _hub_call(uri: str, fn: Callable[[], T], what: str) -> T:
+    """`retry(fn)` for an hf:// URI, its failure re-raised as one HubError naming the cause."""
+    try:
+        return retry(fn, what)
+    except Exception as e:  # every hub failure becomes one clear HubError (classified by hub_problem)
+        raise HubError(hub_problem(uri, e)) from e
 
 
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)
@@ -192,6 +314,8 @@ def _is_transient(e: BaseException) -> bool:
         return False
     if isinstance(e, TRANSIENT_ERRORS):
         return True
+    if getattr(getattr(e, "response", None), "status_code", None) in (429, 500, 502, 503, 504):
+        return True  # the hub's (httpx) errors carry their response
     text = f"{type(e).__name__} {e}"
     return any(
         s in text
@@ -204,6 +328,7 @@ def _is_transient(e: BaseException) -> bool:
             "InternalError",
             "Connection reset",
             "ConnectionClosed",
+            "ConnectError",  # httpx (the hub client): refused or reset while connecting
         )
     )
 
@@ -625,10 +750,40 @@ def find(uri: str, options: StorageOptions | None = None) -> list[str]:
             return [path]
         return fs.find(path)
 
+    if is_hub(uri):
+
+        def hub_listing():
+            # Not fs.exists(): it answers False for every failure, hiding a 401 or a missing revision.
+            fs.resolve_path(path)
+            return [path] if fs.info(path)["type"] == "file" else fs.find(path)
+
+        return sorted(HUB_SCHEME + f for f in _hub_call(uri, hub_listing, f"listing {uri}"))
     found = retry(listing, f"listing {uri}")
     if is_remote(uri):
         return sorted("s3://" + f for f in found)
     return sorted(found)
+
+
+def pin_hub_revision(uri: str) -> str:
+    """`hf://datasets/ORG/NAME[@rev][/path]` with the revision replaced by the commit it names now, so that every
+    file of one prepare is read from the same commit even if the branch moves meanwhile (and the index records
+    which commit). Other URIs are returned unchanged."""
+    if not is_hub(uri):
+        return uri
+    fs, path = filesystem(uri)
+    resolved = _hub_call(uri, lambda: fs.resolve_path(path), f"resolving {uri}")
+    from huggingface_hub import HfApi
+
+    api = HfApi(endpoint=hub_endpoint())
+    info = _hub_call(
+        uri,
+        lambda: api.repo_info(resolved.repo_id, revision=resolved.revision, repo_type=resolved.repo_type),
+        f"reading the commit of {uri}",
+    )
+    if not info.sha:
+        raise HubError(f"{uri}: the hub gave no commit for revision {resolved.revision!r}")
+    inside = "/" + resolved.path_in_repo if resolved.path_in_repo else ""
+    return f"{HUB_SCHEME}{resolved.repo_type}s/{resolved.repo_id}@{info.sha}{inside}"
 
 
 def list_names(uri: str, options: StorageOptions | None = None, directories_only: bool = False) -> list[str]:
@@ -665,6 +820,8 @@ def list_sizes(uri: str, options: StorageOptions | None = None) -> dict[str, int
 
 def size(uri: str, options: StorageOptions | None = None) -> int:
     fs, path = filesystem(uri, options)
+    if is_hub(uri):
+        return int(_hub_call(uri, lambda: fs.size(path), f"reading the size of {uri}"))
     return int(retry(lambda: fs.size(path), f"reading the size of {uri}"))
 
 
@@ -675,8 +832,15 @@ def open_input(uri: str, options: StorageOptions | None = None, compression: str
         from fsspec.utils import infer_compression
 
         compression = infer_compression(path)
-    # Large blocks: s3fs reads ~3x faster with 50 MB blocks than with its default against S3 servers.
-    return retry(lambda: fs.open(path, "rb", compression=compression, block_size=32 << 20), f"opening {uri}")
+
+    # Large blocks: s3fs reads ~3x faster with 50 MB blocks than with its default against S3 servers (and the
+    # hub's files are read in the same 32 MiB ranged GETs).
+    def opened():
+        return fs.open(path, "rb", compression=compression, block_size=32 << 20)
+
+    if is_hub(uri):
+        return _hub_call(uri, opened, f"opening {uri}")
+    return retry(opened, f"opening {uri}")
 
 
 def remove(uri: str, options: StorageOptions | None = None) -> None:

@@ -689,7 +689,13 @@ class Store:
         })  # fmt: skip
 
     def _admit_schema(
-        self, rt: ResourceType, version: str, obj: dict, field_validation: str, warnings: list[str]
+        self,
+        rt: ResourceType,
+        version: str,
+        obj: dict,
+        field_validation: str,
+        warnings: list[str],
+        old: dict | None = None,
     ) -> dict:
         schema = rt.versions[version].schema
         if rt.kind == "Secret":
@@ -704,7 +710,7 @@ class Store:
                                     f"strict decoding error: {detail}", "BadRequest")  # fmt: skip
             if field_validation != "Ignore":
                 warnings.extend(f'unknown field "{p}"' for p in dropped)
-        stored, issues = openapi.admit(schema, pruned, strict_fields=False)
+        stored, issues = openapi.admit(schema, pruned, strict_fields=False, old=old)  # old: transition rules
         if issues:
             raise self._invalid(rt, stored, [(i.path, i.message) for i in issues])
         return stored
@@ -873,7 +879,7 @@ class Store:
                     raise self._invalid(rt, old, [("metadata.finalizers", "Forbidden: no new finalizers can be added if "
                                                    f"the object is being deleted, found new finalizers {sorted(added)}")])  # fmt: skip
             self._check_meta(rt, new)
-            new = self._admit_schema(rt, version, new, field_validation, warnings)
+            new = self._admit_schema(rt, version, new, field_validation, warnings, old)
             if rt.key == ("apiextensions.k8s.io", "customresourcedefinitions"):
                 new = self._crd_prepare(new)
             if "generation" in new["metadata"] and _spec_part(new) != _spec_part(old):

@@ -12,6 +12,7 @@ the missing field, `Unsupported value: ...`, CEL: `Invalid value: "object": <mes
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -255,15 +256,33 @@ def _schema_fingerprint(schema: dict) -> int:
 _FINGERPRINTS: dict[int, tuple[dict, int]] = {}
 
 
-def _cel_failure(rule: dict, schema: dict, value: Any, node_key: str) -> str | None:
+# A value absent from the old object (a create, or a field the update adds): transition rules are not run.
+ABSENT: Any = object()
+_OLD_SELF = re.compile(r"\boldSelf\b")
+
+
+def is_transition_rule(rule: dict) -> bool:
+    """Upstream (apiextensions-apiserver, `x-kubernetes-validations`): a rule that reads `oldSelf` is a transition
+    rule, evaluated only on an update and only where the old object has a value at the same place (unless it sets
+    `optionalOldSelf`, which this model does not support: such rules also run only then)."""
+    return bool(_OLD_SELF.search(rule["rule"]))
+
+
+def _cel_failure(rule: dict, schema: dict, value: Any, node_key: str, old: Any = ABSENT) -> str | None:
     """Evaluate one rule (memoised: cel-python takes milliseconds per rule and the result depends only on the
-    rule and the typed node); returns the failure message, or None when the rule holds."""
+    rule and the typed node, and the old node for a transition rule); the failure message, or None if it holds."""
+    transition = is_transition_rule(rule)
+    if transition:
+        node_key += "\0" + _cel_node_key(schema, old)
     key = (rule["rule"] + "\0" + str(rule.get("message", "")), node_key)
     if key in _CEL_RESULTS:
         return _CEL_RESULTS[key]
     message: str | None = None
+    activation = {"self": _typed(schema, value)}
+    if transition:
+        activation["oldSelf"] = _typed(schema, old)
     try:
-        ok = _program(rule["rule"]).evaluate({"self": _typed(schema, value)})
+        ok = _program(rule["rule"]).evaluate(activation)
     except Exception as e:  # noqa: BLE001 - an evaluation error rejects the object, as in the API server
         ok = False
         message = f"{rule.get('message', rule['rule'])} (evaluation error: {e})"
@@ -280,13 +299,15 @@ def _cel_failure(rule: dict, schema: dict, value: Any, node_key: str) -> str | N
     return message
 
 
-def check_cel(schema: dict, value: Any, path: str = "") -> list[SchemaIssue]:
-    """Evaluate every x-kubernetes-validations rule whose node is present in `value`."""
+def check_cel(schema: dict, value: Any, path: str = "", old: Any = ABSENT) -> list[SchemaIssue]:
+    """Evaluate every x-kubernetes-validations rule whose node is present in `value`; transition rules (`oldSelf`)
+    only where `old` (the stored object on an update) has that node too. Old list items are not correlated
+    (upstream correlates those of map-type lists; no rule of ours sits under a list item)."""
     issues: list[SchemaIssue] = []
-    rules = schema.get("x-kubernetes-validations", [])
+    rules = [r for r in schema.get("x-kubernetes-validations", []) if old is not ABSENT or not is_transition_rule(r)]
     node_key = _cel_node_key(schema, value) if rules else ""
     for rule in rules:
-        message = _cel_failure(rule, schema, value, node_key)
+        message = _cel_failure(rule, schema, value, node_key, old)
         if message is not None:
             got = _JSON_TYPE.get(type(value), "null")
             issues.append(SchemaIssue(path + rule.get("fieldPath", ""), f'Invalid value: "{got}": {message}'))
@@ -296,7 +317,8 @@ def check_cel(schema: dict, value: Any, path: str = "") -> list[SchemaIssue]:
         for key, v in value.items():
             sub = props.get(key, extra if not props else None)
             if sub is not None and v is not None:
-                issues += check_cel(sub, v, _child(path, key))
+                old_v = old.get(key, ABSENT) if isinstance(old, dict) else ABSENT
+                issues += check_cel(sub, v, _child(path, key), ABSENT if old_v is None else old_v)
     elif isinstance(value, list) and "items" in schema:
         for i, v in enumerate(value):
             issues += check_cel(schema["items"], v, _child(path, i))
@@ -333,13 +355,15 @@ def check_list_types(schema: dict, value: Any, path: str = "") -> list[SchemaIss
     return issues
 
 
-def admit(schema: dict, obj: dict, strict_fields: bool = True) -> tuple[dict, list[SchemaIssue]]:
-    """What the API server does on create/update: prune (strict: reject unknown fields), default,
-    validate, run CEL. Returns the stored object and the issues (empty when admitted)."""
+def admit(
+    schema: dict, obj: dict, strict_fields: bool = True, old: dict | None = None
+) -> tuple[dict, list[SchemaIssue]]:
+    """What the API server does on create/update (`old`: the stored object): prune (strict: reject unknown
+    fields), default, validate, run CEL. Returns the stored object and the issues (empty when admitted)."""
     pruned, dropped = prune(schema, obj)
     issues = [SchemaIssue(p, "unknown field") for p in dropped] if strict_fields else []
     defaulted = apply_defaults(schema, pruned)
     issues += validate_schema(schema, defaulted)  # incl. list-type map/set uniqueness
     if not issues:
-        issues += check_cel(schema, defaulted)
+        issues += check_cel(schema, defaulted, old=ABSENT if old is None else old)
     return defaulted, issues

@@ -117,6 +117,25 @@ def training_run_documents():
                 yield pytest.param(doc, id=f"{path.name}:{doc['metadata']['name']}")
 
 
+def example_documents(kind: str):
+    for path in sorted((REPO / "jobs").glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if isinstance(doc, dict) and doc.get("kind") == kind:
+                yield pytest.param(doc, id=f"{path.name}:{doc['metadata']['name']}")
+
+
+@pytest.mark.parametrize("doc", list(example_documents("TrainingData")))
+def test_training_data_examples_validate_against_schema_and_cel(doc):
+    from trainkit.spec.crd import training_data_schema
+    from trainkit.spec.load import parse_data
+
+    schema = training_data_schema()
+    stored, issues = admit(schema, doc)
+    assert issues == []
+    assert check_cel(schema, stored) == []
+    assert parse_data(stored).spec == parse_data(doc).spec  # the API server's defaults are the models'
+
+
 @pytest.mark.parametrize("doc", list(training_run_documents()))
 def test_examples_validate_against_schema_and_cel(doc):
     schema = training_run_schema()
@@ -153,3 +172,22 @@ def test_committed_field_reference_matches_models():
     assert (REPO / "docs" / "spec.md").read_text() == render_spec_reference(), (
         "docs/spec.md drifted from trainkit.spec: run `trainkit crd --reference -o docs/spec.md`"
     )
+
+
+def test_training_data_spec_is_immutable_on_update_only():
+    """The CRD's transition rule (`self == oldSelf`), as the API server runs it: not on create, on every update."""
+    from trainkit.spec.crd import training_data_schema
+
+    schema = training_data_schema()
+    doc = {
+        "apiVersion": "trainkit.dev/v1alpha1",
+        "kind": "TrainingData",
+        "metadata": {"name": "edu"},
+        "spec": {"inputs": ["s3://raw/edu/"], "output": {"uri": "s3://shards/"}},
+    }
+    stored, issues = admit(schema, doc)
+    assert issues == []
+    assert admit(schema, {**stored, "status": {"phase": "Ready"}}, old=stored)[1] == []
+    changed = {**stored, "spec": {**stored["spec"], "inputs": ["s3://raw/web/"]}}
+    (issue,) = admit(schema, changed, old=stored)[1]
+    assert issue.path == "spec" and "spec is immutable" in issue.message

@@ -130,6 +130,23 @@ def test_finished_job_without_a_valid_index_is_failed_never_ready():
     assert d.status.phase == "Failed" and "no tokens" in d.status.message
 
 
+def test_unreadable_storage_never_decides_and_workload_identity_trusts_the_job():
+    done = {"metadata": {"name": "data-finepdfs"}, "status": {"jobStatus": "SUCCEEDED"}}
+    cfg = OperatorConfig()
+
+    def decide(rayjob, state):
+        return decide_data(data_obj(), spec(), None, rayjob, None, None, cfg, NOW, state, "could not read index.json")
+
+    # Reads failed this time: no RayJob is started (the shards may be there), nothing terminal is decided.
+    assert (decide(None, "unreadable").action, decide(None, "unreadable").status.phase) == ("none", "Pending")
+    waiting = decide(done, "unreadable").status
+    assert waiting.phase == "Preparing" and "could not read index.json" in waiting.message
+    # No key to read with (workload identity): the prepare job runs, and its success is Ready.
+    assert decide(None, "none").action == "create"
+    ready = decide(done, "none").status
+    assert ready.phase == "Ready" and ready.total_tokens is None and "workload-identity" in ready.message
+
+
 def test_local_paths_are_refused_on_the_cluster():
     from trainkit_operator.data_decide import data_cluster_error
 

@@ -13,6 +13,9 @@ BENCH_TARGETS: dict[str, str] = {
     "safety": "trainkit.bench.safety",
 }
 
+# Issue 17: prepare throughput (tokens/s per core vs datasets.map and litdata optimize; memory at 1x and 10x).
+BENCH_TARGETS["prepare"] = "trainkit.bench.prepare"
+
 
 def register(sub) -> None:
     p = sub.add_parser("bench", help="benchmarks against named peers (prints figures and ratios)")

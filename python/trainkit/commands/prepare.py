@@ -10,7 +10,8 @@ def register(sub) -> None:
     p.add_argument(
         "input",
         metavar="INPUT",
-        help="s3://, file:// or local folder/file of text (data/train-*.parquet, *.jsonl[.gz|.zst])",
+        help="s3://, file://, hf://datasets/ORG/NAME[@revision][/path] or a local folder/file of text "
+        "(data/train-*.parquet, *.parquet, *.jsonl[.gz|.zst]); the hub's token is HF_TOKEN, its address HF_ENDPOINT",
     )
     p.add_argument("output", metavar="OUTPUT", help="where the source's shards and index.json go")
     p.add_argument(
@@ -34,23 +35,29 @@ def run(args) -> int:
         DEFAULT_HOLDOUT_FRACTION,
         DEFAULT_SHARD_TOKENS,
         prepare_errors,
-        ray_for_prepare,
         run_prepare,
     )
     from trainkit.storage import StorageOptions
 
+    from trainkit.spec.data import check_input
+
+    try:
+        check_input(args.input, "INPUT")
+    except ValueError as e:
+        print(f"trainkit prepare: error: {e}", file=sys.stderr)
+        return 2
     holdout = DEFAULT_HOLDOUT_FRACTION if args.holdout_fraction is None else args.holdout_fraction
     try:
-        with ray_for_prepare(args.num_cpus):
-            run_prepare(
-                args.input,
-                args.output,
-                tokenizer_name=args.tokenizer,
-                shard_tokens=args.shard_tokens or DEFAULT_SHARD_TOKENS,
-                holdout_fraction=holdout,
-                options=StorageOptions(endpoint=args.endpoint),
-                log=lambda line: print(line, flush=True),
-            )
+        run_prepare(
+            args.input,
+            args.output,
+            tokenizer_name=args.tokenizer,
+            shard_tokens=args.shard_tokens or DEFAULT_SHARD_TOKENS,
+            holdout_fraction=holdout,
+            options=StorageOptions(endpoint=args.endpoint),
+            log=lambda line: print(line, flush=True),
+            num_cpus=args.num_cpus,
+        )
     except prepare_errors() as e:
         print(f"trainkit prepare: error: {e}", file=sys.stderr)
         return 1

@@ -1,4 +1,5 @@
-"""`trainkit validate FILE...`: check TrainingRun and TrainingSweep files; `--explain` prints the derived plan."""
+"""`trainkit validate FILE...`: check TrainingRun, TrainingSweep and TrainingData files; `--explain` prints the derived
+plan."""
 
 from __future__ import annotations
 
@@ -6,12 +7,15 @@ import sys
 
 from trainkit.spec import SpecError, derive_plan
 from trainkit.spec.load import load_resources
+from trainkit.spec.data import TrainingData, resolved_uri
 from trainkit.spec.models import TrainingRun
 from trainkit.spec.explain import explain
 
 
 def register(sub) -> None:
-    p = sub.add_parser("validate", help="validate TrainingRun files; --explain prints the derived plan")
+    p = sub.add_parser(
+        "validate", help="validate TrainingRun, TrainingSweep and TrainingData files; --explain prints the derived plan"
+    )
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--explain", action="store_true", help="print steps, batch geometry and tokens per source")
     p.set_defaults(func=run)
@@ -29,9 +33,12 @@ def run(args) -> int:
                 print(issue.render(path), file=sys.stderr)
             continue
         if not resources:
-            print(f"{path}: no TrainingRun or TrainingSweep (other kinds are not checked)")
+            print(f"{path}: no TrainingRun, TrainingSweep or TrainingData (other kinds are not checked)")
         for res in resources:
-            if not isinstance(res, TrainingRun):
+            if isinstance(res, TrainingData):
+                where = resolved_uri(res.spec)
+                print(f"{path}: TrainingData {res.metadata.name}: valid ({len(res.spec.inputs)} input(s) -> {where})")
+            elif not isinstance(res, TrainingRun):
                 from trainkit.spec.sweep import expand_sweep
 
                 print(f"{path}: TrainingSweep {res.metadata.name}: valid ({len(expand_sweep(res))} runs)")

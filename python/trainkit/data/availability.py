@@ -29,6 +29,9 @@ def check_sources(spec, plan, options: StorageOptions | None = None) -> list[Sou
     checks = []
     unreachable = ""
     for source, need in zip(d.sources, needed):
+        if source.uri is None:  # names a TrainingData: resolved by the operator when the run starts
+            checks.append(SourceCheck(source.name, need, None, f"not checked: TrainingData {source.dataset!r}"))
+            continue
         if unreachable and source.uri.startswith("s3://"):
             checks.append(SourceCheck(source.name, need, None, f"not checked: {unreachable}"))
             continue

@@ -14,6 +14,11 @@ length, a language column's value, exact-hash dedup within a file) drops documen
 and is part of every marker, so a changed filter re-tokenizes. While it runs the driver keeps
 `prepare-progress.json` (files done, tokens, documents; the error when it fails) next to the shards:
 the operator shows it in the TrainingData's status.
+
+Inputs may be local, s3:// or hf://datasets/ORG/NAME[@revision][/path] (trainkit.storage reads the hub; the
+revision is pinned to its commit when the prepare starts). The inputs are listed and every parquet footer read
+before Ray starts, so a bad input fails in seconds. Memory per unit is bounded (BATCH_ROWS, TOKENIZE_CHARS, one
+shard buffer), not proportional to the input.
 """
 
 from __future__ import annotations
@@ -24,7 +29,6 @@ import json
 import re
 import sys
 import time
-from typing import Any
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -41,7 +45,7 @@ from trainkit.data.shards import (
     index_document,
 )
 from trainkit.spec.data import PROGRESS_FILE
-from trainkit.data.tokenizer import load_tokenizer
+from trainkit.data.tokenizer import Tokenizer, load_tokenizer
 from trainkit.storage import StorageOptions
 
 DEFAULT_SHARD_TOKENS = 1 << 24  # 32 MiB of uint16: one S3 GET per shard, few shards per source
@@ -53,6 +57,11 @@ HOLDOUT_RULE = "blake2b-64(utf-8 text) / 2^64 < fraction"
 TEXT_SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz", ".jsonl.zst", ".json.gz", ".ndjson")
 MARKER_VERSION = 2  # 2: held-out validation documents in validation/ shards
 DEFAULT_TEXT_COLUMN = "text"
+# Memory per work unit is bounded by these, not by the input's size: rows per parquet/jsonl batch (a parquet
+# row group is read whole, so the writer's row-group size bounds it too), characters per tokenizer call (~40
+# bytes of Python lists per token while a chunk is converted), and one shard of pending tokens.
+BATCH_ROWS = 512
+TOKENIZE_CHARS = 1 << 21
 
 
 class PrepareError(ValueError):
@@ -162,8 +171,48 @@ def marker_matches(
     )
 
 
+def chunks_by_chars(texts: list[str], max_chars: int) -> Iterator[list[str]]:
+    """Consecutive runs of documents holding at most `max_chars` characters (a longer document alone), so the
+    token lists of one tokenizer call stay bounded however long the documents are (PDF pages, whole books)."""
+    chunk: list[str] = []
+    chars = 0
+    for text in texts:
+        if chunk and chars + len(text) > max_chars:
+            yield chunk
+            chunk, chars = [], 0
+        chunk.append(text)
+        chars += len(text)
+    if chunk:
+        yield chunk
+
+
 # ---------------------------------------------------------------------------------- reading text
-def iter_texts(uri: str, options: StorageOptions | None, batch_rows: int = 2048, text_column: str = "text"):
+def missing_column(uri: str, names: list[str], wanted: list[str]) -> str | None:
+    """The message for a parquet file without a wanted column, or None."""
+    for name in wanted:
+        if name not in names:
+            return f"{uri}: no '{name}' column (columns: {', '.join(names) or 'none'})"
+    return None
+
+
+def check_parquet_columns(units: list[Unit], options: StorageOptions | None, wanted: list[str]) -> None:
+    """Read every parquet input's footer (its schema) before any tokenizing: a file without the text column (or
+    the filter's language column) fails the prepare in seconds, naming the file, instead of after hours."""
+    import pyarrow.parquet as pq
+
+    for unit in units:
+        if not unit.input_uri.endswith(".parquet"):
+            continue
+        with storage.open_input(unit.input_uri, options, compression=None) as f:
+            try:
+                names = pq.ParquetFile(f).schema_arrow.names
+            except Exception as e:  # pyarrow raises several types for bad files (re-raised as PrepareError)
+                raise PrepareError(f"{unit.input_uri}: not a readable parquet file ({e})") from e
+        if problem := missing_column(unit.input_uri, names, wanted):
+            raise PrepareError(problem)
+
+
+def iter_texts(uri: str, options: StorageOptions | None, batch_rows: int = BATCH_ROWS, text_column: str = "text"):
     """Lists of document strings from one parquet or jsonl file; errors name the file and field."""
     for texts, _ in iter_documents(uri, options, batch_rows, text_column):
         yield texts
@@ -172,7 +221,7 @@ def iter_texts(uri: str, options: StorageOptions | None, batch_rows: int = 2048,
 def iter_documents(
     uri: str,
     options: StorageOptions | None,
-    batch_rows: int = 2048,
+    batch_rows: int = BATCH_ROWS,
     text_column: str = DEFAULT_TEXT_COLUMN,
     language_field: str | None = None,
 ):
@@ -186,12 +235,17 @@ def iter_documents(
                 pf = pq.ParquetFile(f)
             except Exception as e:  # pyarrow raises several types for bad files (re-raised as PrepareError)
                 raise PrepareError(f"{uri}: not a readable parquet file ({e})") from e
-            names = pf.schema_arrow.names
             wanted = [text_column] + ([language_field] if language_field else [])
-            for name in wanted:
-                if name not in names:
-                    raise PrepareError(f"{uri}: no '{name}' column (columns: {', '.join(names) or 'none'})")
-            for record_batch in pf.iter_batches(batch_size=batch_rows, columns=wanted):
+            if problem := missing_column(uri, pf.schema_arrow.names, wanted):
+                raise PrepareError(problem)
+            # Row group by row group (not iter_batches: its peak memory grows with the number of row groups read,
+            # ~+40 MiB for 10x the input here); Python strings for `batch_rows` rows at a time.
+            record_batches = (
+                batch
+                for group in range(pf.num_row_groups)
+                for batch in pf.read_row_group(group, columns=wanted).to_batches(max_chunksize=batch_rows)
+            )
+            for record_batch in record_batches:
                 column = record_batch.column(0)
                 if not (column.type == "string" or column.type == "large_string"):
                     raise PrepareError(f"{uri}: column '{text_column}' has type {column.type}, expected string")
@@ -244,29 +298,37 @@ def _lines(f, chunk: int = 8 << 20):
 
 # ------------------------------------------------------------------------------- one work unit
 class _ShardWriter:
-    """Cuts one token stream (training or validation) of a unit into shards of exactly `shard_tokens`."""
+    """Cuts one token stream (training or validation) of a unit into shards of exactly `shard_tokens`, filling one
+    preallocated shard buffer: memory is one shard (2 bytes a token) whatever the input's size."""
 
     def __init__(self, folder: str, unit: Unit, output_uri: str, shard_tokens: int, dtype, eos_id: int, options):
         self.folder, self.unit, self.output_uri, self.shard_tokens = folder, unit, output_uri, shard_tokens
         self.dtype, self.eos_id, self.options = dtype, eos_id, options
         self.shards: list[dict] = []
-        self.pending: list[np.ndarray] = []
-        self.pending_tokens = 0
+        self.buffer: np.ndarray | None = None  # allocated on first use (a validation stream may stay empty)
+        self.filled = 0
 
     def add(self, flat: list[int]) -> None:
         if not flat:
             return
-        self.pending.append(np.asarray(flat, dtype=self.dtype))
-        self.pending_tokens += len(flat)
-        while self.pending_tokens >= self.shard_tokens:
-            joined = np.concatenate(self.pending)
-            self._flush(joined[: self.shard_tokens])
-            self.pending, self.pending_tokens = [joined[self.shard_tokens :]], len(joined) - self.shard_tokens
+        tokens = np.asarray(flat, dtype=self.dtype)
+        if self.buffer is None:
+            self.buffer = np.empty(self.shard_tokens, dtype=self.dtype)  # pages count only once written
+        start = 0
+        while start < len(tokens):
+            take = min(self.shard_tokens - self.filled, len(tokens) - start)
+            self.buffer[self.filled : self.filled + take] = tokens[start : start + take]
+            self.filled += take
+            start += take
+            if self.filled == self.shard_tokens:
+                self._flush(self.buffer)
+                self.filled = 0
 
     def close(self) -> list[dict]:
-        if self.pending_tokens:
-            self._flush(np.concatenate(self.pending))
-            self.pending, self.pending_tokens = [], 0
+        if self.filled and self.buffer is not None:
+            self._flush(self.buffer[: self.filled])
+            self.filled = 0
+        self.buffer = None
         return self.shards
 
     def _flush(self, tokens: np.ndarray) -> None:
@@ -314,18 +376,17 @@ def prepare_unit(
         documents_read += len(texts)
         if doc_filter != NO_FILTER:
             texts = doc_filter.keep(texts, languages, seen)
-        if not texts:
-            continue
         documents += len(texts)
-        flat: list[int] = []
-        flat_held: list[int] = []
-        for text, ids in zip(texts, tok.encode_batch(texts)):
-            out = flat_held if held_out(text, holdout_fraction) else flat
-            held += out is flat_held
-            out.extend(ids)
-            out.append(tok.eos_id)  # EOS after every document: the separator sequences see
-        train.add(flat)
-        validation.add(flat_held)
+        for chunk in chunks_by_chars(texts, TOKENIZE_CHARS):
+            flat: list[int] = []
+            flat_held: list[int] = []
+            for text, ids in zip(chunk, tok.encode_batch(chunk)):
+                out = flat_held if held_out(text, holdout_fraction) else flat
+                held += out is flat_held
+                out.extend(ids)
+                out.append(tok.eos_id)  # EOS after every document: the separator sequences see
+            train.add(flat)
+            validation.add(flat_held)
     shards, validation_shards = train.close(), validation.close()
     marker = {
         "version": MARKER_VERSION,
@@ -373,8 +434,10 @@ def _run_unit(
             DocumentFilter(**doc_filter) if doc_filter else NO_FILTER,
         )
         return {"unit_id": unit.unit_id, "marker": json.dumps(marker), "error": ""}
-    except (PrepareError, OSError, ValueError) as e:
-        return {"unit_id": unit.unit_id, "marker": "", "error": f"{type(e).__name__}: {e}"}
+    except (PrepareError, storage.HubError) as e:  # their messages name the file and the cause
+        return {"unit_id": unit.unit_id, "marker": "", "error": str(e)}
+    except Exception as e:  # noqa: BLE001 - any failure of a unit (storage, hub, a bad file) is reported, named
+        return {"unit_id": unit.unit_id, "marker": "", "error": f"{unit.input_uri}: {type(e).__name__}: {e}"}
 
 
 # ------------------------------------------------------------------------------------- the job
@@ -405,11 +468,14 @@ def _short(text: str) -> str:
 
 
 def plan_units(input_uri: str, options: StorageOptions | None) -> list[Unit]:
+    # A hub input is read at the commit its revision names now, by every worker (HubError says what is wrong).
+    input_uri = storage.pin_hub_revision(input_uri)
     try:
         files = storage.find(input_uri, options)
     except FileNotFoundError as e:
-        raise PrepareError(f"input {input_uri}: not found (missing bucket, prefix, folder or revision)") from e
-    root = input_uri if storage.is_remote(input_uri) else str(storage.local_path(input_uri).absolute())
+        raise PrepareError(f"input {input_uri}: not found (missing bucket, prefix or folder)") from e
+    remote = storage.is_remote(input_uri) or storage.is_hub(input_uri)
+    root = input_uri if remote else str(storage.local_path(input_uri).absolute())
     inputs = select_inputs(files, root)
     if not inputs:
         raise PrepareError(
@@ -443,11 +509,12 @@ def run_prepare(
     text_column: str = DEFAULT_TEXT_COLUMN,
     doc_filter: DocumentFilter = NO_FILTER,
     write_progress: bool = False,
+    num_cpus: int | None = None,
 ) -> dict:
-    """Prepare one source from one or more inputs; returns the index document. Needs an initialised Ray
-    (see `ensure_ray`). With `write_progress`, keeps PROGRESS_FILE (with the error on failure)."""
-    import ray
-
+    """Prepare one source from one or more inputs; returns the index document. The inputs are listed first, so a
+    bad input fails in seconds; then the units run on Ray: the one already initialised, the cluster this runs on
+    (RAY_ADDRESS, as in a RayJob) or a local one of `num_cpus` started and stopped here (`ray_for_prepare`).
+    With `write_progress`, keeps PROGRESS_FILE (with the error on failure)."""
     if shard_tokens < 1:
         raise PrepareError(f"shard tokens must be >= 1, got {shard_tokens}")
     check_holdout_fraction(holdout_fraction)
@@ -459,19 +526,23 @@ def run_prepare(
         raise PrepareError(f"output {output_uri}: bucket does not exist")
     progress_uri = storage.join(output_uri, PROGRESS_FILE)
     try:
-        return _prepare(
-            inputs,
-            output_uri,
-            tokenizer_name,
-            shard_tokens,
-            holdout_fraction,
-            options,
-            log,
-            text_column,
-            doc_filter,
-            progress_uri if write_progress else None,
-            ray,
-        )
+        tok = load_tokenizer(tokenizer_name)
+        units = plan_units_of(inputs, options)
+        check_parquet_columns(units, options, [text_column] + [f for f in [doc_filter.language_field] if f])
+        with ray_for_prepare(num_cpus):
+            return _prepare(
+                inputs,
+                units,
+                output_uri,
+                tok,
+                shard_tokens,
+                holdout_fraction,
+                options,
+                log,
+                text_column,
+                doc_filter,
+                progress_uri if write_progress else None,
+            )
     except (PrepareError, OSError, ValueError) as e:
         if write_progress:
             storage.write_json(progress_uri, progress_document(0, 0, [], f"{e}"), options)
@@ -480,8 +551,9 @@ def run_prepare(
 
 def _prepare(
     inputs: list[str],
+    units: list[Unit],
     output_uri: str,
-    tokenizer_name: str,
+    tok: Tokenizer,
     shard_tokens: int,
     holdout_fraction: float,
     options: StorageOptions,
@@ -489,11 +561,10 @@ def _prepare(
     text_column: str,
     doc_filter: DocumentFilter,
     progress_uri: str | None,
-    ray: Any,
 ) -> dict:
+    import ray
+
     input_uri = ", ".join(inputs)
-    tok = load_tokenizer(tokenizer_name)
-    units = plan_units_of(inputs, options)
     index_uri = storage.join(output_uri, INDEX_FILE)
     # A re-run that changes anything must not leave the old index pointing at shards being rewritten.
     storage.remove(index_uri, options)
@@ -503,11 +574,11 @@ def _prepare(
         [{"input_uri": u.input_uri, "unit_id": u.unit_id, "input_bytes": u.input_bytes} for u in units]
     )
     ds = items.map(
-        _run_unit,
+        _run_unit,  # type: ignore[arg-type]  # Ray types fn as one-argument; fn_kwargs gives the rest
         num_cpus=1,
         fn_kwargs={
             "output_uri": output_uri,
-            "tokenizer_name": tokenizer_name,
+            "tokenizer_name": tok.name,
             "shard_tokens": shard_tokens,
             "endpoint": options.resolved_endpoint(),
             "region": options.region,
@@ -518,20 +589,23 @@ def _prepare(
     )
     results: dict[str, dict] = {}
     errors: list[str] = []
-    for done, row in enumerate(ds.iter_rows(), 1):
-        if row["error"]:
-            errors.append(row["error"])
-            log(f"  [{done}/{len(units)}] FAILED {row['error']}")
-            continue
-        marker = json.loads(row["marker"])
-        results[row["unit_id"]] = marker
-        if progress_uri:
-            storage.write_json(progress_uri, progress_document(done, len(units), list(results.values())), options)
-        state = "already done" if marker.get("skipped") else "tokenized"
-        log(
-            f"  [{done}/{len(units)}] {marker['input']}: {marker['documents']:,} docs, {marker['tokens']:,} tokens "
-            f"+ {marker['validationDocuments']:,} held out ({state})"
-        )
+    try:
+        for done, row in enumerate(ds.iter_rows(), 1):
+            if row["error"]:
+                errors.append(row["error"])
+                log(f"  [{done}/{len(units)}] FAILED {row['error']}")
+                continue
+            marker = json.loads(row["marker"])
+            results[row["unit_id"]] = marker
+            if progress_uri:
+                storage.write_json(progress_uri, progress_document(done, len(units), list(results.values())), options)
+            state = "already done" if marker.get("skipped") else "tokenized"
+            log(
+                f"  [{done}/{len(units)}] {marker['input']}: {marker['documents']:,} docs, {marker['tokens']:,} tokens "
+                f"+ {marker['validationDocuments']:,} held out ({state})"
+            )
+    except ray.exceptions.RayError as e:  # a worker lost (OOM, node gone): no marker, nothing presented as done
+        raise PrepareError(f"the prepare's Ray tasks failed: {type(e).__name__}: {str(e).splitlines()[0][:500]}") from e
     if errors:
         raise PrepareError("; ".join(errors))
     shards = [s for u in units for s in results[u.unit_id]["shards"]]

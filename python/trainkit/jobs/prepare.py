@@ -53,11 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as e:
         print(str(e), file=sys.stderr)
         return 2
-    from trainkit.data.prepare import prepare_errors, ray_for_prepare
+    from trainkit.data.prepare import prepare_errors
 
     try:
-        with ray_for_prepare():
-            prepare_data(spec, log=lambda line: print(line, flush=True))
+        prepare_data(spec, log=lambda line: print(line, flush=True))
     except prepare_errors() as e:
         print(f"prepare: error: {e}", file=sys.stderr)
         return 1
