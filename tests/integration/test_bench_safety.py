@@ -29,15 +29,21 @@ def test_hostile_specs_and_damaged_artifacts_are_all_handled():
 
 
 def test_a_spec_case_past_its_caps_is_stopped_and_counted():
-    """The caps are real: a case that hangs is killed at the time cap, one that balloons meets the memory cap."""
+    """The caps are real: a case that loops is killed at the CPU cap, one that blocks at the wall-time cap, one
+    that balloons meets the memory cap."""
     import time
 
     from trainkit.bench.safety import run_capped
 
-    assert run_capped(lambda: time.sleep(60), seconds=0.5, memory_mib=64).stopped == "time cap"
-    assert run_capped(lambda: len(bytearray(256 << 20)), seconds=30, memory_mib=64).stopped == "memory cap"
-    fine = run_capped(lambda: len(bytearray(16 << 20)), seconds=30, memory_mib=64)
-    assert fine.value == 16 << 20 and fine.stopped is None and fine.peak_mib >= 15
+    def spin():
+        while True:
+            pass
+
+    assert run_capped(spin, cpu_seconds=1, memory_mib=64, seconds=120).stopped == "cpu cap"
+    assert run_capped(lambda: time.sleep(60), cpu_seconds=5, memory_mib=64, seconds=0.5).stopped == "time cap"
+    assert run_capped(lambda: len(bytearray(256 << 20)), cpu_seconds=5, memory_mib=64).stopped == "memory cap"
+    fine = run_capped(lambda: len(bytearray(16 << 20)), cpu_seconds=5, memory_mib=64)
+    assert fine.value == 16 << 20 and fine.stopped is None and fine.peak_mib >= 15 and fine.cpu < 5
 
 
 def test_every_operator_read_of_a_hostile_server_is_a_storage_error():

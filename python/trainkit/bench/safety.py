@@ -3,10 +3,11 @@
 Three groups, each case judged by what a user or tenant would see:
 - hostile specs (generated from a seed, reproducible): wrong types, bounds, non-finite and denormal numbers,
   unicode and control characters, huge and deeply nested values, unknown fields, YAML bombs and broken YAML,
-  each read as `trainkit validate` reads it, in a forked child of this process with a per-case time cap
-  (killed past it) and memory cap (address-space limit; the case's own peak RSS is measured too), and a sample
-  through the real CLI in a subprocess. Good: exit 0 (valid) or 1 with a message that names the file, output
-  bounded, within both caps; bad: an uncaught exception, a traceback, an unbounded message, a cap reached.
+  each read as `trainkit validate` reads it, in a forked child of this process with per-case caps on CPU time
+  (RLIMIT_CPU: a loop is killed; CPU, not wall time, so a loaded machine does not fail a case), wall time (a case
+  blocked without using CPU) and memory (an address-space limit; the case's own peak RSS is measured too), and a
+  sample through the real CLI in a subprocess. Good: exit 0 (valid) or 1 with a message that names the file,
+  output bounded, within the caps; bad: an uncaught exception, a traceback, an unbounded message, a cap reached.
 - damaged artifacts: progress.json, checkpoint.json, eval summary.json, metrics.jsonl and a shard index.json
   truncated, corrupt, oversized, non-finite, with path traversal, wrong types or deep nesting, each read
   through the one reader `trainkit.artifacts` / `trainkit.data.shards` gives every consumer. Good: the value,
@@ -175,12 +176,14 @@ class Tally:
     bad: list[str] = field(default_factory=list)
     slowest: float = 0.0
     peak_mib: float = 0.0  # the largest peak RSS growth of one case (isolated groups only)
+    cpu: float = 0.0  # the most CPU seconds one case used (isolated groups only)
 
-    def add(self, outcome: str, took: float, bad: str | None = None, peak_mib: float = 0.0) -> None:
+    def add(self, outcome: str, took: float, bad: str | None = None, peak_mib: float = 0.0, cpu: float = 0.0) -> None:
         self.cases += 1
         self.outcomes[outcome] += 1
         self.slowest = max(self.slowest, took)
         self.peak_mib = max(self.peak_mib, peak_mib)
+        self.cpu = max(self.cpu, cpu)
         if bad:
             self.bad.append(bad)
 
@@ -188,8 +191,10 @@ class Tally:
 MAX_MESSAGE_CHARS = 100_000  # SpecError lists at most 50 issues of at most 1000 characters, plus the file name
 # Per-case caps of the spec group: `trainkit validate` must answer any file within these (the 1 MiB size
 # limit, the alias and node caps and the nesting check keep real cases far below them).
-SPEC_SECONDS = 5.0
+SPEC_CPU_SECONDS = 5.0
+SPEC_WALL_SECONDS = 60.0
 SPEC_MEMORY_MIB = 256
+CAPS = f"{SPEC_CPU_SECONDS:g} s CPU, {SPEC_WALL_SECONDS:g} s wall, {SPEC_MEMORY_MIB} MiB"
 
 
 @dataclass(frozen=True)
@@ -199,7 +204,8 @@ class Capped:
     value: Any = None
     took: float = 0.0
     peak_mib: float = 0.0  # the child's peak RSS above its RSS when it started
-    stopped: str | None = None  # "time cap", "memory cap" or "died (signal N)"
+    cpu: float = 0.0  # the child's CPU seconds (user + system)
+    stopped: str | None = None  # "cpu cap", "time cap", "memory cap" or "died (signal N)"
 
 
 def _status_kib(field_name: str) -> int:
@@ -207,10 +213,13 @@ def _status_kib(field_name: str) -> int:
     return int(found.group(1)) if found else 0
 
 
-def run_capped(case: Callable[[], Any], seconds: float, memory_mib: int) -> Capped:
-    """Run `case()` (returning JSON-able data) in a forked child limited to `memory_mib` MiB of address space
-    above what it starts with, killed after `seconds`. Forking keeps the parent's imports: a case costs
-    milliseconds, and one that hangs or balloons cannot take the campaign (or its memory figure) with it."""
+def run_capped(
+    case: Callable[[], Any], cpu_seconds: float, memory_mib: int, seconds: float = SPEC_WALL_SECONDS
+) -> Capped:
+    """Run `case()` (returning JSON-able data) in a forked child limited to `cpu_seconds` of CPU (the kernel
+    kills it past them) and `memory_mib` MiB of address space above what it starts with, killed after `seconds`
+    of wall time. Forking keeps the parent's imports: a case costs milliseconds, and one that hangs or balloons
+    cannot take the campaign (or its memory figure) with it."""
     read_end, write_end = os.pipe()
     started = time.monotonic()
     gc.freeze()  # the child's collector then leaves the parent's objects alone (no copy-on-write of the heap)
@@ -224,11 +233,15 @@ def run_capped(case: Callable[[], Any], seconds: float, memory_mib: int) -> Capp
             rss0 = _status_kib("VmRSS")
             cap = _status_kib("VmSize") * 1024 + (memory_mib << 20)
             resource.setrlimit(resource.RLIMIT_AS, (cap, resource.getrlimit(resource.RLIMIT_AS)[1]))
+            cpu_cap = max(1, math.ceil(cpu_seconds))  # SIGXCPU at the soft limit, SIGKILL a second later
+            resource.setrlimit(resource.RLIMIT_CPU, (cpu_cap, cpu_cap + 1))
             try:
                 doc = {"value": case()}
             except MemoryError:
                 doc = {"stopped": "memory cap"}
             doc["peak_mib"] = max(0, _status_kib("VmHWM") - rss0) / 1024
+            usage = resource.getrusage(resource.RUSAGE_SELF)
+            doc["cpu"] = usage.ru_utime + usage.ru_stime
             with os.fdopen(write_end, "wb") as out:
                 out.write(json.dumps(doc).encode())
         except BaseException:  # noqa: BLE001 - the parent sees the missing answer
@@ -252,11 +265,14 @@ def run_capped(case: Callable[[], Any], seconds: float, memory_mib: int) -> Capp
     _, status = os.waitpid(pid, 0)
     took = time.monotonic() - started
     if stopped is None and not chunks:
-        stopped = f"died (signal {os.WTERMSIG(status)})" if os.WIFSIGNALED(status) else "died"
+        signalled = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+        # past RLIMIT_CPU the kernel sends SIGXCPU, then SIGKILL at the hard limit
+        stopped = "cpu cap" if signalled in (signal.SIGXCPU, signal.SIGKILL) else f"died (signal {signalled})"
     if stopped is not None:
         return Capped(took=took, stopped=stopped)
     doc = json.loads(b"".join(chunks))
-    return Capped(value=doc.get("value"), took=took, peak_mib=doc["peak_mib"], stopped=doc.get("stopped"))
+    return Capped(value=doc.get("value"), took=took, peak_mib=doc["peak_mib"], cpu=doc["cpu"],
+                  stopped=doc.get("stopped"))  # fmt: skip
 
 
 def spec_outcome(path: Path, label: str) -> tuple[str, str | None]:
@@ -292,16 +308,15 @@ def warm_spec_reader(root: Path) -> None:
 
 
 def judge_spec(path: Path, label: str, tally: Tally) -> None:
-    """`spec_outcome` in a capped child: past SPEC_SECONDS or SPEC_MEMORY_MIB the case is bad, whatever it did.
-    Call `warm_spec_reader` once first."""
-    ran = run_capped(lambda: spec_outcome(path, label), SPEC_SECONDS, SPEC_MEMORY_MIB)
+    """`spec_outcome` in a capped child: past SPEC_CPU_SECONDS, SPEC_WALL_SECONDS or SPEC_MEMORY_MIB the case is
+    bad, whatever it did. Call `warm_spec_reader` once first."""
+    ran = run_capped(lambda: spec_outcome(path, label), SPEC_CPU_SECONDS, SPEC_MEMORY_MIB)
     if ran.stopped is not None:
-        caps = f"{SPEC_SECONDS:g} s, {SPEC_MEMORY_MIB} MiB"
         tally.add(f"over {ran.stopped}" if "cap" in ran.stopped else "uncaught exception", ran.took,
-                  f"{label}: {ran.stopped} ({caps})", ran.peak_mib)  # fmt: skip
+                  f"{label}: {ran.stopped} ({CAPS})", ran.peak_mib)  # fmt: skip
         return
     outcome, bad = ran.value
-    tally.add(outcome, ran.took, bad, ran.peak_mib)
+    tally.add(outcome, ran.took, bad, ran.peak_mib, ran.cpu)
 
 
 def judge_cli(path: Path, label: str, tally: Tally) -> None:
@@ -492,7 +507,11 @@ def add_arguments(p) -> None:
 
 
 def _print(title: str, tally: Tally, caps: str = "") -> None:
-    peak = f", largest peak RSS of one case {tally.peak_mib:.1f} MiB" if caps else ""
+    peak = (
+        f", most CPU of one case {tally.cpu:.2f} s, largest peak RSS of one case {tally.peak_mib:.1f} MiB"
+        if caps
+        else ""
+    )
     print(f"\n{title}: {tally.cases} cases, slowest {tally.slowest:.2f} s{peak}{caps}")
     for outcome, n in sorted(tally.outcomes.items(), key=lambda kv: -kv[1]):
         print(f"  {outcome:<22} {n:>5}")
@@ -523,7 +542,8 @@ def run_campaign(specs: int, cli_sample: int, seed: int, with_storage: bool) -> 
 
 
 BAD_OUTCOMES = frozenset(
-    {"uncaught exception", "traceback", "unbounded message", "over time cap", "over memory cap", "unclear error",
+    {"uncaught exception", "traceback", "unbounded message", "over cpu cap", "over time cap", "over memory cap",
+     "unclear error",
      "no error", "followed a redirect", "past its deadline"}
 )  # fmt: skip
 
@@ -536,7 +556,7 @@ def run(args) -> int:
     print(f"trainkit bench safety (seed {args.seed}): {time.monotonic() - started:.0f} s, "
           f"peak RSS {peak_mib:.0f} MiB (was {before / 1024:.0f} MiB before)")  # fmt: skip
     _print("hostile specs through `trainkit validate` (each in a capped child)", tallies["specs"],
-           f" (caps per case: {SPEC_SECONDS:g} s, {SPEC_MEMORY_MIB} MiB)")  # fmt: skip
+           f" (caps per case: {CAPS})")  # fmt: skip
     _print("a sample through the CLI (subprocess)", tallies["cli"])
     _print("damaged artifacts through trainkit.artifacts / shards readers", tallies["artifacts"])
     if not args.no_storage:
@@ -545,6 +565,6 @@ def run(args) -> int:
     print(f"\n{sum(t.cases for t in tallies.values())} cases, {bad} bad")
     if args.json:
         doc = {k: {"cases": t.cases, "outcomes": dict(t.outcomes), "bad": t.bad, "slowest": t.slowest,
-                   "peak_mib": t.peak_mib} for k, t in tallies.items()}  # fmt: skip
+                   "peak_mib": t.peak_mib, "cpu": t.cpu} for k, t in tallies.items()}  # fmt: skip
         Path(args.json).write_text(json.dumps({**doc, "peak_rss_mib": peak_mib}, indent=1))
     return 1 if bad else 0
