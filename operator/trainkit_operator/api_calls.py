@@ -22,9 +22,10 @@ API_CALLS: tuple[tuple[str, str, str, str], ...] = (
     ("watch", "ray.io", "rayjobs", ""),
     # the run's NetworkPolicy (created with the RayJob, garbage-collected with the run; never updated)
     ("create", "networking.k8s.io", "networkpolicies", ""),
+    # spec ConfigMaps: immutable and named by their content's hash; a changed spec is a new one (never an
+    # update or patch), the old ones go with their owner
     ("get", "", "configmaps", ""),
     ("create", "", "configmaps", ""),
-    ("update", "", "configmaps", ""),
     # the run's credentials Secret (by name; RBAC: resourceNames): its existence before the RayJob, then its
     # key, to read THAT run's progress/checkpoints/evals with it (the operator has no storage key of its own)
     ("get", "", "secrets", ""),

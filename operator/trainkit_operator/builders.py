@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any
 
 from pydantic import BaseModel
 
-from trainkit.spec.models import TRAINING_RUN_API_VERSION, TrainingRunSpec
+from trainkit.spec.models import TRAINING_RUN_API_VERSION, EnvVar, TrainingRunSpec, reserved_env_name
 
 from trainkit_operator.config import OperatorConfig
 
@@ -47,18 +48,6 @@ VOLCANO_QUEUE_LABEL = "volcano.sh/queue-name"
 RAY_PRIORITY_LABEL = "ray.io/priority-class-name"
 
 CREDENTIAL_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
-# Env names the operator sets itself; a run's spec.resources.env may not shadow them.
-RESERVED_ENV = frozenset(
-    {
-        *CREDENTIAL_KEYS,
-        "AWS_ENDPOINT_URL",
-        "AWS_DEFAULT_REGION",
-        "TRAINKIT_RUN_NAME",
-        "TRAINKIT_RUN_NAMESPACE",
-        "TRAINKIT_RUN_UID",
-        "TRAINKIT_SPEC",
-    }
-)
 NON_ROOT_UID = 1000
 
 HEAD_CONTAINER = "ray-head"
@@ -66,8 +55,10 @@ WORKER_CONTAINER = "ray-worker"
 WORKER_GROUP = "gpu-workers"
 
 
-def configmap_name(run_name: str) -> str:
-    return f"{run_name}-spec"
+def configmap_name(run_name: str, digest: str) -> str:
+    """The spec ConfigMap of one version of a run's spec: named by its content's hash, so a changed spec is a
+    new ConfigMap and none is ever updated (they are immutable)."""
+    return f"{run_name}-spec-{digest}"
 
 
 def rayjob_name(run_name: str) -> str:
@@ -88,6 +79,9 @@ def spec_file_document(obj: dict, kind: str, spec: BaseModel) -> dict:
 def document_json(doc: dict) -> str:
     """A spec file's text: JSON, read back as JSON (trainkit.spec.load.read_documents)."""
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"
+
+
+SPEC_HASH = re.compile(r"[0-9a-f]{16}")  # what document_hash gives (and configmap_name puts in a name)
 
 
 def document_hash(doc: dict) -> str:
@@ -155,17 +149,20 @@ def child_metadata(owner: dict, kind: str, name: str, labels: dict[str, str], an
 
 
 def spec_configmap(owner: dict, kind: str, name: str, labels: dict[str, str], doc: dict) -> dict:
-    """The ConfigMap that carries a job's spec file (`SPEC_KEY`), annotated with the spec's hash."""
+    """The ConfigMap that carries a job's spec file (`SPEC_KEY`), annotated with the spec's hash. Immutable:
+    `name` carries the hash (configmap_name), a changed spec gets a new ConfigMap, and the operator needs no
+    update or patch on ConfigMaps; the old ones go with their owner (garbage collection)."""
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": child_metadata(owner, kind, name, labels, {SPEC_HASH_ANNOTATION: document_hash(doc)}),
+        "immutable": True,
         "data": {SPEC_KEY: document_json(doc)},
     }
 
 
 def build_configmap(run: dict, spec: TrainingRunSpec, config: OperatorConfig | None = None) -> dict:
-    name = configmap_name(run["metadata"]["name"])
+    name = configmap_name(run["metadata"]["name"], spec_hash(run, spec))
     return spec_configmap(run, "TrainingRun", name, common_labels(run, config), spec_document(run, spec))
 
 
@@ -232,8 +229,19 @@ def container_env(run: dict, spec: TrainingRunSpec, config: OperatorConfig) -> l
         {"name": "TRAINKIT_RUN_UID", "value": meta.get("uid") or ""},
     ]
     env += storage_env(run, spec, config)
-    env += [{"name": e.name, "value": e.value} for e in spec.resources.env if e.name not in RESERVED_ENV]
+    # The spec refuses the names the operator sets (trainkit.spec.models.reserved_env_name); filtered again here,
+    # so no spec, however it got past validation, shadows them.
+    env += [user_env_entry(e) for e in spec.resources.env if not reserved_env_name(e.name)]
     return env
+
+
+def user_env_entry(e: EnvVar) -> dict:
+    """A spec env var as a container's: a plain value, or a `secretKeyRef` to a Secret in the run's namespace (how
+    credentials come in: the kubelet resolves it, the value is in no spec, RayJob or ConfigMap)."""
+    if e.secret_key_ref is not None:
+        ref = e.secret_key_ref
+        return {"name": e.name, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key, "optional": False}}}
+    return {"name": e.name, "value": e.value}
 
 
 def tolerations(spec: TrainingRunSpec, config: OperatorConfig | None = None) -> list[dict]:
@@ -440,7 +448,7 @@ def run_pod_template(
         image=spec.resources.image or config.trainer_image,
         resources=resources,
         env=container_env(run, spec, config),
-        configmap=configmap_name(run["metadata"]["name"]),
+        configmap=configmap_name(run["metadata"]["name"], spec_hash(run, spec)),  # the spec it was created with
         node_selector=node_selector(spec, config) if gpu_pool else None,
         tolerations=tolerations(spec, config) if gpu_pool else None,
         pull_secrets=spec.resources.image_pull_secrets,

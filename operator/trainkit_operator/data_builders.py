@@ -16,6 +16,7 @@ from trainkit_operator.builders import (
     SPEC_PATH,
     build_network_policy,
     child_metadata,
+    configmap_name,
     document_hash,
     owned_labels,
     ray_cluster_spec,
@@ -42,8 +43,8 @@ def data_rayjob_name(data_name: str) -> str:
     return f"data-{data_name}"
 
 
-def data_configmap_name(data_name: str) -> str:
-    return f"data-{data_name}-spec"
+def data_configmap_name(data_name: str, digest: str) -> str:
+    return configmap_name(f"data-{data_name}", digest)
 
 
 def data_spec_document(data: dict, spec: TrainingDataSpec) -> dict:
@@ -59,7 +60,7 @@ def data_labels(data: dict, config: OperatorConfig | None = None) -> dict[str, s
 
 
 def build_data_configmap(data: dict, spec: TrainingDataSpec, config: OperatorConfig | None = None) -> dict:
-    name = data_configmap_name(data["metadata"]["name"])
+    name = data_configmap_name(data["metadata"]["name"], data_spec_hash(data, spec))
     return spec_configmap(data, DATA_KIND, name, data_labels(data, config), data_spec_document(data, spec))
 
 
@@ -94,7 +95,7 @@ def _prepare_pod(data: dict, spec: TrainingDataSpec, config: OperatorConfig, con
         image=spec.resources.image or config.trainer_image,
         resources=requests_and_limits(cpus, memory),
         env=data_env(data, spec, config),
-        configmap=data_configmap_name(data["metadata"]["name"]),
+        configmap=data_configmap_name(data["metadata"]["name"], data_spec_hash(data, spec)),
         shared_memory=False,  # tokenizing needs no /dev/shm beyond the default
     )
 

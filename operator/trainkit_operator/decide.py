@@ -40,11 +40,13 @@ from trainkit.storage import endpoint_refusal, is_remote
 
 from trainkit_operator.builders import (
     KUEUE_QUEUE_LABEL,
+    SPEC_HASH,
     SPEC_HASH_ANNOTATION,
     SPEC_KEY,
     build_configmap,
     build_rayjob,
     build_run_network_policy,
+    configmap_name,
     mutable_patch,
     spec_hash,
 )
@@ -203,6 +205,17 @@ def applied_spec(configmap: dict | None) -> dict | None:
         return None
 
 
+def applied_configmap_name(run: dict, spec: TrainingRunSpec, rayjob: dict | None) -> str:
+    """The spec ConfigMap the reconcile compares with: the one of the spec last applied to this run's RayJob
+    (its spec-hash annotation; the RayJob keeps mounting the one it was created with), or, before this run
+    has a RayJob, the one of the spec as it is now."""
+    if rayjob is not None and owned_by(rayjob, run):
+        applied = ((rayjob.get("metadata") or {}).get("annotations") or {}).get(SPEC_HASH_ANNOTATION)
+        if isinstance(applied, str) and SPEC_HASH.fullmatch(applied):
+            return configmap_name(run["metadata"]["name"], applied)
+    return configmap_name(run["metadata"]["name"], spec_hash(run, spec))
+
+
 def owned_by(obj: dict, run: dict) -> bool:
     uid = run["metadata"].get("uid")
     return any(
@@ -240,13 +253,12 @@ def _waiting_message(kind: str, name: str, old_uid: str) -> str:
 @dataclass(frozen=True)
 class Decision:
     """What the reconcile must do to the children; the handler carries it out in this order:
-    ensure `configmap` (create, or replace when `configmap_replace`), create `network_policy` (before the
-    pods exist), create `rayjob`, apply `patch`."""
+    create `configmap` (spec ConfigMaps are immutable and named by their content: a changed spec is a new
+    one, never an update), create `network_policy` (before the pods exist), create `rayjob`, apply `patch`."""
 
     action: Literal["none", "create", "update", "refuse", "invalid", "conflict", "wait", "lost"]
     configmap: dict | None = None
     network_policy: dict | None = None
-    configmap_replace: bool = False
     rayjob: dict | None = None
     patch: list[dict] = field(default_factory=list)
     refused: tuple[str, ...] = ()
@@ -279,7 +291,6 @@ def plan_actions(
 
     desired_cm = build_configmap(run, spec, config)
     desired_rj = build_rayjob(run, spec, config)
-    cm_differs = configmap is None or (configmap.get("data") or {}).get(SPEC_KEY) != desired_cm["data"][SPEC_KEY]
 
     if rayjob is None:
         if status is not None and status.ray_job_name and status.job_deployment_status:
@@ -296,8 +307,7 @@ def plan_actions(
             )
         return Decision(
             "create",
-            configmap=desired_cm,
-            configmap_replace=configmap is not None and cm_differs,
+            configmap=desired_cm if configmap is None else None,  # one of this run with this name has this spec
             network_policy=build_run_network_policy(run, config) if config.network_policy else None,
             rayjob=desired_rj,
         )
@@ -315,10 +325,7 @@ def plan_actions(
         rj_hash = ((rayjob.get("metadata") or {}).get("annotations") or {}).get(SPEC_HASH_ANNOTATION)
         if rj_hash == spec_hash(run, spec):
             return Decision(
-                "update",
-                configmap=desired_cm,
-                configmap_replace=configmap is not None,
-                patch=mutable_patch(desired_rj, rayjob, kueue_managed=kueue),
+                "update", configmap=desired_cm, patch=mutable_patch(desired_rj, rayjob, kueue_managed=kueue)
             )
         return Decision(
             "refuse",
@@ -346,8 +353,13 @@ def plan_actions(
             + "); nothing of this edit was applied, the run continues with the spec it started with",
         )
     ops = mutable_patch(desired_rj, rayjob, kueue_managed=kueue)
-    if ops or cm_differs:
-        return Decision("update", configmap=desired_cm if cm_differs else None, configmap_replace=cm_differs, patch=ops)
+    # A mutable edit: the new spec gets its own ConfigMap (the RayJob's spec-hash annotation, in `ops`, then
+    # names it); the RayJob keeps mounting the one it was created with.
+    new_cm = (
+        desired_cm if configmap is None or desired_cm["metadata"]["name"] != configmap["metadata"]["name"] else None
+    )
+    if ops or new_cm:
+        return Decision("update", configmap=new_cm, patch=ops)
     return Decision("none")
 
 

@@ -141,10 +141,6 @@ class Kube:
             if getattr(e, "status", None) != 409:
                 raise
 
-    def replace_configmap(self, ns: str, name: str, body: dict) -> dict:
-        cm = self.core.replace_namespaced_config_map(name, ns, body, _request_timeout=REQUEST_TIMEOUT)
-        return self.api_client.sanitize_for_serialization(cm) if cm is not None else body
-
     def secret_exists(self, ns: str, name: str) -> bool:
         """Existence only: asks for metadata (PartialObjectMetadata) and drops the response unread."""
         response = self._or_none(

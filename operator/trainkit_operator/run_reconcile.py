@@ -74,7 +74,7 @@ def reconcile(kube: Kube, run: dict, config: OperatorConfig, now: str | None = N
         if spec_error is None and decide.secret_check_needed(secret, rayjob):
             spec_error = decide.secret_spec_error(secret, ns, secret_state(kube, ns, secret))
         if spec_error is None:
-            configmap = kube.get_configmap(ns, builders.configmap_name(name))
+            configmap = kube.get_configmap(ns, decide.applied_configmap_name(run, spec, rayjob))
     if waiting_for_data and rayjob is None:
         decision = decide.Decision("none", message="waiting for TrainingData")
     else:
@@ -82,20 +82,14 @@ def reconcile(kube: Kube, run: dict, config: OperatorConfig, now: str | None = N
 
     if decision.action in ("create", "update"):
         if decision.configmap is not None:
-            if configmap is None:
-                try:
-                    kube.create_configmap(ns, decision.configmap)
-                except Exception as e:
-                    if getattr(e, "status", None) != 409:
-                        raise
+            try:
+                kube.create_configmap(ns, decision.configmap)
+            except Exception as e:
+                if getattr(e, "status", None) != 409:
+                    raise
+                if decision.action == "create":  # whose it is decides (wait for a previous run's, or conflict)
                     raise kopf.TemporaryError("ConfigMap appeared concurrently; re-reading", delay=0.5) from None
-            elif decision.configmap_replace:
-                body = dict(decision.configmap)
-                body["metadata"] = {
-                    **decision.configmap["metadata"],
-                    "resourceVersion": configmap["metadata"].get("resourceVersion"),
-                }
-                kube.replace_configmap(ns, body["metadata"]["name"], body)
+                # An edit of a running run: named by its content, the ConfigMap there already holds this spec.
         if decision.action == "create" and decision.network_policy is not None:
             kube.create_network_policy(ns, decision.network_policy)  # 409: made by an earlier reconcile
         if decision.action == "create" and decision.rayjob is not None:

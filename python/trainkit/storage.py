@@ -65,10 +65,21 @@ class ReadGuard:
     connect_timeout: float = 3.0
     # Per request, headers and body together (a server trickling bytes is cut off here).
     request_deadline: float = 5.0
-    # Attempts per request (botocore's retry count, the first included): few, a silent endpoint costs each.
+    # Attempts per operation, the first included (`_guarded_operation` retries): few, a silent endpoint costs each.
     attempts: int = 2
     # Keys a listing may return in all (pages of 1000).
     max_keys: int = 10_000
+
+    @property
+    def max_pages(self) -> int:
+        """Pages a listing may take (a server answering empty pages with `IsTruncated` forever ends here)."""
+        return self.max_keys // 1000 + 1
+
+    @property
+    def operation_deadline(self) -> float:
+        """The longest one guarded operation (a GET or a whole listing, retries included) may take when no
+        reconcile's deadline (`reads_deadline`) is set: every attempt's connect and request deadline."""
+        return self.attempts * (self.connect_timeout + self.request_deadline)
 
 
 @dataclass(frozen=True)
@@ -182,6 +193,9 @@ def absolute_uri(uri: str, base: str | None = None) -> str:
 def filesystem(uri: str, options: StorageOptions | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
     """The filesystem for `uri` and the path inside it."""
     options = options or StorageOptions()
+    if options.guard is not None:
+        # s3fs would sign with the process's own credential chain and follow whatever the server says.
+        raise StorageRefused(f"{uri}: a guarded reader only reads objects and listings (read_bytes, list_*)")
     if is_remote(uri):
         import s3fs
 
@@ -314,8 +328,17 @@ def _is_transient(e: BaseException) -> bool:
         return False
     if isinstance(e, TRANSIENT_ERRORS):
         return True
-    if getattr(getattr(e, "response", None), "status_code", None) in (429, 500, 502, 503, 504):
+    response = getattr(e, "response", None)
+    if getattr(response, "status_code", None) in (429, 500, 502, 503, 504):
         return True  # the hub's (httpx) errors carry their response
+    # botocore's ClientError carries a dict: the HTTP status botocore itself retries
+    if isinstance(response, dict) and (response.get("ResponseMetadata") or {}).get("HTTPStatusCode") in (
+        500,
+        502,
+        503,
+        504,
+    ):
+        return True
     text = f"{type(e).__name__} {e}"
     return any(
         s in text
@@ -333,44 +356,48 @@ def _is_transient(e: BaseException) -> bool:
     )
 
 
-def retry(fn: Callable[[], T], what: str, attempts: int = 4, base_delay: float = 0.25) -> T:
-    """Run `fn`, retrying transient errors with exponential backoff and jitter; bounded in count."""
+def retry(
+    fn: Callable[[], T], what: str, attempts: int = 4, base_delay: float = 0.25, deadline: float | None = None
+) -> T:
+    """Run `fn`, retrying transient errors with exponential backoff and jitter; bounded in count (and, with a
+    `deadline` on time.monotonic(), in time: no retry starts that its backoff would push past it)."""
     for attempt in range(attempts):
         try:
             return fn()
         except Exception as e:  # classified below; re-raised either way
-            if not _is_transient(e) or attempt == attempts - 1:
+            delay = base_delay * (2**attempt) * (0.5 + random.random())
+            out_of_time = deadline is not None and time.monotonic() + delay >= deadline
+            if not _is_transient(e) or attempt == attempts - 1 or out_of_time:
                 if isinstance(e, (FileNotFoundError, PermissionError, StorageError)):
                     raise
-                raise StorageError(f"{what}: {type(e).__name__}: {e}") from e
-            time.sleep(base_delay * (2**attempt) * (0.5 + random.random()))
+                raise StorageError(f"{what}: {type(e).__name__}: {e}"[:2000]) from e
+            time.sleep(delay)
     raise AssertionError("unreachable")
 
 
 def read_bytes(uri: str, options: StorageOptions | None = None, attempts: int = 4) -> bytes:
-    guarded = options is not None and options.guard is not None
-    if guarded:
+    if options is not None and options.guard is not None:
         _refuse_local(uri)
-        attempts = 1  # the guarded client retries (few times) itself; no second layer on top
+        return _guarded_operation(options.guard, f"reading {uri}", lambda: _whole_object(uri, options))
     if not is_remote(uri):
         fs, path = filesystem(uri, options)
         return retry(lambda: fs.cat_file(path), f"reading {uri}", attempts=attempts)
+    return retry(lambda: _whole_object(uri, options or StorageOptions()), f"reading {uri}", attempts=attempts)
+
+
+def _whole_object(uri: str, options: StorageOptions) -> bytes:
+    """One GET of an s3:// object. Whole-object reads (shards, manifests) go to botocore directly: one GET with
+    no HEAD first, ~3x faster than s3fs for the few-MB objects shards are. Same endpoint and credential chain."""
     bucket, _, key = uri[len("s3://") :].partition("/")
-    client = _s3_client(options or StorageOptions())
-
-    def whole_object() -> bytes:
-        # Whole-object reads (shards, manifests) go to botocore directly: one GET with no HEAD first,
-        # ~3x faster than s3fs for the few-MB objects shards are. Same endpoint and credential chain.
-        try:
-            return client.get_object(Bucket=bucket, Key=key)["Body"].read()
-        except client.exceptions.NoSuchKey as e:
-            raise FileNotFoundError(f"{uri}: no such object") from e
-        except client.exceptions.NoSuchBucket as e:
-            raise FileNotFoundError(f"{uri}: no such bucket") from e
-        except ObjectTooLarge as e:
-            raise ObjectTooLarge(uri, e.size, e.cap) from None
-
-    return retry(whole_object, f"reading {uri}", attempts=attempts)
+    client = _s3_client(options)
+    try:
+        return client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except client.exceptions.NoSuchKey as e:
+        raise FileNotFoundError(f"{uri}: no such object") from e
+    except client.exceptions.NoSuchBucket as e:
+        raise FileNotFoundError(f"{uri}: no such bucket") from e
+    except ObjectTooLarge as e:
+        raise ObjectTooLarge(uri, e.size, e.cap) from None
 
 
 _S3_CLIENTS: dict[tuple, Any] = {}
@@ -524,6 +551,11 @@ def _guarded_send(request: Any, guard: ReadGuard, allowed_host: Callable[[str], 
         conn.request(request.method, target, body=body, headers=dict(request.headers.items()))
         response = conn.getresponse()
         what = f"{request.method} {url.path}"
+        if 300 <= response.status < 400:
+            # botocore would follow it (and, for S3, recurse looking for the bucket's region): a guarded reader
+            # talks to the configured endpoint only, so a redirect ends the request.
+            to = urlsplit(response.getheader("Location") or "").hostname or "elsewhere"
+            raise StorageRefused(f"{what}: the server redirected ({response.status}) to {to[:100]!r}; not followed")
         declared = response.getheader("Content-Length")
         if declared is not None and declared.isdigit() and int(declared) > guard.max_response_bytes:
             raise ObjectTooLarge(what, int(declared), guard.max_response_bytes)
@@ -534,6 +566,8 @@ def _guarded_send(request: Any, guard: ReadGuard, allowed_host: Callable[[str], 
             if total > guard.max_response_bytes:
                 raise ObjectTooLarge(what, None, guard.max_response_bytes)
             chunks.append(chunk)
+        if expired.is_set():  # the watchdog cut a trickling body short: a timeout, not a short object
+            raise ReadTimeoutError(endpoint_url=f"{url.scheme}://{url.netloc}")
         return AWSResponse(request.url, response.status, dict(response.getheaders()), _Body(b"".join(chunks)))
     except (OSError, http.client.HTTPException) as e:
         if isinstance(e, StorageError):
@@ -570,7 +604,7 @@ def _guarded_client(options: StorageOptions):
         return host == endpoint_host if endpoint_host is not None else host.endswith(".amazonaws.com")
 
     config = Config(
-        retries={"max_attempts": guard.attempts, "mode": "standard"},
+        retries={"total_max_attempts": 1, "mode": "standard"},  # _guarded_operation retries, within the deadline
         connect_timeout=guard.connect_timeout,
         read_timeout=guard.request_deadline,
         s3={"addressing_style": "path"},
@@ -596,34 +630,58 @@ def _guarded_client(options: StorageOptions):
     return client
 
 
+def _guarded_operation(guard: ReadGuard, what: str, operation: Callable[[], T]) -> T:
+    """THE way every guarded operation (a GET, a whole listing) runs: within the reconcile's deadline or, when
+    none is set, its own (`guard.operation_deadline`), retried `guard.attempts` times in all on transient
+    errors (here, not in botocore, whose backoff ignores deadlines), and whatever the server does it ends in
+    the value, FileNotFoundError (absent) or a StorageError naming `what`: never botocore's exceptions, never
+    a RecursionError or any other surprise of a hostile server."""
+    own = time.monotonic() + guard.operation_deadline
+    overall = _READS_DEADLINE.get()
+    deadline = own if overall is None else min(own, overall)
+    token = _READS_DEADLINE.set(deadline)
+    try:
+        return retry(operation, what, attempts=guard.attempts, base_delay=0.1, deadline=deadline)
+    finally:
+        _READS_DEADLINE.reset(token)
+
+
 def _guarded_listing(uri: str, options: StorageOptions, delimiter: bool) -> tuple[list[str], dict[str, int]]:
     """(sub-folder names, {relpath: size}) directly under (delimiter) or anywhere under `uri`, at most
-    `guard.max_keys` entries in all; more -> StorageError (a listing that large is not a run's)."""
+    `guard.max_keys` entries in `guard.max_pages` pages; more -> StorageError (a listing that large is not a
+    run's)."""
     guard = options.guard
     assert guard is not None
     _refuse_local(uri)
     bucket, _, prefix = uri[len("s3://") :].partition("/")
     prefix = prefix.rstrip("/") + "/" if prefix.strip("/") else ""
-    client = _s3_client(options)
-    folders: list[str] = []
-    files: dict[str, int] = {}
-    kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": 1000}
-    if delimiter:
-        kwargs["Delimiter"] = "/"
-    while True:
-        try:
-            page = client.list_objects_v2(**kwargs)
-        except client.exceptions.NoSuchBucket:
-            return [], {}
-        folders += [p["Prefix"][len(prefix) :].rstrip("/") for p in page.get("CommonPrefixes") or []]
-        for obj in page.get("Contents") or []:
-            files[obj["Key"][len(prefix) :]] = int(obj.get("Size") or 0)
-        if len(folders) + len(files) > guard.max_keys:
-            raise StorageError(f"listing {uri}: more than {guard.max_keys} entries")
-        token = page.get("NextContinuationToken")
-        if not page.get("IsTruncated") or not token:
-            return folders, files
-        kwargs["ContinuationToken"] = token
+
+    def pages() -> tuple[list[str], dict[str, int]]:
+        client = _s3_client(options)
+        folders: list[str] = []
+        files: dict[str, int] = {}
+        kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": 1000}
+        if delimiter:
+            kwargs["Delimiter"] = "/"
+        for _ in range(guard.max_pages):
+            try:
+                page = client.list_objects_v2(**kwargs)
+            except client.exceptions.NoSuchBucket:
+                return [], {}
+            folders += [p["Prefix"][len(prefix) :].rstrip("/") for p in page.get("CommonPrefixes") or []]
+            for obj in page.get("Contents") or []:
+                files[obj["Key"][len(prefix) :]] = int(obj.get("Size") or 0)
+            if len(folders) + len(files) > guard.max_keys:
+                raise StorageError(f"listing {uri}: more than {guard.max_keys} entries")
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return folders, files
+            if token == kwargs.get("ContinuationToken"):
+                raise StorageError(f"listing {uri}: the server sent the same continuation token twice")
+            kwargs["ContinuationToken"] = token
+        raise StorageError(f"listing {uri}: more than {guard.max_pages} pages")
+
+    return _guarded_operation(guard, f"listing {uri}", pages)
 
 
 def read_json(uri: str, options: StorageOptions | None = None) -> Any:

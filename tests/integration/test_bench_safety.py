@@ -1,6 +1,7 @@
 """The bad-input campaign (`trainkit bench safety`) as a test: every generated hostile spec and every damaged
-artifact gets a clear error, is skipped, or is read; none raises, prints a traceback or runs long. (The
-hostile-storage group is tests/integration/test_operator_hostile_storage.py's, through the operator.)"""
+artifact gets a clear error, is skipped, or is read; none raises, prints a traceback, or passes its per-case
+time or memory cap; every read the operator makes of a hostile S3 server (silent, slow, 5xx, redirect, huge;
+all on 127.0.0.1) ends in a StorageError within its deadline, never followed elsewhere."""
 
 from __future__ import annotations
 
@@ -9,13 +10,52 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
+def _bad(tally) -> dict:
+    from trainkit.bench.safety import BAD_OUTCOMES
+
+    return {o: n for o, n in tally.outcomes.items() if o in BAD_OUTCOMES}
+
+
 def test_hostile_specs_and_damaged_artifacts_are_all_handled():
-    from trainkit.bench.safety import BAD_OUTCOMES, run_campaign
+    from trainkit.bench.safety import SPEC_MEMORY_MIB, run_campaign
 
     tallies = run_campaign(specs=300, cli_sample=3, seed=13, with_storage=False)
     assert tallies["specs"].cases >= 300 and tallies["artifacts"].cases >= 100
     for name, tally in tallies.items():
-        bad = {o: n for o, n in tally.outcomes.items() if o in BAD_OUTCOMES}
-        assert not bad, (name, bad, tally.bad[:10])
+        assert not _bad(tally), (name, _bad(tally), tally.bad[:10])
     assert tallies["specs"].outcomes["clear error"] > 250  # the mutations really are hostile
     assert tallies["artifacts"].outcomes["clear error"] + tallies["artifacts"].outcomes["ignored (skipped)"] > 60
+    assert 0 < tallies["specs"].peak_mib < SPEC_MEMORY_MIB  # each case was measured in its own child
+
+
+def test_a_spec_case_past_its_caps_is_stopped_and_counted():
+    """The caps are real: a case that loops is killed at the CPU cap, one that blocks at the wall-time cap, one
+    that balloons meets the memory cap."""
+    import time
+
+    from trainkit.bench.safety import run_capped
+
+    def spin():
+        while True:
+            pass
+
+    assert run_capped(spin, cpu_seconds=1, memory_mib=64, seconds=120).stopped == "cpu cap"
+    assert run_capped(lambda: time.sleep(60), cpu_seconds=5, memory_mib=64, seconds=0.5).stopped == "time cap"
+    assert run_capped(lambda: len(bytearray(256 << 20)), cpu_seconds=5, memory_mib=64).stopped == "memory cap"
+    fine = run_capped(lambda: len(b"x" * (16 << 20)), cpu_seconds=5, memory_mib=64)  # written: resident
+    assert fine.value == 16 << 20 and fine.stopped is None and fine.peak_mib >= 15 and fine.cpu < 5
+
+
+def test_every_operator_read_of_a_hostile_server_is_a_storage_error():
+    """The storage group of the campaign, with a short guard so it stays quick: 5 behaviours x 5 reads (GETs,
+    the checkpoints and eval listings, the newest complete checkpoint). On the code before the guarded
+    listing went through `_guarded_operation`, 12 of these were botocore errors or a RecursionError."""
+    from trainkit import storage
+    from trainkit.bench.hostile_s3 import BEHAVIOURS
+    from trainkit.bench.safety import Tally, run_storage_group, storage_reads
+
+    tally = Tally()
+    run_storage_group(storage.ReadGuard(request_deadline=0.3, connect_timeout=0.3), tally)
+    assert tally.cases == len(BEHAVIOURS) * len(storage_reads()) == 25
+    assert not _bad(tally), (_bad(tally), tally.bad)
+    assert tally.outcomes["storage error"] == 25

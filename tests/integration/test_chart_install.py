@@ -214,7 +214,9 @@ def test_chart_applied_with_kubectl_then_the_deployed_operator_reconciles_the_se
         head = rayjob["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
         assert head["image"] == "ghcr.io/trainkit/trainkit-trainer:0.1.0"  # the chart's default trainer image
         assert rayjob["spec"]["rayClusterSpec"]["rayVersion"] == "2.60.0"
-        assert server.exists("configmaps", f"{RUN}-spec", "default")
+        volumes = rayjob["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["volumes"]
+        mounted = next(v["configMap"]["name"] for v in volumes if "configMap" in v)
+        assert mounted.startswith(f"{RUN}-spec-") and server.get("configmaps", mounted, "default")["immutable"]
         wait_for(
             lambda: server.get("trainingruns.trainkit.dev", RUN, "default")["status"]["phase"] == "Pending",
             what="phase Pending",

@@ -20,6 +20,7 @@ from test_operator_support import (
     events_for,
     get,
     kuberay_sets_status,
+    mounted_configmap,
     running_operator,
     seed_doc,
     status_of,
@@ -63,8 +64,8 @@ def test_seed_run_from_apply_to_succeeded_with_eval_average(cluster, seed_bucket
         worker = rj["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]
         assert worker["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
         assert worker["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
-        cm = get(cluster, "configmaps", f"{RUN}-spec")
-        assert cm["metadata"]["ownerReferences"][0]["uid"] == run["metadata"]["uid"]
+        cm = get(cluster, "configmaps", mounted_configmap(rj))
+        assert cm["metadata"]["ownerReferences"][0]["uid"] == run["metadata"]["uid"] and cm["immutable"] is True
         assert '"totalTokens": 1000000000' in cm["data"]["spec.json"]
         assert rj["spec"]["entrypoint"] == "python -m trainkit.jobs.train --spec /etc/trainkit/spec.json"
 

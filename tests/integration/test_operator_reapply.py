@@ -19,6 +19,7 @@ from test_operator_support import (
     chart_rbac,
     get,
     kuberay_sets_status,
+    mounted_configmap,
     running_operator,
     seed_doc,
     status_of,
@@ -93,7 +94,7 @@ def _reapplied_run_gets_its_own_rayjob(server, name: str, old_uid: str, mark: in
     wait_for(lambda: status_of(server, name).get("phase") == "Running", what="the new run Running")
     st = status_of(server, name)
     assert st["rayJobName"] == name and st["jobDeploymentStatus"] == "Running"
-    cm = get(server, "configmaps", f"{name}-spec")
+    cm = get(server, "configmaps", mounted_configmap(rj))
     assert cm["metadata"]["ownerReferences"][0]["uid"] == new["metadata"]["uid"]
     assert "Failed" not in phases_seen(server, name, mark)
     return new

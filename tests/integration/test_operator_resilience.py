@@ -198,7 +198,7 @@ def test_fifty_restarts_at_random_points_never_two_rayjobs_no_lost_status_no_cra
 def test_api_errors_are_retried_with_backoff(cluster, seed_bucket):
     cluster.inject("POST", r"/apis/ray\.io/v1/namespaces/default/rayjobs$", 500, times=2)
     cluster.inject("PATCH", r"/trainingruns/flaky/status", 409, times=2)
-    cluster.inject("GET", r"/configmaps/flaky-spec", 500, times=1)
+    cluster.inject("GET", r"/configmaps/flaky-spec-[0-9a-f]{16}$", 500, times=1)
     with running_operator(cluster) as runner:
         cluster.create(seed_doc("flaky", bucket=seed_bucket))
         wait_for(lambda: get(cluster, RAYJOBS, "flaky"), timeout=60, what="RayJob despite two 500s")

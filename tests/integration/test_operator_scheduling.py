@@ -21,6 +21,7 @@ from test_operator_support import (
     get,
     kuberay_sets_status,
     kueue_sets_suspend,
+    mounted_configmap,
     running_operator,
     seed_doc,
     status_of,
@@ -112,17 +113,35 @@ def test_invalid_spec_past_the_schema_fails_with_invalid_spec(cluster, seed_buck
 def test_mutable_edit_applied_immutable_edit_refused_whole(cluster, seed_bucket):
     with running_operator(cluster):
         cluster.create(seed_doc("edits", bucket=seed_bucket))
-        wait_for(lambda: get(cluster, RAYJOBS, "edits"), what="RayJob")
+        created = wait_for(lambda: get(cluster, RAYJOBS, "edits"), what="RayJob")
+        original = mounted_configmap(created)
         kuberay_sets_status(cluster, "edits", jobStatus="RUNNING", jobDeploymentStatus="Running")  # SIMULATED KubeRay
         wait_for(lambda: status_of(cluster, "edits").get("phase") == "Running", what="Running")
 
         patch_run(cluster, "edits", {"spec": {"scheduling": {"backoffLimit": 5}}})
-        wait_for(
+        rj = wait_for(
             lambda: (r := get(cluster, RAYJOBS, "edits"))["spec"]["backoffLimit"] == 5 and r,
             what="backoffLimit applied",
         )
-        cm = get(cluster, "configmaps", "edits-spec")
-        assert '"backoffLimit": 5' in cm["data"]["spec.json"]
+        # the edited spec is a NEW immutable ConfigMap, named by its hash (which the RayJob's annotation carries);
+        # the RayJob keeps mounting the one it was created with, unchanged; no ConfigMap was ever updated
+        edited = f"edits-spec-{rj['metadata']['annotations']['trainkit.dev/spec-hash']}"
+        cm = get(cluster, "configmaps", edited)
+        assert edited != original and cm["immutable"] is True and '"backoffLimit": 5' in cm["data"]["spec.json"]
+        assert (
+            mounted_configmap(rj) == original
+            and '"backoffLimit": 2' in get(cluster, "configmaps", original)["data"]["spec.json"]
+        )
+        assert {r.verb for r in cluster.requests_for("configmaps")} <= {"get", "create"}
+        with pytest.raises(kubernetes.client.ApiException) as refused:  # the API server keeps it as it is
+            client, _ = custom(cluster)
+            try:
+                kubernetes.client.CoreV1Api(client).patch_namespaced_config_map(
+                    original, NS, {"data": {"spec.json": "{}"}}
+                )
+            finally:
+                client.close()
+        assert refused.value.status == 422 and "field is immutable when `immutable` is set" in refused.value.body
         st = wait_for(
             lambda: (s := status_of(cluster, "edits")).get("observedGeneration") == 2 and s, what="observedGeneration 2"
         )
@@ -151,7 +170,8 @@ def test_mutable_edit_applied_immutable_edit_refused_whole(cluster, seed_bucket)
         time.sleep(1.5)
         after = get(cluster, RAYJOBS, "edits")
         assert after["spec"] == before["spec"]  # backoffLimit 7 was NOT half-applied
-        assert '"workers": 1' in get(cluster, "configmaps", "edits-spec")["data"]["spec.json"]
+        assert after["metadata"]["annotations"] == before["metadata"]["annotations"]
+        assert '"workers": 1' in get(cluster, "configmaps", edited)["data"]["spec.json"]
         wait_for(
             lambda: any(e["reason"] == "ImmutableFieldChanged" for e in events_for(cluster, "edits")), what="Event"
         )
@@ -189,7 +209,9 @@ def test_deleting_the_run_takes_its_children_but_never_its_artifacts(cluster, se
     put_json(f"{out}/checkpoints/step-00000010/checkpoint.json", {"step": 10})
     with running_operator(cluster):
         cluster.create(seed_doc("gone", bucket=seed_bucket))
-        wait_for(lambda: get(cluster, RAYJOBS, "gone") and get(cluster, "configmaps", "gone-spec"), what="children")
+        rj = wait_for(lambda: get(cluster, RAYJOBS, "gone"), what="the RayJob")
+        spec_cm = mounted_configmap(rj)
+        wait_for(lambda: get(cluster, "configmaps", spec_cm), what="its spec ConfigMap")
         client, api = custom(cluster)
         try:
             api.delete_namespaced_custom_object("trainkit.dev", "v1alpha1", NS, "trainingruns", "gone")
@@ -197,7 +219,7 @@ def test_deleting_the_run_takes_its_children_but_never_its_artifacts(cluster, se
             client.close()
         wait_for(lambda: get(cluster, RUNS, "gone") is None, what="run deleted (kopf releases its finalizer)")
         wait_for(
-            lambda: get(cluster, RAYJOBS, "gone") is None and get(cluster, "configmaps", "gone-spec") is None,
+            lambda: get(cluster, RAYJOBS, "gone") is None and get(cluster, "configmaps", spec_cm) is None,
             what="children garbage-collected",
         )
     assert storage.exists(f"{out}/checkpoints/step-00000010/checkpoint.json")

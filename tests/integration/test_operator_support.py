@@ -170,6 +170,12 @@ def get(server, resource, name):
         return None
 
 
+def mounted_configmap(rayjob: dict) -> str:
+    """The spec ConfigMap a RayJob's head mounts (immutable, named by its spec's hash)."""
+    volumes = rayjob["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["volumes"]
+    return next(v["configMap"]["name"] for v in volumes if "configMap" in v)
+
+
 def status_of(server, name) -> dict:
     return (get(server, RUNS, name) or {}).get("status") or {}
 

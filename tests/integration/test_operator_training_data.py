@@ -87,6 +87,12 @@ def condition(status: dict, type_: str) -> dict:
     return next(c for c in status.get("conditions", []) if c["type"] == type_)
 
 
+def mounted_spec(server, rayjob: dict) -> dict:
+    """The spec ConfigMap the RayJob's head pod mounts (its name carries the spec's hash)."""
+    volumes = rayjob["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["volumes"]
+    return get(server, "configmaps", next(v["configMap"]["name"] for v in volumes if "configMap" in v))
+
+
 def run_prepare_as_its_pod(server, monkeypatch, tmp_path, rayjob: dict) -> int:
     """SIMULATED KubeRay (see the module docstring): the head pod's entrypoint, with its env and spec file."""
     from support.kuberay_standin import KubeRayStandIn
@@ -97,7 +103,7 @@ def run_prepare_as_its_pod(server, monkeypatch, tmp_path, rayjob: dict) -> int:
     assert env["AWS_ACCESS_KEY_ID"] and "AWS_SECRET_ACCESS_KEY" in env  # from the Secret, by secretKeyRef
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    configmap = get(server, "configmaps", f"{rayjob['metadata']['name']}-spec")
+    configmap = mounted_spec(server, rayjob)
     spec_file = tmp_path / f"{rayjob['metadata']['name']}.json"
     spec_file.write_text(configmap["data"]["spec.json"])
     assert rayjob["spec"]["entrypoint"] == "python -m trainkit.jobs.prepare --spec /etc/trainkit/spec.json"
@@ -179,7 +185,7 @@ def test_runs_wait_for_prepared_data_then_start_with_its_uris(
             s: {"dataset": s, "uri": prepared[s]["uri"], "fingerprint": prepared[s]["fingerprint"]} for s in SOURCES
         }
         assert condition(st, "DataReady")["status"] == "True"
-        spec_json = json.loads(get(cluster, "configmaps", "mix-spec")["data"]["spec.json"])
+        spec_json = json.loads(mounted_spec(cluster, rj)["data"]["spec.json"])
         sources = {s["name"]: s for s in spec_json["spec"]["data"]["sources"]}
         for s in SOURCES:
             assert (sources[s]["dataset"], sources[s]["uri"]) == (s, prepared[s]["uri"])
@@ -223,9 +229,10 @@ def test_runs_wait_for_prepared_data_then_start_with_its_uris(
         assert why in st["message"] and not get(cluster, RAYJOBS, "mix-broken")
 
         # Deleting a TrainingData deletes its RayJob and ConfigMap, never its shards; the run keeps its URIs.
+        edu_spec = mounted_spec(cluster, get(cluster, RAYJOBS, "data-edu"))["metadata"]["name"]
         kubectl(cluster, "delete", "trainingdata", "edu")
         cluster.collect_garbage()
-        assert not get(cluster, RAYJOBS, "data-edu") and not get(cluster, "configmaps", "data-edu-spec")
+        assert not get(cluster, RAYJOBS, "data-edu") and not get(cluster, "configmaps", edu_spec)
         index = storage.read_json(prepared["edu"]["uri"] + "index.json")
         assert all(storage.exists(prepared["edu"]["uri"] + s["file"]) for s in index["shards"])
         assert status_of(cluster, "mix")["datasets"]["edu"]["uri"] == prepared["edu"]["uri"]

@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from . import protobuf, rbac
+from . import admission, protobuf, rbac
 from .store import (
     APIError,
     ResourceType,
@@ -557,19 +557,19 @@ class KubeAPIServer:
         ):
             self._admit_owner_references(user, verb, rt, version, namespace, name, body, request.content_type,
                                          field_validation, q.get("fieldManager"))  # fmt: skip
+        info = admission.user_info(user)  # `request.userInfo` of admission policies (None: the test's admin)
         if verb == "create":
-            obj = st.create(
-                rt, version, namespace, body, field_validation=field_validation, dry_run=dry_run, warnings=warnings
-            )
+            obj = st.create(rt, version, namespace, body, field_validation=field_validation, dry_run=dry_run,
+                            warnings=warnings, user=info)  # fmt: skip
             return self._object(request, rt, version, obj, 201, warnings)
         if verb == "update":
             obj = st.update(rt, version, namespace, name, body, subresource=sub, field_validation=field_validation,
-                            dry_run=dry_run, warnings=warnings)  # fmt: skip
+                            dry_run=dry_run, warnings=warnings, user=info)  # fmt: skip
             return self._object(request, rt, version, obj, 200, warnings)
         if verb == "patch":
             obj, created = st.patch(rt, version, namespace, name, body, request.content_type, subresource=sub,
                                     field_validation=field_validation, dry_run=dry_run,
-                                    field_manager=q.get("fieldManager"), warnings=warnings)  # fmt: skip
+                                    field_manager=q.get("fieldManager"), warnings=warnings, user=info)  # fmt: skip
             return self._object(request, rt, version, obj, 201 if created else 200, warnings)
         options = dict(body or {})
         if q.get("propagationPolicy"):

@@ -21,6 +21,8 @@ from typing import Any, Callable
 
 from support import celcost, openapi
 
+from . import admission
+
 # ----------------------------------------------------------------------------------------- errors
 REASONS = {
     400: "BadRequest",
@@ -148,6 +150,10 @@ BUILTINS = [
     _builtin("networking.k8s.io", "v1", "networkpolicies", "networkpolicy", "NetworkPolicy", True, ["netpol"]),
     _builtin("policy", "v1", "poddisruptionbudgets", "poddisruptionbudget", "PodDisruptionBudget", True, ["pdb"],
              status=True, generation=True),
+    _builtin("admissionregistration.k8s.io", "v1", "validatingadmissionpolicies", "validatingadmissionpolicy",
+             "ValidatingAdmissionPolicy", False, status=True, generation=True),
+    _builtin("admissionregistration.k8s.io", "v1", "validatingadmissionpolicybindings",
+             "validatingadmissionpolicybinding", "ValidatingAdmissionPolicyBinding", False, generation=True),
 ]  # fmt: skip
 
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
@@ -319,6 +325,8 @@ SMP_MERGE_KEYS = {
     "volumes": "name", "volumeMounts": "mountPath", "volumeDevices": "devicePath", "imagePullSecrets": "name",
     "ownerReferences": "uid", "conditions": "type", "hostAliases": "ip", "resourceClaims": "name",
     "topologySpreadConstraints": "topologyKey", "ports": None,
+    # ValidatingAdmissionPolicy(+webhook) spec lists (x-kubernetes-patch-merge-key in upstream's OpenAPI)
+    "variables": "name", "matchConditions": "name",
 }  # fmt: skip
 SMP_MERGE_PRIMITIVES = {"finalizers"}  # patchStrategy: merge on a list of strings
 
@@ -527,6 +535,8 @@ class Store:
         self.history_limit = history_limit
         self.compacted_rv = 0  # events with rv <= this are gone
         self.listeners: list[Callable[[WatchEvent], None]] = []
+        # ValidatingAdmissionPolicy failures a binding's `Audit` action recorded (no audit log here)
+        self.audit_failures: list[dict] = []
         for rt in BUILTINS:
             self.register(copy.deepcopy(rt))
         for ns in SYSTEM_NAMESPACES:
@@ -674,6 +684,17 @@ class Store:
         if causes:
             raise self._invalid(rt, obj, causes)
 
+    def _check_immutable(self, rt: ResourceType, old: dict, new: dict) -> None:
+        """An immutable ConfigMap or Secret keeps its data (pkg/apis/core/validation/validation.go,
+        ValidateConfigMapUpdate / ValidateSecretUpdate): only its metadata may change, and it can be deleted."""
+        if rt.key not in (("", "configmaps"), ("", "secrets")) or old.get("immutable") is not True:
+            return
+        fields = ("immutable", "data", "binaryData") if rt.kind == "ConfigMap" else ("immutable", "data")
+        causes = [(f, "Forbidden: field is immutable when `immutable` is set") for f in fields
+                  if new.get(f) != old.get(f)]  # fmt: skip
+        if causes:
+            raise self._invalid(rt, new, causes)
+
     def _invalid(self, rt: ResourceType, obj: dict, causes: list[tuple[str, str]]) -> APIError:
         name = obj.get("metadata", {}).get("name", "")
         kind = rt.kind
@@ -757,8 +778,34 @@ class Store:
         return body
 
     # ------------------------------------------------------------------------- writes
+    def _admit_policy_objects(self, rt: ResourceType, obj: dict) -> dict:
+        """Defaults and validation of ValidatingAdmissionPolicies and their bindings (admission.py)."""
+        if rt.key == admission.POLICIES:
+            obj = admission.default_policy(obj)
+            causes = admission.policy_causes(obj)
+        elif rt.key == admission.BINDINGS:
+            obj = admission.default_binding(obj)
+            causes = admission.binding_causes(obj)
+        else:
+            return obj
+        if causes:
+            raise self._invalid(rt, obj, causes)
+        return obj
+
+    def _admit_policies(self, operation: str, rt: ResourceType, version: str, namespace: str | None, name: str,
+                        obj: dict | None, old: dict | None, subresource: str | None, user: dict | None,
+                        dry_run: bool, warnings: list[str]) -> None:  # fmt: skip
+        """The ValidatingAdmissionPolicies bound to this write (admission.py): refused with the first denial."""
+        req = admission.AdmissionRequest(operation, rt, version, subresource, namespace, name, obj, old,
+                                         user or admission.user_info(None), dry_run)  # fmt: skip
+        denials, warned = admission.admit(self, req, rt.versions[version].schema if rt.custom else None)
+        warnings.extend(warned)
+        if denials:
+            code, message, reason, details = admission.denial_error(denials[0], req)
+            raise APIError(code, message, reason, details)
+
     def create(self, rt: ResourceType, version: str, namespace: str | None, body: Any, *, field_validation: str = "Warn",
-               dry_run: bool = False, warnings: list[str] | None = None) -> dict:  # fmt: skip
+               dry_run: bool = False, warnings: list[str] | None = None, user: dict | None = None) -> dict:  # fmt: skip
         warnings = [] if warnings is None else warnings
         with self.lock:
             obj = self._check_type(rt, version, body)
@@ -803,6 +850,9 @@ class Store:
                 obj["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = obj["metadata"]["name"]
             if rt.key == ("apiextensions.k8s.io", "customresourcedefinitions"):
                 obj = self._crd_prepare(obj)
+            obj = self._admit_policy_objects(rt, obj)
+            self._admit_policies("CREATE", rt, version, namespace, (body.get("metadata") or {}).get("name") or "",
+                                 obj, None, None, user, dry_run, warnings)  # fmt: skip
             if (namespace or "", obj["metadata"]["name"]) in self.objects[rt.key]:
                 raise APIError(409, f'{rt.group_resource} "{obj["metadata"]["name"]}" already exists', "AlreadyExists",
                                {"name": obj["metadata"]["name"], "group": rt.group, "kind": rt.plural})  # fmt: skip
@@ -817,7 +867,7 @@ class Store:
 
     def update(self, rt: ResourceType, version: str, namespace: str | None, name: str, body: Any, *,
                subresource: str | None = None, field_validation: str = "Warn", dry_run: bool = False,
-               require_rv: bool = True, warnings: list[str] | None = None) -> dict:  # fmt: skip
+               require_rv: bool = True, warnings: list[str] | None = None, user: dict | None = None) -> dict:  # fmt: skip
         """PUT semantics (PATCH ends here too, with require_rv=False)."""
         warnings = [] if warnings is None else warnings
         with self.lock:
@@ -880,8 +930,11 @@ class Store:
                                                    f"the object is being deleted, found new finalizers {sorted(added)}")])  # fmt: skip
             self._check_meta(rt, new)
             new = self._admit_schema(rt, version, new, field_validation, warnings, old)
+            self._check_immutable(rt, old, new)
             if rt.key == ("apiextensions.k8s.io", "customresourcedefinitions"):
                 new = self._crd_prepare(new)
+            new = self._admit_policy_objects(rt, new)
+            self._admit_policies("UPDATE", rt, version, namespace, name, new, old, subresource, user, dry_run, warnings)
             if "generation" in new["metadata"] and _spec_part(new) != _spec_part(old):
                 new["metadata"]["generation"] = old["metadata"]["generation"] + 1
             if _no_rv(new) == _no_rv(old):
@@ -899,7 +952,8 @@ class Store:
 
     def patch(self, rt: ResourceType, version: str, namespace: str | None, name: str, patch: Any, content_type: str, *,
               subresource: str | None = None, field_validation: str = "Warn", dry_run: bool = False,
-              field_manager: str | None = None, warnings: list[str] | None = None) -> tuple[dict, bool]:  # fmt: skip
+              field_manager: str | None = None, warnings: list[str] | None = None,
+              user: dict | None = None) -> tuple[dict, bool]:  # fmt: skip
         """Returns (object, created)."""
         warnings = [] if warnings is None else warnings
         ct = content_type.split(";")[0].strip()
@@ -918,7 +972,7 @@ class Store:
                     body = copy.deepcopy(patch)
                     body.setdefault("metadata", {})["name"] = name
                     return self.create(rt, version, namespace, body, field_validation=field_validation,
-                                       dry_run=dry_run, warnings=warnings), True  # fmt: skip
+                                       dry_run=dry_run, warnings=warnings, user=user), True  # fmt: skip
                 self._check_type(rt, version, patch)
                 patched = merge_patch(old, patch)
             else:
@@ -946,7 +1000,7 @@ class Store:
             patched.setdefault("metadata", {})
             return self.update(rt, version, namespace, name, patched, subresource=subresource,
                                field_validation=field_validation, dry_run=dry_run, require_rv=False,
-                               warnings=warnings), False  # fmt: skip
+                               warnings=warnings, user=user), False  # fmt: skip
 
     def delete(self, rt: ResourceType, namespace: str | None, name: str, options: dict | None = None, *,
                dry_run: bool = False) -> dict:  # fmt: skip

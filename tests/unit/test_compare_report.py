@@ -106,3 +106,26 @@ def test_fractional_scores_are_shown_in_percent_but_kept_raw_in_json():
     assert "predicted eval.average: 41" in rep.text
     doc = report_json(rep, [])
     assert doc["evalDisplayScale"] == 100.0 and doc["leaderboard"][0]["eval"]["average"] == pytest.approx(top / 100)
+
+
+HOSTILE = "$\\badmacro$<script>alert(1)</script>|x"
+
+
+def test_hostile_names_from_storage_neither_crash_the_report_nor_inject_html():
+    """Issue 13 hole 11: a run name (spec.json's metadata.name, written by whoever can write the prefix) like
+    `$\\badmacro$` crashed the report in matplotlib's mathtext; names reached report.md as raw HTML."""
+    doc = {"metadata": {"name": HOSTILE}, "spec": {"data": {"sources": [
+        {"name": s, "weight": w} for s, w in zip(("manuals", "web", "edu"), (0.3, 0.3, 0.4))]}}}  # fmt: skip
+    summary = {"step": 200, "average": 0.4, "tasks": {"piqa": 0.5, "mmlu": 0.3, "<img src=x>$\\frac$": 0.1}}
+    evil = run_result_from("s3://b/sweep/evil`<b>", doc, {"step": 200, "totalSteps": 200, "loss": 3.0},
+                           '{"step": 10, "loss": 3.1}\n', summary)  # fmt: skip
+    report = build_report([result(n, w) for n, w in MIXES.items()] + [evil], "eval.average")
+    md, page = report.files[REPORT_MD].decode(), report.files[REPORT_HTML].decode()
+    for text in (md, page):
+        assert "<script>alert" not in text and "<img src=x>" not in text and "`<b>" not in text
+    header = next(line for line in md.splitlines() if line.startswith("| rank"))
+    row = next(line for line in md.splitlines() if "badmacro" in line and line.startswith("| ") and line != header)
+    assert "$\\badmacro$&lt;script&gt;alert(1)&lt;/script&gt;\\|x" in row  # escaped...
+    cells = lambda line: re.split(r"(?<!\\)\|", line)  # noqa: E731
+    assert len(cells(row)) == len(cells(header))  # ...and the table keeps its columns
+    assert report.files["loss_curves.png"][:8] == b"\x89PNG\r\n\x1a\n"  # the hostile legend entry drew as text

@@ -114,3 +114,17 @@ def test_average_is_the_plain_mean_and_partial_reference_gives_no_reference_aver
     assert table.reference_average is None
     assert cells(markdown(table), "**Average**")[6] == "—"
     assert format_percent(0.123456) == "12.35" and re.search(r"\| 40\.00 \|", markdown(table))
+
+
+def test_hostile_task_names_are_escaped_in_markdown_and_drawn_as_text():
+    """Issue 13 hole 11: task names (an lm-eval task folder is the tenant's) reached report.md as HTML, and a `$`
+    in one crashed the plots (matplotlib mathtext)."""
+    from trainkit.eval.plots import scores_by_step, tasks_bar_chart
+
+    name = "<img src=x onerror=alert(1)>$\\badmacro$|"
+    output = {"results": {name: {"alias": name, "acc,none": 0.5}}, "n-shot": {}, "n-samples": {}}
+    table = build_table([name], output, step=10)
+    md = markdown(table, title="<h1>$\\x$</h1>")
+    assert "<img" not in md and "<h1>" not in md and "&lt;img src=x onerror=alert(1)&gt;$\\badmacro$\\|" in md
+    assert tasks_bar_chart(table)[:4] == b"\x89PNG"
+    assert scores_by_step([{"step": 10, "average": 0.5, "tasks": {name: 0.5}}])[:4] == b"\x89PNG"

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from trainkit.spec import load_run, parse_spec
+from trainkit.spec.load import SpecError
 from trainkit_operator import builders
 from trainkit_operator.config import OperatorConfig
 
@@ -132,7 +133,8 @@ def test_entrypoint_is_constant_and_spec_is_mounted_from_the_owned_configmap():
     run2, spec, rj, cm = built(run)
     assert rj["spec"]["entrypoint"] == "python -m trainkit.jobs.train --spec /etc/trainkit/spec.json"
     assert "rm -rf" not in json.dumps(rj)
-    assert cm["metadata"]["name"] == "gpt2-70m-50-30-20-spec"
+    # immutable, named by the hash of what it holds
+    assert cm["metadata"]["name"] == f"gpt2-70m-50-30-20-spec-{builders.spec_hash(run2, spec)}" and cm["immutable"]
     for pod in (head(rj), workers(rj)[0]["template"]["spec"]):
         vol = next(v for v in pod["volumes"] if v["name"] == "trainkit-spec")
         assert vol["configMap"]["name"] == cm["metadata"]["name"]
@@ -223,16 +225,26 @@ def test_default_endpoint_and_secret_from_config():
     assert not names & {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"}  # pod identity (IRSA)
 
 
-def test_user_env_forwarded_but_cannot_shadow_reserved_names():
+def test_user_env_forwarded_secrets_by_reference_reserved_names_refused():
+    """Issue 13 hole 9: env from a Secret (secretKeyRef) was not supported, and AWS_ENDPOINT_URL_S3 in a run's env
+    overrode the endpoint the operator set."""
     run = seed_run()
     run["spec"]["resources"]["env"] = [
         {"name": "NCCL_DEBUG", "value": "INFO"},
-        {"name": "AWS_ENDPOINT_URL", "value": "http://evil"},
+        {"name": "WANDB_API_KEY", "secretKeyRef": {"name": "team-wandb", "key": "api-key"}},
     ]
-    _, _, rj, _ = built(run)
-    env = workers(rj)[0]["template"]["spec"]["containers"][0]["env"]
-    assert {"name": "NCCL_DEBUG", "value": "INFO"} in env
-    assert [e for e in env if e["name"] == "AWS_ENDPOINT_URL"] == []  # seed has no endpoint; the user's is dropped
+    _, _, rj, cm = built(run)
+    for pod in (head(rj), workers(rj)[0]["template"]["spec"]):
+        env = pod["containers"][0]["env"]
+        assert {"name": "NCCL_DEBUG", "value": "INFO"} in env
+        assert {"name": "WANDB_API_KEY",
+                "valueFrom": {"secretKeyRef": {"name": "team-wandb", "key": "api-key", "optional": False}}} in env  # fmt: skip
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_CONTAINER_CREDENTIALS_FULL_URI", "aws_profile",
+                 "TRAINKIT_RUN_UID"):  # fmt: skip
+        bad = seed_run()
+        bad["spec"]["resources"]["env"] = [{"name": name, "value": "http://evil"}]
+        with pytest.raises(SpecError, match=f"env var '{name}': names starting with AWS_ or TRAINKIT_ are set by"):
+            parse_spec(bad["spec"])
 
 
 def test_non_root_everywhere():

@@ -284,7 +284,16 @@ def test_create_when_nothing_exists():
     run = seed_run()
     d = decide.plan_actions(run, parse_spec(run["spec"])[0], None, None, None, CFG)
     assert d.action == "create" and d.rayjob["metadata"]["name"] == "gpt2-70m-50-30-20"
-    assert d.configmap["metadata"]["name"] == "gpt2-70m-50-30-20-spec"
+    assert (
+        d.configmap["metadata"]["name"]
+        == f"gpt2-70m-50-30-20-spec-{builders.spec_hash(run, parse_spec(run['spec'])[0])}"
+    )
+    assert d.configmap["immutable"] is True
+    # the RayJob mounts exactly that ConfigMap
+    volumes = d.rayjob["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["volumes"]
+    assert {"name": d.configmap["metadata"]["name"], "items": [{"key": "spec.json", "path": "spec.json"}]} in [
+        v.get("configMap") for v in volumes
+    ]
 
 
 def test_nothing_to_do_when_children_match():
@@ -299,11 +308,31 @@ def test_mutable_change_is_applied():
     run = seed_run()
     rj, cm = rayjob_for(run, "RUNNING", "Running"), cm_for(run)
     edited = seed_run(**{"scheduling.backoffLimit": 4, "scheduling.activeDeadlineSeconds": 7200})
-    d = decide.plan_actions(edited, parse_spec(edited["spec"])[0], None, rj, cm, CFG)
-    assert d.action == "update" and d.configmap_replace
-    paths = {o["path"] for o in d.patch}
+    edited_spec = parse_spec(edited["spec"])[0]
+    d = decide.plan_actions(edited, edited_spec, None, rj, cm, CFG)
+    # a new immutable ConfigMap for the edited spec (never an update of the old one), named by its hash, which
+    # the RayJob's spec-hash annotation then names; the RayJob's volume keeps the one it was created with
+    assert (
+        d.action == "update"
+        and d.configmap == cm_for(edited)
+        and d.configmap["metadata"]["name"] != cm["metadata"]["name"]
+    )
+    paths = {o["path"]: o.get("value") for o in d.patch}
     assert "/spec/backoffLimit" in paths and "/spec/activeDeadlineSeconds" in paths
     assert "/spec/suspend" not in paths
+    assert paths["/metadata/annotations/trainkit.dev~1spec-hash"] == builders.spec_hash(edited, edited_spec)
+    assert not any("volumes" in p or "rayClusterSpec" in p for p in paths)
+    # the next reconcile compares with the ConfigMap the annotation names
+    patched = copy.deepcopy(rj)
+    for op in d.patch:  # what the API server does with the JSON patch (only add ops here)
+        *parents, last = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].lstrip("/").split("/")]
+        node = patched
+        for key in parents:
+            node = node[key]
+        node[last] = op["value"]
+    assert decide.applied_configmap_name(edited, edited_spec, patched) == d.configmap["metadata"]["name"]
+    assert decide.applied_configmap_name(edited, edited_spec, rj) == cm["metadata"]["name"]
+    assert decide.plan_actions(edited, edited_spec, None, patched, d.configmap, CFG).action == "none"
 
 
 def test_suspend_follows_the_spec_without_kueue_but_is_refused_under_kueue():

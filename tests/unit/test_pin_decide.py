@@ -298,38 +298,51 @@ def spec_of(run: dict):
 
 def test_configmap_exists_rayjob_does_not():
     run = seed_run()
+    name = cm_for(run)["metadata"]["name"]
+    assert name == f"gpt2-70m-50-30-20-spec-{builders.spec_hash(run, spec_of(run))}"
     same = decide.plan_actions(run, spec_of(run), None, None, cm_for(run), CFG)
-    assert (same.action, same.configmap_replace) == ("create", False) and same.rayjob is not None
-    stale = cm_for(seed_run(**{"scheduling.backoffLimit": 9}))
-    d = decide.plan_actions(run, spec_of(run), None, None, stale, CFG)
-    assert (d.action, d.configmap_replace) == ("create", True)
-    assert d.configmap["data"] == cm_for(run)["data"]
-    previous = copy.deepcopy(cm_for(run))  # a deleted run of the same name, not yet garbage-collected
+    assert (same.action, same.configmap) == ("create", None) and same.rayjob is not None  # named by content: no write
+    d = decide.plan_actions(run, spec_of(run), None, None, None, CFG)
+    assert (d.action, d.configmap) == ("create", cm_for(run))
+    previous = copy.deepcopy(cm_for(run))  # a deleted run of the same name and spec, not yet garbage-collected
     previous["metadata"]["ownerReferences"][0]["uid"] = "the-deleted-run"
     d = decide.plan_actions(run, spec_of(run), None, None, previous, CFG)
     assert d.action == "wait" and "previous TrainingRun of this name (uid the-deleted-run)" in d.message
     foreign = copy.deepcopy(cm_for(run))
     foreign["metadata"]["ownerReferences"][0].update(kind="Deployment", uid="someone-else")
     d = decide.plan_actions(run, spec_of(run), None, None, foreign, CFG)
-    assert (
-        d.action == "conflict" and d.message == "ConfigMap gpt2-70m-50-30-20-spec exists and is not owned by this run"
-    )
+    assert d.action == "conflict" and d.message == f"ConfigMap {name} exists and is not owned by this run"
 
 
 def test_configmap_lost_while_the_rayjob_runs():
     run = seed_run()
     rj = rayjob_for(run, "RUNNING", "Running")
     d = decide.plan_actions(run, spec_of(run), None, rj, None, CFG)
-    assert (d.action, d.configmap_replace, d.patch) == ("update", False, [])
+    assert (d.action, d.patch) == ("update", [])
     assert d.configmap == cm_for(run)
     unreadable = copy.deepcopy(cm_for(run))
     unreadable["data"] = {}
     d = decide.plan_actions(run, spec_of(run), None, rj, unreadable, CFG)
-    assert (d.action, d.configmap_replace) == ("update", True)
+    assert (d.action, d.configmap) == ("update", cm_for(run))
     edited = seed_run(**{"scheduling.backoffLimit": 9})
     d = decide.plan_actions(edited, spec_of(edited), None, rj, None, CFG)
     assert d.action == "refuse" and d.refused == ("spec",)
     assert "no longer readable" in d.message
+
+
+def test_the_applied_configmap_is_the_one_the_rayjob_annotation_names():
+    run = seed_run()
+    rj = rayjob_for(run, "RUNNING", "Running")
+    assert decide.applied_configmap_name(run, spec_of(run), None) == cm_for(run)["metadata"]["name"]
+    rj["metadata"]["annotations"][builders.SPEC_HASH_ANNOTATION] = "0123456789abcdef"
+    assert decide.applied_configmap_name(run, spec_of(run), rj) == "gpt2-70m-50-30-20-spec-0123456789abcdef"
+    for bad in ("../../x", "0123456789ABCDEF", "", None):  # a hand-edited annotation names no ConfigMap
+        rj["metadata"]["annotations"][builders.SPEC_HASH_ANNOTATION] = bad
+        assert decide.applied_configmap_name(run, spec_of(run), rj) == cm_for(run)["metadata"]["name"]
+    other = copy.deepcopy(rj)
+    other["metadata"]["ownerReferences"][0]["uid"] = "someone-else"
+    other["metadata"]["annotations"][builders.SPEC_HASH_ANNOTATION] = "0123456789abcdef"
+    assert decide.applied_configmap_name(run, spec_of(run), other) == cm_for(run)["metadata"]["name"]
 
 
 def test_rayjob_deleted_after_it_was_seen_is_lost_not_recreated():
@@ -352,15 +365,8 @@ def test_children_edited_by_hand_are_repaired():
     rj["spec"]["backoffLimit"] = 42  # someone ran kubectl edit on the RayJob
     d = decide.plan_actions(run, spec_of(run), None, rj, cm_for(run), CFG)
     want = builders.build_rayjob(run, spec_of(run), CFG)["spec"]["backoffLimit"]
-    assert d.action == "update" and d.configmap is None and not d.configmap_replace
+    assert d.action == "update" and d.configmap is None
     assert {"op": "add", "path": "/spec/backoffLimit", "value": want} in d.patch
-    cm = cm_for(run)
-    hand_edited = copy.deepcopy(cm)
-    hand_edited["data"][builders.SPEC_KEY] = hand_edited["data"][builders.SPEC_KEY].replace(
-        '"backoffLimit"', '"backoffLimit" ', 1
-    )
-    d = decide.plan_actions(run, spec_of(run), None, rayjob_for(run, "RUNNING", "Running"), hand_edited, CFG)
-    assert (d.action, d.configmap_replace) == ("update", True) and d.configmap == cm
 
 
 def test_an_invalid_spec_without_children_is_invalid():

@@ -121,3 +121,43 @@ def test_a_recursive_alias_is_a_clear_error_not_a_hang(tmp_path):
         with pytest.raises(SpecError, match="recursive alias"):
             read_documents(path)
         assert time.monotonic() - started < 5
+
+
+# ---------------------------------------------------------------------- issue 13 hole 9: credentials in env
+@pytest.mark.parametrize("name", ["WANDB_API_KEY", "HF_AUTH", "DB_PASS", "OPENAI_APIKEY", "MY_PASSWORD", "HF_TOKEN"])
+def test_credential_looking_env_values_are_refused_and_secret_refs_accepted(name):
+    """WANDB_API_KEY, HF_AUTH and DB_PASS passed the old filter and landed in the ConfigMap and RayJob in clear."""
+    from trainkit.spec.load import parse_spec
+
+    spec = yaml.safe_load((REPO / "jobs" / "gpt2-70m-50-30-20.yaml").read_text())["spec"]
+    spec["resources"]["env"] = [{"name": name, "value": "sk-live-0123456789"}]
+    with pytest.raises(SpecError) as refused:
+        parse_spec(spec)
+    (issue,) = refused.value.issues
+    assert issue.path == "spec.resources.env[0]" and f"env var '{name}' looks like a credential" in issue.message
+    assert "sk-live" not in issue.render("run.yaml")  # the value is never echoed
+    spec["resources"]["env"] = [{"name": name, "secretKeyRef": {"name": "team-secrets", "key": "token"}}]
+    parsed, _ = parse_spec(spec)
+    assert parsed.resources.env[0].secret_key_ref.name == "team-secrets"
+
+
+def test_harmless_env_names_still_pass():
+    from trainkit.spec.load import parse_spec
+
+    spec = yaml.safe_load((REPO / "jobs" / "gpt2-70m-50-30-20.yaml").read_text())["spec"]
+    spec["resources"]["env"] = [{"name": n, "value": "1"} for n in ("NCCL_DEBUG", "KEYBOARD", "AUTHOR", "PASSES")]
+    assert len(parse_spec(spec)[0].resources.env) == 4
+
+
+def test_periodic_evals_are_capped():
+    """Issue 13 hole 11: eval.everySteps 1 on a long run asked for an eval (the whole suite) at every step."""
+    from trainkit.spec.load import parse_spec
+    from trainkit.spec.plan import MAX_PERIODIC_EVALS
+
+    spec = yaml.safe_load((REPO / "jobs" / "gpt2-70m-50-30-20.yaml").read_text())["spec"]
+    spec["eval"]["everySteps"] = 1
+    with pytest.raises(SpecError, match=rf"eval.everySteps 1 asks for 8138 evals .* at most {MAX_PERIODIC_EVALS}: "
+                                        r"set it to at least 82"):  # fmt: skip
+        parse_spec(spec)
+    spec["eval"]["everySteps"] = 82
+    assert parse_spec(spec)[1].total_steps == 8138

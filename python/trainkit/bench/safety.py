@@ -3,26 +3,35 @@
 Three groups, each case judged by what a user or tenant would see:
 - hostile specs (generated from a seed, reproducible): wrong types, bounds, non-finite and denormal numbers,
   unicode and control characters, huge and deeply nested values, unknown fields, YAML bombs and broken YAML,
-  each read as `trainkit validate` reads it, in-process (and a sample through the real CLI in a subprocess). Good: exit
-  0 (valid) or 1 with a message that names the file, output bounded, within the time limit; bad: an uncaught
-  exception, a traceback, an unbounded message.
+  each read as `trainkit validate` reads it, in a forked child of this process with per-case caps on CPU time
+  (RLIMIT_CPU: a loop is killed; CPU, not wall time, so a loaded machine does not fail a case), wall time (a case
+  blocked without using CPU) and memory (an address-space limit; the case's own peak RSS is measured too), and a
+  sample through the real CLI in a subprocess. Good: exit 0 (valid) or 1 with a message that names the file,
+  output bounded, within the caps; bad: an uncaught exception, a traceback, an unbounded message, a cap reached.
 - damaged artifacts: progress.json, checkpoint.json, eval summary.json, metrics.jsonl and a shard index.json
   truncated, corrupt, oversized, non-finite, with path traversal, wrong types or deep nesting, each read
   through the one reader `trainkit.artifacts` / `trainkit.data.shards` gives every consumer. Good: the value,
   None (skipped with a warning) or a typed error naming the object; bad: any other exception.
-- hostile storage (`hostile_s3`: silent, slow, 5xx, redirect, huge): the operator's guarded reads (its
-  default `ReadGuard`) of each record. Good: a storage error, within the guard's time bound, nothing followed
-  to another host; bad: anything else.
+- hostile storage (`hostile_s3` on 127.0.0.1: silent, slow, 5xx, redirect, huge): every read the operator makes
+  of a run (GET of progress.json and summary.json, the checkpoints and eval listings, the newest complete
+  checkpoint) through the guarded reader (its default `ReadGuard`). Good: a StorageError, within the guard's
+  deadline, nothing followed to another host; bad: anything else.
 
 There is no peer: this is a count of outcomes, and it exits 1 if any case is bad.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import gc
 import json
 import math
+import os
 import random
+import re
 import resource
+import select
+import signal
 import subprocess
 import sys
 import tempfile
@@ -166,44 +175,148 @@ class Tally:
     outcomes: Counter = field(default_factory=Counter)
     bad: list[str] = field(default_factory=list)
     slowest: float = 0.0
+    peak_mib: float = 0.0  # the largest peak RSS growth of one case (isolated groups only)
+    cpu: float = 0.0  # the most CPU seconds one case used (isolated groups only)
 
-    def add(self, outcome: str, took: float, bad: str | None = None) -> None:
+    def add(self, outcome: str, took: float, bad: str | None = None, peak_mib: float = 0.0, cpu: float = 0.0) -> None:
         self.cases += 1
         self.outcomes[outcome] += 1
         self.slowest = max(self.slowest, took)
+        self.peak_mib = max(self.peak_mib, peak_mib)
+        self.cpu = max(self.cpu, cpu)
         if bad:
             self.bad.append(bad)
 
 
 MAX_MESSAGE_CHARS = 100_000  # SpecError lists at most 50 issues of at most 1000 characters, plus the file name
-SPEC_SECONDS = 5.0
+# Per-case caps of the spec group: `trainkit validate` must answer any file within these (the 1 MiB size
+# limit, the alias and node caps and the nesting check keep real cases far below them).
+SPEC_CPU_SECONDS = 5.0
+SPEC_WALL_SECONDS = 60.0
+SPEC_MEMORY_MIB = 256
+CAPS = f"{SPEC_CPU_SECONDS:g} s CPU, {SPEC_WALL_SECONDS:g} s wall, {SPEC_MEMORY_MIB} MiB"
 
 
-def judge_spec(path: Path, label: str, tally: Tally) -> None:
-    """What `trainkit validate FILE` does with the file (it reads through `load_resources` and prints each
-    SpecError issue rendered with the file name); the real CLI is `judge_cli`."""
+@dataclass(frozen=True)
+class Capped:
+    """What one case did in its forked child: its value, or why it was stopped."""
+
+    value: Any = None
+    took: float = 0.0
+    peak_mib: float = 0.0  # the child's peak RSS above its RSS when it started
+    cpu: float = 0.0  # the child's CPU seconds (user + system)
+    stopped: str | None = None  # "cpu cap", "time cap", "memory cap" or "died (signal N)"
+
+
+def _status_kib(field_name: str) -> int:
+    found = re.search(rf"^{field_name}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M)
+    return int(found.group(1)) if found else 0
+
+
+def run_capped(
+    case: Callable[[], Any], cpu_seconds: float, memory_mib: int, seconds: float = SPEC_WALL_SECONDS
+) -> Capped:
+    """Run `case()` (returning JSON-able data) in a forked child limited to `cpu_seconds` of CPU (the kernel
+    kills it past them) and `memory_mib` MiB of address space above what it starts with, killed after `seconds`
+    of wall time. Forking keeps the parent's imports: a case costs milliseconds, and one that hangs or balloons
+    cannot take the campaign (or its memory figure) with it."""
+    read_end, write_end = os.pipe()
+    started = time.monotonic()
+    gc.freeze()  # the child's collector then leaves the parent's objects alone (no copy-on-write of the heap)
+    pid = os.fork()
+    if pid != 0:
+        gc.unfreeze()
+    else:  # the child: never returns
+        code = 0
+        try:
+            os.close(read_end)
+            rss0 = _status_kib("VmRSS")
+            cap = _status_kib("VmSize") * 1024 + (memory_mib << 20)
+            resource.setrlimit(resource.RLIMIT_AS, (cap, resource.getrlimit(resource.RLIMIT_AS)[1]))
+            cpu_cap = max(1, math.ceil(cpu_seconds))  # SIGXCPU at the soft limit, SIGKILL a second later
+            resource.setrlimit(resource.RLIMIT_CPU, (cpu_cap, cpu_cap + 1))
+            try:
+                doc = {"value": case()}
+            except MemoryError:
+                doc = {"stopped": "memory cap"}
+            doc["peak_mib"] = max(0, _status_kib("VmHWM") - rss0) / 1024
+            usage = resource.getrusage(resource.RUSAGE_SELF)
+            doc["cpu"] = usage.ru_utime + usage.ru_stime
+            with os.fdopen(write_end, "wb") as out:
+                out.write(json.dumps(doc).encode())
+        except BaseException:  # noqa: BLE001 - the parent sees the missing answer
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    chunks: list[bytes] = []
+    stopped: str | None = None
+    with os.fdopen(read_end, "rb", buffering=0) as answer:
+        while True:
+            left = started + seconds - time.monotonic()
+            if left <= 0 or not select.select([answer], [], [], left)[0]:
+                os.kill(pid, signal.SIGKILL)
+                stopped = "time cap"
+                break
+            chunk = answer.read(1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    _, status = os.waitpid(pid, 0)
+    took = time.monotonic() - started
+    if stopped is None and not chunks:
+        signalled = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+        # past RLIMIT_CPU the kernel sends SIGXCPU, then SIGKILL at the hard limit
+        stopped = "cpu cap" if signalled in (signal.SIGXCPU, signal.SIGKILL) else f"died (signal {signalled})"
+    if stopped is not None:
+        return Capped(took=took, stopped=stopped)
+    doc = json.loads(b"".join(chunks))
+    return Capped(value=doc.get("value"), took=took, peak_mib=doc["peak_mib"], cpu=doc["cpu"],
+                  stopped=doc.get("stopped"))  # fmt: skip
+
+
+def spec_outcome(path: Path, label: str) -> tuple[str, str | None]:
+    """(outcome, why it is bad or None) of what `trainkit validate FILE` does with the file (it reads through
+    `load_resources` and prints each SpecError issue rendered with the file name); the real CLI is `judge_cli`."""
     from trainkit.spec.load import SpecError, load_resources
 
-    started = time.monotonic()
     try:
         load_resources(path, allow_none=True)
         text, code = "", 0
     except SpecError as e:
         text, code = "\n".join(issue.render(str(path)) for issue in e.issues), 1
+    except MemoryError:
+        raise  # the memory cap: run_capped reports it
     except BaseException as e:  # noqa: BLE001 - exactly what the campaign looks for
-        tally.add("uncaught exception", time.monotonic() - started, f"{label}: {type(e).__name__}: {str(e)[:200]}")
-        return
-    took = time.monotonic() - started
+        return "uncaught exception", f"{label}: {type(e).__name__}: {str(e)[:200]}"
     if len(text) > MAX_MESSAGE_CHARS:
-        tally.add("unbounded message", took, f"{label}: {len(text)} characters printed")
-    elif took > SPEC_SECONDS:
-        tally.add("too slow", took, f"{label}: {took:.1f} s")
-    elif code == 0:
-        tally.add("valid", took)
-    elif str(path) in text:
-        tally.add("clear error", took)
-    else:
-        tally.add("unclear error", took, f"{label}: {text[:200]!r}")
+        return "unbounded message", f"{label}: {len(text)} characters printed"
+    if code == 0:
+        return "valid", None
+    if str(path) in text:
+        return "clear error", None
+    return "unclear error", f"{label}: {text[:200]!r}"
+
+
+def warm_spec_reader(root: Path) -> None:
+    """Read a valid spec once in this process: the reader's lazy set-up (imports, pydantic's validators) is then
+    inherited by every forked case instead of repeated in each (~0.3 s and ~16 MiB a case otherwise)."""
+    path = root / "warm-up.yaml"
+    path.write_text(json.dumps(BASE))
+    spec_outcome(path, "warm-up")
+    path.unlink()
+
+
+def judge_spec(path: Path, label: str, tally: Tally) -> None:
+    """`spec_outcome` in a capped child: past SPEC_CPU_SECONDS, SPEC_WALL_SECONDS or SPEC_MEMORY_MIB the case is
+    bad, whatever it did. Call `warm_spec_reader` once first."""
+    ran = run_capped(lambda: spec_outcome(path, label), SPEC_CPU_SECONDS, SPEC_MEMORY_MIB)
+    if ran.stopped is not None:
+        tally.add(f"over {ran.stopped}" if "cap" in ran.stopped else "uncaught exception", ran.took,
+                  f"{label}: {ran.stopped} ({CAPS})", ran.peak_mib)  # fmt: skip
+        return
+    outcome, bad = ran.value
+    tally.add(outcome, ran.took, bad, ran.peak_mib, ran.cpu)
 
 
 def judge_cli(path: Path, label: str, tally: Tally) -> None:
@@ -316,35 +429,37 @@ def judge_artifact(record: str, damage: str, uri: str, data: bytes, read: Callab
 
 
 # ---------------------------------------------------------------------------------- hostile storage
-def judge_storage(behaviour: str, record: str, read: Callable[[Any], Any], guard: Any, tally: Tally) -> float:
+def judge_storage(record: str, read: Callable[[Any], Any], guard: Any, hostile: Any) -> tuple[str, float, str | None]:
+    """(outcome, seconds, why bad or None) of one read of `hostile` (a running HostileS3) through the guarded
+    reader."""
     from trainkit import storage
-    from trainkit.bench.hostile_s3 import Hostile, HostileS3
 
-    honest = Hostile()
-    with HostileS3(honest) as elsewhere, HostileS3(Hostile(behaviour=behaviour)) as srv:
-        srv.state.redirect_to = elsewhere.endpoint.replace("127.0.0.1", "localhost")
-        options = storage.StorageOptions(
-            endpoint=srv.endpoint, credentials=storage.Credentials("AKIASAFETYBENCH00001", "secret"), guard=guard
-        )
-        started = time.monotonic()
-        try:
-            read(options)
-            outcome, bad = "no error", f"{behaviour} {record}: no error from a hostile server"
-        except storage.StorageError:
-            outcome, bad = "storage error", None
-        except BaseException as e:  # noqa: BLE001 - exactly what the campaign looks for
-            outcome, bad = "uncaught exception", f"{behaviour} {record}: {type(e).__name__}: {e!s:.200}"
-        took = time.monotonic() - started
-        if elsewhere.state.requests:
-            outcome, bad = "followed a redirect", f"{behaviour} {record}: a request reached another host"
-    bound = guard.attempts * (guard.connect_timeout + guard.request_deadline) + 2.0
+    behaviour = hostile.state.behaviour
+    options = storage.StorageOptions(
+        endpoint=hostile.endpoint, credentials=storage.Credentials("AKIASAFETYBENCH00001", "secret"), guard=guard
+    )
+    started = time.monotonic()
+    try:
+        read(options)
+        outcome, bad = "no error", f"{behaviour} {record}: no error from a hostile server"
+    except storage.StorageError:
+        outcome, bad = "storage error", None
+    except BaseException as e:  # noqa: BLE001 - exactly what the campaign looks for
+        outcome, bad = "uncaught exception", f"{behaviour} {record}: {type(e).__name__}: {e!s:.200}"
+    took = time.monotonic() - started
+    bound = guard.operation_deadline + STORAGE_GRACE_SECONDS
     if bad is None and took > bound:
         outcome, bad = "past its deadline", f"{behaviour} {record}: {took:.1f} s > {bound:.1f} s"
-    tally.add(outcome, took, bad)
-    return took
+    return outcome, took, bad
+
+
+# A guarded operation ends at its deadline; this much more covers closing the socket, the first client's setup
+# (botocore loads its models once) and a loaded machine. Without a deadline a silent server holds a read 60 s.
+STORAGE_GRACE_SECONDS = 5.0
 
 
 def storage_reads() -> dict[str, Callable[[Any], Any]]:
+    """Every read the operator makes of a run's output (trainkit_operator.observe), each alone."""
     from trainkit import artifacts, storage
 
     out = "s3://tenant/runs/r1"
@@ -352,7 +467,33 @@ def storage_reads() -> dict[str, Callable[[Any], Any]]:
         "progress.json": lambda o: storage.read_bytes(artifacts.run_file(out, artifacts.PROGRESS), o),
         "summary.json": lambda o: storage.read_bytes(f"{artifacts.eval_dir(out, 10)}/{artifacts.EVAL_SUMMARY}", o),
         "checkpoint listing": lambda o: artifacts.list_files(artifacts.checkpoints_uri(out), o),
+        "eval listing": lambda o: artifacts.read_latest_eval_summary(out, o),
+        "newest checkpoint": lambda o: artifacts.latest_complete_checkpoint(out, o),
     }
+
+
+def run_storage_group(guard: Any, tally: Tally) -> None:
+    """Every behaviour of `hostile_s3` (each its own server on 127.0.0.1) against every read of `storage_reads`;
+    redirects point at an honest server under another name (localhost), which must see no request."""
+    from trainkit.bench.hostile_s3 import BEHAVIOURS, Hostile, HostileS3
+
+    with HostileS3(Hostile()) as elsewhere:
+        for behaviour in BEHAVIOURS:
+            with HostileS3(Hostile(behaviour=behaviour)) as hostile:
+                hostile.state.redirect_to = elsewhere.endpoint.replace("127.0.0.1", "localhost")
+                # The reads of one behaviour run at once, as the operator's read pool runs tenants' reads: each
+                # must still end within its own deadline.
+                reads = storage_reads()
+                with concurrent.futures.ThreadPoolExecutor(max_workers=len(reads)) as pool:
+                    results = list(
+                        pool.map(lambda item: judge_storage(item[0], item[1], guard, hostile), reads.items())
+                    )
+                followed = bool(elsewhere.state.requests)  # then every read of this behaviour counts as bad
+                elsewhere.state.requests.clear()
+                for record, (outcome, took, bad) in zip(reads, results):
+                    if followed:
+                        outcome, bad = "followed a redirect", f"{behaviour} {record}: a request reached another host"
+                    tally.add(outcome, took, bad)
 
 
 # ------------------------------------------------------------------------------------------- command
@@ -365,8 +506,13 @@ def add_arguments(p) -> None:
     p.set_defaults(func=run)
 
 
-def _print(title: str, tally: Tally) -> None:
-    print(f"\n{title}: {tally.cases} cases, slowest {tally.slowest:.2f} s")
+def _print(title: str, tally: Tally, caps: str = "") -> None:
+    peak = (
+        f", most CPU of one case {tally.cpu:.2f} s, largest peak RSS of one case {tally.peak_mib:.1f} MiB"
+        if caps
+        else ""
+    )
+    print(f"\n{title}: {tally.cases} cases, slowest {tally.slowest:.2f} s{peak}{caps}")
     for outcome, n in sorted(tally.outcomes.items(), key=lambda kv: -kv[1]):
         print(f"  {outcome:<22} {n:>5}")
     for line in tally.bad[:20]:
@@ -380,6 +526,7 @@ def run_campaign(specs: int, cli_sample: int, seed: int, with_storage: bool) -> 
     with tempfile.TemporaryDirectory(prefix="tk-safety-") as tmp:
         root = Path(tmp)
         cases = list(hostile_specs(seed, specs))
+        warm_spec_reader(root)
         for i, (label, text) in enumerate(cases):
             path = root / f"spec-{i:04d}.yaml"
             path.write_text(text, encoding="utf-8", errors="surrogatepass")
@@ -390,16 +537,14 @@ def run_campaign(specs: int, cli_sample: int, seed: int, with_storage: bool) -> 
         for record, damage, uri, data, read in artifact_cases(root):
             judge_artifact(record, damage, uri, data, read, tallies["artifacts"])
     if with_storage:
-        guard = storage.ReadGuard()
-        for behaviour in ("silent", "slow", "5xx", "redirect", "huge"):
-            for record, read_with in storage_reads().items():
-                judge_storage(behaviour, record, read_with, guard, tallies["storage"])
+        run_storage_group(storage.ReadGuard(), tallies["storage"])
     return tallies
 
 
 BAD_OUTCOMES = frozenset(
-    {"uncaught exception", "traceback", "unbounded message", "too slow", "unclear error", "no error",
-     "followed a redirect", "past its deadline"}
+    {"uncaught exception", "traceback", "unbounded message", "over cpu cap", "over time cap", "over memory cap",
+     "unclear error",
+     "no error", "followed a redirect", "past its deadline"}
 )  # fmt: skip
 
 
@@ -410,7 +555,8 @@ def run(args) -> int:
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"trainkit bench safety (seed {args.seed}): {time.monotonic() - started:.0f} s, "
           f"peak RSS {peak_mib:.0f} MiB (was {before / 1024:.0f} MiB before)")  # fmt: skip
-    _print("hostile specs through `trainkit validate` (in-process)", tallies["specs"])
+    _print("hostile specs through `trainkit validate` (each in a capped child)", tallies["specs"],
+           f" (caps per case: {CAPS})")  # fmt: skip
     _print("a sample through the CLI (subprocess)", tallies["cli"])
     _print("damaged artifacts through trainkit.artifacts / shards readers", tallies["artifacts"])
     if not args.no_storage:
@@ -418,7 +564,7 @@ def run(args) -> int:
     bad = sum(n for t in tallies.values() for o, n in t.outcomes.items() if o in BAD_OUTCOMES)
     print(f"\n{sum(t.cases for t in tallies.values())} cases, {bad} bad")
     if args.json:
-        doc = {k: {"cases": t.cases, "outcomes": dict(t.outcomes), "bad": t.bad, "slowest": t.slowest}
-               for k, t in tallies.items()}  # fmt: skip
+        doc = {k: {"cases": t.cases, "outcomes": dict(t.outcomes), "bad": t.bad, "slowest": t.slowest,
+                   "peak_mib": t.peak_mib, "cpu": t.cpu} for k, t in tallies.items()}  # fmt: skip
         Path(args.json).write_text(json.dumps({**doc, "peak_rss_mib": peak_mib}, indent=1))
     return 1 if bad else 0

@@ -10,6 +10,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from trainkit.compare.results import RunResult
+from trainkit.untrusted_text import plain_text_figure
 
 
 def _png(fig: Figure) -> bytes:
@@ -19,6 +20,7 @@ def _png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
+@plain_text_figure
 def loss_curves_png(results: list[RunResult], highlight: frozenset[str] | set[str] = frozenset()) -> bytes:
     """Every run's training loss against step: the whole run, and the second half zoomed in (where
     mixtures separate). The favoured run(s) are drawn thicker; legend in the order given."""
@@ -50,6 +52,7 @@ def loss_curves_png(results: list[RunResult], highlight: frozenset[str] | set[st
     return _png(fig)
 
 
+@plain_text_figure
 def weights_scatter_png(
     results: list[RunResult],
     sources: list[str],

@@ -18,6 +18,7 @@ from trainkit.compare.plots import loss_curves_png, weights_scatter_png
 from trainkit.compare.recommend import Recommendation, fmt, recommend
 from trainkit.compare.results import CompareError, RunResult, collect_runs
 from trainkit.storage import StorageOptions
+from trainkit.untrusted_text import markdown_code, markdown_text
 
 LOSS_PNG = "loss_curves.png"
 WEIGHTS_PNG = "weights_vs_eval.png"
@@ -138,10 +139,6 @@ def render_text(report: Report) -> str:
     return "\n".join(out) + "\n"
 
 
-def _md(s: str) -> str:
-    return s.replace("|", "\\|").replace("\n", " ")
-
-
 def render_markdown(report: Report) -> str:
     header, body = table(report)
     m = report.metric
@@ -153,13 +150,13 @@ def render_markdown(report: Report) -> str:
         "",
         "## Leaderboard",
         "",
-        "| " + " | ".join(_md(h) for h in header) + " |",
+        "| " + " | ".join(markdown_text(h) for h in header) + " |",
         "|" + "|".join(" --- " for _ in header) + "|",
-        *("| " + " | ".join(_md(c) for c in cells) + " |" for cells in body),
+        *("| " + " | ".join(markdown_text(c) for c in cells) + " |" for cells in body),
         "",
         "## The run the data favours",
         "",
-        favoured_text(report),
+        markdown_text(favoured_text(report)),
         "",
         "## Recommended mixture",
         "",
@@ -176,7 +173,8 @@ def render_markdown(report: Report) -> str:
         "## Runs",
         "",
         *(
-            f"- {_md(r.run.name)}: `{r.run.uri}`" + (f" ({_md('; '.join(r.run.notes))})" if r.run.notes else "")
+            f"- {markdown_text(r.run.name)}: `{markdown_code(r.run.uri)}`"
+            + (f" ({markdown_text('; '.join(r.run.notes))})" if r.run.notes else "")
             for r in report.rows
         ),
         "",

@@ -8,6 +8,7 @@ from typing import Any
 
 from trainkit.eval.report import Table
 from trainkit.eval.suite import REFERENCE_NAME
+from trainkit.untrusted_text import plain_text_figure
 
 
 def _figure():
@@ -19,6 +20,7 @@ def _figure():
     return plt
 
 
+@plain_text_figure
 def tasks_bar_chart(table: Table) -> bytes:
     plt = _figure()
     labels = [r.label for r in table.rows] + ["Average"]
@@ -41,6 +43,7 @@ def tasks_bar_chart(table: Table) -> bytes:
     return _png(plt, fig)
 
 
+@plain_text_figure
 def scores_by_step(history: Sequence[Mapping[str, Any]]) -> bytes:
     """`history`: summary dicts (any order); one line per task plus the average."""
     plt = _figure()

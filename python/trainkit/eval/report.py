@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from trainkit.eval.metrics import headline, metric_value, random_baseline
 from trainkit.eval.suite import REFERENCE_NAME, SEED_SUITE_BY_NAME
+from trainkit.untrusted_text import markdown_text
 
 
 @dataclass(frozen=True)
@@ -128,12 +129,12 @@ def markdown(table: Table, title: str | None = None) -> str:
     )
     lines = []
     if title:
-        lines += [f"# {title}", ""]
+        lines += [f"# {markdown_text(title)}", ""]
     lines += [head, "|" + "|".join(["---"] * (head.count("|") - 1)) + "|"]
     for r in table.rows:
         shots = "" if r.num_fewshot is None else f" ({r.num_fewshot}-shot)"
         lines.append(
-            f"| {r.label}{shots} | {r.metric} | {_pct(r.score)} | {_pct(r.acc)} | {_pct(r.acc_norm)} | "
+            f"| {markdown_text(r.label)}{shots} | {markdown_text(r.metric)} | {_pct(r.score)} | {_pct(r.acc)} | {_pct(r.acc_norm)} | "
             f"{_p(r.random)} | {_p(r.reference)} | {_delta(r.percent, r.random)} | {_delta(r.percent, r.reference)} | "
             f"{'' if r.samples is None else r.samples} |"
         )

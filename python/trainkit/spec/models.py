@@ -40,14 +40,28 @@ def object_name(v: str, max_length: int, why: str) -> str:
 
 
 DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 SOURCE_NAME = r"^[a-z0-9]([-_a-z0-9]*[a-z0-9])?$"
 QUANTITY = r"^([0-9]+(\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E|m)?$"
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 URI_SCHEMES = ("s3://", "file://")
 
 # Field names and env-var names that carry secrets. Credentials come from a Secret named in
-# `storage.credentialsSecret`, never from the spec (which is stored in etcd, logs and status).
-CREDENTIAL_WORDS = re.compile(r"(secret|password|passwd|token|access[-_]?key|credential|private[-_]?key)", re.I)
+# `storage.credentialsSecret` (or an env var's `secretKeyRef`), never from the spec (which is stored in etcd,
+# logs and status). Long words anywhere in a name; short ones (DB_PASS, HF_AUTH, WANDB_API_KEY's KEY) as words.
+CREDENTIAL_WORDS = re.compile(
+    r"(secret|passw(or)?d|passphrase|token|access[-_]?key|api[-_]?key|credential|private[-_]?key"
+    r"|(^|_)(pass|pwd|key|auth|dsn)(_|$))",
+    re.I,
+)
+# Env var names the operator sets (storage endpoint, region and credentials; the run's identity and spec) and every
+# other AWS_* the SDK reads (AWS_ENDPOINT_URL_S3, AWS_PROFILE, AWS_CONTAINER_CREDENTIALS_FULL_URI, ...): a run's
+# env may not set them, so its reads go where the operator sends them, with the key the operator gives them.
+RESERVED_ENV_PREFIXES = ("AWS_", "TRAINKIT_")
+
+
+def reserved_env_name(name: str) -> bool:
+    return name.upper().startswith(RESERVED_ENV_PREFIXES)
 
 
 class SpecModel(BaseModel):
@@ -295,19 +309,40 @@ class Toleration(SpecModel):
     toleration_seconds: Annotated[int, Field(ge=0)] | None = None
 
 
+class SecretKeyRef(SpecModel):
+    """A key of a Secret in the run's own namespace (Kubernetes resolves it for the pod; the operator never reads it)."""
+
+    name: Annotated[str, Field(min_length=1, max_length=253, pattern=DNS1123_SUBDOMAIN)]
+    key: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")]
+
+
 class EnvVar(SpecModel):
     name: Annotated[str, Field(min_length=1, max_length=256, pattern=ENV_NAME)]
-    value: str = ""
+    value: Annotated[str, Field(max_length=32768)] = ""
+    secret_key_ref: SecretKeyRef | None = Field(
+        None, description="Take the value from a key of a Secret in the run's namespace (how credentials are passed)"
+    )
 
     @field_validator("name")
     @classmethod
-    def no_credentials(cls, v: str) -> str:
-        if CREDENTIAL_WORDS.search(v):
+    def not_the_operators(cls, v: str) -> str:
+        if reserved_env_name(v):
             raise ValueError(
-                f"env var '{v}' looks like a credential; credentials come from the Secret named in "
-                "storage.credentialsSecret, never from the spec"
+                f"env var '{v}': names starting with {' or '.join(RESERVED_ENV_PREFIXES)} are set by the operator "
+                "(spec.storage.endpoint, spec.storage.region, spec.storage.credentialsSecret)"
             )
         return v
+
+    @model_validator(mode="after")
+    def credentials_only_from_secrets(self) -> "EnvVar":
+        if self.secret_key_ref is not None and self.value:
+            raise ValueError(f"env var '{self.name}': set value or secretKeyRef, not both")
+        if self.secret_key_ref is None and CREDENTIAL_WORDS.search(self.name):
+            raise ValueError(
+                f"env var '{self.name}' looks like a credential; take it from a Secret in this namespace "
+                "(secretKeyRef: {name, key}), never a value in the spec"
+            )
+        return self
 
 
 class ResourcesSpec(SpecModel):

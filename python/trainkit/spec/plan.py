@@ -71,6 +71,11 @@ class Plan:
         return asdict(self)
 
 
+# Evals during training (eval.everySteps): each runs the eval suite and the validation loss on a checkpoint, so a
+# run asks for at most this many (eval.everySteps 1 on a long run would evaluate forever).
+MAX_PERIODIC_EVALS = 100
+
+
 class PlanError(ValueError):
     """The spec is valid field by field but describes a run that cannot happen."""
 
@@ -95,6 +100,12 @@ def derive_plan(spec: TrainingRunSpec) -> Plan:
     if warmup >= total_steps and lr.schedule != "constant":
         raise PlanError(
             f"training.learningRate warmup ({warmup} steps) is not shorter than the run ({total_steps} steps)"
+        )
+    every = spec.eval.every_steps
+    if every is not None and total_steps // every > MAX_PERIODIC_EVALS:
+        raise PlanError(
+            f"eval.everySteps {every} asks for {total_steps // every} evals over the run's {total_steps} steps; "
+            f"at most {MAX_PERIODIC_EVALS}: set it to at least {-(-total_steps // MAX_PERIODIC_EVALS)}"
         )
     total_sequences = total_steps * t.global_batch_size
     total_w = sum(s.weight for s in d.sources)

@@ -6,7 +6,10 @@ import io
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from trainkit.untrusted_text import plain_text_figure
 
+
+@plain_text_figure
 def loss_curve_png(lines: Sequence[Mapping[str, Any]], title: str = "training loss") -> bytes:
     import matplotlib
 
