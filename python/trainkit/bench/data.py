@@ -125,16 +125,16 @@ def source_sequences(bucket: str, name: str, width: int) -> np.ndarray:
 def write_trainkit_copy(bucket: str, name: str, seqs: np.ndarray, per_shard: int) -> None:
     """The (tiled) sequences as trainkit shards of whole sequences, index.json last."""
     from trainkit import storage
-    from trainkit.data.shards import encode_shard, index_document
+    from trainkit.data.shards import index_document, shard_record
     from trainkit.data.tokenizer import load_tokenizer
 
     shards = []
     for k, start in enumerate(range(0, len(seqs), per_shard)):
-        chunk = seqs[start : start + per_shard].reshape(-1)
-        data, crc = encode_shard(chunk, np.dtype("<u2"))
-        file = f"shards/bench-{k:05d}.bin"
-        storage.write_bytes(f"s3://{bucket}/bench/trainkit/{name}/{file}", data)
-        shards.append({"file": file, "tokens": int(chunk.size), "documents": 0, "bytes": len(data), "crc32": crc})
+        data, entry = shard_record(
+            f"shards/bench-{k:05d}.bin", seqs[start : start + per_shard].reshape(-1), np.dtype("<u2"), documents=0
+        )
+        storage.write_bytes(f"s3://{bucket}/bench/trainkit/{name}/{entry['file']}", data)
+        shards.append(entry)
     storage.write_json(
         f"s3://{bucket}/bench/trainkit/{name}/index.json",
         index_document(

@@ -6,7 +6,8 @@ step's G sequences are split over the ranks by assign.py (each rank near its own
 of that depends on the world size except the split, so resuming, also with another world size, is "go to
 k" (the state is k and the schedule's per-source counts). Each rank fetches contiguous windows of the
 lanes it owns as byte ranges, double-buffered in the background, and the few rows a step gives it from
-other ranks' lanes one by one; everything is verified (length, token ids < vocab, CRC-32 of whole shards).
+other ranks' lanes one by one; everything is verified (length, token ids < vocab, the CRC-32 of every
+chunk read, or of the whole shard).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from trainkit.data.lanes import DEFAULT_LANES, lane_cycle, lane_lengths, lane_ow
 from trainkit.data.order import SourceExhausted, SourceOrder
 from trainkit.data.partition import BatchGeometry, rank_slice
 from trainkit.data.schedule import ScheduleCursor, counts_at, integer_weights, source_positions
-from trainkit.data.shards import DataError, Piece, check_compatible, merge_pieces, read_index, read_pieces
+from trainkit.data.shards import ChunkCache, DataError, Piece, check_compatible, read_index, read_pieces
 from trainkit.storage import StorageOptions
 
 # 2: lanes (the stream reads K places of each epoch at once) and the schedule's counts stored for an
@@ -236,6 +237,8 @@ class MixtureLoader:
                 order.check_available(needed)
         self.own_lanes = np.flatnonzero(lane_owner(np.arange(lanes), lanes, world_size) == rank)
         self.traffic = Traffic()
+        self._traffic_lock = threading.Lock()
+        self._chunks = [ChunkCache() for _ in self.sources]  # verified edge chunks, per source
         self._epoch_ends: dict[tuple[int, int], np.ndarray] = {}
         self._windows = LaneWindows(self, self.window_sizes(buffer_bytes), threads, max(1, len(self.own_lanes)))
         self._cursor = ScheduleCursor(self.weights)
@@ -306,10 +309,14 @@ class MixtureLoader:
         return out
 
     def read(self, j: int, pieces: list[Piece]) -> list[np.ndarray]:
-        rows = read_pieces(self.indexes[j], pieces, self.width, self.vocab_size, self.options)
-        self.traffic.requests += len(merge_pieces(pieces))
-        self.traffic.bytes_fetched += sum(r.nbytes for r in rows)
-        return rows
+        return read_pieces(
+            self.indexes[j], pieces, self.width, self.vocab_size, self.options, self._chunks[j], self._count_fetch
+        )
+
+    def _count_fetch(self, requests: int, nbytes: int) -> None:
+        with self._traffic_lock:  # windows (background thread) and spilled rows (caller) both fetch
+            self.traffic.requests += requests
+            self.traffic.bytes_fetched += nbytes
 
     def _locate(self, sources: np.ndarray, positions: np.ndarray):
         """(epoch, place in E, lane, item in lane) of each row."""
