@@ -372,10 +372,11 @@ class MixtureLoader:
         self._prefetch()
         return sources, tokens
 
-    def next_step(self) -> list:
+    def next_step(self, pin_memory: bool = False) -> list:
         """This rank's micro-batches for the next global step: `accumulation` LongTensors of shape
-        (microBatchSize, seqLength + 1). Every rank must call it once per step. `last_slots` then holds
-        each row's index in the global batch (stream order)."""
+        (microBatchSize, seqLength + 1), views of one tensor (page-locked with `pin_memory`, for
+        non-blocking copies to a GPU; the shards' dtype is widened straight into it). Every rank must call
+        it once per step. `last_slots` then holds each row's index in the global batch (stream order)."""
         import torch
 
         g = self.geometry
@@ -387,7 +388,8 @@ class MixtureLoader:
         tokens = self._rows(sources[mine], epochs[mine], places[mine], lanes[mine], items[mine], everything=False)
         self.last_slots = mine
         self._prefetch()
-        batch = torch.from_numpy(tokens.astype(np.int64))
+        batch = torch.empty(tokens.shape, dtype=torch.int64, pin_memory=pin_memory)
+        batch.numpy()[...] = tokens
         return list(batch.split(g.micro_batch))
 
     def _prefetch(self) -> None:
