@@ -154,11 +154,16 @@ class LaneWindows:
             self.request([window_key(j, int(c), self._ld.lanes) for c in np.unique(codes[missing])])
             return self.gather(j, codes, offsets)
         if self._waiting[j]:
+            # Wait for the windows these rows lie in, and only those: the windows requested ahead of them
+            # keep arriving in the background meanwhile (waiting for every pending window would make each
+            # lane's crossing into its next window a stall, fetch and compute taking turns).
+            needed = {window_key(j, int(c), self._ld.lanes) for c in np.unique(codes)}
             with self._lock:
-                waiting = [self._held[k] for k in self._waiting[j] if k in self._held]
-                self._waiting[j] = set()
-            for fut in waiting:
+                arriving = [(k, self._held[k]) for k in needed & self._waiting[j]]
+            for k, fut in arriving:
                 fut.result()  # raises the fetch's DataError, if any
+                with self._lock:
+                    self._waiting[j].discard(k)
         return self._arena[j][table[1][at], offsets]
 
     def keep_only(self, wanted: set) -> None:
