@@ -41,13 +41,13 @@ def test_bench_train_compares_both_loops_window_by_window(tmp_path, capsys):
     assert [len(w) for w in doc["windowTokensPerSecond"]["bare"]] == [2, 2]
     assert len(doc["windowRatios"]) == 4
     assert set(doc["ratio"]) == {"bestTokensPerSecond", "medianWindow", "medianTokensPerCpuSecond"}
-    # MFU is tokens/s x the plan's FLOPs per token over the peak measured in this run (CPU has no rating).
+    # MFU: the plan's FLOPs per token x tokens per CPU-second over a matmul's FLOPs per CPU-second in this run.
     from trainkit.spec.plan import flops_per_token
     from trainkit.spec.presets import resolved_architecture
 
     assert doc["flopsPerToken"] == flops_per_token(resolved_architecture("tiny", {}), 32)
-    assert doc["peak"] == "measured fp32 matmul" and doc["peakFlops"] > 0
+    assert doc["peak"] == "measured fp32 matmul per CPU-second" and doc["peakFlops"] > 0
     for loop in ("trainkit", "bare"):
-        expected = doc["tokensPerSecond"][loop] * doc["flopsPerToken"] / doc["peakFlops"]
+        expected = doc["tokensPerCpuSecond"][loop] * doc["flopsPerToken"] / doc["peakFlops"]
         assert abs(doc["mfu"][loop] - expected) <= 1e-12 * max(1.0, expected)
     assert "median of 4 paired 2-step windows" in printed and "MFU against" in printed
