@@ -424,27 +424,18 @@ def read_pieces(
                 b = (b - 1) // c * c
         if a < b:
             wanted.append((i, shard, a, b))
-    fs, _ = storage.filesystem(index.uri, options)
-    paths = [storage.filesystem(index.shard_uri(shard), options)[1] for _, shard, _, _ in wanted]
+    uris = [index.shard_uri(shard) for _, shard, _, _ in wanted]
     try:
-        blobs = (
-            storage.retry(
-                lambda: fs.cat_ranges(paths, [w[2] for w in wanted], [w[3] for w in wanted], on_error="raise"),
-                f"reading {len(wanted)} ranges of {index.uri}",
-            )
-            if wanted
-            else []
-        )
+        blobs = storage.read_ranges([(uri, a, b) for uri, (_, _, a, b) in zip(uris, wanted)], options)
     except FileNotFoundError as e:
-        missing = next((index.shard_uri(w[1]) for w, path in zip(wanted, paths) if not fs.exists(path)), index.uri)
+        missing = next((uri for uri in uris if not storage.exists(uri, options)), index.uri)
         raise DataError(f"{missing}: listed in index.json but missing") from e
     except storage.StorageError as e:
-        for w, path in zip(wanted, paths):  # a range past the end of a shortened object: say which
+        for w, uri in zip(wanted, uris):  # a range past the end of a shortened object: say which
             entry = index.shards[w[1]]
-            if (size := fs.size(path)) != entry.bytes:
+            if (size := storage.size(uri, options)) != entry.bytes:
                 raise DataError(
-                    f"{index.shard_uri(w[1])}: {size} bytes, index.json lists {entry.bytes} "
-                    "(truncated or replaced shard)"
+                    f"{uri}: {size} bytes, index.json lists {entry.bytes} (truncated or replaced shard)"
                 ) from e
         raise
     if on_fetch is not None:
@@ -453,7 +444,7 @@ def read_pieces(
     for (i, shard, a, b), blob in zip(wanted, blobs):
         entry, uri = index.shards[shard], index.shard_uri(shard)
         if len(blob) != b - a:
-            size = fs.size(storage.filesystem(uri, options)[1])
+            size = storage.size(uri, options)
             raise DataError(f"{uri}: {size} bytes, index.json lists {entry.bytes} (truncated or replaced shard)")
         verify_range(index, shard, a, blob)
         if cache is not None and entry.chunk_crc32 and not (a == 0 and b == entry.bytes):
