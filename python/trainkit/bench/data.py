@@ -322,7 +322,8 @@ def read_raw(
     bucket: str, endpoint: str, width: int, batch: int, total: int, first: FirstBatch, rank: int = 0, world: int = 1
 ) -> tuple[int, np.ndarray, int]:
     """Whole shards with s3fs + numpy, no mixture control beyond the proportions per batch: each batch
-    takes round(batch w_j) sequences of source j, source after source. Rank r of W reads the shards
+    takes round(batch w_j) sequences of source j, source after source, handed out as one [batch, width]
+    array, as every reader here hands out what a training step consumes. Rank r of W reads the shards
     i with i % W == r of every source (the usual static sharding)."""
     import s3fs
 
@@ -347,12 +348,14 @@ def read_raw(
     sources: list[np.ndarray] = []
     tokens = 0
     while sum(len(chunk) for chunk in sources) < total:
+        parts = []
         for j, want in enumerate(per_batch):
             while len(pending[j]) < want:
                 pending[j] = np.concatenate([pending[j], next(streams[j])])
             rows, pending[j] = pending[j][:want], pending[j][want:]
-            tokens += rows.size
+            parts.append(rows)
             sources.append(np.full(want, j, np.int8))
+        tokens += np.concatenate(parts).size  # the batch
         first.mark(tokens)
     return tokens, np.concatenate(sources)[:total], fetched
 

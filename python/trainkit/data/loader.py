@@ -210,9 +210,9 @@ class MixtureLoader:
         lanes: int = DEFAULT_LANES,
         # Memory for prefetched windows on this rank, all sources together (two windows per owned lane).
         buffer_bytes: int = 256 << 20,
-        # One background job at a time; each job's ranged GETs run concurrently inside s3fs's event loop
-        # (several threads calling s3fs at once were slower: they share that loop).
-        threads: int = 1,
+        # Background jobs at once (default: one per source, at most 4); each job's ranged GETs also run
+        # concurrently (storage.read_ranges), so a step's windows of every source arrive side by side.
+        threads: int | None = None,
     ):
         if when_exhausted not in ("fail", "repeat"):
             raise ValueError(f"whenExhausted must be 'fail' or 'repeat', got {when_exhausted!r}")
@@ -245,7 +245,9 @@ class MixtureLoader:
         self._traffic_lock = threading.Lock()
         self._chunks = [ChunkCache() for _ in self.sources]  # verified edge chunks, per source
         self._epoch_ends: dict[tuple[int, int], np.ndarray] = {}
-        self._windows = LaneWindows(self, self.window_sizes(buffer_bytes), threads, max(1, len(self.own_lanes)))
+        self._windows = LaneWindows(
+            self, self.window_sizes(buffer_bytes), threads or min(4, len(self.sources)), max(1, len(self.own_lanes))
+        )
         self._cursor = ScheduleCursor(self.weights)
         self.last_slots = np.empty(0, np.int64)
         self._prefetched: list = []
