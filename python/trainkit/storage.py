@@ -400,6 +400,51 @@ def _whole_object(uri: str, options: StorageOptions) -> bytes:
         raise ObjectTooLarge(uri, e.size, e.cap) from None
 
 
+# Ranged GETs at a time per process (read_ranges).
+RANGE_THREADS = 8
+_RANGE_POOL: list[Any] = []  # the one ThreadPoolExecutor, made on first use
+
+
+def read_ranges(
+    ranges: list[tuple[str, int, int]], options: StorageOptions | None = None, attempts: int = 4
+) -> list[bytes]:
+    """Bytes [start, end) of each (uri, start, end), fetched concurrently. On S3, ranged GETs straight
+    through botocore, RANGE_THREADS at a time: here about half the wall time and CPU of s3fs's cat_ranges
+    (which runs every request through one asyncio loop), as whole-object reads are in read_bytes. Local
+    files through fsspec. A missing object raises FileNotFoundError; a range past an object's end comes
+    back short or, starting past it, as a StorageError (callers check lengths against what they expect)."""
+    if not ranges:
+        return []
+
+    def one(r: tuple[str, int, int]) -> bytes:
+        uri, start, end = r
+        if end <= start:
+            return b""
+        if not is_remote(uri):
+            fs, path = filesystem(uri, options)
+            return retry(lambda: fs.cat_file(path, start, end), f"reading {uri}", attempts=attempts)
+        bucket, _, key = uri[len("s3://") :].partition("/")
+        client = _s3_client(options or StorageOptions())
+
+        def get() -> bytes:
+            try:
+                return client.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{end - 1}")["Body"].read()
+            except client.exceptions.NoSuchKey as e:
+                raise FileNotFoundError(f"{uri}: no such object") from e
+            except client.exceptions.NoSuchBucket as e:
+                raise FileNotFoundError(f"{uri}: no such bucket") from e
+
+        return retry(get, f"reading bytes {start}-{end} of {uri}", attempts=attempts)
+
+    if len(ranges) == 1:
+        return [one(ranges[0])]
+    if not _RANGE_POOL:
+        import concurrent.futures as cf
+
+        _RANGE_POOL.append(cf.ThreadPoolExecutor(RANGE_THREADS, thread_name_prefix="trainkit-ranges"))
+    return list(_RANGE_POOL[0].map(one, ranges))
+
+
 _S3_CLIENTS: dict[tuple, Any] = {}
 
 

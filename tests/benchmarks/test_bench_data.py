@@ -25,7 +25,13 @@ def test_bench_data_runs_and_reports_every_reader(tmp_path, ray_session, capsys)
     assert {r["tokens"] for r in results.values()} == {1200 * 1025}
     assert results["trainkit"]["mixture_error"] < 1.0
     printed = capsys.readouterr().out
-    assert "trainkit / hf-datasets" in printed and "per-rank traffic at W = 8" in printed
+    assert "/ hf-datasets" in printed and "/ litdata" in printed and "per-rank traffic at W = 8" in printed
+    assert "mosaicml-streaming: not measured in this run" in printed
+    assert all(
+        set(r["trainkit_over_this"]) == {"open_to_end", "steady", "per_cpu_second"}
+        for r in results.values()
+        if r is not results["trainkit"]
+    )
     traffic = doc["traffic"]["readers"]
     assert set(traffic) == set(results) and doc["traffic"]["world_size"] == 8
     ours = traffic["trainkit"]

@@ -15,7 +15,7 @@ from trainkit import storage
 from trainkit.cli import main
 from trainkit.data import DataError, MixtureLoader, MixtureSource, load_tokenizer
 from trainkit.data.prepare import PrepareError, run_prepare
-from trainkit.data.shards import encode_shard, index_document
+from trainkit.data.shards import CHUNK_BYTES, encode_shard, index_document
 from trainkit.storage import StorageError, StorageOptions
 
 DOCS = [
@@ -103,6 +103,9 @@ def test_jsonl_zst_and_parquet_give_the_same_tokens(tmp_path, ray_session):
     a = run_prepare(str(tmp_path / "j"), str(tmp_path / "jo"), shard_tokens=256, log=lambda _: None)
     b = run_prepare(str(tmp_path / "p"), str(tmp_path / "po"), shard_tokens=256, log=lambda _: None)
     assert a["totalDocuments"] == 3 and [s["crc32"] for s in a["shards"]] == [s["crc32"] for s in b["shards"]]
+    # Every shard also lists the CRC-32 of each chunk (what ranged reads are checked against).
+    assert a["chunkBytes"] == CHUNK_BYTES and all(s["chunkCrc32"] for s in a["shards"] + a["validation"]["shards"])
+    assert [s["chunkCrc32"] for s in a["shards"]] == [s["chunkCrc32"] for s in b["shards"]]
 
 
 def test_truncated_and_corrupted_shards_are_caught_naming_the_shard(s3_bucket, ray_session):

@@ -18,3 +18,9 @@ def test_seed_preset_config_is_the_model_card():
     cfg = gpt2_config(ModelConfig.from_spec(ModelSpec(preset="gpt2-70m")))
     assert (cfg.n_layer, cfg.n_embd, cfg.n_head, cfg.n_positions, cfg.vocab_size) == (12, 512, 8, 1024, 50257)
     assert parameter_count(ModelSpec(preset="gpt2-70m").architecture()) == 64_085_504
+
+
+def test_attention_goes_through_pytorch_sdpa():
+    """SDPA: flash / memory-efficient kernels on a GPU (bf16), the fused path on CPU; never the eager matmuls."""
+    model = build_model(ModelConfig.from_spec(ModelSpec(preset="tiny")))
+    assert model.config._attn_implementation == "sdpa"

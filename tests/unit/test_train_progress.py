@@ -30,3 +30,26 @@ def test_resume_drops_lines_past_the_checkpoint(tmp_path):
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in lines] == [5, 10, 15] and lines[-1]["loss"] == 0.5
     assert json.loads((tmp_path / "run" / "progress.json").read_text())["finished"] is True
+
+
+def test_background_writes_land_in_order_and_a_final_log_waits_for_them(tmp_path):
+    out = str(tmp_path / "run")
+    w = ProgressWriter(out, 30, 8, background=True)
+    for s in (5, 10):
+        w.log({"step": s, "loss": 1.0, "tokensPerSecond": 1.0})
+    w.flush()
+    assert [json.loads(x)["step"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()] == [5, 10]
+    w.log({"step": 15, "loss": 0.5, "tokensPerSecond": 1.0}, final=True)  # returns once written
+    assert json.loads((tmp_path / "run" / "progress.json").read_text()) | {"updatedAt": None} == progress_record(
+        {"step": 15, "loss": 0.5, "tokensPerSecond": 1.0}, 30, 8
+    ) | {"updatedAt": None, "finished": True}
+
+
+def test_a_failed_background_write_surfaces_at_the_next_log(tmp_path):
+    import pytest
+
+    (tmp_path / "run").write_text("a file where the run folder should be")
+    w = ProgressWriter(str(tmp_path / "run"), 30, 8, background=True)
+    w.log({"step": 5, "loss": 1.0, "tokensPerSecond": 1.0})  # handed to the writer thread
+    with pytest.raises(OSError):
+        w.log({"step": 10, "loss": 1.0, "tokensPerSecond": 1.0})

@@ -3,16 +3,24 @@
   trainkit  `trainkit.train.loop.train`, the function every Ray Train worker runs, in this process
             (world size 1): schedule, mixed-stream loader, gradient accumulation, clipping, AdamW,
             per-micro-batch reseeding, sequence digests, metrics.jsonl/progress.json every --log-every
-            steps. Checkpoint writes are timed separately and left out of tokens/s (they are periodic).
+            steps. Checkpoint writes are timed separately and left out of tokens/s (they are periodic);
+            no validation loss (the bare loop has none).
   bare      the same GPT2LMHeadModel initialised from the same seed, the very same batches read into
-            memory beforehand, and only forward, cross-entropy, backward, clip, AdamW step.
+            memory beforehand (page-locked on a GPU), and only forward, cross-entropy, backward, clip,
+            AdamW step; the same precision, fused AdamW and torch.compile settings as ours.
 
-Both run --repeats times, interleaved; the best of each is compared (goal: trainkit >= 0.97 x bare), and
-the median over --log-every-step windows and tokens per CPU-second of the process (both less sensitive
-to other load on a shared machine).
-With CUDA, the default preset is gpt2-70m at sequence length 1024 in bf16 and MFU is printed against the
-GPU's dense peak; on CPU MFU is not defined (no peak figure) and is reported as such.
-Data: the three demo sources (real English text), prepared once into --data (default .trainkit/bench-train).
+The two run --repeats times, interleaved (bare, trainkit, bare, trainkit, ...), so load that comes and goes
+on a shared machine falls on both. Figures: tokens/s of each repeat (best), the median over repeats of the
+per-window ratios (window i of our repeat r against window i of the bare repeat r, --log-every steps each),
+and tokens per CPU-second of the process (least sensitive to other load; median of per-repeat ratios).
+Goal: trainkit >= 0.97 x bare.
+MFU: tokens/s x FLOPs per token (`plan.flops_per_token`, the plan's own function: 6 x non-embedding
+parameters + LM head, plus attention) / peak. On a GPU the peak is the device's dense bf16/fp32 rating
+(H100/H200: 989 TFLOP/s bf16); on CPU, where there is no rating, it is the best matmul rate measured in
+the same run per CPU-second of the process, set against tokens per CPU-second (--peak-tflops overrides),
+and labelled so.
+--device cuda (the default where a GPU is visible): gpt2-70m at sequence 1024, micro-batch 24, bf16,
+torch.compile on. Data: the three demo sources (real English text), prepared once into --data.
 """
 
 from __future__ import annotations
@@ -21,11 +29,13 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import tempfile
 import time
 
 
 def add_arguments(p) -> None:
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="default: cuda when visible")
     p.add_argument("--preset", default=None, help="model preset (default: tiny on CPU, gpt2-70m on GPU)")
     p.add_argument("--seq-length", type=int, default=None, help="default: 128 on CPU, 1024 on GPU")
     p.add_argument("--micro-batch", type=int, default=None, help="default: 8 on CPU, 24 on GPU")
@@ -38,8 +48,11 @@ def add_arguments(p) -> None:
         default=None,
         help="torch.compile both loops (default: on with CUDA, off on CPU)",
     )
-    p.add_argument("--log-every", type=int, default=10)
-    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--log-every", type=int, default=5, help="steps per window (and our loop's log interval)")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument(
+        "--peak-tflops", type=float, default=None, help="peak for MFU (default: rated on GPU, measured on CPU)"
+    )
     p.add_argument("--data", default=".trainkit/bench-train", help="folder for the prepared demo sources (reused)")
     p.add_argument("--json", default=None, help="also write the figures to this file")
 
@@ -90,11 +103,12 @@ def make_spec(args, uris: dict[str, str], output: str, on_gpu: bool):
             "microBatchSize": micro,
             "globalBatchSize": glob,
             "precision": args.precision or ("bf16" if on_gpu else "fp32"),
-            "compile": on_gpu if args.compile is None else args.compile,
+            "compile": args.compile,  # None: the spec's default (on with CUDA, off on CPU)
             "logEverySteps": args.log_every,
             "seed": 0,
             "learningRate": {"peak": 3e-4, "final": 3e-5, "warmupSteps": 2},
         },
+        "eval": {"validationTokens": 0},  # the bare loop measures no validation loss either
         "checkpoint": {"everySteps": args.steps, "keep": 1},
         "resources": {"workers": 1, "gpusPerWorker": 1 if on_gpu else 0, "cpusPerWorker": 1, "memoryPerWorker": "64Gi"},
         "output": {"uri": output},
@@ -109,6 +123,7 @@ def bare_loop(spec, plan, batches, device) -> tuple[float, list[float], float]:
     import torch.nn.functional as F
 
     from trainkit.model import ModelConfig, build_model
+    from trainkit.train.loop import compile_enabled
 
     t = spec.training
     torch.manual_seed(t.seed)
@@ -118,9 +133,9 @@ def bare_loop(spec, plan, batches, device) -> tuple[float, list[float], float]:
         lr=t.learning_rate.peak,
         betas=tuple(t.optimizer.betas),
         weight_decay=t.optimizer.weight_decay,
-        fused=device.type == "cuda",
+        fused=t.optimizer.fused if t.optimizer.fused is not None else device.type == "cuda",
     )
-    fwd = torch.compile(model) if t.compile else model
+    fwd = torch.compile(model) if compile_enabled(t.compile, device) else model
     amp = torch.autocast(device.type, dtype=torch.bfloat16) if t.precision == "bf16" else None
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     sync()
@@ -170,84 +185,130 @@ def ours(spec, device) -> tuple[float, list[float], float]:
     return r["loopSeconds"] - r["checkpointSeconds"], windows, r["trainCpuSeconds"]
 
 
+def measured_peak_flops(device, precision: str, n: int = 1024, repeats: int = 5) -> float:
+    """The best dense matmul rate of `device` in the run's precision, with the threads training uses: what
+    MFU is reported against where there is no rated peak (CPU). On CPU it is FLOPs per CPU-second of this
+    process, as the loops' tokens per CPU-second are, so other load on a shared machine divides out."""
+    import torch
+
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    clock = time.process_time if device.type == "cpu" else time.perf_counter
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    best = 0.0
+    for _ in range(repeats):
+        start = clock()
+        (a @ b).sum().item()  # .item(): wait for the result
+        best = max(best, 2 * n**3 / max(clock() - start, 1e-9))
+    return best
+
+
+def paired_ratios(ours: list[list[float]], bare: list[list[float]]) -> list[float]:
+    """Window i of our repeat r over window i of the bare repeat r just before it, for every pair both have."""
+    return [o / b for ours_r, bare_r in zip(ours, bare) for o, b in zip(ours_r, bare_r) if b > 0]
+
+
 def run(args) -> int:
     import torch
 
     from trainkit.data import MixtureLoader
     from trainkit.train.progress import mfu, peak_flops
 
-    on_gpu = torch.cuda.is_available()
+    on_gpu = torch.cuda.is_available() if args.device == "auto" else args.device == "cuda"
+    if on_gpu and not torch.cuda.is_available():
+        print("bench train: --device cuda but no CUDA device is visible", file=sys.stderr)
+        return 1
     device = torch.device("cuda" if on_gpu else "cpu")
     uris = ensure_data(args.data)
     spec, plan = make_spec(args, uris, "unused", on_gpu)
     loader = MixtureLoader.from_spec(spec, plan, rank=0, world_size=1)
-    batches = [loader.next_step() for _ in range(plan.total_steps)]
+    batches = [loader.next_step(pin_memory=on_gpu) for _ in range(plan.total_steps)]
     loader.close()
     tokens = plan.total_steps * plan.tokens_per_step
+    name = torch.cuda.get_device_name(0) if on_gpu else "cpu"
     print(
-        f"bench train: {spec.model.preset} ({plan.parameters / 1e6:.2f}M params), seq {spec.data.seq_length}, "
-        f"micro-batch {spec.training.micro_batch_size} x {plan.gradient_accumulation}, {plan.total_steps} steps, "
-        f"{spec.training.precision}, device {torch.cuda.get_device_name(0) if on_gpu else 'cpu'} "
-        f"({torch.get_num_threads()} threads)",
+        f"bench train: {spec.model.preset} ({plan.parameters / 1e6:.2f}M params, {plan.flops_per_token:.3g} FLOP/token), "
+        f"seq {spec.data.seq_length}, micro-batch {spec.training.micro_batch_size} x {plan.gradient_accumulation}, "
+        f"{plan.total_steps} steps, {spec.training.precision}, device {name} ({torch.get_num_threads()} threads)",
         flush=True,
     )
-    bare_loop(spec, plan, batches[:3], device)  # warm-up: allocator, kernels, threads
-    results: dict[str, list[float]] = {"bare": [], "trainkit": []}
-    windows: dict[str, list[float]] = {"bare": [], "trainkit": []}
-    cpu: dict[str, list[float]] = {"bare": [], "trainkit": []}
+    bare_loop(spec, plan, batches[:3], device)  # warm-up: allocator, kernels, threads (and compilation)
+    rates: dict[str, list[float]] = {"bare": [], "trainkit": []}
+    windows: dict[str, list[list[float]]] = {"bare": [], "trainkit": []}
+    per_cpu: dict[str, list[float]] = {"bare": [], "trainkit": []}
     for r in range(args.repeats):
-        for name, fn in (
+        for label, fn in (
             ("bare", lambda: bare_loop(spec, plan, batches, device)),
             ("trainkit", lambda: ours(spec, device)),
         ):
             seconds, w, cpu_s = fn()
-            results[name].append(tokens / seconds)
-            windows[name] += w
-            cpu[name].append(tokens / cpu_s)
+            rates[label].append(tokens / seconds)
+            windows[label].append(w)
+            per_cpu[label].append(tokens / cpu_s)
             print(
-                f"  repeat {r + 1}: {name:8} {tokens / seconds:>12,.0f} tokens/s  ({seconds:.2f} s wall, "
+                f"  repeat {r + 1}: {label:8} {tokens / seconds:>12,.0f} tokens/s  ({seconds:.2f} s wall, "
                 f"{cpu_s:.2f} s CPU)",
                 flush=True,
             )
-    best = {k: max(v) for k, v in results.items()}
-    ratio = best["trainkit"] / best["bare"]
-    median_window = {k: statistics.median(v) for k, v in windows.items() if v}
-    best_cpu = {k: max(v) for k, v in cpu.items()}
-    print(
-        f"tokens per CPU-second (best; robust to other load on the machine): trainkit {best_cpu['trainkit']:,.0f}  "
-        f"bare {best_cpu['bare']:,.0f}  ratio {best_cpu['trainkit'] / best_cpu['bare']:.3f}"
+    best = {k: max(v) for k, v in rates.items()}
+    window_ratios = paired_ratios(windows["trainkit"], windows["bare"])
+    cpu_ratios = [o / b for o, b in zip(per_cpu["trainkit"], per_cpu["bare"])]
+    ratio = {
+        "bestTokensPerSecond": best["trainkit"] / best["bare"],
+        "medianWindow": statistics.median(window_ratios) if window_ratios else None,
+        "medianTokensPerCpuSecond": statistics.median(cpu_ratios),
+    }
+    rated = peak_flops(name, spec.training.precision) if on_gpu else None
+    peak = (
+        args.peak_tflops * 1e12 if args.peak_tflops else rated or measured_peak_flops(device, spec.training.precision)
     )
-    if len(median_window) == 2:
-        print(
-            f"median tokens/s over {args.log_every}-step windows: trainkit {median_window['trainkit']:,.0f}  "
-            f"bare {median_window['bare']:,.0f}  ratio {median_window['trainkit'] / median_window['bare']:.3f}"
-        )
-    peak = peak_flops(torch.cuda.get_device_name(0), spec.training.precision) if on_gpu else None
+    peak_label = (
+        "given" if args.peak_tflops else f"{name} rated" if rated else f"measured {spec.training.precision} matmul"
+    )
+    # On CPU the measured peak is per CPU-second, so MFU is taken from tokens per CPU-second too.
+    per_cpu_second = not on_gpu and not args.peak_tflops
+    if per_cpu_second:
+        peak_label += " per CPU-second"
+    mfu_rate = {k: max(v) for k, v in per_cpu.items()} if per_cpu_second else best
     figures = {
         "preset": spec.model.preset,
         "seqLength": spec.data.seq_length,
-        "device": str(device),
+        "device": name,
+        "flopsPerToken": plan.flops_per_token,
         "tokensPerSecond": best,
+        "windowTokensPerSecond": windows,
+        "tokensPerCpuSecond": {k: max(v) for k, v in per_cpu.items()},
         "ratio": ratio,
+        "windowRatios": window_ratios,
         "goal": 0.97,
-        "medianWindowTokensPerSecond": median_window,
-        "tokensPerCpuSecond": best_cpu,
-        "mfu": {k: mfu(v, plan.flops_per_token, peak, 1) for k, v in best.items()} if peak else None,
+        "peakFlops": peak,
+        "peak": peak_label,
+        "mfu": {k: mfu(v, plan.flops_per_token, peak, 1) for k, v in mfu_rate.items()},
     }
-    print(
-        f"best tokens/s: trainkit {best['trainkit']:,.0f}  bare {best['bare']:,.0f}  ratio {ratio:.3f} "
-        f"(goal >= 0.97: {'met' if ratio >= 0.97 else 'NOT met'})"
-    )
-    if peak:
-        m = figures["mfu"]
-        hours = 1e9 * plan.flops_per_token / (m["trainkit"] * peak) / 3600 if m["trainkit"] else float("nan")
+    print(f"\n{'loop':<9} {'best tok/s':>12} {'tok/CPU-s':>11} {'TFLOP/s':>8} {'MFU':>7}")
+    for k in ("trainkit", "bare"):
         print(
-            f"MFU: trainkit {m['trainkit']:.1%}  bare {m['bare']:.1%} (peak {peak / 1e12:.0f} TFLOP/s); "
-            f"1B tokens at this rate: {hours * 60:.1f} min on one GPU"
+            f"{k:<9} {best[k]:>12,.0f} {figures['tokensPerCpuSecond'][k]:>11,.0f} "
+            f"{best[k] * plan.flops_per_token / 1e12:>8.3f} {figures['mfu'][k]:>7.1%}"
         )
-        figures["minutesPer1BTokens"] = hours * 60
-    else:
-        print("MFU: not reported: no CUDA device here (MFU needs a GPU's peak FLOP/s); run on a GPU for MFU")
+    print(
+        f"MFU against {peak / 1e12:.3g} TFLOP/s ({peak_label}"
+        + ("; from tokens per CPU-second" if per_cpu_second else "")
+        + "); FLOPs per token from the model's shape (plan)"
+    )
+    for label, key in (
+        (f"median of {len(window_ratios)} paired {args.log_every}-step windows", "medianWindow"),
+        (f"median of {args.repeats} per-CPU-second ratios", "medianTokensPerCpuSecond"),
+        ("best repeat against best repeat", "bestTokensPerSecond"),
+    ):
+        value = ratio[key]
+        if value is not None:
+            verdict = "met" if value >= 0.97 else "NOT met"
+            print(f"trainkit / bare, {label}: {value:.3f} (goal >= 0.97: {verdict})")
+    if on_gpu:
+        m = figures["mfu"]["trainkit"]
+        minutes = 1e9 * plan.flops_per_token / (m * peak) / 60 if m else float("nan")
+        print(f"1B tokens at our rate: {minutes:.1f} min on one {name}")
+        figures["minutesPer1BTokens"] = minutes
     if args.json:
         with open(args.json, "w") as f:
             json.dump(figures, f, indent=2)

@@ -6,7 +6,8 @@ step's G sequences are split over the ranks by assign.py (each rank near its own
 of that depends on the world size except the split, so resuming, also with another world size, is "go to
 k" (the state is k and the schedule's per-source counts). Each rank fetches contiguous windows of the
 lanes it owns as byte ranges, double-buffered in the background, and the few rows a step gives it from
-other ranks' lanes one by one; everything is verified (length, token ids < vocab, CRC-32 of whole shards).
+other ranks' lanes one by one; everything is verified (length, token ids < vocab, the CRC-32 of every
+chunk read, or of the whole shard).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from trainkit.data.lanes import DEFAULT_LANES, lane_cycle, lane_lengths, lane_ow
 from trainkit.data.order import SourceExhausted, SourceOrder
 from trainkit.data.partition import BatchGeometry, rank_slice
 from trainkit.data.schedule import ScheduleCursor, counts_at, integer_weights, source_positions
-from trainkit.data.shards import DataError, Piece, check_compatible, merge_pieces, read_index, read_pieces
+from trainkit.data.shards import ChunkCache, DataError, Piece, check_compatible, read_index, read_pieces
 from trainkit.storage import StorageOptions
 
 # 2: lanes (the stream reads K places of each epoch at once) and the schedule's counts stored for an
@@ -153,11 +154,16 @@ class LaneWindows:
             self.request([window_key(j, int(c), self._ld.lanes) for c in np.unique(codes[missing])])
             return self.gather(j, codes, offsets)
         if self._waiting[j]:
+            # Wait for the windows these rows lie in, and only those: the windows requested ahead of them
+            # keep arriving in the background meanwhile (waiting for every pending window would make each
+            # lane's crossing into its next window a stall, fetch and compute taking turns).
+            needed = {window_key(j, int(c), self._ld.lanes) for c in np.unique(codes)}
             with self._lock:
-                waiting = [self._held[k] for k in self._waiting[j] if k in self._held]
-                self._waiting[j] = set()
-            for fut in waiting:
+                arriving = [(k, self._held[k]) for k in needed & self._waiting[j]]
+            for k, fut in arriving:
                 fut.result()  # raises the fetch's DataError, if any
+                with self._lock:
+                    self._waiting[j].discard(k)
         return self._arena[j][table[1][at], offsets]
 
     def keep_only(self, wanted: set) -> None:
@@ -204,9 +210,9 @@ class MixtureLoader:
         lanes: int = DEFAULT_LANES,
         # Memory for prefetched windows on this rank, all sources together (two windows per owned lane).
         buffer_bytes: int = 256 << 20,
-        # One background job at a time; each job's ranged GETs run concurrently inside s3fs's event loop
-        # (several threads calling s3fs at once were slower: they share that loop).
-        threads: int = 1,
+        # Background jobs at once (default: one per source, at most 4); each job's ranged GETs also run
+        # concurrently (storage.read_ranges), so a step's windows of every source arrive side by side.
+        threads: int | None = None,
     ):
         if when_exhausted not in ("fail", "repeat"):
             raise ValueError(f"whenExhausted must be 'fail' or 'repeat', got {when_exhausted!r}")
@@ -236,8 +242,12 @@ class MixtureLoader:
                 order.check_available(needed)
         self.own_lanes = np.flatnonzero(lane_owner(np.arange(lanes), lanes, world_size) == rank)
         self.traffic = Traffic()
+        self._traffic_lock = threading.Lock()
+        self._chunks = [ChunkCache() for _ in self.sources]  # verified edge chunks, per source
         self._epoch_ends: dict[tuple[int, int], np.ndarray] = {}
-        self._windows = LaneWindows(self, self.window_sizes(buffer_bytes), threads, max(1, len(self.own_lanes)))
+        self._windows = LaneWindows(
+            self, self.window_sizes(buffer_bytes), threads or min(4, len(self.sources)), max(1, len(self.own_lanes))
+        )
         self._cursor = ScheduleCursor(self.weights)
         self.last_slots = np.empty(0, np.int64)
         self._prefetched: list = []
@@ -306,10 +316,14 @@ class MixtureLoader:
         return out
 
     def read(self, j: int, pieces: list[Piece]) -> list[np.ndarray]:
-        rows = read_pieces(self.indexes[j], pieces, self.width, self.vocab_size, self.options)
-        self.traffic.requests += len(merge_pieces(pieces))
-        self.traffic.bytes_fetched += sum(r.nbytes for r in rows)
-        return rows
+        return read_pieces(
+            self.indexes[j], pieces, self.width, self.vocab_size, self.options, self._chunks[j], self._count_fetch
+        )
+
+    def _count_fetch(self, requests: int, nbytes: int) -> None:
+        with self._traffic_lock:  # windows (background thread) and spilled rows (caller) both fetch
+            self.traffic.requests += requests
+            self.traffic.bytes_fetched += nbytes
 
     def _locate(self, sources: np.ndarray, positions: np.ndarray):
         """(epoch, place in E, lane, item in lane) of each row."""
@@ -365,10 +379,11 @@ class MixtureLoader:
         self._prefetch()
         return sources, tokens
 
-    def next_step(self) -> list:
+    def next_step(self, pin_memory: bool = False) -> list:
         """This rank's micro-batches for the next global step: `accumulation` LongTensors of shape
-        (microBatchSize, seqLength + 1). Every rank must call it once per step. `last_slots` then holds
-        each row's index in the global batch (stream order)."""
+        (microBatchSize, seqLength + 1), views of one tensor (page-locked with `pin_memory`, for
+        non-blocking copies to a GPU; the shards' dtype is widened straight into it). Every rank must call
+        it once per step. `last_slots` then holds each row's index in the global batch (stream order)."""
         import torch
 
         g = self.geometry
@@ -380,7 +395,8 @@ class MixtureLoader:
         tokens = self._rows(sources[mine], epochs[mine], places[mine], lanes[mine], items[mine], everything=False)
         self.last_slots = mine
         self._prefetch()
-        batch = torch.from_numpy(tokens.astype(np.int64))
+        batch = torch.empty(tokens.shape, dtype=torch.int64, pin_memory=pin_memory)
+        batch.numpy()[...] = tokens
         return list(batch.split(g.micro_batch))
 
     def _prefetch(self) -> None:

@@ -41,8 +41,8 @@ from trainkit.data.shards import (
     SHARDS_DIR,
     VALIDATION_DIR,
     dtype_for_vocab,
-    encode_shard,
     index_document,
+    shard_record,
 )
 from trainkit.spec.data import PROGRESS_FILE
 from trainkit.data.tokenizer import Tokenizer, load_tokenizer
@@ -333,18 +333,9 @@ class _ShardWriter:
 
     def _flush(self, tokens: np.ndarray) -> None:
         name = f"{self.folder}/{self.unit.unit_id}-{len(self.shards):05d}.bin"
-        data, crc = encode_shard(tokens, self.dtype)
+        data, entry = shard_record(name, tokens, self.dtype, documents=int(np.count_nonzero(tokens == self.eos_id)))
         storage.write_bytes(storage.join(self.output_uri, name), data, self.options)
-        self.shards.append(
-            {
-                "file": name,
-                "tokens": int(len(tokens)),
-                "documents": int(np.count_nonzero(tokens == self.eos_id)),
-                "bytes": len(data),
-                "crc32": crc,
-                "input": self.unit.input_uri,
-            }
-        )
+        self.shards.append({**entry, "input": self.unit.input_uri})
 
 
 def prepare_unit(
@@ -623,16 +614,17 @@ def _prepare(
             f"input {input_uri}: every document fell in the held-out split (holdout fraction {holdout_fraction}); "
             "nothing is left to train on"
         )
-    fields = ("file", "tokens", "documents", "bytes", "crc32", "input")
+    # chunkCrc32 is missing from the markers of units done by a trainkit before chunk checksums.
+    fields = ("file", "tokens", "documents", "bytes", "crc32", "chunkCrc32", "input")
     doc = index_document(
         dtype=dtype_for_vocab(tok.vocab_size),
         tokenizer=tok,
         shard_tokens=shard_tokens,
-        shards=[{k: s[k] for k in fields} for s in shards],
+        shards=[{k: s[k] for k in fields if k in s} for s in shards],
         validation={
             "fraction": holdout_fraction,
             "rule": HOLDOUT_RULE,
-            "shards": [{k: s[k] for k in fields} for s in validation_shards],
+            "shards": [{k: s[k] for k in fields if k in s} for s in validation_shards],
         },
         source_files=[
             {

@@ -2,8 +2,11 @@
 
 A prepared source is a folder (or S3 prefix) holding `shards/*.bin` and `index.json`. The index is
 written last, so a source exists iff its index does; readers never list the folder. Each shard entry
-records its token count, byte size and CRC-32, so a truncated or corrupted shard is caught on read with
-the shard's URI in the error, before any of its tokens reach training.
+records its token count, byte size and CRC-32, and the CRC-32 of each `chunkBytes` chunk (`chunkCrc32`),
+so a truncated or corrupted shard is caught on read with the shard's URI (and, for a ranged read, the
+byte offsets of the bad chunk) in the error, before any of its tokens reach training. Indexes written
+before the chunk checksums still load: whole-shard reads are checked against the shard's CRC-32, ranged
+reads of them only by length and token range.
 
 `validation` lists the held-out split (`validation/*.bin`, the same shard format): documents chosen by a
 hash of their text at prepare time, never in `shards`, read only for validation loss. An index without
@@ -12,8 +15,14 @@ it (written before the split existed) has no held-out data.
 
 from __future__ import annotations
 
+import base64
+import builtins
+import binascii
+import threading
 import zlib
+from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -35,9 +44,39 @@ def dtype_for_vocab(vocab_size: int) -> np.dtype:
     return np.dtype("<u2") if vocab_size <= 65536 else np.dtype("<u4")
 
 
+# The chunk of the per-chunk checksums `trainkit prepare` writes. A ranged read is widened to chunk edges
+# (at most one chunk more on each side) and every chunk it covers is checked. 64 KiB: a 32 MiB shard has
+# 512 checksums (2.7 kB of base64 in index.json), and a spilled single-row read costs one chunk.
+CHUNK_BYTES = 1 << 16
+
+
 def encode_shard(tokens: np.ndarray, dtype: np.dtype) -> tuple[bytes, int]:
     data = np.ascontiguousarray(tokens, dtype=dtype).tobytes()
     return data, zlib.crc32(data)
+
+
+def chunk_checksums(data: bytes, chunk_bytes: int) -> np.ndarray:
+    """CRC-32 of each `chunk_bytes` chunk of `data` (the last one may be shorter), as uint32."""
+    view = memoryview(data)
+    return np.array([zlib.crc32(view[a : a + chunk_bytes]) for a in range(0, len(data), chunk_bytes)], dtype="<u4")
+
+
+def shard_record(
+    file: str, tokens: np.ndarray, dtype: np.dtype, documents: int, chunk_bytes: int = CHUNK_BYTES
+) -> tuple[bytes, dict]:
+    """A shard's bytes and its index.json entry (the one writer of entries: `prepare` and the benchmarks).
+    `chunk_bytes` must be the index's `chunkBytes` (index_document's `chunk_bytes`)."""
+    data, crc = encode_shard(tokens, dtype)
+    packed = chunk_checksums(data, chunk_bytes).tobytes()
+    entry = {
+        "file": file,
+        "tokens": int(len(tokens)),
+        "documents": int(documents),
+        "bytes": len(data),
+        "crc32": crc,
+        "chunkCrc32": base64.b64encode(packed).decode("ascii"),
+    }
+    return data, entry
 
 
 @dataclass(frozen=True)
@@ -47,6 +86,12 @@ class ShardEntry:
     documents: int
     bytes: int
     crc32: int
+    chunk_crc32: builtins.bytes = (
+        b""  # (`bytes` is a field here) little-endian uint32 per chunk of the index's chunk_bytes; b"": not recorded
+    )
+
+    def chunk_crcs(self) -> np.ndarray:
+        return np.frombuffer(self.chunk_crc32, dtype="<u4")
 
 
 @dataclass(frozen=True)
@@ -61,6 +106,7 @@ class ShardIndex:
     source_files: tuple[dict, ...]
     validation: tuple[ShardEntry, ...] = ()
     holdout_fraction: float = 0.0
+    chunk_bytes: int = 0  # of the shards' chunkCrc32 (0: an index written before chunk checksums)
 
     @property
     def total_tokens(self) -> int:
@@ -95,12 +141,15 @@ def index_document(
     source_files: list[dict],
     shard_tokens: int,
     validation: dict | None = None,
+    chunk_bytes: int = CHUNK_BYTES,
 ) -> dict:
-    """index.json's content. `validation`: {fraction, rule, shards} of the held-out split."""
+    """index.json's content. `validation`: {fraction, rule, shards} of the held-out split; `chunk_bytes`:
+    the chunk of the entries' `chunkCrc32` (shard_record's)."""
     held = validation or {"fraction": 0.0, "rule": "", "shards": []}
     return {
         "format": SHARD_FORMAT,
         "dtype": np.dtype(dtype).name,
+        "chunkBytes": chunk_bytes,
         "tokenizer": {
             "name": tokenizer.name,
             "fingerprint": tokenizer.fingerprint,
@@ -126,6 +175,9 @@ def parse_index(doc: dict, uri: str) -> ShardIndex:
         if doc.get("format") != SHARD_FORMAT:
             raise DataError(f"{where}: format is {doc.get('format')!r}, expected {SHARD_FORMAT!r}")
         tok = doc["tokenizer"]
+        chunk_bytes = int(doc.get("chunkBytes") or 0)
+        if chunk_bytes < 0:
+            raise DataError(f"{where}: chunkBytes is {chunk_bytes}, expected a positive number of bytes")
 
         def entries(listed) -> tuple[ShardEntry, ...]:
             return tuple(
@@ -135,6 +187,7 @@ def parse_index(doc: dict, uri: str) -> ShardIndex:
                     documents=int(s["documents"]),
                     bytes=int(s["bytes"]),
                     crc32=int(s["crc32"]),
+                    chunk_crc32=chunk_field(s, where, chunk_bytes),
                 )
                 for s in listed
             )
@@ -157,11 +210,35 @@ def parse_index(doc: dict, uri: str) -> ShardIndex:
             source_files=tuple(doc.get("sourceFiles", ())),
             validation=validation,
             holdout_fraction=float(held.get("fraction") or 0.0),
+            chunk_bytes=chunk_bytes,
         )
     except (KeyError, TypeError) as e:
         raise DataError(f"{where}: missing or malformed field {str(e)[:200]}") from e
     except storage.UnsafePath as e:
         raise DataError(str(e)) from None
+
+
+def chunk_field(entry: dict, where: str, chunk_bytes: int) -> bytes:
+    """A shard entry's packed chunk checksums (b"" when it has none), checked to cover the shard exactly."""
+    listed = entry.get("chunkCrc32")
+    if listed is None:
+        return b""
+    name = entry.get("file")
+    try:
+        if not isinstance(listed, str):
+            raise ValueError(f"a {type(listed).__name__}")
+        packed = base64.b64decode(listed, validate=True)
+    except (ValueError, binascii.Error) as e:
+        raise DataError(f"{where}: shard {name}: chunkCrc32 is not base64 ({str(e)[:100]})") from None
+    if chunk_bytes <= 0:
+        raise DataError(f"{where}: shard {name} lists chunkCrc32 but the index has no chunkBytes")
+    expected = -(-int(entry["bytes"]) // chunk_bytes)
+    if len(packed) != 4 * expected:
+        raise DataError(
+            f"{where}: shard {name}: chunkCrc32 holds {len(packed) // 4} checksums, its {entry['bytes']} bytes "
+            f"make {expected} chunks of {chunk_bytes}"
+        )
+    return packed
 
 
 def read_index(uri: str, options: StorageOptions | None = None, attempts: int = 4) -> ShardIndex:
@@ -252,49 +329,142 @@ def merge_pieces(pieces: list[Piece]) -> list[Piece]:
     return out
 
 
+class ChunkCache:
+    """Verified chunks a reader keeps (bounded, thread-safe): the edge chunks of each ranged read, which the
+    next window of the same lane, or the next row read one by one from a neighbour's lane, mostly needs
+    again. One cache per source index (keys are shard ids)."""
+
+    def __init__(self, max_chunks: int = 256):
+        self._chunks: OrderedDict[tuple[int, int], bytes] = OrderedDict()
+        self._max = max_chunks
+        self._lock = threading.Lock()
+
+    def get(self, shard: int, chunk: int) -> bytes | None:
+        with self._lock:
+            data = self._chunks.get((shard, chunk))
+            if data is not None:
+                self._chunks.move_to_end((shard, chunk))
+            return data
+
+    def put(self, shard: int, chunk: int, data: bytes) -> None:
+        with self._lock:
+            self._chunks[(shard, chunk)] = data
+            self._chunks.move_to_end((shard, chunk))
+            while len(self._chunks) > self._max:
+                self._chunks.popitem(last=False)
+
+
+def fetch_spans(index: ShardIndex, spans: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+    """The (shard, start, end) byte ranges to fetch for the wanted ones: widened to chunk edges where the
+    shard has chunk checksums, so that every byte handed out is checked (a whole shard stays whole: its
+    own CRC-32 covers it), then overlapping or touching ranges of one shard joined (fewer requests)."""
+    out: list[tuple[int, int, int]] = []
+    for shard, a, b in sorted(spans):
+        entry = index.shards[shard]
+        if entry.chunk_crc32 and not (a == 0 and b == entry.bytes):
+            c = index.chunk_bytes
+            a, b = a // c * c, min(entry.bytes, -(-b // c) * c)
+        if out and out[-1][0] == shard and a <= out[-1][2]:
+            out[-1] = (shard, out[-1][1], max(out[-1][2], b))
+        else:
+            out.append((shard, a, b))
+    return out
+
+
+def verify_range(index: ShardIndex, shard: int, start: int, blob: bytes) -> None:
+    """Check bytes [start, start + len(blob)) of a shard against index.json: the shard's CRC-32 when they are
+    the whole shard, else each chunk's (start is then a chunk edge, see fetch_spans). A range of an index
+    without chunk checksums is left to the length and token-range checks."""
+    entry, uri = index.shards[shard], index.shard_uri(shard)
+    if start == 0 and len(blob) == entry.bytes:
+        if zlib.crc32(blob) != entry.crc32:
+            raise DataError(f"{uri}: CRC-32 mismatch against index.json (corrupted shard)")
+        return
+    if not entry.chunk_crc32:
+        return
+    c, crcs, view = index.chunk_bytes, entry.chunk_crcs(), memoryview(blob)
+    first = start // c
+    for i, at in enumerate(range(0, len(blob), c)):
+        chunk = view[at : at + c]
+        if zlib.crc32(chunk) != int(crcs[first + i]):
+            raise DataError(
+                f"{uri}: bytes {start + at:,}-{start + at + len(chunk):,} (chunk {first + i}) do not match their "
+                "CRC-32 in index.json (corrupted shard)"
+            )
+
+
 def read_pieces(
-    index: ShardIndex, pieces: list[Piece], width: int, vocab_size: int, options: StorageOptions | None = None
+    index: ShardIndex,
+    pieces: list[Piece],
+    width: int,
+    vocab_size: int,
+    options: StorageOptions | None = None,
+    cache: ChunkCache | None = None,
+    on_fetch: Callable[[int, int], None] | None = None,
 ) -> list[np.ndarray]:
     """Token rows [n, width] of each piece, read as byte ranges (concurrently on S3, one request per
-    merged piece) and verified: byte count, token ids < vocab, and the CRC-32 where a piece is a whole
-    shard. Ranged reads of part of a shard cannot be checked against the shard's CRC-32."""
+    joined range, see fetch_spans) and verified before they are handed out: byte count, the CRC-32 of
+    every chunk read (or of the whole shard), token ids < vocab. Edge chunks found in `cache` are not
+    fetched again. `on_fetch(requests, bytes)` is told what went over the network."""
     merged = merge_pieces(pieces)
     spans = [piece_bytes(index, p, width) for p in merged]
-    fs, _ = storage.filesystem(index.uri, options)
-    paths = [storage.filesystem(index.shard_uri(p.shard), options)[1] for p in merged]
+    ranges = fetch_spans(index, [(p.shard, a, b) for p, (a, b) in zip(merged, spans)])
+    c = index.chunk_bytes
+    # Cached edge chunks are cut off each range before it is fetched, and put back after.
+    heads: list[list[bytes]] = [[] for _ in ranges]
+    tails: list[list[bytes]] = [[] for _ in ranges]
+    wanted: list[tuple[int, int, int, int]] = []  # (range index, shard, start, end) still to fetch
+    for i, (shard, a, b) in enumerate(ranges):
+        if cache is not None and index.shards[shard].chunk_crc32 and not (a == 0 and b == index.shards[shard].bytes):
+            while a < b and (got := cache.get(shard, a // c)) is not None:
+                heads[i].append(got)
+                a += len(got)
+            while a < b and (got := cache.get(shard, (b - 1) // c)) is not None:
+                tails[i].insert(0, got)
+                b = (b - 1) // c * c
+        if a < b:
+            wanted.append((i, shard, a, b))
+    uris = [index.shard_uri(shard) for _, shard, _, _ in wanted]
     try:
-        blobs = storage.retry(
-            lambda: fs.cat_ranges(paths, [a for a, _ in spans], [b for _, b in spans], on_error="raise"),
-            f"reading {len(merged)} ranges of {index.uri}",
-        )
+        blobs = storage.read_ranges([(uri, a, b) for uri, (_, _, a, b) in zip(uris, wanted)], options)
     except FileNotFoundError as e:
-        missing = next((index.shard_uri(p.shard) for p, path in zip(merged, paths) if not fs.exists(path)), index.uri)
+        missing = next((uri for uri in uris if not storage.exists(uri, options)), index.uri)
         raise DataError(f"{missing}: listed in index.json but missing") from e
     except storage.StorageError as e:
-        for p, path in zip(merged, paths):  # a range past the end of a shortened object: say which
-            entry = index.shards[p.shard]
-            if (size := fs.size(path)) != entry.bytes:
+        for w, uri in zip(wanted, uris):  # a range past the end of a shortened object: say which
+            entry = index.shards[w[1]]
+            if (size := storage.size(uri, options)) != entry.bytes:
                 raise DataError(
-                    f"{index.shard_uri(p.shard)}: {size} bytes, index.json lists {entry.bytes} "
-                    "(truncated or replaced shard)"
+                    f"{uri}: {size} bytes, index.json lists {entry.bytes} (truncated or replaced shard)"
                 ) from e
         raise
-    rows: dict[Piece, np.ndarray] = {}
-    item = width * index.dtype.itemsize
-    for p, (start, end), blob in zip(merged, spans, blobs):
-        entry, uri = index.shards[p.shard], index.shard_uri(p.shard)
-        if len(blob) != end - start:
-            size = fs.size(storage.filesystem(uri, options)[1])
+    if on_fetch is not None:
+        on_fetch(len(wanted), sum(len(blob) for blob in blobs))
+    fetched: list[bytes | None] = [None] * len(ranges)
+    for (i, shard, a, b), blob in zip(wanted, blobs):
+        entry, uri = index.shards[shard], index.shard_uri(shard)
+        if len(blob) != b - a:
+            size = storage.size(uri, options)
             raise DataError(f"{uri}: {size} bytes, index.json lists {entry.bytes} (truncated or replaced shard)")
-        if start == 0 and end == entry.bytes:
-            tokens = decode_shard(blob, index, p.shard, vocab_size)
-        else:
-            tokens = np.frombuffer(blob, dtype=index.dtype)
-            if len(tokens) and int(tokens.max()) >= vocab_size:
-                raise DataError(f"{uri}: token id {int(tokens.max())} >= vocab size {vocab_size}")
+        verify_range(index, shard, a, blob)
+        if cache is not None and entry.chunk_crc32 and not (a == 0 and b == entry.bytes):
+            cache.put(shard, a // c, blob[:c])
+            cache.put(shard, (b - 1) // c, blob[(b - 1) // c * c - a :])
+        fetched[i] = blob
+    data = [b"".join([*heads[i], fetched[i] or b"", *tails[i]]) for i in range(len(ranges))]
+    for (shard, _, _), blob in zip(ranges, data):  # every byte read, the tail of a shard too
+        tokens = np.frombuffer(blob, dtype=index.dtype)
+        if len(tokens) and int(tokens.max()) >= vocab_size:
+            raise DataError(f"{index.shard_uri(shard)}: token id {int(tokens.max())} >= vocab size {vocab_size}")
+    rows: dict[Piece, np.ndarray] = {}
+    item = index.dtype.itemsize
+    for p, (start, end) in zip(merged, spans):
+        k = next(i for i, (shard, a, b) in enumerate(ranges) if shard == p.shard and a <= start and end <= b)
         n = p.stop - p.first
-        rows[p] = tokens[: n * width].reshape(n, width)
-        assert len(blob) >= n * item
+        rows[p] = np.frombuffer(data[k], dtype=index.dtype, count=n * width, offset=start - ranges[k][1]).reshape(
+            n, width
+        )
+        assert end - start >= n * width * item
     out = []
     for p in pieces:
         m = next(m for m in merged if m.shard == p.shard and m.first <= p.first and p.stop <= m.stop)

@@ -241,7 +241,11 @@ class TrainingSpec(SpecModel):
     precision: Literal["bf16", "fp16", "fp32"] = "bf16"
     seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
-    compile: bool = False
+    compile: bool | None = Field(
+        None,
+        description="torch.compile the model; default: on when training on GPU (CUDA), off on CPU (where compiling "
+        "costs more than it gains for the small models CPU runs are for)",
+    )
     parallelism: Literal["ddp", "fsdp"] = Field(
         "ddp",
         description="ddp: a model replica per worker; fsdp: parameters, gradients and optimizer state sharded "

@@ -116,6 +116,11 @@ def build_optimizer(model: torch.nn.Module, spec: TrainingRunSpec, device: torch
     )
 
 
+def compile_enabled(setting: bool | None, device: torch.device) -> bool:
+    """`training.compile`: as set, else on for CUDA and off on CPU (the spec's documented default)."""
+    return setting if setting is not None else device.type == "cuda"
+
+
 def autocast_for(precision: str, device: torch.device):
     if precision == "fp32":
         return contextlib.nullcontext()
@@ -215,7 +220,7 @@ def train(config: dict, ctx: WorkerContext) -> dict:
     raw_model = build_model(ModelConfig.from_spec(spec.model, t.dropout), eos_id=tokenizer.eos_id).to(device)
     schedule = Schedule.from_spec(spec, plan)
     loader = make_loader(spec, plan, rank, world, options)
-    writer = ProgressWriter(out, plan.total_steps, plan.tokens_per_step, options) if is_main else None
+    writer = ProgressWriter(out, plan.total_steps, plan.tokens_per_step, options, background=True) if is_main else None
     validation = ValidationShell.for_run(spec, out, options, rank, world, device, autocast)
     stream_digest = ""  # running hash of every sequence trained on, in stream order (rank 0)
 
@@ -255,7 +260,7 @@ def train(config: dict, ctx: WorkerContext) -> dict:
     optimizer = build_optimizer(raw_model, spec, device)
     if start is not None:
         load_optimizer_state(raw_model, optimizer, optimizer_state, t.parallelism)
-    if t.compile:
+    if compile_enabled(t.compile, device):
         model = torch.compile(model)
     # DDP can skip the gradient all-reduce on all but the last micro-batch; FSDP2 reduces every one.
     no_sync = getattr(model, "no_sync", None) or getattr(getattr(model, "_orig_mod", None), "no_sync", None)
@@ -279,15 +284,15 @@ def train(config: dict, ctx: WorkerContext) -> dict:
         lr = lr_at(step, schedule)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        batches = loader.next_step()
-        pending_rows.append(row_digests(batches, getattr(loader, "last_slots", None)))
-        if device.type == "cuda":  # page-locked, so the copies below run async, overlapped with compute
-            batches = [x.pin_memory() for x in batches]
-        for micro, x in enumerate(batches):
+        # On a GPU the step's tokens arrive page-locked and every micro-batch is copied at once, non-blocking:
+        # the copies queue behind the previous step's kernels and the host never waits for them.
+        batches = loader.next_step(pin_memory=device.type == "cuda")
+        pending_rows.append(row_digests(batches, getattr(loader, "last_slots", None)))  # host rows: no sync
+        on_device = [x.to(device, non_blocking=True) for x in batches]
+        for micro, x in enumerate(on_device):
             reseed(t.seed, step, rank * accum + micro)
-            x = x.to(device, non_blocking=True)
             inputs, labels = x[:, :-1], x[:, 1:]
-            last = micro == len(batches) - 1
+            last = micro == len(on_device) - 1
             with no_sync() if (no_sync and not last) else contextlib.nullcontext():
                 with autocast:
                     logits = model(input_ids=inputs, use_cache=False).logits
@@ -358,6 +363,8 @@ def train(config: dict, ctx: WorkerContext) -> dict:
             # FSDP2 gathers the full state on every rank (a collective), rank 0 ends up with it.
             model_state, optimizer_state = full_state(raw_model, optimizer, t.parallelism)
             if is_main:
+                if writer is not None:  # metrics up to this step are stored before a checkpoint a resume starts from
+                    writer.flush()
                 save_checkpoint(
                     spec,
                     plan,

@@ -10,6 +10,7 @@ so no step appears twice.
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import json
 import time
 
@@ -79,9 +80,21 @@ def keep_until(lines: list[MetricsLine], step: int) -> list[MetricsLine]:
 
 
 class ProgressWriter:
-    """Rank 0's writer of progress.json + metrics.jsonl. state: the lines written so far."""
+    """Rank 0's writer of progress.json + metrics.jsonl. state: the lines written so far.
 
-    def __init__(self, output_uri: str, total_steps: int, tokens_per_step: int, options: StorageOptions | None = None):
+    `background=True` (the training loop's): the writes to storage run on a thread of their own, off the
+    step loop's path (an object store PUT takes tens of ms, every logEverySteps; the other ranks would
+    wait for rank 0 at the next all-reduce). At most one write is in flight: the next `log` waits for it
+    and raises its error, and a `final` log returns only once it is written (so is `flush`)."""
+
+    def __init__(
+        self,
+        output_uri: str,
+        total_steps: int,
+        tokens_per_step: int,
+        options: StorageOptions | None = None,
+        background: bool = False,
+    ):
         self.output_uri, self.total_steps, self.tokens_per_step, self.options = (
             output_uri,
             total_steps,
@@ -90,6 +103,8 @@ class ProgressWriter:
         )
         self.lines: list[MetricsLine] = []
         self.validation: ValidationLine | None = None  # the latest held-out loss, shown in progress.json
+        self._pool = cf.ThreadPoolExecutor(1, thread_name_prefix="trainkit-progress") if background else None
+        self._in_flight: cf.Future | None = None
 
     def resume(self, step: int) -> None:
         """Load what an earlier attempt wrote, keeping lines up to `step`."""
@@ -97,15 +112,30 @@ class ProgressWriter:
 
     def log(self, metrics: MetricsLine, final: bool = False) -> ProgressDoc:
         self.lines.append(metrics)
-        body = "".join(json.dumps(m, sort_keys=True) + "\n" for m in self.lines).encode()
-        storage.write_bytes(artifacts.run_file(self.output_uri, METRICS), body, self.options)
         record = progress_record(metrics, self.total_steps, self.tokens_per_step)
         if final:
             record["finished"] = True
         if self.validation is not None:
             record["validation"] = validation_summary(self.validation)
-        storage.write_json(artifacts.run_file(self.output_uri, PROGRESS), record, self.options)
+        if self._pool is None:
+            self._write(self.lines, record)
+            return record
+        self.flush()
+        self._in_flight = self._pool.submit(self._write, list(self.lines), record)
+        if final:
+            self.flush()
         return record
+
+    def flush(self) -> None:
+        """Wait for the write in flight, if any; raise its error."""
+        if self._in_flight is not None:
+            in_flight, self._in_flight = self._in_flight, None
+            in_flight.result()
+
+    def _write(self, lines: list[MetricsLine], record: ProgressDoc) -> None:
+        body = "".join(json.dumps(m, sort_keys=True) + "\n" for m in lines).encode()
+        storage.write_bytes(artifacts.run_file(self.output_uri, METRICS), body, self.options)
+        storage.write_json(artifacts.run_file(self.output_uri, PROGRESS), record, self.options)
 
     def state_dict(self) -> dict:
         return {"lines": list(self.lines)}
