@@ -63,9 +63,10 @@ SOURCES = (("manuals", 0.5), ("web", 0.3), ("edu", 0.2))
 def ensure_data(folder: str, log=print) -> dict[str, str]:
     """Prepared demo sources under `folder` (built once with demo-data + prepare on a local Ray)."""
     from trainkit import storage
+    from trainkit.spec.data import INDEX_FILE
 
     uris = {name: os.path.abspath(os.path.join(folder, "shards", name)) for name, _ in SOURCES}
-    if all(storage.exists(storage.join(u, "index.json")) for u in uris.values()):
+    if all(storage.exists(storage.join(u, INDEX_FILE)) for u in uris.values()):
         return uris
     from trainkit.data.demo import demo_sources, write_parquet_source
     from trainkit.data.prepare import ensure_ray, run_prepare
@@ -168,6 +169,7 @@ def bare_loop(spec, plan, batches, device) -> tuple[float, list[float], float]:
 def ours(spec, device) -> tuple[float, list[float], float]:
     """(training seconds with checkpoint writes excluded, tokens/s of each log window, CPU seconds of this
     process (prefetch threads included)) of trainkit's loop."""
+    from trainkit import artifacts
     from trainkit.spec.models import TrainingRunSpec
     from trainkit.train.loop import WorkerContext, train
 
@@ -180,8 +182,7 @@ def ours(spec, device) -> tuple[float, list[float], float]:
 
         with contextlib.redirect_stdout(io.StringIO()):
             r = train({"spec": doc}, WorkerContext(device=device))
-        with open(os.path.join(out, "metrics.jsonl")) as f:
-            windows = [json.loads(line)["tokensPerSecond"] for line in f if line.strip()]
+        windows = [line["tokensPerSecond"] for line in artifacts.read_metrics(out)]
     return r["loopSeconds"] - r["checkpointSeconds"], windows, r["trainCpuSeconds"]
 
 
