@@ -47,10 +47,13 @@ VOLCANO_QUEUE_LABEL = "volcano.sh/queue-name"
 RAY_PRIORITY_LABEL = "ray.io/priority-class-name"
 
 CREDENTIAL_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+# What MLflow's client reads for a tracking server's basic or bearer auth; each optional in the Secret.
+MLFLOW_CREDENTIAL_KEYS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
 # Env names the operator sets itself; a run's spec.resources.env may not shadow them.
 RESERVED_ENV = frozenset(
     {
         *CREDENTIAL_KEYS,
+        *MLFLOW_CREDENTIAL_KEYS,
         "AWS_ENDPOINT_URL",
         "AWS_DEFAULT_REGION",
         "TRAINKIT_RUN_NAME",
@@ -232,8 +235,21 @@ def container_env(run: dict, spec: TrainingRunSpec, config: OperatorConfig) -> l
         {"name": "TRAINKIT_RUN_UID", "value": meta.get("uid") or ""},
     ]
     env += storage_env(run, spec, config)
+    env += mlflow_env(spec)
     env += [{"name": e.name, "value": e.value} for e in spec.resources.env if e.name not in RESERVED_ENV]
     return env
+
+
+def mlflow_env(spec: TrainingRunSpec) -> list[dict]:
+    """MLflow credentials ONLY as secretKeyRefs to spec.tracking.mlflow.credentialsSecret (each key optional:
+    a Secret holds a username and password, or a token)."""
+    m = spec.tracking.mlflow
+    if m is None or not m.credentials_secret:
+        return []
+    return [
+        {"name": key, "valueFrom": {"secretKeyRef": {"name": m.credentials_secret, "key": key, "optional": True}}}
+        for key in MLFLOW_CREDENTIAL_KEYS
+    ]
 
 
 def tolerations(spec: TrainingRunSpec, config: OperatorConfig | None = None) -> list[dict]:
