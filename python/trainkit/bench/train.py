@@ -273,6 +273,7 @@ def tracked_loop(spec, device, on: bool) -> tuple[float, float]:
     (trainkit.train.logship), the Ray metrics gauges (this process is connected to a local Ray), TensorBoard event
     files uploaded to <output>/tensorboard/ at EVERY log step (the worst case; runs upload at most every 30 s).
     Off: none of the three. Both write metrics.jsonl and progress.json, the run's own records."""
+    from trainkit import artifacts
     from trainkit.spec.models import TrainingRunSpec
     from trainkit.train import logship
     from trainkit.train.loop import WorkerContext, train
@@ -289,7 +290,7 @@ def tracked_loop(spec, device, on: bool) -> tuple[float, float]:
         try:
             for fd in (1, 2):
                 os.dup2(null, fd)
-            shipping = logship.capture(out, "bench", None) if on else contextlib.nullcontext()
+            shipping = logship.capture(out, artifacts.DRIVER_LOG, None) if on else contextlib.nullcontext()
             with shipping:
                 r = train(config, WorkerContext(device=device))
         finally:
@@ -297,10 +298,10 @@ def tracked_loop(spec, device, on: bool) -> tuple[float, float]:
                 os.dup2(saved[fd], fd)
                 os.close(saved[fd])
             os.close(null)
-        if on:  # what was measured was really produced
-            from trainkit import artifacts
-
-            assert artifacts.list_tensorboard_files(out) and artifacts.list_log_segments(out).get("bench")
+        if on and not (
+            artifacts.list_tensorboard_files(out) and artifacts.list_log_segments(out).get(artifacts.DRIVER_LOG)
+        ):
+            raise RuntimeError(f"tracking was on but {out} has no tensorboard/ events or logs/: nothing was measured")
     tokens = r["stepsRun"] * spec.training.global_batch_size * spec.data.seq_length
     return tokens / (r["loopSeconds"] - r["checkpointSeconds"]), tokens / r["trainCpuSeconds"]
 
