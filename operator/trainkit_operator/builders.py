@@ -48,6 +48,8 @@ VOLCANO_QUEUE_LABEL = "volcano.sh/queue-name"
 RAY_PRIORITY_LABEL = "ray.io/priority-class-name"
 
 CREDENTIAL_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+# What MLflow's client reads for a tracking server's basic or bearer auth; each optional in the Secret.
+MLFLOW_CREDENTIAL_KEYS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
 NON_ROOT_UID = 1000
 
 HEAD_CONTAINER = "ray-head"
@@ -229,6 +231,7 @@ def container_env(run: dict, spec: TrainingRunSpec, config: OperatorConfig) -> l
         {"name": "TRAINKIT_RUN_UID", "value": meta.get("uid") or ""},
     ]
     env += storage_env(run, spec, config)
+    env += mlflow_env(spec)
     # The spec refuses the names the operator sets (trainkit.spec.models.reserved_env_name); filtered again here,
     # so no spec, however it got past validation, shadows them.
     env += [user_env_entry(e) for e in spec.resources.env if not reserved_env_name(e.name)]
@@ -242,6 +245,18 @@ def user_env_entry(e: EnvVar) -> dict:
         ref = e.secret_key_ref
         return {"name": e.name, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key, "optional": False}}}
     return {"name": e.name, "value": e.value}
+
+
+def mlflow_env(spec: TrainingRunSpec) -> list[dict]:
+    """MLflow credentials ONLY as secretKeyRefs to spec.tracking.mlflow.credentialsSecret (each key optional:
+    a Secret holds a username and password, or a token)."""
+    m = spec.tracking.mlflow
+    if m is None or not m.credentials_secret:
+        return []
+    return [
+        {"name": key, "valueFrom": {"secretKeyRef": {"name": m.credentials_secret, "key": key, "optional": True}}}
+        for key in MLFLOW_CREDENTIAL_KEYS
+    ]
 
 
 def tolerations(spec: TrainingRunSpec, config: OperatorConfig | None = None) -> list[dict]:

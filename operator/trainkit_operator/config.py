@@ -131,6 +131,16 @@ def _allow_list(env: Mapping[str, str], name: str) -> tuple[str, ...] | None:
     return _list(env, name) if name in env else None
 
 
+def _port(env: Mapping[str, str], name: str) -> int | None:
+    """A TCP port 1-65535, or None when unset or empty (off)."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise ValueError(f"{name} must be a port number 1-65535, got {raw!r}")
+    return int(raw)
+
+
 def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in env.get(name, "").split(",") if x.strip())
 
@@ -201,6 +211,11 @@ class OperatorConfig:
     network_policy: bool = True
     kuberay_namespace: str = "kuberay-system"
     kuberay_pod_labels: dict[str, str] = field(default_factory=lambda: {"app.kubernetes.io/name": "kuberay-operator"})
+    # Prometheus metrics (trainkit_operator.metrics) on metrics_host:metrics_port/metrics; None: not served
+    # (an operator started without the chart), 0: any free port (tests). The chart serves them on the pod's
+    # addresses (0.0.0.0), port operator.metrics.port.
+    metrics_port: int | None = None
+    metrics_host: str = "0.0.0.0"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "OperatorConfig":
@@ -245,6 +260,8 @@ class OperatorConfig:
             network_policy=_bool(env, p + "NETWORK_POLICY", cls.network_policy),
             kuberay_namespace=env.get(p + "KUBERAY_NAMESPACE") or cls.kuberay_namespace,
             kuberay_pod_labels=_labels(env, p + "KUBERAY_POD_LABELS") or {"app.kubernetes.io/name": "kuberay-operator"},
+            metrics_port=_port(env, p + "METRICS_PORT"),
+            metrics_host=env.get(p + "METRICS_HOST") or cls.metrics_host,
         )
         if cfg.credentials_mode not in CREDENTIALS_MODES:
             raise ValueError(

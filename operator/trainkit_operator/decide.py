@@ -885,3 +885,30 @@ def transition_event(prev: TrainingRunStatus | None, new: TrainingRunStatus) -> 
     ):
         return "Warning", new_applied.reason, new_applied.message[:1000]
     return None
+
+
+def run_events(prev: TrainingRunStatus | None, new: TrainingRunStatus) -> tuple[tuple[str, str, str], ...]:
+    """Every Event a status change posts: the phase change or refusal (`transition_event`), its message ending
+    with where the logs are once the run has ended, and a new eval result with its report."""
+    events: list[tuple[str, str, str]] = []
+    changed = transition_event(prev, new)
+    if changed is not None:
+        kind, reason, message = changed
+        if new.phase in TERMINAL_PHASES and new.artifacts is not None and new.artifacts.logs:
+            suffix = f" (logs: {new.artifacts.logs})"
+            message = message[: 1000 - len(suffix)] + suffix
+        events.append((kind, reason, message))
+    result = eval_event(prev.eval if prev else None, new.eval)
+    if result is not None:
+        events.append(result)
+    return tuple(events)
+
+
+def eval_event(old: EvalSummary | None, new: EvalSummary | None) -> tuple[str, str, str] | None:
+    """(Normal, EvalResult, "eval of step N: average A; task s, ...; report URI") for an eval step not shown before."""
+    if new is None or (old is not None and old.step == new.step):
+        return None
+    average = "n/a" if new.average is None else f"{new.average:g}"
+    tasks = ", ".join(f"{task} {score:g}" for task, score in sorted(new.tasks.items())[:12])
+    report = f"; report: {new.report_uri}" if new.report_uri else ""
+    return "Normal", "EvalResult", f"eval of step {new.step}: average {average}; {tasks or 'no tasks'}{report}"[:1000]

@@ -51,13 +51,26 @@ def backoff_delay(retry: int, base: float = 1.0, cap: float = 60.0) -> float:
 class Kube:
     """The operator's Kubernetes calls (see api_calls.API_CALLS); made per operator, never at import."""
 
-    def __init__(self, api_client):
+    def __init__(self, api_client) -> None:
         from kubernetes import client
 
         self.api_client = api_client
         self.custom = client.CustomObjectsApi(api_client)
         self.core = client.CoreV1Api(api_client)
         self.networking = client.NetworkingV1Api(api_client)
+        # Told of every failed call (HTTP method, the client's path template, the error): the metrics count them.
+        self.on_api_error: Callable[[str, str, BaseException], None] = lambda method, path, e: None
+        send = api_client.call_api
+
+        def call_api(resource_path: str, method: str, *args: Any, **kwargs: Any) -> Any:
+            # Every generated API method of the client goes through call_api: one place sees every failure.
+            try:
+                return send(resource_path, method, *args, **kwargs)
+            except Exception as e:
+                self.on_api_error(method, resource_path, e)
+                raise
+
+        api_client.call_api = call_api
 
     @classmethod
     def from_environment(cls, pool_size: int = 16) -> "Kube":

@@ -32,8 +32,9 @@ from trainkit_operator.kube import Kube
 class Outcome:
     status: dict | None  # what was written (None: unchanged or terminal)
     phase: str | None
-    event: tuple[str, str, str] | None
+    events: tuple[tuple[str, str, str], ...]  # (type, reason, message) to post: phase changes, evals, refusals
     decision: decide.Decision | None
+    storage_problems: tuple[str, ...] = ()  # reads of the run's artifacts that failed this time
 
 
 def spec_error_text(e: SpecError) -> str:
@@ -47,7 +48,7 @@ def reconcile(kube: Kube, run: dict, config: OperatorConfig, now: str | None = N
     ns, name = meta.get("namespace") or "default", meta["name"]
     prev = decide.previous_status(run)
     if decide.is_sticky_terminal(prev):
-        return Outcome(None, prev.phase, None, None)
+        return Outcome(None, prev.phase, (), None)
 
     spec = plan = None
     spec_error: str | None = None
@@ -132,11 +133,12 @@ def reconcile(kube: Kube, run: dict, config: OperatorConfig, now: str | None = N
         # A terminal status is final (never reconciled again): it must carry the run's last progress and
         # eval summary, so it waits for reads that actually ran.
         raise kopf.TemporaryError("final status waits for this namespace's storage reads", delay=1.0)
+    failed_reads = () if observed.deferred else tuple(observed.problems or ())
     if prev is not None and prev.model_dump() == status.model_dump():
-        return Outcome(None, status.phase, None, decision)
+        return Outcome(None, status.phase, (), decision, failed_reads)
     written = decide.status_patch(status)
     kube.patch_run_status(ns, name, meta.get("resourceVersion"), written)
-    return Outcome(written, status.phase, decide.transition_event(prev, status), decision)
+    return Outcome(written, status.phase, decide.run_events(prev, status), decision, failed_reads)
 
 
 def secret_state(kube: Kube, ns: str, secret: str) -> decide.SecretState:

@@ -15,10 +15,16 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+import typing
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import kopf
+
+from trainkit.spec.data import DataPhase
+from trainkit.spec.status import Phase
+from trainkit.spec.sweep_status import SweepPhase
 
 from trainkit_operator import builders
 from trainkit_operator.config import OperatorConfig
@@ -36,6 +42,7 @@ from trainkit_operator.kube import (
     is_transient,
     lock_for,
 )
+from trainkit_operator.metrics import NO_STATUS, OperatorMetrics
 from trainkit_operator.run_reconcile import reconcile
 from trainkit_operator.sweep_reconcile import reconcile_sweep
 from trainkit_operator.sweeps import SWEEP_LABEL
@@ -81,22 +88,41 @@ def configure_settings(settings: kopf.OperatorSettings, config: OperatorConfig) 
         settings.peering.standalone = True
 
 
-def guarded(memo: Any, key: tuple[str, ...], what: str, attempt: Callable[[], T], retry: int) -> T:
-    """`attempt()` under the object's lock; any failure becomes a kopf retry with backoff."""
+# The kinds as the metrics name them (trainkit_resources{kind}), with every phase each can show.
+RUN_KIND, SWEEP_KIND, DATA_KIND = "TrainingRun", "TrainingSweep", "TrainingData"
+KIND_PHASES = {
+    RUN_KIND: (NO_STATUS, *typing.get_args(Phase)),
+    SWEEP_KIND: (NO_STATUS, *typing.get_args(SweepPhase)),
+    DATA_KIND: (NO_STATUS, *typing.get_args(DataPhase)),
+}
+
+
+def new_metrics() -> OperatorMetrics:
+    return OperatorMetrics(KIND_PHASES)
+
+
+def guarded(memo: Any, key: tuple[str, ...], kind: str, what: str, attempt: Callable[[], T], retry: int) -> T:
+    """`attempt()` under the object's lock, timed; any failure becomes a kopf retry with backoff."""
+    metrics: OperatorMetrics = memo.metrics
     with lock_for(memo, key):
+        started = time.perf_counter()
         try:
             return attempt()
         except kopf.TemporaryError:
             raise
         except Exception as e:  # noqa: BLE001 - any failure becomes a kopf retry with backoff, never a crash
+            metrics.reconcile_failures.labels(kind).inc()
             delay = backoff_delay(retry) if is_transient(e) else backoff_delay(retry, base=5.0)
             raise kopf.TemporaryError(f"{what} failed ({describe_api_error(e)}); retrying", delay=delay) from None
+        finally:
+            metrics.reconcile_seconds.labels(kind).observe(time.perf_counter() - started)
 
 
-def post(body: dict, event: tuple[str, str, str] | None) -> None:
+def post(memo: Any, body: dict, event: tuple[str, str, str] | None) -> None:
     if event is not None:
-        kind, reason, message = event
-        kopf.event(body, type=kind, reason=reason, message=message)
+        type_, reason, message = event
+        kopf.event(body, type=type_, reason=reason, message=message)
+        memo.metrics.event(body.get("kind") or "", type_, reason)
 
 
 def live(obj: dict | None) -> dict | None:
@@ -111,9 +137,11 @@ def reconcile_run_named(memo: Any, ns: str, name: str, retry: int = 0) -> None:
         run = live(kube.get_run(ns, name))
         return None if run is None else (run, reconcile(kube, run, memo.config))
 
-    done = guarded(memo, (ns, name), "reconcile", attempt, retry)
+    done = guarded(memo, (ns, name), RUN_KIND, "reconcile", attempt, retry)
     if done is not None:
-        post(done[0], done[1].event)
+        memo.metrics.storage_failures(ns, len(done[1].storage_problems))
+        for event in done[1].events:
+            post(memo, done[0], event)
 
 
 def reconcile_sweep_named(memo: Any, ns: str, name: str, retry: int = 0) -> None:
@@ -123,9 +151,9 @@ def reconcile_sweep_named(memo: Any, ns: str, name: str, retry: int = 0) -> None
         sweep = live(kube.get_sweep(ns, name))
         return None if sweep is None else (sweep, reconcile_sweep(kube, sweep))
 
-    done = guarded(memo, ("sweep", ns, name), "sweep reconcile", attempt, retry)
+    done = guarded(memo, ("sweep", ns, name), SWEEP_KIND, "sweep reconcile", attempt, retry)
     if done is not None:
-        post(done[0], done[1])
+        post(memo, done[0], done[1])
 
 
 def reconcile_data_named(memo: Any, ns: str, name: str, retry: int = 0) -> None:
@@ -135,9 +163,9 @@ def reconcile_data_named(memo: Any, ns: str, name: str, retry: int = 0) -> None:
         data = live(kube.get_data(ns, name))
         return None if data is None else (data, reconcile_data(kube, data, memo.config))
 
-    done = guarded(memo, ("data", ns, name), "TrainingData reconcile", attempt, retry)
+    done = guarded(memo, ("data", ns, name), DATA_KIND, "TrainingData reconcile", attempt, retry)
     if done is not None:
-        post(done[0], done[1])
+        post(memo, done[0], done[1])
 
 
 Named = Callable[..., None]
@@ -195,23 +223,42 @@ def on_child_change(
 
 
 def register(
-    registry: kopf.OperatorRegistry, config: OperatorConfig | None = None, kube: Kube | None = None
+    registry: kopf.OperatorRegistry,
+    config: OperatorConfig | None = None,
+    kube: Kube | None = None,
+    metrics: OperatorMetrics | None = None,
 ) -> kopf.OperatorRegistry:
-    """Register every handler into `registry`. `kube` lets a caller supply the API client (tests)."""
+    """Register every handler into `registry`. `kube` lets a caller supply the API client (tests), `metrics`
+    the metrics object (tests read the port it serves on from it)."""
     config = config or OperatorConfig.from_env()
+    metrics = metrics or new_metrics()
 
     @kopf.on.startup(registry=registry)
     def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_):
         configure_settings(settings, config)
         memo.config = config
+        memo.metrics = metrics
         memo.kube = kube or Kube.from_environment(pool_size=config.max_workers + 4)
+        memo.kube.on_api_error = metrics.api_error
         memo.locks = {}
         memo.locks_guard = threading.Lock()
+        if config.metrics_port is not None:
+            port = metrics.serve(config.metrics_host, config.metrics_port)
+            log.info("serving Prometheus metrics on %s:%d/metrics", config.metrics_host, port)
 
     @kopf.on.cleanup(registry=registry)
     def cleanup(memo: kopf.Memo, **_):
+        metrics.close()
         if kube is None and getattr(memo, "kube", None) is not None:
             memo.kube.close()
+
+    # The phase of every object, from the watch stream (terminal runs are never reconciled, but still count).
+    for plural, kind in ((PLURAL, RUN_KIND), (SWEEPS, SWEEP_KIND), (DATAS, DATA_KIND)):
+
+        def seen(body, type, _kind=kind, **_):
+            metrics.saw(_kind, body, type)
+
+        kopf.on.event(GROUP, VERSION, plural, id=f"metrics-{plural}", registry=registry)(seen)
 
     rayjobs = ("ray.io", "v1", "rayjobs")
     # The runs' first tick waits: create/resume handlers have just reconciled them.

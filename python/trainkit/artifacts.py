@@ -46,6 +46,8 @@ LOSS_PLOT = "loss.png"
 CHECKPOINTS = "checkpoints"
 EVAL = "eval"
 LOGS = "logs"
+TENSORBOARD = "tensorboard"  # TensorBoard event files (trainkit.train.tracking), events.out.tfevents.*
+TENSORBOARD_EVENT_PREFIX = "events.out.tfevents."
 
 MANIFEST = "checkpoint.json"  # in each checkpoint folder; written last: it commits the checkpoint
 TRAINER_STATE = "trainer/state.json"
@@ -107,6 +109,21 @@ def scores_by_step_uri(output_uri: str) -> str:
 
 def logs_uri(output_uri: str) -> str:
     return storage.join(output_uri, LOGS)
+
+
+def tensorboard_uri(output_uri: str) -> str:
+    """The folder to point TensorBoard at (`tensorboard --logdir <this>`)."""
+    return storage.join(output_uri, TENSORBOARD)
+
+
+def tensorboard_file_uri(output_uri: str, name: str) -> str:
+    return storage.join(output_uri, TENSORBOARD, name)
+
+
+def list_tensorboard_files(output_uri: str, options: StorageOptions | None = None) -> list[str]:
+    """Names of the event files under tensorboard/ (other names are ignored)."""
+    names = storage.list_names(tensorboard_uri(output_uri), options)
+    return [n for n in names if n.startswith(TENSORBOARD_EVENT_PREFIX)]
 
 
 def worker_log_stream(rank: int) -> str:

@@ -105,9 +105,10 @@ def chart_rbac(server, scope: str, **values) -> str:
 
 
 @contextmanager
-def running_operator(server, config=None, timeout: float = 120):
+def running_operator(server, config=None, timeout: float = 120, metrics=None):
     """The operator under kopf's own runner, logged in to the test server; yields the runner. It
-    authenticates as `server.operator_token` when chart_rbac() set one, else as the test's admin."""
+    authenticates as `server.operator_token` when chart_rbac() set one, else as the test's admin.
+    `metrics`: the operator's OperatorMetrics (a test reads the port they are served on from it)."""
     import kopf
     from kopf.testing import KopfRunner
 
@@ -130,7 +131,7 @@ def running_operator(server, config=None, timeout: float = 120):
 
         path = server.write_token_kubeconfig(Path(tempfile.mkdtemp(prefix="sa-kubeconfig-")) / "config", token)
         kube = Kube(kubernetes.config.new_client_from_config(config_file=str(path)))
-    register(registry, config or operator_config(), kube=kube)
+    register(registry, config or operator_config(), kube=kube, metrics=metrics)
     settings = kopf.OperatorSettings()
     where = ["--all-namespaces"] if getattr(server, "operator_scope", None) == "cluster" else ["--namespace", NS]
     with KopfRunner(

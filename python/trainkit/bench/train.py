@@ -26,6 +26,7 @@ torch.compile on. Data: the three demo sources (real English text), prepared onc
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -55,6 +56,12 @@ def add_arguments(p) -> None:
     )
     p.add_argument("--data", default=".trainkit/bench-train", help="folder for the prepared demo sources (reused)")
     p.add_argument("--json", default=None, help="also write the figures to this file")
+    p.add_argument(
+        "--tracking-overhead",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also measure the loop with log shipping, Ray metrics and TensorBoard on vs off (goal: within 2%%)",
+    )
 
 
 SOURCES = (("manuals", 0.5), ("web", 0.3), ("edu", 0.2))
@@ -310,7 +317,87 @@ def run(args) -> int:
         minutes = 1e9 * plan.flops_per_token / (m * peak) / 60 if m else float("nan")
         print(f"1B tokens at our rate: {minutes:.1f} min on one {name}")
         figures["minutesPer1BTokens"] = minutes
+    if args.tracking_overhead:
+        figures["trackingOverhead"] = tracking_overhead(spec, device, args.repeats)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(figures, f, indent=2)
     return 0
+
+
+# ------------------------------------------------------------------ tracking on vs off (issue 16)
+TRACKING_GOAL = 0.02  # at most 2% apart
+
+
+def tracked_loop(spec, device, on: bool) -> tuple[float, float]:
+    """(tokens/s with checkpoint writes excluded, tokens per CPU-second) of trainkit's loop in this process, with
+    everything a run reports besides its own records on (`on`) or off. On: stdout/stderr shipped to <output>/logs/
+    (trainkit.train.logship), the Ray metrics gauges (this process is connected to a local Ray), TensorBoard event
+    files uploaded to <output>/tensorboard/ at EVERY log step (the worst case; runs upload at most every 30 s).
+    Off: none of the three. Both write metrics.jsonl and progress.json, the run's own records."""
+    from trainkit import artifacts
+    from trainkit.spec.models import TrainingRunSpec
+    from trainkit.train import logship
+    from trainkit.train.loop import WorkerContext, train
+
+    with tempfile.TemporaryDirectory(prefix="trainkit-bench-") as out:
+        doc = spec.model_dump(mode="json", by_alias=True)
+        doc["output"]["uri"] = out
+        doc["tracking"] = {"tensorboard": on}
+        TrainingRunSpec.model_validate(doc)
+        config = {"spec": doc, "tracking": {"enabled": on, "tensorboardUploadSeconds": 0}}
+        # The loop's prints go nowhere in both arms (with `on`, through the log shipper first).
+        saved = {fd: os.dup(fd) for fd in (1, 2)}
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            for fd in (1, 2):
+                os.dup2(null, fd)
+            shipping = logship.capture(out, artifacts.DRIVER_LOG, None) if on else contextlib.nullcontext()
+            with shipping:
+                r = train(config, WorkerContext(device=device))
+        finally:
+            for fd in (1, 2):
+                os.dup2(saved[fd], fd)
+                os.close(saved[fd])
+            os.close(null)
+        if on and not (
+            artifacts.list_tensorboard_files(out) and artifacts.list_log_segments(out).get(artifacts.DRIVER_LOG)
+        ):
+            raise RuntimeError(f"tracking was on but {out} has no tensorboard/ events or logs/: nothing was measured")
+    tokens = r["stepsRun"] * spec.training.global_batch_size * spec.data.seq_length
+    return tokens / (r["loopSeconds"] - r["checkpointSeconds"]), tokens / r["trainCpuSeconds"]
+
+
+def tracking_overhead(spec, device, repeats: int) -> dict:
+    """The loop with tracking on vs off, interleaved `repeats` times (after one warm-up each) in this process."""
+    import ray
+
+    started_ray = not ray.is_initialized()
+    if started_ray:  # the Ray gauges need a Ray to record into (a local one, as `trainkit run` starts)
+        ray.init(address="local", num_cpus=1, include_dashboard=False, object_store_memory=1 << 30,
+                 log_to_driver=False)  # fmt: skip
+    try:
+        tracked_loop(spec, device, True), tracked_loop(spec, device, False)  # warm-up
+        rates: dict[str, list[float]] = {"on": [], "off": []}
+        cpu: dict[str, list[float]] = {"on": [], "off": []}
+        for r in range(repeats):
+            for name in ("off", "on") if r % 2 else ("on", "off"):
+                tps, per_cpu = tracked_loop(spec, device, name == "on")
+                rates[name].append(tps)
+                cpu[name].append(per_cpu)
+                print(f"  tracking {name:3} repeat {r + 1}: {tps:>12,.0f} tokens/s", flush=True)
+    finally:
+        if started_ray:
+            ray.shutdown()
+    best = {k: max(v) for k, v in rates.items()}
+    median = {k: statistics.median(v) for k, v in rates.items()}
+    best_cpu = {k: max(v) for k, v in cpu.items()}
+    ratio = best["on"] / best["off"]
+    print(
+        f"tracking on vs off (log shipping + Ray metrics + TensorBoard, uploads at every log step): best tokens/s "
+        f"on {best['on']:,.0f}  off {best['off']:,.0f}  ratio {ratio:.3f}; median ratio {median['on'] / median['off']:.3f}; "
+        f"tokens per CPU-second ratio {best_cpu['on'] / best_cpu['off']:.3f} "
+        f"(goal: within {TRACKING_GOAL:.0%}: {'met' if abs(1 - ratio) <= TRACKING_GOAL else 'NOT met'})"
+    )
+    return {"tokensPerSecond": best, "median": median, "tokensPerCpuSecond": best_cpu, "ratio": ratio,
+            "goal": TRACKING_GOAL}  # fmt: skip

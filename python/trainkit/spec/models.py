@@ -408,6 +408,33 @@ class StorageSpec(SpecModel):
     )
 
 
+class MlflowSpec(SpecModel):
+    uri: Annotated[str, Field(pattern=r"^https?://[^\s/@]+(/.*)?$", max_length=1024)] = Field(
+        description="MLflow tracking server URL (http or https); never user:password@: credentials come from credentialsSecret"
+    )
+    experiment: Annotated[str, Field(min_length=1, max_length=256)] = Field(
+        "trainkit", description="MLflow experiment (created if absent)"
+    )
+    credentials_secret: Annotated[str, Field(pattern=DNS1123_LABEL, max_length=253)] | None = Field(
+        None,
+        description=(
+            "Secret in the run's namespace with MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or "
+            "MLFLOW_TRACKING_TOKEN, given to the Ray pods as secretKeyRefs; never the values themselves"
+        ),
+    )
+    parent_run_name: Annotated[str, Field(min_length=1, max_length=253)] | None = Field(
+        None,
+        description="Nest this run under the MLflow run of this name (made if absent); a TrainingSweep sets its own name",
+    )
+
+
+class TrackingSpec(SpecModel):
+    tensorboard: bool = Field(
+        True, description="TensorBoard event files under <output>/tensorboard/ (written locally, uploaded at log steps)"
+    )
+    mlflow: MlflowSpec | None = Field(None, description="Also log params and metrics to an MLflow tracking server")
+
+
 # ---------------------------------------------------------------------------------------- the run
 class TrainingRunSpec(SpecModel):
     model: ModelSpec = Field(default_factory=ModelSpec)
@@ -422,6 +449,7 @@ class TrainingRunSpec(SpecModel):
     scheduling: SchedulingSpec = Field(default_factory=SchedulingSpec)
     output: OutputSpec
     storage: StorageSpec = Field(default_factory=StorageSpec)
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
 
     @model_validator(mode="after")
     def cross_field(self):

@@ -238,6 +238,9 @@ def expand_sweep(sweep: TrainingSweep) -> list[dict]:
             run_spec["training"]["seed"] = o.seed
         if o.eval_limit is not None:
             run_spec["eval"]["limit"] = o.eval_limit
+        mlflow = run_spec.get("tracking", {}).get("mlflow")
+        if mlflow is not None:
+            mlflow.setdefault("parentRunName", sweep.metadata.name)  # each proxy is a child of the sweep's run
         metadata = {
             "name": name,
             "labels": {

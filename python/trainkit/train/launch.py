@@ -21,7 +21,7 @@ from trainkit.spec.models import TrainingRunSpec
 from trainkit.spec.plan import Plan, derive_plan
 from trainkit.storage import StorageOptions
 from trainkit.spec.memory import check_fits
-from trainkit.train import logship
+from trainkit.train import logship, tracking
 from trainkit.train.logship import LogPolicy
 
 
@@ -86,7 +86,7 @@ def check_output(spec: TrainingRunSpec, options: StorageOptions) -> None:
     digest = _digest(document)
     # A local run is identified by what it trains: resuming with other resources, scheduling or evals is the
     # same run (fewer workers continue the exact stream); another model, data or training block is not.
-    trained = _digest({k: v for k, v in document.items() if k not in ("resources", "scheduling", "eval")})
+    trained = _digest({k: v for k, v in document.items() if k not in ("resources", "scheduling", "eval", "tracking")})
     mine = artifacts.OwnerRecord(
         owner=artifacts.owner_of_run(
             os.environ.get("TRAINKIT_RUN_UID"),
@@ -147,11 +147,18 @@ def run_training(
         preflight(spec, plan, options)
     policy = log_policy or LogPolicy()
     with logship.capture(spec.output.uri, artifacts.DRIVER_LOG, options, policy) as driver_log:
+        mlflow_run = tracking.start_mlflow_run(spec, spec_as_json(spec))  # None unless spec.tracking.mlflow
         try:
-            return _fit_and_eval(spec, plan, options, name, max_failures, ray_storage, policy)
+            result = _fit_and_eval(spec, plan, options, name, max_failures, ray_storage, policy, mlflow_run)
         except BaseException:
             driver_log.write(traceback.format_exc().encode())  # for the log only: the caller reports it its way
+            if mlflow_run is not None:
+                mlflow_run.finish(succeeded=False)
             raise
+        if mlflow_run is not None:
+            mlflow_run.log_eval(dict(result.eval) if result.eval else None)
+            mlflow_run.finish(succeeded=True)
+        return result
 
 
 def _fit_and_eval(
@@ -162,6 +169,7 @@ def _fit_and_eval(
     max_failures: int,
     ray_storage: str | None,
     log_policy: LogPolicy,
+    mlflow_run: tracking.MlflowRun | None = None,
 ) -> TrainedRun:
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -181,6 +189,7 @@ def _fit_and_eval(
             "spec": spec_as_json(spec),
             "storage": {"endpoint": options.resolved_endpoint(), "region": options.region},
             "logs": log_policy.as_config(),
+            "tracking": {"mlflowRunId": mlflow_run.run_id if mlflow_run is not None else None},
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=r.workers, use_gpu=r.gpus_per_worker > 0, resources_per_worker=resources

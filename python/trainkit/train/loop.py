@@ -35,7 +35,7 @@ from trainkit.model import ModelConfig, build_model
 from trainkit.spec.models import TrainingRunSpec
 from trainkit.spec.plan import derive_plan
 from trainkit.storage import StorageOptions
-from trainkit.train import checkpoint
+from trainkit.train import checkpoint, tracking
 from trainkit.train.progress import ProgressWriter, Throughput, mfu, peak_flops
 from trainkit.train.schedule import Schedule, lr_at
 
@@ -98,6 +98,7 @@ def train_worker(config: dict) -> None:
             train(config, ctx)
         except BaseException:
             traceback.print_exc()  # Ray Train hands the exception to the driver; the worker's own log keeps it too
+            tracking.close_all()  # what TensorBoard/MLflow have is sent before the worker goes
             raise
 
 
@@ -252,6 +253,7 @@ def train(config: dict, ctx: WorkerContext) -> dict:
             flush=True,
         )
     step = start or 0
+    tracker = tracking.for_worker(spec, plan.tokens_per_step, rank, step, config.get("tracking"), options)
 
     # 4. parallelism -----------------------------------------------------------------------------
     # ddp: Ray Train's DDP wrapper; fsdp: PyTorch FSDP2 shards parameters, gradients and optimizer state
@@ -286,7 +288,7 @@ def train(config: dict, ctx: WorkerContext) -> dict:
             group["lr"] = lr
         # On a GPU the step's tokens arrive page-locked and every micro-batch is copied at once, non-blocking:
         # the copies queue behind the previous step's kernels and the host never waits for them.
-        batches = loader.next_step(pin_memory=device.type == "cuda")
+        batches = tracker.timed_data(lambda: loader.next_step(pin_memory=device.type == "cuda"))
         pending_rows.append(row_digests(batches, getattr(loader, "last_slots", None)))  # host rows: no sync
         on_device = [x.to(device, non_blocking=True) for x in batches]
         for micro, x in enumerate(on_device):
@@ -328,6 +330,7 @@ def train(config: dict, ctx: WorkerContext) -> dict:
         if eval_now or final:  # before the log, so progress.json carries the step's validation loss
             t_val = time.perf_counter()
             measured = validation.measure(raw_model, step, step * plan.tokens_per_step)
+            tracker.validation(step, measured)
             if writer is not None and measured is not None:
                 writer.validation = measured
             throughput.exclude(time.perf_counter() - t_val)
@@ -358,6 +361,10 @@ def train(config: dict, ctx: WorkerContext) -> dict:
                     f"[trainkit] step {step}/{plan.total_steps} loss {loss_value:.4f} lr {lr:.3g} tokens/s {tps:,.0f}",
                     flush=True,
                 )
+            if tracker.active:  # Ray metrics (every rank), TensorBoard and MLflow (rank 0): trainkit.train.tracking
+                mfu_now = mfu(tps, plan.flops_per_token, peak, world)
+                tracker.log({"step": step, "loss": loss_value, "lr": lr, "gradNorm": float(grad_norm),
+                             "tokensPerSecond": tps, "mfu": mfu_now})  # fmt: skip
         if ckpt_now:
             t_ckpt, cpu_ckpt = time.perf_counter(), time.process_time()
             # FSDP2 gathers the full state on every rank (a collective), rank 0 ends up with it.
@@ -385,10 +392,12 @@ def train(config: dict, ctx: WorkerContext) -> dict:
             if world > 1 and dist.is_initialized():
                 dist.barrier()  # nobody races ahead of a checkpoint that might be resumed from
             checkpoint_seconds += time.perf_counter() - t_ckpt
+            tracker.checkpoint(time.perf_counter() - t_ckpt)
             checkpoint_cpu += time.process_time() - cpu_ckpt
             throughput.exclude(time.perf_counter() - t_ckpt)  # tokens/s is about training, not uploads
     loop_seconds, loop_cpu = time.perf_counter() - t_loop, time.process_time() - cpu_loop
     loader.close()
+    tracker.close()
     wait_for_evals(evals)
     return {
         "step": step,
