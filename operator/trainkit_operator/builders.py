@@ -59,6 +59,12 @@ RESERVED_ENV = frozenset(
         "TRAINKIT_SPEC",
     }
 )
+# Ray settings for every Ray container unless the run's resources.env sets them. Ray >= 2.5x drains a node on
+# SIGTERM for up to 30 s (for Serve replicas); a training cluster has none, and when KubeRay deletes it (suspend,
+# Kueue preemption, a retry, the job's end) the head gets the same SIGTERM, so the drain can only wait out its
+# timeout and hold the GPUs that long.
+RAY_POD_ENV_DEFAULTS = {"RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
+
 NON_ROOT_UID = 1000
 
 HEAD_CONTAINER = "ray-head"
@@ -232,8 +238,9 @@ def container_env(run: dict, spec: TrainingRunSpec, config: OperatorConfig) -> l
         {"name": "TRAINKIT_RUN_UID", "value": meta.get("uid") or ""},
     ]
     env += storage_env(run, spec, config)
-    env += [{"name": e.name, "value": e.value} for e in spec.resources.env if e.name not in RESERVED_ENV]
-    return env
+    own = [{"name": e.name, "value": e.value} for e in spec.resources.env if e.name not in RESERVED_ENV]
+    defaults = [{"name": k, "value": v} for k, v in RAY_POD_ENV_DEFAULTS.items() if k not in {e["name"] for e in own}]
+    return env + defaults + own
 
 
 def tolerations(spec: TrainingRunSpec, config: OperatorConfig | None = None) -> list[dict]:
