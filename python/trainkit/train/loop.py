@@ -40,8 +40,17 @@ from trainkit.train.progress import ProgressWriter, Throughput, mfu, peak_flops
 from trainkit.train.schedule import Schedule, lr_at
 
 # Test-only fault injection (documented in docs/training.md): rank TRAINKIT_FAULT_RANK (default: the last)
-# raises at the start of step TRAINKIT_FAULT_AT_STEP, once per TRAINKIT_FAULT_MARKER file.
-FAULT_ENV = ("TRAINKIT_FAULT_AT_STEP", "TRAINKIT_FAULT_RANK", "TRAINKIT_FAULT_MARKER")
+# raises at the start of step TRAINKIT_FAULT_AT_STEP, once per TRAINKIT_FAULT_MARKER file; rank 0 waits at the
+# start of each step in TRAINKIT_PAUSE_AT_STEPS until TRAINKIT_PAUSE_DIR/resume-<step> exists, so a test can
+# act on a real run (kill a node, preempt it) at a known point after a checkpoint.
+FAULT_ENV = (
+    "TRAINKIT_FAULT_AT_STEP",
+    "TRAINKIT_FAULT_RANK",
+    "TRAINKIT_FAULT_MARKER",
+    "TRAINKIT_PAUSE_AT_STEPS",
+    "TRAINKIT_PAUSE_DIR",
+)
+PAUSE_TIMEOUT_S = 900.0
 
 
 class InjectedFault(RuntimeError):
@@ -175,6 +184,25 @@ def maybe_fault(step: int, rank: int, world_size: int) -> None:
     raise InjectedFault(f"TRAINKIT_FAULT_AT_STEP: injected failure at step {step} on rank {rank}")
 
 
+def maybe_pause(step: int, rank: int) -> None:
+    """Test-only: rank 0 writes TRAINKIT_PAUSE_DIR/paused-<step> (its pid) and waits for resume-<step>; the other
+    ranks wait for it in the step's first collective. Once resume-<step> exists the step never pauses again (a
+    resumed attempt passes it)."""
+    steps, folder = os.environ.get("TRAINKIT_PAUSE_AT_STEPS"), os.environ.get("TRAINKIT_PAUSE_DIR")
+    if rank != 0 or not steps or not folder or step not in {int(s) for s in steps.split(",") if s.strip()}:
+        return
+    release = Path(folder) / f"resume-{step}"
+    if release.exists():
+        return
+    (Path(folder) / f"paused-{step}").write_text(f"{os.getpid()}\n")
+    print(f"[trainkit] paused at step {step} until {release} exists (TRAINKIT_PAUSE_AT_STEPS)", flush=True)
+    deadline = time.monotonic() + PAUSE_TIMEOUT_S
+    while not release.exists():
+        if time.monotonic() > deadline:
+            raise InjectedFault(f"TRAINKIT_PAUSE_AT_STEPS: nobody released step {step} in {PAUSE_TIMEOUT_S:.0f} s")
+        time.sleep(0.1)
+
+
 def load_tokenizer_for(spec: TrainingRunSpec):
     from trainkit.data import load_tokenizer
 
@@ -275,6 +303,7 @@ def train(config: dict, ctx: WorkerContext) -> dict:
 
     # 5. the step loop ---------------------------------------------------------------------------
     while step < plan.total_steps:
+        maybe_pause(step, rank)
         maybe_fault(step, rank, world)
         lr = lr_at(step, schedule)
         for group in optimizer.param_groups:
