@@ -63,13 +63,12 @@ def operator_config(**kw):
     return OperatorConfig(**base)
 
 
-@pytest.fixture
-def cluster(kube_api, s3_endpoint):
-    """The API test server with the generated TrainingRun CRD and the run's credentials Secret."""
+def install_runs(server):
+    """The generated TrainingRun CRD and the runs' credentials Secret on the API test server."""
     from trainkit.spec.crd import training_run_crd
 
-    kube_api.create(training_run_crd())
-    kube_api.create(
+    server.create(training_run_crd())
+    server.create(
         {
             "apiVersion": "v1",
             "kind": "Secret",
@@ -77,7 +76,13 @@ def cluster(kube_api, s3_endpoint):
             "stringData": {"AWS_ACCESS_KEY_ID": PLANTED[0], "AWS_SECRET_ACCESS_KEY": PLANTED[1]},
         }
     )
-    return kube_api
+    return server
+
+
+@pytest.fixture
+def cluster(kube_api, s3_endpoint):
+    """The API test server with the generated TrainingRun CRD and the run's credentials Secret."""
+    return install_runs(kube_api)
 
 
 def chart_rbac(server, scope: str, **values) -> str:
@@ -195,6 +200,51 @@ def kueue_sets_suspend(server, name: str, suspend: bool):
     try:
         kubernetes.client.CustomObjectsApi(client).patch_namespaced_custom_object(
             "ray.io", "v1", NS, "rayjobs", name, {"spec": {"suspend": suspend}}
+        )
+    finally:
+        client.close()
+
+
+# The part of Kueue's Workload CRD the tests store (kueue.x-k8s.io/v1beta2, the stored version).
+WORKLOAD_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "workloads.kueue.x-k8s.io"},
+    "spec": {
+        "group": "kueue.x-k8s.io",
+        "scope": "Namespaced",
+        "names": {"plural": "workloads", "singular": "workload", "kind": "Workload", "listKind": "WorkloadList"},
+        "versions": [
+            {
+                "name": "v1beta2",
+                "served": True,
+                "storage": True,
+                "subresources": {"status": {}},
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+            }
+        ],
+    },
+}
+
+
+def kueue_sets_workload(server, name: str, job_uid: str, conditions: list[dict]) -> None:
+    """SIMULATED Kueue: the Workload it keeps for a job (labelled with the job's uid), created if absent, with
+    these status conditions (status subresource)."""
+    import kubernetes
+
+    if not server.list("workloads", NS, label_selector=f"kueue.x-k8s.io/job-uid={job_uid}"):
+        server.create(
+            {
+                "apiVersion": "kueue.x-k8s.io/v1beta2",
+                "kind": "Workload",
+                "metadata": {"name": name, "namespace": NS, "labels": {"kueue.x-k8s.io/job-uid": job_uid}},
+                "spec": {"queueName": "gpu-training"},
+            }
+        )
+    client = kubernetes.config.new_client_from_config(config_file=str(server.kubeconfig))
+    try:
+        kubernetes.client.CustomObjectsApi(client).patch_namespaced_custom_object_status(
+            "kueue.x-k8s.io", "v1beta2", NS, "workloads", name, {"status": {"conditions": conditions}}
         )
     finally:
         client.close()
