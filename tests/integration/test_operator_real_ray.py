@@ -227,7 +227,8 @@ def launch(s3_endpoint, tmp_path_factory):
         # The pods must not be able to read credentials from anywhere but the Secret
         assert not any(k.startswith("AWS_") for k in pod_env())
         standin = KubeRayStandIn(server.kubeconfig, NS, tmp / "pods", extra_env=pod_env())
-        operator = Operator(server, operator_config(ray_ttl_seconds_after_finished=0))
+        # a 2 s timer: the storage reads behind progress need no more; RayJob changes wake the operator at once
+        operator = Operator(server, operator_config(ray_ttl_seconds_after_finished=0, timer_interval=2.0))
         operator.start()
         try:
             with standin:

@@ -179,30 +179,28 @@ def status_of(server, name) -> dict:
     return (get(server, RUNS, name) or {}).get("status") or {}
 
 
-def kuberay_sets_status(server, name: str, **status):
-    """SIMULATED KubeRay: write the RayJob status as KubeRay's controller would (status subresource)."""
+def patch_as_controller(server, plural: str, name: str, body: dict, status: bool = False) -> None:
+    """A merge patch through the API, as another controller writes it (`status`: the status subresource)."""
     import kubernetes
 
+    group, version = {"rayjobs": ("ray.io", "v1"), "workloads": ("kueue.x-k8s.io", "v1beta2")}[plural]
     client = kubernetes.config.new_client_from_config(config_file=str(server.kubeconfig))
     try:
-        kubernetes.client.CustomObjectsApi(client).patch_namespaced_custom_object_status(
-            "ray.io", "v1", NS, "rayjobs", name, {"status": status}
-        )
+        api = kubernetes.client.CustomObjectsApi(client)
+        patch = api.patch_namespaced_custom_object_status if status else api.patch_namespaced_custom_object
+        patch(group, version, NS, plural, name, body)
     finally:
         client.close()
+
+
+def kuberay_sets_status(server, name: str, **status):
+    """SIMULATED KubeRay: write the RayJob status as KubeRay's controller would (status subresource)."""
+    patch_as_controller(server, "rayjobs", name, {"status": status}, status=True)
 
 
 def kueue_sets_suspend(server, name: str, suspend: bool):
     """SIMULATED Kueue: its webhook suspends a queued RayJob; admission un-suspends it."""
-    import kubernetes
-
-    client = kubernetes.config.new_client_from_config(config_file=str(server.kubeconfig))
-    try:
-        kubernetes.client.CustomObjectsApi(client).patch_namespaced_custom_object(
-            "ray.io", "v1", NS, "rayjobs", name, {"spec": {"suspend": suspend}}
-        )
-    finally:
-        client.close()
+    patch_as_controller(server, "rayjobs", name, {"spec": {"suspend": suspend}})
 
 
 # The part of Kueue's Workload CRD the tests store (kueue.x-k8s.io/v1beta2, the stored version).
@@ -230,8 +228,6 @@ WORKLOAD_CRD = {
 def kueue_sets_workload(server, name: str, job_uid: str, conditions: list[dict]) -> None:
     """SIMULATED Kueue: the Workload it keeps for a job (labelled with the job's uid), created if absent, with
     these status conditions (status subresource)."""
-    import kubernetes
-
     if not server.list("workloads", NS, label_selector=f"kueue.x-k8s.io/job-uid={job_uid}"):
         server.create(
             {
@@ -241,13 +237,7 @@ def kueue_sets_workload(server, name: str, job_uid: str, conditions: list[dict])
                 "spec": {"queueName": "gpu-training"},
             }
         )
-    client = kubernetes.config.new_client_from_config(config_file=str(server.kubeconfig))
-    try:
-        kubernetes.client.CustomObjectsApi(client).patch_namespaced_custom_object_status(
-            "kueue.x-k8s.io", "v1beta2", NS, "workloads", name, {"status": {"conditions": conditions}}
-        )
-    finally:
-        client.close()
+    patch_as_controller(server, "workloads", name, {"status": {"conditions": conditions}}, status=True)
 
 
 def put_json(uri: str, obj: dict):

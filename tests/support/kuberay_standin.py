@@ -58,7 +58,7 @@ emulated pods run with RAY_AUTH_MODE=disabled (Ray 2.60 would otherwise turn it 
 own but CreateContainerConfigError; a failed submitter pod is replaced at once (the Job controller backs off
 10 s, 20 s, ...); the head pod is not restarted (KubeRay without GCS fault tolerance loses the cluster's jobs
 then anyway); the stand-in cannot adopt clusters after its own restart (their processes were its children), and
-fails such a job with SubmissionFailed; the status is written by a poll loop (0.3 s), not watch events.
+fails such a job with SubmissionFailed; the status is written by a poll loop, not watch events.
 Processes are stopped by their own process groups, never with `ray stop`. `timeline` records what happened when
 (the tests print it: where the time goes).
 """
@@ -90,7 +90,7 @@ FINALIZER = "ray.io/rayjob-finalizer"  # utils.RayJobStopJobFinalizer
 RAY_JOB_TERMINAL = ("STOPPED", "SUCCEEDED", "FAILED")  # rayv1.IsJobTerminal
 SUBMITTER_BACKOFF_LIMIT = 2  # createNewK8sJob: submitterConfig.backoffLimit defaults to 2
 GRACE_PERIOD_S = 300  # utils.DEFAULT_RAYJOB_DEPLOYMENT_STATUS_TRANSITION_GRACE_PERIOD_SECONDS
-POLL_S = 0.3
+POLL_S = 0.5  # KubeRay requeues every 3 s and reacts to watch events at once; a poll between the two
 
 
 def now_iso() -> str:
@@ -192,6 +192,11 @@ class Pod:
     ray_args: list[str] = field(default_factory=list)
     tmp: str = ""  # the container's own /tmp (TMPDIR); kept across container restarts, as a pod's is
     restarts: int = 0
+    ready: bool = False
+
+    @property
+    def agent_port(self) -> int:
+        return int(next(a.split("=", 1)[1] for a in self.ray_args if a.startswith("--dashboard-agent-listen-port=")))
 
     def pid_of(self, needle: str) -> int | None:
         """The pid of this pod's process whose command line contains `needle` (e.g. "/raylet "), or None."""
@@ -703,16 +708,27 @@ class KubeRayStandIn:
                     pass
 
     def _cluster_ready(self, rayjob: dict, cluster: Cluster) -> bool:
-        """RayCluster Ready: the head's dashboard answers and every worker replica has joined as a live node."""
+        """RayCluster Ready: every replica's pod runs and passes KubeRay's readiness probe
+        (common/pod.go initLivenessAndReadinessProbe: the node's dashboard agent answers api/local_raylet_healthz,
+        the head's dashboard api/gcs_healthz too). The probe's 10 s initial delay and 5 s period are not kept."""
         want = 1 + sum(
             int(g.get("replicas", 1)) for g in rayjob["spec"]["rayClusterSpec"].get("workerGroupSpecs") or []
         )
+        for i, pod in enumerate(cluster.pods):
+            if not pod.ready and pod.proc.poll() is None:
+                probes = [f"http://127.0.0.1:{pod.agent_port}/api/local_raylet_healthz"]
+                if i == 0:
+                    probes.append(f"{cluster.dashboard}/api/gcs_healthz")
+                pod.ready = all(self._probe(url) for url in probes)
+        return len(cluster.pods) >= want and all(p.ready and p.proc.poll() is None for p in cluster.pods)
+
+    @staticmethod
+    def _probe(url: str) -> bool:
         try:
-            nodes = self._dashboard(cluster, "/nodes?view=summary", timeout=2)["data"]["summary"]
-        except Exception:  # noqa: BLE001 - not up yet
+            with urllib.request.urlopen(url, timeout=2) as r:
+                return r.status == 200
+        except Exception:  # noqa: BLE001 - not ready
             return False
-        alive = [n for n in nodes if (n.get("raylet") or {}).get("state") == "ALIVE"]
-        return len(alive) >= want
 
     def _job_info(self, cluster: Cluster, job_id: str) -> tuple[dict | None, bool]:
         """(the dashboard's JobDetails, not found): GetJobInfo; (None, False) when the dashboard does not answer."""
