@@ -20,7 +20,15 @@ and ONE stand-in side by side, each applied once the previous one's Ray cluster 
   the middle of each. Its final weights must be byte-identical to `rr-ref`'s, with the same per-source counts;
 - `rr-fail`, backoffLimit 0: its driver is SIGKILLed once it connects, so the one attempt it has is used up and
   the run is Failed with KubeRay's reason; the operator is restarted meanwhile.
-Each scenario runs in its own thread from the module fixture; the tests below read what they recorded.
+Each scenario runs in its own thread from the module fixture; the tests below read what they recorded. The
+stand-in's timeline (printed at the end) says where the time goes.
+
+Measured (6 Dec 2026, this shared 2-core machine at load average 16-28 from other work): the module in 12 min,
+467 CPU-seconds in all (Ray Train workers 101 s, Ray's per-node agents, raylets and `ray start` 97 s, the heads'
+dashboards 48 s, Ray Train's controller and helper actors 66 s, drivers 25 s, this pytest process with the
+operator, stand-in, API server and moto 36 s, the eval 7 s); under that load a worker node often misses Ray's
+30 s registration deadline once and its pod is restarted (40-70 s each). On an idle 2-core machine, with no such
+restarts, that is about 425 CPU-seconds on two cores: an estimate of about 4 minutes, not a measurement.
 """
 
 from __future__ import annotations
@@ -47,6 +55,8 @@ from test_operator_support import (
     NS,
     RAYJOBS,
     WORKLOAD_CRD,
+    assert_no_credentials,
+    events_for,
     get,
     install_runs,
     kueue_sets_suspend,
@@ -200,6 +210,7 @@ class Launch:
 def launch(s3_endpoint, tmp_path_factory):
     import boto3
 
+    from kubeapi.fixtures import point_clients_at
     from kubeapi.server import KubeAPIServer
     from support.kuberay_standin import KubeRayStandIn
     from test_train_run import write_source
@@ -218,9 +229,7 @@ def launch(s3_endpoint, tmp_path_factory):
     storage.upload_dir(TASKS / "tk_winogrande", f"{bucket}/tasks/winogrande-like")
 
     with pytest.MonkeyPatch.context() as mp, KubeAPIServer() as server:
-        path = server.write_kubeconfig(tmp / "kubeconfig")
-        mp.setenv("KUBECONFIG", str(path))
-        mp.setenv("KUBECACHEDIR", str(tmp / "kube-cache"))
+        point_clients_at(server, tmp, mp)
         install_runs(server)
         server.create(WORKLOAD_CRD)
         (tmp / "pods").mkdir()
@@ -473,6 +482,7 @@ def faults_run(launch: Launch, seen: dict) -> None:
     seen["driver"]["start_steps"] = metrics_start_steps(out)
     seen["rayjob_status"] = get(server, RAYJOBS, name)["status"]
     seen["children"] = launch.children(name)
+    seen["events"] = [(e["type"], e["reason"]) for e in events_for(server, name)]
 
 
 def exhausted_run(launch: Launch, seen: dict) -> None:
@@ -502,6 +512,7 @@ def exhausted_run(launch: Launch, seen: dict) -> None:
     seen["rayjob_status"] = get(server, RAYJOBS, name)["status"]
     seen["clusters"] = launch.clusters_of(name)
     seen["table"] = kubectl("get", "tr", name, "-n", NS).stdout
+    seen["events"] = [(e["type"], e["reason"]) for e in events_for(server, name)]
 
 
 @pytest.fixture(scope="module")
@@ -544,7 +555,7 @@ def same_final_weights_as_reference(scenarios) -> None:
 
 # ---------------------------------------------------------------------------------------------- tests
 def test_kubectl_apply_trains_on_real_ray_nodes_and_reports_succeeded(launch, scenarios):
-    from trainkit import storage
+    from trainkit import artifacts, storage
 
     seen = scenarios["ref"].result()
     st, out = seen["status"], seen["doc"]["spec"]["output"]["uri"]
@@ -561,6 +572,10 @@ def test_kubectl_apply_trains_on_real_ray_nodes_and_reports_succeeded(launch, sc
     assert "Succeeded" in table and "100" in table and str(round(st["eval"]["average"], 4))[:4] in table, table
     # The trainer read the spec from the mounted ConfigMap: the head pod's mount namespace had it, the host not
     assert not Path("/etc/trainkit/spec.json").exists()
+    # ...and its storage key only through the Secret's secretKeyRefs: never in an object, Event or log
+    logs = [p.read_text(errors="replace") for p in (launch.tmp / "pods").rglob("*.log")]
+    logs += [storage.read_bytes(u).decode(errors="replace") for u in storage.find(artifacts.logs_uri(out))]
+    assert_no_credentials(launch.server, *logs)
     # shutdownAfterJobFinishes with ttlSecondsAfterFinished 0: the cluster is gone after the job
     wait_for(lambda: launch.standin.cluster_of("rr-ref") is None, timeout=60, what="cluster deleted")
     assert not launch.standin.errors, launch.standin.errors
@@ -574,6 +589,7 @@ def test_driver_killed_with_retries_exhausted_fails_with_kuberays_reason(scenari
     assert "exit code" in st["message"], st["message"]  # Ray's own words for the killed driver
     assert len(seen["clusters"]) == 1  # backoffLimit 0: no retry
     assert "Failed" in seen["table"], seen["table"]
+    assert ("Warning", "AppFailed") in seen["events"], seen["events"]
 
 
 def test_worker_raylet_killed_mid_run_ray_train_restarts_the_group(scenarios):
@@ -595,6 +611,7 @@ def test_kueue_preemption_tears_down_the_cluster_and_resumes_on_a_new_one(scenar
     assert len(pre["clusters_while_suspended"]) == 1 and len(pre["clusters"]) == 2  # resumed on a NEW cluster
     assert 4 in pre["start_steps"], pre["start_steps"]
     assert pre["rayjobs"].count("rr-faults") == 1 and seen["children"][RAYJOBS] == ["rr-faults"]
+    assert ("Normal", "Preempted") in seen["events"], seen["events"]
     same_final_weights_as_reference(scenarios)
 
 
