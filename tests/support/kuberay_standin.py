@@ -56,8 +56,7 @@ Simplifications, said plainly: no scheduler, resources or GPUs (rayStartParams d
 dashboard listens on 127.0.0.1 (dashboardURL is `127.0.0.1:<port>`, not the head Service); without authOptions the
 emulated pods run with RAY_AUTH_MODE=disabled (Ray 2.60 would otherwise turn it on itself); no Events of its
 own but CreateContainerConfigError; a failed submitter pod is replaced at once (the Job controller backs off
-10 s, 20 s, ...); the head pod is not restarted (KubeRay without GCS fault tolerance loses the cluster's jobs
-then anyway); the stand-in cannot adopt clusters after its own restart (their processes were its children), and
+10 s, 20 s, ...); the stand-in cannot adopt clusters after its own restart (their processes were its children), and
 fails such a job with SubmissionFailed; the status is written by a poll loop, not watch events.
 Processes are stopped by their own process groups, never with `ray stop`. `timeline` records what happened when
 (the tests print it: where the time goes).
@@ -764,11 +763,12 @@ class KubeRayStandIn:
         self.note(rayjob["metadata"]["name"], f"submitter Job started for Ray job {status['jobId']}")
 
     def _restart_exited_pods(self, name: str, cluster: Cluster) -> None:
-        """The kubelet's part, restartPolicy Always: an exited worker container starts again in the same pod (its
-        raylet joins as a new node). The head is not restarted (see the module docstring)."""
-        if not cluster.pods or cluster.pods[0].proc.poll() is not None or len(cluster.pods) == 1:
+        """The kubelet's part, restartPolicy Always: an exited container starts again in the same pod, with the
+        same ports. A worker's raylet joins as a new node; a restarted head is a new GCS (without GCS fault
+        tolerance the cluster's Ray jobs are gone, and the workers, losing the GCS, exit and come back)."""
+        if cluster.deleting_since is not None:
             return
-        for i, pod in enumerate(cluster.pods[1:], start=1):
+        for i, pod in enumerate(cluster.pods):
             if pod.proc.poll() is not None:
                 fresh = self._start_pod(cluster, pod.name, pod.group, pod.spec, pod.ray_args, pod.tmp)
                 fresh.restarts = pod.restarts + 1
