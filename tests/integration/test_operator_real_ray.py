@@ -268,6 +268,7 @@ class Scenario(threading.Thread):
         except BaseException:  # noqa: BLE001 - reported by the tests that read this scenario
             self.error = traceback.format_exc()
         self.took = time.monotonic() - self.started_at
+        self.launch.standin.note(self.name, f"test: scenario {'failed' if self.error else 'done'} in {self.took:.0f} s")
 
     def result(self) -> dict:
         self.join(SCENARIO_TIMEOUT)
@@ -525,10 +526,6 @@ def scenarios(launch):
     for s in runs.values():
         s.start()
     yield runs
-    for s in runs.values():
-        s.join(5)
-    took = {k: f"{s.took:.0f} s" if s.took else "unfinished" for k, s in runs.items()}
-    print(f"real launch path scenarios: {took}", file=sys.stderr)
 
 
 def final_checkpoint(uri: str) -> dict:
