@@ -23,12 +23,13 @@ and ONE stand-in side by side, each applied once the previous one's Ray cluster 
 Each scenario runs in its own thread from the module fixture; the tests below read what they recorded. The
 stand-in's timeline (printed at the end) says where the time goes.
 
-Measured (6 Dec 2026, this shared 2-core machine at load average 16-28 from other work): the module in 12 min,
-467 CPU-seconds in all (Ray Train workers 101 s, Ray's per-node agents, raylets and `ray start` 97 s, the heads'
-dashboards 48 s, Ray Train's controller and helper actors 66 s, drivers 25 s, this pytest process with the
-operator, stand-in, API server and moto 36 s, the eval 7 s); under that load a worker node often misses Ray's
-30 s registration deadline once and its pod is restarted (40-70 s each). On an idle 2-core machine, with no such
-restarts, that is about 425 CPU-seconds on two cores: an estimate of about 4 minutes, not a measurement.
+Measured (6 Dec 2026, this shared 2-core machine under other engineers' load, load average 11-36): the module in
+507, 588 and 720 s over three runs, 368-467 CPU-seconds in all (one run: Ray Train workers 87 s, Ray's per-node
+agents, raylets and `ray start` 72 s, the heads' dashboards 29 s, Ray Train's controller and helper actors 62 s,
+drivers and job supervisors 32 s, this pytest process with the operator, stand-in, API server and moto 27 s, the
+eval 7 s). Under that load a node often misses Ray's hard-coded 30 s registration deadline and the stand-in
+restarts its pod as the kubelet would (6-7 CPU-seconds and 40-70 s each). On an idle 2-core machine, without
+those restarts, ~350-430 CPU-seconds on two cores: about 4 minutes, an estimate, not a measurement.
 """
 
 from __future__ import annotations
