@@ -50,6 +50,12 @@ RAY_PRIORITY_LABEL = "ray.io/priority-class-name"
 CREDENTIAL_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 # What MLflow's client reads for a tracking server's basic or bearer auth; each optional in the Secret.
 MLFLOW_CREDENTIAL_KEYS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
+# Ray settings for every Ray container unless the run's resources.env sets them. Ray >= 2.5x drains a node on
+# SIGTERM for up to 30 s (for Serve replicas); a training cluster has none, and when KubeRay deletes it (suspend,
+# Kueue preemption, a retry, the job's end) the head gets the same SIGTERM, so the drain can only wait out its
+# timeout and hold the GPUs that long.
+RAY_POD_ENV_DEFAULTS = {"RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
+
 NON_ROOT_UID = 1000
 
 HEAD_CONTAINER = "ray-head"
@@ -234,8 +240,9 @@ def container_env(run: dict, spec: TrainingRunSpec, config: OperatorConfig) -> l
     env += mlflow_env(spec)
     # The spec refuses the names the operator sets (trainkit.spec.models.reserved_env_name); filtered again here,
     # so no spec, however it got past validation, shadows them.
-    env += [user_env_entry(e) for e in spec.resources.env if not reserved_env_name(e.name)]
-    return env
+    own = [user_env_entry(e) for e in spec.resources.env if not reserved_env_name(e.name)]
+    defaults = [{"name": k, "value": v} for k, v in RAY_POD_ENV_DEFAULTS.items() if k not in {e["name"] for e in own}]
+    return env + defaults + own
 
 
 def user_env_entry(e: EnvVar) -> dict:

@@ -494,6 +494,52 @@ def workload_not_admitted(workloads: list[dict] | None) -> str | None:
     return "; ".join(dict.fromkeys(why))[:2000] if why else None
 
 
+def workload_eviction(workloads: list[dict] | None) -> tuple[str, str] | None:
+    """(reason, message) of a Workload's Evicted=True condition: Kueue took the admission back (kueue
+    jobframework/reconciler.go "handle eviction" then suspends the job); or None."""
+    for wl in workloads or []:
+        for c in (wl.get("status") or {}).get("conditions") or []:
+            if c.get("type") == "Evicted" and c.get("status") == "True":
+                return c.get("reason") or "Evicted", c.get("message") or ""
+    return None
+
+
+HELD_AFTER_START = ("Preempted", "Evicted")
+
+
+def had_started(prev: TrainingRunStatus | None) -> bool:
+    """The run trained before (it ran, reported progress or left a checkpoint), or was already shown held after
+    that: Kueue holding it now took back an admission, it is not a first wait in the queue."""
+    if prev is None:
+        return False
+    return (
+        prev.phase == "Running"
+        or (prev.phase == "Queued" and prev.reason in HELD_AFTER_START)
+        or prev.last_checkpoint is not None
+        or bool(prev.progress and prev.progress.step)
+    )
+
+
+def resume_point(checkpoint: CheckpointRef | None) -> str:
+    if checkpoint is None:
+        return "starts over (no checkpoint yet)"
+    return f"resumes from checkpoint step {checkpoint.step} ({checkpoint.uri})"
+
+
+def held_after_start(
+    eviction: tuple[str, str] | None, queue: str | None, checkpoint: CheckpointRef | None
+) -> tuple[str, str]:
+    """(reason, message) of a run Kueue suspended after it had started: Preempted (or Evicted, for Kueue's other
+    eviction reasons), Kueue's own words when its Workload says them, and where training goes on from."""
+    kueue_reason, kueue_message = eviction or ("", "")
+    reason = "Preempted" if kueue_reason in ("", "Preempted") else "Evicted"
+    why = f" ({kueue_reason}: {kueue_message})" if eviction else ""
+    return reason, (
+        f"Kueue took the RayJob's admission back{why} and suspended it; KubeRay deleted its Ray cluster. "
+        f"When LocalQueue {queue} admits it again, a new Ray cluster {resume_point(checkpoint)}"
+    )
+
+
 def rayjob_warnings(events: list[dict] | None) -> str | None:
     """KubeRay's Warning Events on the RayJob, newest last (KubeRay 1.4 reports a rejected RayJob only so)."""
     warnings = [e for e in events or [] if e.get("type") == "Warning" and e.get("message")]
@@ -743,6 +789,15 @@ def summarize(
             message=rj_status.get("message") or None,
             last_phase=prev.phase if prev else None,
         )
+        failed_attempts = int(rj_status.get("failed") or 0)
+        if phase == "Pending" and jds in (None, "Initializing") and failed_attempts:
+            # KubeRay's Retrying -> New resets reason and message: say it is a retry, and from where.
+            limit = int(rj_spec.get("backoffLimit") or 0)
+            reason, message = (
+                "Retrying",
+                f"KubeRay retries the job on a new Ray cluster (attempt {failed_attempts + 1} of {limit + 1}); "
+                f"training {resume_point(prev.last_checkpoint if prev else None)}",
+            )
         if phase == "Pending" and jds in (None, "Initializing", "Retrying"):
             why = pod_problems(pods)
             if why:
@@ -754,9 +809,16 @@ def summarize(
             if warned:
                 reason, message = "RayJobRejected", f"KubeRay reports: {warned}"
         if phase == "Queued":
-            not_admitted = workload_not_admitted(workloads)
-            if not_admitted:
-                reason, message = "NotAdmitted", f"{message}; Kueue: {not_admitted}"
+            eviction = workload_eviction(workloads)
+            if eviction is not None or had_started(prev):
+                # Storage is not read while held: the checkpoint shown is the last one seen running.
+                reason, message = held_after_start(
+                    eviction, kueue_queue(rayjob), prev.last_checkpoint if prev else None
+                )
+            else:
+                not_admitted = workload_not_admitted(workloads)
+                if not_admitted:
+                    reason, message = "NotAdmitted", f"{message}; Kueue: {not_admitted}"
     if decision is not None and decision.action == "refuse":
         spec_applied = (False, "ImmutableFieldChanged", decision.message)
     elif decision is None and prev_conds.get("SpecApplied") is not None and prev_conds["SpecApplied"].status == "False":
@@ -823,7 +885,8 @@ def summarize(
     elif "StorageReadable" in prev_conds:
         conds.append(prev_conds["StorageReadable"])
 
-    start = rj_status.get("startTime") or (prev.start_time if prev else None)
+    # The run's start: KubeRay resets the RayJob's startTime for every attempt (a retry, a resume after suspend).
+    start = (prev.start_time if prev else None) or rj_status.get("startTime")
     completion = None
     if phase in TERMINAL_PHASES:
         completion = rj_status.get("endTime") or now

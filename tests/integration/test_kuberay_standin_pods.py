@@ -83,3 +83,52 @@ def test_the_operators_rayjob_becomes_ray_start_flags_and_mounted_files(standin,
     assert [target for _, target in mounts] == ["/etc/trainkit"]
     ((src, _),) = mounts
     assert (src / "spec.json").read_text() == cm["data"]["spec.json"]
+
+
+def test_the_submitter_command_is_kuberays():
+    """common/job.go GetK8sJobCommand (v1.4.2 and v1.7.0 alike), joined as getSubmitterTemplate does."""
+    from support.kuberay_standin import k8s_job_command
+
+    cmd = k8s_job_command(
+        "127.0.0.1:8265", "run-abcde", " python -m trainkit.jobs.train --spec /etc/trainkit/spec.json "
+    )
+    assert cmd == (
+        "if ! ray job status --address http://127.0.0.1:8265 run-abcde >/dev/null 2>&1 ; then "
+        "ray job submit --address http://127.0.0.1:8265 --no-wait --submission-id run-abcde -- "
+        "python -m trainkit.jobs.train --spec /etc/trainkit/spec.json ; fi ; "
+        "ray job logs --address http://127.0.0.1:8265 --follow run-abcde"
+    )
+
+
+@pytest.mark.parametrize(
+    "limit,failed,reason,expected",
+    [
+        (None, 0, "AppFailed", ("Failed", 1)),  # no backoffLimit: one attempt
+        (0, 0, "AppFailed", ("Failed", 1)),
+        (1, 0, "AppFailed", ("Retrying", 1)),  # failed < backoffLimit + 1: a new cluster
+        (1, 1, "AppFailed", ("Failed", 2)),  # retries used up
+        (3, 0, "DeadlineExceeded", ("Failed", 1)),  # never retried
+    ],
+)
+def test_backoff_counts_as_kuberays_check_backoff_limit(limit, failed, reason, expected):
+    from support.kuberay_standin import KubeRayStandIn
+
+    st = {"jobDeploymentStatus": "Failed", "jobStatus": "FAILED", "reason": reason, "failed": failed}
+    KubeRayStandIn._check_backoff_limit({} if limit is None else {"backoffLimit": limit}, st)
+    assert (st["jobDeploymentStatus"], st["failed"]) == expected and st["succeeded"] == 0
+    done = {"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED"}
+    KubeRayStandIn._check_backoff_limit({"backoffLimit": 1}, done)
+    assert (done["failed"], done["succeeded"]) == (0, 1)
+
+
+def test_only_initializing_and_running_rayjobs_go_to_suspending():
+    """updateStatusToSuspendingIfNeeded's validTransitions."""
+    from support.kuberay_standin import KubeRayStandIn
+
+    for jds in ("", "Initializing", "Running", "Complete", "Failed", "Retrying", "Suspended"):
+        st = {"jobDeploymentStatus": jds}
+        moved = KubeRayStandIn._to_suspending({"suspend": True}, st)
+        assert moved == (jds in ("Initializing", "Running")) and st["jobDeploymentStatus"] == (
+            "Suspending" if moved else jds
+        )
+        assert not KubeRayStandIn._to_suspending({"suspend": False}, {"jobDeploymentStatus": jds})

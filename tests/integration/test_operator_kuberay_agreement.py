@@ -10,10 +10,12 @@ import time
 from test_operator_support import (
     NS,
     RAYJOBS,
+    WORKLOAD_CRD,
     events_for,
     get,
     kuberay_sets_status,
     kueue_sets_suspend,
+    kueue_sets_workload,
     running_operator,
     seed_doc,
     status_of,
@@ -23,66 +25,14 @@ from test_operator_support import (
 
 def kueue_writes_workload(server, name: str, job_uid: str, message: str) -> None:
     """SIMULATED Kueue: the Workload it creates for a job, and (status subresource) why it is not admitted."""
-    import kubernetes
-
-    server.create(
-        {
-            "apiVersion": "kueue.x-k8s.io/v1beta2",
-            "kind": "Workload",
-            "metadata": {"name": name, "namespace": NS, "labels": {"kueue.x-k8s.io/job-uid": job_uid}},
-            "spec": {"queueName": "gpu-training"},
-        }
-    )
-    client = kubernetes.config.new_client_from_config(config_file=str(server.kubeconfig))
-    try:
-        kubernetes.client.CustomObjectsApi(client).patch_namespaced_custom_object_status(
-            "kueue.x-k8s.io",
-            "v1beta2",
-            NS,
-            "workloads",
-            name,
-            {
-                "status": {
-                    "conditions": [
-                        {
-                            "type": "QuotaReserved",
-                            "status": "False",
-                            "reason": "Pending",
-                            "message": message,
-                            "lastTransitionTime": "2026-12-03T00:00:00Z",
-                        }
-                    ]
-                }
-            },
-        )
-    finally:
-        client.close()
+    pending = {"type": "QuotaReserved", "status": "False", "reason": "Pending", "message": message}
+    kueue_sets_workload(server, name, job_uid, [{**pending, "lastTransitionTime": "2026-12-03T00:00:00Z"}])
 
 
 def condition(status: dict, type_: str) -> dict:
     return next(c for c in status["conditions"] if c["type"] == type_)
 
 
-# The part of Kueue's Workload CRD these tests store (kueue.x-k8s.io/v1beta2, the stored version).
-WORKLOAD_CRD = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": "workloads.kueue.x-k8s.io"},
-    "spec": {
-        "group": "kueue.x-k8s.io",
-        "scope": "Namespaced",
-        "names": {"plural": "workloads", "singular": "workload", "kind": "Workload", "listKind": "WorkloadList"},
-        "versions": [
-            {
-                "name": "v1beta2",
-                "served": True,
-                "storage": True,
-                "subresources": {"status": {}},
-                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
-            }
-        ],
-    },
-}
 UNTOLERATED = (
     "couldn't assign flavors to pod set gpu-workers: untolerated taint {nvidia.com/gpu: present} in flavor h100-80gb"
 )

@@ -63,13 +63,12 @@ def operator_config(**kw):
     return OperatorConfig(**base)
 
 
-@pytest.fixture
-def cluster(kube_api, s3_endpoint):
-    """The API test server with the generated TrainingRun CRD and the run's credentials Secret."""
+def install_runs(server):
+    """The generated TrainingRun CRD and the runs' credentials Secret on the API test server."""
     from trainkit.spec.crd import training_run_crd
 
-    kube_api.create(training_run_crd())
-    kube_api.create(
+    server.create(training_run_crd())
+    server.create(
         {
             "apiVersion": "v1",
             "kind": "Secret",
@@ -77,7 +76,13 @@ def cluster(kube_api, s3_endpoint):
             "stringData": {"AWS_ACCESS_KEY_ID": PLANTED[0], "AWS_SECRET_ACCESS_KEY": PLANTED[1]},
         }
     )
-    return kube_api
+    return server
+
+
+@pytest.fixture
+def cluster(kube_api, s3_endpoint):
+    """The API test server with the generated TrainingRun CRD and the run's credentials Secret."""
+    return install_runs(kube_api)
 
 
 def chart_rbac(server, scope: str, **values) -> str:
@@ -181,30 +186,65 @@ def status_of(server, name) -> dict:
     return (get(server, RUNS, name) or {}).get("status") or {}
 
 
-def kuberay_sets_status(server, name: str, **status):
-    """SIMULATED KubeRay: write the RayJob status as KubeRay's controller would (status subresource)."""
+def patch_as_controller(server, plural: str, name: str, body: dict, status: bool = False) -> None:
+    """A merge patch through the API, as another controller writes it (`status`: the status subresource)."""
     import kubernetes
 
+    group, version = {"rayjobs": ("ray.io", "v1"), "workloads": ("kueue.x-k8s.io", "v1beta2")}[plural]
     client = kubernetes.config.new_client_from_config(config_file=str(server.kubeconfig))
     try:
-        kubernetes.client.CustomObjectsApi(client).patch_namespaced_custom_object_status(
-            "ray.io", "v1", NS, "rayjobs", name, {"status": status}
-        )
+        api = kubernetes.client.CustomObjectsApi(client)
+        patch = api.patch_namespaced_custom_object_status if status else api.patch_namespaced_custom_object
+        patch(group, version, NS, plural, name, body)
     finally:
         client.close()
+
+
+def kuberay_sets_status(server, name: str, **status):
+    """SIMULATED KubeRay: write the RayJob status as KubeRay's controller would (status subresource)."""
+    patch_as_controller(server, "rayjobs", name, {"status": status}, status=True)
 
 
 def kueue_sets_suspend(server, name: str, suspend: bool):
     """SIMULATED Kueue: its webhook suspends a queued RayJob; admission un-suspends it."""
-    import kubernetes
+    patch_as_controller(server, "rayjobs", name, {"spec": {"suspend": suspend}})
 
-    client = kubernetes.config.new_client_from_config(config_file=str(server.kubeconfig))
-    try:
-        kubernetes.client.CustomObjectsApi(client).patch_namespaced_custom_object(
-            "ray.io", "v1", NS, "rayjobs", name, {"spec": {"suspend": suspend}}
+
+# The part of Kueue's Workload CRD the tests store (kueue.x-k8s.io/v1beta2, the stored version).
+WORKLOAD_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "workloads.kueue.x-k8s.io"},
+    "spec": {
+        "group": "kueue.x-k8s.io",
+        "scope": "Namespaced",
+        "names": {"plural": "workloads", "singular": "workload", "kind": "Workload", "listKind": "WorkloadList"},
+        "versions": [
+            {
+                "name": "v1beta2",
+                "served": True,
+                "storage": True,
+                "subresources": {"status": {}},
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+            }
+        ],
+    },
+}
+
+
+def kueue_sets_workload(server, name: str, job_uid: str, conditions: list[dict]) -> None:
+    """SIMULATED Kueue: the Workload it keeps for a job (labelled with the job's uid), created if absent, with
+    these status conditions (status subresource)."""
+    if not server.list("workloads", NS, label_selector=f"kueue.x-k8s.io/job-uid={job_uid}"):
+        server.create(
+            {
+                "apiVersion": "kueue.x-k8s.io/v1beta2",
+                "kind": "Workload",
+                "metadata": {"name": name, "namespace": NS, "labels": {"kueue.x-k8s.io/job-uid": job_uid}},
+                "spec": {"queueName": "gpu-training"},
+            }
         )
-    finally:
-        client.close()
+    patch_as_controller(server, "workloads", name, {"status": {"conditions": conditions}}, status=True)
 
 
 def put_json(uri: str, obj: dict):

@@ -59,7 +59,7 @@ def test_failed_workers_traceback_is_readable_under_logs(failed_run, s3_endpoint
         assert f"==> {stream} <==" in text
     worker1 = trainkit_logs(failed_run, "--stream", "worker-1", endpoint=s3_endpoint).stdout
     assert "Traceback (most recent call last)" in worker1
-    assert "InjectedFault: TRAINKIT_FAULT_AT_STEP: injected failure at step 3 on rank 1" in worker1
+    assert "InjectedFault: TEST_FAULT_AT_STEP: injected failure at step 3 on rank 1" in worker1
     assert "==> worker-0 <==" not in worker1
     driver = trainkit_logs(failed_run, "--stream", "driver", endpoint=s3_endpoint).stdout
     assert "injected failure at step 3 on rank 1" in driver  # the driver's own traceback of the failed fit

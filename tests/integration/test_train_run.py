@@ -115,7 +115,7 @@ def weights(output: str, step: int) -> bytes:
 
 class FaultEnv:
     def __init__(self, **env):
-        self.env = {f"TRAINKIT_FAULT_{k.upper()}": str(v) for k, v in env.items()}
+        self.env = {f"TEST_FAULT_{k.upper()}": str(v) for k, v in env.items()}
 
     def __enter__(self):
         os.environ.update(self.env)

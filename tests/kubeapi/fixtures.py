@@ -17,15 +17,21 @@ import pytest
 from .server import KubeAPIServer
 
 
+def point_clients_at(server: KubeAPIServer, folder, monkeypatch: pytest.MonkeyPatch) -> None:
+    """kubectl, helm and the `kubernetes` client talk to `server` while `monkeypatch` lasts: its kubeconfig in
+    `folder`, KUBECONFIG set, and the client's default location too when it is imported already."""
+    path = server.write_kubeconfig(folder / "kubeconfig")  # also sets server.kubeconfig
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    # kubectl keeps a discovery cache per server address; keep it per test
+    monkeypatch.setenv("KUBECACHEDIR", str(folder / "kube-cache"))
+    kube_config = sys.modules.get("kubernetes.config.kube_config")
+    if kube_config is not None and hasattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION"):
+        monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(path))
+
+
 @pytest.fixture
 def kube_api(tmp_path, monkeypatch, request):
     marker = request.node.get_closest_marker("kubeapi")  # @pytest.mark.kubeapi(rayjob="schemaless")
     with KubeAPIServer(**(marker.kwargs if marker else {})) as server:
-        path = server.write_kubeconfig(tmp_path / "kubeconfig")  # also sets server.kubeconfig
-        monkeypatch.setenv("KUBECONFIG", str(path))
-        # kubectl keeps a discovery cache per server address; keep it per test
-        monkeypatch.setenv("KUBECACHEDIR", str(tmp_path / "kube-cache"))
-        kube_config = sys.modules.get("kubernetes.config.kube_config")
-        if kube_config is not None and hasattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION"):
-            monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(path))
+        point_clients_at(server, tmp_path, monkeypatch)
         yield server

@@ -377,3 +377,17 @@ def test_the_decision_to_create_brings_the_network_policy_unless_disabled():
     assert d.action == "create" and d.network_policy is not None
     off = decide.plan_actions(run, spec, None, None, None, OperatorConfig(network_policy=False))
     assert off.action == "create" and off.network_policy is None
+
+
+def test_ray_pods_skip_rays_30_s_sigterm_drain_unless_the_run_asks_for_it():
+    """Found by the real launch path: Ray 2.60's `ray start` drains its node for 30 s on SIGTERM, so every suspend,
+    Kueue preemption and retry held the cluster (and its GPUs) 30 s after KubeRay deleted it."""
+    _, _, rj, _ = built()
+    for pod in (head(rj), workers(rj)[0]["template"]["spec"]):
+        env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+        assert env["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"] == "0"
+    _, _, rj, _ = built(
+        seed_run(**{"resources.env": [{"name": "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S", "value": "20"}]})
+    )
+    env = [e for e in head(rj)["containers"][0]["env"] if e["name"] == "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"]
+    assert env == [{"name": "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S", "value": "20"}]  # once, the run's

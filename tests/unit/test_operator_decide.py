@@ -542,3 +542,58 @@ def test_placement_policy_refuses_what_the_platform_did_not_allow():
     assert "spec.scheduling.volcanoQueue: queue 'other-team' is not allowed" in vq
     nq = error({**chart, "TRAINKIT_REQUIRE_QUEUE_NAME": "true"}, **{"scheduling.queueName": None})
     assert nq == "spec.scheduling.queueName: required here (every run goes through Kueue)"
+
+
+# ------------------------------------------------------------- what the real launch path's faults showed
+# (tests/integration/test_operator_real_ray.py runs them with real Ray; these pin the decisions)
+def _running_with_checkpoint(run: dict) -> dict:
+    rj = rayjob_for(run, "RUNNING", "Running", startTime="2026-11-27T07:00:00Z")
+    ckpt = {"step": 4, "uri": "s3://trainkit-runs/runs/x/checkpoints/step-00000004"}
+    return with_status(run, summarize(run, rj, progress={"step": 5, "totalSteps": 8}, checkpoint=ckpt))
+
+
+PREEMPTED = {
+    "type": "Evicted",
+    "status": "True",
+    "reason": "Preempted",
+    "message": "Preempted to accommodate a workload (UID: 1, JobUID: 2) due to prioritization in the ClusterQueue",
+}
+
+
+def test_a_run_kueue_suspends_after_it_ran_is_shown_preempted_with_where_it_resumes():
+    run = _running_with_checkpoint(seed_run())
+    # KubeRay tore the cluster down (Suspending -> Suspended resets jobStatus); Kueue's Workload says why
+    held = rayjob_for(run, "", "Suspended", suspend=True, startTime="2026-11-27T07:00:00Z")
+    wl = {"status": {"conditions": [PREEMPTED, {"type": "QuotaReserved", "status": "False", "message": "Pending"}]}}
+    st = summarize(run, held, workloads=[wl])
+    assert (st.phase, st.reason) == ("Queued", "Preempted")
+    assert "Preempted to accommodate a workload" in st.message and "checkpoint step 4" in st.message
+    assert st.last_checkpoint.step == 4 and st.progress.step == 5  # storage is not read while held: kept
+    assert decide.transition_event(decide.previous_status(run), st)[1] == "Preempted"
+    # still held on the next tick, and without a readable Workload (no Kueue RBAC): still Preempted
+    again = summarize(with_status(run, st), held, workloads=None)
+    assert (again.phase, again.reason) == ("Queued", "Preempted") and "checkpoint step 4" in again.message
+    # another eviction reason of Kueue's is named as such
+    timeout = {**PREEMPTED, "reason": "PodsReadyTimeout", "message": "Exceeded the PodsReady timeout"}
+    assert summarize(run, held, workloads=[{"status": {"conditions": [timeout]}}]).reason == "Evicted"
+    # a run that never started and waits in the queue is not "preempted"
+    fresh = seed_run()
+    assert summarize(fresh, rayjob_for(fresh, "", "Suspended", suspend=True)).reason == "WaitingForKueue"
+
+
+def test_a_kuberay_retry_attempt_says_so_and_where_training_resumes():
+    run = _running_with_checkpoint(seed_run(**{"scheduling.backoffLimit": 1}))
+    # KubeRay's Retrying -> New reset reason, message and jobStatus; only `failed` tells it is a retry
+    for jds in ("", "Initializing"):
+        st = summarize(run, rayjob_for(run, "", jds, failed=1, succeeded=0))
+        assert (st.phase, st.reason) == ("Pending", "Retrying"), st
+        assert "attempt 2 of 2" in st.message and "checkpoint step 4" in st.message
+    first = seed_run()
+    assert summarize(first, rayjob_for(first, "", "", failed=0)).reason == "Created"
+
+
+def test_start_time_is_the_runs_not_the_latest_attempts():
+    """KubeRay's initRayJobStatusIfNeed sets startTime again for every attempt (a retry, a resume)."""
+    run = _running_with_checkpoint(seed_run())
+    retry = rayjob_for(run, "RUNNING", "Running", startTime="2026-11-27T07:40:00Z", failed=1)
+    assert summarize(run, retry).start_time == "2026-11-27T07:00:00Z"

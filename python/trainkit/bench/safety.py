@@ -239,7 +239,9 @@ def run_capped(
                 doc = {"value": case()}
             except MemoryError:
                 doc = {"stopped": "memory cap"}
-            doc["peak_mib"] = max(0, _status_kib("VmHWM") - rss0) / 1024
+            # some kernels (and sandboxes) update VmHWM lazily: what is resident now is a floor for the peak
+            peak = max(_status_kib("VmHWM"), _status_kib("VmRSS"))
+            doc["peak_mib"] = max(0, peak - rss0) / 1024
             usage = resource.getrusage(resource.RUSAGE_SELF)
             doc["cpu"] = usage.ru_utime + usage.ru_stime
             with os.fdopen(write_end, "wb") as out:

@@ -39,9 +39,19 @@ from trainkit.train import checkpoint, tracking
 from trainkit.train.progress import ProgressWriter, Throughput, mfu, peak_flops
 from trainkit.train.schedule import Schedule, lr_at
 
-# Test-only fault injection (documented in docs/training.md): rank TRAINKIT_FAULT_RANK (default: the last)
-# raises at the start of step TRAINKIT_FAULT_AT_STEP, once per TRAINKIT_FAULT_MARKER file.
-FAULT_ENV = ("TRAINKIT_FAULT_AT_STEP", "TRAINKIT_FAULT_RANK", "TRAINKIT_FAULT_MARKER")
+# Test-only fault injection (documented in docs/training.md): rank TEST_FAULT_RANK (default: the last)
+# raises at the start of step TEST_FAULT_AT_STEP, once per TEST_FAULT_MARKER file; rank 0 waits at the
+# start of each step in TEST_PAUSE_AT_STEPS until TEST_PAUSE_DIR/resume-<step> exists, so a test can
+# act on a real run (kill a node, preempt it) at a known point after a checkpoint. Not TRAINKIT_-prefixed: an
+# operator test passes them through spec.resources.env, where that prefix is reserved for what trainkit sets.
+FAULT_ENV = (
+    "TEST_FAULT_AT_STEP",
+    "TEST_FAULT_RANK",
+    "TEST_FAULT_MARKER",
+    "TEST_PAUSE_AT_STEPS",
+    "TEST_PAUSE_DIR",
+)
+PAUSE_TIMEOUT_S = 900.0
 
 
 class InjectedFault(RuntimeError):
@@ -171,14 +181,33 @@ def mean_across(value: torch.Tensor, world_size: int) -> float:
 
 
 def maybe_fault(step: int, rank: int, world_size: int) -> None:
-    at = os.environ.get("TRAINKIT_FAULT_AT_STEP")
-    if at is None or step != int(at) or rank != int(os.environ.get("TRAINKIT_FAULT_RANK", world_size - 1)):
+    at = os.environ.get("TEST_FAULT_AT_STEP")
+    if at is None or step != int(at) or rank != int(os.environ.get("TEST_FAULT_RANK", world_size - 1)):
         return
-    marker = Path(os.environ.get("TRAINKIT_FAULT_MARKER") or Path(tempfile.gettempdir()) / f"trainkit-fault-{at}")
+    marker = Path(os.environ.get("TEST_FAULT_MARKER") or Path(tempfile.gettempdir()) / f"trainkit-fault-{at}")
     if marker.exists():
         return
     marker.write_text(f"fault injected at step {step} on rank {rank}\n")
-    raise InjectedFault(f"TRAINKIT_FAULT_AT_STEP: injected failure at step {step} on rank {rank}")
+    raise InjectedFault(f"TEST_FAULT_AT_STEP: injected failure at step {step} on rank {rank}")
+
+
+def maybe_pause(step: int, rank: int) -> None:
+    """Test-only: rank 0 writes TEST_PAUSE_DIR/paused-<step> (its pid) and waits for resume-<step>; the other
+    ranks wait for it in the step's first collective. Once resume-<step> exists the step never pauses again (a
+    resumed attempt passes it)."""
+    steps, folder = os.environ.get("TEST_PAUSE_AT_STEPS"), os.environ.get("TEST_PAUSE_DIR")
+    if rank != 0 or not steps or not folder or step not in {int(s) for s in steps.split(",") if s.strip()}:
+        return
+    release = Path(folder) / f"resume-{step}"
+    if release.exists():
+        return
+    (Path(folder) / f"paused-{step}").write_text(f"{os.getpid()}\n")
+    print(f"[trainkit] paused at step {step} until {release} exists (TEST_PAUSE_AT_STEPS)", flush=True)
+    deadline = time.monotonic() + PAUSE_TIMEOUT_S
+    while not release.exists():
+        if time.monotonic() > deadline:
+            raise InjectedFault(f"TEST_PAUSE_AT_STEPS: nobody released step {step} in {PAUSE_TIMEOUT_S:.0f} s")
+        time.sleep(0.1)
 
 
 def load_tokenizer_for(spec: TrainingRunSpec):
@@ -282,6 +311,7 @@ def train(config: dict, ctx: WorkerContext) -> dict:
 
     # 5. the step loop ---------------------------------------------------------------------------
     while step < plan.total_steps:
+        maybe_pause(step, rank)
         maybe_fault(step, rank, world)
         lr = lr_at(step, schedule)
         for group in optimizer.param_groups:
