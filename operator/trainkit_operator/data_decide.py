@@ -245,7 +245,19 @@ def decide_data(
     job, deployment = st.get("jobStatus") or "", st.get("jobDeploymentStatus") or ""
     seen = _progress(progress)
     error = (progress or {}).get("error")
-    if job in ("FAILED", "STOPPED") or deployment in ("Failed", "ValidationFailed"):
+    ended = job in ("FAILED", "STOPPED") or deployment in ("Failed", "ValidationFailed")
+    if ended and storage_state == "unreadable":
+        # Failed is final: it waits for the read of prepare-progress.json, which holds the prepare's own error.
+        return DataDecision(
+            "none",
+            status(
+                "Preparing",
+                "StorageUnreadable",
+                f"the prepare RayJob ended {job or deployment}; waiting to read its error: {storage_problem}",
+                (False, "JobFailed", f"RayJob {rayjob['metadata']['name']} ended {job or deployment}"),
+            ),
+        )
+    if ended:
         why = error or st.get("message") or f"prepare RayJob ended {job or deployment}"
         return DataDecision(
             "none", status("Failed", "PrepareFailed", f"prepare failed: {why}", progress=seen or DataProgress())
@@ -318,8 +330,14 @@ def underway(
         reason, message = starting
     progressing: Progressing = (True, "Preparing", f"last progress at {last} ({files})")
     idle = seconds_between(last, now)
-    # Only counts read this time can show a stall: unreadable storage or no key (workload identity) cannot.
-    if storage_state == "read" and idle > spec.progress_deadline_seconds:
+    shown = next((c for c in prev.conditions if c.type == "Progressing"), None) if prev else None
+    if storage_state != "read" and prev is not None and prev.phase == "Preparing" and shown is not None:
+        # Only counts read this time can show a stall or its end: unreadable storage (or no key, workload identity)
+        # keeps what the condition showed, as a failed read never erases a run's progress.
+        progressing = (shown.status == "True", shown.reason, shown.message)
+        if shown.reason == REASON_NO_PROGRESS and starting is None:
+            reason, message = REASON_NO_PROGRESS, shown.message
+    elif storage_state == "read" and idle > spec.progress_deadline_seconds:
         why = (
             f"no progress for {idle:.0f} s, more than spec.progressDeadlineSeconds ({spec.progress_deadline_seconds}):"
             f" {files} since {last}; RayJob {name}: {state}" + (f"; {starting[1]}" if starting else "")

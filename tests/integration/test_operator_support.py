@@ -302,15 +302,47 @@ def prepare_pod(server, tmp_path, rayjob: dict) -> tuple[dict[str, str], Path]:
     return env, spec_file
 
 
-def run_prepare_as_its_pod(server, monkeypatch, tmp_path, rayjob: dict) -> int:
-    """SIMULATED KubeRay: the head pod's entrypoint run in this process (on this session's Ray), with its env and
-    spec file (`prepare_pod`)."""
+def run_prepare_job(server, monkeypatch, tmp_path, rayjob: dict) -> int:
+    """SIMULATED KubeRay running a prepare RayJob: RUNNING, the head pod's entrypoint run in this process (on this
+    session's Ray) with its env and spec file (`prepare_pod`), then SUCCEEDED or FAILED as its exit code says, each
+    written as KubeRay writes the RayJob's status. Returns the exit code."""
     from trainkit.jobs.prepare import main
 
+    name = rayjob["metadata"]["name"]
+    kuberay_sets_status(server, name, jobStatus="RUNNING", jobDeploymentStatus="Running")
     env, spec_file = prepare_pod(server, tmp_path, rayjob)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    return main(["--spec", str(spec_file)])
+    code = main(["--spec", str(spec_file)])
+    if code == 0:
+        kuberay_sets_status(server, name, jobStatus="SUCCEEDED", jobDeploymentStatus="Complete")
+    else:
+        kuberay_sets_status(
+            server, name, jobStatus="FAILED", jobDeploymentStatus="Failed", reason="AppFailed", message=f"exit {code}"
+        )
+    return code
+
+
+def pods_with_status(server, cluster_name: str, statuses: dict[str, dict]) -> None:
+    """SIMULATED KubeRay + scheduler + kubelet: pods of Ray cluster `cluster_name` (its `ray.io/cluster` label), each
+    with the status given (pod name -> status), written through the status subresource as they write it."""
+    import kubernetes
+
+    client = server.api_client()
+    try:
+        core = kubernetes.client.CoreV1Api(client)
+        for pod_name, st in statuses.items():
+            server.create(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "metadata": {"name": pod_name, "namespace": NS, "labels": {"ray.io/cluster": cluster_name}},
+                    "spec": {"containers": [{"name": "ray", "image": "registry.local/trainer:0.1.0"}]},
+                }
+            )
+            core.patch_namespaced_pod_status(pod_name, NS, {"status": st}, _preload_content=False).read()
+    finally:
+        client.close()
 
 
 def dataset_run_doc(name: str, bucket: str, datasets: dict[str, str], weights: dict[str, float] | None = None) -> dict:

@@ -36,7 +36,8 @@ from test_operator_support import (
     kuberay_sets_status,
     mounted_spec,
     put_json,
-    run_prepare_as_its_pod,
+    pods_with_status,
+    run_prepare_job,
     running_operator,
     secret_doc,
     serve_training_data,
@@ -100,9 +101,7 @@ def test_runs_wait_for_prepared_data_then_start_with_its_uris(
 
         # SIMULATED KubeRay runs each prepare job (module docstring) and reports it.
         for rj in jobs.values():
-            kuberay_sets_status(cluster, rj["metadata"]["name"], jobStatus="RUNNING", jobDeploymentStatus="Running")
-            assert run_prepare_as_its_pod(cluster, monkeypatch, tmp_path, rj) == 0
-            kuberay_sets_status(cluster, rj["metadata"]["name"], jobStatus="SUCCEEDED", jobDeploymentStatus="Complete")
+            assert run_prepare_job(cluster, monkeypatch, tmp_path, rj) == 0
         prepared = {
             s: wait_for(lambda s=s: data_status(cluster, s).get("phase") == "Ready" and data_status(cluster, s))
             for s in SOURCES
@@ -153,16 +152,7 @@ def test_runs_wait_for_prepared_data_then_start_with_its_uris(
         apply(cluster, tmp_path, data_doc("broken", [f"{s3_bucket}/raw/broken/"], s3_bucket, s3_endpoint))
         apply(cluster, tmp_path, run_doc("mix-broken", s3_bucket, {"edu": "edu", "web": "broken"}))
         rj = wait_for(lambda: get(cluster, RAYJOBS, "data-broken"), what="the broken data's RayJob")
-        kuberay_sets_status(cluster, "data-broken", jobStatus="RUNNING", jobDeploymentStatus="Running")
-        assert run_prepare_as_its_pod(cluster, monkeypatch, tmp_path, rj) == 1
-        kuberay_sets_status(
-            cluster,
-            "data-broken",
-            jobStatus="FAILED",
-            jobDeploymentStatus="Failed",
-            reason="AppFailed",
-            message="exit 1",
-        )
+        assert run_prepare_job(cluster, monkeypatch, tmp_path, rj) == 1
         st = wait_for(
             lambda: data_status(cluster, "broken").get("phase") == "Failed" and data_status(cluster, "broken")
         )
@@ -194,37 +184,21 @@ def warned(server, name: str, reason: str) -> list[dict]:
 
 def stuck_pods(server, cluster_name: str, head_waiting: dict) -> None:
     """SIMULATED KubeRay + scheduler + kubelet: the prepare cluster's head cannot start its container, its worker
-    cannot be scheduled (pod statuses as the kubelet and scheduler write them)."""
-    import kubernetes
-
-    statuses = {
-        f"{cluster_name}-head-x": {"containerStatuses": [{"name": "ray-head", "state": {"waiting": head_waiting}}]},
-        f"{cluster_name}-tokenize-worker-y": {
-            "conditions": [
-                {
-                    "type": "PodScheduled",
-                    "status": "False",
-                    "reason": "Unschedulable",
-                    "message": "0/3 nodes are available: 3 Insufficient cpu.",
-                }
-            ]
-        },
+    cannot be scheduled."""
+    unschedulable = {
+        "type": "PodScheduled",
+        "status": "False",
+        "reason": "Unschedulable",
+        "message": "0/3 nodes are available: 3 Insufficient cpu.",
     }
-    client = server.api_client()
-    try:
-        core = kubernetes.client.CoreV1Api(client)
-        for pod_name, st in statuses.items():
-            server.create(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Pod",
-                    "metadata": {"name": pod_name, "namespace": NS, "labels": {"ray.io/cluster": cluster_name}},
-                    "spec": {"containers": [{"name": "ray", "image": "ghcr.io/trainkit/trainkit-trainer:0.1.0"}]},
-                }
-            )
-            core.patch_namespaced_pod_status(pod_name, NS, {"status": st}, _preload_content=False).read()
-    finally:
-        client.close()
+    pods_with_status(
+        server,
+        cluster_name,
+        {
+            f"{cluster_name}-head-x": {"containerStatuses": [{"name": "ray-head", "state": {"waiting": head_waiting}}]},
+            f"{cluster_name}-tokenize-worker-y": {"conditions": [unschedulable]},
+        },
+    )
 
 
 def test_unusable_secrets_stuck_pods_and_stalled_prepares_are_said_clearly(cluster, s3_endpoint, s3_bucket, tmp_path):
@@ -280,8 +254,8 @@ def test_unusable_secrets_stuck_pods_and_stalled_prepares_are_said_clearly(clust
             lambda: data_status(cluster, "hub-edu").get("phase") == "Preparing" and data_status(cluster, "hub-edu")
         )
         assert condition(st, "SpecValid")["status"] == "True" and condition(st, "Failed")["status"] == "False"
-        st = wait_for(lambda: (s := status_of(cluster, "hub-run")).get("reason") == "WaitingForData" and s)
-        assert st["phase"] == "Pending" and "TrainingData 'hub-edu' is Preparing" in st["message"]
+        st = wait_for(lambda: "'hub-edu' is Preparing" in (s := status_of(cluster, "hub-run")).get("message", "") and s)
+        assert (st["phase"], st["reason"]) == ("Pending", "WaitingForData")
 
         # The Secret loses its key after the RayJob exists: its pods cannot start, and the status says why.
         client = cluster.api_client()

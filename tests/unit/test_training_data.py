@@ -124,6 +124,19 @@ def test_no_index_creates_the_rayjob_then_follows_it():
     assert d.status.phase == "Failed" and "no 'text' column" in d.status.message
 
 
+def test_a_failed_job_waits_for_its_error_before_failing_for_good():
+    failed = {"metadata": {"name": "data-finepdfs"}, "status": {"jobStatus": "FAILED", "message": "exit 1"}}
+    error = {"error": "x.parquet: no 'text' column"}
+    cfg = OperatorConfig()
+    # The read of prepare-progress.json was deferred or failed: Failed is final, so it is not decided on "exit 1".
+    waiting = decide_data(data_obj(), spec(), None, failed, None, None, cfg, NOW, "unreadable", "reads deferred")
+    assert (waiting.status.phase, waiting.status.reason) == ("Preparing", "StorageUnreadable")
+    assert "ended FAILED; waiting to read its error: reads deferred" in waiting.status.message
+    obj = {**data_obj(), "status": waiting.status.model_dump(by_alias=True, mode="json")}
+    final = decide_data(obj, spec(), None, failed, None, error, cfg, NOW).status
+    assert final.phase == "Failed" and final.message == "prepare failed: x.parquet: no 'text' column"
+
+
 def test_finished_job_without_a_valid_index_is_failed_never_ready():
     done = {"metadata": {"name": "data-finepdfs"}, "status": {"jobStatus": "SUCCEEDED"}}
     d = decide_data(data_obj(), spec(), None, done, index_doc(tokens=0), None, OperatorConfig(), NOW)
@@ -272,8 +285,10 @@ def test_no_progress_past_the_deadline_turns_progressing_false_and_progress_rese
         "spec.progressDeadlineSeconds (600)" in stalled.message and "RayJob data-finepdfs: RUNNING" in stalled.message
     )
     assert decide.transition_event(quiet, stalled)[0] == "Warning"
-    # Unreadable storage cannot show a stall (the counts were not read).
+    # Unreadable storage can neither show a stall nor end one (the counts were not read): the condition stays.
     assert progressing(at(quiet, "2026-01-01T01:00:00Z", None, "unreadable")).status == "True"
+    unread = at(stalled, "2026-01-01T01:00:00Z", None, "unreadable")
+    assert progressing(unread) == progressing(stalled) and unread.reason == "ProgressDeadlineExceeded"
     # A file finishing restarts the clock.
     moved = at(stalled, "2026-01-01T00:20:00Z", one_file)
     assert progressing(moved).status == "True" and moved.last_progress_time == "2026-01-01T00:20:00Z"
