@@ -338,9 +338,10 @@ def underway(
         if shown.reason == REASON_NO_PROGRESS and starting is None:
             reason, message = REASON_NO_PROGRESS, shown.message
     elif storage_state == "read" and idle > spec.progress_deadline_seconds:
+        # No running count of seconds in it: the message (and the status) stays the same while nothing happens.
         why = (
-            f"no progress for {idle:.0f} s, more than spec.progressDeadlineSeconds ({spec.progress_deadline_seconds}):"
-            f" {files} since {last}; RayJob {name}: {state}" + (f"; {starting[1]}" if starting else "")
+            f"no progress since {last}, longer than spec.progressDeadlineSeconds ({spec.progress_deadline_seconds}):"
+            f" {files}; RayJob {name}: {state}" + (f"; {starting[1]}" if starting else "")
         )
         progressing = (False, REASON_NO_PROGRESS, why)
         if starting is None:

@@ -280,7 +280,10 @@ def test_no_progress_past_the_deadline_turns_progressing_false_and_progress_rese
         "ProgressDeadlineExceeded",
         "ProgressDeadlineExceeded",
     )
-    assert progressing(stalled).status == "False" and "no progress for 601 s" in stalled.message
+    assert (
+        progressing(stalled).status == "False" and "no progress since 2026-01-01T00:00:00Z, longer" in stalled.message
+    )
+    assert at(stalled, "2026-01-01T00:15:00Z", None) == stalled  # nothing new to write while nothing happens
     assert (
         "spec.progressDeadlineSeconds (600)" in stalled.message and "RayJob data-finepdfs: RUNNING" in stalled.message
     )
