@@ -27,9 +27,10 @@ API_CALLS: tuple[tuple[str, str, str, str], ...] = (
     ("get", "", "configmaps", ""),
     ("create", "", "configmaps", ""),
     # the run's credentials Secret (by name; RBAC: resourceNames): its existence before the RayJob, then its
-    # key, to read THAT run's progress/checkpoints/evals with it (the operator has no storage key of its own)
+    # key, to read THAT run's progress/checkpoints/evals with it (the operator has no storage key of its own);
+    # a TrainingData's storage Secret likewise, and its hub token Secret (only whether key HF_TOKEN is there)
     ("get", "", "secrets", ""),
-    # why Ray pods are stuck (image pulls, unschedulable GPUs), only while Initializing
+    # why Ray pods are stuck (image pulls, unschedulable GPUs), only while Initializing (runs and prepare jobs)
     ("list", "", "pods", ""),
     # Events for transitions (kopf posts them)
     ("create", "", "events", ""),

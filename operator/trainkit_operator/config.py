@@ -187,6 +187,9 @@ class OperatorConfig:
     credentials_mode: str = "secretPerNamespace"
     # Endpoints a run may name in spec.storage.endpoint, besides default_storage_endpoint.
     allowed_endpoints: tuple[str, ...] = ()
+    # The Hugging Face hub the prepare pods read hf:// inputs from (their HF_ENDPOINT): a mirror or an in-house
+    # hub; None: huggingface_hub's default (https://huggingface.co). The platform's choice, never a tenant's.
+    hf_endpoint: str | None = None
     # The guarded reads of a run's artifacts: bytes per object, seconds per request, per reconcile,
     # and the threads doing them (off kopf's handler threads, at most one reconcile's reads per namespace).
     read_max_bytes: int = 1 << 20
@@ -247,6 +250,7 @@ class OperatorConfig:
             ),
             credentials_mode=env.get(p + "CREDENTIALS_MODE") or cls.credentials_mode,
             allowed_endpoints=tuple(normalized_endpoint(e) for e in _list(env, p + "ALLOWED_ENDPOINTS")),
+            hf_endpoint=env.get(p + "HF_ENDPOINT") or None,
             read_max_bytes=_int(env, p + "READ_MAX_BYTES", cls.read_max_bytes),
             read_timeout=_float(env, p + "READ_TIMEOUT", cls.read_timeout),
             reads_deadline=_float(env, p + "READS_DEADLINE", cls.reads_deadline),
@@ -270,6 +274,8 @@ class OperatorConfig:
         for endpoint in cfg.allowed_endpoints:
             if not endpoint.startswith(("http://", "https://")):
                 raise ValueError(f"{p}ALLOWED_ENDPOINTS: {endpoint!r} is not an http(s):// URL")
+        if cfg.hf_endpoint is not None and not cfg.hf_endpoint.startswith(("http://", "https://")):
+            raise ValueError(f"{p}HF_ENDPOINT: {cfg.hf_endpoint!r} is not an http(s):// URL")
         if cfg.image_pull_policy not in ("Always", "IfNotPresent", "Never"):
             raise ValueError(
                 f"{p}IMAGE_PULL_POLICY must be Always, IfNotPresent or Never, got {cfg.image_pull_policy!r}"

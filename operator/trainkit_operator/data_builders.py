@@ -10,6 +10,7 @@ named `data-NAME` (never the name of a run's RayJob) and labelled with the Train
 from __future__ import annotations
 
 from trainkit.spec.data import HF_TOKEN_KEY, TrainingDataSpec
+from trainkit.storage import HUB_ENDPOINT_ENV
 
 from trainkit_operator.builders import (
     SPEC_HASH_ANNOTATION,
@@ -73,10 +74,12 @@ def data_credentials_secret(spec: TrainingDataSpec, config: OperatorConfig) -> s
 
 
 def data_env(data: dict, spec: TrainingDataSpec, config: OperatorConfig) -> list[dict]:
-    """Endpoint and region as values; storage credentials and the hub token ONLY as secretKeyRefs."""
+    """Endpoints and region as values; storage credentials and the hub token ONLY as secretKeyRefs."""
     env: list[dict] = [{"name": "TRAINKIT_SPEC", "value": SPEC_PATH}]
     endpoint = spec.storage.endpoint or config.default_storage_endpoint
     env += storage_env_entries(endpoint, spec.storage.region, data_credentials_secret(spec, config))
+    if config.hf_endpoint:
+        env.append({"name": HUB_ENDPOINT_ENV, "value": config.hf_endpoint})
     if spec.hf_token_secret:
         env.append(
             {

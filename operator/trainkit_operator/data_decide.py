@@ -7,25 +7,40 @@
 Content addressing makes "Ready" a fact about storage: a valid index.json at the spec's resolved URI
 (`<output.uri>/<content hash>/`) is Ready, whoever wrote it; so a second TrainingData for the same
 content is Ready at once and never starts a RayJob. Ready and Failed are terminal (the spec is
-immutable, enforced by a CEL transition rule): deleting a TrainingData leaves its shards in place.
+immutable, enforced by a CEL transition rule), by the runs' rule (`trainkit.spec.status.final_status`):
+a TrainingData that failed before its RayJob existed (InvalidSpec: a missing Secret or key, a Secret the
+chart's RBAC does not let the operator read) is re-evaluated, so creating the Secret starts the prepare.
+Deleting a TrainingData leaves its shards in place.
+
+While it is Preparing, the status says why the prepare's Ray cluster does not start (its pods' reasons or
+KubeRay's Warning Events, as for runs: `decide.starting_problem`), and a `Progressing` condition turns False
+when the progress counts have not changed for `spec.progressDeadlineSeconds` (like a Deployment's).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 from trainkit.spec.data import (
-    SHARD_FORMAT,
     DATA_CONDITION_TYPES,
+    REASON_NO_PROGRESS,
+    SHARD_FORMAT,
     DataProgress,
     TrainingDataSpec,
     TrainingDataStatus,
     content_hash,
 )
 from trainkit.spec.data import resolved_uri as data_uri
-from trainkit.spec.status import Condition, previous_status_of
+from trainkit.spec.status import (
+    REASON_DATA_FAILED,
+    REASON_INVALID_SPEC,
+    Condition,
+    final_status,
+    previous_status_of,
+)
 from trainkit.storage import is_remote
 
 from trainkit_operator.config import OperatorConfig
@@ -82,25 +97,52 @@ def index_problem(index: Mapping | None, spec: TrainingDataSpec) -> str | None:
     return None
 
 
-def _conditions(prev: TrainingDataStatus | None, phase: str, reason: str, message: str, now: str, gen):
+Progressing = tuple[bool, str, str]  # the Progressing condition: (status, reason, message)
+
+
+def _conditions(
+    prev: TrainingDataStatus | None,
+    phase: str,
+    reason: str,
+    message: str,
+    now: str,
+    gen,
+    progressing: Progressing | None,
+):
+    """Every condition type, each time: SpecValid, Progressing (False outside Preparing), Ready, Failed."""
     old = {c.type: c for c in (prev.conditions if prev else [])}
-    truth = {"SpecValid": reason != "InvalidSpec", "Ready": phase == "Ready", "Failed": phase == "Failed"}
+    valid = reason != REASON_INVALID_SPEC
+    rows: dict[str, Progressing] = {
+        "SpecValid": (valid, "Valid" if valid else reason, "the spec is valid" if valid else message),
+        "Progressing": progressing or (False, phase, ""),
+        "Ready": (phase == "Ready", reason, message) if phase == "Ready" else (False, phase, ""),
+        "Failed": (phase == "Failed", reason, message) if phase == "Failed" else (False, phase, ""),
+    }
     out = []
     for type_ in DATA_CONDITION_TYPES:
-        value = "True" if truth[type_] else "False"
+        truth, why, text = rows[type_]
+        value = "True" if truth else "False"
         before = old.get(type_)
         ltt = before.last_transition_time if before is not None and before.status == value else now
         out.append(
             Condition(
                 type=type_,
                 status=value,
-                reason=reason if truth[type_] or type_ == "SpecValid" else phase,
-                message=message if truth[type_] or (type_ == "SpecValid" and not truth[type_]) else "",
+                reason=why,
+                message=text,
                 last_transition_time=ltt,
                 observed_generation=gen,
             )
         )
     return out
+
+
+def seconds_between(earlier: str, later: str) -> float:
+    """Seconds from one RFC 3339 time to another (0 when either cannot be read: never a false alarm)."""
+    try:
+        return (datetime.fromisoformat(later) - datetime.fromisoformat(earlier)).total_seconds()
+    except (TypeError, ValueError):
+        return 0.0
 
 
 def _progress(doc: Mapping | None) -> DataProgress | None:
@@ -125,14 +167,18 @@ def decide_data(
     now: str,
     storage_state: StorageState = "read",
     storage_problem: str = "",
+    starting: tuple[str, str] | None = None,
 ) -> DataDecision:
     """`storage_state`: "read" (index/progress are what storage holds; None = absent), "unreadable" (the reads
     failed or were deferred this time: nothing terminal is decided on them) or "none" (no key to read with:
-    workload identity; Ready comes from the prepare RayJob's success alone)."""
+    workload identity; Ready comes from the prepare RayJob's success alone). `starting`: (reason, message) why
+    the prepare RayJob's Ray cluster does not start (`decide.starting_problem`), None when nothing is wrong."""
     prev = previous_data_status(data)
     gen = (data.get("metadata") or {}).get("generation")
 
-    def status(phase: str, reason: str, message: str, **fields: Any) -> TrainingDataStatus:
+    def status(
+        phase: str, reason: str, message: str, progressing: Progressing | None = None, **fields: Any
+    ) -> TrainingDataStatus:
         base = {
             "content_hash": content_hash(spec) if spec is not None else None,
             "uri": data_uri(spec) if spec is not None else None,
@@ -142,16 +188,17 @@ def decide_data(
         base.update(fields)
         return TrainingDataStatus(
             phase=phase,
+            reason=reason,
             message=message[:4096],
             observed_generation=gen,
-            conditions=_conditions(prev, phase, reason, message[:4096], now, gen),
+            conditions=_conditions(prev, phase, reason, message[:4096], now, gen, progressing),
             **base,
         )
 
-    if prev is not None and prev.phase in DATA_TERMINAL:
+    if prev is not None and final_status(prev.phase, prev.reason, prev.ray_job_name, DATA_TERMINAL):
         return DataDecision("none", prev)
     if spec is None or spec_error is not None:
-        return DataDecision("none", status("Failed", "InvalidSpec", spec_error or "invalid spec"))
+        return DataDecision("none", status("Failed", REASON_INVALID_SPEC, spec_error or "invalid spec"))
     if storage_state == "read" and index_problem(index, spec) is None:
         assert index is not None
         files = index.get("sourceFiles") or []
@@ -179,13 +226,16 @@ def decide_data(
             "none", status("Pending", "StorageUnreadable", f"waiting to read {data_uri(spec)}: {storage_problem}")
         )
     if rayjob is None:
+        name = data_rayjob_name(data["metadata"]["name"])
         return DataDecision(
             "create",
             status(
                 "Preparing",
                 "RayJobCreated",
-                f"tokenizing {len(spec.inputs)} input(s) into {data_uri(spec)} (RayJob {data_rayjob_name(data['metadata']['name'])})",
-                ray_job_name=data_rayjob_name(data["metadata"]["name"]),
+                f"tokenizing {len(spec.inputs)} input(s) into {data_uri(spec)} (RayJob {name})",
+                (True, "RayJobCreated", f"RayJob {name} created"),
+                ray_job_name=name,
+                last_progress_time=now,
             ),
             configmap=build_data_configmap(dict(data), spec, config),
             network_policy=build_data_network_policy(dict(data), config) if config.network_policy else None,
@@ -195,7 +245,19 @@ def decide_data(
     job, deployment = st.get("jobStatus") or "", st.get("jobDeploymentStatus") or ""
     seen = _progress(progress)
     error = (progress or {}).get("error")
-    if job in ("FAILED", "STOPPED") or deployment in ("Failed", "ValidationFailed"):
+    ended = job in ("FAILED", "STOPPED") or deployment in ("Failed", "ValidationFailed")
+    if ended and storage_state == "unreadable":
+        # Failed is final: it waits for the read of prepare-progress.json, which holds the prepare's own error.
+        return DataDecision(
+            "none",
+            status(
+                "Preparing",
+                "StorageUnreadable",
+                f"the prepare RayJob ended {job or deployment}; waiting to read its error: {storage_problem}",
+                (False, "JobFailed", f"RayJob {rayjob['metadata']['name']} ended {job or deployment}"),
+            ),
+        )
+    if ended:
         why = error or st.get("message") or f"prepare RayJob ended {job or deployment}"
         return DataDecision(
             "none", status("Failed", "PrepareFailed", f"prepare failed: {why}", progress=seen or DataProgress())
@@ -213,7 +275,12 @@ def decide_data(
     if (job == "SUCCEEDED" or deployment == "Complete") and storage_state == "unreadable":
         return DataDecision(
             "none",
-            status("Preparing", "StorageUnreadable", f"prepared; waiting to read its index.json: {storage_problem}"),
+            status(
+                "Preparing",
+                "StorageUnreadable",
+                f"prepared; waiting to read its index.json: {storage_problem}",
+                (True, "JobSucceeded", f"RayJob {rayjob['metadata']['name']} succeeded"),
+            ),
         )
     if job == "SUCCEEDED" or deployment == "Complete":
         # Finished, but no valid index: never shown as Ready (nothing half-written is a source).
@@ -221,16 +288,65 @@ def decide_data(
         return DataDecision(
             "none", status("Failed", "PrepareFailed", f"prepare finished without a usable index: {why}")
         )
-    files = f" ({seen.files_done}/{seen.files_total} files, {seen.tokens:,} tokens)" if seen else ""
+    u = underway(prev, rayjob, seen, spec, now, storage_state, starting)
     return DataDecision(
         "none",
         status(
-            "Preparing",
-            "Preparing",
-            f"RayJob {rayjob['metadata']['name']}: {job or deployment or 'created'}{files}",
-            progress=seen or (prev.progress if prev else DataProgress()),
+            "Preparing", u.reason, u.message, u.progressing, progress=u.progress, last_progress_time=u.last_progress
         ),
     )
+
+
+@dataclass(frozen=True)
+class Underway:
+    reason: str
+    message: str
+    progressing: Progressing
+    progress: DataProgress
+    last_progress: str
+
+
+def underway(
+    prev: TrainingDataStatus | None,
+    rayjob: Mapping,
+    seen: DataProgress | None,
+    spec: TrainingDataSpec,
+    now: str,
+    storage_state: StorageState,
+    starting: tuple[str, str] | None,
+) -> Underway:
+    """A prepare under way: its counts, why its cluster does not start, and whether it progresses."""
+    st = rayjob.get("status") or {}
+    state = st.get("jobStatus") or st.get("jobDeploymentStatus") or "created"
+    name = rayjob["metadata"]["name"]
+    counts = seen or (prev.progress if prev else DataProgress())
+    files = f"{counts.files_done}/{counts.files_total} files, {counts.tokens:,} tokens"
+    # The clock restarts whenever the counts change; it starts when the RayJob is created (or first seen).
+    last = (prev.last_progress_time if prev else None) or now
+    if seen is not None and prev is not None and seen != prev.progress:
+        last = now
+    reason, message = "Preparing", f"RayJob {name}: {state}" + (f" ({files})" if seen else "")
+    if starting is not None:
+        reason, message = starting
+    progressing: Progressing = (True, "Preparing", f"last progress at {last} ({files})")
+    idle = seconds_between(last, now)
+    shown = next((c for c in prev.conditions if c.type == "Progressing"), None) if prev else None
+    if storage_state != "read" and prev is not None and prev.phase == "Preparing" and shown is not None:
+        # Only counts read this time can show a stall or its end: unreadable storage (or no key, workload identity)
+        # keeps what the condition showed, as a failed read never erases a run's progress.
+        progressing = (shown.status == "True", shown.reason, shown.message)
+        if shown.reason == REASON_NO_PROGRESS and starting is None:
+            reason, message = REASON_NO_PROGRESS, shown.message
+    elif storage_state == "read" and idle > spec.progress_deadline_seconds:
+        # No running count of seconds in it: the message (and the status) stays the same while nothing happens.
+        why = (
+            f"no progress since {last}, longer than spec.progressDeadlineSeconds ({spec.progress_deadline_seconds}):"
+            f" {files}; RayJob {name}: {state}" + (f"; {starting[1]}" if starting else "")
+        )
+        progressing = (False, REASON_NO_PROGRESS, why)
+        if starting is None:
+            reason, message = REASON_NO_PROGRESS, why
+    return Underway(reason, message, progressing, counts, last)
 
 
 # ------------------------------------------------------------------- runs naming a dataset
@@ -305,7 +421,7 @@ def with_data_status(status, datasets: Mapping[str, str], resolution: Resolution
     ready = resolution.waiting is None and resolution.failed is None
     old = next((c for c in status.conditions if c.type == "DataReady"), None)
     value = "True" if ready else "False"
-    reason = "Ready" if ready else ("DataFailed" if resolution.failed else "WaitingForData")
+    reason = "Ready" if ready else (REASON_DATA_FAILED if resolution.failed else "WaitingForData")
     message = (
         resolution.failed
         or resolution.waiting
@@ -324,7 +440,7 @@ def with_data_status(status, datasets: Mapping[str, str], resolution: Resolution
         "datasets": refs or None,
     }
     if resolution.failed:
-        update.update(reason="DataFailed", message=resolution.failed)
+        update.update(reason=REASON_DATA_FAILED, message=resolution.failed)
     elif resolution.waiting and status.phase == "Pending":
         update.update(reason="WaitingForData", message=resolution.waiting)
     return status.model_copy(update=update)

@@ -14,13 +14,20 @@ from typing import Any
 from pydantic import ValidationError
 
 from trainkit import artifacts, storage
-from trainkit.spec.data import TrainingDataSpec, resolved_uri
+from trainkit.spec.data import HF_TOKEN_KEY, TrainingDataSpec, resolved_uri
 from trainkit.spec.load import issues_from
+from trainkit.spec.status import final_status
 
 from trainkit_operator import decide, observe
 from trainkit_operator.config import OperatorConfig
 from trainkit_operator.data_builders import data_credentials_secret, data_rayjob_name
-from trainkit_operator.data_decide import StorageState, data_cluster_error, decide_data, previous_data_status
+from trainkit_operator.data_decide import (
+    DATA_TERMINAL,
+    StorageState,
+    data_cluster_error,
+    decide_data,
+    previous_data_status,
+)
 from trainkit_operator.kube import Kube
 
 log = logging.getLogger("trainkit_operator.data")
@@ -50,20 +57,33 @@ def data_credentials(kube: Kube, ns: str, secret: str) -> tuple[storage.Credenti
     return credentials, None
 
 
+def hub_token_error(kube: Kube, ns: str, spec: TrainingDataSpec, rayjob: dict | None) -> str | None:
+    """Why spec.hfTokenSecret cannot give the prepare pods HF_TOKEN (the runs' Secret rule, `decide`), or None.
+    Checked before the RayJob exists; afterwards a Secret or key that vanished shows as the pods'
+    CreateContainerConfigError (PodsNotReady)."""
+    secret = spec.hf_token_secret
+    if not decide.secret_check_needed(secret, rayjob):
+        return None
+    state = kube.secret_state(ns, secret, keys=(HF_TOKEN_KEY,))
+    return decide.secret_spec_error(secret, ns, state, field="spec.hfTokenSecret", keys=(HF_TOKEN_KEY,))
+
+
 def reconcile_data(
     kube: Kube, data: dict, config: OperatorConfig, now: str | None = None
 ) -> tuple[str, str, str] | None:
-    """Read, decide, create what is due, write the status if it changed; the Event of a phase change, if any.
+    """Read, decide, create what is due, write the status if it changed; the Event of the change, if any
+    (`decide.transition_event`, the runs' rule).
 
     index.json and prepare-progress.json are read with the TrainingData's OWN key (its Secret, or the chart's
     default Secret name, in its namespace), guarded and deadline-bound in the read pool, as a run's records
     are (observe.py); the operator has no key of its own. With no Secret at all (workload identity) nothing is
-    read: the data is Ready when its prepare RayJob succeeds."""
+    read: the data is Ready when its prepare RayJob succeeds. While the prepare's Ray cluster is starting, its
+    pods (or KubeRay's Warning Events) are read as a run's are (`decide.reads_needed`)."""
     now = now or artifacts.now_iso()
     meta = data["metadata"]
     ns, name = meta.get("namespace") or "default", meta["name"]
     prev = previous_data_status(data)
-    if prev is not None and prev.phase in ("Ready", "Failed"):
+    if prev is not None and final_status(prev.phase, prev.reason, prev.ray_job_name, DATA_TERMINAL):
         return None
     spec, spec_error = parse_data_spec(data.get("spec"))
     if spec is not None and spec_error is None:
@@ -74,17 +94,24 @@ def reconcile_data(
     if spec is not None and spec_error is None:
         rayjob = kube.get_rayjob(ns, data_rayjob_name(name))
         secret = data_credentials_secret(spec, config)
+        secret_errors: list[str] = []
         if secret is not None:
             credentials, secret_error = data_credentials(kube, ns, secret)
             if credentials is None:
                 if rayjob is None:
-                    spec_error = secret_error
+                    secret_errors.append(secret_error or "")
                 seen, storage_state = observe.PreparedObserved(problems=(secret_error or "",)), "unreadable"
             else:
                 options = observe.options_for(spec, config, credentials)
                 pool = observe.read_pool(config)
                 seen = pool.observe_prepared(ns, resolved_uri(spec), options, config.reads_deadline)
                 storage_state = "unreadable" if seen.deferred or seen.problems else "read"
+        if hub_error := hub_token_error(kube, ns, spec, rayjob):
+            secret_errors.append(hub_error)
+        spec_error = "; ".join(secret_errors) or None
+    reads = decide.reads_needed(rayjob, spec_valid=spec_error is None)
+    pods = kube.list_pods(ns, f"ray.io/cluster={reads.pods_of_cluster}") if reads.pods_of_cluster else None
+    events = kube.list_rayjob_events(ns, data_rayjob_name(name)) if reads.rayjob_events else None
     decision = decide_data(
         data,
         spec,
@@ -96,6 +123,7 @@ def reconcile_data(
         now,
         storage_state=storage_state,
         storage_problem="; ".join(seen.problems or ()),
+        starting=decide.starting_problem(pods, events),
     )
     if decision.action == "create":
         assert decision.configmap is not None and decision.rayjob is not None
@@ -111,10 +139,7 @@ def reconcile_data(
     if (data.get("status") or {}) == status:
         return None
     kube.patch_data_status(ns, name, meta.get("resourceVersion"), status)
-    phase = decision.status.phase
-    if prev is not None and prev.phase == phase:
-        return None
-    return ("Warning" if phase == "Failed" else "Normal", f"Data{phase}", decision.status.message[:1000])
+    return decide.transition_event(prev, decision.status)
 
 
 def resolve_run_datasets(kube: Kube, ns: str, spec, run_status: dict | None):

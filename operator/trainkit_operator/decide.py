@@ -9,8 +9,9 @@ Nothing here talks to the API server, the object store or the clock (`now` is an
 
 Terminal phases are sticky: once a run is Succeeded or Failed the operator never creates, updates or
 re-creates a child again (kubeflow/trainer#3779), and the status is not rewritten. The one exception
-is a run that failed with InvalidSpec before any child existed: fixing the spec or creating the
-missing Secret lets it start, because nothing ever ran.
+(`trainkit.spec.status.final_status`, shared with TrainingData) is a run that failed before any child
+existed, with InvalidSpec or because a TrainingData it names Failed: fixing the spec, creating the missing
+Secret or fixing the data lets it start, because nothing ever ran.
 """
 
 from __future__ import annotations
@@ -19,14 +20,15 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeGuard
+from typing import Any, Literal, Protocol, TypeGuard
 
 from trainkit import artifacts
-from trainkit.spec.data import TrainingDataSpec
+from trainkit.spec.data import REASON_NO_PROGRESS, TrainingDataSpec
 from trainkit.spec.models import TrainingRunSpec
 from trainkit.spec.status import (
     KNOWN_JOB_DEPLOYMENT_STATUSES,
     KNOWN_JOB_STATUSES,
+    REASON_INVALID_SPEC,
     TERMINAL_PHASES,
     Artifacts,
     CheckpointRef,
@@ -34,6 +36,7 @@ from trainkit.spec.status import (
     EvalSummary,
     Progress,
     TrainingRunStatus,
+    final_status,
     previous_status_of,
 )
 from trainkit.storage import endpoint_refusal, is_remote
@@ -46,6 +49,7 @@ from trainkit_operator.builders import (
     build_configmap,
     build_rayjob,
     build_run_network_policy,
+    CREDENTIAL_KEYS,
     configmap_name,
     mutable_patch,
     spec_hash,
@@ -67,7 +71,6 @@ MUTABLE_SPEC_FIELDS = frozenset(
     }
 )
 
-REASON_INVALID_SPEC = "InvalidSpec"
 REASON_NON_FINITE_LOSS = "NonFiniteLoss"
 # summary.json is written by the evaluator, which runs the tenant's task code: bound what reaches the status.
 MAX_STATUS_TASKS = 64
@@ -82,10 +85,8 @@ def previous_status(run: dict) -> TrainingRunStatus | None:
 
 
 def is_sticky_terminal(status: TrainingRunStatus | None) -> TypeGuard[TrainingRunStatus]:
-    """Succeeded/Failed are final, except InvalidSpec before anything was created (see module doc)."""
-    if status is None or status.phase not in TERMINAL_PHASES:
-        return False
-    return not (status.phase == "Failed" and status.reason == REASON_INVALID_SPEC and not status.ray_job_name)
+    """Succeeded/Failed are final, except a failure before anything was created (see module doc)."""
+    return status is not None and final_status(status.phase, status.reason, status.ray_job_name)
 
 
 def kueue_queue(rayjob: dict) -> str | None:
@@ -453,6 +454,18 @@ def derive_phase(
     return "Pending", jds or "Created", message or "waiting for the Ray cluster"
 
 
+def starting_problem(pods: list[dict] | None, rayjob_events: list[dict] | None) -> tuple[str, str] | None:
+    """(reason, message) why a RayJob's Ray cluster does not start, from what `reads_needed` had read: KubeRay's
+    Warning Events on a RayJob without status (KubeRay < 1.5 has no ValidationFailed: a RayJob it rejects keeps an
+    empty status forever and only gets Warning Events; without them the job would look merely slow), else its
+    pods' problems. For runs and prepare jobs alike."""
+    warned = rayjob_warnings(rayjob_events)
+    if warned:
+        return "RayJobRejected", f"KubeRay reports: {warned}"
+    why = pod_problems(pods)
+    return ("PodsNotReady", why) if why else None
+
+
 def pod_problems(pods: list[dict] | None) -> str | None:
     """Why Ray pods are not running (image pulls, unschedulable GPUs, missing Secret keys), or None."""
     problems: list[str] = []
@@ -652,7 +665,10 @@ def artifacts_for(output_uri: str) -> Artifacts:
     )
 
 
-SecretState = Literal["present", "missing", "forbidden"]
+# present; missing (404); forbidden (403: the chart's RBAC names the Secrets the operator may get); lacks-keys (a key
+# the pods take by secretKeyRef is absent or empty: the kubelet would refuse them, CreateContainerConfigError).
+SecretState = Literal["present", "missing", "forbidden", "lacks-keys"]
+STORAGE_SECRET_FIELD = "spec.storage.credentialsSecret"
 
 
 def secret_check_needed(secret: str | None, rayjob: dict | None) -> TypeGuard[str]:
@@ -661,18 +677,29 @@ def secret_check_needed(secret: str | None, rayjob: dict | None) -> TypeGuard[st
     return bool(secret) and rayjob is None
 
 
-def secret_spec_error(secret: str, ns: str, state: SecretState) -> str | None:
-    """The spec error for a credentials Secret the run cannot use (None when it is there)."""
+def secret_spec_error(
+    secret: str,
+    ns: str,
+    state: SecretState,
+    field: str = STORAGE_SECRET_FIELD,
+    keys: tuple[str, ...] = CREDENTIAL_KEYS,
+) -> str | None:
+    """The spec error for a Secret that the spec's `field` names and whose `keys` the Ray pods take by
+    secretKeyRef, when it cannot be used (None when it can): the one rule for a run's storage Secret and a
+    TrainingData's storage and hub token Secrets."""
+    wanted = f"{'keys' if len(keys) > 1 else 'key'} {' and '.join(keys)}"
     if state == "forbidden":  # a spec error, not a retry: the chart decides which Secrets are readable
         return (
-            f"spec.storage.credentialsSecret: the operator may not read Secret {secret!r} in namespace "
+            f"{field}: the operator may not read Secret {secret!r} in namespace "
             f"{ns!r} (403 Forbidden); name a Secret the chart allows, or add it to the chart's "
             "rbac.secretNames (or set rbac.allSecretNames)"
         )
     if state == "missing":
+        return f"{field}: Secret {secret!r} does not exist in namespace {ns!r}; create it with {wanted}"
+    if state == "lacks-keys":
         return (
-            f"spec.storage.credentialsSecret: Secret {secret!r} does not exist in namespace {ns!r}; "
-            "create it with keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+            f"{field}: Secret {secret!r} in namespace {ns!r} has no {wanted} (or it is empty); the Ray pods "
+            "take it by secretKeyRef and cannot start without it"
         )
     return None
 
@@ -799,15 +826,9 @@ def summarize(
                 f"training {resume_point(prev.last_checkpoint if prev else None)}",
             )
         if phase == "Pending" and jds in (None, "Initializing", "Retrying"):
-            why = pod_problems(pods)
-            if why:
-                reason, message = "PodsNotReady", why
-        if phase == "Pending" and jds is None:
-            # KubeRay < 1.5 has no ValidationFailed: a RayJob it rejects keeps an empty status forever and
-            # only gets Warning Events; without them the run would look merely slow.
-            warned = rayjob_warnings(rayjob_events)
-            if warned:
-                reason, message = "RayJobRejected", f"KubeRay reports: {warned}"
+            problem = starting_problem(pods, rayjob_events if jds is None else None)
+            if problem:
+                reason, message = problem
         if phase == "Queued":
             eviction = workload_eviction(workloads)
             if eviction is not None or had_started(prev):
@@ -930,13 +951,34 @@ def _finite_json(v: Any) -> Any:
     return v
 
 
-WARNING_REASONS = ("PodsNotReady", "NameConflict", "RayJobRejected", "NotAdmitted")
+WARNING_REASONS = ("PodsNotReady", "NameConflict", "RayJobRejected", "NotAdmitted", REASON_NO_PROGRESS)
+WAITING_PHASES = ("Failed", "Pending", "Queued")
 
 
-def transition_event(prev: TrainingRunStatus | None, new: TrainingRunStatus) -> tuple[str, str, str] | None:
-    """(type, reason, message) of the Kubernetes Event for a phase change or a newly refused edit."""
+class PhaseStatus(Protocol):
+    """What an Event is decided from: a TrainingRun's or a TrainingData's status."""
+
+    @property
+    def phase(self) -> str: ...
+    @property
+    def reason(self) -> str | None: ...
+    @property
+    def message(self) -> str | None: ...
+    @property
+    def conditions(self) -> list[Condition]: ...
+
+
+def transition_event(prev: PhaseStatus | None, new: PhaseStatus) -> tuple[str, str, str] | None:
+    """(type, reason, message) of the Kubernetes Event for a phase change, a new reason while waiting, a
+    reason turning to or from a warning one in any phase (a prepare job's pods stuck while it is Preparing),
+    or a newly refused edit."""
     old_phase = prev.phase if prev else None
-    if old_phase != new.phase or (prev and prev.reason != new.reason and new.phase in ("Failed", "Pending", "Queued")):
+    old_reason = prev.reason if prev else None
+    if old_phase != new.phase or (
+        prev is not None
+        and old_reason != new.reason
+        and (new.phase in WAITING_PHASES or new.reason in WARNING_REASONS or old_reason in WARNING_REASONS)
+    ):
         kind = "Warning" if new.phase == "Failed" or new.reason in WARNING_REASONS else "Normal"
         return kind, new.reason or new.phase, f"{old_phase or 'New'} -> {new.phase}: {new.message or ''}".strip()[:1000]
     old_applied = next((c for c in (prev.conditions if prev else []) if c.type == "SpecApplied"), None)

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from trainkit.storage import Credentials
 
+from trainkit_operator.decide import SecretState
 from trainkit_operator.sweeps import SWEEP_LABEL
 
 GROUP, VERSION = "trainkit.dev", "v1alpha1"
@@ -172,6 +173,31 @@ class Kube:
         response.drain_conn()
         response.release_conn()
         return True
+
+    def secret_state(self, ns: str, name: str, keys: tuple[str, ...] = ()) -> SecretState:
+        """Whether Secret `name` can give the Ray pods `keys` by secretKeyRef: present, missing, forbidden (403:
+        the chart's RBAC names the Secrets the operator may get) or lacks-keys (one is absent or empty). Without
+        `keys` only the metadata is asked for; with them the body is parsed for its key names and dropped (no
+        value is kept, returned or logged)."""
+        try:
+            if not keys:
+                return "present" if self.secret_exists(ns, name) else "missing"
+            response = self._or_none(
+                lambda: self.core.read_namespaced_secret(
+                    name, ns, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+                )
+            )
+        except Exception as e:
+            if getattr(e, "status", None) != 403:
+                raise
+            return "forbidden"
+        if response is None:
+            return "missing"
+        try:
+            data = (json.loads(response.data).get("data") or {}) if len(response.data) < (1 << 20) else {}
+        finally:
+            response.release_conn()
+        return "present" if all(data.get(k) for k in keys) else "lacks-keys"
 
     def read_storage_credentials(self, ns: str, name: str) -> Credentials | None:
         """The S3 key in Secret `name` of namespace `ns` (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, optional

@@ -73,7 +73,7 @@ def reconcile(kube: Kube, run: dict, config: OperatorConfig, now: str | None = N
     if spec is not None:
         secret = builders.credentials_secret(spec, config)
         if spec_error is None and decide.secret_check_needed(secret, rayjob):
-            spec_error = decide.secret_spec_error(secret, ns, secret_state(kube, ns, secret))
+            spec_error = decide.secret_spec_error(secret, ns, kube.secret_state(ns, secret))
         if spec_error is None:
             configmap = kube.get_configmap(ns, decide.applied_configmap_name(run, spec, rayjob))
     if waiting_for_data and rayjob is None:
@@ -139,15 +139,6 @@ def reconcile(kube: Kube, run: dict, config: OperatorConfig, now: str | None = N
     written = decide.status_patch(status)
     kube.patch_run_status(ns, name, meta.get("resourceVersion"), written)
     return Outcome(written, status.phase, decide.run_events(prev, status), decision, failed_reads)
-
-
-def secret_state(kube: Kube, ns: str, secret: str) -> decide.SecretState:
-    try:
-        return "present" if kube.secret_exists(ns, secret) else "missing"
-    except Exception as e:
-        if getattr(e, "status", None) != 403:
-            raise
-        return "forbidden"  # RBAC lets the operator read only the Secrets the chart names
 
 
 def observe_storage(kube: Kube, ns: str, spec, config: OperatorConfig) -> observe.Observed:

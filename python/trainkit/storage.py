@@ -126,6 +126,7 @@ def is_remote(uri: str) -> bool:
 
 HUB_SCHEME = "hf://"
 DEFAULT_HUB_ENDPOINT = "https://huggingface.co"
+HUB_ENDPOINT_ENV = "HF_ENDPOINT"
 HUB_TOKEN_ENV = "HF_TOKEN"
 
 
@@ -226,7 +227,7 @@ def filesystem(uri: str, options: StorageOptions | None = None) -> tuple[fsspec.
 
 # --------------------------------------------------------------------------- Hugging Face Hub
 def hub_endpoint() -> str:
-    return (os.environ.get("HF_ENDPOINT") or DEFAULT_HUB_ENDPOINT).rstrip("/")
+    return (os.environ.get(HUB_ENDPOINT_ENV) or DEFAULT_HUB_ENDPOINT).rstrip("/")
 
 
 def _hub_filesystem():

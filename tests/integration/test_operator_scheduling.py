@@ -22,6 +22,7 @@ from test_operator_support import (
     kuberay_sets_status,
     kueue_sets_suspend,
     mounted_configmap,
+    pods_with_status,
     running_operator,
     seed_doc,
     status_of,
@@ -255,25 +256,7 @@ def test_stuck_initializing_surfaces_pod_reasons(cluster, seed_bucket):
                 ]
             },
         }
-        client = kubernetes.config.new_client_from_config(config_file=str(cluster.kubeconfig))
-        try:
-            core = kubernetes.client.CoreV1Api(client)
-            for pod_name, st in pod_status.items():
-                cluster.create(
-                    {
-                        "apiVersion": "v1",
-                        "kind": "Pod",
-                        "metadata": {
-                            "name": pod_name,
-                            "namespace": NS,
-                            "labels": {"ray.io/cluster": "stuck-raycluster-ab12c"},
-                        },
-                        "spec": {"containers": [{"name": "ray", "image": "registry.local/trainer:missing"}]},
-                    }
-                )
-                core.patch_namespaced_pod_status(pod_name, NS, {"status": st}, _preload_content=False).read()
-        finally:
-            client.close()
+        pods_with_status(cluster, "stuck-raycluster-ab12c", pod_status)
         kuberay_sets_status(
             cluster, "stuck", jobStatus="", jobDeploymentStatus="Initializing", rayClusterName="stuck-raycluster-ab12c"
         )

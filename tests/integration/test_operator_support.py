@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -265,3 +266,127 @@ def assert_no_credentials(server, *texts: str):
     for text in (dump, *texts):
         for value in PLANTED:
             assert value not in text
+
+
+# ------------------------------------------------------------------------------------- TrainingData
+DATAS = "trainingdatas.trainkit.dev"
+
+
+def serve_training_data(server, secret_names: tuple[str, ...] = ()):
+    """The TrainingData CRD on the test server, and the chart's RBAC (namespaced) enforced: the operator may get
+    the chart's storage Secret and the Secrets named here (rbac.secretNames), no other."""
+    from trainkit.spec.crd import training_data_crd
+
+    server.create(training_data_crd())
+    chart_rbac(server, "namespaced", rbac={"secretNames": list(secret_names)})
+    return server
+
+
+def kubectl(server, *args: str) -> str:
+    out = subprocess.run(
+        ["kubectl", "--kubeconfig", str(server.kubeconfig), *args], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def apply(server, tmp_path, *docs: dict) -> None:
+    path = tmp_path / f"apply-{docs[0]['metadata']['name']}.json"
+    path.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": list(docs)}))
+    kubectl(server, "apply", "--validate=false", "-f", str(path))
+
+
+def data_doc(name: str, inputs: list[str], bucket: str, endpoint: str, **spec) -> dict:
+    return {
+        "apiVersion": "trainkit.dev/v1alpha1",
+        "kind": "TrainingData",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "inputs": inputs,
+            "shardTokens": 4096,
+            "output": {"uri": f"{bucket}/prepared/"},
+            "storage": {"endpoint": endpoint, "credentialsSecret": "trainkit-s3"},
+            **spec,
+        },
+    }
+
+
+def secret_doc(name: str, **data: str) -> dict:
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": NS}, "stringData": data}
+
+
+def data_status(server, name: str) -> dict:
+    return (get(server, DATAS, name) or {}).get("status") or {}
+
+
+def condition(status: dict, type_: str) -> dict:
+    return next(c for c in status.get("conditions", []) if c["type"] == type_)
+
+
+def mounted_spec(server, rayjob: dict) -> dict:
+    """The spec ConfigMap the RayJob's head pod mounts (its name carries the spec's hash)."""
+    return get(server, "configmaps", mounted_configmap(rayjob))
+
+
+def prepare_pod(server, tmp_path, rayjob: dict) -> tuple[dict[str, str], Path]:
+    """SIMULATED KubeRay + kubelet for a prepare RayJob's head pod: its container's env resolved from the API server
+    as the kubelet resolves it (the KubeRay stand-in's `resolve_env`: Secrets by secretKeyRef) and its spec file
+    (the ConfigMap the pod mounts at /etc/trainkit/spec.json, written to `tmp_path`)."""
+    from support.kuberay_standin import KubeRayStandIn
+
+    head = rayjob["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    env = KubeRayStandIn(server.kubeconfig, NS, tmp_path / "pods").resolve_env(head)
+    assert env["AWS_ACCESS_KEY_ID"] and "AWS_SECRET_ACCESS_KEY" in env  # from the Secret, by secretKeyRef
+    assert rayjob["spec"]["entrypoint"] == "python -m trainkit.jobs.prepare --spec /etc/trainkit/spec.json"
+    spec_file = tmp_path / f"{rayjob['metadata']['name']}.json"
+    spec_file.write_text(mounted_spec(server, rayjob)["data"]["spec.json"])
+    return env, spec_file
+
+
+def run_prepare_job(server, monkeypatch, tmp_path, rayjob: dict) -> int:
+    """SIMULATED KubeRay running a prepare RayJob: RUNNING, the head pod's entrypoint run in this process (on this
+    session's Ray) with its env and spec file (`prepare_pod`), then SUCCEEDED or FAILED as its exit code says, each
+    written as KubeRay writes the RayJob's status. Returns the exit code."""
+    from trainkit.jobs.prepare import main
+
+    name = rayjob["metadata"]["name"]
+    kuberay_sets_status(server, name, jobStatus="RUNNING", jobDeploymentStatus="Running")
+    env, spec_file = prepare_pod(server, tmp_path, rayjob)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    code = main(["--spec", str(spec_file)])
+    if code == 0:
+        kuberay_sets_status(server, name, jobStatus="SUCCEEDED", jobDeploymentStatus="Complete")
+    else:
+        kuberay_sets_status(
+            server, name, jobStatus="FAILED", jobDeploymentStatus="Failed", reason="AppFailed", message=f"exit {code}"
+        )
+    return code
+
+
+def pods_with_status(server, cluster_name: str, statuses: dict[str, dict]) -> None:
+    """SIMULATED KubeRay + scheduler + kubelet: pods of Ray cluster `cluster_name` (its `ray.io/cluster` label), each
+    with the status given (pod name -> status), written through the status subresource as they write it."""
+    import kubernetes
+
+    client = server.api_client()
+    try:
+        core = kubernetes.client.CoreV1Api(client)
+        for pod_name, st in statuses.items():
+            server.create(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "metadata": {"name": pod_name, "namespace": NS, "labels": {"ray.io/cluster": cluster_name}},
+                    "spec": {"containers": [{"name": "ray", "image": "registry.local/trainer:0.1.0"}]},
+                }
+            )
+            core.patch_namespaced_pod_status(pod_name, NS, {"status": st}, _preload_content=False).read()
+    finally:
+        client.close()
+
+
+def dataset_run_doc(name: str, bucket: str, datasets: dict[str, str], weights: dict[str, float] | None = None) -> dict:
+    """The seed run with sources naming TrainingData (`dataset:`, source name -> TrainingData name) instead of URIs."""
+    sources = [{"name": s, "dataset": d, "weight": (weights or {}).get(s, 1.0)} for s, d in datasets.items()]
+    return seed_doc(name, bucket, **{"data.sources": sources})

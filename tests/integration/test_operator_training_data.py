@@ -21,93 +21,42 @@ import pyarrow.parquet as pq
 import pytest
 
 from test_operator_support import (
+    DATAS,
     NS,
     RAYJOBS,
+    apply,
     assert_no_credentials,
-    chart_rbac,
+    condition,
+    data_doc,
+    data_status,
+    dataset_run_doc,
+    events_for,
     get,
+    kubectl,
     kuberay_sets_status,
+    mounted_spec,
+    put_json,
+    pods_with_status,
+    run_prepare_job,
     running_operator,
-    seed_doc,
+    secret_doc,
+    serve_training_data,
     status_of,
     wait_for,
 )
 
-DATAS = "trainingdatas.trainkit.dev"
 SOURCES = {"manuals": 0.5, "web": 0.3, "edu": 0.2}
 
 
 @pytest.fixture
 def cluster(cluster):
-    from trainkit.spec.crd import training_data_crd
-
-    cluster.create(training_data_crd())
-    chart_rbac(cluster, "namespaced")  # the operator acts with the chart's ServiceAccount and roles only
-    return cluster
-
-
-def kubectl(server, *args: str) -> str:
-    out = subprocess.run(
-        ["kubectl", "--kubeconfig", str(server.kubeconfig), *args], capture_output=True, text=True, timeout=60
-    )
-    assert out.returncode == 0, out.stderr
-    return out.stdout
-
-
-def apply(server, tmp_path, *docs: dict) -> None:
-    path = tmp_path / f"apply-{docs[0]['metadata']['name']}.json"
-    path.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": list(docs)}))
-    kubectl(server, "apply", "--validate=false", "-f", str(path))
-
-
-def data_doc(name: str, inputs: list[str], bucket: str, endpoint: str) -> dict:
-    return {
-        "apiVersion": "trainkit.dev/v1alpha1",
-        "kind": "TrainingData",
-        "metadata": {"name": name, "namespace": NS},
-        "spec": {
-            "inputs": inputs,
-            "shardTokens": 4096,
-            "output": {"uri": f"{bucket}/prepared/"},
-            "storage": {"endpoint": endpoint, "credentialsSecret": "trainkit-s3"},
-        },
-    }
+    # The operator acts with the chart's ServiceAccount and roles only; it may get the storage Secret (the chart's
+    # storage.credentialsSecret) and the hub token Secrets listed here, no other.
+    return serve_training_data(cluster, secret_names=("hf-token", "hf-token-bare"))
 
 
 def run_doc(name: str, bucket: str, datasets: dict[str, str]) -> dict:
-    sources = [{"name": s, "dataset": d, "weight": SOURCES.get(s, 1.0)} for s, d in datasets.items()]
-    return seed_doc(name, bucket, **{"data.sources": sources})
-
-
-def data_status(server, name: str) -> dict:
-    return (get(server, DATAS, name) or {}).get("status") or {}
-
-
-def condition(status: dict, type_: str) -> dict:
-    return next(c for c in status.get("conditions", []) if c["type"] == type_)
-
-
-def mounted_spec(server, rayjob: dict) -> dict:
-    """The spec ConfigMap the RayJob's head pod mounts (its name carries the spec's hash)."""
-    volumes = rayjob["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["volumes"]
-    return get(server, "configmaps", next(v["configMap"]["name"] for v in volumes if "configMap" in v))
-
-
-def run_prepare_as_its_pod(server, monkeypatch, tmp_path, rayjob: dict) -> int:
-    """SIMULATED KubeRay (see the module docstring): the head pod's entrypoint, with its env and spec file."""
-    from support.kuberay_standin import KubeRayStandIn
-    from trainkit.jobs.prepare import main
-
-    head = rayjob["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
-    env = KubeRayStandIn(server.kubeconfig, NS, tmp_path / "pods").resolve_env(head)
-    assert env["AWS_ACCESS_KEY_ID"] and "AWS_SECRET_ACCESS_KEY" in env  # from the Secret, by secretKeyRef
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    configmap = mounted_spec(server, rayjob)
-    spec_file = tmp_path / f"{rayjob['metadata']['name']}.json"
-    spec_file.write_text(configmap["data"]["spec.json"])
-    assert rayjob["spec"]["entrypoint"] == "python -m trainkit.jobs.prepare --spec /etc/trainkit/spec.json"
-    return main(["--spec", str(spec_file)])
+    return dataset_run_doc(name, bucket, datasets, SOURCES)
 
 
 def test_runs_wait_for_prepared_data_then_start_with_its_uris(
@@ -152,9 +101,7 @@ def test_runs_wait_for_prepared_data_then_start_with_its_uris(
 
         # SIMULATED KubeRay runs each prepare job (module docstring) and reports it.
         for rj in jobs.values():
-            kuberay_sets_status(cluster, rj["metadata"]["name"], jobStatus="RUNNING", jobDeploymentStatus="Running")
-            assert run_prepare_as_its_pod(cluster, monkeypatch, tmp_path, rj) == 0
-            kuberay_sets_status(cluster, rj["metadata"]["name"], jobStatus="SUCCEEDED", jobDeploymentStatus="Complete")
+            assert run_prepare_job(cluster, monkeypatch, tmp_path, rj) == 0
         prepared = {
             s: wait_for(lambda s=s: data_status(cluster, s).get("phase") == "Ready" and data_status(cluster, s))
             for s in SOURCES
@@ -205,16 +152,7 @@ def test_runs_wait_for_prepared_data_then_start_with_its_uris(
         apply(cluster, tmp_path, data_doc("broken", [f"{s3_bucket}/raw/broken/"], s3_bucket, s3_endpoint))
         apply(cluster, tmp_path, run_doc("mix-broken", s3_bucket, {"edu": "edu", "web": "broken"}))
         rj = wait_for(lambda: get(cluster, RAYJOBS, "data-broken"), what="the broken data's RayJob")
-        kuberay_sets_status(cluster, "data-broken", jobStatus="RUNNING", jobDeploymentStatus="Running")
-        assert run_prepare_as_its_pod(cluster, monkeypatch, tmp_path, rj) == 1
-        kuberay_sets_status(
-            cluster,
-            "data-broken",
-            jobStatus="FAILED",
-            jobDeploymentStatus="Failed",
-            reason="AppFailed",
-            message="exit 1",
-        )
+        assert run_prepare_job(cluster, monkeypatch, tmp_path, rj) == 1
         st = wait_for(
             lambda: data_status(cluster, "broken").get("phase") == "Failed" and data_status(cluster, "broken")
         )
@@ -237,4 +175,142 @@ def test_runs_wait_for_prepared_data_then_start_with_its_uris(
         assert all(storage.exists(prepared["edu"]["uri"] + s["file"]) for s in index["shards"])
         assert status_of(cluster, "mix")["datasets"]["edu"]["uri"] == prepared["edu"]["uri"]
 
+    assert_no_credentials(cluster, json.dumps(cluster.list(DATAS, NS)))
+
+
+def warned(server, name: str, reason: str) -> list[dict]:
+    return [e for e in events_for(server, name) if e["reason"] == reason and e["type"] == "Warning"]
+
+
+def stuck_pods(server, cluster_name: str, head_waiting: dict) -> None:
+    """SIMULATED KubeRay + scheduler + kubelet: the prepare cluster's head cannot start its container, its worker
+    cannot be scheduled."""
+    unschedulable = {
+        "type": "PodScheduled",
+        "status": "False",
+        "reason": "Unschedulable",
+        "message": "0/3 nodes are available: 3 Insufficient cpu.",
+    }
+    pods_with_status(
+        server,
+        cluster_name,
+        {
+            f"{cluster_name}-head-x": {"containerStatuses": [{"name": "ray-head", "state": {"waiting": head_waiting}}]},
+            f"{cluster_name}-tokenize-worker-y": {"conditions": [unschedulable]},
+        },
+    )
+
+
+def test_unusable_secrets_stuck_pods_and_stalled_prepares_are_said_clearly(cluster, s3_endpoint, s3_bucket, tmp_path):
+    """The runs' rules for a TrainingData: a Secret it names that is missing, lacks its key or is outside the chart's
+    rbac.secretNames fails it (InvalidSpec, the Secret and key named, a Warning Event) until fixed; a prepare whose
+    pods cannot start says why (PodsNotReady); one that makes no progress past spec.progressDeadlineSeconds gets
+    Progressing=False. KubeRay, the scheduler and the kubelet are SIMULATED (statuses written through the API, the
+    kubelet's CreateContainerConfigError text from the KubeRay stand-in's own env resolution). No Ray work."""
+    from support.kuberay_standin import KubeRayStandIn, PodConfigError
+
+    hub = ["hf://datasets/acme/edu-text"]
+    cluster.create(secret_doc("hf-token-bare", token="a key of the wrong name"))
+    cluster.create(secret_doc("team-token", HF_TOKEN="hf_notListedInTheChart"))
+    with running_operator(cluster):
+        apply(
+            cluster,
+            tmp_path,
+            data_doc("hub-edu", hub, s3_bucket, s3_endpoint, hfTokenSecret="hf-token", progressDeadlineSeconds=3),
+            data_doc("no-key", hub, s3_bucket, s3_endpoint, hfTokenSecret="hf-token-bare"),
+            data_doc("not-allowed", hub, s3_bucket, s3_endpoint, hfTokenSecret="team-token"),
+            data_doc(
+                "no-s3-key",
+                hub,
+                s3_bucket,
+                s3_endpoint,
+                storage={"endpoint": s3_endpoint, "credentialsSecret": "hf-token-bare"},
+            ),
+            run_doc("hub-run", s3_bucket, {"edu": "hub-edu"}),
+        )
+        expected = {
+            "hub-edu": "spec.hfTokenSecret: Secret 'hf-token' does not exist in namespace 'default'; create it with "
+            "key HF_TOKEN",
+            "no-key": "spec.hfTokenSecret: Secret 'hf-token-bare' in namespace 'default' has no key HF_TOKEN",
+            "not-allowed": "spec.hfTokenSecret: the operator may not read Secret 'team-token' in namespace 'default' "
+            "(403 Forbidden); name a Secret the chart allows, or add it to the chart's rbac.secretNames",
+            "no-s3-key": "spec.storage.credentialsSecret: Secret default/hf-token-bare lacks AWS_ACCESS_KEY_ID or "
+            "AWS_SECRET_ACCESS_KEY",
+        }
+        for name, words in expected.items():
+            st = wait_for(lambda n=name: data_status(cluster, n).get("phase") == "Failed" and data_status(cluster, n))
+            assert st["reason"] == "InvalidSpec" and words in st["message"], st
+            assert words in condition(st, "SpecValid")["message"] and condition(st, "SpecValid")["status"] == "False"
+            assert not get(cluster, RAYJOBS, f"data-{name}") and not st.get("rayJobName")
+            event = wait_for(lambda n=name: warned(cluster, n, "InvalidSpec"), what=f"the Warning Event of {name}")
+            assert words in event[0]["message"]
+        st = wait_for(lambda: (s := status_of(cluster, "hub-run")).get("phase") == "Failed" and s)
+        assert st["reason"] == "DataFailed" and expected["hub-edu"] in st["message"]
+
+        # Nothing ran: creating the Secret starts the prepare, and the run naming it waits for it again.
+        cluster.create(secret_doc("hf-token", HF_TOKEN="hf_plantedHubTokenDoNotLeak0123456789"))
+        rj = wait_for(lambda: get(cluster, RAYJOBS, "data-hub-edu"), what="the prepare RayJob once the Secret exists")
+        st = wait_for(
+            lambda: data_status(cluster, "hub-edu").get("phase") == "Preparing" and data_status(cluster, "hub-edu")
+        )
+        assert condition(st, "SpecValid")["status"] == "True" and condition(st, "Failed")["status"] == "False"
+        st = wait_for(lambda: "'hub-edu' is Preparing" in (s := status_of(cluster, "hub-run")).get("message", "") and s)
+        assert (st["phase"], st["reason"]) == ("Pending", "WaitingForData")
+
+        # The Secret loses its key after the RayJob exists: its pods cannot start, and the status says why.
+        client = cluster.api_client()
+        try:
+            import kubernetes
+
+            kubernetes.client.CoreV1Api(client).delete_namespaced_secret("hf-token", NS)
+        finally:
+            client.close()
+        cluster.create(secret_doc("hf-token", token="renamed by mistake"))
+        head = rj["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+        with pytest.raises(PodConfigError) as kubelet:
+            KubeRayStandIn(cluster.kubeconfig, NS, tmp_path / "pods").resolve_env(head)
+        assert str(kubelet.value) == "couldn't find key HF_TOKEN in Secret default/hf-token"
+        stuck_pods(
+            cluster,
+            "data-hub-edu-raycluster-ab12c",
+            {"reason": "CreateContainerConfigError", "message": str(kubelet.value)},
+        )
+        kuberay_sets_status(
+            cluster,
+            "data-hub-edu",
+            jobStatus="",
+            jobDeploymentStatus="Initializing",
+            rayClusterName="data-hub-edu-raycluster-ab12c",
+        )
+        st = wait_for(
+            lambda: data_status(cluster, "hub-edu").get("reason") == "PodsNotReady" and data_status(cluster, "hub-edu")
+        )
+        assert st["phase"] == "Preparing"
+        assert (
+            "data-hub-edu-raycluster-ab12c-head-x/ray-head: CreateContainerConfigError: couldn't find key HF_TOKEN in Secret default/hf-token"
+            in st["message"]
+        )
+        assert "Unschedulable: 0/3 nodes are available: 3 Insufficient cpu." in st["message"]
+        wait_for(lambda: warned(cluster, "hub-edu", "PodsNotReady"), what="the PodsNotReady Warning Event")
+
+        # No progress for longer than spec.progressDeadlineSeconds (3 s here): Progressing=False, saying what is known.
+        st = wait_for(
+            lambda: condition(s := data_status(cluster, "hub-edu"), "Progressing")["status"] == "False" and s,
+            what="Progressing=False",
+        )
+        stalled = condition(st, "Progressing")
+        assert (
+            stalled["reason"] == "ProgressDeadlineExceeded" and "spec.progressDeadlineSeconds (3)" in stalled["message"]
+        )
+        assert "0/0 files" in stalled["message"] and "CreateContainerConfigError" in stalled["message"]
+        assert st["phase"] == "Preparing" and st["reason"] == "PodsNotReady"  # the more specific cause stays shown
+
+        # The pods start and a file is done: progress resets the clock.
+        kuberay_sets_status(cluster, "data-hub-edu", jobStatus="RUNNING", jobDeploymentStatus="Running")
+        put_json(st["uri"] + "prepare-progress.json", {"filesDone": 1, "filesTotal": 2, "tokens": 4096, "documents": 7})
+        st = wait_for(
+            lambda: condition(s := data_status(cluster, "hub-edu"), "Progressing")["status"] == "True" and s,
+            what="Progressing=True again",
+        )
+        assert st["reason"] == "Preparing" and st["progress"]["filesDone"] == 1
     assert_no_credentials(cluster, json.dumps(cluster.list(DATAS, NS)))

@@ -290,6 +290,7 @@ def test_values_reach_the_operator_environment():
     }
     assert config.credentials_mode == "workloadIdentity"
     assert config.allowed_endpoints == ("https://s3.eu-west-1.amazonaws.com",)
+    assert config.hf_endpoint == "https://hf-mirror.internal.example"  # the prepare pods' HF_ENDPOINT
     assert (config.read_max_bytes, config.read_timeout, config.reads_deadline, config.read_workers) == (
         2097152,
         3.0,

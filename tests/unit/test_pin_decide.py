@@ -27,6 +27,8 @@ CFG = OperatorConfig()
         ("Failed", "AppFailed", None, True),
         ("Failed", "InvalidSpec", None, False),  # nothing ever ran: fixing the spec may start it
         ("Failed", "InvalidSpec", "rj", True),  # it ran once: terminal
+        ("Failed", "DataFailed", None, False),  # its TrainingData failed before it started: fixing the data starts it
+        ("Failed", "DataFailed", "rj", True),
         ("Running", "JobRunning", "rj", False),
         ("Pending", "InvalidSpec", None, False),
         ("Queued", "WaitingForKueue", "rj", False),

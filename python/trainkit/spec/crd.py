@@ -384,6 +384,7 @@ def training_data_schema() -> dict:
 
 DATA_PRINTER_COLUMNS: list[dict] = [
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    {"name": "Reason", "type": "string", "jsonPath": ".status.reason"},
     {"name": "Files", "type": "integer", "jsonPath": ".status.progress.filesDone", "description": "input files done"},
     {"name": "Tokens", "type": "integer", "jsonPath": ".status.totalTokens"},
     {"name": "Hash", "type": "string", "jsonPath": ".status.contentHash", "description": "content address"},

@@ -35,6 +35,9 @@ MAX_INPUTS = 64
 HASH_LENGTH = 16  # hex characters of the content hash in the shard path (64 bits: no accidental collision)
 CONTENT_HASH_VERSION = 1  # bump when what the hash covers changes
 HF_TOKEN_KEY = "HF_TOKEN"  # the key read from spec.hfTokenSecret
+# Progress is counted in finished input files: one file of a few GB takes minutes per core, and a Ray cluster's
+# first image pull minutes more. Like a Deployment's progressDeadlineSeconds, exceeding it only says so.
+DEFAULT_PROGRESS_DEADLINE_SECONDS = 1800
 # hf://datasets/ORG/NAME, optional @revision, optional /path inside the repo (a folder or one file).
 HF_INPUT = re.compile(
     r"^hf://datasets/(?P<repo>[A-Za-z0-9][-A-Za-z0-9_.]*/[A-Za-z0-9][-A-Za-z0-9_.]*)"
@@ -132,6 +135,11 @@ class TrainingDataSpec(SpecModel):
         None, description="Secret with key HF_TOKEN for private hf:// inputs; never the token itself"
     )
     resources: PrepareResourcesSpec = Field(default_factory=PrepareResourcesSpec)
+    progress_deadline_seconds: Annotated[int, Field(ge=1, le=7 * 86400)] = Field(
+        DEFAULT_PROGRESS_DEADLINE_SECONDS,
+        description="Seconds a prepare may go without finishing another input file (or, first, since its RayJob "
+        "was created) before its Progressing condition turns False; it keeps running",
+    )
 
     @field_validator("inputs")
     @classmethod
@@ -190,7 +198,8 @@ def resolved_uri(spec: TrainingDataSpec) -> str:
 
 # ---------------------------------------------------------------------------------------- status
 DataPhase = Literal["Pending", "Preparing", "Ready", "Failed"]
-DATA_CONDITION_TYPES = ("SpecValid", "Ready", "Failed")
+DATA_CONDITION_TYPES = ("SpecValid", "Progressing", "Ready", "Failed")
+REASON_NO_PROGRESS = "ProgressDeadlineExceeded"  # the Progressing condition's reason past the deadline
 
 
 class DataStatusModel(BaseModel):
@@ -206,6 +215,7 @@ class DataProgress(DataStatusModel):
 
 class TrainingDataStatus(DataStatusModel):
     phase: DataPhase = "Pending"
+    reason: Annotated[str, Field(max_length=128)] | None = None
     message: Annotated[str, Field(max_length=4096)] = ""
     content_hash: Annotated[str, Field(max_length=64)] | None = None
     uri: Annotated[str, Field(max_length=2048)] | None = None
@@ -214,6 +224,9 @@ class TrainingDataStatus(DataStatusModel):
     total_documents: Annotated[int, Field(ge=0)] | None = None
     shards: Annotated[int, Field(ge=0)] | None = None
     progress: DataProgress = Field(default_factory=DataProgress)
+    last_progress_time: str | None = Field(
+        None, description="when the operator last saw the progress counts change (first: when it created the RayJob)"
+    )
     ray_job_name: Annotated[str, Field(max_length=253)] | None = None
     observed_generation: Annotated[int, Field(ge=0)] | None = None
     conditions: Annotated[list[Condition], Field(max_length=16)] = []

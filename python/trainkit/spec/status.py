@@ -11,6 +11,24 @@ from pydantic.alias_generators import to_camel
 Phase = Literal["Pending", "Queued", "Running", "Succeeded", "Failed", "Suspended"]
 TERMINAL_PHASES = ("Succeeded", "Failed")
 
+# Why an object failed before it created anything: its spec (a missing or unreadable Secret included), or, for a
+# run, a TrainingData it names. Nothing ever ran, so fixing the cause lets it start: such a Failed status is
+# re-evaluated, for runs and TrainingData alike (`final_status`).
+REASON_INVALID_SPEC = "InvalidSpec"
+REASON_DATA_FAILED = "DataFailed"
+FAILED_BEFORE_START = (REASON_INVALID_SPEC, REASON_DATA_FAILED)
+
+
+def final_status(
+    phase: str, reason: str | None, child: str | None, terminal: tuple[str, ...] = TERMINAL_PHASES
+) -> bool:
+    """Whether a status in `phase` is final (never reconciled again): a terminal phase, except Failed for a
+    reason in FAILED_BEFORE_START while no child (`child`: the RayJob's name) was ever created."""
+    if phase not in terminal:
+        return False
+    return not (phase == "Failed" and reason in FAILED_BEFORE_START and not child)
+
+
 # KubeRay's enums as known today (ray.io/v1 RayJob status; identical at v1.7.0 and master). The status
 # fields below are open strings, NOT these Literals: KubeRay adds values (ValidationFailed came in v1.5), and
 # a closed enum would make the operator's status write fail for good the day it meets one. A value outside
