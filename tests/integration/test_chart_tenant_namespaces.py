@@ -124,10 +124,14 @@ def test_the_api_server_refuses_the_operators_creates_outside_opted_in_namespace
 
 
 def test_the_operator_fails_a_run_and_a_sweep_outside_opted_in_namespaces_and_creates_nothing(cluster, seed_bucket):
-    from trainkit.spec.crd import training_sweep_crd
+    from trainkit.spec.crd import training_data_crd, training_sweep_crd
 
     server = cluster  # the TrainingRun CRD and the namespace's storage Secret
     server.create(training_sweep_crd())
+    server.create(training_data_crd())
+    data = {"apiVersion": "trainkit.dev/v1alpha1", "kind": "TrainingData", "metadata": {"name": "web", "namespace": NS},
+            "spec": {"inputs": [f"{seed_bucket}/raw/web/"], "output": {"uri": f"{seed_bucket}/prepared/"},
+                     "storage": {"credentialsSecret": "trainkit-s3"}}}  # fmt: skip
     chart_rbac(server, "cluster")  # the chart's ClusterRole: get on namespaces to read the label
     config = operator_config(tenant_namespace_label=("trainkit.dev/tenant", "true"))
     sweep = yaml.safe_load((REPO / "jobs" / "sweep-50-30-20-neighbourhood.yaml").read_text())
@@ -137,6 +141,7 @@ def test_the_operator_fails_a_run_and_a_sweep_outside_opted_in_namespaces_and_cr
     with running_operator(server, config):
         server.create(seed_doc("outsider", bucket=seed_bucket))
         server.create(sweep)
+        server.create(data)
         st = wait_for(lambda: (s := status_of(server, "outsider")).get("phase") == "Failed" and s, what="Failed")
         says = f"namespace '{NS}' has not opted in to trainkit: the operator serves only namespaces labelled "
         assert st["reason"] == "InvalidSpec" and says + "trainkit.dev/tenant=true" in st["message"], st
@@ -144,7 +149,10 @@ def test_the_operator_fails_a_run_and_a_sweep_outside_opted_in_namespaces_and_cr
         swept = wait_for(lambda: (server.get("trainingsweeps.trainkit.dev", "mix", NS).get("status") or {}).get(
             "phase") == "Failed" and server.get("trainingsweeps.trainkit.dev", "mix", NS)["status"], what="sweep Failed")  # fmt: skip
         assert says in swept["message"]
-        assert get(server, RAYJOBS, "outsider") is None and not server.list("configmaps", NS)
+        prepared = wait_for(lambda: (s := get(server, "trainingdatas.trainkit.dev", "web").get("status") or {}).get(
+            "phase") == "Failed" and s, what="TrainingData Failed")  # fmt: skip
+        assert says in prepared["message"], prepared
+        assert not server.list(RAYJOBS, NS) and not server.list("configmaps", NS)
         assert not server.list("networkpolicies.networking.k8s.io", NS)
         assert [r["metadata"]["name"] for r in server.list(RUNS, NS)] == ["outsider"]  # the sweep made none
 

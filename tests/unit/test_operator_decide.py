@@ -511,6 +511,22 @@ def test_secret_errors_name_the_field_the_secret_and_the_fix():
     assert not decide.secret_check_needed(None, None)
 
 
+def test_only_namespaces_that_opted_in_are_served():
+    chart = OperatorConfig.from_env({"TRAINKIT_TENANT_NAMESPACE_LABEL": "trainkit.dev/tenant=true"})
+    assert chart.tenant_namespace_label == ("trainkit.dev/tenant", "true")
+    assert decide.namespace_opt_in_error("team-a", {"trainkit.dev/tenant": "true", "x": "y"}, chart) is None
+    for labels in ({}, {"trainkit.dev/tenant": "false"}, {"trainkit.dev/tenant": "True"}, "missing"):
+        why = decide.namespace_opt_in_error("kube-system", labels, chart)
+        assert why is not None and "namespace 'kube-system' has not opted in to trainkit" in why
+        assert "kubectl label namespace kube-system trainkit.dev/tenant=true" in why
+    assert "403 Forbidden" in (decide.namespace_opt_in_error("team-a", "forbidden", chart) or "")
+    # checked before the children exist, and only where the chart asks (a namespaced install lists its namespaces)
+    assert decide.namespace_check_needed(chart, None) and not decide.namespace_check_needed(chart, {"kind": "RayJob"})
+    unset = OperatorConfig.from_env({})
+    assert not decide.namespace_check_needed(unset, None)
+    assert decide.namespace_opt_in_error("kube-system", {}, unset) is None
+
+
 def test_placement_policy_refuses_what_the_platform_did_not_allow():
     def error(env: dict, **updates):
         spec, _ = parse_spec(seed_run(**updates)["spec"])
