@@ -467,6 +467,18 @@ def test_a_non_finite_loss_is_null_in_the_patch_with_a_non_finite_loss_condition
     assert cond.status == "True" and later.progress is not None and later.progress.loss == 2.5
 
 
+def test_status_patch_nulls_a_non_finite_number_whatever_path_brought_it():
+    """The second line behind `finite`: any non-finite float left in a status (here set after summarize) is
+    written as null, so the API server never refuses the patch."""
+    run = seed_run()
+    status = summarize(run, rayjob_for(run, "RUNNING", "Running"), {"step": 10, "totalSteps": 100, "loss": 2.5})
+    assert status.progress is not None
+    status.progress.loss = float("nan")
+    patch = decide.status_patch(status)
+    json.dumps(patch, allow_nan=False)
+    assert patch["progress"]["loss"] is None and patch["progress"]["step"] == 10
+
+
 def test_huge_numbers_and_unbounded_task_lists_in_artifacts_are_bounded_in_the_status():
     run = seed_run()
     assert decide.progress_from({"step": float("inf")}, 10) is None  # int(inf) is an OverflowError, not a crash
