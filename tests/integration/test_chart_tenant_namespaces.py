@@ -2,7 +2,7 @@
 watch.tenantNamespaceLabel, default trainkit.dev/tenant=true), twice:
 
 - by the API server: `helm install` ships a ValidatingAdmissionPolicy that refuses the operator's ServiceAccount
-  (request.userInfo) any RayJob, ConfigMap or NetworkPolicy in a namespace without the label, kube-system
+  (request.userInfo) any RayJob, ConfigMap, NetworkPolicy or (a sweep's) TrainingRun in a namespace without the label, kube-system
   included; the test acts as that ServiceAccount with kubectl, RBAC enforced (the API test server evaluates the
   policy with upstream's semantics, tests/kubeapi/admission.py);
 - by the operator (kopf against the API test server, the chart's RBAC): a run or a sweep in such a namespace is
@@ -57,6 +57,10 @@ def _create(client, doc: dict):
             kubernetes.client.CustomObjectsApi(client).create_namespaced_custom_object(
                 "ray.io", "v1", ns, "rayjobs", doc
             )
+        elif doc["kind"] == "TrainingRun":
+            kubernetes.client.CustomObjectsApi(client).create_namespaced_custom_object(
+                "trainkit.dev", "v1alpha1", ns, "trainingruns", doc
+            )
         elif doc["kind"] == "ConfigMap":
             kubernetes.client.CoreV1Api(client).create_namespaced_config_map(ns, doc)
         else:
@@ -67,14 +71,16 @@ def _create(client, doc: dict):
 
 
 def _children(ns: str) -> list[dict]:
-    """A RayJob, a ConfigMap and a NetworkPolicy as the operator would create them in `ns` (shapes only)."""
+    """A RayJob, a ConfigMap, a NetworkPolicy and a sweep's TrainingRun as the operator would create them in `ns`
+    (shapes only)."""
     rayjob = {"apiVersion": "ray.io/v1", "kind": "RayJob", "metadata": {"name": "r1", "namespace": ns},
               "spec": {"entrypoint": "python -m trainkit.jobs.train", "shutdownAfterJobFinishes": True}}  # fmt: skip
     configmap = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "r1-spec-0123", "namespace": ns},
                  "data": {"spec.json": "{}"}, "immutable": True}  # fmt: skip
     policy = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "r1", "namespace": ns},
               "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}}  # fmt: skip
-    return [rayjob, configmap, policy]
+    run = dict(seed_doc("mix-000"), metadata={"name": "mix-000", "namespace": ns})
+    return [rayjob, configmap, policy, run]
 
 
 def test_the_api_server_refuses_the_operators_creates_outside_opted_in_namespaces(kube_api, tmp_path):
