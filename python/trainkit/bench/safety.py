@@ -650,10 +650,11 @@ def judge_cli_storage(
 
 
 def run_own_storage_group(
-    timeout: float, trainer: Tally, cli: Tally, workers: int = 4, cli_behaviours: tuple[str, ...] | None = None
+    timeout: float, trainer: Tally, cli: Tally, workers: int = 8, cli_behaviours: tuple[str, ...] | None = None
 ) -> None:
     """Every behaviour of `hostile_s3` (each its own server, all at once) against the trainer's control reads
-    (in this process) and every CLI command of `cli_commands` (subprocesses, `workers` at a time), with the
+    (in this process) and every CLI command of `cli_commands` (subprocesses, `workers` at a time: they mostly
+    wait on a silent or slow server, so more than the cores), with the
     user's own guard shortened to `timeout` seconds a request. A command may make two reads before one fails (a
     HEAD a slow server answers, then the GET): its bound is two operation deadlines and CLI_GRACE_SECONDS.
     Redirects point at an honest server under another name, which must see no request. `cli_behaviours`: the
