@@ -450,16 +450,21 @@ def read_bytes(uri: str, options: StorageOptions | None = None, attempts: int = 
     return retry(lambda: fs.cat_file(path), f"reading {uri}", attempts=attempts)
 
 
-def _whole_object(uri: str, options: StorageOptions) -> bytes:
-    """One guarded GET of an s3:// object (one request, no HEAD first)."""
+def _get_object(client: Any, uri: str, **kwargs: Any) -> dict:
+    """GET of the s3:// object `uri` through `client`, S3's missing key or bucket as FileNotFoundError naming it."""
     bucket, _, key = uri[len("s3://") :].partition("/")
-    client = _guarded_client(options)
     try:
-        return client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        return client.get_object(Bucket=bucket, Key=key, **kwargs)
     except client.exceptions.NoSuchKey as e:
         raise FileNotFoundError(f"{uri}: no such object") from e
     except client.exceptions.NoSuchBucket as e:
         raise FileNotFoundError(f"{uri}: no such bucket") from e
+
+
+def _whole_object(uri: str, options: StorageOptions) -> bytes:
+    """One guarded GET of an s3:// object (one request, no HEAD first)."""
+    try:
+        return _get_object(_guarded_client(options), uri)["Body"].read()
     except ObjectTooLarge as e:
         raise ObjectTooLarge(uri, e.size, e.cap) from None
 
@@ -480,18 +485,8 @@ def read_bulk(uri: str, options: StorageOptions | None = None, attempts: int = 4
         _refuse_local(uri, options.guard)
         fs, path = filesystem(uri, options)
         return retry(lambda: fs.cat_file(path), f"reading {uri}", attempts=attempts)
-    bucket, _, key = uri[len("s3://") :].partition("/")
     client = _bulk_client(options)
-
-    def get() -> bytes:
-        try:
-            return client.get_object(Bucket=bucket, Key=key)["Body"].read()
-        except client.exceptions.NoSuchKey as e:
-            raise FileNotFoundError(f"{uri}: no such object") from e
-        except client.exceptions.NoSuchBucket as e:
-            raise FileNotFoundError(f"{uri}: no such bucket") from e
-
-    return retry(get, f"reading {uri}", attempts=attempts)
+    return retry(lambda: _get_object(client, uri)["Body"].read(), f"reading {uri}", attempts=attempts)
 
 
 def download_file(uri: str, target: Path, options: StorageOptions | None = None, attempts: int = 4) -> None:
@@ -502,16 +497,10 @@ def download_file(uri: str, target: Path, options: StorageOptions | None = None,
         fs, path = filesystem(uri, options)
         retry(lambda: fs.get_file(path, str(target)), f"downloading {uri}", attempts=attempts)
         return
-    bucket, _, key = uri[len("s3://") :].partition("/")
     client = _bulk_client(options)
 
     def get() -> None:
-        try:
-            body = client.get_object(Bucket=bucket, Key=key)["Body"]
-        except client.exceptions.NoSuchKey as e:
-            raise FileNotFoundError(f"{uri}: no such object") from e
-        except client.exceptions.NoSuchBucket as e:
-            raise FileNotFoundError(f"{uri}: no such bucket") from e
+        body = _get_object(client, uri)["Body"]
         try:
             with open(target, "wb") as out:
                 for chunk in body.iter_chunks(8 << 20):
@@ -546,16 +535,10 @@ def read_ranges(
         if not is_remote(uri):
             fs, path = filesystem(uri, options)
             return retry(lambda: fs.cat_file(path, start, end), f"reading {uri}", attempts=attempts)
-        bucket, _, key = uri[len("s3://") :].partition("/")
         client = _bulk_client(options or StorageOptions())
 
         def get() -> bytes:
-            try:
-                return client.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{end - 1}")["Body"].read()
-            except client.exceptions.NoSuchKey as e:
-                raise FileNotFoundError(f"{uri}: no such object") from e
-            except client.exceptions.NoSuchBucket as e:
-                raise FileNotFoundError(f"{uri}: no such bucket") from e
+            return _get_object(client, uri, Range=f"bytes={start}-{end - 1}")["Body"].read()
 
         return retry(get, f"reading bytes {start}-{end} of {uri}", attempts=attempts)
 

@@ -431,6 +431,17 @@ def judge_artifact(record: str, damage: str, uri: str, data: bytes, read: Callab
 
 
 # ---------------------------------------------------------------------------------- hostile storage
+def _within_deadline(
+    outcome: str, took: float, bad: str | None, guard: Any, where: str
+) -> tuple[str, float, str | None]:
+    """(outcome, seconds, why bad or None) of one guarded read that took `took` s: past its operation's deadline
+    and STORAGE_GRACE_SECONDS, a good outcome is a bad one."""
+    bound = guard.operation_deadline + STORAGE_GRACE_SECONDS
+    if bad is None and took > bound:
+        return "past its deadline", took, f"{where}: {took:.1f} s > {bound:.1f} s"
+    return outcome, took, bad
+
+
 def judge_storage(record: str, read: Callable[[Any], Any], guard: Any, hostile: Any) -> tuple[str, float, str | None]:
     """(outcome, seconds, why bad or None) of one read of `hostile` (a running HostileS3) through the guarded
     reader."""
@@ -448,11 +459,7 @@ def judge_storage(record: str, read: Callable[[Any], Any], guard: Any, hostile: 
         outcome, bad = "storage error", None
     except BaseException as e:  # noqa: BLE001 - exactly what the campaign looks for
         outcome, bad = "uncaught exception", f"{behaviour} {record}: {type(e).__name__}: {e!s:.200}"
-    took = time.monotonic() - started
-    bound = guard.operation_deadline + STORAGE_GRACE_SECONDS
-    if bad is None and took > bound:
-        outcome, bad = "past its deadline", f"{behaviour} {record}: {took:.1f} s > {bound:.1f} s"
-    return outcome, took, bad
+    return _within_deadline(outcome, time.monotonic() - started, bad, guard, f"{behaviour} {record}")
 
 
 # A guarded operation ends at its deadline; this much more covers closing the socket, the first client's setup
@@ -560,11 +567,7 @@ def judge_trainer_storage(
         outcome, bad = ("storage error", None) if named else ("unclear error", f"{behaviour} {record}: {e!s:.200}")
     except BaseException as e:  # noqa: BLE001 - exactly what the campaign looks for
         outcome, bad = "uncaught exception", f"{behaviour} {record}: {type(e).__name__}: {e!s:.200}"
-    took = time.monotonic() - started
-    bound = guard.operation_deadline + STORAGE_GRACE_SECONDS
-    if bad is None and took > bound:
-        outcome, bad = "past its deadline", f"{behaviour} {record}: {took:.1f} s > {bound:.1f} s"
-    return outcome, took, bad
+    return _within_deadline(outcome, time.monotonic() - started, bad, guard, f"{behaviour} {record}")
 
 
 # Startup of a CLI process (imports; a loaded machine) on top of its reads' deadlines.
