@@ -43,6 +43,9 @@ API_CALLS: tuple[tuple[str, str, str, str], ...] = (
     ("watch", "apiextensions.k8s.io", "customresourcedefinitions", ""),
     ("list", "", "namespaces", ""),
     ("watch", "", "namespaces", ""),
+    # watching the whole cluster: whether a run's namespace opted in to trainkit (its label), before the
+    # operator creates anything there (decide.namespace_opt_in_error)
+    ("get", "", "namespaces", ""),
     # the sweep controller (sweep_reconcile.py): kopf watches sweeps and keeps its annotations on them;
     # our reconcile reads a sweep fresh, writes its status and creates the runs it owns (listing them
     # by the trainkit.dev/sweep label is the trainingruns list above)

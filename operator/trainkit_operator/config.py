@@ -126,6 +126,17 @@ def _labels(env: Mapping[str, str], name: str) -> dict[str, str]:
     return labels
 
 
+def _label_pair(env: Mapping[str, str], name: str) -> tuple[str, str] | None:
+    """One `key=value` label (unset or empty: None)."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    key, sep, value = raw.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"{name}: {raw[:100]!r} is not key=value")
+    return key.strip(), value.strip()
+
+
 def _allow_list(env: Mapping[str, str], name: str) -> tuple[str, ...] | None:
     """Unset: None (no restriction); set, even to "": the allow-list."""
     return _list(env, name) if name in env else None
@@ -153,6 +164,11 @@ class OperatorConfig:
     image_pull_policy: str = "IfNotPresent"
     # Namespaces to watch; empty = cluster-wide.
     namespaces: tuple[str, ...] = ()
+    # Watching the whole cluster (the chart sets it there): only namespaces carrying this label (key, value)
+    # opted in to trainkit; a run, TrainingData or sweep elsewhere is refused (Failed) before anything is
+    # created, and the chart's ValidatingAdmissionPolicy refuses the operator's creates there too. None: every
+    # watched namespace (a namespaced install lists its namespaces; an operator started without the chart).
+    tenant_namespace_label: tuple[str, str] | None = None
     # The reconcile timer: how often every run is re-read (progress, eval) without an event.
     timer_interval: float = 30.0
     # The first tick: create/resume handlers have just reconciled, so waiting one interval saves a
@@ -229,6 +245,7 @@ class OperatorConfig:
             trainer_image=env.get(p + "TRAINER_IMAGE") or cls.trainer_image,
             image_pull_policy=env.get(p + "IMAGE_PULL_POLICY") or cls.image_pull_policy,
             namespaces=_list(env, p + "NAMESPACES"),
+            tenant_namespace_label=_label_pair(env, p + "TENANT_NAMESPACE_LABEL"),
             timer_interval=_float(env, p + "TIMER_INTERVAL", cls.timer_interval),
             timer_initial_delay=_float(
                 env, p + "TIMER_INITIAL_DELAY", _float(env, p + "TIMER_INTERVAL", cls.timer_initial_delay)

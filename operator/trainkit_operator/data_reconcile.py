@@ -93,6 +93,9 @@ def reconcile_data(
     storage_state: StorageState = "none"
     if spec is not None and spec_error is None:
         rayjob = kube.get_rayjob(ns, data_rayjob_name(name))
+        if decide.namespace_check_needed(config, rayjob):
+            spec_error = decide.namespace_opt_in_error(ns, kube.namespace_labels(ns), config)
+    if spec is not None and spec_error is None:
         secret = data_credentials_secret(spec, config)
         secret_errors: list[str] = []
         if secret is not None:

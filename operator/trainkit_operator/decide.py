@@ -677,6 +677,34 @@ def secret_check_needed(secret: str | None, rayjob: dict | None) -> TypeGuard[st
     return bool(secret) and rayjob is None
 
 
+def namespace_check_needed(config: OperatorConfig, rayjob: dict | None) -> bool:
+    """Whether the namespace's opt-in is checked now: only where the chart asks for it (watching the whole
+    cluster), and before the children exist, as the Secret's (one GET per creation, not per timer tick)."""
+    return config.tenant_namespace_label is not None and rayjob is None
+
+
+def namespace_opt_in_error(
+    ns: str, labels: Mapping[str, str] | Literal["missing", "forbidden"], config: OperatorConfig
+) -> str | None:
+    """Why the operator creates nothing in namespace `ns`, or None: watching the whole cluster, it serves only
+    the namespaces a cluster administrator labelled `tenant_namespace_label` (never kube-system by accident);
+    the chart's ValidatingAdmissionPolicy refuses its creates elsewhere too."""
+    if config.tenant_namespace_label is None:
+        return None
+    key, value = config.tenant_namespace_label
+    if labels == "forbidden":
+        return (
+            f"the operator may not read namespace {ns!r} (403 Forbidden) to see whether it opted in to trainkit; "
+            "the chart grants it get on namespaces (watch.tenantNamespaceLabel)"
+        )
+    if labels != "missing" and labels.get(key) == value:
+        return None
+    return (
+        f"namespace {ns!r} has not opted in to trainkit: the operator serves only namespaces labelled "
+        f"{key}={value} (a cluster administrator runs `kubectl label namespace {ns} {key}={value}`); nothing was created"
+    )
+
+
 def secret_spec_error(
     secret: str,
     ns: str,

@@ -13,7 +13,7 @@ import os
 import random
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from trainkit.storage import Credentials
 
@@ -154,6 +154,17 @@ class Kube:
         except Exception as e:
             if getattr(e, "status", None) != 409:
                 raise
+
+    def namespace_labels(self, ns: str) -> dict[str, str] | Literal["missing", "forbidden"]:
+        """The namespace's labels, "missing", or "forbidden" (the chart grants `get` on namespaces only where
+        the operator checks them: decide.namespace_opt_in_error)."""
+        try:
+            found = self._or_none(lambda: self.core.read_namespace(ns, _request_timeout=REQUEST_TIMEOUT))
+        except Exception as e:
+            if getattr(e, "status", None) != 403:
+                raise
+            return "forbidden"
+        return "missing" if found is None else dict(found.metadata.labels or {})
 
     def secret_exists(self, ns: str, name: str) -> bool:
         """Existence only: asks for metadata (PartialObjectMetadata) and drops the response unread."""

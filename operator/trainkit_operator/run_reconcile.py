@@ -71,6 +71,8 @@ def reconcile(kube: Kube, run: dict, config: OperatorConfig, now: str | None = N
     if spec is not None or (prev is not None and prev.ray_job_name):
         rayjob = kube.get_rayjob(ns, builders.rayjob_name(name))
     if spec is not None:
+        if spec_error is None and decide.namespace_check_needed(config, rayjob):
+            spec_error = decide.namespace_opt_in_error(ns, kube.namespace_labels(ns), config)
         secret = builders.credentials_secret(spec, config)
         if spec_error is None and decide.secret_check_needed(secret, rayjob):
             spec_error = decide.secret_spec_error(secret, ns, kube.secret_state(ns, secret))

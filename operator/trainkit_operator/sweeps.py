@@ -29,6 +29,12 @@ class SweepDecision:
     status: TrainingSweepStatus = field(default_factory=TrainingSweepStatus)
 
 
+def refused_sweep(sweep: dict, message: str) -> SweepDecision:
+    """Nothing created, the sweep Failed with `message` (e.g. its namespace did not opt in)."""
+    generation = sweep["metadata"].get("generation")
+    return SweepDecision(status=TrainingSweepStatus(phase="Failed", message=message, observed_generation=generation))
+
+
 def sweep_owner_reference(sweep: dict) -> dict:
     return {
         "apiVersion": TRAINING_RUN_API_VERSION,

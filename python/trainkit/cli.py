@@ -48,6 +48,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as e:
+        from trainkit.storage import StorageError  # the one storage failure every command may meet
+
+        if not isinstance(e, StorageError):
+            raise
+        # A command that did not expect it (e.g. a bad TRAINKIT_READ_TIMEOUT): one line naming it, no traceback.
+        print(f"trainkit {args.command}: error: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

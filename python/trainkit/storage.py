@@ -12,6 +12,16 @@ named in the TrainingData) or the token file of `hf auth login`; never a spec fi
 Hub errors (401/403, missing repository or revision, an unreachable endpoint, offline mode) become one
 `HubError` that says which and what to do (`hub_problem`), never the token.
 
+Two kinds of reads. CONTROL reads (records, manifests, shard indexes, log segments, listings, existence
+checks: `read_bytes`, `read_json`, `exists`, `list_names`, `list_sizes`) of s3:// URIs go through ONE guarded
+transport (`_guarded_operation` over `_guarded_send`): a whole-request deadline a trickling server cannot
+stretch, a byte cap, bounded attempts, no redirects, the endpoint's own host only, ending in the value,
+FileNotFoundError or a StorageError naming the URI. The operator reads a tenant's storage with its own
+`ReadGuard` (the tenant's key only); the CLI and the trainer read their user's storage with `own_read_guard()`,
+the default of `StorageOptions`. BULK reads (token shards, checkpoint weights: `read_bulk`, `read_ranges`,
+`download_file`, and whatever goes through s3fs) have no whole-call deadline but bounded connect and idle-read
+timeouts and retries, and refuse redirects too.
+
 Writes are atomic for readers: local files go to a temporary name and are renamed; an S3 PUT is
 atomic by itself. Multi-file artifacts (checkpoints, shard sets) are committed by writing their
 manifest last: readers only trust what a manifest lists.
@@ -24,6 +34,7 @@ import contextvars
 import io
 import ipaddress
 import json
+import math
 import os
 import random
 import socket
@@ -32,7 +43,7 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 from urllib.parse import urlsplit
@@ -53,12 +64,16 @@ class Credentials:
 
 @dataclass(frozen=True)
 class ReadGuard:
-    """Limits of a guarded reader: storage the reader does not trust (a tenant's endpoint and objects).
+    """Limits of a guarded read: every control read (a record, a manifest, a listing, an existence check) of
+    an s3:// URI goes through the one guarded transport (`_guarded_operation`, `_guarded_send`).
 
     Every response body is capped (checked against Content-Length before reading, enforced while
     reading), every request has a connect timeout and a whole-request deadline, redirects are never
     followed and requests only go to the configured endpoint's host, link-local / metadata addresses are
-    refused, and local paths are refused: only s3:// URIs are read.
+    refused. With `own_storage` False (the operator's guards: storage a tenant controls) only explicit
+    credentials and the explicit endpoint are used and local paths are refused; with it True (`own_read_guard`:
+    the CLI's and the trainer's reads of storage their user configured) the process's own credential chain and
+    endpoint settings are used, and local paths are read as files.
     """
 
     max_response_bytes: int = 1 << 20
@@ -69,6 +84,8 @@ class ReadGuard:
     attempts: int = 2
     # Keys a listing may return in all (pages of 1000).
     max_keys: int = 10_000
+    # The reader's own storage (CLI, trainer) rather than a tenant's (operator); see the class docstring.
+    own_storage: bool = False
 
     @property
     def max_pages(self) -> int:
@@ -82,13 +99,51 @@ class ReadGuard:
         return self.attempts * (self.connect_timeout + self.request_deadline)
 
 
+# The CLI's and the trainer's control reads: seconds per request (a slow link to a large metrics.jsonl may need
+# more) and bytes per response; the operator's limits are the chart's (trainkit_operator.config).
+READ_TIMEOUT_ENV = "TRAINKIT_READ_TIMEOUT"
+READ_MAX_BYTES_ENV = "TRAINKIT_READ_MAX_BYTES"
+DEFAULT_READ_TIMEOUT = 20.0
+DEFAULT_READ_MAX_BYTES = 256 << 20
+
+
+def _positive_env(name: str, default: float) -> float:
+    text = os.environ.get(name)
+    if text is None or not text.strip():
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise StorageError(f"{name}={text[:40]!r}: must be a positive number")
+    return value
+
+
+def own_read_guard() -> ReadGuard:
+    """The guard of reads a user makes of their own storage (every CLI command, the trainer's records,
+    manifests, listings and shard indexes): a whole-request deadline of TRAINKIT_READ_TIMEOUT seconds (default
+    20), 3 attempts, at most TRAINKIT_READ_MAX_BYTES per response (default 256 MiB), 100,000 keys per listing;
+    a silent or trickling endpoint then ends in a StorageError naming the URI in about a minute, never hours."""
+    timeout = _positive_env(READ_TIMEOUT_ENV, DEFAULT_READ_TIMEOUT)
+    return ReadGuard(
+        max_response_bytes=int(_positive_env(READ_MAX_BYTES_ENV, DEFAULT_READ_MAX_BYTES)),
+        connect_timeout=min(5.0, timeout),
+        request_deadline=timeout,
+        attempts=3,
+        max_keys=100_000,
+        own_storage=True,
+    )
+
+
 @dataclass(frozen=True)
 class StorageOptions:
     endpoint: str | None = None
     region: str | None = None
-    # Guarded reads (the operator's): only these credentials, never the process's AWS_* environment.
+    # A tenant's key (the operator's reads): only these credentials, never the process's AWS_* environment.
     credentials: Credentials | None = field(default=None, repr=False)
-    guard: ReadGuard | None = None
+    # Limits of control reads; the default reads the user's own storage (see ReadGuard.own_storage).
+    guard: ReadGuard = field(default_factory=own_read_guard)
 
     @classmethod
     def from_spec(cls, storage) -> "StorageOptions":
@@ -98,8 +153,8 @@ class StorageOptions:
         return cls(endpoint=storage.endpoint, region=storage.region)
 
     def resolved_endpoint(self) -> str | None:
-        if self.guard is not None:
-            return self.endpoint  # a guarded reader goes only where it was told, never where the env says
+        if not self.guard.own_storage:
+            return self.endpoint  # a tenant's storage: only where the reader was told, never where the env says
         return self.endpoint or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
 
 
@@ -194,18 +249,20 @@ def absolute_uri(uri: str, base: str | None = None) -> str:
 def filesystem(uri: str, options: StorageOptions | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
     """The filesystem for `uri` and the path inside it."""
     options = options or StorageOptions()
-    if options.guard is not None:
-        # s3fs would sign with the process's own credential chain and follow whatever the server says.
-        raise StorageRefused(f"{uri}: a guarded reader only reads objects and listings (read_bytes, list_*)")
+    if not options.guard.own_storage:
+        # s3fs would sign with the process's own credential chain: a tenant's storage is read only guarded.
+        raise StorageRefused(f"{uri}: a tenant's storage is read only through guarded reads (read_bytes, list_*)")
     if is_remote(uri):
         import s3fs
 
         kwargs: dict[str, Any] = {
-            # Bounded retries inside botocore; our own `retry` wraps whole operations on top.
+            # Bulk reads and writes: bounded connect and read (idle) timeouts and retries inside botocore, our
+            # own `retry` on top; no whole-call deadline (a shard or a checkpoint may take long), no redirects.
             "config_kwargs": {
                 "retries": {"max_attempts": 3, "mode": "standard"},
-                "connect_timeout": 5,
-                "read_timeout": 60,
+                "connect_timeout": BULK_CONNECT_TIMEOUT,
+                "read_timeout": BULK_READ_TIMEOUT,
+                "http_session_cls": _no_redirect_session_class(),
             },
             # Writers and readers meet through manifests (index.json, checkpoint.json): a cached listing
             # would hide a manifest written a moment ago by another process.
@@ -369,6 +426,9 @@ def retry(
             delay = base_delay * (2**attempt) * (0.5 + random.random())
             out_of_time = deadline is not None and time.monotonic() + delay >= deadline
             if not _is_transient(e) or attempt == attempts - 1 or out_of_time:
+                if isinstance(e, StorageError) and what.rsplit(" ", 1)[-1] not in str(e):
+                    # a refusal or cap met inside a request names the request: name the operation's object too
+                    e.args = (f"{what}: {e}"[:2000],)
                 if isinstance(e, (FileNotFoundError, PermissionError, StorageError)):
                     raise
                 raise StorageError(f"{what}: {type(e).__name__}: {e}"[:2000]) from e
@@ -377,28 +437,80 @@ def retry(
 
 
 def read_bytes(uri: str, options: StorageOptions | None = None, attempts: int = 4) -> bytes:
-    if options is not None and options.guard is not None:
-        _refuse_local(uri)
-        return _guarded_operation(options.guard, f"reading {uri}", lambda: _whole_object(uri, options))
-    if not is_remote(uri):
-        fs, path = filesystem(uri, options)
-        return retry(lambda: fs.cat_file(path), f"reading {uri}", attempts=attempts)
-    return retry(lambda: _whole_object(uri, options or StorageOptions()), f"reading {uri}", attempts=attempts)
+    """A CONTROL read (a record, a manifest, an index, a log segment): on S3 one guarded GET within
+    `options.guard`'s deadline and byte cap (at most `attempts` attempts), StorageError naming `uri` otherwise.
+    Shards and checkpoint weights are bulk reads: `read_bulk`, `read_ranges`, `download_file`."""
+    options = options or StorageOptions()
+    if is_remote(uri):
+        guard = options.guard
+        if attempts < guard.attempts:
+            guard = replace(guard, attempts=max(1, attempts))
+        return _guarded_operation(guard, f"reading {uri}", lambda: _whole_object(uri, options))
+    _refuse_local(uri, options.guard)
+    fs, path = filesystem(uri, options)
+    return retry(lambda: fs.cat_file(path), f"reading {uri}", attempts=attempts)
 
 
-def _whole_object(uri: str, options: StorageOptions) -> bytes:
-    """One GET of an s3:// object. Whole-object reads (shards, manifests) go to botocore directly: one GET with
-    no HEAD first, ~3x faster than s3fs for the few-MB objects shards are. Same endpoint and credential chain."""
+def _get_object(client: Any, uri: str, **kwargs: Any) -> dict:
+    """GET of the s3:// object `uri` through `client`, S3's missing key or bucket as FileNotFoundError naming it."""
     bucket, _, key = uri[len("s3://") :].partition("/")
-    client = _s3_client(options)
     try:
-        return client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        return client.get_object(Bucket=bucket, Key=key, **kwargs)
     except client.exceptions.NoSuchKey as e:
         raise FileNotFoundError(f"{uri}: no such object") from e
     except client.exceptions.NoSuchBucket as e:
         raise FileNotFoundError(f"{uri}: no such bucket") from e
+
+
+def _whole_object(uri: str, options: StorageOptions) -> bytes:
+    """One guarded GET of an s3:// object (one request, no HEAD first)."""
+    try:
+        return _get_object(_guarded_client(options), uri)["Body"].read()
     except ObjectTooLarge as e:
         raise ObjectTooLarge(uri, e.size, e.cap) from None
+
+
+# Bulk reads (token shards, checkpoint weights): no whole-call deadline and no byte cap (a shard or a weights
+# file may be large, and a loaded link slow), but bounded connect and idle-read timeouts, bounded retries, and
+# no redirects (botocore would recurse looking for the bucket's region; aiohttp, under s3fs, follows them to
+# any host).
+BULK_CONNECT_TIMEOUT = 5.0
+BULK_READ_TIMEOUT = 60.0  # seconds without a byte before a socket read fails (and is retried)
+
+
+def read_bulk(uri: str, options: StorageOptions | None = None, attempts: int = 4) -> bytes:
+    """A whole object or file as BULK data (a token shard): one GET straight through botocore on S3 (no HEAD
+    first; ~3x faster than s3fs for the few-MB objects shards are), bounded timeouts, no redirects."""
+    options = options or StorageOptions()
+    if not is_remote(uri):
+        _refuse_local(uri, options.guard)
+        fs, path = filesystem(uri, options)
+        return retry(lambda: fs.cat_file(path), f"reading {uri}", attempts=attempts)
+    client = _bulk_client(options)
+    return retry(lambda: _get_object(client, uri)["Body"].read(), f"reading {uri}", attempts=attempts)
+
+
+def download_file(uri: str, target: Path, options: StorageOptions | None = None, attempts: int = 4) -> None:
+    """Copy one object or file to the local `target`, streamed (a weights file never sits in memory whole), as
+    a BULK read (bounded timeouts, no redirects); a failed attempt leaves no partial `target`."""
+    options = options or StorageOptions()
+    if not is_remote(uri):
+        fs, path = filesystem(uri, options)
+        retry(lambda: fs.get_file(path, str(target)), f"downloading {uri}", attempts=attempts)
+        return
+    client = _bulk_client(options)
+
+    def get() -> None:
+        body = _get_object(client, uri)["Body"]
+        try:
+            with open(target, "wb") as out:
+                for chunk in body.iter_chunks(8 << 20):
+                    out.write(chunk)
+        except BaseException:
+            target.unlink(missing_ok=True)
+            raise
+
+    retry(get, f"downloading {uri}", attempts=attempts)
 
 
 # Ranged GETs at a time per process (read_ranges).
@@ -409,10 +521,10 @@ _RANGE_POOL: list[Any] = []  # the one ThreadPoolExecutor, made on first use
 def read_ranges(
     ranges: list[tuple[str, int, int]], options: StorageOptions | None = None, attempts: int = 4
 ) -> list[bytes]:
-    """Bytes [start, end) of each (uri, start, end), fetched concurrently. On S3, ranged GETs straight
-    through botocore, RANGE_THREADS at a time: here about half the wall time and CPU of s3fs's cat_ranges
-    (which runs every request through one asyncio loop), as whole-object reads are in read_bytes. Local
-    files through fsspec. A missing object raises FileNotFoundError; a range past an object's end comes
+    """Bytes [start, end) of each (uri, start, end), fetched concurrently as BULK reads. On S3, ranged GETs
+    straight through botocore, RANGE_THREADS at a time: here about half the wall time and CPU of s3fs's
+    cat_ranges (which runs every request through one asyncio loop), as whole-object reads are in read_bulk.
+    Local files through fsspec. A missing object raises FileNotFoundError; a range past an object's end comes
     back short or, starting past it, as a StorageError (callers check lengths against what they expect)."""
     if not ranges:
         return []
@@ -424,16 +536,10 @@ def read_ranges(
         if not is_remote(uri):
             fs, path = filesystem(uri, options)
             return retry(lambda: fs.cat_file(path, start, end), f"reading {uri}", attempts=attempts)
-        bucket, _, key = uri[len("s3://") :].partition("/")
-        client = _s3_client(options or StorageOptions())
+        client = _bulk_client(options or StorageOptions())
 
         def get() -> bytes:
-            try:
-                return client.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{end - 1}")["Body"].read()
-            except client.exceptions.NoSuchKey as e:
-                raise FileNotFoundError(f"{uri}: no such object") from e
-            except client.exceptions.NoSuchBucket as e:
-                raise FileNotFoundError(f"{uri}: no such bucket") from e
+            return _get_object(client, uri, Range=f"bytes={start}-{end - 1}")["Body"].read()
 
         return retry(get, f"reading bytes {start}-{end} of {uri}", attempts=attempts)
 
@@ -449,22 +555,73 @@ def read_ranges(
 _S3_CLIENTS: dict[tuple, Any] = {}
 
 
-def _s3_client(options: StorageOptions):
-    """One botocore S3 client per endpoint/region (thread-safe; creating one costs ~50 ms)."""
-    if options.guard is not None:
-        return _guarded_client(options)
+def _bulk_client(options: StorageOptions):
+    """The botocore S3 client of bulk reads and of writes, one per endpoint/region (thread-safe; creating one
+    costs ~50 ms): the process's own credential chain, bounded timeouts and retries, redirects refused."""
+    if not options.guard.own_storage:
+        raise StorageRefused("a tenant's storage is read only through guarded reads, with the tenant's key")
     key = (options.resolved_endpoint(), options.region, os.getpid())
     if key not in _S3_CLIENTS:
         import boto3
         from botocore.config import Config
 
         config = Config(
-            retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=60, max_pool_connections=16
+            retries={"max_attempts": 3, "mode": "standard"},
+            connect_timeout=BULK_CONNECT_TIMEOUT,
+            read_timeout=BULK_READ_TIMEOUT,
+            max_pool_connections=16,
         )
-        _S3_CLIENTS[key] = boto3.session.Session().client(
+        client = boto3.session.Session().client(
             "s3", endpoint_url=key[0], region_name=options.region or None, config=config
         )
+        # First, before botocore's region redirector (which would re-send to another region's endpoint).
+        client.meta.events.register_first("needs-retry.s3", _refuse_redirect_response)
+        _S3_CLIENTS[key] = client
     return _S3_CLIENTS[key]
+
+
+def _redirect_refusal(status: int, location: str | None, what: str) -> StorageRefused:
+    to = urlsplit(location or "").hostname or "elsewhere"
+    return StorageRefused(f"{what}: the server redirected ({status}) to {to[:100]!r}; not followed")
+
+
+def _refuse_redirect_response(response: Any = None, request_dict: Any = None, **_: Any) -> None:
+    """botocore's `needs-retry` hook: a 3xx answer ends the request (urllib3 under botocore does not follow it;
+    this keeps botocore's region redirector from following it either)."""
+    http = response[0] if response else None
+    if http is not None and 300 <= http.status_code < 400:
+        what = f"{(request_dict or {}).get('method', 'GET')} {urlsplit((request_dict or {}).get('url', '')).path}"
+        raise _redirect_refusal(http.status_code, http.headers.get("Location"), what)
+
+
+_NO_REDIRECT_SESSION: list[type] = []  # made on first use (imports aiobotocore)
+
+
+def _no_redirect_session_class() -> type:
+    """aiobotocore's HTTP session (under s3fs) with redirects refused: aiohttp follows them by default, to any
+    host. It wraps aiobotocore 3.x's `_get_session` (pinned through s3fs; tests/integration/
+    test_storage_guarded_reads.py would see a redirect followed if that changed)."""
+    if not _NO_REDIRECT_SESSION:
+        from aiobotocore.httpsession import AIOHTTPSession
+
+        class _RefusingRedirects:
+            def __init__(self, session: Any):
+                self._session = session
+
+            async def request(self, method: str, url: Any, **kwargs: Any) -> Any:
+                response = await self._session.request(method, url=url, allow_redirects=False, **kwargs)
+                if 300 <= response.status < 400:
+                    location = response.headers.get("Location")
+                    response.release()
+                    raise _redirect_refusal(response.status, location, f"{method} {url.path}")
+                return response
+
+        class NoRedirectAIOHTTPSession(AIOHTTPSession):
+            async def _get_session(self, proxy_url: Any) -> Any:
+                return _RefusingRedirects(await super()._get_session(proxy_url))
+
+        _NO_REDIRECT_SESSION.append(NoRedirectAIOHTTPSession)
+    return _NO_REDIRECT_SESSION[0]
 
 
 # ----------------------------------------------------------------------------- guarded reads
@@ -521,8 +678,10 @@ def reads_deadline(seconds: float) -> Iterator[None]:
         _READS_DEADLINE.reset(token)
 
 
-def _refuse_local(uri: str) -> None:
-    if not is_remote(uri):
+def _refuse_local(uri: str, guard: ReadGuard) -> None:
+    """A tenant's reader (not `own_storage`) reads s3:// URIs only: a file:// output would be the reader's
+    own file system."""
+    if not is_remote(uri) and not guard.own_storage:
         raise StorageRefused(f"{uri}: a guarded reader reads only s3:// URIs, never local paths or file://")
 
 
@@ -600,8 +759,7 @@ def _guarded_send(request: Any, guard: ReadGuard, allowed_host: Callable[[str], 
         if 300 <= response.status < 400:
             # botocore would follow it (and, for S3, recurse looking for the bucket's region): a guarded reader
             # talks to the configured endpoint only, so a redirect ends the request.
-            to = urlsplit(response.getheader("Location") or "").hostname or "elsewhere"
-            raise StorageRefused(f"{what}: the server redirected ({response.status}) to {to[:100]!r}; not followed")
+            raise _redirect_refusal(response.status, response.getheader("Location"), what)
         declared = response.getheader("Content-Length")
         if declared is not None and declared.isdigit() and int(declared) > guard.max_response_bytes:
             raise ObjectTooLarge(what, int(declared), guard.max_response_bytes)
@@ -626,16 +784,25 @@ def _guarded_send(request: Any, guard: ReadGuard, allowed_host: Callable[[str], 
         sock.close()
 
 
+def _ambient_identity() -> tuple[str | None, ...]:
+    """What selects the process's own credentials (botocore resolves them once per client): a cached client
+    is not reused once they change."""
+    return tuple(os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_ROLE_ARN"))
+
+
 def _guarded_client(options: StorageOptions):
-    """A botocore S3 client with the given credentials only (never the environment's), sending through
-    `_guarded_send`. Cached per (endpoint, region, credentials, guard), a bounded number of them."""
+    """A botocore S3 client sending through `_guarded_send`: for a tenant, with the given credentials only
+    (never the environment's) and the given endpoint only; for the reader's own storage, with the process's
+    credential chain and endpoint settings. Cached per (endpoint, region, credentials, guard), a bounded
+    number of them."""
     guard = options.guard
-    assert guard is not None
-    if options.credentials is None:
+    endpoint = options.resolved_endpoint()
+    if options.credentials is None and not guard.own_storage:
         raise StorageRefused("a guarded reader needs explicit credentials (the run's Secret); none given")
-    if options.endpoint and (why := endpoint_refusal(options.endpoint)):
+    if endpoint and (why := endpoint_refusal(endpoint)):
         raise StorageRefused(f"storage endpoint refused: {why}")
-    key = (options.endpoint, options.region, options.credentials, guard, os.getpid())
+    identity = _ambient_identity() if options.credentials is None else options.credentials
+    key = (endpoint, options.region, identity, guard, os.getpid())
     with _GUARDED_LOCK:
         if key in _GUARDED_CLIENTS:
             _GUARDED_CLIENTS.move_to_end(key)
@@ -643,29 +810,36 @@ def _guarded_client(options: StorageOptions):
     import boto3
     from botocore.config import Config
 
-    endpoint_host = (urlsplit(options.endpoint).hostname or "").lower() if options.endpoint else None
+    endpoint_host = (urlsplit(endpoint).hostname or "").lower() if endpoint else None
 
     def allowed_host(host: str) -> bool:
         host = host.lower()
-        return host == endpoint_host if endpoint_host is not None else host.endswith(".amazonaws.com")
+        if endpoint_host is None:
+            return host.endswith(".amazonaws.com")
+        # the user's own endpoint may address buckets as its sub-domains (virtual-hosted style)
+        return host == endpoint_host or (guard.own_storage and host.endswith("." + endpoint_host))
 
     config = Config(
         retries={"total_max_attempts": 1, "mode": "standard"},  # _guarded_operation retries, within the deadline
         connect_timeout=guard.connect_timeout,
         read_timeout=guard.request_deadline,
-        s3={"addressing_style": "path"},
+        # a tenant's: path style, its endpoint's own host; the user's own: addressed as their bulk client does
+        s3={"addressing_style": "auto" if guard.own_storage else "path"},
         # botocore >= 1.31 would otherwise take AWS_ENDPOINT_URL(_S3) from the environment.
-        ignore_configured_endpoint_urls=True,
+        ignore_configured_endpoint_urls=not guard.own_storage,
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
     )
-    session = boto3.session.Session(
-        aws_access_key_id=options.credentials.access_key_id,
-        aws_secret_access_key=options.credentials.secret_access_key,
-        aws_session_token=options.credentials.session_token,
-        region_name=options.region or "us-east-1",
-    )
-    client = session.client("s3", endpoint_url=options.endpoint or None, config=config)
+    if options.credentials is None:  # own storage: the process's credential chain (env, profile, role)
+        session = boto3.session.Session(region_name=options.region or None)
+    else:
+        session = boto3.session.Session(
+            aws_access_key_id=options.credentials.access_key_id,
+            aws_secret_access_key=options.credentials.secret_access_key,
+            aws_session_token=options.credentials.session_token,
+            region_name=options.region or "us-east-1",
+        )
+    client = session.client("s3", endpoint_url=endpoint or None, config=config)
     client.meta.events.register_first(
         "before-send.s3", lambda request, **kw: _guarded_send(request, guard, allowed_host, **kw)
     )
@@ -697,13 +871,11 @@ def _guarded_listing(uri: str, options: StorageOptions, delimiter: bool) -> tupl
     `guard.max_keys` entries in `guard.max_pages` pages; more -> StorageError (a listing that large is not a
     run's)."""
     guard = options.guard
-    assert guard is not None
-    _refuse_local(uri)
     bucket, _, prefix = uri[len("s3://") :].partition("/")
     prefix = prefix.rstrip("/") + "/" if prefix.strip("/") else ""
 
     def pages() -> tuple[list[str], dict[str, int]]:
-        client = _s3_client(options)
+        client = _guarded_client(options)
         folders: list[str] = []
         files: dict[str, int] = {}
         kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": 1000}
@@ -735,8 +907,35 @@ def read_json(uri: str, options: StorageOptions | None = None) -> Any:
 
 
 def exists(uri: str, options: StorageOptions | None = None) -> bool:
+    """Whether an object (or a folder: a prefix holding objects) is at `uri`; a control read, guarded on S3."""
+    options = options or StorageOptions()
+    if is_remote(uri):
+        return _guarded_operation(options.guard, f"checking {uri}", lambda: _object_or_prefix_exists(uri, options))
     fs, path = filesystem(uri, options)
     return retry(lambda: fs.exists(path), f"checking {uri}")
+
+
+def _object_or_prefix_exists(uri: str, options: StorageOptions) -> bool:
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    client = _guarded_client(options)
+    try:
+        if key.strip("/"):
+            try:
+                client.head_object(Bucket=bucket, Key=key)
+                return True
+            except client.exceptions.ClientError as e:
+                if e.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey"):
+                    raise
+            page = client.list_objects_v2(Bucket=bucket, Prefix=key.rstrip("/") + "/", MaxKeys=1)
+            return bool(page.get("Contents") or page.get("CommonPrefixes"))
+        client.head_bucket(Bucket=bucket)
+        return True
+    except client.exceptions.NoSuchBucket:
+        return False
+    except client.exceptions.ClientError as e:
+        if e.response.get("Error", {}).get("Code") in ("404", "NoSuchBucket"):
+            return False
+        raise
 
 
 def write_bytes(uri: str, data: bytes, options: StorageOptions | None = None) -> None:
@@ -763,10 +962,12 @@ def create_exclusive(uri: str, data: bytes, options: StorageOptions | None = Non
             return False
         finally:
             Path(tmp).unlink(missing_ok=True)
+    # The owner marker is a control operation: guarded (deadline, no redirects) like the reads around it.
+    options = options or StorageOptions()
     bucket, _, key = uri[len("s3://") :].partition("/")
-    client = _s3_client(options or StorageOptions())
 
     def put() -> bool:
+        client = _guarded_client(options)
         try:
             client.put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
             return True
@@ -775,7 +976,7 @@ def create_exclusive(uri: str, data: bytes, options: StorageOptions | None = Non
                 return False
             raise
 
-    return retry(put, f"creating {uri}")
+    return _guarded_operation(options.guard, f"creating {uri}", put)
 
 
 def write_json(uri: str, obj: Any, options: StorageOptions | None = None) -> None:
@@ -892,10 +1093,13 @@ def pin_hub_revision(uri: str) -> str:
 
 def list_names(uri: str, options: StorageOptions | None = None, directories_only: bool = False) -> list[str]:
     """Names of the entries directly under `uri`, sorted ([] when it does not exist). The listing cache is
-    dropped first: a run's folders grow while it is read (new checkpoints, eval steps, sweep runs)."""
-    if options is not None and options.guard is not None:
+    dropped first: a run's folders grow while it is read (new checkpoints, eval steps, sweep runs). A control
+    read: guarded on S3."""
+    options = options or StorageOptions()
+    if is_remote(uri):
         folders, files = _guarded_listing(uri, options, delimiter=True)
         return sorted(folders if directories_only else [*folders, *files])
+    _refuse_local(uri, options.guard)
     fs, path = filesystem(uri, options)
     fs.invalidate_cache()
     try:
@@ -910,9 +1114,11 @@ def list_names(uri: str, options: StorageOptions | None = None, directories_only
 
 
 def list_sizes(uri: str, options: StorageOptions | None = None) -> dict[str, int]:
-    """{relpath: size} of every file under `uri` ({} when it does not exist)."""
-    if options is not None and options.guard is not None:
+    """{relpath: size} of every file under `uri` ({} when it does not exist). A control read: guarded on S3."""
+    options = options or StorageOptions()
+    if is_remote(uri):
         return _guarded_listing(uri, options, delimiter=False)[1]
+    _refuse_local(uri, options.guard)
     fs, path = filesystem(uri, options)
     fs.invalidate_cache()
     try:

@@ -60,3 +60,27 @@ def test_every_operator_read_of_a_hostile_server_is_a_storage_error():
     assert tally.cases == len(BEHAVIOURS) * len(storage_reads()) == 25
     assert not _bad(tally), (_bad(tally), tally.bad)
     assert tally.outcomes["storage error"] == 25
+
+
+def test_the_trainers_and_the_clis_reads_of_a_hostile_server_end_in_a_clear_error():
+    """The user's own reads (`own_read_guard`, TRAINKIT_READ_TIMEOUT=1): the trainer's control reads (a source's
+    index.json, the owner.json claim, a resume's checkpoint listing) against every behaviour, and every CLI
+    command that reads storage (report, compare, logs, eval, validate --explain, sweep --local, run) as a real
+    subprocess against a silent, a trickling and a redirecting server: each ends in a StorageError naming the
+    object, exit 1 (3 for run's preflight) without a traceback, within two read deadlines and the start-up grace,
+    and the redirect's target sees nothing. On the code before (s3fs and botocore with their own timeouts),
+    `trainkit report` against the silent server was still waiting after minutes, and s3fs followed redirects."""
+    from trainkit.bench.hostile_s3 import BEHAVIOURS
+    from trainkit.bench.safety import Tally, run_own_storage_group, trainer_reads
+
+    trainer, cli = Tally(), Tally()
+    shown = ("silent", "slow", "redirect")
+    run_own_storage_group(1.0, trainer, cli, cli_behaviours=shown)
+    assert trainer.cases == len(BEHAVIOURS) * len(trainer_reads()) == 20
+    assert not _bad(trainer), (_bad(trainer), trainer.bad)
+    # a HEAD has no body: the slow and the huge server answer the existence check honestly
+    assert trainer.outcomes == {"storage error": 18, "answered (HEAD)": 2}
+    assert cli.cases == len(shown) * 7 == 21
+    assert not _bad(cli), (_bad(cli), cli.bad)
+    # validate --explain reports a source it cannot read (the cluster may see storage this machine cannot)
+    assert cli.outcomes == {"storage error": 18, "reported as not reachable": 3}

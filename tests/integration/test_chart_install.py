@@ -190,6 +190,9 @@ def test_chart_applied_with_kubectl_then_the_deployed_operator_reconciles_the_se
         ]
     assert len(roles) == len(by_kind(docs, "Role") + by_kind(docs, "ClusterRole"))
 
+    # Watching the whole cluster, the operator serves only namespaces a cluster administrator opted in.
+    if scope == "cluster":
+        kubectl(server, "label", "namespace", "default", "trainkit.dev/tenant=true")
     # The credentials Secret, in the release namespace (the operator pod's env) and the run's namespace.
     secret(server, RELEASE_NS, "trainkit-s3")
     secret(server, "default", "trainkit-s3")

@@ -46,7 +46,7 @@ def test_hostile_storage_reads_end_within_the_deadline_with_a_reason(behaviour):
         config = _config(hostile.endpoint)
         options = observe.options_for(_spec(), config, KEY)
         caller = threading.current_thread().name
-        storage._s3_client(options)  # botocore's models (~20 MB, once per process) are not the read's memory
+        storage._guarded_client(options)  # botocore's models (~20 MB, once per process) are not the read's memory
         tracemalloc.start()
         started = time.monotonic()
         seen = observe.read_pool(config).observe("tenant-b", OUT, options, config.reads_deadline)

@@ -172,19 +172,29 @@ def test_edits_that_leave_the_spec_alone_are_not_judged(installed):
 @pytest.mark.parametrize("k8s", ["1.30.0", kubernetes_validate.latest_version()])
 def test_the_policy_objects_pass_the_upstream_schema(installed, k8s):
     """admissionregistration.k8s.io/v1 ValidatingAdmissionPolicy(+Binding) as Kubernetes' own OpenAPI has them,
-    from 1.30 (GA) to the newest schemas on hand."""
+    from 1.30 (GA) to the newest schemas on hand: the placement policy and the opt-in namespaces one."""
     docs, _, _ = installed
-    for kind in ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"):
-        kubernetes_validate.validate(one(docs, kind), k8s, strict=True)
+    shipped = [d for d in docs if d["kind"] in ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")]
+    assert (
+        sorted(d["metadata"]["name"] for d in shipped)
+        == ["tk-trainkit-placement"] * 2 + ["tk-trainkit-tenant-namespaces"] * 2
+    )
+    for doc in shipped:
+        kubernetes_validate.validate(doc, k8s, strict=True)
 
 
 def test_auto_ships_the_policy_only_where_the_cluster_serves_it():
     kinds = lambda docs: sorted(d["kind"] for d in docs if d["kind"].startswith("ValidatingAdmission"))  # noqa: E731
     assert kinds(render()) == []  # helm template's defaults: no such API known (a pre-1.30 cluster looks the same)
-    assert kinds(render(extra=SERVES_POLICIES)) == ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
+    # placement, and (watching the whole cluster) opt-in namespaces: a policy and a binding each
+    both = ["ValidatingAdmissionPolicy"] * 2 + ["ValidatingAdmissionPolicyBinding"] * 2
+    assert kinds(render(extra=SERVES_POLICIES)) == both
     assert kinds(render(sets={"policy.admissionPolicy": False}, extra=SERVES_POLICIES)) == []
-    assert len(kinds(render(sets={"policy.admissionPolicy": True}))) == 2
+    assert len(kinds(render(sets={"policy.admissionPolicy": True}))) == 4
+    assert len(kinds(render(sets={"policy.admissionPolicy": True, "watch.tenantNamespaceLabel": ""}))) == 2
+    # a namespaced install lists its namespaces: no opt-in label there
     scoped = render(sets={"watch.scope": "namespaced", "watch.namespaces": "{team-a,team-b}"}, extra=SERVES_POLICIES)
+    assert kinds(scoped) == ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
     selector = one(scoped, "ValidatingAdmissionPolicyBinding")["spec"]["matchResources"]["namespaceSelector"]
     assert selector == {"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "In",
                                               "values": ["team-a", "team-b"]}]}  # fmt: skip

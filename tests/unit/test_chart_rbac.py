@@ -18,14 +18,19 @@ CLUSTER_SCOPED = {"customresourcedefinitions", "namespaces", "clusterkopfpeering
 # cluster it never does (tests/integration/test_chart_install.py records it), so the cluster-wide role
 # leaves them out.
 NAMESPACE_READS = {("list", "", "namespaces", ""), ("watch", "", "namespaces", "")}
+# whether a run's namespace opted in (watch.tenantNamespaceLabel): checked only watching the whole cluster (a
+# namespaced install's listed namespaces are its opt-in), and not at all when the label is turned off
+NAMESPACE_GET = {("get", "", "namespaces", "")}
 
 
-def declared(scope: str, peering: bool = True) -> set[tuple[str, str, str, str]]:
+def declared(scope: str, peering: bool = True, opt_in: bool = True) -> set[tuple[str, str, str, str]]:
     from trainkit_operator.api_calls import API_CALLS, PEERING_CALLS
 
     calls = set(API_CALLS)
     if scope == "cluster":
         calls -= NAMESPACE_READS
+    if scope != "cluster" or not opt_in:
+        calls -= NAMESPACE_GET
     if peering:
         resource = "clusterkopfpeerings" if scope == "cluster" else "kopfpeerings"
         calls |= {c for c in PEERING_CALLS if c[2] == resource}
@@ -50,6 +55,11 @@ def test_namespaced_roles_grant_exactly_the_declared_calls(namespaces):
         # each namespace gets every namespaced right; the cluster-scoped reads come from the ClusterRole
         assert grants([role]) == {c for c in want if c[2] not in CLUSTER_SCOPED}
     assert grants(by_kind(docs, "ClusterRole")) == {c for c in want if c[2] in CLUSTER_SCOPED}
+
+
+def test_without_opt_in_namespaces_no_namespace_get():
+    docs = render(sets={"watch.tenantNamespaceLabel": ""})
+    assert grants(by_kind(docs, "ClusterRole")) == declared("cluster", opt_in=False)
 
 
 def test_secret_options_change_names_never_verbs():

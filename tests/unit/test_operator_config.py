@@ -40,6 +40,8 @@ def test_defaults_and_env():
         ({"TRAINKIT_NODE_SELECTOR": '{"a": 1}'}, "strings"),
         ({"TRAINKIT_TOLERATIONS": '{"key": "x"}'}, "JSON list"),
         ({"TRAINKIT_TOLERATIONS": '[{"keys": "x"}]'}, "keys among"),
+        ({"TRAINKIT_TENANT_NAMESPACE_LABEL": "trainkit.dev/tenant"}, "TENANT_NAMESPACE_LABEL.*not key=value"),
+        ({"TRAINKIT_TENANT_NAMESPACE_LABEL": "=true"}, "not key=value"),
     ],
 )
 def test_bad_env_is_refused(env, match):

@@ -467,6 +467,18 @@ def test_a_non_finite_loss_is_null_in_the_patch_with_a_non_finite_loss_condition
     assert cond.status == "True" and later.progress is not None and later.progress.loss == 2.5
 
 
+def test_status_patch_nulls_a_non_finite_number_whatever_path_brought_it():
+    """The second line behind `finite`: any non-finite float left in a status (here set after summarize) is
+    written as null, so the API server never refuses the patch."""
+    run = seed_run()
+    status = summarize(run, rayjob_for(run, "RUNNING", "Running"), {"step": 10, "totalSteps": 100, "loss": 2.5})
+    assert status.progress is not None
+    status.progress.loss = float("nan")
+    patch = decide.status_patch(status)
+    json.dumps(patch, allow_nan=False)
+    assert patch["progress"]["loss"] is None and patch["progress"]["step"] == 10
+
+
 def test_huge_numbers_and_unbounded_task_lists_in_artifacts_are_bounded_in_the_status():
     run = seed_run()
     assert decide.progress_from({"step": float("inf")}, 10) is None  # int(inf) is an OverflowError, not a crash
@@ -509,6 +521,22 @@ def test_secret_errors_name_the_field_the_secret_and_the_fix():
     assert decide.secret_spec_error("s3", "team-a", "present") is None
     assert decide.secret_check_needed("s3", None) and not decide.secret_check_needed("s3", {"metadata": {}})
     assert not decide.secret_check_needed(None, None)
+
+
+def test_only_namespaces_that_opted_in_are_served():
+    chart = OperatorConfig.from_env({"TRAINKIT_TENANT_NAMESPACE_LABEL": "trainkit.dev/tenant=true"})
+    assert chart.tenant_namespace_label == ("trainkit.dev/tenant", "true")
+    assert decide.namespace_opt_in_error("team-a", {"trainkit.dev/tenant": "true", "x": "y"}, chart) is None
+    for labels in ({}, {"trainkit.dev/tenant": "false"}, {"trainkit.dev/tenant": "True"}, "missing"):
+        why = decide.namespace_opt_in_error("kube-system", labels, chart)
+        assert why is not None and "namespace 'kube-system' has not opted in to trainkit" in why
+        assert "kubectl label namespace kube-system trainkit.dev/tenant=true" in why
+    assert "403 Forbidden" in (decide.namespace_opt_in_error("team-a", "forbidden", chart) or "")
+    # checked before the children exist, and only where the chart asks (a namespaced install lists its namespaces)
+    assert decide.namespace_check_needed(chart, None) and not decide.namespace_check_needed(chart, {"kind": "RayJob"})
+    unset = OperatorConfig.from_env({})
+    assert not decide.namespace_check_needed(unset, None)
+    assert decide.namespace_opt_in_error("kube-system", {}, unset) is None
 
 
 def test_placement_policy_refuses_what_the_platform_did_not_allow():

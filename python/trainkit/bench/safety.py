@@ -23,6 +23,8 @@ There is no peer: this is a count of outcomes, and it exits 1 if any case is bad
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import copy
 import gc
 import json
 import math
@@ -431,6 +433,17 @@ def judge_artifact(record: str, damage: str, uri: str, data: bytes, read: Callab
 
 
 # ---------------------------------------------------------------------------------- hostile storage
+def _within_deadline(
+    outcome: str, took: float, bad: str | None, guard: Any, where: str
+) -> tuple[str, float, str | None]:
+    """(outcome, seconds, why bad or None) of one guarded read that took `took` s: past its operation's deadline
+    and STORAGE_GRACE_SECONDS, a good outcome is a bad one."""
+    bound = guard.operation_deadline + STORAGE_GRACE_SECONDS
+    if bad is None and took > bound:
+        return "past its deadline", took, f"{where}: {took:.1f} s > {bound:.1f} s"
+    return outcome, took, bad
+
+
 def judge_storage(record: str, read: Callable[[Any], Any], guard: Any, hostile: Any) -> tuple[str, float, str | None]:
     """(outcome, seconds, why bad or None) of one read of `hostile` (a running HostileS3) through the guarded
     reader."""
@@ -448,11 +461,7 @@ def judge_storage(record: str, read: Callable[[Any], Any], guard: Any, hostile: 
         outcome, bad = "storage error", None
     except BaseException as e:  # noqa: BLE001 - exactly what the campaign looks for
         outcome, bad = "uncaught exception", f"{behaviour} {record}: {type(e).__name__}: {e!s:.200}"
-    took = time.monotonic() - started
-    bound = guard.operation_deadline + STORAGE_GRACE_SECONDS
-    if bad is None and took > bound:
-        outcome, bad = "past its deadline", f"{behaviour} {record}: {took:.1f} s > {bound:.1f} s"
-    return outcome, took, bad
+    return _within_deadline(outcome, time.monotonic() - started, bad, guard, f"{behaviour} {record}")
 
 
 # A guarded operation ends at its deadline; this much more covers closing the socket, the first client's setup
@@ -498,12 +507,212 @@ def run_storage_group(guard: Any, tally: Tally) -> None:
                     tally.add(outcome, took, bad)
 
 
+# ------------------------------------------------------- hostile storage: the user's own reads (trainer, CLI)
+TRAINER_STORAGE_OUT = "s3://tenant/runs/r1"
+TRAINER_SHARDS = "s3://tenant/shards/web"
+BENCH_KEY = ("AKIASAFETYBENCH00002", "secret")  # a fake key of the user's own: the hostile servers take any
+
+
+def own_guard(timeout: float) -> Any:
+    """The CLI's and the trainer's guard (`own_read_guard`) with a short request deadline and a 1 MiB cap, as
+    TRAINKIT_READ_TIMEOUT / TRAINKIT_READ_MAX_BYTES set them (so the campaign stays quick)."""
+    from dataclasses import replace
+
+    from trainkit import storage
+
+    return replace(storage.own_read_guard(), connect_timeout=timeout, request_deadline=timeout,
+                   max_response_bytes=1 << 20)  # fmt: skip
+
+
+def trainer_reads() -> dict[str, Callable[[Any], Any]]:
+    """The trainer's control reads of its own storage, each alone: preflight (a source's index.json there?,
+    the index itself), the output claim (owner.json's conditional create, then reading it), and a resume (the
+    checkpoint listing and manifests)."""
+    from trainkit import artifacts, storage
+    from trainkit.data import shards
+
+    mine = artifacts.OwnerRecord(owner="local:safety", spec_hash="safety")
+    return {
+        "index.json exists": lambda o: storage.exists(storage.join(TRAINER_SHARDS, shards.INDEX_FILE), o),
+        "index.json": lambda o: shards.read_index(TRAINER_SHARDS, o),
+        "owner.json claim": lambda o: artifacts.claim_output(TRAINER_STORAGE_OUT, mine, o),
+        "resume listing": lambda o: artifacts.latest_complete_checkpoint(TRAINER_STORAGE_OUT, o),
+    }
+
+
+def _trainer_options(hostile: Any, guard: Any) -> Any:
+    from trainkit import storage
+
+    return storage.StorageOptions(endpoint=hostile.endpoint, credentials=storage.Credentials(*BENCH_KEY), guard=guard)
+
+
+def judge_trainer_storage(
+    record: str, read: Callable[[Any], Any], guard: Any, hostile: Any
+) -> tuple[str, float, str | None]:
+    """(outcome, seconds, why bad or None) of one trainer read of `hostile` with the user's own guard: good is
+    a StorageError (or the shard reader's DataError wrapping one) naming the object, within the deadline."""
+    from trainkit import storage
+    from trainkit.data.shards import DataError
+
+    behaviour = hostile.state.behaviour
+    options = _trainer_options(hostile, guard)
+    started = time.monotonic()
+    try:
+        got = read(options)
+        if behaviour in ("slow", "huge") and record == "index.json exists" and got is True:
+            # a HEAD has no body: a slow or huge server answers it honestly, the GET after it is what fails
+            outcome, bad = "answered (HEAD)", None
+        else:
+            outcome, bad = "no error", f"{behaviour} {record}: no error from a hostile server"
+    except (storage.StorageError, DataError) as e:
+        named = "s3://tenant/" in str(e)
+        outcome, bad = ("storage error", None) if named else ("unclear error", f"{behaviour} {record}: {e!s:.200}")
+    except BaseException as e:  # noqa: BLE001 - exactly what the campaign looks for
+        outcome, bad = "uncaught exception", f"{behaviour} {record}: {type(e).__name__}: {e!s:.200}"
+    return _within_deadline(outcome, time.monotonic() - started, bad, guard, f"{behaviour} {record}")
+
+
+# Startup of a CLI process (imports; a loaded machine) on top of its reads' deadlines.
+CLI_GRACE_SECONDS = 60.0
+
+
+def cli_commands(root: Path) -> dict[str, list[str]]:
+    """Every CLI command that reads a run's storage, as argv after `trainkit`, over the files it needs in `root`:
+    report, compare, logs, eval (the checkpoint's manifest), validate --explain (the sources' index.json),
+    sweep --local (which runs are done, read before Ray starts) and run (the preflight's index.json)."""
+    run = copy.deepcopy(BASE)
+    run["spec"]["data"]["sources"] = [{"name": "web", "uri": TRAINER_SHARDS, "weight": 1.0}]
+    run["spec"]["output"]["uri"] = TRAINER_STORAGE_OUT
+    sweep = {
+        "apiVersion": BASE["apiVersion"],
+        "kind": "TrainingSweep",
+        "metadata": {"name": "safety-sweep"},
+        "spec": {"rankBy": "loss", "mixtures": {"explicit": [{"weights": {"web": 1.0}}]},
+                 "template": {**run["spec"], "output": {"uri": "s3://tenant/sweeps/s1/"}}},
+    }  # fmt: skip
+    (root / "run.yaml").write_text(yaml.safe_dump(run))
+    (root / "sweep.yaml").write_text(yaml.safe_dump(sweep))
+    return {
+        "report": ["report", TRAINER_STORAGE_OUT],
+        "compare": ["compare", TRAINER_STORAGE_OUT, "--output", str(root / "compare")],
+        "logs": ["logs", TRAINER_STORAGE_OUT],
+        "eval": ["eval", f"{TRAINER_STORAGE_OUT}/checkpoints/step-00000010", "--tasks", "piqa"],
+        "validate --explain": ["validate", "--explain", str(root / "run.yaml")],
+        "sweep --local": ["sweep", "--local", str(root / "sweep.yaml")],
+        "run": ["run", str(root / "run.yaml")],
+    }
+
+
+def cli_env(endpoint: str, timeout: float) -> dict[str, str]:
+    """A CLI process of a user whose storage is `endpoint`: their key and endpoint from the environment, the
+    read deadline and cap short (TRAINKIT_READ_TIMEOUT, TRAINKIT_READ_MAX_BYTES), nothing from the network."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "TRAINKIT_READ_"))}
+    env.update(AWS_ACCESS_KEY_ID=BENCH_KEY[0], AWS_SECRET_ACCESS_KEY=BENCH_KEY[1], AWS_DEFAULT_REGION="us-east-1",
+               AWS_ENDPOINT_URL_S3=endpoint, AWS_EC2_METADATA_DISABLED="true", TRAINKIT_READ_TIMEOUT=str(timeout),
+               TRAINKIT_READ_MAX_BYTES=str(1 << 20), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
+               RAY_USAGE_STATS_ENABLED="0", TOKENIZERS_PARALLELISM="false")  # fmt: skip
+    return env
+
+
+def judge_cli_storage(
+    command: str, argv: list[str], env: dict[str, str], bound: float, behaviour: str
+) -> tuple[str, float, str | None]:
+    """(outcome, seconds, why bad or None) of `trainkit ARGV` as a real subprocess against a hostile server.
+    Good: exit non-zero with a message naming the object (s3://tenant/...), no traceback, within `bound`; for
+    `validate --explain`, which reports a source it cannot read rather than failing (the cluster may see storage
+    this machine cannot), exit 0 with "not reachable" and the object named."""
+    started = time.monotonic()
+    try:
+        got = subprocess.run([sys.executable, "-m", "trainkit", *argv], capture_output=True, text=True, env=env,
+                             timeout=bound + 30, stdin=subprocess.DEVNULL)  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return (
+            "past its deadline",
+            time.monotonic() - started,
+            f"{behaviour} {command}: still running after {bound + 30:.0f} s",
+        )
+    took = time.monotonic() - started
+    text = got.stdout + got.stderr
+    where = f"{behaviour} {command}"
+    if "Traceback" in text:
+        return "traceback", took, f"{where}: traceback: {text[-300:]!r}"
+    if command == "validate --explain":
+        ok = got.returncode == 0 and "not reachable" in text and "s3://tenant/" in text
+        outcome, bad = (
+            ("reported as not reachable", None)
+            if ok
+            else ("unclear error", f"{where}: exit {got.returncode}: {text[-300:]!r}")
+        )
+    elif got.returncode == 0:
+        outcome, bad = "no error", f"{where}: exit 0 against a hostile server"
+    elif "s3://tenant/" not in got.stderr:
+        outcome, bad = "unclear error", f"{where}: exit {got.returncode}: {got.stderr[-300:]!r}"
+    else:
+        outcome, bad = "storage error", None
+    if bad is None and took > bound:
+        outcome, bad = "past its deadline", f"{where}: {took:.1f} s > {bound:.1f} s"
+    return outcome, took, bad
+
+
+def run_own_storage_group(
+    timeout: float, trainer: Tally, cli: Tally, workers: int = 8, cli_behaviours: tuple[str, ...] | None = None
+) -> None:
+    """Every behaviour of `hostile_s3` (each its own server, all at once) against the trainer's control reads
+    (in this process) and every CLI command of `cli_commands` (subprocesses, `workers` at a time: they mostly
+    wait on a silent or slow server, so more than the cores), with the
+    user's own guard shortened to `timeout` seconds a request. A command may make two reads before one fails (a
+    HEAD a slow server answers, then the GET): its bound is two operation deadlines and CLI_GRACE_SECONDS.
+    Redirects point at an honest server under another name, which must see no request. `cli_behaviours`: the
+    behaviours the CLI meets (default all; the trainer's reads meet all of them either way)."""
+    from trainkit import storage
+    from trainkit.bench.hostile_s3 import BEHAVIOURS, Hostile, HostileS3
+
+    guard = own_guard(timeout)
+    bound = 2 * guard.operation_deadline + CLI_GRACE_SECONDS
+    with contextlib.ExitStack() as servers, tempfile.TemporaryDirectory(prefix="tk-safety-cli-") as tmp:
+        commands = cli_commands(Path(tmp))
+        pairs = {}
+        for behaviour in BEHAVIOURS:
+            elsewhere = servers.enter_context(HostileS3(Hostile()))
+            hostile = servers.enter_context(HostileS3(Hostile(behaviour=behaviour)))
+            hostile.state.redirect_to = elsewhere.endpoint.replace("127.0.0.1", "localhost")
+            pairs[behaviour] = (hostile, elsewhere)
+        reads = trainer_reads()
+        for hostile, _ in pairs.values():  # botocore's client set-up (~1 s, once per endpoint) is not a read's time
+            storage._guarded_client(_trainer_options(hostile, guard))
+        with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as cli_pool, \
+                concurrent.futures.ThreadPoolExecutor(max_workers=len(reads) * len(pairs)) as read_pool:  # fmt: skip
+            cli_runs = {
+                (b, c): cli_pool.submit(judge_cli_storage, c, argv, cli_env(h.endpoint, timeout), bound, b)
+                for b, (h, _) in pairs.items()
+                if cli_behaviours is None or b in cli_behaviours
+                for c, argv in commands.items()
+            }
+            trainer_runs = {
+                (b, r): read_pool.submit(judge_trainer_storage, r, read, guard, h)
+                for b, (h, _) in pairs.items()
+                for r, read in reads.items()
+            }
+            results = [(trainer, k, f.result()) for k, f in trainer_runs.items()]
+            results += [(cli, k, f.result()) for k, f in cli_runs.items()]
+    for tally, (behaviour, name), (outcome, took, bad) in results:
+        if pairs[behaviour][1].state.requests:  # then every read of this behaviour counts as bad
+            outcome, bad = "followed a redirect", f"{behaviour} {name}: a request reached another host"
+        tally.add(outcome, took, bad)
+
+
 # ------------------------------------------------------------------------------------------- command
 def add_arguments(p) -> None:
     p.add_argument("--specs", type=int, default=400, help="generated hostile specs (default 400)")
     p.add_argument("--cli-sample", type=int, default=12, help="of them, run through the real CLI too")
     p.add_argument("--seed", type=int, default=13)
     p.add_argument("--no-storage", action="store_true", help="skip the hostile-storage group (it takes ~1 min)")
+    p.add_argument(
+        "--read-timeout",
+        type=float,
+        default=1.0,
+        help="TRAINKIT_READ_TIMEOUT of the trainer's and the CLI's reads in the storage group (default 1 s)",
+    )
     p.add_argument("--json", default=None, help="also write the counts to this file")
     p.set_defaults(func=run)
 
@@ -521,10 +730,13 @@ def _print(title: str, tally: Tally, caps: str = "") -> None:
         print(f"  BAD {line}")
 
 
-def run_campaign(specs: int, cli_sample: int, seed: int, with_storage: bool) -> dict[str, Tally]:
+def run_campaign(
+    specs: int, cli_sample: int, seed: int, with_storage: bool, read_timeout: float = 1.0
+) -> dict[str, Tally]:
     from trainkit import storage
 
-    tallies = {"specs": Tally(), "cli": Tally(), "artifacts": Tally(), "storage": Tally()}
+    tallies = {"specs": Tally(), "cli": Tally(), "artifacts": Tally(), "storage": Tally(), "trainer storage": Tally(),
+               "cli storage": Tally()}  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="tk-safety-") as tmp:
         root = Path(tmp)
         cases = list(hostile_specs(seed, specs))
@@ -540,6 +752,7 @@ def run_campaign(specs: int, cli_sample: int, seed: int, with_storage: bool) -> 
             judge_artifact(record, damage, uri, data, read, tallies["artifacts"])
     if with_storage:
         run_storage_group(storage.ReadGuard(), tallies["storage"])
+        run_own_storage_group(read_timeout, tallies["trainer storage"], tallies["cli storage"])
     return tallies
 
 
@@ -553,7 +766,7 @@ BAD_OUTCOMES = frozenset(
 def run(args) -> int:
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     started = time.monotonic()
-    tallies = run_campaign(args.specs, args.cli_sample, args.seed, not args.no_storage)
+    tallies = run_campaign(args.specs, args.cli_sample, args.seed, not args.no_storage, args.read_timeout)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"trainkit bench safety (seed {args.seed}): {time.monotonic() - started:.0f} s, "
           f"peak RSS {peak_mib:.0f} MiB (was {before / 1024:.0f} MiB before)")  # fmt: skip
@@ -563,6 +776,10 @@ def run(args) -> int:
     _print("damaged artifacts through trainkit.artifacts / shards readers", tallies["artifacts"])
     if not args.no_storage:
         _print("hostile storage through the operator's guarded reads", tallies["storage"])
+        _print(f"hostile storage through the trainer's control reads (own key; {args.read_timeout:g} s a request)",
+               tallies["trainer storage"])  # fmt: skip
+        _print(f"hostile storage through the CLI (subprocesses, TRAINKIT_READ_TIMEOUT={args.read_timeout:g})",
+               tallies["cli storage"])  # fmt: skip
     bad = sum(n for t in tallies.values() for o, n in t.outcomes.items() if o in BAD_OUTCOMES)
     print(f"\n{sum(t.cases for t in tallies.values())} cases, {bad} bad")
     if args.json:

@@ -228,8 +228,6 @@ def discover_runs(uri: str, options: StorageOptions | None = None) -> list[str]:
     Raises CompareError naming the URI when there is no run, or when a folder looks like a run
     (progress.json / metrics.jsonl) but has no spec.json."""
     uri = uri.rstrip("/")
-    fs, _ = storage.filesystem(uri, options)
-    fs.invalidate_cache()
     if storage.exists(artifacts.run_file(uri, SPEC), options):
         return [uri]
     if _is_run_like(uri, options):

@@ -291,7 +291,7 @@ def decode_shard(data: bytes, index: ShardIndex, i: int, vocab_size: int) -> np.
 def read_shard(index: ShardIndex, i: int, vocab_size: int, options: StorageOptions | None = None) -> np.ndarray:
     uri = index.shard_uri(i)
     try:
-        data = storage.read_bytes(uri, options)
+        data = storage.read_bulk(uri, options)
     except FileNotFoundError as e:
         raise DataError(f"{uri}: listed in index.json but missing") from e
     return decode_shard(data, index, i, vocab_size)

@@ -14,7 +14,6 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 from trainkit import artifacts, storage
@@ -74,7 +73,6 @@ def fetch_checkpoint(
     manifest = model_manifest(raw, uri)
     step, files = manifest.step, dict(manifest.files)
 
-    fs, root = storage.filesystem(uri, options)
     # A folder named step-N must hold step N's checkpoint; any other folder holds the manifest's own step.
     folder_step = artifacts.step_of(uri)
     if problems := artifacts.checkpoint_problems(
@@ -86,7 +84,7 @@ def fetch_checkpoint(
     cache_root = Path(cache_dir) if cache_dir else default_cache_dir()
     dest = cache_root / hashlib.sha256(uri.encode()).hexdigest()[:20]
     if not _cached(dest, raw, files):
-        _download(uri, root, fs, files, dest, raw, cache_root)
+        _download(uri, files, dest, raw, cache_root, options)
     check_causal_lm(dest, uri)
     return LocalCheckpoint(uri=uri, path=dest, step=step, files=files)
 
@@ -122,7 +120,9 @@ def _cached(dest: Path, raw: bytes, files: dict[str, int]) -> bool:
     )
 
 
-def _download(uri, root, fs, files, dest: Path, raw: bytes, cache_root: Path) -> None:
+def _download(
+    uri: str, files: dict[str, int], dest: Path, raw: bytes, cache_root: Path, options: storage.StorageOptions | None
+) -> None:
     cache_root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=cache_root))
     try:
@@ -131,7 +131,7 @@ def _download(uri, root, fs, files, dest: Path, raw: bytes, cache_root: Path) ->
                 continue
             target = storage.contained(tmp, rel, uri)  # model_manifest checked it too: never outside the cache
             target.parent.mkdir(parents=True, exist_ok=True)
-            storage.retry(partial(fs.get_file, f"{root}/{rel}", str(target)), f"downloading {uri}/{rel}")
+            storage.download_file(storage.join(uri, rel), target, options)  # bulk: weights may be large
             if target.stat().st_size != files[rel]:
                 raise CheckpointError(f"incomplete checkpoint at {uri}: {rel} changed while downloading")
         (tmp / MANIFEST).write_bytes(raw)  # marks the cache entry complete

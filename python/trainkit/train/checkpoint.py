@@ -79,5 +79,5 @@ def download(output_uri: str, step: int, dest: str | Path, options: StorageOptio
     for rel in [*manifest.files, MANIFEST]:
         target = storage.contained(dest, rel, uri)  # parse_manifest checked it too: never outside `dest`
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(storage.read_bytes(storage.join(uri, rel), options))
+        storage.download_file(storage.join(uri, rel), target, options)  # bulk: weights may be large
     return dest
