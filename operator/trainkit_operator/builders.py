@@ -24,6 +24,7 @@ from trainkit_operator.config import OperatorConfig
 
 RAYJOB_API_VERSION = "ray.io/v1"
 RUN_LABEL = "trainkit.dev/run"
+SWEEP_LABEL = "trainkit.dev/sweep"  # on a sweep's runs and on its packs' RayJobs
 MANAGED_BY = "trainkit-operator"
 SPEC_HASH_ANNOTATION = "trainkit.dev/spec-hash"
 # Present exactly while the RayJob is suspended because the run's spec says so. The operator only ever
@@ -372,12 +373,14 @@ def ray_cluster_spec(config: OperatorConfig, head: dict, group: str, workers: in
 RAY_DASHBOARD_PORT = 8265  # where KubeRay's operator reads job status (utils.DashboardPortName)
 
 
-def build_network_policy(owner: dict, kind: str, label: str, rayjob: str, config: OperatorConfig) -> dict:
-    """Ingress to the owner's Ray pods (all carry `label: <owner>`) only from pods of the same owner in its
-    namespace (GCS, raylets, object transfer, NCCL, the submitter) and from the KubeRay operator's pods on
-    the dashboard port. A podSelector without namespaceSelector matches only this namespace, so another
-    tenant cannot label its way in. Egress is left open: the pods need object storage and the hub."""
-    name = owner["metadata"]["name"]
+def build_network_policy(
+    owner: dict, kind: str, label: str, rayjob: str, config: OperatorConfig, member: str | None = None
+) -> dict:
+    """Ingress to the owner's Ray pods (all carry `label: <member>`, by default `<owner's name>`) only from pods
+    of the same owner in its namespace (GCS, raylets, object transfer, NCCL, the submitter) and from the KubeRay
+    operator's pods on the dashboard port. A podSelector without namespaceSelector matches only this namespace,
+    so another tenant cannot label its way in. Egress is left open: the pods need object storage and the hub."""
+    name = member or owner["metadata"]["name"]
     own = {"matchLabels": {label: name}}
     kuberay = {
         "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": config.kuberay_namespace}},

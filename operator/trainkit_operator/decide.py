@@ -48,6 +48,7 @@ from trainkit_operator.builders import (
     spec_hash,
 )
 from trainkit_operator.config import OperatorConfig, normalized_endpoint
+from trainkit_operator.packs import PackView, pack_belongs_to_run, packed_phase
 
 # Conditions always present (an absent condition is not "False"): trainkit.spec.status's plus ours.
 CONDITION_TYPES = ("SpecValid", "SpecApplied", "Admitted", "Running", "Succeeded", "Failed", "MetricsFinite")
@@ -175,6 +176,11 @@ def storage_spec_error(spec: TrainingRunSpec, config: OperatorConfig) -> str | N
             "storage.credentialsSecret); name the Secret in this namespace that holds this team's storage key"
         )
     return None
+
+
+def operator_refusal(spec: TrainingRunSpec, config: OperatorConfig) -> str | None:
+    """Why this operator refuses to run the spec on the cluster (URIs, storage, placement policy), or None."""
+    return cluster_spec_error(spec) or storage_spec_error(spec, config) or placement_spec_error(spec, config)
 
 
 def spec_diff(old: Any, new: Any, path: str = "spec") -> list[str]:
@@ -347,6 +353,22 @@ def plan_actions(
     ops = mutable_patch(desired_rj, rayjob, kueue_managed=kueue)
     if ops or cm_differs:
         return Decision("update", configmap=desired_cm if cm_differs else None, configmap_replace=cm_differs, patch=ops)
+    return Decision("none")
+
+
+def packed_decision(run: dict, pack_rayjob: dict | None, prev: TrainingRunStatus | None) -> Decision:
+    """What a packed run (it creates nothing) makes of its pack's RayJob: ours ("none"), another's
+    ("conflict": a RayJob of the pack's name its sweep does not control), or gone after we saw it ("lost")."""
+    if pack_rayjob is None:
+        if prev is not None and prev.ray_job_name and prev.job_deployment_status:
+            return Decision("lost", message=f"RayJob {prev.ray_job_name} of this run's pack was deleted")
+        return Decision("none")
+    if not pack_belongs_to_run(pack_rayjob, run):
+        return Decision(
+            "conflict",
+            message=f"RayJob {pack_rayjob['metadata']['name']} is not the pack of this run's sweep (another "
+            "owner); this run waits for its own pack",
+        )
     return Decision("none")
 
 
@@ -669,6 +691,8 @@ class Observation:
     workloads: list[dict] | None = None
     rayjob_events: list[dict] | None = None
     storage_problems: tuple[str, ...] | None = None
+    # A packed run (its `rayjob` is its pack's, shared): the pack and the run's own outcome (packs.packed_phase).
+    pack: PackView | None = None
 
 
 @dataclass(frozen=True)
@@ -744,6 +768,8 @@ def summarize(
             not_admitted = workload_not_admitted(workloads)
             if not_admitted:
                 reason, message = "NotAdmitted", f"{message}; Kueue: {not_admitted}"
+    if seen.pack is not None and spec_error is None and not (decision is not None and decision.action == "conflict"):
+        phase, reason, message = packed_phase((phase, reason, message), seen.pack, pack_exists=rayjob is not None)
     if decision is not None and decision.action == "refuse":
         spec_applied = (False, "ImmutableFieldChanged", decision.message)
     elif decision is None and prev_conds.get("SpecApplied") is not None and prev_conds["SpecApplied"].status == "False":

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from trainkit import artifacts, storage
-from trainkit.artifacts import EvalSummaryDoc, ProgressDoc
+from trainkit.artifacts import EvalSummaryDoc, OutcomeDoc, ProgressDoc
 from trainkit.spec.models import TrainingRunSpec
 
 from trainkit_operator.config import OperatorConfig
@@ -45,6 +45,7 @@ class Observed:
     progress: ProgressDoc | None = None
     checkpoint: dict[str, object] | None = None  # {step, uri} of the newest complete checkpoint
     eval_summary: EvalSummaryDoc | None = None
+    outcome: OutcomeDoc | None = None  # a packed run's outcome.json (read only for packed runs)
     # Why something could not be read this time (empty: all read, or absent); None: nothing was attempted.
     problems: tuple[str, ...] | None = None
     # Nothing was read because this tenant's earlier reads still run: transient, so a final (terminal)
@@ -88,9 +89,19 @@ def _unless_unreachable(what: str, read: Callable[[], T], problems: list[str]) -
         return None
 
 
-def observe_outputs(output_uri: str, options: storage.StorageOptions) -> Observed:
-    """Read the run's records (in the calling thread); guarded when `options.guard` is set."""
+def observe_outputs(output_uri: str, options: storage.StorageOptions, outcome: bool = False) -> Observed:
+    """Read the run's records (in the calling thread); guarded when `options.guard` is set. `outcome`: also
+    the run's outcome.json (a packed run), read FIRST: the driver writes it after the run's last records."""
     problems: list[str] = []
+    ended = (
+        _unless_unreachable(
+            artifacts.run_file(output_uri, artifacts.OUTCOME),
+            lambda: artifacts.read_outcome(output_uri, options),
+            problems,
+        )
+        if outcome
+        else None
+    )
     progress = _unless_unreachable(
         artifacts.run_file(output_uri, artifacts.PROGRESS),
         lambda: artifacts.read_progress(output_uri, options),
@@ -105,7 +116,9 @@ def observe_outputs(output_uri: str, options: storage.StorageOptions) -> Observe
     eval_summary = _unless_unreachable(
         artifacts.eval_root(output_uri), lambda: artifacts.read_latest_eval_summary(output_uri, options), problems
     )
-    return Observed(progress=progress, checkpoint=checkpoint, eval_summary=eval_summary, problems=tuple(problems))
+    return Observed(
+        progress=progress, checkpoint=checkpoint, eval_summary=eval_summary, outcome=ended, problems=tuple(problems)
+    )
 
 
 class ReadPool:
@@ -116,7 +129,9 @@ class ReadPool:
         self._busy: set[str] = set()
         self._lock = threading.Lock()
 
-    def observe(self, tenant: str, output_uri: str, options: storage.StorageOptions, deadline: float) -> Observed:
+    def observe(
+        self, tenant: str, output_uri: str, options: storage.StorageOptions, deadline: float, outcome: bool = False
+    ) -> Observed:
         """The run's records, read in the pool within `deadline` seconds; past it (or while this tenant's
         previous reads still run) nothing is read this time and `problems` says why."""
         with self._lock:
@@ -130,7 +145,7 @@ class ReadPool:
         def run() -> Observed:
             try:
                 with storage.reads_deadline(deadline):
-                    return observe_outputs(output_uri, options)
+                    return observe_outputs(output_uri, options, outcome)
             finally:
                 with self._lock:
                     self._busy.discard(tenant)

@@ -18,9 +18,11 @@ import kopf
 
 from trainkit import artifacts
 from trainkit.spec.load import SpecError, parse_spec
-from trainkit.spec.status import TERMINAL_PHASES
+from trainkit.spec.models import TrainingRunSpec
+from trainkit.spec.plan import Plan
+from trainkit.spec.status import TERMINAL_PHASES, TrainingRunStatus
 
-from trainkit_operator import builders, decide, observe
+from trainkit_operator import builders, decide, observe, packs
 from trainkit_operator.config import OperatorConfig
 from trainkit_operator.data_decide import with_data_status
 from trainkit_operator.data_reconcile import resolve_run_datasets
@@ -57,14 +59,14 @@ def reconcile(kube: Kube, run: dict, config: OperatorConfig, now: str | None = N
         spec, plan = parse_spec(run.get("spec") or {}, source=f"TrainingRun {ns}/{name}")
         # Sources naming a TrainingData: resolved once, then fixed in the status (data_reconcile).
         spec, data_names, resolution = resolve_run_datasets(kube, ns, spec, run.get("status"))
-        spec_error = (
-            (resolution.failed if resolution else None)
-            or decide.cluster_spec_error(spec)
-            or decide.storage_spec_error(spec, config)
-            or decide.placement_spec_error(spec, config)
-        )
+        spec_error = (resolution.failed if resolution else None) or decide.operator_refusal(spec, config)
     except SpecError as e:
         spec_error = spec_error_text(e)
+    pack = packs.pack_of_run(run)
+    if pack is not None:
+        if spec is not None and spec_error is None:
+            spec_error = packs.packing_spec_error(spec, config)
+        return reconcile_packed(kube, run, config, now, prev, ParsedRun(spec, plan, spec_error), pack)
     waiting_for_data = resolution is not None and resolution.waiting is not None and spec_error is None
     rayjob = configmap = None
     if spec is not None or (prev is not None and prev.ray_job_name):
@@ -72,7 +74,7 @@ def reconcile(kube: Kube, run: dict, config: OperatorConfig, now: str | None = N
     if spec is not None:
         secret = builders.credentials_secret(spec, config)
         if spec_error is None and decide.secret_check_needed(secret, rayjob):
-            spec_error = decide.secret_spec_error(secret, ns, secret_state(kube, ns, secret))
+            spec_error = decide.secret_spec_error(secret, ns, kube.secret_state(ns, secret))
         if spec_error is None:
             configmap = kube.get_configmap(ns, builders.configmap_name(name))
     if waiting_for_data and rayjob is None:
@@ -112,8 +114,66 @@ def reconcile(kube: Kube, run: dict, config: OperatorConfig, now: str | None = N
         if decision.action == "update" and decision.patch:
             rayjob = kube.patch_rayjob(ns, builders.rayjob_name(name), decision.patch) or rayjob
 
+    return report(
+        kube, run, config, now, prev, ParsedRun(spec, plan, spec_error), rayjob, decision, resolution, data_names
+    )
+
+
+def reconcile_packed(
+    kube: Kube,
+    run: dict,
+    config: OperatorConfig,
+    now: str,
+    prev: TrainingRunStatus | None,
+    parsed_run: ParsedRun,
+    pack: str,
+) -> Outcome:
+    """A packed run creates nothing: its sweep made its pack's RayJob. It reads that RayJob (refusing one its
+    own sweep does not control), checks its Secret while the pack is not there yet, and reports
+    (packs.packed_phase: the run's own outcome decides how it ended)."""
+    ns = run["metadata"].get("namespace") or "default"
+    rayjob = kube.get_rayjob(ns, pack)
+    spec = parsed_run.spec
+    if spec is not None and parsed_run.error is None:
+        secret = builders.credentials_secret(spec, config)
+        if decide.secret_check_needed(secret, rayjob):
+            error = decide.secret_spec_error(secret, ns, kube.secret_state(ns, secret))
+            parsed_run = ParsedRun(spec, parsed_run.plan, error)
+    decision = decide.packed_decision(run, rayjob, prev)
+    return report(kube, run, config, now, prev, parsed_run, rayjob, decision, pack=pack)
+
+
+@dataclass(frozen=True)
+class ParsedRun:
+    """The run's spec as parsed this time (None when invalid), its plan, and why it is invalid."""
+
+    spec: TrainingRunSpec | None
+    plan: Plan | None
+    error: str | None
+
+
+def report(
+    kube: Kube,
+    run: dict,
+    config: OperatorConfig,
+    now: str,
+    prev: TrainingRunStatus | None,
+    parsed_run: ParsedRun,
+    rayjob: dict | None,
+    decision: decide.Decision,
+    resolution=None,
+    data_names: dict[str, str] | None = None,
+    pack: str | None = None,
+) -> Outcome:
+    """Read what the status needs (decide.reads_needed; a packed run's own outcome too), summarize, and write
+    the status when it changed."""
+    meta = run["metadata"]
+    ns, name = meta.get("namespace") or "default", meta["name"]
+    spec, plan, spec_error = parsed_run.spec, parsed_run.plan, parsed_run.error
     reads = decide.reads_needed(rayjob, spec_valid=spec is not None and spec_error is None)
-    observed = observe_storage(kube, ns, spec, config) if reads.storage and spec else observe.Observed()
+    # A packed run whose pack's RayJob vanished may still have ended: its outcome is in its own storage.
+    read_storage = spec is not None and (reads.storage or (pack is not None and decision.action == "lost"))
+    observed = observe_storage(kube, ns, spec, config, outcome=pack is not None) if read_storage else observe.Observed()
     seen = decide.Observation(
         rayjob=rayjob,
         progress=observed.progress,
@@ -121,8 +181,13 @@ def reconcile(kube: Kube, run: dict, config: OperatorConfig, now: str | None = N
         checkpoint=observed.checkpoint,
         pods=kube.list_pods(ns, f"ray.io/cluster={reads.pods_of_cluster}") if reads.pods_of_cluster else None,
         workloads=kube.list_workloads(ns, reads.workloads_of) if reads.workloads_of else None,
-        rayjob_events=kube.list_rayjob_events(ns, builders.rayjob_name(name)) if reads.rayjob_events else None,
+        rayjob_events=kube.list_rayjob_events(ns, rayjob["metadata"]["name"])
+        if reads.rayjob_events and rayjob
+        else None,
         storage_problems=observed.problems,
+        pack=None
+        if pack is None
+        else packs.PackView(pack, observed.outcome, outcome_read=read_storage and observed.problems == ()),
     )
     if decision.action == "refuse" and spec_error is not None:
         spec_error = None  # an invalid EDIT of a live run: shown as SpecApplied=False, the run goes on
@@ -133,7 +198,7 @@ def reconcile(kube: Kube, run: dict, config: OperatorConfig, now: str | None = N
     )
     status = decide.summarize(run, seen, now, parsed, decision)
     if resolution is not None:
-        status = with_data_status(status, data_names, resolution, now)
+        status = with_data_status(status, data_names or {}, resolution, now)
     if observed.deferred and status.phase in TERMINAL_PHASES:
         # A terminal status is final (never reconciled again): it must carry the run's last progress and
         # eval summary, so it waits for reads that actually ran.
@@ -145,16 +210,7 @@ def reconcile(kube: Kube, run: dict, config: OperatorConfig, now: str | None = N
     return Outcome(written, status.phase, decide.transition_event(prev, status), decision)
 
 
-def secret_state(kube: Kube, ns: str, secret: str) -> decide.SecretState:
-    try:
-        return "present" if kube.secret_exists(ns, secret) else "missing"
-    except Exception as e:
-        if getattr(e, "status", None) != 403:
-            raise
-        return "forbidden"  # RBAC lets the operator read only the Secrets the chart names
-
-
-def observe_storage(kube: Kube, ns: str, spec, config: OperatorConfig) -> observe.Observed:
+def observe_storage(kube: Kube, ns: str, spec, config: OperatorConfig, outcome: bool = False) -> observe.Observed:
     """The run's records, read with the run's own key (its Secret, in its namespace) off the handler thread.
     No Secret for the run (workload identity): the operator holds no key for it and reads nothing."""
     secret = builders.credentials_secret(spec, config)
@@ -173,4 +229,4 @@ def observe_storage(kube: Kube, ns: str, spec, config: OperatorConfig) -> observ
     if credentials is None:
         return observe.Observed(problems=(f"Secret {secret!r} does not exist in namespace {ns!r}",))
     options = observe.options_for(spec, config, credentials)
-    return observe.read_pool(config).observe(ns, spec.output.uri, options, config.reads_deadline)
+    return observe.read_pool(config).observe(ns, spec.output.uri, options, config.reads_deadline, outcome)

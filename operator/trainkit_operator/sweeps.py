@@ -9,24 +9,45 @@ restart cannot create a duplicate: creating an existing name is a 409 the reconc
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from pydantic import ValidationError
 
-from trainkit.spec.load import issues_from
+from trainkit.spec.load import SpecError, issues_from, parse_spec
 from trainkit.spec.models import TRAINING_RUN_API_VERSION
 from trainkit.spec.status import TERMINAL_PHASES
 from trainkit.spec.ranking import higher_is_better, metric_value, rank_values
-from trainkit.spec.sweep import TrainingSweep, expand_sweep
-from trainkit.spec.sweep_status import BestRun, LeaderboardRow, RunCounts, TrainingSweepStatus
+from trainkit.spec.sweep import TrainingSweep, expand_sweep, mixture_count, run_name
+from trainkit.spec.sweep_status import (
+    STATUS_LEADERBOARD_ROWS,
+    BestRun,
+    FullLeaderboard,
+    LeaderboardRow,
+    PackCounts,
+    RunCounts,
+    TrainingSweepStatus,
+)
 
-SWEEP_LABEL = "trainkit.dev/sweep"
+from trainkit_operator.config import OperatorConfig
+from trainkit_operator.packs import (
+    PackObjects,
+    build_pack,
+    pack_of_run,
+    packed_runs_due,
+    packing_spec_error,
+    packs_of_sweep,
+)
 
 
 @dataclass
 class SweepDecision:
     create: list[dict] = field(default_factory=list)
     status: TrainingSweepStatus = field(default_factory=TrainingSweepStatus)
+    leaderboard: dict | None = None  # every row, for object storage (full_leaderboard_doc)
+    parsed: TrainingSweep | None = None
 
 
 def sweep_owner_reference(sweep: dict) -> dict:
@@ -97,18 +118,30 @@ def decide_sweep(sweep: dict, runs: list[dict]) -> SweepDecision:
     unfinished = [n for n, r in existing.items() if run_phase(r) not in TERMINAL_PHASES]
     free = max(0, parsed.spec.parallelism - len(unfinished))
     create = []
-    for manifest in manifests:
-        if free == 0:
-            break
-        name = manifest["metadata"]["name"]
-        if name in existing:
-            continue
-        if name in leftovers:
-            break
+    if parsed.spec.packing is not None:
+        create = packed_runs_due(
+            meta["name"],
+            manifests,
+            set(existing),
+            set(leftovers),
+            len(unfinished),
+            parsed.spec.parallelism,
+            parsed.spec.packing.runs_per_cluster,
+        )
+    else:
+        for manifest in manifests:
+            if free == 0:
+                break
+            name = manifest["metadata"]["name"]
+            if name in existing:
+                continue
+            if name in leftovers:
+                break
+            create.append(manifest)
+            free -= 1
+    for manifest in create:
         manifest["metadata"]["namespace"] = meta.get("namespace")
         manifest["metadata"]["ownerReferences"] = [sweep_owner_reference(sweep)]
-        create.append(manifest)
-        free -= 1
 
     metric = parsed.spec.rank_by
     rows = [_row(m, existing.get(m["metadata"]["name"]), metric) for m in manifests]
@@ -146,7 +179,106 @@ def decide_sweep(sweep: dict, runs: list[dict]) -> SweepDecision:
         message=message,
         observed_generation=generation,
         runs=counts,
-        leaderboard=rows,
+        leaderboard=rows[:STATUS_LEADERBOARD_ROWS],
         best=BestRun(run=best.run, metric=metric, value=best.value) if best else None,
     )
-    return SweepDecision(create=create, status=status)
+    if parsed.spec.packing is not None:
+        status.packs = pack_counts(meta["name"], list(existing), parsed.spec.packing.runs_per_cluster, manifests)
+    board = full_leaderboard_doc(meta["name"], metric, rows)
+    return SweepDecision(create=create, status=status, leaderboard=board, parsed=parsed)
+
+
+# ------------------------------------------------------------------------ the whole leaderboard
+def full_leaderboard_doc(sweep_name: str, metric: str, rows: list[LeaderboardRow]) -> dict:
+    """Every run's row, ranked (what the status's top rows are cut from); `digest` names its content."""
+    body = {
+        "sweep": sweep_name,
+        "rankBy": metric,
+        "higherIsBetter": higher_is_better(metric),
+        "rows": [r.model_dump(by_alias=True, exclude_none=True, mode="json") for r in rows],
+    }
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+    return {**body, "digest": digest}
+
+
+# A changing leaderboard is written at most this often (a finished sweep's is written at once): a 512-run
+# sweep's runs finishing one by one would otherwise rewrite it 512 times.
+LEADERBOARD_WRITE_INTERVAL_SECONDS = 30.0
+
+
+def leaderboard_write_due(previous: FullLeaderboard | None, digest: str, now: str, final: bool) -> bool:
+    """Whether the whole leaderboard should be written now (pure)."""
+    if previous is None or previous.digest is None or previous.written_at is None:
+        return True
+    if previous.digest == digest:
+        return False
+    if final:
+        return True
+    return seconds_between(previous.written_at, now) >= LEADERBOARD_WRITE_INTERVAL_SECONDS
+
+
+def seconds_between(earlier: str, later: str) -> float:
+    fmt = "%Y-%m-%dT%H:%M:%SZ"
+    try:
+        return (datetime.strptime(later, fmt) - datetime.strptime(earlier, fmt)).total_seconds()
+    except ValueError:
+        return float("inf")  # an unreadable time: write
+
+
+def pack_counts(sweep_name: str, existing: list[str], runs_per_cluster: int, manifests: list[dict]) -> PackCounts:
+    packs = packs_of_sweep(sweep_name, [m["metadata"]["name"] for m in manifests], runs_per_cluster)
+    have = set(existing)
+    return PackCounts(
+        runs_per_cluster=runs_per_cluster,
+        total=len(packs),
+        created=sum(all(n in have for n in names) for names in packs.values()),
+    )
+
+
+# --------------------------------------------------------------------------------------- packs
+@dataclass(frozen=True)
+class PackDecision:
+    create: list[PackObjects] = field(default_factory=list)
+    problem: str | None = None  # why no pack may be created (the packed runs show it too, as InvalidSpec)
+
+
+def decide_packs(
+    sweep: dict,
+    parsed: TrainingSweep,
+    runs: list[dict],
+    pack_rayjobs: list[dict],
+    config: OperatorConfig,
+    refusal: str | None = None,
+) -> PackDecision:
+    """The packs to create now: each pack whose runs all exist (their uids read back) and that has no RayJob
+    yet (of any owner: a previous sweep's leftover of the same name is waited for). Members are the runs
+    labelled into the pack, with the specs they carry; one whose spec no longer parses is left out.
+    `refusal`: why the operator refuses the template on the cluster (decide.operator_refusal): then none."""
+    packing = parsed.spec.packing
+    if packing is None:
+        return PackDecision()
+    template = parsed.spec.template
+    problem = refusal or packing_spec_error(template, config)
+    if problem is not None:
+        return PackDecision(problem=problem)
+    existing = owned_runs(sweep, runs)
+    made = {r["metadata"]["name"] for r in pack_rayjobs}
+    count = mixture_count(parsed.spec.mixtures, len(template.data.sources))
+    names = [run_name(sweep["metadata"]["name"], i) for i in range(count)]
+    create = []
+    for pack, members in packs_of_sweep(sweep["metadata"]["name"], names, packing.runs_per_cluster).items():
+        if pack in made or any(n not in existing for n in members):
+            continue
+        specs = []
+        for name in members:
+            run = existing[name]
+            if pack_of_run(run) != pack:
+                continue  # created before the sweep asked for packing: it runs on its own RayJob
+            try:
+                spec, _ = parse_spec(run.get("spec") or {}, source=f"TrainingRun {name}")
+            except SpecError:
+                continue  # its own status says why (InvalidSpec)
+            specs.append((run, spec))
+        if specs:
+            create.append(build_pack(sweep, pack, specs, template, packing.runs_per_cluster, config))
+    return PackDecision(create=create)

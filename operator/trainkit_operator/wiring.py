@@ -36,9 +36,10 @@ from trainkit_operator.kube import (
     is_transient,
     lock_for,
 )
+from trainkit_operator.packs import PACK_LABEL
 from trainkit_operator.run_reconcile import reconcile
 from trainkit_operator.sweep_reconcile import reconcile_sweep
-from trainkit_operator.sweeps import SWEEP_LABEL
+
 
 ANNOTATION_PREFIX = "operator.trainkit.dev"
 
@@ -121,11 +122,25 @@ def reconcile_sweep_named(memo: Any, ns: str, name: str, retry: int = 0) -> None
 
     def attempt() -> tuple[dict, Any] | None:
         sweep = live(kube.get_sweep(ns, name))
-        return None if sweep is None else (sweep, reconcile_sweep(kube, sweep))
+        return None if sweep is None else (sweep, reconcile_sweep(kube, sweep, memo.config))
 
     done = guarded(memo, ("sweep", ns, name), "sweep reconcile", attempt, retry)
     if done is not None:
         post(done[0], done[1])
+
+
+def reconcile_pack_runs_named(memo: Any, ns: str, pack: str, retry: int = 0) -> None:
+    """A pack's RayJob changed: reconcile each of its runs now (their own locks; the first failure is left
+    to that run's timer, the others still go)."""
+    kube: Kube = memo.kube
+    failed = 0
+    for run in kube.list_runs(ns, f"{PACK_LABEL}={pack}"):
+        try:
+            reconcile_run_named(memo, ns, run["metadata"]["name"], retry)
+        except kopf.TemporaryError:
+            failed += 1
+    if failed:
+        log.info("%d run(s) of pack %s left to their timers", failed, pack)
 
 
 def reconcile_data_named(memo: Any, ns: str, name: str, retry: int = 0) -> None:
@@ -222,11 +237,14 @@ def register(
     # DELETED is seen by the owner's timer (a terminal run ignores it, a live one reports it).
     on_child_change(registry, rayjobs, builders.RUN_LABEL, "rayjob-changed", reconcile_run_named, ("MODIFIED",))
 
+    # A pack's RayJob (packed runs of a sweep) moving: each of its runs reconciles now.
+    on_child_change(registry, rayjobs, PACK_LABEL, "pack-rayjob-changed", reconcile_pack_runs_named, ("MODIFIED",))
+
     on_lifecycle(registry, SWEEPS, "sweep", reconcile_sweep_named, config.timer_interval, updates=True)
     # A run finishing (or vanishing) frees a slot at once; the initial listing (type None) is covered by resume.
     run_events = ("ADDED", "MODIFIED", "DELETED")
     on_child_change(
-        registry, (GROUP, VERSION, PLURAL), SWEEP_LABEL, "sweep-run-changed", reconcile_sweep_named, run_events
+        registry, (GROUP, VERSION, PLURAL), builders.SWEEP_LABEL, "sweep-run-changed", reconcile_sweep_named, run_events
     )
 
     # A TrainingData's spec is immutable once accepted (its content hash names the shards): no update handler.

@@ -11,6 +11,8 @@ hold, their pure parsers, and one reader per record.
       checkpoints/step-XXXXXXXX/         a Hugging Face folder + trainer/; checkpoint.json (the manifest) written last
       eval/step-XXXXXXXX/                results.json, report.md, tasks.png; summary.json written last
       eval/scores_by_step.png            score vs step over every eval of the run
+      outcome.json                       OutcomeDoc: how a PACKED run ended (its pack's driver writes it; the
+                                         pack's RayJob is shared, so its end is not this run's)
       logs/<stream>.NNNNN.log            stdout+stderr of the driver (`driver`) and each Ray Train worker
                                          (`worker-<rank>`), in segments (numbered on across restarts), shipped
                                          while the run goes and at its end (status.artifacts.logs)
@@ -46,6 +48,10 @@ LOSS_PLOT = "loss.png"
 CHECKPOINTS = "checkpoints"
 EVAL = "eval"
 LOGS = "logs"
+OUTCOME = "outcome.json"
+# Under a sweep's base output (template.output.uri), beside its runs' folders: the whole leaderboard the
+# operator keeps there (the sweep's status carries only the top rows).
+SWEEP_LEADERBOARD = "leaderboard.json"
 
 MANIFEST = "checkpoint.json"  # in each checkpoint folder; written last: it commits the checkpoint
 TRAINER_STATE = "trainer/state.json"
@@ -142,6 +148,10 @@ def run_uri_of_checkpoint(checkpoint: str) -> str | None:
     return run if folder == CHECKPOINTS and step_of(name) is not None and run else None
 
 
+def sweep_leaderboard_uri(sweep_output_uri: str) -> str:
+    return storage.join(sweep_output_uri, SWEEP_LEADERBOARD)
+
+
 def now_iso() -> str:
     """Now as RFC 3339 UTC to the second: progress.json's updatedAt, and the operator's status times."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -206,6 +216,25 @@ class EvalSummaryDoc(TypedDict, total=False):
     samples: dict[str, int | None]
     checkpoint: str
     evalSeconds: float
+
+
+OUTCOME_STATES = ("Succeeded", "Failed")
+
+
+class OutcomeDoc(TypedDict, total=False):
+    """outcome.json: how a packed run ended. `state` Succeeded or Failed, `message` why (a failure's cause),
+    `step` the last complete checkpoint's step (None: none), `finishedAt` RFC 3339."""
+
+    state: str
+    message: str
+    step: int | None
+    finishedAt: str
+
+
+def outcome_doc(state: str, message: str, step: int | None, finished_at: str) -> OutcomeDoc:
+    if state not in OUTCOME_STATES:
+        raise ValueError(f"outcome state must be one of {OUTCOME_STATES}, got {state!r}")
+    return OutcomeDoc(state=state, message=message[:4000], step=step, finishedAt=finished_at)
 
 
 @dataclass(frozen=True)
@@ -343,6 +372,18 @@ def complete_steps(listing: Mapping[str, int], manifests: Mapping[int, Checkpoin
     )
 
 
+def parse_outcome(doc: object, where: str) -> OutcomeDoc:
+    if not isinstance(doc, dict) or doc.get("state") not in OUTCOME_STATES:
+        raise ArtifactError(f"{where}: expected an object whose 'state' is one of {', '.join(OUTCOME_STATES)}")
+    step = doc.get("step")
+    return OutcomeDoc(
+        state=doc["state"],
+        message=str(doc.get("message") or "")[:4000],
+        step=step if _is_int(step) and step >= 0 else None,
+        finishedAt=str(doc.get("finishedAt") or "")[:64],
+    )
+
+
 def parse_progress(doc: object, where: str) -> ProgressDoc:
     if not isinstance(doc, dict):
         raise ArtifactError(f"{where}: expected an object, got {type(doc).__name__}")
@@ -462,6 +503,11 @@ def read_spec_document(output_uri: str, options: StorageOptions | None = None) -
 
 def read_progress(output_uri: str, options: StorageOptions | None = None) -> ProgressDoc | None:
     return _read_record(run_file(output_uri, PROGRESS), options, parse_progress)
+
+
+def read_outcome(output_uri: str, options: StorageOptions | None = None) -> OutcomeDoc | None:
+    """A packed run's outcome.json, or None (not ended yet, not packed, or unreadable)."""
+    return _read_record(run_file(output_uri, OUTCOME), options, parse_outcome)
 
 
 def read_metrics_text(output_uri: str, options: StorageOptions | None = None) -> str | None:

@@ -23,6 +23,7 @@ from trainkit.spec.models import (
     SpecModel,
     TrainingRunSpec,
 )
+from trainkit.spec.packing import MAX_PACKING_SWEEP_NAME_LENGTH, PackingSpec, packing_problems
 
 # Run names are "<sweep>-<index:03d>", so the sweep's own name leaves room for the suffix.
 MAX_SWEEP_NAME_LENGTH = MAX_RUN_NAME_LENGTH - 4
@@ -94,6 +95,25 @@ class TrainingSweepSpec(SpecModel):
             "eval.<task>, or loss (training loss: each run measures it on different data)",
         ),
     ] = "eval.average"
+    packing: PackingSpec | None = Field(
+        None,
+        description="Train runsPerCluster runs at once in one Ray cluster (one RayJob) instead of one cluster each",
+    )
+
+    @model_validator(mode="after")
+    def packable(self):
+        if self.packing is None:
+            return self
+        k = self.packing.runs_per_cluster
+        if self.parallelism < k:
+            raise ValueError(
+                f"parallelism {self.parallelism} is below packing.runsPerCluster {k}: packs start whole, so "
+                "parallelism must allow at least one pack"
+            )
+        problems = packing_problems(self.template, k)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     @model_validator(mode="after")
     def consistent(self):
@@ -145,6 +165,15 @@ class TrainingSweep(BaseModel):
                 f"sweep name '{meta.name}' is longer than {MAX_SWEEP_NAME_LENGTH} characters (runs add '-NNN')"
             )
         return meta
+
+    @model_validator(mode="after")
+    def room_for_pack_suffix(self):
+        if self.spec.packing is not None and len(self.metadata.name) > MAX_PACKING_SWEEP_NAME_LENGTH:
+            raise ValueError(
+                f"metadata.name: sweep name '{self.metadata.name}' is longer than {MAX_PACKING_SWEEP_NAME_LENGTH} "
+                "characters, the most a packing sweep may have (its packs add '-pNNN')"
+            )
+        return self
 
 
 def evaluated_tasks(spec: TrainingRunSpec) -> set[str]:

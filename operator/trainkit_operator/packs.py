@@ -1,0 +1,309 @@
+"""Packed runs (a TrainingSweep's `spec.packing`): K TrainingRuns trained at once by ONE RayJob, pure.
+
+Who owns what:
+- the sweep owns each pack's RayJob `<sweep>-pNNN`, its ConfigMap `<sweep>-pNNN-spec` (the pack document,
+  `trainkit.spec.packing.TrainingPack`) and its NetworkPolicy, all `ownerReferences` to the sweep: a pack
+  outlives any one of its runs, so no run can own it;
+- each packed TrainingRun is still the sweep's own run (one row, one `kubectl get tr` line), labelled
+  `trainkit.dev/pack: <pack>`; it creates no children. Its `status.rayJobName` names the pack's RayJob, whose
+  jobStatus/jobDeploymentStatus it mirrors, and its phase is `packed_phase`: the pack's RayJob says Pending,
+  Queued, Suspended or Running, but only the run's OWN outcome (`outcome.json`, written by the pack's driver under
+  the run's output) says Succeeded or Failed. The pack's RayJob ending never marks a good run failed; a run whose
+  pack ended without an outcome for it (its driver task never finished) is Failed, saying so.
+
+Everything here is a function of its arguments (no I/O): the sweep reconcile applies the pack objects, the run
+reconcile reads the pack's RayJob and the run's outcome.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from trainkit.artifacts import OutcomeDoc
+from trainkit.spec.memory import GiB, parse_quantity
+from trainkit.spec.models import TrainingRunSpec
+from trainkit.spec.packing import PackMember, pack_document, pack_members, pack_name, packed_share
+from trainkit.spec.status import TERMINAL_PHASES
+
+from trainkit_operator.builders import (
+    HEAD_CONTAINER,
+    RESERVED_ENV,
+    SPEC_HASH_ANNOTATION,
+    SPEC_PATH,
+    SUSPENDED_BY_ANNOTATION,
+    SUSPENDED_BY_SPEC,
+    SWEEP_LABEL,
+    WORKER_CONTAINER,
+    WORKER_GROUP,
+    build_network_policy,
+    child_metadata,
+    configmap_name,
+    credentials_secret,
+    node_selector,
+    owned_labels,
+    ray_cluster_spec,
+    ray_pod_template,
+    rayjob_object,
+    requests_and_limits,
+    scheduling_labels,
+    spec_configmap,
+    storage_env_entries,
+    submitter_template,
+    tolerations,
+)
+from trainkit_operator.config import OperatorConfig
+
+PACK_LABEL = "trainkit.dev/pack"
+SWEEP_KIND = "TrainingSweep"
+# A constant, like a run's: the pack document is the mounted spec file, never a command-line argument.
+PACK_ENTRYPOINT = f"python -m trainkit.jobs.pack --spec {SPEC_PATH}"
+# Each member's driver task and its Ray Train controller are processes on the head (~0.5 GiB each, measured:
+# docs/operator.md, "Packed runs"): the head grows by this much per member.
+HEAD_MEMORY_PER_MEMBER = 1 * GiB
+HEAD_CPUS_PER_MEMBER = 0.25
+
+
+def packs_of_sweep(sweep_name: str, run_names: list[str], runs_per_cluster: int) -> dict[str, list[str]]:
+    """pack name -> the names of its runs, in the sweep's index order."""
+    return {
+        pack_name(sweep_name, p): [run_names[i] for i in members]
+        for p, members in enumerate(pack_members(len(run_names), runs_per_cluster))
+    }
+
+
+def pack_of_run(run: dict) -> str | None:
+    """The pack a TrainingRun is labelled into (None: it runs on a RayJob of its own)."""
+    return ((run.get("metadata") or {}).get("labels") or {}).get(PACK_LABEL)
+
+
+def packing_spec_error(spec: TrainingRunSpec, config: OperatorConfig) -> str | None:
+    """Why a run cannot be packed on this operator, or None: a packed run's end is read from its own
+    outcome.json with its own key, so the operator must hold one (not workload identity)."""
+    if credentials_secret(spec, config) is None:
+        return (
+            "spec.storage.credentialsSecret: a packed run (TrainingSweep spec.packing) needs a credentials Secret: "
+            "the operator reads each packed run's own outcome with it (workload identity gives it no key)"
+        )
+    return None
+
+
+def controlling_sweep_uid(obj: dict) -> str | None:
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("controller") and ref.get("kind") == SWEEP_KIND:
+            return str(ref.get("uid"))
+    return None
+
+
+def pack_belongs_to_run(pack_rayjob: dict, run: dict) -> bool:
+    """The pack RayJob is controlled by the very sweep (uid) that controls the run: a run cannot point its
+    label at another sweep's pack (or a RayJob of the same name made by anything else)."""
+    uid = controlling_sweep_uid(run)
+    return uid is not None and controlling_sweep_uid(pack_rayjob) == uid
+
+
+# ------------------------------------------------------------------------------------ pack objects
+def pack_labels(sweep: dict, pack: str, config: OperatorConfig | None = None) -> dict[str, str]:
+    labels = owned_labels(PACK_LABEL, pack, "training-pack", config)
+    labels[SWEEP_LABEL] = sweep["metadata"]["name"]
+    return labels
+
+
+def pack_member(run: dict, spec: TrainingRunSpec) -> PackMember:
+    meta = run["metadata"]
+    return PackMember(
+        name=meta["name"],
+        namespace=meta.get("namespace") or "default",
+        uid=meta.get("uid") or "",
+        spec=spec.model_dump(by_alias=True, mode="json", exclude_none=True),
+    )
+
+
+def build_pack_configmap(
+    sweep: dict, pack: str, members: list[PackMember], template: TrainingRunSpec, runs_per_cluster: int, config
+) -> dict:
+    r = template.resources
+    share = packed_share(r.cpus_per_worker, r.gpus_per_worker, runs_per_cluster)
+    doc = pack_document(pack, sweep["metadata"].get("namespace") or "default", members, share)
+    return spec_configmap(sweep, SWEEP_KIND, configmap_name(pack), pack_labels(sweep, pack, config), doc)
+
+
+def build_pack_network_policy(sweep: dict, pack: str, config: OperatorConfig) -> dict:
+    return build_network_policy(sweep, SWEEP_KIND, PACK_LABEL, pack, config, member=pack)
+
+
+def pack_env(template: TrainingRunSpec, config: OperatorConfig) -> list[dict]:
+    """The pack's pods' env: where the pack document is, storage (credentials only as secretKeyRefs), the
+    template's env. No run identity: each member's comes from the pack document."""
+    env = [{"name": "TRAINKIT_SPEC", "value": SPEC_PATH}]
+    endpoint = template.storage.endpoint or config.default_storage_endpoint
+    env += storage_env_entries(endpoint, template.storage.region, credentials_secret(template, config))
+    env += [{"name": e.name, "value": e.value} for e in template.resources.env if e.name not in RESERVED_ENV]
+    return env
+
+
+def _pack_pod(
+    sweep: dict,
+    pack: str,
+    template: TrainingRunSpec,
+    config: OperatorConfig,
+    container: str,
+    resources: dict,
+    gpu: bool,
+) -> dict:
+    return ray_pod_template(
+        pack_labels(sweep, pack, config),
+        config,
+        container=container,
+        image=template.resources.image or config.trainer_image,
+        resources=resources,
+        env=pack_env(template, config),
+        configmap=configmap_name(pack),
+        node_selector=node_selector(template, config) if gpu else None,
+        tolerations=tolerations(template, config) if gpu else None,
+        pull_secrets=template.resources.image_pull_secrets,
+        priority_class=template.scheduling.priority_class_name,
+    )
+
+
+def pack_head_resources(template: TrainingRunSpec, members: int) -> dict:
+    """The template's head plus room for each member's driver task and Ray Train controller."""
+    r = template.resources
+    memory = parse_quantity(r.head_memory) + members * HEAD_MEMORY_PER_MEMBER
+    return requests_and_limits(r.head_cpus + members * HEAD_CPUS_PER_MEMBER, f"{-(-memory // (1 << 20))}Mi")
+
+
+def build_pack_rayjob(
+    sweep: dict, pack: str, template: TrainingRunSpec, members: int, config: OperatorConfig, spec_hash: str
+) -> dict:
+    """One Ray cluster for the pack: the template's worker pods (each member trains with 1/K of each), a head
+    sized for K members, the pack's constant entrypoint. Scheduling (Kueue queue, priority, Volcano,
+    suspend, backoffLimit, deadline) is the template's: the pack is admitted once, as a whole."""
+    r, s = template.resources, template.scheduling
+    labels = pack_labels(sweep, pack, config)
+    labels.update(scheduling_labels(template))
+    annotations = {SPEC_HASH_ANNOTATION: spec_hash}
+    if s.suspend:
+        annotations[SUSPENDED_BY_ANNOTATION] = SUSPENDED_BY_SPEC
+    image = r.image or config.trainer_image
+    fields: dict[str, Any] = {
+        "backoffLimit": s.backoff_limit,
+        "suspend": s.suspend,
+        "submitterPodTemplate": submitter_template(
+            pack_labels(sweep, pack, config), config, image, r.image_pull_secrets, s.priority_class_name
+        ),
+    }
+    if s.active_deadline_seconds is not None:
+        fields["activeDeadlineSeconds"] = s.active_deadline_seconds
+    worker_res = requests_and_limits(r.cpus_per_worker, r.memory_per_worker, r.gpus_per_worker)
+    cluster = ray_cluster_spec(
+        config,
+        _pack_pod(sweep, pack, template, config, HEAD_CONTAINER, pack_head_resources(template, members), gpu=False),
+        WORKER_GROUP,
+        r.workers,
+        _pack_pod(sweep, pack, template, config, WORKER_CONTAINER, worker_res, gpu=True),
+    )
+    metadata = child_metadata(sweep, SWEEP_KIND, pack, labels, annotations)
+    return rayjob_object(metadata, PACK_ENTRYPOINT, config, fields, cluster)
+
+
+@dataclass(frozen=True)
+class PackObjects:
+    """What the sweep reconcile creates for one pack, in this order (each 409 means an earlier reconcile did)."""
+
+    name: str
+    configmap: dict
+    network_policy: dict | None
+    rayjob: dict
+
+
+def build_pack(
+    sweep: dict, pack: str, members: list[tuple[dict, TrainingRunSpec]], template: TrainingRunSpec, k: int, config
+) -> PackObjects:
+    """The pack's objects from its member runs as they exist (uids read back from the API server)."""
+    member_docs = [pack_member(run, spec) for run, spec in members]
+    configmap = build_pack_configmap(sweep, pack, member_docs, template, k, config)
+    spec_hash = configmap["metadata"]["annotations"][SPEC_HASH_ANNOTATION]
+    return PackObjects(
+        name=pack,
+        configmap=configmap,
+        network_policy=build_pack_network_policy(sweep, pack, config) if config.network_policy else None,
+        rayjob=build_pack_rayjob(sweep, pack, template, len(members), config, spec_hash),
+    )
+
+
+# ------------------------------------------------------------------------------ a packed run's phase
+@dataclass(frozen=True)
+class PackView:
+    """What a packed run's reconcile saw: its pack's name, its own outcome.json, and whether the storage read
+    went through this time (only then does an absent outcome mean "none")."""
+
+    name: str
+    outcome: OutcomeDoc | None = None
+    outcome_read: bool = False
+
+
+def packed_phase(base: tuple[str, str, str], pack: PackView, pack_exists: bool) -> tuple[str, str, str]:
+    """(phase, reason, message) of a packed run from `base` (what the pack's RayJob alone says, by
+    decide.derive_phase, or the reconcile's own Pending/lost) and the run's own outcome."""
+    if pack.outcome is not None:
+        state, message = pack.outcome.get("state"), pack.outcome.get("message") or ""
+        if state == "Succeeded":
+            return "Succeeded", "RunSucceeded", message or "trained"
+        return "Failed", "RunFailed", message or "the run failed in its pack"
+    phase, reason, message = base
+    if not pack_exists and phase not in TERMINAL_PHASES:
+        return (
+            "Pending",
+            "WaitingForPack",
+            f"pack {pack.name} (one RayJob for several runs of the sweep) is created once all its runs exist",
+        )
+    if phase in TERMINAL_PHASES:
+        if not pack.outcome_read:
+            # Terminal is sticky: never declare it before this run's own record could be read.
+            return "Running", "ReadingOutcome", f"pack {pack.name} ended ({reason}); reading this run's outcome"
+        if pack_exists:
+            return (
+                "Failed",
+                "PackEndedWithoutOutcome",
+                f"the RayJob of pack {pack.name} ended ({reason}: {message}) without an outcome for this run; see "
+                "the run's logs/ and the pack's driver log",
+            )
+    return phase, reason, message
+
+
+# ------------------------------------------------------------------------------ which runs to create
+def packed_runs_due(
+    sweep_name: str,
+    manifests: list[dict],
+    existing: set[str],
+    leftovers: set[str],
+    unfinished: int,
+    parallelism: int,
+    runs_per_cluster: int,
+) -> list[dict]:
+    """The run manifests to create now, whole packs at a time in index order, each labelled with its pack.
+
+    A pack starts only when all its runs fit under `parallelism` (unfinished runs count one each); a pack
+    some of whose runs exist already (an operator restart between two creates) is completed first, whatever
+    the slots say, because its RayJob waits for all of them. Creation stops at a pack whose run name is still
+    held by a previous sweep's leftover run."""
+    by_name = {m["metadata"]["name"]: m for m in manifests}
+    free = parallelism - unfinished
+    due: list[dict] = []
+    for pack, names in packs_of_sweep(sweep_name, list(by_name), runs_per_cluster).items():
+        missing = [n for n in names if n not in existing]
+        if not missing:
+            continue
+        if any(n in leftovers for n in missing):
+            break
+        started = len(missing) < len(names)
+        if not started and len(names) > free:
+            break
+        for name in missing:
+            manifest = by_name[name]
+            manifest["metadata"]["labels"] = {**manifest["metadata"].get("labels", {}), PACK_LABEL: pack}
+            due.append(manifest)
+        if not started:
+            free -= len(names)
+    return due
