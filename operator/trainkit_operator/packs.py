@@ -17,19 +17,21 @@ reconcile reads the pack's RayJob and the run's outcome.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
-from trainkit.artifacts import OutcomeDoc
+from trainkit.artifacts import OutcomeDoc, owner_of_run
 from trainkit.spec.memory import GiB, parse_quantity
-from trainkit.spec.models import TrainingRunSpec
-from trainkit.spec.packing import PackMember, pack_document, pack_members, pack_name, packed_share
+from trainkit.spec.models import OutputSpec, StorageSpec, TrainingRunSpec
+from trainkit.spec.packing import PackMember, TrainingPack, pack_document, pack_members, pack_name, packed_share
 from trainkit.spec.status import TERMINAL_PHASES
 
 from trainkit_operator.builders import (
     HEAD_CONTAINER,
     RESERVED_ENV,
     SPEC_HASH_ANNOTATION,
+    SPEC_KEY,
     SPEC_PATH,
     SUSPENDED_BY_ANNOTATION,
     SUSPENDED_BY_SPEC,
@@ -55,6 +57,8 @@ from trainkit_operator.builders import (
 from trainkit_operator.config import OperatorConfig
 
 PACK_LABEL = "trainkit.dev/pack"
+# A packed run whose pack ended while its own outcome could not be read yet: the reconcile retries soon.
+REASON_READING_OUTCOME = "ReadingOutcome"
 SWEEP_KIND = "TrainingSweep"
 # A constant, like a run's: the pack document is the mounted spec file, never a command-line argument.
 PACK_ENTRYPOINT = f"python -m trainkit.jobs.pack --spec {SPEC_PATH}"
@@ -86,6 +90,32 @@ def packing_spec_error(spec: TrainingRunSpec, config: OperatorConfig) -> str | N
             "the operator reads each packed run's own outcome with it (workload identity gives it no key)"
         )
     return None
+
+
+def run_owner(run: dict) -> str:
+    """The owner id the pack's driver records in this run's owner.json and outcome.json."""
+    meta = run["metadata"]
+    return owner_of_run(meta.get("uid"), meta.get("namespace") or "default", meta["name"], "")
+
+
+def members_sharing_storage(pack_configmap: dict | None, spec: TrainingRunSpec) -> list[tuple[str, str]]:
+    """(owner id, output URI) of the pack's members whose storage block is this run's: the only ones this run's
+    key may read for (a member edited to other storage before its pack was made reads its own). [] when the
+    ConfigMap is missing or not a pack document."""
+    try:
+        doc = TrainingPack.model_validate(json.loads(((pack_configmap or {}).get("data") or {})[SPEC_KEY]))
+    except (KeyError, TypeError, ValueError):
+        return []
+    out = []
+    for m in doc.spec.runs:
+        try:
+            theirs = StorageSpec.model_validate(m.spec.get("storage") or {})
+            uri = OutputSpec.model_validate(m.spec.get("output") or {}).uri
+        except ValueError:
+            continue
+        if theirs == spec.storage:
+            out.append((owner_of_run(m.uid or None, m.namespace, m.name, ""), uri))
+    return out
 
 
 def controlling_sweep_uid(obj: dict) -> str | None:
@@ -256,12 +286,13 @@ def packed_phase(base: tuple[str, str, str], pack: PackView, pack_exists: bool) 
         return (
             "Pending",
             "WaitingForPack",
-            f"pack {pack.name} (one RayJob for several runs of the sweep) is created once all its runs exist",
+            f"waiting for the RayJob of pack {pack.name} (one RayJob for several runs of the sweep), which the sweep "
+            "creates once all its runs exist",
         )
     if phase in TERMINAL_PHASES:
         if not pack.outcome_read:
             # Terminal is sticky: never declare it before this run's own record could be read.
-            return "Running", "ReadingOutcome", f"pack {pack.name} ended ({reason}); reading this run's outcome"
+            return "Running", REASON_READING_OUTCOME, f"pack {pack.name} ended ({reason}); reading this run's outcome"
         if pack_exists:
             return (
                 "Failed",

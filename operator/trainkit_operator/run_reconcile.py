@@ -12,6 +12,7 @@ AlreadyExists and adopts what exists. Terminal runs are never touched (decide.is
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import kopf
@@ -21,6 +22,7 @@ from trainkit.spec.load import SpecError, parse_spec
 from trainkit.spec.models import TrainingRunSpec
 from trainkit.spec.plan import Plan
 from trainkit.spec.status import TERMINAL_PHASES, TrainingRunStatus
+from trainkit.storage import StorageOptions
 
 from trainkit_operator import builders, decide, observe, packs
 from trainkit_operator.config import OperatorConfig
@@ -30,12 +32,19 @@ from trainkit_operator.kube import Kube
 
 
 # --------------------------------------------------------------------------------- reconcile
+class ReadsDeferred(kopf.TemporaryError):
+    """The status must wait for this namespace's storage reads (another reconcile of the namespace holds its
+    read slot); the wiring retries with a growing delay, so hundreds of runs ending at once take turns instead
+    of retrying every second."""
+
+
 @dataclass
 class Outcome:
     status: dict | None  # what was written (None: unchanged or terminal)
     phase: str | None
     event: tuple[str, str, str] | None
     decision: decide.Decision | None
+    reads_deferred: bool = False  # a packed run whose namespace's reads were taking turns: nothing was read
 
 
 def spec_error_text(e: SpecError) -> str:
@@ -173,7 +182,12 @@ def report(
     reads = decide.reads_needed(rayjob, spec_valid=spec is not None and spec_error is None)
     # A packed run whose pack's RayJob vanished may still have ended: its outcome is in its own storage.
     read_storage = spec is not None and (reads.storage or (pack is not None and decision.action == "lost"))
-    observed = observe_storage(kube, ns, spec, config, outcome=pack is not None) if read_storage else observe.Observed()
+    observed = observe.Observed()
+    if read_storage and spec is not None:
+        if pack is None:
+            observed = observe_storage(kube, ns, spec, config)
+        else:
+            observed = observe_packed(kube, run, spec, config, pack, rayjob, decision)
     seen = decide.Observation(
         rayjob=rayjob,
         progress=observed.progress,
@@ -181,8 +195,9 @@ def report(
         checkpoint=observed.checkpoint,
         pods=kube.list_pods(ns, f"ray.io/cluster={reads.pods_of_cluster}") if reads.pods_of_cluster else None,
         workloads=kube.list_workloads(ns, reads.workloads_of) if reads.workloads_of else None,
+        # (not for a packed run: its pack's RayJob is shared, its Events are the pack's, on the RayJob itself)
         rayjob_events=kube.list_rayjob_events(ns, rayjob["metadata"]["name"])
-        if reads.rayjob_events and rayjob
+        if reads.rayjob_events and rayjob and pack is None
         else None,
         storage_problems=observed.problems,
         pack=None
@@ -199,10 +214,15 @@ def report(
     status = decide.summarize(run, seen, now, parsed, decision)
     if resolution is not None:
         status = with_data_status(status, data_names or {}, resolution, now)
+    if pack is not None and observed.deferred and prev is not None:
+        # Its namespace's reads are taking turns: the status stays as it is, the pack's handler comes back to
+        # it a second later (wiring.settle_pack), without a write, an Event or a kopf retry meanwhile.
+        return Outcome(None, prev.phase, None, decision, reads_deferred=True)
     if observed.deferred and status.phase in TERMINAL_PHASES:
         # A terminal status is final (never reconciled again): it must carry the run's last progress and
-        # eval summary, so it waits for reads that actually ran.
-        raise kopf.TemporaryError("final status waits for this namespace's storage reads", delay=1.0)
+        # eval summary, so it waits for reads that actually ran. (A packed run is never terminal without its
+        # outcome read: it shows ReadingOutcome, and its pack's handler tries again: wiring.settle_pack.)
+        raise ReadsDeferred("final status waits for this namespace's storage reads", delay=1.0)
     if prev is not None and prev.model_dump() == status.model_dump():
         return Outcome(None, status.phase, None, decision)
     written = decide.status_patch(status)
@@ -210,23 +230,67 @@ def report(
     return Outcome(written, status.phase, decide.transition_event(prev, status), decision)
 
 
-def observe_storage(kube: Kube, ns: str, spec, config: OperatorConfig, outcome: bool = False) -> observe.Observed:
-    """The run's records, read with the run's own key (its Secret, in its namespace) off the handler thread.
-    No Secret for the run (workload identity): the operator holds no key for it and reads nothing."""
+def observe_packed(
+    kube: Kube,
+    run: dict,
+    spec: TrainingRunSpec,
+    config: OperatorConfig,
+    pack: str,
+    rayjob: dict | None,
+    decision: decide.Decision,
+) -> observe.Observed:
+    """A packed run's records. Its outcome, once read, is final (observe.OUTCOMES: no read again); once its
+    pack's RayJob has ended (or vanished), the outcomes of all the pack's members that share its storage are
+    read in one turn of the namespace's read slot (the pack's ConfigMap lists them), so the pack's other runs
+    find theirs without reading."""
+    ns = run["metadata"].get("namespace") or "default"
+    own = (packs.run_owner(run), spec.output.uri)
+    done = observe.OUTCOMES.get(own)
+    if done is not None and "progress" in done:
+        return observe.ended_observation(spec.output.uri, done)
+    jds = ((rayjob or {}).get("status") or {}).get("jobDeploymentStatus")
+    if decision.action == "lost" or jds in decide.KUBERAY_TERMINAL_DEPLOYMENT:
+
+        def pack_end(options: StorageOptions) -> observe.Observed:
+            members = packs.members_sharing_storage(kube.get_configmap(ns, builders.configmap_name(pack)), spec)
+            return observe.observe_pack_end(own, members, options)
+
+        return observe_storage(kube, ns, spec, config, pack_end)
+    seen = observe_storage(kube, ns, spec, config, lambda options: observe.observe_outputs(own[1], options, own[0]))
+    if seen.outcome is not None and "progress" in seen.outcome:
+        observe.OUTCOMES.put(own, seen.outcome)
+    return seen
+
+
+def observe_storage(
+    kube: Kube,
+    ns: str,
+    spec: TrainingRunSpec,
+    config: OperatorConfig,
+    reads: Callable[[StorageOptions], observe.Observed] | None = None,
+) -> observe.Observed:
+    """The run's records, read with the run's own key (its Secret, in its namespace) off the handler thread
+    (`reads(options)`, default observe_outputs), in the namespace's turn of the read pool: a reconcile whose
+    turn has not come reads nothing, not even the Secret. No Secret for the run (workload identity): the
+    operator holds no key for it and reads nothing."""
     secret = builders.credentials_secret(spec, config)
     if secret is None:
         return observe.Observed()
-    try:
-        credentials = kube.read_storage_credentials(ns, secret)
-    except ValueError as e:
-        return observe.Observed(problems=(str(e),))
-    except Exception as e:
-        if getattr(e, "status", None) != 403:
-            raise
-        return observe.Observed(
-            problems=(f"the operator may not read Secret {secret!r} in namespace {ns!r} (403 Forbidden)",)
-        )
-    if credentials is None:
-        return observe.Observed(problems=(f"Secret {secret!r} does not exist in namespace {ns!r}",))
-    options = observe.options_for(spec, config, credentials)
-    return observe.read_pool(config).observe(ns, spec.output.uri, options, config.reads_deadline, outcome)
+
+    def with_the_runs_key() -> observe.Observed:
+        try:
+            credentials = kube.read_storage_credentials(ns, secret)
+        except ValueError as e:
+            return observe.Observed(problems=(str(e),))
+        except Exception as e:
+            if getattr(e, "status", None) != 403:
+                raise
+            return observe.Observed(
+                problems=(f"the operator may not read Secret {secret!r} in namespace {ns!r} (403 Forbidden)",)
+            )
+        if credentials is None:
+            return observe.Observed(problems=(f"Secret {secret!r} does not exist in namespace {ns!r}",))
+        options = observe.options_for(spec, config, credentials)
+        return observe.observe_outputs(spec.output.uri, options) if reads is None else reads(options)
+
+    return observe.read_pool(config).read(ns, spec.output.uri, with_the_runs_key, config.reads_deadline)

@@ -223,18 +223,39 @@ OUTCOME_STATES = ("Succeeded", "Failed")
 
 class OutcomeDoc(TypedDict, total=False):
     """outcome.json: how a packed run ended. `state` Succeeded or Failed, `message` why (a failure's cause),
-    `step` the last complete checkpoint's step (None: none), `finishedAt` RFC 3339."""
+    `step` the last complete checkpoint's step (None: none), `finishedAt` RFC 3339, `owner` whose outcome it
+    is (owner.json's owner: only that run reads it as its own); and copies of the run's
+    final `progress` (progress.json) and `eval` (the final eval summary), so that one read gives the operator a
+    finished packed run's whole status (a pack's runs end together, and the reads of a namespace take turns)."""
 
     state: str
     message: str
     step: int | None
     finishedAt: str
+    owner: str  # the run it is the outcome of (OwnerRecord.owner): a re-created run of the same name is another
+    progress: ProgressDoc
+    eval: EvalSummaryDoc
 
 
-def outcome_doc(state: str, message: str, step: int | None, finished_at: str) -> OutcomeDoc:
+def outcome_doc(
+    state: str,
+    message: str,
+    step: int | None,
+    finished_at: str,
+    owner: str,
+    progress: ProgressDoc | None = None,
+    eval_summary: EvalSummaryDoc | None = None,
+) -> OutcomeDoc:
     if state not in OUTCOME_STATES:
         raise ValueError(f"outcome state must be one of {OUTCOME_STATES}, got {state!r}")
-    return OutcomeDoc(state=state, message=message[:4000], step=step, finishedAt=finished_at)
+    doc = OutcomeDoc(state=state, message=message[:4000], step=step, finishedAt=finished_at, owner=owner)
+    if progress is not None:
+        doc["progress"] = progress
+    if eval_summary is not None:
+        doc["eval"] = EvalSummaryDoc(
+            **{k: v for k, v in eval_summary.items() if k in ("step", "average", "tasks")}  # type: ignore[typeddict-item]
+        )
+    return doc
 
 
 @dataclass(frozen=True)
@@ -373,15 +394,25 @@ def complete_steps(listing: Mapping[str, int], manifests: Mapping[int, Checkpoin
 
 
 def parse_outcome(doc: object, where: str) -> OutcomeDoc:
+    """The outcome's state, message and step; its progress and eval copies only when each is its record's
+    shape (a bad copy is dropped, never the outcome)."""
     if not isinstance(doc, dict) or doc.get("state") not in OUTCOME_STATES:
         raise ArtifactError(f"{where}: expected an object whose 'state' is one of {', '.join(OUTCOME_STATES)}")
     step = doc.get("step")
-    return OutcomeDoc(
+    out = OutcomeDoc(
         state=doc["state"],
         message=str(doc.get("message") or "")[:4000],
         step=step if _is_int(step) and step >= 0 else None,
         finishedAt=str(doc.get("finishedAt") or "")[:64],
+        owner=str(doc.get("owner") or "")[:300],
     )
+    for key, parse in (("progress", parse_progress), ("eval", parse_eval_summary)):
+        if key in doc:
+            try:
+                out[key] = parse(doc[key], f"{where}: {key}")  # type: ignore[literal-required]
+            except ArtifactError as e:
+                _skip(e)
+    return out
 
 
 def parse_progress(doc: object, where: str) -> ProgressDoc:
@@ -549,9 +580,22 @@ def read_eval_summaries(output_uri: str, options: StorageOptions | None = None) 
     return [s for s in found if s is not None]
 
 
-def read_latest_eval_summary(output_uri: str, options: StorageOptions | None = None) -> EvalSummaryDoc | None:
-    """The newest readable summary (an eval folder without one, or with a bad one, is passed over)."""
-    for step in reversed(_step_folders(eval_root(output_uri), options)):
+def summary_steps(listing: Mapping[str, int]) -> list[int]:
+    """Steps whose eval folder holds a summary.json in a run's listing ({relpath: size} under its output), ascending."""
+    steps = set()
+    for rel in listing:
+        parts = rel.split("/")
+        if len(parts) == 3 and parts[0] == EVAL and parts[2] == EVAL_SUMMARY and (s := step_of(parts[1])) is not None:
+            steps.add(s)
+    return sorted(steps)
+
+
+def read_latest_eval_summary(
+    output_uri: str, options: StorageOptions | None = None, steps: list[int] | None = None
+) -> EvalSummaryDoc | None:
+    """The newest readable summary (an eval folder without one, or with a bad one, is passed over). `steps`:
+    the eval steps to try when the caller has listed the run already (`summary_steps`), else they are listed."""
+    for step in reversed(_step_folders(eval_root(output_uri), options) if steps is None else sorted(steps)):
         if (found := read_eval_summary(output_uri, step, options)) is not None:
             return found
     return None

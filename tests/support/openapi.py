@@ -11,6 +11,8 @@ the missing field, `Unsupported value: ...`, CEL: `Invalid value: "object": <mes
 
 from __future__ import annotations
 
+import re
+
 import copy
 from dataclasses import dataclass
 from functools import lru_cache
@@ -280,13 +282,50 @@ def _cel_failure(rule: dict, schema: dict, value: Any, node_key: str) -> str | N
     return message
 
 
+_SELF_PATH = re.compile(r"\bself((?:\.[A-Za-z_][A-Za-z0-9_]*)+)(\s*\()?")
+_SELF_ANY = re.compile(r"\bself\b")
+_ABSENT = object()
+
+
+def _paths_read(rule: str) -> tuple[tuple[str, ...], ...] | None:
+    """The field paths of `self` a rule reads when it reads `self` only through them (`self.metadata.name`,
+    `has(self.spec.packing)`; a trailing `.size()` is a call, not a field); None when it may read anything
+    (`self[k]`, `self.all(...)`, bare `self`). The rule's result depends on nothing else, so its memo key is
+    the values at those paths: an object's root rules (metadata.name) are not evaluated again for every
+    status or annotation write."""
+    found = _SELF_PATH.findall(rule)
+    if len(found) != len(_SELF_ANY.findall(rule)):
+        return None
+    paths = []
+    for dotted, call in found:
+        parts = tuple(dotted.lstrip(".").split("."))
+        if call:
+            parts = parts[:-1]
+        if not parts:
+            return None
+        paths.append(parts)
+    return tuple(sorted(set(paths)))
+
+
+def _at(value: Any, path: tuple[str, ...]) -> Any:
+    for part in path:
+        if not isinstance(value, dict) or part not in value:
+            return _ABSENT
+        value = value[part]
+    return value
+
+
 def check_cel(schema: dict, value: Any, path: str = "") -> list[SchemaIssue]:
     """Evaluate every x-kubernetes-validations rule whose node is present in `value`."""
     issues: list[SchemaIssue] = []
     rules = schema.get("x-kubernetes-validations", [])
-    node_key = _cel_node_key(schema, value) if rules else ""
+    keys: dict[tuple[tuple[str, ...], ...] | None, str] = {}
     for rule in rules:
-        message = _cel_failure(rule, schema, value, node_key)
+        paths = _paths_read(rule["rule"]) if isinstance(value, dict) else None
+        if paths not in keys:
+            read = value if paths is None else [[p, _at(value, p) is _ABSENT, _at(value, p)] for p in paths]
+            keys[paths] = _cel_node_key(schema, read) + ("" if paths is None else "|paths")
+        message = _cel_failure(rule, schema, value, keys[paths])
         if message is not None:
             got = _JSON_TYPE.get(type(value), "null")
             issues.append(SchemaIssue(path + rule.get("fieldPath", ""), f'Invalid value: "{got}": {message}'))

@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 
 from trainkit.compare.results import RunResult
@@ -19,6 +20,11 @@ def _png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
+# Above this many curves, the others are drawn as one thin band (a LineCollection: one artist, not hundreds)
+# and only the favoured run(s) as lines of their own.
+BAND_ABOVE = 50
+
+
 def loss_curves_png(results: list[RunResult], highlight: frozenset[str] | set[str] = frozenset()) -> bytes:
     """Every run's training loss against step: the whole run, and the second half zoomed in (where
     mixtures separate). The favoured run(s) are drawn thicker; legend in the order given."""
@@ -26,6 +32,14 @@ def loss_curves_png(results: list[RunResult], highlight: frozenset[str] | set[st
     full, tail = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     curves = [(r, r.loss_curve) for r in results if r.loss_curve]
     last_step = max((c[-1][0] for _, c in curves), default=0)
+    band = len(curves) > BAND_ABOVE
+    if band:
+        others = [c for r, c in curves if r.name not in highlight]
+        for ax, part in ((full, others), (tail, [[p for p in c if p[0] >= last_step / 2] for c in others])):
+            ax.add_collection(LineCollection([c for c in part if c], linewidths=0.5, alpha=0.35, color="tab:gray"))
+            ax.autoscale()
+        curves = [(r, c) for r, c in curves if r.name in highlight]
+        full.plot([], [], color="tab:gray", linewidth=0.5, label=f"{len(others)} other runs")
     for r, curve in curves:
         steps, losses = zip(*curve)
         best = r.name in highlight
@@ -35,7 +49,7 @@ def loss_curves_png(results: list[RunResult], highlight: frozenset[str] | set[st
         half = [(s, x) for s, x in curve if s >= last_step / 2]
         if half:
             tail.plot(*zip(*half), color=line.get_color(), **style)
-    if curves:
+    if curves or band:
         full.legend(fontsize=8, ncol=2 if len(curves) > 6 else 1, loc="upper right")
     else:
         full.text(
@@ -56,8 +70,10 @@ def weights_scatter_png(
     values: dict[str, float],
     ylabel: str,
     recommended: dict[str, float] | None = None,
+    labelled: set[str] | None = None,
 ) -> bytes:
-    """One panel per source: the metric (`values` by run name) against that source's weight."""
+    """One panel per source: the metric (`values` by run name) against that source's weight. Points are named
+    when they are in `labelled` (default: every point; hundreds of names are unreadable and slow to draw)."""
     k = max(1, len(sources))
     cols = min(k, 3)
     rows = math.ceil(k / cols)
@@ -67,9 +83,10 @@ def weights_scatter_png(
         pts = [(r.weights.get(src, 0.0), values[r.name], r.name) for r in results if r.name in values]
         if pts:
             xs, ys, names = zip(*pts)
-            ax.scatter(xs, ys, s=36, zorder=3)
+            ax.scatter(xs, ys, s=36 if len(pts) <= 50 else 10, alpha=1.0 if len(pts) <= 50 else 0.6, zorder=3)
             for x, y, n in pts:
-                ax.annotate(n, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+                if labelled is None or n in labelled:
+                    ax.annotate(n, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
         else:
             ax.text(0.5, 0.5, f"no run reports {ylabel}", ha="center", va="center", transform=ax.transAxes)
         if recommended and src in recommended:

@@ -283,6 +283,19 @@ def weights_ylabel(report: Report) -> str:
     return "final loss"
 
 
+# Above this many runs the scatter names only the best ones (and the favoured): hundreds of labels overlap.
+NAMED_POINTS = 30
+
+
+def labelled_runs(report: Report) -> set[str] | None:
+    """The runs whose points the scatter names: all of a small comparison, else the NAMED_POINTS best."""
+    if len(report.rows) <= NAMED_POINTS:
+        return None
+    return {r.run.name for r in report.rows[:NAMED_POINTS] if r.rank is not None} | {
+        r.run.name for r in report.favoured
+    }
+
+
 def report_json(report: Report, files: list[str]) -> dict:
     rec = report.recommendation
     return {
@@ -346,7 +359,9 @@ def build_report(results: list[RunResult], rank_by: str = DEFAULT_METRIC, **reco
     plotted = {name: v for name, v in values.items() if v is not None}
     images = {
         LOSS_PNG: loss_curves_png([r.run for r in rows], highlight={r.run.name for r in report.favoured}),
-        WEIGHTS_PNG: weights_scatter_png(results, sources, plotted, ylabel, recommended=rec.weights),
+        WEIGHTS_PNG: weights_scatter_png(
+            results, sources, plotted, ylabel, recommended=rec.weights, labelled=labelled_runs(report)
+        ),
     }
     report.files = {
         **images,

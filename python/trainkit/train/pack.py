@@ -65,7 +65,7 @@ def failure_message(e: BaseException) -> str:
 
 def train_member(spec_doc: dict, identity: RunIdentity, share: dict[str, float], max_failures: int) -> dict:
     """One member, run as its own RayJob would run it (the body of its Ray task). Never raises for the
-    member's own failures: it returns {state, message, step} (the driver records it)."""
+    member's own failures: it returns {state, message, step, progress, eval} (the driver records it)."""
     from trainkit.train.launch import run_spec
 
     spec = TrainingRunSpec.model_validate(spec_doc)
@@ -83,7 +83,9 @@ def train_member(spec_doc: dict, identity: RunIdentity, share: dict[str, float],
     step = artifacts.step_of(result.final_checkpoint) if result.final_checkpoint else None
     eval_error = dict(result.eval or {}).get("error")  # run_eval_hook reports a failed eval so
     message = "trained" if eval_error is None else f"trained; the final eval failed: {str(eval_error)[:1000]}"
-    return {"state": "Succeeded", "message": message, "step": step}
+    progress = artifacts.read_progress(spec.output.uri, StorageOptions.from_spec(spec.storage))
+    summary = result.eval if eval_error is None else None
+    return {"state": "Succeeded", "message": message, "step": step, "progress": progress, "eval": summary}
 
 
 def record_outcome(plan: MemberPlan, outcome: artifacts.OutcomeDoc) -> str | None:
@@ -123,7 +125,10 @@ def run_pack(
     for p in plans:
         if p.spec is None:
             # Without a valid spec there is no output to write to: the operator shows the pack's end instead.
-            outcomes[p.name] = artifacts.outcome_doc("Failed", f"invalid spec: {p.error}", None, artifacts.now_iso())
+            owner = artifacts.owner_of_run(p.identity.uid, p.identity.namespace, p.identity.name, "")
+            outcomes[p.name] = artifacts.outcome_doc(
+                "Failed", f"invalid spec: {p.error}", None, artifacts.now_iso(), owner
+            )
             log(f"[pack] {p.name}: invalid spec, not started: {p.error}")
     (connect or connect_ray)()
     # The member's task only waits for Ray Train (its workers hold the member's share of the pods): 0 CPUs.
@@ -134,7 +139,7 @@ def run_pack(
         if p.spec is None:
             continue
         done = artifacts.read_outcome(p.spec.output.uri, StorageOptions.from_spec(p.spec.storage))
-        if done is not None:
+        if done is not None and done.get("owner") == output_owner(p.spec, p.identity).owner:
             outcomes[p.name] = done
             log(f"[pack] {p.name}: already {done['state']} (an earlier attempt of this pack), not run again")
             continue
@@ -146,11 +151,20 @@ def run_pack(
         ready, _ = ray.wait(list(running), num_returns=1)
         for ref in ready:
             p = running.pop(ref)
+            assert p.spec is not None  # only members with a valid spec were started
             try:
                 result = ray.get(ref)
             except Exception as e:  # noqa: BLE001 - the member's process died (OOM kill, lost node)
                 result = {"state": "Failed", "message": f"the run's driver task died: {type(e).__name__}: {e}"[:4000]}
-            outcome = artifacts.outcome_doc(result["state"], result["message"], result.get("step"), artifacts.now_iso())
+            outcome = artifacts.outcome_doc(
+                result["state"],
+                result["message"],
+                result.get("step"),
+                artifacts.now_iso(),
+                output_owner(p.spec, p.identity).owner,
+                progress=result.get("progress"),
+                eval_summary=result.get("eval"),
+            )
             outcomes[p.name] = outcome
             try:
                 problem = record_outcome(p, outcome)
