@@ -299,3 +299,24 @@ def test_a_packed_run_refuses_a_pack_rayjob_its_own_sweep_does_not_control():
     other["metadata"]["ownerReferences"][0]["uid"] = "another-sweep"
     assert packed_decision(run, other, None).action == "conflict"
     assert packed_decision(run, None, None).action == "none"
+
+
+@pytest.mark.parametrize("tag", ["v1.4.2", "v1.7.0"])
+def test_the_pack_rayjob_is_stored_whole_by_kuberays_own_schema(tag):
+    """Pruned and type-checked by KubeRay's RayJob CRD (tests/data/kuberay: trimmed from the upstream
+    ray.io_rayjobs.yaml of each supported version): nothing dropped, nothing refused."""
+    from support import kuberay_schema, openapi
+
+    config = OperatorConfig(trainer_image="img", ray_token_auth=kuberay_schema.has_token_auth(tag))
+    doc = sweep_doc(runs=4, k=2, parallelism=4)
+    doc["spec"]["template"]["resources"]["env"] = [{"name": "HF_HUB_OFFLINE", "value": "1"}]
+    runs = created(decide_sweep(doc, []).create)
+    (pack, _) = decide_packs(doc, parse(doc), runs, [], config).create
+    schema = kuberay_schema.load(tag)
+    kept, dropped = openapi.prune(schema, pack.rayjob)
+    assert dropped == [] and kept == pack.rayjob
+    assert openapi.validate_schema(schema, openapi.apply_defaults(schema, kept)) == []
+    # Kueue's RayJob webhook: shutdownAfterJobFinishes, no clusterSelector, at most 8 pod sets (head + groups).
+    spec = pack.rayjob["spec"]
+    assert spec["shutdownAfterJobFinishes"] is True and "clusterSelector" not in spec
+    assert 1 + len(spec["rayClusterSpec"]["workerGroupSpecs"]) <= 8

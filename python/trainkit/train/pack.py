@@ -144,7 +144,9 @@ def run_pack(
             log(f"[pack] {p.name}: already {done['state']} (an earlier attempt of this pack), not run again")
             continue
         spec_doc = p.spec.model_dump(mode="json", by_alias=True, exclude_none=True)
-        ref = task.options(name=f"trainkit-pack-member-{p.name}").remote(spec_doc, p.identity, share, max_failures)
+        ref = task.options(name=f"trainkit-pack-member-{p.name}", runtime_env=storage_location_env()).remote(
+            spec_doc, p.identity, share, max_failures
+        )
         running[ref] = p
         log(f"[pack] {p.name}: started -> {p.spec.output.uri}")
     while running:
@@ -174,6 +176,18 @@ def run_pack(
             if problem is not None:
                 log(f"[pack] {p.name}: outcome not recorded: {problem}")
     return outcomes
+
+
+# Where storage is, as the driver sees it, handed to each member's task (a Ray worker started before the driver's
+# environment was set would not know). Never the keys: a runtime environment is stored in Ray's GCS.
+STORAGE_LOCATION_ENV = ("AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION")
+
+
+def storage_location_env() -> dict:
+    import os
+
+    env = {k: os.environ[k] for k in STORAGE_LOCATION_ENV if os.environ.get(k)}
+    return {"env_vars": env} if env else {}
 
 
 def pack_exit_code(outcomes: dict[str, artifacts.OutcomeDoc]) -> int:
