@@ -121,7 +121,7 @@ def reconcile_sweep_named(memo: Any, ns: str, name: str, retry: int = 0) -> None
 
     def attempt() -> tuple[dict, Any] | None:
         sweep = live(kube.get_sweep(ns, name))
-        return None if sweep is None else (sweep, reconcile_sweep(kube, sweep))
+        return None if sweep is None else (sweep, reconcile_sweep(kube, sweep, memo.config))
 
     done = guarded(memo, ("sweep", ns, name), "sweep reconcile", attempt, retry)
     if done is not None:

@@ -50,6 +50,9 @@ def loss_curves_png(results: list[RunResult], highlight: frozenset[str] | set[st
     return _png(fig)
 
 
+MAX_NAMED_POINTS = 12
+
+
 def weights_scatter_png(
     results: list[RunResult],
     sources: list[str],
@@ -67,9 +70,10 @@ def weights_scatter_png(
         pts = [(r.weights.get(src, 0.0), values[r.name], r.name) for r in results if r.name in values]
         if pts:
             xs, ys, names = zip(*pts)
-            ax.scatter(xs, ys, s=36, zorder=3)
-            for x, y, n in pts:
-                ax.annotate(n, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            ax.scatter(xs, ys, s=36 if len(pts) <= MAX_NAMED_POINTS else 12, zorder=3)
+            if len(pts) <= MAX_NAMED_POINTS:  # beyond this the names would print over each other
+                for x, y, n in pts:
+                    ax.annotate(n, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
         else:
             ax.text(0.5, 0.5, f"no run reports {ylabel}", ha="center", va="center", transform=ax.transAxes)
         if recommended and src in recommended:
