@@ -20,7 +20,7 @@ def rounded(W, decimals: int = WEIGHT_DECIMALS) -> np.ndarray:
     W = np.round(normalise(W), decimals)
     rest = np.round(1.0 - W.sum(axis=1), decimals)
     W[np.arange(len(W)), np.argmax(W, axis=1)] += rest
-    return W
+    return np.round(W, decimals)
 
 
 def tv_distance(a, b) -> np.ndarray:
