@@ -72,15 +72,13 @@ def run_sweep_locally(sweep, report_uri: str | None = None, num_cpus: int | None
         print(f"search ended: {plan.stopped}", flush=True)
 
     outputs = [m["spec"]["output"]["uri"] for m in plan.all_runs]
-    target = plan.confirmation["metadata"]["name"] if plan.confirmation else None
     try:
         report = compare_runs(
             [_absolute(u) for u in outputs],
             rank_by=sweep.spec.rank_by,
             output=report_uri,
-            target=target,
-            prior=plan.candidates_prior,
-            settings=plan.settings,
+            sweep=sweep,
+            token_counts=tokens,
         )
     except CompareError as e:
         print(f"comparison failed: {e}", file=sys.stderr)

@@ -49,3 +49,19 @@ def recommend(
         settings=settings or Settings(),
         display_scale=display_scale,
     )
+
+
+def sweep_recommender(
+    sweep, results: list[RunResult], token_counts=None
+) -> tuple[Prior | Blend | None, Settings, str | None]:
+    """What a sweep's recommendation is made from, given its runs' results: the prior its runs were drawn
+    from (with every search round's), its recommender settings, and its confirmation run's name (the plan of
+    `trainkit.spec.search.plan_sweep`, rebuilt from the results, so the report matches the sweep)."""
+    from trainkit.compare.leaderboard import parse_metric
+    from trainkit.spec.search import RunOutcome, plan_sweep
+
+    metric = parse_metric(sweep.spec.rank_by)
+    outcomes = {r.name: RunOutcome(finished=r.finished, value=metric.value(r)) for r in results}
+    plan = plan_sweep(sweep, outcomes, token_counts)
+    target = plan.confirmation["metadata"]["name"] if plan.confirmation else None
+    return plan.candidates_prior, plan.settings, target if any(r.name == target for r in results) else None

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from trainkit import storage
 from trainkit.compare.leaderboard import DEFAULT_METRIC, Metric, Row, favoured, leaderboard, parse_metric
 from trainkit.compare.plots import loss_curves_png, weights_scatter_png
-from trainkit.compare.recommend import Recommendation, fmt, recommend
+from trainkit.compare.recommend import Recommendation, fmt, recommend, sweep_recommender
 from trainkit.compare.results import CompareError, RunResult, collect_runs
 from trainkit.mixture.prior import Blend, Prior
 from trainkit.mixture.models import model_label
@@ -280,7 +280,7 @@ def render_html(report: Report, images: dict[str, bytes]) -> str:
     rec = report.recommendation
     rec_cls = "ok" if rec.trusted else "warn"
     verdict = (
-        "Trusted: enough runs, and the best mixture is stable under resampling."
+        "Trusted: it ranks held-out runs well, there are enough runs, and it is stable under resampling."
         if rec.trusted
         else "Not trusted: " + "; ".join(rec.reasons)
     )
@@ -527,11 +527,17 @@ def compare_runs(
     target: str | None = None,
     prior: Prior | Blend | None = None,
     settings: Settings | None = None,
+    sweep=None,
+    token_counts=None,
 ) -> Report:
     """The whole comparison: find the runs under `uris` (runs or sweep base URIs), load them, build
     the report and write it to `output` (default `<first run's parent>/compare`). Raises CompareError
-    (naming the URI or metric) before writing anything when an input is bad."""
+    (naming the URI or metric) before writing anything when an input is bad. `sweep`: the TrainingSweep
+    the runs came from; its prior, recommender settings and confirmation run are used unless given."""
     results = collect_runs(list(uris), options)
+    if sweep is not None:
+        sweep_prior, sweep_settings, sweep_target = sweep_recommender(sweep, results, token_counts)
+        prior, settings, target = prior or sweep_prior, settings or sweep_settings, target or sweep_target
     report = build_report(results, rank_by, target=target, prior=prior, settings=settings)
     write_report(report, output or default_output([r.uri for r in results]), options)
     return report
