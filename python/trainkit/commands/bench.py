@@ -11,6 +11,7 @@ BENCH_TARGETS: dict[str, str] = {
     "train": "trainkit.bench.train",
     "operator": "trainkit_operator.bench",
     "safety": "trainkit.bench.safety",
+    "mixture": "trainkit.bench.mixture",
 }
 
 
