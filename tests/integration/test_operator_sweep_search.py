@@ -21,6 +21,7 @@ from test_operator_support import (
     RAYJOBS,
     REPO,
     RUNS,
+    chart_rbac,
     get,
     kuberay_sets_status,
     put_json,
@@ -48,8 +49,9 @@ def sweep_doc() -> dict:
 
 
 def truth(weights: dict[str, float]) -> float:
+    """The simulated held-out loss, to the 6 decimals a run's status keeps."""
     w = np.array([weights.get(s, 0.0) for s in SOURCES])
-    return float(3.0 + 2.0 * np.sum((w - BEST) ** 2))
+    return round(float(3.0 + 2.0 * np.sum((w - BEST) ** 2)), 6)
 
 
 def put_indexes():
@@ -101,6 +103,7 @@ def test_rounds_and_confirmation_through_the_operator_with_a_restart(cluster, se
     from trainkit.spec.search import RunOutcome, plan_sweep
     from trainkit.spec.sweep import TrainingSweep
 
+    chart_rbac(cluster, "namespaced")  # only the chart's RBAC: the sweep reads its Secret and index.json as runs do
     cluster.create(training_sweep_crd())
     doc = sweep_doc()
     values: dict[str, float] = {}
@@ -124,14 +127,22 @@ def test_rounds_and_confirmation_through_the_operator_with_a_restart(cluster, se
     put_indexes()
     with running_operator(cluster):
         wait_for(lambda: len(runs_of(cluster)) == 2, what="the first two runs (parallelism 2)")
-        st = cluster.get(SWEEPS, "srch", NS)["status"]
+        st = wait_for(
+            lambda: (s := cluster.get(SWEEPS, "srch", NS).get("status") or {}).get("priorTokens") and s,
+            what="the token counts in the status",
+        )
         assert st["priorTokens"] == TOKENS
         finish_all(["srch-000", "srch-001"])
         wait_for(lambda: len(runs_of(cluster)) == 4, what="the rest of round 1")
         finish_all(["srch-002", "srch-003"])
         wait_for(lambda: len(runs_of(cluster)) == 6, what="round 2")
-        st = cluster.get(SWEEPS, "srch", NS)["status"]
-        assert st["search"]["round"] == 2 and st["search"]["recommendation"]["model"] == "linear"
+        st = wait_for(
+            lambda: (
+                ((s := cluster.get(SWEEPS, "srch", NS).get("status") or {}).get("search") or {}).get("round") == 2 and s
+            ),
+            what="round 2 in the status",
+        )
+        assert st["search"]["recommendation"]["model"] == "linear" and st["search"]["history"][0]["round"] == 1
 
     # A restart (twice) in the middle of round 2: the same two runs, nothing new, nothing changed.
     before = {n: weights(r) for n, r in runs_of(cluster).items()}
