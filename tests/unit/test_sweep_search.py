@@ -38,7 +38,8 @@ def searching(rounds: int = 3, per_round: int = 3, confirm: dict | None = None, 
     doc["spec"]["maxRuns"] = 30
     doc["spec"]["search"] = {"rounds": rounds, "runsPerRound": per_round, "stopWhenMovedBelow": 0}
     doc["spec"]["recommend"] = {"model": "quadratic"}
-    doc["spec"]["mixtures"]["dirichlet"].update(dirichlet)
+    doc["spec"]["mixtures"]["dirichlet"].update({"prior": "uniform", **dirichlet})
+    doc["spec"].pop("confirm", None)
     if confirm is not None:
         doc["spec"]["confirm"] = confirm
     return doc
@@ -183,7 +184,7 @@ def test_search_status_shows_round_recommendation_and_quality():
 def test_natural_prior_needs_token_counts_and_centres_the_draws():
     doc = copy.deepcopy(QUICK)
     doc["spec"]["mixtures"]["dirichlet"].update(prior="natural", samples=400, alpha=20.0)
-    doc["spec"]["maxRuns"] = 400
+    doc["spec"]["maxRuns"] = 410
     sweep = TrainingSweep.model_validate(doc)
     with pytest.raises(ValueError, match="prior natural needs each source's token count"):
         expand_sweep(sweep)
@@ -192,8 +193,10 @@ def test_natural_prior_needs_token_counts_and_centres_the_draws():
         [[{s["name"]: s["weight"] for s in r["spec"]["data"]["sources"]}.get(n, 0.0) for n in NAMES] for r in runs]
     )
     assert W.mean(axis=0) == pytest.approx([0.6, 0.3, 0.1], abs=0.02)
-    # The uniform prior (the default) draws exactly what this sweep always drew.
-    uniform = expand_sweep(TrainingSweep.model_validate(QUICK))
+    # The uniform prior (the default) draws exactly what a Dirichlet(alpha) sweep always drew.
+    old = copy.deepcopy(QUICK)
+    del old["spec"]["mixtures"]["dirichlet"]["prior"]
+    uniform = expand_sweep(TrainingSweep.model_validate(old))
     rng = np.random.default_rng(0).dirichlet([1.0] * 3, 6)
     first = {s["name"]: s["weight"] for s in uniform[0]["spec"]["data"]["sources"]}
     assert [first[n] for n in NAMES] == pytest.approx(rng[0], abs=1e-6)

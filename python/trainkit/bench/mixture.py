@@ -11,8 +11,9 @@ prior) with the sweep's concentration. For each configuration the bench prints
 - the regret of the recommended mixture (true loss there minus the true optimum over the simplex) for the
   recommender (model chosen by cross-validation, top-k average of prior candidates, distance bound) and
   for trainkit 0.1's fit (linear Scheffé ridge, best point of the whole simplex), in units of the noise;
-- an adaptive sweep (explore N/4, then rounds of N/8 around the recommendation) against the one-shot
-  N-run sweep: the runs it needs to reach the one-shot regret.
+- an adaptive sweep with half the runs (explore N/4 from the prior, then rounds of N/16 around each
+  recommendation) against the one-shot N-run sweep: the runs it needed to reach the one-shot regret, and
+  its regret at the end.
 Figures are medians over `--repeats` surfaces; everything is seeded, so a run reproduces exactly.
 """
 
@@ -118,7 +119,7 @@ class Figures:
     seconds: float
 
 
-def recommend_settings(seed: int, candidates: int = 10_000) -> Settings:
+def recommend_settings(seed: int, candidates: int = 20_000) -> Settings:
     # The bench measures the choice, not its uncertainty: no bootstrap refits.
     return Settings(seed=seed, candidates=candidates, n_bootstrap=0)
 

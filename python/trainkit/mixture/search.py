@@ -22,7 +22,7 @@ from trainkit.mixture import prior as priors
 from trainkit.mixture.recommend import Recommendation, Settings, moved, recommend_mixture
 from trainkit.mixture.simplex import rounded
 
-ROUND_CONCENTRATION = 200.0
+ROUND_CONCENTRATION = 100.0
 STOP_MOVED_BELOW = 0.02
 
 
