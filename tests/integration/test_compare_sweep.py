@@ -303,3 +303,29 @@ def test_html_report_renders_in_headless_chromium(sweep, tmp_path):
     assert pixels.shape[0] >= 2000 and pixels.shape[1] >= 1200
     # Not blank: many distinct colours (text, table shading, the plots' lines).
     assert len(np.unique((pixels.reshape(-1, 3) * 255).astype(np.uint8), axis=0)) > 50
+
+
+def test_recommender_options_and_a_confirmation_run_by_name(sweep, s3_bucket, capsys):
+    from trainkit.cli import main
+
+    out = f"{s3_bucket}/reports/options"
+    assert (
+        main(["compare", sweep, "--output", out, "--model", "linear", "--max-distance", "1", "--target", "mix-a"]) == 0
+    )
+    doc = storage.read_json(f"{out}/report.json")
+    rec = doc["recommendation"]
+    assert rec["model"] == "linear" and [c["model"] for c in rec["crossValidation"]] == ["linear"]
+    assert rec["maxDistance"] == 1.0 and rec["runsUsed"] == 6  # mix-a is the target, not a proxy
+    conf = doc["confirmation"]
+    order = expected_order(lambda w: -true_eval(w))
+    assert conf["run"] == "mix-a" and "mix-a" not in [r["run"] for r in doc["leaderboard"]]
+    assert conf["value"] == pytest.approx(true_eval(MIXTURES["mix-a"]), abs=1e-9)
+    others = [true_eval(MIXTURES[n]) for n in order if n != "mix-a"]
+    assert conf["rankAmongProxies"] == 1 + sum(v > conf["value"] for v in others) and conf["proxies"] == 6
+    assert "Confirmation run mix-a" in capsys.readouterr().out
+    for args, needle in (
+        (["--max-distance", "0"], "--max-distance 0.0: must be in (0, 1]"),
+        (["--target", "nope"], "--target nope: no such run"),
+    ):
+        assert main(["compare", sweep, "--output", f"{s3_bucket}/reports/bad", *args]) == 1
+        assert needle in capsys.readouterr().err

@@ -37,7 +37,15 @@ def run(args) -> int:
     except (DataError, ValueError) as e:
         print(f"{args.file}: mixtures.dirichlet.prior natural: {e}", file=sys.stderr)
         return 1
-    # A sweep that searches has later rounds too: they depend on these runs' results (the operator and
-    # --local plan them as the runs finish).
     sys.stdout.write(yaml.safe_dump_all(runs, sort_keys=False))
+    from trainkit.spec.search import searches
+
+    if searches(sweep):
+        # Later rounds and the confirmation run depend on these runs' results: the operator and --local plan
+        # them as the runs finish.
+        print(
+            f"{args.file}: these are round 1's {len(runs)} runs; later search rounds and the confirmation run are "
+            "planned from their results (by the operator, or `trainkit sweep --local`)",
+            file=sys.stderr,
+        )
     return 0
