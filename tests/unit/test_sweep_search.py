@@ -200,3 +200,37 @@ def test_natural_prior_needs_token_counts_and_centres_the_draws():
     rng = np.random.default_rng(0).dirichlet([1.0] * 3, 6)
     first = {s["name"]: s["weight"] for s in uniform[0]["spec"]["data"]["sources"]}
     assert [first[n] for n in NAMES] == pytest.approx(rng[0], abs=1e-6)
+
+
+def test_rendering_a_natural_prior_sweep_reads_index_json_or_says_what_is_missing(tmp_path, capsys):
+    from trainkit.cli import main
+    from trainkit.spec.data import SHARD_FORMAT
+
+    doc = copy.deepcopy(QUICK)
+    for source, tokens in zip(doc["spec"]["template"]["data"]["sources"], (6_000, 3_000, 1_000)):
+        source["uri"] = str(tmp_path / source["name"])
+        if source["name"] != "edu":
+            (tmp_path / source["name"]).mkdir()
+            shard = {"file": "shards/0.bin", "tokens": tokens, "documents": 1, "bytes": 2 * tokens, "crc32": 0}
+            index = {
+                "format": SHARD_FORMAT,
+                "dtype": "uint16",
+                "tokenizer": {"name": "gpt2", "fingerprint": "f", "vocabSize": 50257, "eosId": 50256},
+                "shardTokens": tokens,
+                "totalTokens": tokens,
+                "totalDocuments": 1,
+                "shards": [shard],
+                "sourceFiles": [],
+            }
+            (tmp_path / source["name"] / "index.json").write_text(json.dumps(index))
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    assert main(["sweep", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "mixtures.dirichlet.prior natural" in err and "edu/index.json: not found" in err and "Traceback" not in err
+    doc["spec"]["template"]["data"]["sources"] = doc["spec"]["template"]["data"]["sources"][:2]
+    path.write_text(yaml.safe_dump(doc))
+    assert main(["sweep", str(path)]) == 0
+    out = capsys.readouterr()
+    runs = list(yaml.safe_load_all(out.out))
+    assert len(runs) == 6 and "later search rounds and the confirmation run are planned" in out.err
