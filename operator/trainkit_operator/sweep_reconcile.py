@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
-from trainkit_operator import builders, observe
+from trainkit_operator import builders, decide, observe
 from trainkit_operator.config import OperatorConfig
 from trainkit_operator.data_reconcile import resolve_run_datasets
 from trainkit_operator.kube import Kube
@@ -52,6 +52,9 @@ def prior_tokens(kube: Kube, ns: str, sweep: dict, config: OperatorConfig) -> tu
     template, _, resolution = resolve_run_datasets(kube, ns, parsed.spec.template, None)
     if resolution is not None and (resolution.waiting or resolution.failed):
         return None, resolution.failed or resolution.waiting
+    refused = decide.storage_spec_error(template, config)  # the endpoint allow-list a run's reads keep
+    if refused is not None:
+        return None, f"template: {refused}"
     secret = builders.credentials_secret(template, config)
     if secret is None:
         return None, "the template names no storage.credentialsSecret: the operator holds no key to read index.json"
