@@ -99,10 +99,25 @@ def rank_text(row: Row) -> str:
     return "-" if row.rank is None else (f"{row.rank}=" if row.tied else str(row.rank))
 
 
+def held_out_column(report: "Report") -> bool:
+    """A held-out-loss ranking gets its own column: no other column shows the value runs are ranked by."""
+    return report.metric.key.startswith("val.")
+
+
 def table(report: "Report") -> tuple[list[str], list[list[str]]]:
     """Header and cells of the leaderboard (the same for text, markdown and HTML)."""
     unit = " (%)" if report.scale == 100.0 else ""
-    header = ["rank", "run", "weights", "final loss", *(t + unit for t in report.tasks), "average" + unit, "status"]
+    ranked = [report.metric.key] if held_out_column(report) else []
+    header = [
+        "rank",
+        "run",
+        "weights",
+        *ranked,
+        "final loss",
+        *(t + unit for t in report.tasks),
+        "average" + unit,
+        "status",
+    ]
     body = []
     for row in report.rows:
         r = row.run
@@ -112,6 +127,7 @@ def table(report: "Report") -> tuple[list[str], list[list[str]]]:
                 rank_text(row),
                 r.name,
                 weights_text(r),
+                *([fmt(row.value)] if ranked else []),
                 fmt(r.final_loss),
                 *(shown(report, r.eval_tasks.get(t)) for t in report.tasks),
                 shown(report, r.eval_average),
@@ -262,7 +278,8 @@ def _data_uri(png: bytes) -> str:
 def render_html(report: Report, images: dict[str, bytes]) -> str:
     e = html.escape
     header, body = table(report)
-    numeric = {3, *range(4, 4 + len(report.tasks)), 4 + len(report.tasks)}
+    first = 4 if held_out_column(report) else 3  # the numeric columns: from the first loss to the average
+    numeric = set(range(3, first + 2 + len(report.tasks)))
     trs = []
     for row, cells in zip(report.rows, body):
         cls = "best" if row.rank == 1 else ("unranked" if row.rank is None else "")
