@@ -94,6 +94,12 @@ def test_cross_validation_pieces():
     fold = fold_of(23, 5, 0)
     assert sorted(np.bincount(fold).tolist()) == [4, 4, 5, 5, 5]
     assert np.array_equal(fold, fold_of(23, 5, 0)) and not np.array_equal(fold, fold_of(23, 5, 1))
+    from scipy.stats import rankdata
+
+    from trainkit.mixture.crossval import ranks
+
+    ties = np.array([3.0, 1.0, 3.0, 2.0, 3.0, 1.0])
+    assert ranks(ties).tolist() == rankdata(ties).tolist() == [5.0, 1.5, 5.0, 3.0, 5.0, 1.5]
     assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
     assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
     assert spearman([1, 2], [1, 2]) is None and spearman([1, 1, 1], [1, 2, 3]) is None
