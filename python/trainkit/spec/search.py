@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -267,7 +268,9 @@ def confirmation_run(sweep: TrainingSweep, weights: Mapping[str, float]) -> dict
 
 # A round's recommendation is a pure function of its inputs; the operator asks for it on every reconcile of
 # the sweep, so the last few are kept (by a digest of everything they depend on).
+# The operator reconciles several sweeps at once (kopf's thread pool): the cache is shared behind a lock.
 _CACHE: OrderedDict[str, RoundResult] = OrderedDict()
+_CACHE_LOCK = threading.Lock()
 CACHE_SIZE = 64
 
 
@@ -297,13 +300,15 @@ def round_result_cached(
             default=str,
         ).encode()
     ).hexdigest()
-    if key in _CACHE:
-        _CACHE.move_to_end(key)
-        return _CACHE[key]
+    with _CACHE_LOCK:
+        if key in _CACHE:
+            _CACHE.move_to_end(key)
+            return _CACHE[key]
     result = next_round_result(tried, names, prior, search, settings, previous, metric=metric, higher_is_better=higher)
-    _CACHE[key] = result
-    while len(_CACHE) > CACHE_SIZE:
-        _CACHE.popitem(last=False)
+    with _CACHE_LOCK:
+        _CACHE[key] = result
+        while len(_CACHE) > CACHE_SIZE:
+            _CACHE.popitem(last=False)
     return result
 
 
