@@ -33,6 +33,7 @@ from trainkit.spec.status import (
     EvalSummary,
     Progress,
     TrainingRunStatus,
+    ValidationSummary,
     previous_status_of,
 )
 from trainkit.storage import endpoint_refusal, is_remote
@@ -606,6 +607,23 @@ def eval_from(raw: Mapping[str, Any] | None, output_uri: str | None) -> EvalSumm
         return None
 
 
+def validation_from(raw: Mapping[str, Any] | None) -> ValidationSummary | None:
+    """The status's held-out losses from validation.jsonl's last line: finite numbers only, bounded."""
+    if not raw:
+        return None
+    try:
+        sources = raw.get("sources") or {}
+        losses = {
+            str(k)[:MAX_TASK_NAME]: round(f, 6)
+            for k, v in list(sources.items() if isinstance(sources, dict) else [])[:MAX_STATUS_TASKS]
+            if isinstance(v, Mapping) and (f := finite(v.get("loss"))) is not None
+        }
+        mean = finite(raw.get("mean"))
+        return ValidationSummary(step=int(raw["step"]), mean=None if mean is None else round(mean, 6), sources=losses)
+    except (KeyError, TypeError, ValueError, OverflowError):
+        return None
+
+
 def artifacts_for(output_uri: str) -> Artifacts:
     return Artifacts(
         output=output_uri,
@@ -686,6 +704,7 @@ class Observation:
     rayjob: dict | None = None
     progress: Mapping[str, Any] | None = None
     eval_summary: Mapping[str, Any] | None = None
+    validation: Mapping[str, Any] | None = None
     checkpoint: dict | None = None
     pods: list[dict] | None = None
     workloads: list[dict] | None = None
@@ -788,6 +807,7 @@ def summarize(
     if prog is None and total_steps:
         prog = Progress(total_steps=total_steps)
     ev = eval_from(eval_summary, out_uri) or (prev.eval if prev else None)
+    held_out = validation_from(seen.validation) or (prev.validation if prev else None)
     ckpt = (CheckpointRef(step=int(checkpoint["step"]), uri=checkpoint["uri"]) if checkpoint else None) or (
         prev.last_checkpoint if prev else None
     )
@@ -857,6 +877,7 @@ def summarize(
         progress=prog,
         last_checkpoint=ckpt,
         eval=ev,
+        validation=held_out,
         artifacts=artifacts_for(out_uri) if out_uri else None,
         start_time=start,
         completion_time=completion,

@@ -20,15 +20,17 @@ storage hiccup never erases progress.
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from trainkit import artifacts, storage
-from trainkit.artifacts import EvalSummaryDoc, OutcomeDoc, ProgressDoc
+from trainkit.artifacts import EvalSummaryDoc, OutcomeDoc, ProgressDoc, ValidationLine
+from trainkit.spec.data import INDEX_FILE, index_training_tokens
 from trainkit.spec.models import TrainingRunSpec
 
 from trainkit_operator.config import OperatorConfig
@@ -47,6 +49,7 @@ class Observed:
     checkpoint: dict[str, object] | None = None  # {step, uri} of the newest complete checkpoint
     eval_summary: EvalSummaryDoc | None = None
     outcome: OutcomeDoc | None = None  # a packed run's outcome.json (read only for packed runs)
+    validation: ValidationLine | None = None  # the last line of validation.jsonl (held-out loss per source)
     # Why something could not be read this time (empty: all read, or absent); None: nothing was attempted.
     problems: tuple[str, ...] | None = None
     # Nothing was read because this tenant's earlier reads still run: transient, so a final (terminal)
@@ -100,6 +103,7 @@ def ended_observation(output_uri: str, ended: OutcomeDoc) -> Observed:
         progress=ended.get("progress"),
         checkpoint=checkpoint_ref(output_uri, ended.get("step")),
         eval_summary=ended.get("eval"),
+        validation=ended.get("validation"),
         outcome=ended,
         problems=(),
     )
@@ -136,10 +140,16 @@ def observe_outputs(output_uri: str, options: storage.StorageOptions, outcome_ow
     eval_summary = _unless_unreachable(
         artifacts.eval_root(output_uri), lambda: artifacts.read_latest_eval_summary(output_uri, options), problems
     )
+    lines = _unless_unreachable(
+        artifacts.run_file(output_uri, artifacts.VALIDATION),
+        lambda: artifacts.read_validation(output_uri, options),
+        problems,
+    )
     return Observed(
         progress=progress,
         checkpoint=checkpoint_ref(output_uri, step),
         eval_summary=eval_summary,
+        validation=lines[-1] if lines else None,
         outcome=ended,
         problems=tuple(problems),
     )
@@ -204,19 +214,28 @@ class ReadPool:
         return self.read(tenant, output_uri, lambda: observe_outputs(output_uri, options, outcome_owner), deadline)
 
     def read(self, tenant: str, what: str, reads: Callable[[], Observed], deadline: float) -> Observed:
-        """`reads()` in the pool within `deadline` seconds, the tenant's only reads at that time (see `observe`)."""
+        """`reads()` in the pool (see `call`), nothing read and `problems` saying why when it could not run."""
+        done = self.call(tenant, reads, deadline, what=what)
+        if done.problem is not None:
+            return Observed(problems=(done.problem,), deferred=done.deferred)
+        assert done.value is not None
+        return done.value
+
+    def call(self, tenant: str, read: Callable[[], T], deadline: float, what: str) -> "PoolRead[T]":
+        """`read()` in the pool under the reads deadline, at most one per tenant at a time; never raises
+        for storage trouble: the result says why nothing came back."""
         with self._lock:
             if tenant in self._busy:
-                return Observed(
-                    problems=(f"the storage reads of an earlier reconcile in namespace {tenant!r} are still running",),
+                return PoolRead(
+                    problem=f"the storage reads of an earlier reconcile in namespace {tenant!r} are still running",
                     deferred=True,
                 )
             self._busy.add(tenant)
 
-        def run() -> Observed:
+        def run() -> T:
             try:
                 with storage.reads_deadline(deadline):
-                    return reads()
+                    return read()
             finally:
                 with self._lock:
                     self._busy.discard(tenant)
@@ -228,10 +247,36 @@ class ReadPool:
                 self._busy.discard(tenant)
             raise
         try:
-            return future.result(timeout=deadline + DEADLINE_GRACE_SECONDS)
+            return PoolRead(value=future.result(timeout=deadline + DEADLINE_GRACE_SECONDS))
         except concurrent.futures.TimeoutError:
             log.warning("storage reads for %s took longer than %.0f s; keeping the last status", what, deadline)
-            return Observed(problems=(f"reading {what} took longer than the {deadline:g} s deadline",))
+            return PoolRead(problem=f"reading {what} took longer than the {deadline:g} s deadline")
+
+
+@dataclass(frozen=True)
+class PoolRead(Generic[T]):
+    value: T | None = None
+    problem: str | None = None  # why nothing was read (None: `value` is the read's result)
+    deferred: bool = False  # this tenant's earlier reads still run: try again shortly
+
+
+def read_index_tokens(source_uris: dict[str, str], options: storage.StorageOptions) -> tuple[dict[str, int], list[str]]:
+    """Each source's training tokens from its index.json (`trainkit.spec.data.index_training_tokens`), for a
+    sweep's natural prior; (counts, problems), a source with a problem left out of the counts."""
+    counts: dict[str, int] = {}
+    problems: list[str] = []
+    for name, uri in source_uris.items():
+        where = storage.join(uri, INDEX_FILE)
+        before = len(problems)
+        doc = _unless_unreachable(where, functools.partial(storage.read_json, where, options), problems)
+        if len(problems) > before:
+            continue
+        tokens = index_training_tokens(doc)
+        if tokens is None:
+            problems.append(f"{where}: not a trainkit shard index with tokens")
+        else:
+            counts[name] = tokens
+    return counts, problems
 
 
 _POOLS: dict[int, ReadPool] = {}

@@ -25,6 +25,7 @@ from trainkit.artifacts import OutcomeDoc, owner_of_run
 from trainkit.spec.memory import GiB, parse_quantity
 from trainkit.spec.models import OutputSpec, StorageSpec, TrainingRunSpec
 from trainkit.spec.packing import PackMember, TrainingPack, pack_document, pack_members, pack_name, packed_share
+from trainkit.spec.search import ROUND_LABEL
 from trainkit.spec.status import TERMINAL_PHASES
 
 from trainkit_operator.builders import (
@@ -68,12 +69,18 @@ HEAD_MEMORY_PER_MEMBER = 1 * GiB
 HEAD_CPUS_PER_MEMBER = 0.25
 
 
-def packs_of_sweep(sweep_name: str, run_names: list[str], runs_per_cluster: int) -> dict[str, list[str]]:
-    """pack name -> the names of its runs, in the sweep's index order."""
-    return {
-        pack_name(sweep_name, p): [run_names[i] for i in members]
-        for p, members in enumerate(pack_members(len(run_names), runs_per_cluster))
-    }
+def packs_of_plan(sweep_name: str, proxies: list[dict], runs_per_cluster: int) -> dict[str, list[str]]:
+    """pack name -> the names of its runs, from the proxy runs planned so far (trainkit.spec.search.plan_sweep,
+    in index order). Each search round's runs are packed on their own, numbered on from the round before: a
+    round is planned whole and only after the one before has finished, so a pack never changes once made."""
+    rounds: dict[str, list[str]] = {}
+    for m in proxies:
+        rounds.setdefault(m["metadata"].get("labels", {}).get(ROUND_LABEL, "0"), []).append(m["metadata"]["name"])
+    packs: dict[str, list[str]] = {}
+    for names in rounds.values():
+        for members in pack_members(len(names), runs_per_cluster):
+            packs[pack_name(sweep_name, len(packs))] = [names[i] for i in members]
+    return packs
 
 
 def pack_of_run(run: dict) -> str | None:
@@ -305,24 +312,23 @@ def packed_phase(base: tuple[str, str, str], pack: PackView, pack_exists: bool) 
 
 # ------------------------------------------------------------------------------ which runs to create
 def packed_runs_due(
-    sweep_name: str,
-    manifests: list[dict],
+    packs: dict[str, list[str]],
+    manifests: dict[str, dict],
     existing: set[str],
     leftovers: set[str],
     unfinished: int,
     parallelism: int,
-    runs_per_cluster: int,
 ) -> list[dict]:
-    """The run manifests to create now, whole packs at a time in index order, each labelled with its pack.
+    """The run manifests (by name) to create now, whole packs (`packs_of_plan`) at a time in order, each
+    labelled with its pack.
 
     A pack starts only when all its runs fit under `parallelism` (unfinished runs count one each); a pack
     some of whose runs exist already (an operator restart between two creates) is completed first, whatever
     the slots say, because its RayJob waits for all of them. Creation stops at a pack whose run name is still
     held by a previous sweep's leftover run."""
-    by_name = {m["metadata"]["name"]: m for m in manifests}
     free = parallelism - unfinished
     due: list[dict] = []
-    for pack, names in packs_of_sweep(sweep_name, list(by_name), runs_per_cluster).items():
+    for pack, names in packs.items():
         missing = [n for n in names if n not in existing]
         if not missing:
             continue
@@ -332,7 +338,7 @@ def packed_runs_due(
         if not started and len(names) > free:
             break
         for name in missing:
-            manifest = by_name[name]
+            manifest = manifests[name]
             manifest["metadata"]["labels"] = {**manifest["metadata"].get("labels", {}), PACK_LABEL: pack}
             due.append(manifest)
         if not started:

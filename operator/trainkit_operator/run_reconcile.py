@@ -192,6 +192,7 @@ def report(
         rayjob=rayjob,
         progress=observed.progress,
         eval_summary=observed.eval_summary,
+        validation=observed.validation,
         checkpoint=observed.checkpoint,
         pods=kube.list_pods(ns, f"ray.io/cluster={reads.pods_of_cluster}") if reads.pods_of_cluster else None,
         workloads=kube.list_workloads(ns, reads.workloads_of) if reads.workloads_of else None,

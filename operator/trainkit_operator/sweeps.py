@@ -20,7 +20,8 @@ from trainkit.spec.load import SpecError, issues_from, parse_spec
 from trainkit.spec.models import TRAINING_RUN_API_VERSION
 from trainkit.spec.status import TERMINAL_PHASES
 from trainkit.spec.ranking import higher_is_better, metric_value, rank_values
-from trainkit.spec.sweep import TrainingSweep, expand_sweep, mixture_count, run_name
+from trainkit.spec.search import RunOutcome, SweepPlan, confirmation_status, plan_sweep, search_status, searches
+from trainkit.spec.sweep import TrainingSweep
 from trainkit.spec.sweep_status import (
     STATUS_LEADERBOARD_ROWS,
     BestRun,
@@ -38,7 +39,7 @@ from trainkit_operator.packs import (
     pack_of_run,
     packed_runs_due,
     packing_spec_error,
-    packs_of_sweep,
+    packs_of_plan,
 )
 
 
@@ -48,6 +49,7 @@ class SweepDecision:
     status: TrainingSweepStatus = field(default_factory=TrainingSweepStatus)
     leaderboard: dict | None = None  # every row, for object storage (full_leaderboard_doc)
     parsed: TrainingSweep | None = None
+    packs: dict[str, list[str]] = field(default_factory=dict)  # pack -> its runs, as planned so far (spec.packing)
 
 
 def sweep_owner_reference(sweep: dict) -> dict:
@@ -78,31 +80,111 @@ def run_phase(run: dict | None) -> str:
     return ((run or {}).get("status") or {}).get("phase") or "Pending"
 
 
+def run_value(run: dict | None, metric: str) -> float | None:
+    """A run's value of the sweep's metric, from its status. Only finished runs have one: a half-trained
+    run's loss is not comparable with a finished one's."""
+    if run_phase(run) != "Succeeded":
+        return None
+    status = (run or {}).get("status") or {}
+    ev = status.get("eval") or {}
+    held_out = status.get("validation") or {}
+    return metric_value(
+        metric,
+        (status.get("progress") or {}).get("loss"),
+        ev.get("average"),
+        ev.get("tasks") or {},
+        held_out.get("sources") or {},
+        held_out.get("mean"),
+    )
+
+
 def _row(manifest: dict, run: dict | None, metric: str) -> LeaderboardRow:
     status = (run or {}).get("status") or {}
-    progress = status.get("progress") or {}
-    ev = status.get("eval") or {}
-    loss = progress.get("loss")
-    average = ev.get("average")
     weights = {s["name"]: s["weight"] for s in manifest["spec"]["data"]["sources"]}
     return LeaderboardRow(
         run=manifest["metadata"]["name"],
         weights=weights,
         phase=run_phase(run) if run else "NotCreated",
-        loss=loss,
-        eval_average=average,
-        # Only finished runs rank: a half-trained run's loss is not comparable with a finished one's.
-        value=metric_value(metric, loss, average, ev.get("tasks") or {}) if run_phase(run) == "Succeeded" else None,
+        loss=(status.get("progress") or {}).get("loss"),
+        eval_average=(status.get("eval") or {}).get("average"),
+        value=run_value(run, metric),
     )
 
 
-def decide_sweep(sweep: dict, runs: list[dict]) -> SweepDecision:
-    """What to create now and the status to show, from the sweep object and the runs that exist."""
+# --------------------------------------------------------------- mixture search (trainkit.spec.search)
+def needs_prior_tokens(sweep: TrainingSweep) -> bool:
+    """The natural prior is built from the sources' token counts (their index.json)."""
+    d = sweep.spec.mixtures.dirichlet
+    return d is not None and d.prior == "natural"
+
+
+def recorded_prior_tokens(sweep: dict) -> dict[str, int] | None:
+    """The token counts the status recorded when the sweep started: read once, so a re-prepared source can
+    never change the plan of a sweep under way."""
+    tokens = (sweep.get("status") or {}).get("priorTokens")
+    if isinstance(tokens, dict) and tokens and all(isinstance(v, int) and v > 0 for v in tokens.values()):
+        return {str(k): v for k, v in tokens.items()}
+    return None
+
+
+def run_outcomes(existing: dict[str, dict], metric: str) -> dict[str, RunOutcome]:
+    """What the search planner needs of each existing run: finished or not, and its metric value."""
+    return {
+        name: RunOutcome(finished=run_phase(run) in TERMINAL_PHASES, value=run_value(run, metric))
+        for name, run in existing.items()
+    }
+
+
+def with_search_status(status: TrainingSweepStatus, sweep: TrainingSweep, plan: SweepPlan, existing: dict[str, dict]):
+    """The status's round, current recommendation and its cross-validated quality, and the confirmation run."""
+    if not searches(sweep):
+        return status
+    metric = sweep.spec.rank_by
+    target = plan.confirmation["metadata"]["name"] if plan.confirmation else None
+    confirmation = None
+    if target is not None:
+        run = existing.get(target)
+        confirmation = confirmation_status(
+            plan,
+            run_phase(run) if run else "NotCreated",
+            run_value(run, metric),
+            [run_value(existing.get(m["metadata"]["name"]), metric) for m in plan.runs],
+            higher_is_better(metric),
+        )
+    return status.model_copy(update={"search": search_status(plan), "confirmation": confirmation})
+
+
+def one_run_each(manifests: list[dict], existing: dict[str, dict], leftovers: list[str], free: int) -> list[dict]:
+    """The manifests to create now in index order, one RayJob each: at most `free`, stopping at a name still
+    held by a previous sweep's leftover run."""
+    create = []
+    for manifest in manifests:
+        if free <= 0:
+            break
+        name = manifest["metadata"]["name"]
+        if name in existing:
+            continue
+        if name in leftovers:
+            break
+        create.append(manifest)
+        free -= 1
+    return create
+
+
+def parse_sweep(sweep: dict) -> TrainingSweep:
+    return TrainingSweep.model_validate({k: sweep[k] for k in ("apiVersion", "kind", "metadata", "spec")})
+
+
+def decide_sweep(
+    sweep: dict, runs: list[dict], prior_tokens: dict[str, int] | None = None, tokens_problem: str | None = None
+) -> SweepDecision:
+    """What to create now and the status to show, from the sweep object and the runs that exist.
+    `prior_tokens`: the sources' token counts for a natural prior (the recorded ones win), or why they
+    could not be read (the sweep then waits, creating nothing)."""
     meta = sweep["metadata"]
     generation = meta.get("generation")
     try:
-        parsed = TrainingSweep.model_validate({k: sweep[k] for k in ("apiVersion", "kind", "metadata", "spec")})
-        manifests = expand_sweep(parsed)
+        parsed = parse_sweep(sweep)
     except ValidationError as e:
         message = "; ".join(f"{i.path}: {i.message}" for i in issues_from(e))
         return SweepDecision(
@@ -110,41 +192,55 @@ def decide_sweep(sweep: dict, runs: list[dict]) -> SweepDecision:
                 phase="Failed", message=f"invalid sweep: {message}", observed_generation=generation
             )
         )
+    tokens = (recorded_prior_tokens(sweep) or prior_tokens) if needs_prior_tokens(parsed) else None
+    if needs_prior_tokens(parsed) and tokens is None:
+        why = tokens_problem or "not read yet"
+        return SweepDecision(
+            status=TrainingSweepStatus(
+                phase="Pending",
+                message=f"waiting for the sources' token counts for the natural prior: {why}"[:4000],
+                observed_generation=generation,
+            )
+        )
 
     existing = owned_runs(sweep, runs)
+    try:
+        plan = plan_sweep(parsed, run_outcomes(existing, parsed.spec.rank_by), tokens)
+    except ValueError as e:  # token counts that do not fit the sources (a source renamed since they were read)
+        return SweepDecision(
+            status=TrainingSweepStatus(
+                phase="Failed", message=f"mixture prior: {e}"[:4000], observed_generation=generation
+            )
+        )
+    manifests = plan.all_runs
     # Runs of this name owned by a previous sweep of this name (deleted, not yet garbage-collected):
     # creating one would be a 409; creation in index order stops there until it is gone.
     leftovers = sorted({r["metadata"]["name"] for r in runs} - set(existing))
     unfinished = [n for n, r in existing.items() if run_phase(r) not in TERMINAL_PHASES]
     free = max(0, parsed.spec.parallelism - len(unfinished))
-    create = []
+    planned_packs: dict[str, list[str]] = {}
     if parsed.spec.packing is not None:
+        planned_packs = packs_of_plan(meta["name"], plan.runs, parsed.spec.packing.runs_per_cluster)
         create = packed_runs_due(
-            meta["name"],
-            manifests,
+            planned_packs,
+            {m["metadata"]["name"]: m for m in plan.runs},
             set(existing),
             set(leftovers),
             len(unfinished),
             parsed.spec.parallelism,
-            parsed.spec.packing.runs_per_cluster,
         )
+        # The confirmation run (the full-scale model) is never packed: it gets a RayJob of its own.
+        confirmation = [plan.confirmation] if plan.confirmation else []
+        create += one_run_each(confirmation, existing, leftovers, free - len(create))
     else:
-        for manifest in manifests:
-            if free == 0:
-                break
-            name = manifest["metadata"]["name"]
-            if name in existing:
-                continue
-            if name in leftovers:
-                break
-            create.append(manifest)
-            free -= 1
+        create = one_run_each(manifests, existing, leftovers, free)
     for manifest in create:
         manifest["metadata"]["namespace"] = meta.get("namespace")
         manifest["metadata"]["ownerReferences"] = [sweep_owner_reference(sweep)]
 
     metric = parsed.spec.rank_by
-    rows = [_row(m, existing.get(m["metadata"]["name"]), metric) for m in manifests]
+    # The confirmation run is a bigger model: shown beside the proxies (status.confirmation), not ranked among them.
+    rows = [_row(m, existing.get(m["metadata"]["name"]), metric) for m in plan.runs]
     for row, rank in zip(rows, rank_values([r.value for r in rows], higher_is_better(metric))):
         row.rank = rank
     rows.sort(key=lambda r: (r.rank is None, r.rank or 0, r.run))
@@ -160,14 +256,20 @@ def decide_sweep(sweep: dict, runs: list[dict]) -> SweepDecision:
         failed=sum(p == "Failed" for p in phases),
     )
     finished = counts.succeeded + counts.failed == counts.total
+    if finished and searches(parsed) and plan.stopped is None:
+        finished = False  # the planner has not seen these results yet: the next round follows
     if finished:
         phase = "Succeeded" if counts.succeeded else "Failed"
         message = f"{counts.succeeded} of {counts.total} runs succeeded" + (
             f", {counts.failed} failed" if counts.failed else ""
         )
+        if plan.stopped:
+            message += f"; search ended: {plan.stopped}"
     else:
         phase = "Running" if counts.created else "Pending"
         message = f"{counts.succeeded + counts.failed} of {counts.total} runs finished, {counts.active} active (parallelism {parsed.spec.parallelism})"
+        if searches(parsed):
+            message += f"; search round {plan.round + 1} of at most {plan.max_rounds}"
         if leftovers:
             message += (
                 f"; waiting for {', '.join(leftovers)} of a previous sweep of this name to be deleted before "
@@ -181,11 +283,18 @@ def decide_sweep(sweep: dict, runs: list[dict]) -> SweepDecision:
         runs=counts,
         leaderboard=rows[:STATUS_LEADERBOARD_ROWS],
         best=BestRun(run=best.run, metric=metric, value=best.value) if best else None,
+        prior_tokens=tokens,
     )
     if parsed.spec.packing is not None:
-        status.packs = pack_counts(meta["name"], list(existing), parsed.spec.packing.runs_per_cluster, manifests)
+        status.packs = pack_counts(planned_packs, set(existing), parsed.spec.packing.runs_per_cluster)
     board = full_leaderboard_doc(meta["name"], metric, rows)
-    return SweepDecision(create=create, status=status, leaderboard=board, parsed=parsed)
+    return SweepDecision(
+        create=create,
+        status=with_search_status(status, parsed, plan, existing),
+        leaderboard=board,
+        parsed=parsed,
+        packs=planned_packs,
+    )
 
 
 # ------------------------------------------------------------------------ the whole leaderboard
@@ -225,9 +334,7 @@ def seconds_between(earlier: str, later: str) -> float:
         return float("inf")  # an unreadable time: write
 
 
-def pack_counts(sweep_name: str, existing: list[str], runs_per_cluster: int, manifests: list[dict]) -> PackCounts:
-    packs = packs_of_sweep(sweep_name, [m["metadata"]["name"] for m in manifests], runs_per_cluster)
-    have = set(existing)
+def pack_counts(packs: dict[str, list[str]], have: set[str], runs_per_cluster: int) -> PackCounts:
     return PackCounts(
         runs_per_cluster=runs_per_cluster,
         total=len(packs),
@@ -245,12 +352,13 @@ class PackDecision:
 def decide_packs(
     sweep: dict,
     parsed: TrainingSweep,
+    planned: dict[str, list[str]],
     runs: list[dict],
     pack_rayjobs: list[dict],
     config: OperatorConfig,
     refusal: str | None = None,
 ) -> PackDecision:
-    """The packs to create now: each pack whose runs all exist (their uids read back) and that has no RayJob
+    """The packs to create now (`planned`: SweepDecision.packs): each pack whose runs all exist (their uids read back) and that has no RayJob
     yet (of any owner: a previous sweep's leftover of the same name is waited for). Members are the runs
     labelled into the pack, with the specs they carry; one whose spec no longer parses is left out.
     `refusal`: why the operator refuses the template on the cluster (decide.operator_refusal): then none."""
@@ -263,10 +371,8 @@ def decide_packs(
         return PackDecision(problem=problem)
     existing = owned_runs(sweep, runs)
     made = {r["metadata"]["name"] for r in pack_rayjobs}
-    count = mixture_count(parsed.spec.mixtures, len(template.data.sources))
-    names = [run_name(sweep["metadata"]["name"], i) for i in range(count)]
     create = []
-    for pack, members in packs_of_sweep(sweep["metadata"]["name"], names, packing.runs_per_cluster).items():
+    for pack, members in planned.items():
         if pack in made or any(n not in existing for n in members):
             continue
         specs = []

@@ -199,7 +199,7 @@ def reconcile_data_named(memo: Any, ns: str, name: str, retry: int = 0) -> None:
         post(done[0], done[1])
 
 
-Named = Callable[..., None]
+Named = Callable[..., object]  # what it returns is not used here
 
 
 def on_lifecycle(

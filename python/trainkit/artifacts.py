@@ -225,8 +225,9 @@ class OutcomeDoc(TypedDict, total=False):
     """outcome.json: how a packed run ended. `state` Succeeded or Failed, `message` why (a failure's cause),
     `step` the last complete checkpoint's step (None: none), `finishedAt` RFC 3339, `owner` whose outcome it
     is (owner.json's owner: only that run reads it as its own); and copies of the run's
-    final `progress` (progress.json) and `eval` (the final eval summary), so that one read gives the operator a
-    finished packed run's whole status (a pack's runs end together, and the reads of a namespace take turns)."""
+    final `progress` (progress.json), `eval` (the final eval summary) and `validation` (the last line of
+    validation.jsonl), so that one read gives the operator a finished packed run's whole status (a pack's runs
+    end together, and the reads of a namespace take turns)."""
 
     state: str
     message: str
@@ -235,6 +236,7 @@ class OutcomeDoc(TypedDict, total=False):
     owner: str  # the run it is the outcome of (OwnerRecord.owner): a re-created run of the same name is another
     progress: ProgressDoc
     eval: EvalSummaryDoc
+    validation: ValidationLine
 
 
 def outcome_doc(
@@ -245,6 +247,7 @@ def outcome_doc(
     owner: str,
     progress: ProgressDoc | None = None,
     eval_summary: EvalSummaryDoc | None = None,
+    validation: ValidationLine | None = None,
 ) -> OutcomeDoc:
     if state not in OUTCOME_STATES:
         raise ValueError(f"outcome state must be one of {OUTCOME_STATES}, got {state!r}")
@@ -255,6 +258,8 @@ def outcome_doc(
         doc["eval"] = EvalSummaryDoc(
             **{k: v for k, v in eval_summary.items() if k in ("step", "average", "tasks")}  # type: ignore[typeddict-item]
         )
+    if validation is not None:
+        doc["validation"] = validation
     return doc
 
 
@@ -412,6 +417,12 @@ def parse_outcome(doc: object, where: str) -> OutcomeDoc:
                 out[key] = parse(doc[key], f"{where}: {key}")  # type: ignore[literal-required]
             except ArtifactError as e:
                 _skip(e)
+    if "validation" in doc:
+        line = validation_line(doc["validation"])
+        if line is not None:
+            out["validation"] = line
+        else:
+            _skip(ArtifactError(f"{where}: validation: not a validation record"))
     return out
 
 
@@ -460,18 +471,28 @@ def parse_validation(text: str) -> tuple[list[ValidationLine], int]:
     by_step: dict[int, ValidationLine] = {}
     docs, bad = _json_object_lines(text)
     for v in docs:
-        sources = v.get("sources")
-        if (
-            not _is_int(v.get("step"))
-            or not isinstance(sources, dict)
-            or not all(
-                isinstance(s, dict) and _is_number(s.get("loss")) and _is_int(s.get("tokens")) for s in sources.values()
-            )
-        ):
+        line = validation_line(v)
+        if line is None:
             bad += 1
             continue
-        by_step[v["step"]] = ValidationLine(**v)  # type: ignore[typeddict-item]
+        by_step[line["step"]] = line
     return [by_step[s] for s in sorted(by_step)], bad
+
+
+def validation_line(v: object) -> ValidationLine | None:
+    """One validation record (a line of validation.jsonl, or an outcome's copy), or None when it is not one."""
+    if not isinstance(v, dict):
+        return None
+    sources = v.get("sources")
+    if (
+        not _is_int(v.get("step"))
+        or not isinstance(sources, dict)
+        or not all(
+            isinstance(s, dict) and _is_number(s.get("loss")) and _is_int(s.get("tokens")) for s in sources.values()
+        )
+    ):
+        return None
+    return ValidationLine(**v)
 
 
 def parse_eval_summary(doc: object, where: str, step: int | None = None) -> EvalSummaryDoc:

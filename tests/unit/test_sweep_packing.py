@@ -173,14 +173,19 @@ def test_the_whole_leaderboard_is_rewritten_on_change_at_most_every_interval_and
 def test_a_pack_is_built_only_once_all_its_runs_exist_with_their_uids():
     doc = sweep_doc(runs=7, k=3, parallelism=6)
     runs = created(decide_sweep(doc, []).create)
-    packs = decide_packs(doc, parse(doc), runs[:5], [], CONFIG).create  # mix-p001 has 2 of its 3 runs
+    packs = decide_packs(doc, parse(doc), planned(doc), runs[:5], [], CONFIG).create  # mix-p001 has 2 of its 3 runs
     assert [p.name for p in packs] == ["mix-p000"]
+
+
+def planned(doc):
+    """The packs the sweep's plan stands for (SweepDecision.packs: what the reconcile hands decide_packs)."""
+    return decide_sweep(doc, []).packs
 
 
 def built_packs(doc=None):
     doc = doc or sweep_doc(runs=7, k=3, parallelism=6)
     runs = created(decide_sweep(doc, []).create)
-    return doc, runs, decide_packs(doc, parse(doc), runs, [], CONFIG).create
+    return doc, runs, decide_packs(doc, parse(doc), planned(doc), runs, [], CONFIG).create
 
 
 def test_pack_objects_are_owned_by_the_sweep_and_name_each_member_with_its_uid_and_spec():
@@ -244,17 +249,19 @@ def test_no_user_string_reaches_the_command_line():
 
 def test_existing_packs_are_never_rebuilt_and_template_problems_create_none():
     doc, runs, packs = built_packs()
-    again = decide_packs(doc, parse(doc), runs, [packs[0].rayjob], CONFIG).create
+    again = decide_packs(doc, parse(doc), planned(doc), runs, [packs[0].rayjob], CONFIG).create
     assert [p.name for p in again] == ["mix-p001"]
     local = sweep_doc()
     local["spec"]["template"]["output"]["uri"] = "runs/local/"
     refusal = operator_refusal(parse(local).spec.template, CONFIG)
-    d = decide_packs(local, parse(local), created(decide_sweep(local, []).create), [], CONFIG, refusal)
+    d = decide_packs(local, parse(local), planned(local), created(decide_sweep(local, []).create), [], CONFIG, refusal)
     assert d.create == [] and "object-storage URIs" in d.problem
     wid = OperatorConfig(credentials_mode="workloadIdentity")
     no_secret = sweep_doc()
     del no_secret["spec"]["template"]["storage"]["credentialsSecret"]
-    d = decide_packs(no_secret, parse(no_secret), created(decide_sweep(no_secret, []).create), [], wid)
+    d = decide_packs(
+        no_secret, parse(no_secret), planned(no_secret), created(decide_sweep(no_secret, []).create), [], wid
+    )
     assert d.create == [] and "needs a credentials Secret" in d.problem
 
 
@@ -311,7 +318,7 @@ def test_the_pack_rayjob_is_stored_whole_by_kuberays_own_schema(tag):
     doc = sweep_doc(runs=4, k=2, parallelism=4)
     doc["spec"]["template"]["resources"]["env"] = [{"name": "HF_HUB_OFFLINE", "value": "1"}]
     runs = created(decide_sweep(doc, []).create)
-    (pack, _) = decide_packs(doc, parse(doc), runs, [], config).create
+    (pack, _) = decide_packs(doc, parse(doc), planned(doc), runs, [], config).create
     schema = kuberay_schema.load(tag)
     kept, dropped = openapi.prune(schema, pack.rayjob)
     assert dropped == [] and kept == pack.rayjob
@@ -320,3 +327,50 @@ def test_the_pack_rayjob_is_stored_whole_by_kuberays_own_schema(tag):
     spec = pack.rayjob["spec"]
     assert spec["shutdownAfterJobFinishes"] is True and "clusterSelector" not in spec
     assert 1 + len(spec["rayClusterSpec"]["workerGroupSpecs"]) <= 8
+
+
+# ------------------------------------------------------------------ packing with search rounds (issue 15 A + B)
+def test_each_search_round_is_packed_on_its_own_and_the_confirmation_run_never_is():
+    """Round 0's 5 runs make packs p000 (3) and p001 (2); round 1's 3 runs, planned only once round 0 ended,
+    make p002; packs already made never change. The confirmation run (full scale) gets no pack label: it runs
+    on a RayJob of its own. A packed run's held-out loss reaches the leaderboard from its status as any run's."""
+    doc = sweep_doc(runs=5, k=3, parallelism=6, rankBy="val.mean")
+    doc["spec"]["template"]["eval"]["validationTokens"] = 1024
+    doc["spec"].update(search={"rounds": 2, "runsPerRound": 3, "stopWhenMovedBelow": 0}, confirm={})
+    doc["spec"]["recommend"] = {"model": "linear"}
+    first = decide_sweep(doc, [])
+    assert first.packs == {"mix-p000": ["mix-000", "mix-001", "mix-002"], "mix-p001": ["mix-003", "mix-004"]}
+    assert [r["metadata"]["labels"][PACK_LABEL] for r in first.create] == ["mix-p000"] * 3 + ["mix-p001"] * 2
+
+    def done(run: dict, i: int) -> dict:
+        run = with_phase(run, "Succeeded")
+        run["status"]["validation"] = {"step": 10, "mean": 3.0 + i / 10, "sources": {}}
+        run["metadata"]["ownerReferences"] = [{"kind": "TrainingSweep", "uid": "sweep-uid-1", "name": "mix"}]
+        return run
+
+    runs = [done(r, i) for i, r in enumerate(created(first.create))]
+    second = decide_sweep(doc, runs)
+    assert {k: v for k, v in second.packs.items() if k != "mix-p002"} == first.packs
+    assert second.packs["mix-p002"] == ["mix-005", "mix-006", "mix-007"]
+    assert [r["metadata"]["labels"][PACK_LABEL] for r in second.create] == ["mix-p002"] * 3
+    assert [row.value for row in second.status.leaderboard[:2]] == [3.0, 3.1]
+    assert second.status.packs.total == 3 and second.status.packs.created == 2
+
+    runs += [done(r, 5 + i) for i, r in enumerate(created(second.create))]
+    third = decide_sweep(doc, runs)
+    assert [r["metadata"]["name"] for r in third.create] == ["mix-target"]
+    assert PACK_LABEL not in third.create[0]["metadata"]["labels"]
+    assert third.packs == second.packs
+
+
+def test_an_outcome_carries_the_runs_last_held_out_loss_and_a_bad_copy_is_dropped_not_the_outcome():
+    from trainkit import artifacts
+    from trainkit_operator.observe import ended_observation
+
+    line = {"step": 6, "tokens": 768, "sources": {"web": {"loss": 3.5, "tokens": 512}}, "mean": 3.5}
+    doc = artifacts.outcome_doc("Succeeded", "trained", 6, "2026-12-06T10:00:00Z", "k8s:a/b/c", validation=line)
+    parsed = artifacts.parse_outcome(json.loads(json.dumps(doc)), "outcome.json")
+    assert parsed["validation"] == line
+    assert ended_observation("s3://bucket/run", parsed).validation == line
+    bad = artifacts.parse_outcome({**doc, "validation": {"step": "x", "sources": []}}, "outcome.json")
+    assert "validation" not in bad and bad["state"] == "Succeeded"

@@ -12,6 +12,7 @@ BENCH_TARGETS: dict[str, str] = {
     "operator": "trainkit_operator.bench",
     "safety": "trainkit.bench.safety",
     "sweep": "trainkit.bench.sweep",
+    "mixture": "trainkit.bench.mixture",
 }
 
 

@@ -64,16 +64,18 @@ def loss_curves_png(results: list[RunResult], highlight: frozenset[str] | set[st
     return _png(fig)
 
 
+MAX_NAMED_POINTS = 12
+
+
 def weights_scatter_png(
     results: list[RunResult],
     sources: list[str],
     values: dict[str, float],
     ylabel: str,
     recommended: dict[str, float] | None = None,
-    labelled: set[str] | None = None,
 ) -> bytes:
     """One panel per source: the metric (`values` by run name) against that source's weight. Points are named
-    when they are in `labelled` (default: every point; hundreds of names are unreadable and slow to draw)."""
+    up to MAX_NAMED_POINTS of them (hundreds of names are unreadable and slow to draw)."""
     k = max(1, len(sources))
     cols = min(k, 3)
     rows = math.ceil(k / cols)
@@ -83,9 +85,10 @@ def weights_scatter_png(
         pts = [(r.weights.get(src, 0.0), values[r.name], r.name) for r in results if r.name in values]
         if pts:
             xs, ys, names = zip(*pts)
-            ax.scatter(xs, ys, s=36 if len(pts) <= 50 else 10, alpha=1.0 if len(pts) <= 50 else 0.6, zorder=3)
-            for x, y, n in pts:
-                if labelled is None or n in labelled:
+            many = len(pts) > MAX_NAMED_POINTS
+            ax.scatter(xs, ys, s=12 if many else 36, alpha=0.6 if many else 1.0, zorder=3)
+            if not many:  # beyond this the names would print over each other
+                for x, y, n in pts:
                     ax.annotate(n, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
         else:
             ax.text(0.5, 0.5, f"no run reports {ylabel}", ha="center", va="center", transform=ax.transAxes)

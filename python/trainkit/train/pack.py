@@ -65,7 +65,7 @@ def failure_message(e: BaseException) -> str:
 
 def train_member(spec_doc: dict, identity: RunIdentity, share: dict[str, float], max_failures: int) -> dict:
     """One member, run as its own RayJob would run it (the body of its Ray task). Never raises for the
-    member's own failures: it returns {state, message, step, progress, eval} (the driver records it)."""
+    member's own failures: it returns {state, message, step, progress, eval, validation} (the driver records it)."""
     from trainkit.train.launch import run_spec
 
     spec = TrainingRunSpec.model_validate(spec_doc)
@@ -83,9 +83,18 @@ def train_member(spec_doc: dict, identity: RunIdentity, share: dict[str, float],
     step = artifacts.step_of(result.final_checkpoint) if result.final_checkpoint else None
     eval_error = dict(result.eval or {}).get("error")  # run_eval_hook reports a failed eval so
     message = "trained" if eval_error is None else f"trained; the final eval failed: {str(eval_error)[:1000]}"
-    progress = artifacts.read_progress(spec.output.uri, StorageOptions.from_spec(spec.storage))
+    options = StorageOptions.from_spec(spec.storage)
+    progress = artifacts.read_progress(spec.output.uri, options)
     summary = result.eval if eval_error is None else None
-    return {"state": "Succeeded", "message": message, "step": step, "progress": progress, "eval": summary}
+    held_out = artifacts.read_validation(spec.output.uri, options)
+    return {
+        "state": "Succeeded",
+        "message": message,
+        "step": step,
+        "progress": progress,
+        "eval": summary,
+        "validation": held_out[-1] if held_out else None,
+    }
 
 
 def record_outcome(plan: MemberPlan, outcome: artifacts.OutcomeDoc) -> str | None:
@@ -166,6 +175,7 @@ def run_pack(
                 output_owner(p.spec, p.identity).owner,
                 progress=result.get("progress"),
                 eval_summary=result.get("eval"),
+                validation=result.get("validation"),
             )
             outcomes[p.name] = outcome
             try:
