@@ -25,6 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
+ONE_EACH = "one cluster each"
+PACKED = "packed"
+
 
 def add_arguments(p) -> None:
     p.add_argument("--proxies", type=int, default=8, help="proxy runs (default 8)")
@@ -67,6 +70,36 @@ def mixtures(n: int) -> list[tuple[float, ...]]:
     return [tuple(round(float(w), 4) for w in row) for row in rng.dirichlet([1.0, 1.0, 1.0], n)]
 
 
+def sweep_figures(
+    seconds: dict[str, float], proxies: int, steps: int, runs_per_cluster: int, packs: int, same: bool
+) -> dict:
+    """The bench's figures from the two peers' wall times (pure)."""
+    per_hour = {peer: 3600 * proxies / s for peer, s in seconds.items()}
+    return {
+        "proxies": proxies,
+        "steps": steps,
+        "runs_per_cluster": runs_per_cluster,
+        "seconds": {k: round(v, 1) for k, v in seconds.items()},
+        "proxies_per_hour": {k: round(v, 1) for k, v in per_hour.items()},
+        "ratio_packed_vs_one_each": round(per_hour[PACKED] / per_hour[ONE_EACH], 2),
+        "ray_clusters": {ONE_EACH: proxies, PACKED: packs},
+        "same_training_data": same,
+        "cpus": os.cpu_count(),
+        "load_average_end": round(os.getloadavg()[0], 1),
+    }
+
+
+def print_figures(figures: dict) -> None:
+    print(f"{'peer':<18}{'seconds':>9}{'proxies/hour':>14}{'Ray clusters (RayJobs, Kueue admissions)':>44}")
+    for peer, s in figures["seconds"].items():
+        print(f"{peer:<18}{s:>9.1f}{figures['proxies_per_hour'][peer]:>14.1f}{figures['ray_clusters'][peer]:>44}")
+    print(
+        f"packed / one cluster each: {figures['ratio_packed_vs_one_each']}x the proxies per hour; the same "
+        f"sequences trained by both: {'yes' if figures['same_training_data'] else 'NO'} (stream digests); "
+        f"load average at the end {figures['load_average_end']} on {figures['cpus']} CPUs"
+    )
+
+
 def _timed(cmd: list[str], log: Path) -> float:
     started = time.perf_counter()
     with open(log, "ab") as out:
@@ -96,7 +129,7 @@ def run(args) -> int:
         f"sweep bench: {args.proxies} tiny proxies x {args.steps} steps; packed {args.pack} per Ray cluster vs one "
         f"Ray cluster each; this machine: {os.cpu_count()} CPUs (the 'pod'), load average {os.getloadavg()[0]:.1f}"
     )
-    seconds = {"one cluster each": 0.0, "packed": 0.0}
+    seconds = {ONE_EACH: 0.0, PACKED: 0.0}
     for p, members in enumerate(packs):
         # One cluster each: the pack's proxies one after another, each its own process and Ray cluster.
         for i in members:
@@ -104,9 +137,7 @@ def run(args) -> int:
             path = work / f"single-{i:03d}.json"
             path.write_text(json.dumps({"apiVersion": "trainkit.dev/v1alpha1", "kind": "TrainingRun",
                                         "metadata": {"name": f"proxy-{i:03d}"}, **spec}))  # fmt: skip
-            seconds["one cluster each"] += _timed(
-                [sys.executable, "-m", "trainkit.jobs.train", "--spec", str(path)], log
-            )
+            seconds[ONE_EACH] += _timed([sys.executable, "-m", "trainkit.jobs.train", "--spec", str(path)], log)
         # Packed: the same proxies in one Ray cluster, at once.
         docs = [
             PackMember(
@@ -117,9 +148,9 @@ def run(args) -> int:
         ]
         path = work / f"pack-{p:03d}.json"
         path.write_text(json.dumps(pack_document(f"bench-p{p:03d}", "default", docs, packed_share(cpus, 0, args.pack))))
-        seconds["packed"] += _timed([sys.executable, "-m", "trainkit.jobs.pack", "--spec", str(path)], log)
+        seconds[PACKED] += _timed([sys.executable, "-m", "trainkit.jobs.pack", "--spec", str(path)], log)
         print(
-            f"  pack {p + 1}/{len(packs)}: one cluster each {seconds['one cluster each']:.0f} s, packed {seconds['packed']:.0f} s so far"
+            f"  pack {p + 1}/{len(packs)}: one cluster each {seconds[ONE_EACH]:.0f} s, packed {seconds[PACKED]:.0f} s so far"
         )
 
     same = all(
@@ -127,26 +158,8 @@ def run(args) -> int:
         == artifacts.read_metrics(str(work / "packed" / f"proxy-{i:03d}"))[-1]["streamDigest"]
         for i in range(args.proxies)
     )
-    per_hour = {peer: 3600 * args.proxies / s for peer, s in seconds.items()}
-    figures = {
-        "proxies": args.proxies,
-        "steps": args.steps,
-        "runs_per_cluster": args.pack,
-        "seconds": {k: round(v, 1) for k, v in seconds.items()},
-        "proxies_per_hour": {k: round(v, 1) for k, v in per_hour.items()},
-        "ratio_packed_vs_one_each": round(per_hour["packed"] / per_hour["one cluster each"], 2),
-        "ray_clusters": {"one cluster each": args.proxies, "packed": len(packs)},
-        "same_training_data": same,
-        "cpus": os.cpu_count(),
-        "load_average_end": round(os.getloadavg()[0], 1),
-    }
-    print(f"{'peer':<18}{'seconds':>9}{'proxies/hour':>14}{'Ray clusters (RayJobs, Kueue admissions)':>44}")
-    for peer in seconds:
-        print(f"{peer:<18}{seconds[peer]:>9.1f}{per_hour[peer]:>14.1f}{figures['ray_clusters'][peer]:>44}")
-    print(
-        f"packed / one cluster each: {figures['ratio_packed_vs_one_each']}x the proxies per hour; the same "
-        f"sequences trained by both: {'yes' if same else 'NO'} (stream digests)"
-    )
+    figures = sweep_figures(seconds, args.proxies, args.steps, args.pack, len(packs), same)
+    print_figures(figures)
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
     return 0 if same else 1
