@@ -25,6 +25,7 @@ from trainkit_operator.config import OperatorConfig
 
 RAYJOB_API_VERSION = "ray.io/v1"
 RUN_LABEL = "trainkit.dev/run"
+SWEEP_LABEL = "trainkit.dev/sweep"  # on a sweep's runs and on its packs' RayJobs
 MANAGED_BY = "trainkit-operator"
 SPEC_HASH_ANNOTATION = "trainkit.dev/spec-hash"
 # Present exactly while the RayJob is suspended because the run's spec says so. The operator only ever
@@ -236,13 +237,17 @@ def container_env(run: dict, spec: TrainingRunSpec, config: OperatorConfig) -> l
         # the owner of the run's output prefix (owner.json): a re-created run of the same name is another owner
         {"name": "TRAINKIT_RUN_UID", "value": meta.get("uid") or ""},
     ]
-    env += storage_env(run, spec, config)
-    env += mlflow_env(spec)
-    # The spec refuses the names the operator sets (trainkit.spec.models.reserved_env_name); filtered again here,
-    # so no spec, however it got past validation, shadows them.
+    return env + storage_env(run, spec, config) + spec_env(spec)
+
+
+def spec_env(spec: TrainingRunSpec) -> list[dict]:
+    """What a spec adds to its Ray pods' env (a run's, or a pack's template): MLflow credentials by secretKeyRef,
+    the Ray pod defaults it does not set itself, and its own env. The spec refuses the names the operator sets
+    (trainkit.spec.models.reserved_env_name); filtered again here, so no spec, however it got past validation,
+    shadows them."""
     own = [user_env_entry(e) for e in spec.resources.env if not reserved_env_name(e.name)]
     defaults = [{"name": k, "value": v} for k, v in RAY_POD_ENV_DEFAULTS.items() if k not in {e["name"] for e in own}]
-    return env + defaults + own
+    return mlflow_env(spec) + defaults + own
 
 
 def user_env_entry(e: EnvVar) -> dict:
@@ -402,12 +407,14 @@ def ray_cluster_spec(config: OperatorConfig, head: dict, group: str, workers: in
 RAY_DASHBOARD_PORT = 8265  # where KubeRay's operator reads job status (utils.DashboardPortName)
 
 
-def build_network_policy(owner: dict, kind: str, label: str, rayjob: str, config: OperatorConfig) -> dict:
-    """Ingress to the owner's Ray pods (all carry `label: <owner>`) only from pods of the same owner in its
-    namespace (GCS, raylets, object transfer, NCCL, the submitter) and from the KubeRay operator's pods on
-    the dashboard port. A podSelector without namespaceSelector matches only this namespace, so another
-    tenant cannot label its way in. Egress is left open: the pods need object storage and the hub."""
-    name = owner["metadata"]["name"]
+def build_network_policy(
+    owner: dict, kind: str, label: str, rayjob: str, config: OperatorConfig, member: str | None = None
+) -> dict:
+    """Ingress to the owner's Ray pods (all carry `label: <member>`, by default `<owner's name>`) only from pods
+    of the same owner in its namespace (GCS, raylets, object transfer, NCCL, the submitter) and from the KubeRay
+    operator's pods on the dashboard port. A podSelector without namespaceSelector matches only this namespace,
+    so another tenant cannot label its way in. Egress is left open: the pods need object storage and the hub."""
+    name = member or owner["metadata"]["name"]
     own = {"matchLabels": {label: name}}
     kuberay = {
         "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": config.kuberay_namespace}},

@@ -36,6 +36,7 @@ from trainkit.spec.status import (
     EvalSummary,
     Progress,
     TrainingRunStatus,
+    ValidationSummary,
     final_status,
     previous_status_of,
 )
@@ -55,6 +56,7 @@ from trainkit_operator.builders import (
     spec_hash,
 )
 from trainkit_operator.config import OperatorConfig, normalized_endpoint
+from trainkit_operator.packs import PackView, pack_belongs_to_run, packed_phase
 
 # Conditions always present (an absent condition is not "False"): trainkit.spec.status's plus ours.
 CONDITION_TYPES = ("SpecValid", "SpecApplied", "Admitted", "Running", "Succeeded", "Failed", "MetricsFinite")
@@ -179,6 +181,11 @@ def storage_spec_error(spec: TrainingRunSpec | TrainingDataSpec, config: Operato
             "storage.credentialsSecret); name the Secret in this namespace that holds this team's storage key"
         )
     return None
+
+
+def operator_refusal(spec: TrainingRunSpec, config: OperatorConfig) -> str | None:
+    """Why this operator refuses to run the spec on the cluster (URIs, storage, placement policy), or None."""
+    return cluster_spec_error(spec) or storage_spec_error(spec, config) or placement_spec_error(spec, config)
 
 
 def spec_diff(old: Any, new: Any, path: str = "spec") -> list[str]:
@@ -361,6 +368,22 @@ def plan_actions(
     )
     if ops or new_cm:
         return Decision("update", configmap=new_cm, patch=ops)
+    return Decision("none")
+
+
+def packed_decision(run: dict, pack_rayjob: dict | None, prev: TrainingRunStatus | None) -> Decision:
+    """What a packed run (it creates nothing) makes of its pack's RayJob: ours ("none"), another's
+    ("conflict": a RayJob of the pack's name its sweep does not control), or gone after we saw it ("lost")."""
+    if pack_rayjob is None:
+        if prev is not None and prev.ray_job_name and prev.job_deployment_status:
+            return Decision("lost", message=f"RayJob {prev.ray_job_name} of this run's pack was deleted")
+        return Decision("none")
+    if not pack_belongs_to_run(pack_rayjob, run):
+        return Decision(
+            "conflict",
+            message=f"RayJob {pack_rayjob['metadata']['name']} is not the pack of this run's sweep (another "
+            "owner); this run waits for its own pack",
+        )
     return Decision("none")
 
 
@@ -656,6 +679,23 @@ def eval_from(raw: Mapping[str, Any] | None, output_uri: str | None) -> EvalSumm
         return None
 
 
+def validation_from(raw: Mapping[str, Any] | None) -> ValidationSummary | None:
+    """The status's held-out losses from validation.jsonl's last line: finite numbers only, bounded."""
+    if not raw:
+        return None
+    try:
+        sources = raw.get("sources") or {}
+        losses = {
+            str(k)[:MAX_TASK_NAME]: round(f, 6)
+            for k, v in list(sources.items() if isinstance(sources, dict) else [])[:MAX_STATUS_TASKS]
+            if isinstance(v, Mapping) and (f := finite(v.get("loss"))) is not None
+        }
+        mean = finite(raw.get("mean"))
+        return ValidationSummary(step=int(raw["step"]), mean=None if mean is None else round(mean, 6), sources=losses)
+    except (KeyError, TypeError, ValueError, OverflowError):
+        return None
+
+
 def artifacts_for(output_uri: str) -> Artifacts:
     return Artifacts(
         output=output_uri,
@@ -778,11 +818,14 @@ class Observation:
     rayjob: dict | None = None
     progress: Mapping[str, Any] | None = None
     eval_summary: Mapping[str, Any] | None = None
+    validation: Mapping[str, Any] | None = None
     checkpoint: dict | None = None
     pods: list[dict] | None = None
     workloads: list[dict] | None = None
     rayjob_events: list[dict] | None = None
     storage_problems: tuple[str, ...] | None = None
+    # A packed run (its `rayjob` is its pack's, shared): the pack and the run's own outcome (packs.packed_phase).
+    pack: PackView | None = None
 
 
 @dataclass(frozen=True)
@@ -868,6 +911,8 @@ def summarize(
                 not_admitted = workload_not_admitted(workloads)
                 if not_admitted:
                     reason, message = "NotAdmitted", f"{message}; Kueue: {not_admitted}"
+    if seen.pack is not None and spec_error is None and not (decision is not None and decision.action == "conflict"):
+        phase, reason, message = packed_phase((phase, reason, message), seen.pack, pack_exists=rayjob is not None)
     if decision is not None and decision.action == "refuse":
         spec_applied = (False, "ImmutableFieldChanged", decision.message)
     elif decision is None and prev_conds.get("SpecApplied") is not None and prev_conds["SpecApplied"].status == "False":
@@ -886,6 +931,7 @@ def summarize(
     if prog is None and total_steps:
         prog = Progress(total_steps=total_steps)
     ev = eval_from(eval_summary, out_uri) or (prev.eval if prev else None)
+    held_out = validation_from(seen.validation) or (prev.validation if prev else None)
     ckpt = (CheckpointRef(step=int(checkpoint["step"]), uri=checkpoint["uri"]) if checkpoint else None) or (
         prev.last_checkpoint if prev else None
     )
@@ -956,6 +1002,7 @@ def summarize(
         progress=prog,
         last_checkpoint=ckpt,
         eval=ev,
+        validation=held_out,
         artifacts=artifacts_for(out_uri) if out_uri else None,
         start_time=start,
         completion_time=completion,

@@ -17,8 +17,9 @@ from typing import Any, Literal, TypeVar
 
 from trainkit.storage import Credentials
 
+from trainkit_operator.builders import SWEEP_LABEL
 from trainkit_operator.decide import SecretState
-from trainkit_operator.sweeps import SWEEP_LABEL
+from trainkit_operator.packs import PACK_LABEL
 
 GROUP, VERSION = "trainkit.dev", "v1alpha1"
 PLURAL, SWEEPS = "trainingruns", "trainingsweeps"
@@ -283,8 +284,11 @@ class Kube:
         )
 
     def list_sweep_runs(self, ns: str, sweep_name: str) -> list[dict]:
+        return self.list_runs(ns, f"{SWEEP_LABEL}={sweep_name}")
+
+    def list_runs(self, ns: str, label_selector: str) -> list[dict]:
         got = self.custom.list_namespaced_custom_object(
-            GROUP, VERSION, ns, PLURAL, label_selector=f"{SWEEP_LABEL}={sweep_name}", _request_timeout=REQUEST_TIMEOUT
+            GROUP, VERSION, ns, PLURAL, label_selector=label_selector, _request_timeout=REQUEST_TIMEOUT
         )
         return got.get("items", [])
 
@@ -295,6 +299,26 @@ class Kube:
             )
         except Exception as e:
             if getattr(e, "status", None) != 409:  # already there: created before a restart
+                raise
+
+    def list_pack_rayjobs(self, ns: str, sweep_name: str) -> list[dict]:
+        """The RayJobs of a sweep's packs (labelled with the sweep and a pack)."""
+        got = self.custom.list_namespaced_custom_object(
+            "ray.io",
+            "v1",
+            ns,
+            "rayjobs",
+            label_selector=f"{SWEEP_LABEL}={sweep_name},{PACK_LABEL}",
+            _request_timeout=REQUEST_TIMEOUT,
+        )
+        return got.get("items", [])
+
+    def create_ignoring_conflict(self, create: Callable[[], object]) -> None:
+        """Create a child with a deterministic name; 409 means an earlier reconcile made it already."""
+        try:
+            create()
+        except Exception as e:
+            if getattr(e, "status", None) != 409:
                 raise
 
     def patch_sweep_status(self, ns: str, name: str, resource_version: str | None, status: dict) -> None:

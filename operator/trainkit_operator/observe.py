@@ -20,15 +20,17 @@ storage hiccup never erases progress.
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TypeVar
+from dataclasses import dataclass, replace
+from typing import Generic, TypeVar
 
 from trainkit import artifacts, storage
-from trainkit.artifacts import EvalSummaryDoc, ProgressDoc
-from trainkit.spec.data import INDEX_FILE, PROGRESS_FILE, TrainingDataSpec
+from trainkit.artifacts import EvalSummaryDoc, OutcomeDoc, ProgressDoc, ValidationLine
+from trainkit.spec.data import INDEX_FILE, PROGRESS_FILE, TrainingDataSpec, index_training_tokens
 from trainkit.spec.models import TrainingRunSpec
 
 from trainkit_operator.config import OperatorConfig
@@ -46,6 +48,8 @@ class Observed:
     progress: ProgressDoc | None = None
     checkpoint: dict[str, object] | None = None  # {step, uri} of the newest complete checkpoint
     eval_summary: EvalSummaryDoc | None = None
+    outcome: OutcomeDoc | None = None  # a packed run's outcome.json (read only for packed runs)
+    validation: ValidationLine | None = None  # the last line of validation.jsonl (held-out loss per source)
     # Why something could not be read this time (empty: all read, or absent); None: nothing was attempted.
     problems: tuple[str, ...] | None = None
     # Nothing was read because this tenant's earlier reads still run: transient, so a final (terminal)
@@ -90,9 +94,40 @@ def _unless_unreachable(what: str, read: Callable[[], T], problems: list[str]) -
         return None
 
 
-def observe_outputs(output_uri: str, options: storage.StorageOptions) -> Observed:
-    """Read the run's records (in the calling thread); guarded when `options.guard` is set."""
+def checkpoint_ref(output_uri: str, step: int | None) -> dict[str, object] | None:
+    return None if step is None else {"step": step, "uri": artifacts.checkpoint_uri(output_uri, step) + "/"}
+
+
+def ended_observation(output_uri: str, ended: OutcomeDoc) -> Observed:
+    """A packed run that ended: its outcome carries its final progress, checkpoint step and eval (one read)."""
+    return Observed(
+        progress=ended.get("progress"),
+        checkpoint=checkpoint_ref(output_uri, ended.get("step")),
+        eval_summary=ended.get("eval"),
+        validation=ended.get("validation"),
+        outcome=ended,
+        problems=(),
+    )
+
+
+def _own_outcome(output_uri: str, options: storage.StorageOptions, owner: str, problems: list[str]):
+    """The run's outcome.json when it is this run's (`owner`); an outcome another owner wrote is not."""
+    found = _unless_unreachable(
+        artifacts.run_file(output_uri, artifacts.OUTCOME), lambda: artifacts.read_outcome(output_uri, options), problems
+    )
+    return found if found is not None and found.get("owner") == owner else None
+
+
+def observe_outputs(output_uri: str, options: storage.StorageOptions, outcome_owner: str | None = None) -> Observed:
+    """Read the run's records (in the calling thread); guarded when `options.guard` is set. `outcome_owner`: a
+    packed run's owner id; its outcome.json is read FIRST (the driver writes it after the run's last records)
+    and, once there, is all that is read."""
     problems: list[str] = []
+    ended = None
+    if outcome_owner is not None:
+        ended = _own_outcome(output_uri, options, outcome_owner, problems)
+        if ended is not None and "progress" in ended:
+            return ended_observation(output_uri, ended)
     progress = _unless_unreachable(
         artifacts.run_file(output_uri, artifacts.PROGRESS),
         lambda: artifacts.read_progress(output_uri, options),
@@ -103,11 +138,60 @@ def observe_outputs(output_uri: str, options: storage.StorageOptions) -> Observe
         lambda: artifacts.latest_complete_checkpoint(output_uri, options),
         problems,
     )
-    checkpoint = None if step is None else {"step": step, "uri": artifacts.checkpoint_uri(output_uri, step) + "/"}
     eval_summary = _unless_unreachable(
         artifacts.eval_root(output_uri), lambda: artifacts.read_latest_eval_summary(output_uri, options), problems
     )
-    return Observed(progress=progress, checkpoint=checkpoint, eval_summary=eval_summary, problems=tuple(problems))
+    lines = _unless_unreachable(
+        artifacts.run_file(output_uri, artifacts.VALIDATION),
+        lambda: artifacts.read_validation(output_uri, options),
+        problems,
+    )
+    return Observed(
+        progress=progress,
+        checkpoint=checkpoint_ref(output_uri, step),
+        eval_summary=eval_summary,
+        validation=lines[-1] if lines else None,
+        outcome=ended,
+        problems=tuple(problems),
+    )
+
+
+class OutcomeCache:
+    """Packed runs' outcomes read so far, by (owner id, output URI). An outcome never changes once written (a
+    retried pack skips the runs that have one), so each is read once per operator process; bounded."""
+
+    def __init__(self, size: int = 50_000):
+        self._docs: OrderedDict[tuple[str, str], OutcomeDoc] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, str]) -> OutcomeDoc | None:
+        with self._lock:
+            return self._docs.get(key)
+
+    def put(self, key: tuple[str, str], doc: OutcomeDoc) -> None:
+        with self._lock:
+            self._docs[key] = doc
+            while len(self._docs) > self._size:
+                self._docs.popitem(last=False)
+
+
+OUTCOMES = OutcomeCache()
+
+
+def observe_pack_end(own: tuple[str, str], members: list[tuple[str, str]], options: storage.StorageOptions) -> Observed:
+    """When a pack's RayJob has ended: the outcome of every member not read yet (`members`: (owner, output URI)
+    of the runs that share this run's storage), in one go, into OUTCOMES; then this run's observation. So a
+    pack of 64 ends with 64 reads in one turn of the namespace's read slot, not 64 turns."""
+    problems: list[str] = []
+    for owner, uri in members:
+        if OUTCOMES.get((owner, uri)) is None and (doc := _own_outcome(uri, options, owner, problems)) is not None:
+            OUTCOMES.put((owner, uri), doc)
+    mine = OUTCOMES.get(own)
+    if mine is not None and "progress" in mine:
+        return ended_observation(own[1], mine)
+    seen = observe_outputs(own[1], options, own[0])  # no outcome: the run's own last records
+    return replace(seen, problems=tuple(problems) + (seen.problems or ()))
 
 
 @dataclass(frozen=True)
@@ -146,34 +230,50 @@ class ReadPool:
         self._busy: set[str] = set()
         self._lock = threading.Lock()
 
-    def observe(self, tenant: str, output_uri: str, options: storage.StorageOptions, deadline: float) -> Observed:
+    def observe(
+        self,
+        tenant: str,
+        output_uri: str,
+        options: storage.StorageOptions,
+        deadline: float,
+        outcome_owner: str | None = None,
+    ) -> Observed:
         """The run's records, read in the pool within `deadline` seconds; past it (or while this tenant's
         previous reads still run) nothing is read this time and `problems` says why."""
-        done, problem, deferred = self.read(tenant, output_uri, lambda: observe_outputs(output_uri, options), deadline)
-        return done if done is not None else Observed(problems=(problem or "",), deferred=deferred)
+        return self.read(tenant, output_uri, lambda: observe_outputs(output_uri, options, outcome_owner), deadline)
 
     def observe_prepared(
         self, tenant: str, uri: str, options: storage.StorageOptions, deadline: float
     ) -> PreparedObserved:
         """A TrainingData's index.json and prepare-progress.json, read in the pool like a run's records."""
-        done, problem, deferred = self.read(tenant, uri, lambda: observe_prepared(uri, options), deadline)
-        return done if done is not None else PreparedObserved(problems=(problem or "",), deferred=deferred)
+        done = self.call(tenant, lambda: observe_prepared(uri, options), deadline, what=uri)
+        if done.problem is not None or done.value is None:
+            return PreparedObserved(problems=(done.problem or "",), deferred=done.deferred)
+        return done.value
 
-    def read(
-        self, tenant: str, what: str, reads: Callable[[], T], deadline: float
-    ) -> tuple[T | None, str | None, bool]:
-        """(`reads()` run in the pool within `deadline` seconds, None or why not, deferred): nothing is read
-        while this tenant's previous reads still run (deferred), or past the deadline."""
+    def read(self, tenant: str, what: str, reads: Callable[[], Observed], deadline: float) -> Observed:
+        """`reads()` in the pool (see `call`), nothing read and `problems` saying why when it could not run."""
+        done = self.call(tenant, reads, deadline, what=what)
+        if done.problem is not None:
+            return Observed(problems=(done.problem,), deferred=done.deferred)
+        assert done.value is not None
+        return done.value
+
+    def call(self, tenant: str, read: Callable[[], T], deadline: float, what: str) -> "PoolRead[T]":
+        """`read()` in the pool under the reads deadline, at most one per tenant at a time; never raises
+        for storage trouble: the result says why nothing came back."""
         with self._lock:
             if tenant in self._busy:
-                why = f"the storage reads of an earlier reconcile in namespace {tenant!r} are still running"
-                return None, why, True
+                return PoolRead(
+                    problem=f"the storage reads of an earlier reconcile in namespace {tenant!r} are still running",
+                    deferred=True,
+                )
             self._busy.add(tenant)
 
         def run() -> T:
             try:
                 with storage.reads_deadline(deadline):
-                    return reads()
+                    return read()
             finally:
                 with self._lock:
                     self._busy.discard(tenant)
@@ -185,10 +285,36 @@ class ReadPool:
                 self._busy.discard(tenant)
             raise
         try:
-            return future.result(timeout=deadline + DEADLINE_GRACE_SECONDS), None, False
+            return PoolRead(value=future.result(timeout=deadline + DEADLINE_GRACE_SECONDS))
         except concurrent.futures.TimeoutError:
             log.warning("storage reads for %s took longer than %.0f s; keeping the last status", what, deadline)
-            return None, f"reading {what} took longer than the {deadline:g} s deadline", False
+            return PoolRead(problem=f"reading {what} took longer than the {deadline:g} s deadline")
+
+
+@dataclass(frozen=True)
+class PoolRead(Generic[T]):
+    value: T | None = None
+    problem: str | None = None  # why nothing was read (None: `value` is the read's result)
+    deferred: bool = False  # this tenant's earlier reads still run: try again shortly
+
+
+def read_index_tokens(source_uris: dict[str, str], options: storage.StorageOptions) -> tuple[dict[str, int], list[str]]:
+    """Each source's training tokens from its index.json (`trainkit.spec.data.index_training_tokens`), for a
+    sweep's natural prior; (counts, problems), a source with a problem left out of the counts."""
+    counts: dict[str, int] = {}
+    problems: list[str] = []
+    for name, uri in source_uris.items():
+        where = storage.join(uri, INDEX_FILE)
+        before = len(problems)
+        doc = _unless_unreachable(where, functools.partial(storage.read_json, where, options), problems)
+        if len(problems) > before:
+            continue
+        tokens = index_training_tokens(doc)
+        if tokens is None:
+            problems.append(f"{where}: not a trainkit shard index with tokens")
+        else:
+            counts[name] = tokens
+    return counts, problems
 
 
 _POOLS: dict[int, ReadPool] = {}

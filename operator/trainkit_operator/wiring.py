@@ -18,12 +18,13 @@ import threading
 import time
 import typing
 from collections.abc import Callable
+from functools import partial
 from typing import Any, TypeVar
 
 import kopf
 
 from trainkit.spec.data import DataPhase
-from trainkit.spec.status import Phase
+from trainkit.spec.status import TERMINAL_PHASES, Phase
 from trainkit.spec.sweep_status import SweepPhase
 
 from trainkit_operator import builders
@@ -43,11 +44,17 @@ from trainkit_operator.kube import (
     lock_for,
 )
 from trainkit_operator.metrics import NO_STATUS, OperatorMetrics
-from trainkit_operator.run_reconcile import reconcile
+from trainkit_operator.decide import KUBERAY_TERMINAL_DEPLOYMENT
+from trainkit_operator.packs import PACK_LABEL
+from trainkit_operator.run_reconcile import Outcome, ReadsDeferred, reconcile
 from trainkit_operator.sweep_reconcile import reconcile_sweep
-from trainkit_operator.sweeps import SWEEP_LABEL
+
 
 ANNOTATION_PREFIX = "operator.trainkit.dev"
+# How long a pack's handler keeps finishing its runs after the pack ended (see settle_pack).
+PACK_SETTLE_SECONDS = 60.0
+# How long a change of one of a sweep's runs waits for more before the sweep reconciles (see reconcile_sweep_named).
+SWEEP_DEBOUNCE_SECONDS = 5.0
 
 # Libraries whose DEBUG logs print request headers (SigV4 Authorization carries the access key id,
 # the Kubernetes client the bearer token): capped at WARNING whatever --verbose says.
@@ -108,6 +115,8 @@ def guarded(memo: Any, key: tuple[str, ...], kind: str, what: str, attempt: Call
         started = time.perf_counter()
         try:
             return attempt()
+        except ReadsDeferred as e:
+            raise kopf.TemporaryError(str(e), delay=backoff_delay(retry, base=0.5, cap=15.0)) from None
         except kopf.TemporaryError:
             raise
         except Exception as e:  # noqa: BLE001 - any failure becomes a kopf retry with backoff, never a crash
@@ -130,7 +139,7 @@ def live(obj: dict | None) -> dict | None:
     return None if obj is None or (obj.get("metadata") or {}).get("deletionTimestamp") else obj
 
 
-def reconcile_run_named(memo: Any, ns: str, name: str, retry: int = 0) -> None:
+def reconcile_run_named(memo: Any, ns: str, name: str, retry: int = 0) -> Outcome | None:
     kube: Kube = memo.kube
 
     def attempt() -> tuple[dict, Any] | None:
@@ -138,22 +147,69 @@ def reconcile_run_named(memo: Any, ns: str, name: str, retry: int = 0) -> None:
         return None if run is None else (run, reconcile(kube, run, memo.config))
 
     done = guarded(memo, (ns, name), RUN_KIND, "reconcile", attempt, retry)
-    if done is not None:
-        memo.metrics.storage_failures(ns, len(done[1].storage_problems))
-        for event in done[1].events:
-            post(memo, done[0], event)
+    if done is None:
+        return None
+    memo.metrics.storage_failures(ns, len(done[1].storage_problems))
+    for event in done[1].events:
+        post(memo, done[0], event)
+    return done[1]
 
 
-def reconcile_sweep_named(memo: Any, ns: str, name: str, retry: int = 0) -> None:
+def reconcile_sweep_named(memo: Any, ns: str, name: str, retry: int = 0, coalesce: bool = False) -> None:
+    """`coalesce` (a run of the sweep changed): return at once when another reconcile of the sweep is already
+    waiting, because that one reads the runs after this change anyway; the one that waits first lets
+    SWEEP_DEBOUNCE_SECONDS of changes gather. So a 512-run sweep whose runs change thousands of times runs a
+    sweep reconcile (which lists every run) every few seconds while they change, not once per change."""
     kube: Kube = memo.kube
+    waiting = (ns, name)
+    if coalesce:
+        with memo.locks_guard:
+            if waiting in memo.sweeps_waiting:
+                return
+            memo.sweeps_waiting.add(waiting)
+        time.sleep(SWEEP_DEBOUNCE_SECONDS)
 
     def attempt() -> tuple[dict, Any] | None:
+        if coalesce:
+            with memo.locks_guard:
+                memo.sweeps_waiting.discard(waiting)
         sweep = live(kube.get_sweep(ns, name))
         return None if sweep is None else (sweep, reconcile_sweep(kube, sweep, memo.config))
 
     done = guarded(memo, ("sweep", ns, name), SWEEP_KIND, "sweep reconcile", attempt, retry)
     if done is not None:
         post(memo, done[0], done[1])
+
+
+def settle_pack(memo: Any, ns: str, pack: str) -> None:
+    """A pack's RayJob changed (or was listed at start-up, ended): reconcile each of its unfinished runs now.
+    Once the pack has ended, go on until every run shows its end: the first run's reconcile reads the outcomes
+    of the whole pack in one turn of the namespace's read slot and the others find theirs read; a run whose
+    turn had to wait (another pack's reads) is tried again a second later, for at most PACK_SETTLE_SECONDS.
+    Failures are left to the runs' timers."""
+    kube: Kube = memo.kube
+    give_up = time.monotonic() + PACK_SETTLE_SECONDS
+    while True:
+        waiting = [
+            r["metadata"]["name"]
+            for r in kube.list_runs(ns, f"{PACK_LABEL}={pack}")
+            if ((r.get("status") or {}).get("phase")) not in TERMINAL_PHASES
+        ]
+        for name in waiting:
+            try:
+                outcome = reconcile_run_named(memo, ns, name)
+            except kopf.TemporaryError as e:
+                log.info("run %s of pack %s left to its timer: %s", name, pack, e)
+                continue
+            if outcome is not None and outcome.reads_deferred:
+                break  # another pack's reads have the namespace's turn: the rest would wait too
+        status = (kube.get_rayjob(ns, pack) or {}).get("status") or {}
+        if not waiting or status.get("jobDeploymentStatus") not in KUBERAY_TERMINAL_DEPLOYMENT:
+            return
+        if time.monotonic() > give_up:
+            log.info("pack %s: %d run(s) left to their timers", pack, len(waiting))
+            return
+        time.sleep(1.0)
 
 
 def reconcile_data_named(memo: Any, ns: str, name: str, retry: int = 0) -> None:
@@ -168,7 +224,7 @@ def reconcile_data_named(memo: Any, ns: str, name: str, retry: int = 0) -> None:
         post(memo, done[0], done[1])
 
 
-Named = Callable[..., None]
+Named = Callable[..., object]  # what it returns is not used here
 
 
 def on_lifecycle(
@@ -245,6 +301,7 @@ def register(
         if config.metrics_port is not None:
             port = metrics.serve(config.metrics_host, config.metrics_port)
             log.info("serving Prometheus metrics on %s:%d/metrics", config.metrics_host, port)
+        memo.sweeps_waiting = set()
 
     @kopf.on.cleanup(registry=registry)
     def cleanup(memo: kopf.Memo, **_):
@@ -269,11 +326,24 @@ def register(
     # DELETED is seen by the owner's timer (a terminal run ignores it, a live one reports it).
     on_child_change(registry, rayjobs, builders.RUN_LABEL, "rayjob-changed", reconcile_run_named, ("MODIFIED",))
 
+    # A pack's RayJob (packed runs of a sweep) moving, or found ended at start-up: its runs reconcile now.
+    @kopf.on.event(*rayjobs, labels={PACK_LABEL: kopf.PRESENT}, id="pack-rayjob-changed", registry=registry)
+    def pack_changed(body, memo, type, **_):
+        ended = ((body.get("status") or {}).get("jobDeploymentStatus")) in KUBERAY_TERMINAL_DEPLOYMENT
+        # Not ADDED: that is the sweep's own create; KubeRay's first status write follows at once.
+        if type == "MODIFIED" or (type is None and ended):
+            settle_pack(memo, body["metadata"].get("namespace") or "default", body["metadata"]["labels"][PACK_LABEL])
+
     on_lifecycle(registry, SWEEPS, "sweep", reconcile_sweep_named, config.timer_interval, updates=True)
     # A run finishing (or vanishing) frees a slot at once; the initial listing (type None) is covered by resume.
     run_events = ("ADDED", "MODIFIED", "DELETED")
     on_child_change(
-        registry, (GROUP, VERSION, PLURAL), SWEEP_LABEL, "sweep-run-changed", reconcile_sweep_named, run_events
+        registry,
+        (GROUP, VERSION, PLURAL),
+        builders.SWEEP_LABEL,
+        "sweep-run-changed",
+        partial(reconcile_sweep_named, coalesce=True),
+        run_events,
     )
 
     # A TrainingData's spec is immutable once accepted (its content hash names the shards): no update handler.

@@ -11,6 +11,8 @@ hold, their pure parsers, and one reader per record.
       checkpoints/step-XXXXXXXX/         a Hugging Face folder + trainer/; checkpoint.json (the manifest) written last
       eval/step-XXXXXXXX/                results.json, report.md, tasks.png; summary.json written last
       eval/scores_by_step.png            score vs step over every eval of the run
+      outcome.json                       OutcomeDoc: how a PACKED run ended (its pack's driver writes it; the
+                                         pack's RayJob is shared, so its end is not this run's)
       logs/<stream>.NNNNN.log            stdout+stderr of the driver (`driver`) and each Ray Train worker
                                          (`worker-<rank>`), in segments (numbered on across restarts), shipped
                                          while the run goes and at its end (status.artifacts.logs)
@@ -48,6 +50,10 @@ EVAL = "eval"
 LOGS = "logs"
 TENSORBOARD = "tensorboard"  # TensorBoard event files (trainkit.train.tracking), events.out.tfevents.*
 TENSORBOARD_EVENT_PREFIX = "events.out.tfevents."
+OUTCOME = "outcome.json"
+# Under a sweep's base output (template.output.uri), beside its runs' folders: the whole leaderboard the
+# operator keeps there (the sweep's status carries only the top rows).
+SWEEP_LEADERBOARD = "leaderboard.json"
 
 MANIFEST = "checkpoint.json"  # in each checkpoint folder; written last: it commits the checkpoint
 TRAINER_STATE = "trainer/state.json"
@@ -159,6 +165,10 @@ def run_uri_of_checkpoint(checkpoint: str) -> str | None:
     return run if folder == CHECKPOINTS and step_of(name) is not None and run else None
 
 
+def sweep_leaderboard_uri(sweep_output_uri: str) -> str:
+    return storage.join(sweep_output_uri, SWEEP_LEADERBOARD)
+
+
 def now_iso() -> str:
     """Now as RFC 3339 UTC to the second: progress.json's updatedAt, and the operator's status times."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -223,6 +233,51 @@ class EvalSummaryDoc(TypedDict, total=False):
     samples: dict[str, int | None]
     checkpoint: str
     evalSeconds: float
+
+
+OUTCOME_STATES = ("Succeeded", "Failed")
+
+
+class OutcomeDoc(TypedDict, total=False):
+    """outcome.json: how a packed run ended. `state` Succeeded or Failed, `message` why (a failure's cause),
+    `step` the last complete checkpoint's step (None: none), `finishedAt` RFC 3339, `owner` whose outcome it
+    is (owner.json's owner: only that run reads it as its own); and copies of the run's
+    final `progress` (progress.json), `eval` (the final eval summary) and `validation` (the last line of
+    validation.jsonl), so that one read gives the operator a finished packed run's whole status (a pack's runs
+    end together, and the reads of a namespace take turns)."""
+
+    state: str
+    message: str
+    step: int | None
+    finishedAt: str
+    owner: str  # the run it is the outcome of (OwnerRecord.owner): a re-created run of the same name is another
+    progress: ProgressDoc
+    eval: EvalSummaryDoc
+    validation: ValidationLine
+
+
+def outcome_doc(
+    state: str,
+    message: str,
+    step: int | None,
+    finished_at: str,
+    owner: str,
+    progress: ProgressDoc | None = None,
+    eval_summary: EvalSummaryDoc | None = None,
+    validation: ValidationLine | None = None,
+) -> OutcomeDoc:
+    if state not in OUTCOME_STATES:
+        raise ValueError(f"outcome state must be one of {OUTCOME_STATES}, got {state!r}")
+    doc = OutcomeDoc(state=state, message=message[:4000], step=step, finishedAt=finished_at, owner=owner)
+    if progress is not None:
+        doc["progress"] = progress
+    if eval_summary is not None:
+        doc["eval"] = EvalSummaryDoc(
+            **{k: v for k, v in eval_summary.items() if k in ("step", "average", "tasks")}  # type: ignore[typeddict-item]
+        )
+    if validation is not None:
+        doc["validation"] = validation
+    return doc
 
 
 @dataclass(frozen=True)
@@ -360,6 +415,34 @@ def complete_steps(listing: Mapping[str, int], manifests: Mapping[int, Checkpoin
     )
 
 
+def parse_outcome(doc: object, where: str) -> OutcomeDoc:
+    """The outcome's state, message and step; its progress and eval copies only when each is its record's
+    shape (a bad copy is dropped, never the outcome)."""
+    if not isinstance(doc, dict) or doc.get("state") not in OUTCOME_STATES:
+        raise ArtifactError(f"{where}: expected an object whose 'state' is one of {', '.join(OUTCOME_STATES)}")
+    step = doc.get("step")
+    out = OutcomeDoc(
+        state=doc["state"],
+        message=str(doc.get("message") or "")[:4000],
+        step=step if _is_int(step) and step >= 0 else None,
+        finishedAt=str(doc.get("finishedAt") or "")[:64],
+        owner=str(doc.get("owner") or "")[:300],
+    )
+    for key, parse in (("progress", parse_progress), ("eval", parse_eval_summary)):
+        if key in doc:
+            try:
+                out[key] = parse(doc[key], f"{where}: {key}")  # type: ignore[literal-required]
+            except ArtifactError as e:
+                _skip(e)
+    if "validation" in doc:
+        line = validation_line(doc["validation"])
+        if line is not None:
+            out["validation"] = line
+        else:
+            _skip(ArtifactError(f"{where}: validation: not a validation record"))
+    return out
+
+
 def parse_progress(doc: object, where: str) -> ProgressDoc:
     if not isinstance(doc, dict):
         raise ArtifactError(f"{where}: expected an object, got {type(doc).__name__}")
@@ -405,18 +488,28 @@ def parse_validation(text: str) -> tuple[list[ValidationLine], int]:
     by_step: dict[int, ValidationLine] = {}
     docs, bad = _json_object_lines(text)
     for v in docs:
-        sources = v.get("sources")
-        if (
-            not _is_int(v.get("step"))
-            or not isinstance(sources, dict)
-            or not all(
-                isinstance(s, dict) and _is_number(s.get("loss")) and _is_int(s.get("tokens")) for s in sources.values()
-            )
-        ):
+        line = validation_line(v)
+        if line is None:
             bad += 1
             continue
-        by_step[v["step"]] = ValidationLine(**v)  # type: ignore[typeddict-item]
+        by_step[line["step"]] = line
     return [by_step[s] for s in sorted(by_step)], bad
+
+
+def validation_line(v: object) -> ValidationLine | None:
+    """One validation record (a line of validation.jsonl, or an outcome's copy), or None when it is not one."""
+    if not isinstance(v, dict):
+        return None
+    sources = v.get("sources")
+    if (
+        not _is_int(v.get("step"))
+        or not isinstance(sources, dict)
+        or not all(
+            isinstance(s, dict) and _is_number(s.get("loss")) and _is_int(s.get("tokens")) for s in sources.values()
+        )
+    ):
+        return None
+    return ValidationLine(**v)
 
 
 def parse_eval_summary(doc: object, where: str, step: int | None = None) -> EvalSummaryDoc:
@@ -481,6 +574,11 @@ def read_progress(output_uri: str, options: StorageOptions | None = None) -> Pro
     return _read_record(run_file(output_uri, PROGRESS), options, parse_progress)
 
 
+def read_outcome(output_uri: str, options: StorageOptions | None = None) -> OutcomeDoc | None:
+    """A packed run's outcome.json, or None (not ended yet, not packed, or unreadable)."""
+    return _read_record(run_file(output_uri, OUTCOME), options, parse_outcome)
+
+
 def read_metrics_text(output_uri: str, options: StorageOptions | None = None) -> str | None:
     """metrics.jsonl as text (None when absent); `parse_metrics` turns it into lines."""
     raw = _read_quietly(run_file(output_uri, METRICS), options)
@@ -520,9 +618,22 @@ def read_eval_summaries(output_uri: str, options: StorageOptions | None = None) 
     return [s for s in found if s is not None]
 
 
-def read_latest_eval_summary(output_uri: str, options: StorageOptions | None = None) -> EvalSummaryDoc | None:
-    """The newest readable summary (an eval folder without one, or with a bad one, is passed over)."""
-    for step in reversed(_step_folders(eval_root(output_uri), options)):
+def summary_steps(listing: Mapping[str, int]) -> list[int]:
+    """Steps whose eval folder holds a summary.json in a run's listing ({relpath: size} under its output), ascending."""
+    steps = set()
+    for rel in listing:
+        parts = rel.split("/")
+        if len(parts) == 3 and parts[0] == EVAL and parts[2] == EVAL_SUMMARY and (s := step_of(parts[1])) is not None:
+            steps.add(s)
+    return sorted(steps)
+
+
+def read_latest_eval_summary(
+    output_uri: str, options: StorageOptions | None = None, steps: list[int] | None = None
+) -> EvalSummaryDoc | None:
+    """The newest readable summary (an eval folder without one, or with a bad one, is passed over). `steps`:
+    the eval steps to try when the caller has listed the run already (`summary_steps`), else they are listed."""
+    for step in reversed(_step_folders(eval_root(output_uri), options) if steps is None else sorted(steps)):
         if (found := read_eval_summary(output_uri, step, options)) is not None:
             return found
     return None

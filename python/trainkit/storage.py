@@ -939,7 +939,18 @@ def _object_or_prefix_exists(uri: str, options: StorageOptions) -> bool:
 
 
 def write_bytes(uri: str, data: bytes, options: StorageOptions | None = None) -> None:
-    """Write one object/file so readers never see a part of it."""
+    """Write one object/file so readers never see a part of it. Guarded options (the operator writing a
+    sweep's leaderboard with the tenant's key) write only to s3://, through the guarded client."""
+    if options is not None and not options.guard.own_storage:
+        _refuse_local(uri, options.guard)
+        bucket, _, key = uri[len("s3://") :].partition("/")
+        guarded = options
+        _guarded_operation(
+            options.guard,
+            f"writing {uri}",
+            lambda: _guarded_client(guarded).put_object(Bucket=bucket, Key=key, Body=data),
+        )
+        return
     if not is_remote(uri):
         write_bytes_atomic_local(local_path(uri), data)
         return

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import shutil
 import subprocess
 import sys
 from html.parser import HTMLParser
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from support.browser import chromium, find_chromium, layout_problems
 from trainkit import storage
 from trainkit.compare import CompareError, compare_runs, discover_runs
 from trainkit.spec import TrainingRunSpec, load_run
@@ -240,13 +240,6 @@ def test_compare_works_on_local_folders_too(tmp_path):
 
 
 # ----------------------------------------------------------------------------- the real browser
-def find_chromium() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
-        if path := shutil.which(name):
-            return path
-    return None
-
-
 class Dom(HTMLParser):
     """Rows of #leaderboard and the body's attributes, from Chromium's dumped DOM."""
 
@@ -267,29 +260,6 @@ class Dom(HTMLParser):
             self.rows.append(a)
         elif tag == "img":
             self.imgs.append(a)
-
-
-def chromium(browser: str, profile: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [
-            browser,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-dev-shm-usage",
-            f"--user-data-dir={profile}",
-            "--virtual-time-budget=5000",
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
 
 
 def test_html_report_renders_in_headless_chromium(sweep, tmp_path):
@@ -314,6 +284,15 @@ def test_html_report_renders_in_headless_chromium(sweep, tmp_path):
     assert [r["data-run"] for r in dom.rows] == order + [NO_EVAL]
     assert [r["data-rank"] for r in dom.rows] == [str(i) for i in range(1, 8)] + ["-"]
     assert "The run the data favours: mix-d" in proc.stdout
+    # Labels readable and apart, from the boxes Chromium laid out (a wide and a narrow window).
+    for width in (1280, 800):
+        labels, problems = layout_problems(browser, html, tmp_path, width)
+        assert labels > 50 and problems == [], (width, problems)
+    # The check sees what it must: headings pulled onto the text below them; fonts too small to read.
+    _, broken = layout_problems(browser, html.replace("</style>", "h2{margin-bottom:-2em}</style>"), tmp_path)
+    assert any(p.startswith("overlap:") for p in broken), broken
+    _, broken = layout_problems(browser, html.replace("</style>", "td{font-size:9px}</style>"), tmp_path)
+    assert any(p.startswith("font 9px") for p in broken), broken
 
     shot = tmp_path / "shot.png"
     proc = chromium(browser, tmp_path / "profile2", f"--screenshot={shot}", "--window-size=1280,2400", page.as_uri())
@@ -324,3 +303,29 @@ def test_html_report_renders_in_headless_chromium(sweep, tmp_path):
     assert pixels.shape[0] >= 2000 and pixels.shape[1] >= 1200
     # Not blank: many distinct colours (text, table shading, the plots' lines).
     assert len(np.unique((pixels.reshape(-1, 3) * 255).astype(np.uint8), axis=0)) > 50
+
+
+def test_recommender_options_and_a_confirmation_run_by_name(sweep, s3_bucket, capsys):
+    from trainkit.cli import main
+
+    out = f"{s3_bucket}/reports/options"
+    assert (
+        main(["compare", sweep, "--output", out, "--model", "linear", "--max-distance", "1", "--target", "mix-a"]) == 0
+    )
+    doc = storage.read_json(f"{out}/report.json")
+    rec = doc["recommendation"]
+    assert rec["model"] == "linear" and [c["model"] for c in rec["crossValidation"]] == ["linear"]
+    assert rec["maxDistance"] == 1.0 and rec["runsUsed"] == 6  # mix-a is the target, not a proxy
+    conf = doc["confirmation"]
+    order = expected_order(lambda w: -true_eval(w))
+    assert conf["run"] == "mix-a" and "mix-a" not in [r["run"] for r in doc["leaderboard"]]
+    assert conf["value"] == pytest.approx(true_eval(MIXTURES["mix-a"]), abs=1e-9)
+    others = [true_eval(MIXTURES[n]) for n in order if n != "mix-a"]
+    assert conf["rankAmongProxies"] == 1 + sum(v > conf["value"] for v in others) and conf["proxies"] == 6
+    assert "Confirmation run mix-a" in capsys.readouterr().out
+    for args, needle in (
+        (["--max-distance", "0"], "--max-distance 0.0: must be in (0, 1]"),
+        (["--target", "nope"], "--target nope: no such run"),
+    ):
+        assert main(["compare", sweep, "--output", f"{s3_bucket}/reports/bad", *args]) == 1
+        assert needle in capsys.readouterr().err

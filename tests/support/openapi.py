@@ -299,15 +299,51 @@ def _cel_failure(rule: dict, schema: dict, value: Any, node_key: str, old: Any =
     return message
 
 
+_SELF_PATH = re.compile(r"\bself((?:\.[A-Za-z_][A-Za-z0-9_]*)+)(\s*\()?")
+_SELF_ANY = re.compile(r"\bself\b")
+
+
+def _paths_read(rule: str) -> tuple[tuple[str, ...], ...] | None:
+    """The field paths of `self` a rule reads when it reads `self` only through them (`self.metadata.name`,
+    `has(self.spec.packing)`; a trailing `.size()` is a call, not a field); None when it may read anything
+    (`self[k]`, `self.all(...)`, bare `self`). The rule's result depends on nothing else, so its memo key is
+    the values at those paths: an object's root rules (metadata.name) are not evaluated again for every
+    status or annotation write."""
+    found = _SELF_PATH.findall(rule)
+    if len(found) != len(_SELF_ANY.findall(rule)):
+        return None
+    paths = []
+    for dotted, call in found:
+        parts = tuple(dotted.lstrip(".").split("."))
+        if call:
+            parts = parts[:-1]
+        if not parts:
+            return None
+        paths.append(parts)
+    return tuple(sorted(set(paths)))
+
+
+def _at(value: Any, path: tuple[str, ...]) -> Any:
+    for part in path:
+        if not isinstance(value, dict) or part not in value:
+            return ABSENT
+        value = value[part]
+    return value
+
+
 def check_cel(schema: dict, value: Any, path: str = "", old: Any = ABSENT) -> list[SchemaIssue]:
     """Evaluate every x-kubernetes-validations rule whose node is present in `value`; transition rules (`oldSelf`)
     only where `old` (the stored object on an update) has that node too. Old list items are not correlated
     (upstream correlates those of map-type lists; no rule of ours sits under a list item)."""
     issues: list[SchemaIssue] = []
     rules = [r for r in schema.get("x-kubernetes-validations", []) if old is not ABSENT or not is_transition_rule(r)]
-    node_key = _cel_node_key(schema, value) if rules else ""
+    keys: dict[tuple[tuple[str, ...], ...] | None, str] = {}
     for rule in rules:
-        message = _cel_failure(rule, schema, value, node_key, old)
+        paths = _paths_read(rule["rule"]) if isinstance(value, dict) else None
+        if paths not in keys:
+            read = value if paths is None else [[p, _at(value, p) is ABSENT, _at(value, p)] for p in paths]
+            keys[paths] = _cel_node_key(schema, read) + ("" if paths is None else "|paths")
+        message = _cel_failure(rule, schema, value, keys[paths], old)
         if message is not None:
             got = _JSON_TYPE.get(type(value), "null")
             issues.append(SchemaIssue(path + rule.get("fieldPath", ""), f'Invalid value: "{got}": {message}'))

@@ -88,3 +88,16 @@ def test_quickstart_sweep_ranks_by_validation_loss_and_bad_rank_by_is_named():
     off["spec"]["template"]["eval"]["validationTokens"] = 0
     with pytest.raises(ValueError, match="measures no validation loss"):
         TrainingSweep.model_validate(off)
+
+
+def test_the_report_shows_the_held_out_loss_it_ranks_by():
+    from trainkit.compare import build_report
+    from trainkit.compare.report import REPORT_HTML, REPORT_MD
+
+    runs = [run("a-run", 1.0, {"a": 4.0, "b": 4.4}), run("b-run", 3.0, {"a": 3.0, "b": 3.2})]
+    report = build_report(runs, "val.mean")
+    md = report.files[REPORT_MD].decode()
+    assert "| rank | run | weights | val.mean | final loss |" in md
+    assert "| 1 | b-run | a 0.50 / b 0.50 | 3.100 | 3.000 |" in md  # a loss is never shown as a percent
+    assert '<td class="num">3.100</td>' in report.files[REPORT_HTML].decode()
+    assert "| rank | run | weights | final loss |" in build_report(runs, "loss").files[REPORT_MD].decode()

@@ -11,6 +11,8 @@ BENCH_TARGETS: dict[str, str] = {
     "train": "trainkit.bench.train",
     "operator": "trainkit_operator.bench",
     "safety": "trainkit.bench.safety",
+    "sweep": "trainkit.bench.sweep",
+    "mixture": "trainkit.bench.mixture",
 }
 
 # Issue 17: prepare throughput (tokens/s per core vs datasets.map and litdata optimize; memory at 1x and 10x).

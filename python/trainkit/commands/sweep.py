@@ -27,10 +27,25 @@ def run(args) -> int:
         for issue in e.issues:
             print(issue.render(args.file), file=sys.stderr)
         return 1
-    runs = expand_sweep(sweep)
-    if not args.local:
-        sys.stdout.write(yaml.safe_dump_all(runs, sort_keys=False))
-        return 0
-    from trainkit.sweep_local import run_sweep_locally
+    from trainkit.data import DataError
+    from trainkit.sweep_local import prior_token_counts, run_sweep_locally
 
-    return run_sweep_locally(sweep, runs, report_uri=args.output)
+    if args.local:
+        return run_sweep_locally(sweep, report_uri=args.output)
+    try:
+        runs = expand_sweep(sweep, prior_token_counts(sweep))
+    except (DataError, ValueError) as e:
+        print(f"{args.file}: mixtures.dirichlet.prior natural: {e}", file=sys.stderr)
+        return 1
+    sys.stdout.write(yaml.safe_dump_all(runs, sort_keys=False))
+    from trainkit.spec.search import searches
+
+    if searches(sweep):
+        # Later rounds and the confirmation run depend on these runs' results: the operator and --local plan
+        # them as the runs finish.
+        print(
+            f"{args.file}: these are round 1's {len(runs)} runs; later search rounds and the confirmation run are "
+            "planned from their results (by the operator, or `trainkit sweep --local`)",
+            file=sys.stderr,
+        )
+    return 0

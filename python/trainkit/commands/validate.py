@@ -39,9 +39,12 @@ def run(args) -> int:
                 where = resolved_uri(res.spec)
                 print(f"{path}: TrainingData {res.metadata.name}: valid ({len(res.spec.inputs)} input(s) -> {where})")
             elif not isinstance(res, TrainingRun):
-                from trainkit.spec.sweep import expand_sweep
+                from trainkit.spec.sweep import mixture_count, planned_runs_at_most
 
-                print(f"{path}: TrainingSweep {res.metadata.name}: valid ({len(expand_sweep(res))} runs)")
+                first = mixture_count(res.spec.mixtures, len(res.spec.template.data.sources))
+                most = planned_runs_at_most(res.spec)
+                more = f"; up to {most} with search rounds and the confirmation run" if most > first else ""
+                print(f"{path}: TrainingSweep {res.metadata.name}: valid ({first} runs{more})")
             elif args.explain:
                 from trainkit.data.availability import explain_data  # reads shard indexes when reachable
                 from trainkit.data.loader import EXACT_NEEDS_LIMIT, sequences_needed

@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 
 from trainkit.compare.results import RunResult
@@ -20,6 +21,11 @@ def _png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
+# Above this many curves, the others are drawn as one thin band (a LineCollection: one artist, not hundreds)
+# and only the favoured run(s) as lines of their own.
+BAND_ABOVE = 50
+
+
 @plain_text_figure
 def loss_curves_png(results: list[RunResult], highlight: frozenset[str] | set[str] = frozenset()) -> bytes:
     """Every run's training loss against step: the whole run, and the second half zoomed in (where
@@ -28,6 +34,14 @@ def loss_curves_png(results: list[RunResult], highlight: frozenset[str] | set[st
     full, tail = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     curves = [(r, r.loss_curve) for r in results if r.loss_curve]
     last_step = max((c[-1][0] for _, c in curves), default=0)
+    band = len(curves) > BAND_ABOVE
+    if band:
+        others = [c for r, c in curves if r.name not in highlight]
+        for ax, part in ((full, others), (tail, [[p for p in c if p[0] >= last_step / 2] for c in others])):
+            ax.add_collection(LineCollection([c for c in part if c], linewidths=0.5, alpha=0.35, color="tab:gray"))
+            ax.autoscale()
+        curves = [(r, c) for r, c in curves if r.name in highlight]
+        full.plot([], [], color="tab:gray", linewidth=0.5, label=f"{len(others)} other runs")
     for r, curve in curves:
         steps, losses = zip(*curve)
         best = r.name in highlight
@@ -37,7 +51,7 @@ def loss_curves_png(results: list[RunResult], highlight: frozenset[str] | set[st
         half = [(s, x) for s, x in curve if s >= last_step / 2]
         if half:
             tail.plot(*zip(*half), color=line.get_color(), **style)
-    if curves:
+    if curves or band:
         full.legend(fontsize=8, ncol=2 if len(curves) > 6 else 1, loc="upper right")
     else:
         full.text(
@@ -52,6 +66,9 @@ def loss_curves_png(results: list[RunResult], highlight: frozenset[str] | set[st
     return _png(fig)
 
 
+MAX_NAMED_POINTS = 12
+
+
 @plain_text_figure
 def weights_scatter_png(
     results: list[RunResult],
@@ -60,7 +77,8 @@ def weights_scatter_png(
     ylabel: str,
     recommended: dict[str, float] | None = None,
 ) -> bytes:
-    """One panel per source: the metric (`values` by run name) against that source's weight."""
+    """One panel per source: the metric (`values` by run name) against that source's weight. Points are named
+    up to MAX_NAMED_POINTS of them (hundreds of names are unreadable and slow to draw)."""
     k = max(1, len(sources))
     cols = min(k, 3)
     rows = math.ceil(k / cols)
@@ -70,9 +88,11 @@ def weights_scatter_png(
         pts = [(r.weights.get(src, 0.0), values[r.name], r.name) for r in results if r.name in values]
         if pts:
             xs, ys, names = zip(*pts)
-            ax.scatter(xs, ys, s=36, zorder=3)
-            for x, y, n in pts:
-                ax.annotate(n, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            many = len(pts) > MAX_NAMED_POINTS
+            ax.scatter(xs, ys, s=12 if many else 36, alpha=0.6 if many else 1.0, zorder=3)
+            if not many:  # beyond this the names would print over each other
+                for x, y, n in pts:
+                    ax.annotate(n, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
         else:
             ax.text(0.5, 0.5, f"no run reports {ylabel}", ha="center", va="center", transform=ax.transAxes)
         if recommended and src in recommended:

@@ -15,8 +15,12 @@ from datetime import datetime, timezone
 from trainkit import storage
 from trainkit.compare.leaderboard import DEFAULT_METRIC, Metric, Row, favoured, leaderboard, parse_metric
 from trainkit.compare.plots import loss_curves_png, weights_scatter_png
-from trainkit.compare.recommend import Recommendation, fmt, recommend
+from trainkit.compare.recommend import Recommendation, fmt, recommend, sweep_recommender
 from trainkit.compare.results import CompareError, RunResult, collect_runs
+from trainkit.mixture.prior import Blend, Prior
+from trainkit.mixture.models import model_label
+from trainkit.mixture.recommend import Settings
+from trainkit.spec.ranking import rank_among
 from trainkit.storage import StorageOptions
 from trainkit.untrusted_text import markdown_code, markdown_text
 
@@ -27,6 +31,21 @@ REPORT_HTML = "report.html"
 REPORT_JSON = "report.json"
 
 
+@dataclass(frozen=True)
+class Confirmation:
+    """A sweep's confirmation run (the full-scale target trained on the recommended mixture) against its
+    proxies: what it measured, what the proxies' model predicted at its mixture, and where each lands
+    among the proxies' values. The target is a bigger model trained longer, so its values are on another
+    scale than the proxies': the ranks are the comparison that means something (RegMix's premise)."""
+
+    run: RunResult
+    value: float | None
+    predicted: float | None
+    rank_among_proxies: int | None
+    predicted_rank: int | None
+    proxies: int
+
+
 @dataclass
 class Report:
     metric: Metric
@@ -35,6 +54,7 @@ class Report:
     sources: list[str]
     tasks: list[str]
     scale: float = 1.0  # eval scores shown x this (100: fractions as percent)
+    confirmation: Confirmation | None = None
     files: dict[str, bytes] = field(default_factory=dict)  # name -> content, in write order
     text: str = ""  # for the terminal
     output_uri: str | None = None
@@ -63,6 +83,11 @@ def eval_scale(results: list[RunResult]) -> float:
     return 100.0 if values and all(0.0 <= v <= 1.0 for v in values) else 1.0
 
 
+def is_eval_metric(m: Metric) -> bool:
+    """Eval scores are shown scaled (percent); losses (training or validation) never are."""
+    return m.key.startswith("eval.")
+
+
 def shown(report: "Report", v: float | None, is_eval: bool = True) -> str:
     return fmt(None if v is None else v * (report.scale if is_eval else 1.0))
 
@@ -75,10 +100,25 @@ def rank_text(row: Row) -> str:
     return "-" if row.rank is None else (f"{row.rank}=" if row.tied else str(row.rank))
 
 
+def held_out_column(report: "Report") -> bool:
+    """A held-out-loss ranking gets its own column: no other column shows the value runs are ranked by."""
+    return report.metric.key.startswith("val.")
+
+
 def table(report: "Report") -> tuple[list[str], list[list[str]]]:
     """Header and cells of the leaderboard (the same for text, markdown and HTML)."""
     unit = " (%)" if report.scale == 100.0 else ""
-    header = ["rank", "run", "weights", "final loss", *(t + unit for t in report.tasks), "average" + unit, "status"]
+    ranked = [report.metric.key] if held_out_column(report) else []
+    header = [
+        "rank",
+        "run",
+        "weights",
+        *ranked,
+        "final loss",
+        *(t + unit for t in report.tasks),
+        "average" + unit,
+        "status",
+    ]
     body = []
     for row in report.rows:
         r = row.run
@@ -88,6 +128,7 @@ def table(report: "Report") -> tuple[list[str], list[list[str]]]:
                 rank_text(row),
                 r.name,
                 weights_text(r),
+                *([fmt(row.value)] if ranked else []),
                 fmt(r.final_loss),
                 *(shown(report, r.eval_tasks.get(t)) for t in report.tasks),
                 shown(report, r.eval_average),
@@ -100,7 +141,7 @@ def table(report: "Report") -> tuple[list[str], list[list[str]]]:
 def favoured_text(report: Report) -> str:
     best = report.favoured
     m = report.metric
-    is_eval = m.key != "loss"
+    is_eval = is_eval_metric(m)
     if not best:
         return f"No run reports {m.key} yet: there is no run to favour."
     if len(best) > 1:
@@ -133,10 +174,33 @@ def render_text(report: Report) -> str:
         favoured_text(report),
         "",
         *report.recommendation.lines(),
+        *(["", *confirmation_lines(report)] if report.confirmation else []),
     ]
     if report.output_uri:
         out += ["", f"Report: {storage.join(report.output_uri, REPORT_HTML)} (and {REPORT_MD}, PNGs, {REPORT_JSON})"]
     return "\n".join(out) + "\n"
+
+
+def confirmation_lines(report: Report) -> list[str]:
+    c = report.confirmation
+    if c is None:
+        return []
+    m = report.metric
+    is_eval = is_eval_metric(m)
+    out = [f"Confirmation run {c.run.name} ({weights_text(c.run)}): the full-scale target on the recommended mixture"]
+    if c.value is None:
+        out.append(f"  {m.key}: not measured yet ({c.run.status})")
+        return out
+    out.append(
+        f"  {m.key} realised {shown(report, c.value, is_eval)}, predicted by the proxies' model "
+        f"{shown(report, c.predicted, is_eval)} (the target is larger and trained longer: compare ranks, not values)"
+    )
+    if c.rank_among_proxies is not None:
+        placed = (
+            f"; the prediction placed its mixture {c.predicted_rank} of {c.proxies + 1}" if c.predicted_rank else ""
+        )
+        out.append(f"  among the {c.proxies} proxies it ranks {c.rank_among_proxies} of {c.proxies + 1}{placed}")
+    return out
 
 
 def render_markdown(report: Report) -> str:
@@ -162,6 +226,11 @@ def render_markdown(report: Report) -> str:
         "",
         *(f"    {x}" for x in report.recommendation.lines()),
         "",
+        *(
+            ["## Confirmation run", "", *(f"    {x}" for x in confirmation_lines(report)), ""]
+            if report.confirmation
+            else []
+        ),
         "## Loss curves",
         "",
         f"![loss curves]({LOSS_PNG})",
@@ -207,7 +276,8 @@ def _data_uri(png: bytes) -> str:
 def render_html(report: Report, images: dict[str, bytes]) -> str:
     e = html.escape
     header, body = table(report)
-    numeric = {3, *range(4, 4 + len(report.tasks)), 4 + len(report.tasks)}
+    first = 4 if held_out_column(report) else 3  # the numeric columns: from the first loss to the average
+    numeric = set(range(3, first + 2 + len(report.tasks)))
     trs = []
     for row, cells in zip(report.rows, body):
         cls = "best" if row.rank == 1 else ("unranked" if row.rank is None else "")
@@ -225,7 +295,7 @@ def render_html(report: Report, images: dict[str, bytes]) -> str:
     rec = report.recommendation
     rec_cls = "ok" if rec.trusted else "warn"
     verdict = (
-        "Trusted: enough runs, and the best mixture is stable under resampling."
+        "Trusted: it ranks held-out runs well, there are enough runs, and it is stable under resampling."
         if rec.trusted
         else "Not trusted: " + "; ".join(rec.reasons)
     )
@@ -241,7 +311,27 @@ def render_html(report: Report, images: dict[str, bytes]) -> str:
             "<table id='recommendation-table'><thead><tr><th>source</th><th>recommended weight</th>"
             "<th>bootstrap std</th><th>bootstrap 5-95%</th></tr></thead><tbody>" + rec_rows + "</tbody></table>"
         )
-    rec_lines = "".join(f"<li>{e(x.strip())}</li>" for x in rec.lines()[1:])
+    rec_lines = "".join(f"<li>{e(x.strip())}</li>" for x in rec.lines()[1:] if not x.strip().startswith("model:"))
+    model_rows = "".join(
+        f"<tr class='{'chosen' if i == 0 else ''}'><td>{e(model_label(c.model))}</td>"
+        f"<td class='num'>{'-' if c.spearman is None else f'{c.spearman:.2f}'}</td>"
+        f"<td class='num'>{'-' if not c.interval else f'{c.interval[0]:.2f} to {c.interval[1]:.2f}'}</td>"
+        f"<td>{'chosen' if i == 0 else ''}</td></tr>"
+        for i, c in enumerate(rec.cv)
+    )
+    models = (
+        "<table id='model-choice'><thead><tr><th>model</th><th>cross-validated Spearman</th><th>bootstrap 5-95%</th>"
+        f"<th></th></tr></thead><tbody>{model_rows}</tbody></table>"
+        if rec.cv
+        else ""
+    )
+    confirmation = ""
+    if report.confirmation is not None:
+        confirmation = (
+            "<h2>Confirmation run</h2><div class='callout' id='confirmation'>"
+            + "<br>".join(e(x.strip()) for x in confirmation_lines(report))
+            + "</div>"
+        )
     runs = "".join(
         f"<li><b>{e(r.run.name)}</b>: <code>{e(r.run.uri)}</code>"
         + (f" — {e('; '.join(r.run.notes))}" if r.run.notes else "")
@@ -261,6 +351,8 @@ def render_html(report: Report, images: dict[str, bytes]) -> str:
 <div class="callout {rec_cls}" id="recommendation"><b>{e(rec.lines()[0])}</b> <span id="trust">{e(verdict)}</span></div>
 {rec_rows}
 <ul>{rec_lines}</ul>
+{models}
+{confirmation}
 <h2>Leaderboard</h2>
 <div class="scroll"><table id="leaderboard"><thead><tr>{"".join(f"<th>{e(h)}</th>" for h in header)}</tr></thead>
 <tbody>{"".join(trs)}</tbody></table></div>
@@ -276,9 +368,9 @@ def render_html(report: Report, images: dict[str, bytes]) -> str:
 
 
 def weights_ylabel(report: Report) -> str:
-    if any(r.run.eval_average is not None for r in report.rows):
-        return "eval average (%)" if report.scale == 100.0 else "eval average"
-    return "final loss"
+    """The ranking metric, which the weights plot shows (eval scores in percent when they are fractions)."""
+    scaled = is_eval_metric(report.metric) and report.scale == 100.0
+    return report.metric.label + (" (%)" if scaled else "")
 
 
 def report_json(report: Report, files: list[str]) -> dict:
@@ -315,33 +407,95 @@ def report_json(report: Report, files: list[str]) -> dict:
             "predicted": rec.predicted,
             "predictedInterval": rec.predicted_interval,
             "weightsStd": rec.weights_std,
+            "weightsInterval": rec.weights_interval,
             "runsUsed": rec.n_runs,
             "minRuns": rec.min_runs,
-            "degree": rec.degree,
+            "model": rec.model,
+            "crossValidation": [
+                {"model": c.model, "spearman": c.spearman, "interval": c.interval, "rmse": c.rmse, "folds": c.folds}
+                for c in rec.cv
+            ],
+            "topK": rec.top_k,
+            "candidates": rec.n_candidates,
+            "prior": rec.prior,
+            "maxDistance": rec.max_distance,
+            "nearestRun": rec.nearest_run,
+            "nearestDistance": rec.nearest_distance,
+            "heldAtBound": rec.held_at_bound,
             "notes": list(rec.notes),
         },
+        "confirmation": confirmation_json(report.confirmation),
         "files": files,
     }
 
 
-def build_report(results: list[RunResult], rank_by: str = DEFAULT_METRIC, **recommend_kwargs) -> Report:
+def confirmation_json(c: Confirmation | None) -> dict | None:
+    if c is None:
+        return None
+    return {
+        "run": c.run.name,
+        "uri": c.run.uri,
+        "weights": c.run.weights,
+        "finished": c.run.finished,
+        "value": c.value,
+        "predicted": c.predicted,
+        "rankAmongProxies": c.rank_among_proxies,
+        "predictedRank": c.predicted_rank,
+        "proxies": c.proxies,
+    }
+
+
+def split_target(results: list[RunResult], target: str | None) -> tuple[list[RunResult], RunResult | None]:
+    """The proxies and the confirmation run named `target` (CompareError naming it when it is not there)."""
+    if target is None:
+        return results, None
+    found = [r for r in results if r.name == target]
+    if not found:
+        raise CompareError(f"--target {target}: no such run (runs: {', '.join(r.name for r in results)})")
+    return [r for r in results if r.name != target], found[0]
+
+
+def confirmation_of(target: RunResult, rows: list[Row], rec: Recommendation, metric: Metric) -> Confirmation:
+    values = [row.value for row in rows if row.rank is not None]
+    value = metric.value(target) if target.finished else None
+    predicted = rec.predict(target.weights)
+    return Confirmation(
+        run=target,
+        value=value,
+        predicted=predicted,
+        rank_among_proxies=rank_among(value, values, metric.higher_is_better),
+        predicted_rank=rank_among(predicted, values, metric.higher_is_better),
+        proxies=len(values),
+    )
+
+
+def build_report(
+    results: list[RunResult],
+    rank_by: str = DEFAULT_METRIC,
+    *,
+    target: str | None = None,
+    prior: Prior | Blend | None = None,
+    settings: Settings | None = None,
+) -> Report:
     """Everything in memory: rows, recommendation, PNGs, markdown and HTML. Raises CompareError on
-    no runs or an unknown metric, before anything is rendered."""
+    no runs or an unknown metric, before anything is rendered. `target`: the name of a sweep's
+    confirmation run, compared with the proxies instead of ranked among them; `prior` and `settings`:
+    the sweep's (candidates come from its prior; None: a Dirichlet fitted to the runs' mixtures)."""
     if not results:
         raise CompareError("no runs to compare")
     metric = parse_metric(rank_by, results)
+    results, target_run = split_target(results, target)
     rows = leaderboard(results, metric.key)
     scale = eval_scale(results)
-    rec = recommend(results, metric.key, display_scale=scale if metric.key != "loss" else 1.0, **recommend_kwargs)
+    display = scale if is_eval_metric(metric) else 1.0
+    rec = recommend(results, metric.key, prior=prior, settings=settings, display_scale=display)
     sources, tasks = union_sources(results), union_tasks(results)
     report = Report(metric=metric, rows=rows, recommendation=rec, sources=sources, tasks=tasks, scale=scale)
+    if target_run is not None:
+        report.confirmation = confirmation_of(target_run, rows, rec, metric)
     ylabel = weights_ylabel(report)
-    by_eval = ylabel.startswith("eval average")
-    values = {
-        r.name: (None if r.eval_average is None else r.eval_average * scale) if by_eval else r.final_loss
-        for r in results
-    }
-    plotted = {name: v for name, v in values.items() if v is not None}
+    factor = scale if is_eval_metric(metric) else 1.0
+    plotted = {r.name: v * factor for r in results if (v := metric.value(r)) is not None}
     images = {
         LOSS_PNG: loss_curves_png([r.run for r in rows], highlight={r.run.name for r in report.favoured}),
         WEIGHTS_PNG: weights_scatter_png(results, sources, plotted, ylabel, recommended=rec.weights),
@@ -384,12 +538,21 @@ def compare_runs(
     rank_by: str = DEFAULT_METRIC,
     output: str | None = None,
     options: StorageOptions | None = None,
-    **recommend_kwargs,
+    *,
+    target: str | None = None,
+    prior: Prior | Blend | None = None,
+    settings: Settings | None = None,
+    sweep=None,
+    token_counts=None,
 ) -> Report:
     """The whole comparison: find the runs under `uris` (runs or sweep base URIs), load them, build
     the report and write it to `output` (default `<first run's parent>/compare`). Raises CompareError
-    (naming the URI or metric) before writing anything when an input is bad."""
+    (naming the URI or metric) before writing anything when an input is bad. `sweep`: the TrainingSweep
+    the runs came from; its prior, recommender settings and confirmation run are used unless given."""
     results = collect_runs(list(uris), options)
-    report = build_report(results, rank_by, **recommend_kwargs)
+    if sweep is not None:
+        sweep_prior, sweep_settings, sweep_target = sweep_recommender(sweep, results, token_counts)
+        prior, settings, target = prior or sweep_prior, settings or sweep_settings, target or sweep_target
+    report = build_report(results, rank_by, target=target, prior=prior, settings=settings)
     write_report(report, output or default_output([r.uri for r in results]), options)
     return report

@@ -6,11 +6,22 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from trainkit import artifacts, storage
-from trainkit.artifacts import METRICS, PROGRESS, SPEC, EvalSummaryDoc, ProgressDoc, ValidationLine, parse_metrics
+from trainkit.artifacts import (
+    METRICS,
+    PROGRESS,
+    SPEC,
+    VALIDATION,
+    EvalSummaryDoc,
+    ProgressDoc,
+    ValidationLine,
+    parse_metrics,
+)
 from trainkit.storage import StorageOptions
 
 
@@ -202,43 +213,51 @@ def planned_steps(spec: dict) -> int | None:
 # -------------------------------------------------------------------------------------- I/O shells
 
 
-def load_run_results(run_uri: str, options: StorageOptions | None = None) -> RunResult:
-    """Read one run's spec.json, progress.json, metrics.jsonl and latest eval summary."""
+def load_run_results(
+    run_uri: str, options: StorageOptions | None = None, files: Mapping[str, int] | None = None
+) -> RunResult:
+    """Read one run's spec.json, progress.json, metrics.jsonl, latest eval summary and validation lines.
+    `files` ({relpath: size} under the run, from a listing already made): only the records there are read."""
     run_uri = run_uri.rstrip("/")
     spec_doc = artifacts.read_spec_document(run_uri, options)
     if spec_doc is None:
         raise CompareError(f"{run_uri}: no readable spec.json: not a trainkit run output (or the run never started)")
+
+    def present(name: str) -> bool:
+        return files is None or name in files
+
     return run_result_from(
         run_uri,
         spec_doc,
-        artifacts.read_progress(run_uri, options),
-        artifacts.read_metrics_text(run_uri, options),
-        artifacts.read_latest_eval_summary(run_uri, options),
-        artifacts.read_validation(run_uri, options),
+        artifacts.read_progress(run_uri, options) if present(PROGRESS) else None,
+        artifacts.read_metrics_text(run_uri, options) if present(METRICS) else None,
+        artifacts.read_latest_eval_summary(run_uri, options, None if files is None else artifacts.summary_steps(files)),
+        artifacts.read_validation(run_uri, options) if present(VALIDATION) else [],
     )
 
 
-def _is_run_like(uri: str, options: StorageOptions | None) -> bool:
-    return any(storage.exists(artifacts.run_file(uri, f), options) for f in (PROGRESS, METRICS))
-
-
-def discover_runs(uri: str, options: StorageOptions | None = None) -> list[str]:
-    """`uri` itself when it holds spec.json, else its sub-folders that do (a sweep's base output URI).
+def run_listings(uri: str, options: StorageOptions | None = None) -> dict[str, dict[str, int]]:
+    """The runs at `uri` with their files ({relpath: size}), from ONE recursive listing: `uri` itself when it
+    holds spec.json, else its sub-folders that do (a sweep's base output URI). A 512-run sweep is listed in a
+    few pages instead of a listing plus a HEAD per run.
 
     Raises CompareError naming the URI when there is no run, or when a folder looks like a run
     (progress.json / metrics.jsonl) but has no spec.json."""
     uri = uri.rstrip("/")
-    if storage.exists(artifacts.run_file(uri, SPEC), options):
-        return [uri]
-    if _is_run_like(uri, options):
+    listing = storage.list_sizes(uri, options)
+    if SPEC in listing:
+        return {uri: listing}
+    if PROGRESS in listing or METRICS in listing:
         raise CompareError(f"{uri}: has progress/metrics but no spec.json: not a complete trainkit run output")
-    runs, broken = [], []
-    for child in storage.list_names(uri, options, directories_only=True):
-        sub = storage.join(uri, child)
-        if storage.exists(artifacts.run_file(sub, SPEC), options):
-            runs.append(sub)
-        elif _is_run_like(sub, options):
-            broken.append(sub)
+    by_child: dict[str, dict[str, int]] = {}
+    for rel, size in listing.items():
+        child, _, rest = rel.partition("/")
+        if rest:
+            by_child.setdefault(child, {})[rest] = size
+    runs = {storage.join(uri, c): files for c, files in sorted(by_child.items()) if SPEC in files}
+    broken = [
+        storage.join(uri, c) for c, f in sorted(by_child.items()) if SPEC not in f and (PROGRESS in f or METRICS in f)
+    ]
     if broken:
         raise CompareError("runs without spec.json: " + ", ".join(broken))
     if not runs:
@@ -246,15 +265,26 @@ def discover_runs(uri: str, options: StorageOptions | None = None) -> list[str]:
     return runs
 
 
+def discover_runs(uri: str, options: StorageOptions | None = None) -> list[str]:
+    """The run URIs at `uri` (see `run_listings`)."""
+    return list(run_listings(uri, options))
+
+
+# Runs are read in parallel: each is a few small GETs, so a sweep's reads are round trips, not bandwidth.
+READ_THREADS = 16
+
+
 def collect_runs(uris: list[str], options: StorageOptions | None = None) -> list[RunResult]:
     """Every run under the given URIs (each a run or a sweep's base URI), loaded, duplicates dropped."""
     if not uris:
         raise CompareError("no URIs given")
-    seen: dict[str, None] = {}
+    found: dict[str, dict[str, int]] = {}
     for u in uris:
-        for r in discover_runs(u, options):
-            seen.setdefault(r, None)
-    return unique_names([load_run_results(r, options) for r in seen])
+        for run, files in run_listings(u, options).items():
+            found.setdefault(run, files)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=min(READ_THREADS, len(found))) as pool:
+        results = list(pool.map(lambda item: load_run_results(item[0], options, item[1]), found.items()))
+    return unique_names(results)
 
 
 def unique_names(results: list[RunResult]) -> list[RunResult]:

@@ -470,3 +470,10 @@ def read_pieces(
         m = next(m for m in merged if m.shard == p.shard and m.first <= p.first and p.stop <= m.stop)
         out.append(rows[m][p.first - m.first : p.stop - m.first])
     return out
+
+
+def source_token_counts(sources: list[tuple[str, str]], options: StorageOptions | None = None) -> dict[str, int]:
+    """Each source's training tokens (its index.json; the held-out split not counted), by source name: what
+    a sweep's natural prior is built from (trainkit.mixture.prior.natural). DataError names a source that
+    has no readable index."""
+    return {name: read_index(uri, options).total_tokens for name, uri in sources}

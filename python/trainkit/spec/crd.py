@@ -238,6 +238,7 @@ def training_run_schema() -> dict:
 
 
 def training_sweep_schema() -> dict:
+    from trainkit.spec.packing import MAX_PACKING_SWEEP_NAME_LENGTH
     from trainkit.spec.sweep import MAX_SWEEP_NAME_LENGTH, TrainingSweepSpec
     from trainkit.spec.sweep_status import TrainingSweepStatus
 
@@ -245,6 +246,13 @@ def training_sweep_schema() -> dict:
         structural(TrainingSweepSpec), TrainingSweepStatus, MAX_SWEEP_NAME_LENGTH, "its runs add '-NNN'"
     )
     _attach(root, ("spec", "template"), run_spec_rules())
+    root["x-kubernetes-validations"].append(
+        {
+            "rule": f"!has(self.spec.packing) || self.metadata.name.size() <= {MAX_PACKING_SWEEP_NAME_LENGTH}",
+            "message": f"metadata.name must be at most {MAX_PACKING_SWEEP_NAME_LENGTH} characters with spec.packing "
+            "(its packs add '-pNNN')",
+        }
+    )
     _attach(
         root,
         ("spec",),

@@ -54,6 +54,16 @@ INDEX_FILE = "index.json"
 PROGRESS_FILE = "prepare-progress.json"
 
 
+def index_training_tokens(doc: object) -> int | None:
+    """A prepared source's training tokens (held-out split excluded) from its index.json document:
+    `totalTokens`, which `trainkit prepare` writes as the sum of the training shards' tokens (the count
+    trainkit.data.shards.ShardIndex.total_tokens reads). None when the document is not such an index."""
+    if not isinstance(doc, dict) or doc.get("format") != SHARD_FORMAT:
+        return None
+    total = doc.get("totalTokens")
+    return total if isinstance(total, int) and not isinstance(total, bool) and total > 0 else None
+
+
 def check_input(value: str, field: str) -> str:
     """s3://, gs://, file://, a local path, or hf://datasets/ORG/NAME[@revision][/path]."""
     if value.startswith("hf://"):

@@ -199,6 +199,7 @@ def read_documents(path: str | Path) -> list[Any]:
 
 def parse_sweep(document: Any, source: str = "<spec>"):
     """Validate a TrainingSweep and every TrainingRun it expands to; raise SpecError listing every problem."""
+    from trainkit.spec.search import confirmation_run
     from trainkit.spec.sweep import TrainingSweep, expand_sweep
 
     try:
@@ -206,7 +207,13 @@ def parse_sweep(document: Any, source: str = "<spec>"):
     except ValidationError as e:
         raise SpecError(source, issues_from(e)) from None
     issues = []
-    for run in expand_sweep(sweep):
+    names = [s.name for s in sweep.spec.template.data.sources]
+    # A natural prior's draws need the sources' token counts (their index.json); any counts give runs of the
+    # same shape to validate. The confirmation run is validated on an even mixture.
+    runs = expand_sweep(sweep, {n: 1 for n in names})
+    if sweep.spec.confirm is not None:
+        runs.append(confirmation_run(sweep, {n: 1.0 / len(names) for n in names}))
+    for run in runs:
         try:
             parse_run(run, source)
         except SpecError as e:

@@ -44,3 +44,12 @@ def rank_values(values: list[float | None], higher_is_better: bool) -> list[int 
     for i, v in enumerate(present):
         first_rank.setdefault(v, i + 1)
     return [None if v is None else first_rank[v] for v in values]
+
+
+def rank_among(value: float | None, others: list[float | None], higher_is_better: bool) -> int | None:
+    """Where `value` would rank among `others` (competition rank: 1 + how many are strictly better), e.g. a
+    sweep's confirmation run among its proxies."""
+    if value is None or not math.isfinite(value):
+        return None
+    better = [v for v in others if v is not None and (v > value if higher_is_better else v < value)]
+    return 1 + len(better)

@@ -107,6 +107,14 @@ class EvalSummary(StatusModel):
     report_uri: str | None = None
 
 
+class ValidationSummary(StatusModel):
+    """Held-out validation loss at the run's latest validation step (validation.jsonl's last line)."""
+
+    step: Annotated[int, Field(ge=0)]
+    mean: float | None = Field(None, description="Every source counted once")
+    sources: dict[str, float] = {}
+
+
 class Artifacts(StatusModel):
     output: str | None = None
     checkpoints: str | None = None
@@ -134,6 +142,7 @@ class TrainingRunStatus(StatusModel):
     progress: Progress | None = None
     last_checkpoint: CheckpointRef | None = None
     eval: EvalSummary | None = None
+    validation: ValidationSummary | None = None
     artifacts: Artifacts | None = None
     start_time: str | None = None
     completion_time: str | None = None

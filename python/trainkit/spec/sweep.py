@@ -9,12 +9,14 @@ from __future__ import annotations
 import copy
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from trainkit.mixture import prior as priors
+from trainkit.mixture.prior import Prior
 from trainkit.spec.models import (
     MAX_RUN_NAME_LENGTH,
     MAX_SOURCES,
@@ -23,6 +25,8 @@ from trainkit.spec.models import (
     SpecModel,
     TrainingRunSpec,
 )
+from trainkit.spec.packing import MAX_PACKING_SWEEP_NAME_LENGTH, PackingSpec, packing_problems
+from trainkit.spec.search import CONFIRMATION_SUFFIX, ConfirmSpec, RecommenderSpec, SearchSpec
 
 # Run names are "<sweep>-<index:03d>", so the sweep's own name leaves room for the suffix.
 MAX_SWEEP_NAME_LENGTH = MAX_RUN_NAME_LENGTH - 4
@@ -56,7 +60,20 @@ class GridSpec(SpecModel):
 class DirichletSpec(SpecModel):
     samples: Annotated[int, Field(ge=1, le=10000)]
     seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
-    alpha: Annotated[float, Field(gt=0, le=1000)] = 1.0
+    alpha: Annotated[
+        float,
+        Field(
+            gt=0,
+            le=1000,
+            description="Concentration per source: the Dirichlet's parameters are alpha x sources x the prior's "
+            "share (alpha each for the uniform prior); small values give spiky mixtures, large ones mixtures "
+            "close to the prior's centre",
+        ),
+    ] = 1.0
+    prior: Literal["uniform", "natural"] = Field(
+        "uniform",
+        description="natural: centred on each source's share of the tokens (from its index.json), as RegMix samples",
+    )
 
 
 class MixturesSpec(SpecModel):
@@ -94,6 +111,31 @@ class TrainingSweepSpec(SpecModel):
             "eval.<task>, or loss (training loss: each run measures it on different data)",
         ),
     ] = "eval.average"
+    # Mixture search (trainkit.spec.search): rounds around the recommendation, the recommender, a confirmation run.
+    search: SearchSpec | None = None
+    recommend: RecommenderSpec = Field(default_factory=RecommenderSpec)
+    confirm: ConfirmSpec | None = Field(
+        None, description="When the search ends, run the template at full scale with the recommended mixture"
+    )
+    packing: PackingSpec | None = Field(
+        None,
+        description="Train runsPerCluster runs at once in one Ray cluster (one RayJob) instead of one cluster each",
+    )
+
+    @model_validator(mode="after")
+    def packable(self):
+        if self.packing is None:
+            return self
+        k = self.packing.runs_per_cluster
+        if self.parallelism < k:
+            raise ValueError(
+                f"parallelism {self.parallelism} is below packing.runsPerCluster {k}: packs start whole, so "
+                "parallelism must allow at least one pack"
+            )
+        problems = packing_problems(self.template, k)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     @model_validator(mode="after")
     def consistent(self):
@@ -110,6 +152,12 @@ class TrainingSweepSpec(SpecModel):
         count = mixture_count(self.mixtures, len(names))
         if count > self.max_runs:
             raise ValueError(f"the mixtures give {count} runs, above maxRuns {self.max_runs}")
+        most = planned_runs_at_most(self)
+        if most > self.max_runs:
+            raise ValueError(
+                f"the sweep may create {most} runs ({count} mixtures, {most - count} more from search rounds and "
+                f"the confirmation run), above maxRuns {self.max_runs}"
+            )
         if self.rank_by.startswith("val."):
             source = self.rank_by[len("val.") :]
             if source != "mean" and source not in names:
@@ -145,6 +193,25 @@ class TrainingSweep(BaseModel):
                 f"sweep name '{meta.name}' is longer than {MAX_SWEEP_NAME_LENGTH} characters (runs add '-NNN')"
             )
         return meta
+
+    @model_validator(mode="after")
+    def room_for_pack_suffix(self):
+        if self.spec.packing is not None and len(self.metadata.name) > MAX_PACKING_SWEEP_NAME_LENGTH:
+            raise ValueError(
+                f"metadata.name: sweep name '{self.metadata.name}' is longer than {MAX_PACKING_SWEEP_NAME_LENGTH} "
+                "characters, the most a packing sweep may have (its packs add '-pNNN')"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def room_for_confirmation_suffix(self):
+        longest = MAX_RUN_NAME_LENGTH - len(CONFIRMATION_SUFFIX)
+        if self.spec.confirm is not None and len(self.metadata.name) > longest:
+            raise ValueError(
+                f"metadata.name: sweep name '{self.metadata.name}' is longer than {longest} characters "
+                f"(its confirmation run adds '{CONFIRMATION_SUFFIX}')"
+            )
+        return self
 
 
 def evaluated_tasks(spec: TrainingRunSpec) -> set[str]:
@@ -188,15 +255,37 @@ def grid_points(sources: int, step: float, min_weight: float) -> list[tuple[floa
     return [tuple(round(u * step, 10) for u in point) for point in rec(sources, units)]
 
 
-def dirichlet_points(sources: int, spec: DirichletSpec) -> list[tuple[float, ...]]:
+def planned_runs_at_most(spec: TrainingSweepSpec) -> int:
+    """Every run the sweep may create: its mixtures, each later search round's, and the confirmation run."""
+    count = mixture_count(spec.mixtures, len(spec.template.data.sources))
+    if spec.search is not None:
+        count += (spec.search.rounds - 1) * spec.search.runs_per_round
+    return count + (1 if spec.confirm is not None else 0)
+
+
+def sweep_prior(spec: TrainingSweepSpec, token_counts: Mapping[str, int] | None = None) -> Prior | None:
+    """The prior the sweep's mixtures are drawn from (trainkit.mixture.prior): the Dirichlet's, uniform for a
+    grid (it covers the simplex evenly), None for explicit mixtures (the recommender then fits one to them).
+    The natural prior needs each source's token count; ValueError names what is missing."""
+    names = [s.name for s in spec.template.data.sources]
+    d = spec.mixtures.dirichlet
+    if d is None:
+        return priors.uniform(names) if spec.mixtures.grid is not None else None
+    if d.prior == "uniform":
+        return priors.uniform(names, d.alpha)
+    if token_counts is None:
+        raise ValueError("mixtures.dirichlet.prior natural needs each source's token count (its index.json)")
+    return priors.natural(token_counts, d.alpha, names)
+
+
+def dirichlet_points(prior: Prior, spec: DirichletSpec) -> list[tuple[float, ...]]:
     import numpy as np
 
-    rng = np.random.default_rng(spec.seed)
-    samples = rng.dirichlet([spec.alpha] * sources, spec.samples)
+    samples = prior.sample(spec.samples, np.random.default_rng(spec.seed))
     return [tuple(round(float(w), 6) for w in row) for row in samples]
 
 
-def mixtures_of(spec: TrainingSweepSpec) -> list[dict[str, float]]:
+def mixtures_of(spec: TrainingSweepSpec, token_counts: Mapping[str, int] | None = None) -> list[dict[str, float]]:
     """The sweep's mixtures in a fixed order, each {source: normalised weight} with zero weights dropped."""
     names = [s.name for s in spec.template.data.sources]
     m = spec.mixtures
@@ -207,7 +296,9 @@ def mixtures_of(spec: TrainingSweepSpec) -> list[dict[str, float]]:
         raw = grid_points(len(names), m.grid.step, m.grid.min_weight)
     else:
         assert m.dirichlet is not None  # the model's validator requires exactly one kind of mixture
-        raw = dirichlet_points(len(names), m.dirichlet)
+        prior = sweep_prior(spec, token_counts)
+        assert prior is not None
+        raw = dirichlet_points(prior, m.dirichlet)
     out = []
     for weights in raw:
         total = sum(weights)
@@ -219,42 +310,43 @@ def run_name(sweep_name: str, index: int) -> str:
     return f"{sweep_name}-{index:03d}"
 
 
-def expand_sweep(sweep: TrainingSweep) -> list[dict]:
-    """The TrainingRun manifests of a sweep, in index order (names and outputs are deterministic)."""
+def expand_sweep(sweep: TrainingSweep, token_counts: Mapping[str, int] | None = None) -> list[dict]:
+    """The TrainingRun manifests of a sweep's mixtures, in index order (names and outputs are deterministic).
+    A sweep that searches adds later rounds' runs after these (`trainkit.spec.search.plan_sweep`)."""
+    return [run_manifest(sweep, index, weights) for index, weights in enumerate(mixtures_of(sweep.spec, token_counts))]
+
+
+def run_manifest(sweep: TrainingSweep, index: int, weights: Mapping[str, float]) -> dict:
+    """Proxy run `index` of the sweep with this mixture: the template, the proxies' overrides, its own output."""
     spec = sweep.spec
     base = spec.template.model_dump(by_alias=True, exclude_none=True, mode="json")
-    runs = []
-    for index, weights in enumerate(mixtures_of(spec)):
-        name = run_name(sweep.metadata.name, index)
-        run_spec = copy.deepcopy(base)
-        run_spec["data"]["sources"] = [
-            {**s, "weight": weights[s["name"]]} for s in base["data"]["sources"] if s["name"] in weights
-        ]
-        run_spec["output"]["uri"] = base["output"]["uri"].rstrip("/") + f"/{name}/"
-        o = spec.overrides
-        if o.total_tokens is not None:
-            run_spec["data"]["totalTokens"] = o.total_tokens
-        if o.seed is not None:
-            run_spec["training"]["seed"] = o.seed
-        if o.eval_limit is not None:
-            run_spec["eval"]["limit"] = o.eval_limit
-        mlflow = run_spec.get("tracking", {}).get("mlflow")
-        if mlflow is not None:
-            mlflow.setdefault("parentRunName", sweep.metadata.name)  # each proxy is a child of the sweep's run
-        metadata = {
-            "name": name,
-            "labels": {
-                **sweep.metadata.labels,
-                "trainkit.dev/sweep": sweep.metadata.name,
-                "trainkit.dev/mixture-index": str(index),
-            },
-        }
-        if sweep.metadata.namespace:
-            metadata["namespace"] = sweep.metadata.namespace
-        runs.append(
-            {"apiVersion": "trainkit.dev/v1alpha1", "kind": "TrainingRun", "metadata": metadata, "spec": run_spec}
-        )
-    return runs
+    name = run_name(sweep.metadata.name, index)
+    run_spec = copy.deepcopy(base)
+    run_spec["data"]["sources"] = [
+        {**s, "weight": weights[s["name"]]} for s in base["data"]["sources"] if s["name"] in weights
+    ]
+    run_spec["output"]["uri"] = base["output"]["uri"].rstrip("/") + f"/{name}/"
+    o = spec.overrides
+    if o.total_tokens is not None:
+        run_spec["data"]["totalTokens"] = o.total_tokens
+    if o.seed is not None:
+        run_spec["training"]["seed"] = o.seed
+    if o.eval_limit is not None:
+        run_spec["eval"]["limit"] = o.eval_limit
+    mlflow = run_spec.get("tracking", {}).get("mlflow")
+    if mlflow is not None:
+        mlflow.setdefault("parentRunName", sweep.metadata.name)  # each proxy is a child of the sweep's run
+    metadata = {
+        "name": name,
+        "labels": {
+            **sweep.metadata.labels,
+            "trainkit.dev/sweep": sweep.metadata.name,
+            "trainkit.dev/mixture-index": str(index),
+        },
+    }
+    if sweep.metadata.namespace:
+        metadata["namespace"] = sweep.metadata.namespace
+    return {"apiVersion": "trainkit.dev/v1alpha1", "kind": "TrainingRun", "metadata": metadata, "spec": run_spec}
 
 
 def valid_metric_name(metric: str) -> bool:

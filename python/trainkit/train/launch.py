@@ -79,24 +79,39 @@ def _digest(document: dict) -> str:
     return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def check_output(spec: TrainingRunSpec, options: StorageOptions) -> None:
-    """Write spec.json to the output URI: proves it is reachable and writable, and records the run."""
-    uri = artifacts.run_file(spec.output.uri, artifacts.SPEC)
+@dataclass(frozen=True)
+class RunIdentity:
+    """Which TrainingRun a process trains: the owner of the output prefix (owner.json). A RayJob's pods get it
+    from the environment the operator sets; a pack's driver passes each packed run's own."""
+
+    uid: str | None = None
+    namespace: str | None = None
+    name: str | None = None
+
+    @classmethod
+    def from_env(cls) -> "RunIdentity":
+        env = os.environ
+        return cls(env.get("TRAINKIT_RUN_UID"), env.get("TRAINKIT_RUN_NAMESPACE"), env.get("TRAINKIT_RUN_NAME"))
+
+
+def output_owner(spec: TrainingRunSpec, identity: RunIdentity | None = None) -> artifacts.OwnerRecord:
+    """The owner record this run claims its output prefix with (identity: default from the environment)."""
+    who = identity or RunIdentity.from_env()
     document = spec_as_json(spec)
-    digest = _digest(document)
     # A local run is identified by what it trains: resuming with other resources, scheduling or evals is the
     # same run (fewer workers continue the exact stream); another model, data or training block is not.
     trained = _digest({k: v for k, v in document.items() if k not in ("resources", "scheduling", "eval", "tracking")})
-    mine = artifacts.OwnerRecord(
-        owner=artifacts.owner_of_run(
-            os.environ.get("TRAINKIT_RUN_UID"),
-            os.environ.get("TRAINKIT_RUN_NAMESPACE"),
-            os.environ.get("TRAINKIT_RUN_NAME"),
-            trained,
-        ),
-        spec_hash=digest,
+    return artifacts.OwnerRecord(
+        owner=artifacts.owner_of_run(who.uid, who.namespace, who.name, trained),
+        spec_hash=_digest(document),
         created_at=artifacts.now_iso(),
     )
+
+
+def check_output(spec: TrainingRunSpec, options: StorageOptions, identity: RunIdentity | None = None) -> None:
+    """Write spec.json to the output URI: proves it is reachable and writable, and records the run."""
+    uri = artifacts.run_file(spec.output.uri, artifacts.SPEC)
+    mine = output_owner(spec, identity)
     try:
         problem = artifacts.claim_output(spec.output.uri, mine, options)
     except Exception as e:  # noqa: BLE001 - any failure here means the output is unusable
@@ -109,7 +124,7 @@ def check_output(spec: TrainingRunSpec, options: StorageOptions) -> None:
         raise PreflightError(f"spec.output.uri {spec.output.uri} is not writable: {type(e).__name__}: {e}") from None
 
 
-def preflight(spec: TrainingRunSpec, plan: Plan, options: StorageOptions) -> None:
+def preflight(spec: TrainingRunSpec, plan: Plan, options: StorageOptions, identity: RunIdentity | None = None) -> None:
     """Cheapest first; nothing is written unless every check before the output check passed."""
     if spec.training.precision == "fp16" and spec.resources.gpus_per_worker == 0:
         raise PreflightError(
@@ -120,7 +135,7 @@ def preflight(spec: TrainingRunSpec, plan: Plan, options: StorageOptions) -> Non
     except ValueError as e:
         raise PreflightError(str(e)) from None
     check_shards(spec, plan, options)
-    check_output(spec, options)
+    check_output(spec, options, identity)
 
 
 def fault_env() -> dict[str, str]:
@@ -137,10 +152,13 @@ def run_training(
     ray_storage: str | None = None,
     checked: bool = False,
     log_policy: LogPolicy | None = None,
+    worker_resources: dict[str, float] | None = None,
 ) -> TrainedRun:
     """Check (unless `checked`: preflight already passed), then train with Ray Train on the connected
     Ray cluster (call `ray.init` first). The driver's stdout/stderr (and each worker's, see
-    `loop.train_worker`) go to `<output>/logs/` as the run goes, a failure's traceback included."""
+    `loop.train_worker`) go to `<output>/logs/` as the run goes, a failure's traceback included.
+    `worker_resources` replaces the Ray resources each worker (and the final eval) asks for: a packed run's
+    share of its pack's pods (`trainkit.spec.packing.packed_share`); default: the spec's whole worker."""
     plan = derive_plan(spec)
     options = StorageOptions.from_spec(spec.storage)
     if not checked:
@@ -149,7 +167,9 @@ def run_training(
     with logship.capture(spec.output.uri, artifacts.DRIVER_LOG, options, policy) as driver_log:
         mlflow_run = tracking.start_mlflow_run(spec, spec_as_json(spec))  # None unless spec.tracking.mlflow
         try:
-            result = _fit_and_eval(spec, plan, options, name, max_failures, ray_storage, policy, mlflow_run)
+            result = _fit_and_eval(
+                spec, plan, options, name, max_failures, ray_storage, policy, mlflow_run, worker_resources
+            )
         except BaseException:
             driver_log.write(traceback.format_exc().encode())  # for the log only: the caller reports it its way
             if mlflow_run is not None:
@@ -170,16 +190,14 @@ def _fit_and_eval(
     ray_storage: str | None,
     log_policy: LogPolicy,
     mlflow_run: tracking.MlflowRun | None = None,
+    worker_resources: dict[str, float] | None = None,
 ) -> TrainedRun:
     import ray.train
     from ray.train.torch import TorchTrainer
 
     from trainkit.train.loop import train_worker
 
-    r = spec.resources
-    resources = {"CPU": r.cpus_per_worker}
-    if r.gpus_per_worker:
-        resources["GPU"] = r.gpus_per_worker
+    resources = dict(worker_resources) if worker_resources is not None else whole_worker(spec)
     # Ray's own run state only; our checkpoints live under the output URI (see docs/training.md).
     ray_storage = ray_storage or os.path.join(tempfile.gettempdir(), "trainkit-ray")
     env = fault_env()
@@ -192,7 +210,7 @@ def _fit_and_eval(
             "tracking": {"mlflowRunId": mlflow_run.run_id if mlflow_run is not None else None},
         },
         scaling_config=ray.train.ScalingConfig(
-            num_workers=r.workers, use_gpu=r.gpus_per_worker > 0, resources_per_worker=resources
+            num_workers=spec.resources.workers, use_gpu=resources.get("GPU", 0) > 0, resources_per_worker=resources
         ),
         # mypy resolves ray.train.RunConfig to Train V1's; V2's (the default since Ray 2.51) takes worker_runtime_env.
         run_config=ray.train.RunConfig(  # type: ignore[call-arg]
@@ -209,7 +227,17 @@ def _fit_and_eval(
         plan.total_steps,
         artifacts.checkpoint_uri(spec.output.uri, final) if final is not None else None,
     )
-    return TrainedRun(result.output_uri, result.total_steps, result.final_checkpoint, eval=run_eval_hook(spec, result))
+    evaluated = run_eval_hook(spec, result, worker_resources)
+    return TrainedRun(result.output_uri, result.total_steps, result.final_checkpoint, eval=evaluated)
+
+
+def whole_worker(spec: TrainingRunSpec) -> dict[str, float]:
+    """The Ray resources of one worker of the spec: its pod's CPUs and GPUs."""
+    r = spec.resources
+    resources: dict[str, float] = {"CPU": r.cpus_per_worker}
+    if r.gpus_per_worker:
+        resources["GPU"] = r.gpus_per_worker
+    return resources
 
 
 def eval_at_end_requested(spec: TrainingRunSpec) -> bool:
@@ -249,22 +277,26 @@ def run_spec(
     base_dir: str | None = None,
     connect: Callable[[], None] = connect_ray,
     on_start: Callable[[TrainingRunSpec, Plan], None] | None = None,
+    worker_resources: dict[str, float] | None = None,
+    identity: RunIdentity | None = None,
 ) -> TrainedRun:
     """Run a spec: local paths made absolute (against `base_dir`, default the working directory), the plan,
     the preflight checks (PreflightError, before Ray starts: bad input fails in seconds with the field named),
     `on_start(spec, plan)`, `connect()` to Ray, then training and the end-of-run eval."""
     spec = resolve_local_paths(spec, base_dir or os.getcwd())
     plan = derive_plan(spec)
-    preflight(spec, plan, StorageOptions.from_spec(spec.storage))
+    preflight(spec, plan, StorageOptions.from_spec(spec.storage), identity)
     if on_start is not None:
         on_start(spec, plan)
     connect()
-    return run_training(spec, name=name, max_failures=max_failures, checked=True)
+    return run_training(spec, name=name, max_failures=max_failures, checked=True, worker_resources=worker_resources)
 
 
-def run_eval_hook(spec: TrainingRunSpec, result: TrainedRun):
+def run_eval_hook(spec: TrainingRunSpec, result: TrainedRun, worker_resources: dict[str, float] | None = None):
     """End-of-training eval (spec.eval.atEnd with a suite or tasks) as its own Ray task through
-    `trainkit.eval.launch_eval_task`. An eval failure is reported, not turned into a training failure."""
+    `trainkit.eval.launch_eval_task`, on `worker_resources` when given (a packed run evaluates on its own
+    share: a whole GPU would wait for every other run of the pack to finish). An eval failure is reported,
+    not turned into a training failure."""
     e = spec.eval
     if not eval_at_end_requested(spec) or result.final_checkpoint is None:
         return None
@@ -277,7 +309,12 @@ def run_eval_hook(spec: TrainingRunSpec, result: TrainedRun):
     options = StorageOptions(endpoint=options.resolved_endpoint(), region=options.region)
     step = artifacts.step_of(result.final_checkpoint)
     try:
-        return ray.get(launch_eval_task(result.final_checkpoint, e, spec.output.uri, step, options))
+        # None: the eval task's own defaults (one CPU, a GPU when the cluster has one).
+        cpus = 1.0 if worker_resources is None else worker_resources.get("CPU", 1.0)
+        gpus = None if worker_resources is None else worker_resources.get("GPU", 0.0)
+        return ray.get(
+            launch_eval_task(result.final_checkpoint, e, spec.output.uri, step, options, num_cpus=cpus, num_gpus=gpus)
+        )
     except Exception as err:  # noqa: BLE001 - the checkpoint is good; say what failed and go on
         print(f"[trainkit] eval of {result.final_checkpoint} failed: {err}", flush=True)
         return {"error": str(err)}
