@@ -27,6 +27,7 @@ import pytest
 import yaml
 
 from test_operator_support import NS, RAYJOBS, REPO, RUNS, chart_rbac, wait_for
+from trainkit_operator.builders import SPEC_HASH_ANNOTATION, configmap_name
 
 SWEEPS = "trainingsweeps.trainkit.dev"
 RUNS_TOTAL, K = 512, 64
@@ -178,7 +179,8 @@ def test_a_512_run_sweep_packed_64_to_a_cluster_through_the_operator(cluster, se
         assert rj["spec"]["entrypoint"] == "python -m trainkit.jobs.pack --spec /etc/trainkit/spec.json"
         (ref,) = rj["metadata"]["ownerReferences"]
         assert ref["kind"] == "TrainingSweep" and ref["name"] == "big"
-        cm = cluster.get("configmaps", f"{rj['metadata']['name']}-spec", NS)
+        digest = rj["metadata"]["annotations"][SPEC_HASH_ANNOTATION]  # immutable, named by its content
+        cm = cluster.get("configmaps", configmap_name(rj["metadata"]["name"], digest), NS)
         members = json.loads(cm["data"]["spec.json"])["spec"]["runs"]
         assert len(members) == K and {m["uid"] for m in members} <= {r["metadata"]["uid"] for r in runs.values()}
     failed_run, silent_run = "big-001", "big-002"
