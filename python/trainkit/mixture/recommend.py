@@ -204,7 +204,7 @@ def refine(
     rng = np.random.default_rng([settings.seed, 7])
     choice = first
     for concentration in settings.refine:
-        around = priors.around(choice.weights, sources, concentration).sample(settings.refine_candidates, rng)
+        around = priors.around(choice.weights.tolist(), sources, concentration).sample(settings.refine_candidates, rng)
         cands = np.vstack([choice.weights[None, :], around])
         _, dist = nearest(cands, tried)
         dist[1:][tv_distance(around, first.weights) > settings.refine_radius] = np.inf
