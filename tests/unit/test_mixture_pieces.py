@@ -94,15 +94,40 @@ def test_loo_ridge_is_small_on_exact_data_and_larger_on_noise():
     assert noisy.ridge > 1e-3
     assert scheffe.features([[0.25, 0.25, 0.5]], "roots").tolist() == [[0.25, 0.25, 0.5, 0.5, 0.5, 0.5**0.5]]
     assert scheffe.features([[0.5, 0.3, 0.2]], "quadratic").round(6).tolist() == [[0.5, 0.3, 0.2, 0.15, 0.1, 0.06]]
-    assert [scheffe.n_terms(4, t) for t in ("linear", "quadratic", "roots")] == [4, 10, 8]
+    assert [scheffe.n_terms(4, t) for t in ("linear", "quadratic", "roots", "roots_quadratic")] == [4, 10, 8, 14]
+    assert scheffe.features([[0.25, 0.75]], "roots_quadratic").round(6).tolist() == [
+        [0.25, 0.75, 0.5, round(0.75**0.5, 6), 0.1875]
+    ]
     with pytest.raises(ValueError, match="terms must be one of"):
         scheffe.features(W, "cubic")
+
+
+def test_roots_quadratic_fits_diminishing_returns_with_interactions_better_than_roots():
+    # a surface with both: -sum a_i sqrt(w_i) (diminishing returns) + sum b_ij w_i w_j (synergy, redundancy)
+    rng = np.random.default_rng(0)
+    k = 5
+    a = rng.uniform(0.5, 1.5, k)
+    b = np.triu(rng.normal(0.0, 2.0, (k, k)), 1)
+
+    def surface(W):
+        return -np.sqrt(W) @ a + np.einsum("ni,ij,nj->n", W, b, W)
+
+    W, W_new = rng.dirichlet(np.ones(k), 200), rng.dirichlet(np.ones(k), 500)
+    y = surface(W) + rng.normal(0.0, 0.01, len(W))
+    error = {
+        t: np.sqrt(np.mean((scheffe.fit(W, y, t).predict(W_new) - surface(W_new)) ** 2))
+        for t in ("roots", "roots_quadratic")
+    }
+    assert error["roots_quadratic"] < 0.25 * error["roots"]
+    cv = {t: cross_validate(MODELS[t], W, y).spearman for t in ("roots", "roots_quadratic")}
+    assert cv["roots_quadratic"] > cv["roots"]
 
 
 def test_eligible_models_by_runs():
     assert [m.name for m in eligible(5, 3)] == ["linear"]
     assert [m.name for m in eligible(8, 3)] == ["linear", "quadratic", "roots"]
-    assert [m.name for m in eligible(12, 3)] == ["linear", "quadratic", "roots", "gbt"]
+    assert [m.name for m in eligible(10, 3)] == ["linear", "quadratic", "roots"]  # roots_quadratic: 9 terms + 2
+    assert [m.name for m in eligible(12, 3)] == ["linear", "quadratic", "roots", "roots_quadratic", "gbt"]
     assert [m.name for m in eligible(3, 3)] == ["linear"]  # too few for any: linear, reported as not trusted
     assert [m.name for m in eligible(3, 3, "gbt")] == ["gbt"]
 

@@ -263,7 +263,7 @@ def report_lines(figures: list[Figures], repeats: int, noise: float) -> list[str
     models = list(MODELS)
     head = (
         f"{'sources':>7} {'runs':>5} | "
-        + " ".join(f"{m:>9}" for m in models)
+        + " ".join(f"{m:>{max(9, len(m))}}" for m in models)
         + " | regret: recommender  trainkit-0.1  best-prior-draw | TV to a run: rec  0.1"
         + " | adaptive (half the runs): runs to one-shot regret, regret"
     )
@@ -281,7 +281,7 @@ def report_lines(figures: list[Figures], repeats: int, noise: float) -> list[str
     for f in figures:
         out.append(
             f"{f.k:>7} {f.runs:>5} | "
-            + " ".join(f"{_f(f.spearman.get(m), '.3f'):>9}" for m in models)
+            + " ".join(f"{_f(f.spearman.get(m), '.3f'):>{max(9, len(m))}}" for m in models)
             + f" | {_f(f.regret_new, '.1f'):>19}  {_f(f.regret_old, '.1f'):>12}  {_f(f.regret_best_draw, '.1f'):>15}"
             + f" | {_f(f.distance_new):>16}  {_f(f.distance_old):>3}"
             + f" | {_f(f.adaptive_runs, '.0f'):>27}, {_f(f.adaptive_regret, '.1f')}"
