@@ -88,7 +88,7 @@ def test_two_rounds_and_a_confirmation_run_train_evaluate_and_rank(sweep_file, c
     target_spec = storage.read_json(f"{base}/{target}/spec.json")
     assert target_spec["model"]["overrides"]["nEmbd"] == 128 and target_spec["data"]["totalTokens"] == 2 * PROXY_TOKENS
 
-    # The first mixtures come from the natural prior: its centre is each source's share of the tokens.
+    # The first mixtures come from the natural prior: centred on the sources' token shares at temperature 0.5.
     sweep = load_sweep(path)
     tokens = {n: read_index(f"{base.rsplit('/sweeps', 1)[0]}/shards/{n}").total_tokens for n in NAMES}
     # The runs on storage are exactly the plan `trainkit.spec.search` makes from their own results: round 2

@@ -12,7 +12,7 @@ from trainkit.bench.mixture import Figures, make_surface, measure, parse_configs
 
 def test_the_bench_claims_hold_on_a_small_configuration():
     f = measure(3, 64, repeats=1, noise_fraction=0.1, with_adaptive=True, seed=2)
-    assert set(f.spearman) == {"linear", "quadratic", "roots", "gbt"}
+    assert set(f.spearman) == {"linear", "quadratic", "roots", "roots_quadratic", "gbt"}
     assert max(f.spearman.values()) >= 0.95
     assert f.regret_new <= 1.0  # within the noise
     assert f.regret_old >= 10 * max(f.regret_new, 0.1)  # the old fit extrapolates to a poor corner

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -61,10 +63,15 @@ def test_candidates_come_from_the_prior_not_the_whole_simplex():
     prior = priors.natural({"manuals": 5, "web": 3, "edu": 2}, alpha=100.0)
     W = prior.sample(12, np.random.default_rng(3))
     y = W @ TRUE_LOSS
-    rec = recommend_mixture(W, y, SOURCES, prior, settings=Settings(candidates=3000, n_bootstrap=0, max_distance=1.0))
-    got = np.array([rec.weights[s] for s in SOURCES])
+    settings = Settings(candidates=3000, n_bootstrap=0, max_distance=1.0)
+    first = recommend_mixture(W, y, SOURCES, prior, settings=replace(settings, refine=()))
+    got = np.array([first.weights[s] for s in SOURCES])
     assert float(tv_distance(got, prior.centre)) < 0.15
-    assert "natural Dirichlet" in rec.prior
+    assert "natural Dirichlet" in first.prior
+    # refining follows the model toward edu, but only within its radius of the prior candidates' average
+    refined = recommend_mixture(W, y, SOURCES, prior, settings=settings)
+    moved = float(tv_distance([refined.weights[s] for s in SOURCES], got))
+    assert 0.05 < moved <= settings.refine_radius + 1e-9 and refined.weights["edu"] > first.weights["edu"]
 
 
 def test_top_k_average_smooths_the_single_best_candidate():
@@ -97,9 +104,9 @@ def test_interior_optimum_is_found_and_the_model_is_chosen_by_cross_validation()
     assert rec.trusted, rec.reasons
     # Every model with enough runs was cross-validated; the chosen one ranks held-out runs best.
     assert [c.model for c in rec.cv][0] == rec.model
-    assert {c.model for c in rec.cv} == {"linear", "quadratic", "roots", "gbt"}
+    assert {c.model for c in rec.cv} == {"linear", "quadratic", "roots", "roots_quadratic", "gbt"}
     assert rec.cv[0].spearman == max(c.spearman for c in rec.cv)
-    assert rec.model in ("quadratic", "roots") and rec.cv[0].spearman > 0.9
+    assert rec.model in ("quadratic", "roots", "roots_quadratic") and rec.cv[0].spearman > 0.9
     lo, hi = rec.cv[0].interval
     assert lo <= rec.cv[0].spearman <= hi
     got = np.array([rec.weights[s] for s in SOURCES])

@@ -188,11 +188,17 @@ def test_natural_prior_needs_token_counts_and_centres_the_draws():
     sweep = TrainingSweep.model_validate(doc)
     with pytest.raises(ValueError, match="prior natural needs each source's token count"):
         expand_sweep(sweep)
-    runs = expand_sweep(sweep, {"manuals": 6_000, "web": 3_000, "edu": 1_000})
-    W = np.array(
-        [[{s["name"]: s["weight"] for s in r["spec"]["data"]["sources"]}.get(n, 0.0) for n in NAMES] for r in runs]
-    )
-    assert W.mean(axis=0) == pytest.approx([0.6, 0.3, 0.1], abs=0.02)
+    counts = {"manuals": 6_000, "web": 3_000, "edu": 1_000}
+
+    def mean_mixture(sweep: TrainingSweep) -> np.ndarray:
+        runs = expand_sweep(sweep, counts)
+        rows = [{s["name"]: s["weight"] for s in r["spec"]["data"]["sources"]} for r in runs]
+        return np.array([[row.get(n, 0.0) for n in NAMES] for row in rows]).mean(axis=0)
+
+    root = np.sqrt([0.6, 0.3, 0.1])  # RegMix's temperature 0.5 by default
+    assert mean_mixture(sweep) == pytest.approx(root / root.sum(), abs=0.02)
+    doc["spec"]["mixtures"]["dirichlet"]["temperature"] = 1.0  # the token shares themselves
+    assert mean_mixture(TrainingSweep.model_validate(doc)) == pytest.approx([0.6, 0.3, 0.1], abs=0.02)
     # The uniform prior (the default) draws exactly what a Dirichlet(alpha) sweep always drew.
     old = copy.deepcopy(QUICK)
     del old["spec"]["mixtures"]["dirichlet"]["prior"]

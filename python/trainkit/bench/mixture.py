@@ -5,8 +5,9 @@ returns per source and pairwise interactions (synergy and redundancy), observed 
 
     loss(w) = c - sum_i a_i log(1 + w_i / tau) + sum_{i<j} b_ij w_i w_j + noise
 
-Runs are drawn as a sweep draws them: from the natural-distribution prior (skewed token shares, RegMix's
-prior) with the sweep's concentration. For each configuration the bench prints
+Runs are drawn as a sweep draws them: from the natural-distribution prior (skewed token shares at RegMix's
+temperature 0.5) with the sweep's concentration. The noise is a fraction of the loss's spread over the
+untempered shares' Dirichlet, a property of the surface that no change of the prior moves. For each configuration the bench prints
 - the cross-validated Spearman of each model (5-fold, the sweep's own runs), as `trainkit compare` reports it;
 - the regret of the recommended mixture (true loss there minus the true optimum over the simplex) for the
   recommender (model chosen by cross-validation, top-k average of prior candidates, distance bound) and
@@ -33,7 +34,7 @@ from trainkit.mixture.recommend import Settings, recommend_mixture
 from trainkit.mixture.search import SearchSettings, Tried, round_mixtures
 
 TAU = 0.05
-NOISE_FRACTION = 0.1  # noise std as a fraction of the true loss's spread over the prior
+NOISE_FRACTION = 0.1  # noise std as a fraction of the true loss's spread over the untempered natural Dirichlet
 
 
 @dataclass(frozen=True)
@@ -59,12 +60,16 @@ class Surface:
 def make_surface(k: int, seed: int, noise_fraction: float = NOISE_FRACTION, alpha: float = 1.0) -> Surface:
     rng = np.random.default_rng([k, seed])
     tokens = np.exp(rng.normal(0.0, 1.0, k)) * 1e9  # skewed token counts, as real sources are
-    prior = priors.natural({f"s{i}": int(t) for i, t in enumerate(tokens)}, alpha)
+    counts = {f"s{i}": int(t) for i, t in enumerate(tokens)}
+    prior = priors.natural(counts, alpha)
     a = rng.uniform(0.01, 0.05, k)
     b = rng.normal(0.0, 0.15, (k, k))
     b = np.triu(b, 1) + np.triu(b, 1).T
     draft = Surface(k, 3.5, a, b, 0.0, prior)
-    spread = float(draft.true(prior.sample(4000, np.random.default_rng(seed))).std())
+    # The noise unit is the surface's, not the sweep's: measured over the token shares' own Dirichlet
+    # (temperature 1), so a change of the sweep's prior changes neither the surfaces nor the noise.
+    reference = priors.natural(counts, alpha, temperature=1.0)
+    spread = float(draft.true(reference.sample(4000, np.random.default_rng(seed))).std())
     return Surface(k, 3.5, a, b, noise_fraction * spread, prior)
 
 
@@ -227,7 +232,10 @@ def add_arguments(p) -> None:
     )
     p.add_argument("--repeats", type=int, default=3, help="surfaces per configuration (medians are printed)")
     p.add_argument(
-        "--noise", type=float, default=NOISE_FRACTION, help="noise std as a fraction of the loss spread over the prior"
+        "--noise",
+        type=float,
+        default=NOISE_FRACTION,
+        help="noise std as a fraction of the loss spread over the token shares' Dirichlet",
     )
     p.add_argument("--no-adaptive", action="store_true", help="skip the adaptive sweeps (the slowest part)")
     p.add_argument("--seed", type=int, default=0)
@@ -255,16 +263,17 @@ def report_lines(figures: list[Figures], repeats: int, noise: float) -> list[str
     models = list(MODELS)
     head = (
         f"{'sources':>7} {'runs':>5} | "
-        + " ".join(f"{m:>9}" for m in models)
+        + " ".join(f"{m:>{max(9, len(m))}}" for m in models)
         + " | regret: recommender  trainkit-0.1  best-prior-draw | TV to a run: rec  0.1"
         + " | adaptive (half the runs): runs to one-shot regret, regret"
     )
     out = [
         "trainkit bench mixture: the recommender on synthetic validation-loss surfaces (diminishing returns per",
-        "source + pairwise interactions), runs drawn from the natural-distribution prior (RegMix's), observation",
-        f"noise {noise:.0%} of the loss spread over that prior. Cross-validated Spearman (5-fold) per model; regret of",
-        "the recommended mixture = its true loss minus the true optimum over the whole simplex, in units of the",
-        f"noise std. Peer: trainkit 0.1's fit (linear Scheffé ridge, best point of the simplex). Medians over {repeats} surface(s).",
+        "source + pairwise interactions), runs drawn from the natural-distribution prior (RegMix's, temperature 0.5),",
+        f"observation noise {noise:.0%} of the loss spread over the token shares' Dirichlet. Cross-validated",
+        "Spearman (5-fold) per model; regret of the recommended mixture = its true loss minus the true optimum",
+        "over the whole simplex, in units of the noise std. Peer: trainkit 0.1's fit (linear Scheffé ridge, best",
+        f"point of the simplex). Medians over {repeats} surface(s).",
         "",
         head,
         "-" * len(head),
@@ -272,7 +281,7 @@ def report_lines(figures: list[Figures], repeats: int, noise: float) -> list[str
     for f in figures:
         out.append(
             f"{f.k:>7} {f.runs:>5} | "
-            + " ".join(f"{_f(f.spearman.get(m), '.3f'):>9}" for m in models)
+            + " ".join(f"{_f(f.spearman.get(m), '.3f'):>{max(9, len(m))}}" for m in models)
             + f" | {_f(f.regret_new, '.1f'):>19}  {_f(f.regret_old, '.1f'):>12}  {_f(f.regret_best_draw, '.1f'):>15}"
             + f" | {_f(f.distance_new):>16}  {_f(f.distance_old):>3}"
             + f" | {_f(f.adaptive_runs, '.0f'):>27}, {_f(f.adaptive_regret, '.1f')}"

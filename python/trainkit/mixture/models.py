@@ -46,6 +46,12 @@ MODELS: dict[str, Model] = {
         lambda k: scheffe.n_terms(k, "roots") + 2,
         lambda W, y, seed: scheffe.fit(W, y, "roots"),
     ),
+    "roots_quadratic": Model(
+        "roots_quadratic",
+        "mixture regression with diminishing returns and interactions (w, √w and pairwise terms, ridge)",
+        lambda k: scheffe.n_terms(k, "roots_quadratic") + 2,
+        lambda W, y, seed: scheffe.fit(W, y, "roots_quadratic"),
+    ),
     "gbt": Model(
         "gbt",
         "gradient-boosted trees (HistGradientBoostingRegressor)",

@@ -7,9 +7,12 @@ A prior is a Dirichlet over the sources, given by its parameters `alphas`: centr
 spiky mixtures that favour few sources).
 
 - `uniform(sources, alpha)`: every parameter `alpha` (the sweep's `dirichlet.alpha`, prior `uniform`).
-- `natural(token_counts, alpha)`: RegMix's natural distribution: the centre is each source's share of
-  the tokens (read from its index.json by the caller), the parameters `alpha * k * share`, so `alpha`
-  means the same per-source concentration as for `uniform`.
+- `natural(token_counts, alpha, temperature)`: RegMix's natural distribution: the centre is each
+  source's share of the tokens (read from its index.json by the caller) raised to `temperature` and
+  renormalised, the parameters `alpha * k * centre`, so `alpha` means the same per-source concentration
+  as for `uniform`. RegMix samples its proxies' mixtures around the shares at temperature 0.5
+  (sail-sg/regmix, mixture_config/synthesize_mixture.py: `TEMP = 0.5`, `prior_dist ** TEMP`): a skewed
+  corpus's centre is flattened, so small sources are explored too. Temperature 1 is the shares themselves.
 - `fitted(W)`: the Dirichlet whose moments match mixtures already tried, for a comparison of runs whose
   sweep is unknown.
 - `Blend`: several priors with the share of runs each produced; a sweep that searches in rounds has
@@ -25,6 +28,7 @@ import numpy as np
 
 MIN_ALPHA = 1e-3  # a parameter at 0 is not a Dirichlet; this keeps a vanishing source barely possible
 MAX_FITTED_CONCENTRATION = 1e4
+NATURAL_TEMPERATURE = 0.5  # RegMix's TEMP (mixture_config/synthesize_mixture.py)
 
 
 @dataclass(frozen=True)
@@ -65,15 +69,29 @@ def natural_shares(token_counts: Mapping[str, int]) -> dict[str, float]:
     return {s: n / total for s, n in token_counts.items()}
 
 
-def natural(token_counts: Mapping[str, int], alpha: float = 1.0, sources: Sequence[str] | None = None) -> Prior:
-    """RegMix's prior: centred on the sources' token shares, parameters alpha * k * share."""
+def tempered(shares: Mapping[str, float], temperature: float) -> dict[str, float]:
+    """Shares raised to `temperature` (0 < t <= 1) and renormalised: below 1, closer to even."""
+    if not 0 < temperature <= 1:
+        raise ValueError(f"temperature {temperature!r} must be in (0, 1]")
+    powered = {s: v**temperature for s, v in shares.items()}
+    total = sum(powered.values())
+    return {s: v / total for s, v in powered.items()}
+
+
+def natural(
+    token_counts: Mapping[str, int],
+    alpha: float = 1.0,
+    sources: Sequence[str] | None = None,
+    temperature: float = NATURAL_TEMPERATURE,
+) -> Prior:
+    """RegMix's prior: centred on the sources' token shares at `temperature`, parameters alpha * k * centre."""
     names = tuple(sources) if sources is not None else tuple(token_counts)
     missing = [s for s in names if s not in token_counts]
     if missing:
         raise ValueError(f"no token count for source(s) {', '.join(missing)}")
-    shares = natural_shares({s: token_counts[s] for s in names})
+    centre = tempered(natural_shares({s: token_counts[s] for s in names}), temperature)
     k = len(names)
-    return Prior(names, tuple(max(MIN_ALPHA, alpha * k * shares[s]) for s in names), "natural")
+    return Prior(names, tuple(max(MIN_ALPHA, alpha * k * centre[s]) for s in names), "natural")
 
 
 def around(centre: Sequence[float], sources: Sequence[str], concentration: float) -> Prior:

@@ -4,7 +4,9 @@
 - linear: w_i (linear blending);
 - quadratic: w_i and the pairwise products w_i*w_j (interactions: synergy or redundancy of two sources);
 - roots: w_i and sqrt(w_i) (diminishing returns: the first tokens of a source help most, as data-mixing
-  laws find), fitted as a linear model in these terms.
+  laws find), fitted as a linear model in these terms;
+- roots_quadratic: w_i, sqrt(w_i) and the pairwise products w_i*w_j (diminishing returns AND interactions;
+  one ridge over all terms, so with few runs per term the leave-one-out choice shrinks it toward roots').
 
 Ridge on the terms with the metric centred (shrinks toward "every mixture scores the mean"); the ridge
 strength is chosen per fit by exact leave-one-out error (the hat-matrix shortcut, one SVD). A linear
@@ -18,8 +20,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-TERMS = ("linear", "quadratic", "roots")
+TERMS = ("linear", "quadratic", "roots", "roots_quadratic")
 RIDGE_GRID = tuple(float(x) for x in np.logspace(-6, 2, 17))
+
+
+def _pairs(W: np.ndarray) -> list[np.ndarray]:
+    return [W[:, i] * W[:, j] for i, j in itertools.combinations(range(W.shape[1]), 2)]
 
 
 def features(W, terms: str = "linear") -> np.ndarray:
@@ -27,15 +33,17 @@ def features(W, terms: str = "linear") -> np.ndarray:
     if terms == "linear":
         return W
     if terms == "quadratic":
-        pairs = [W[:, i] * W[:, j] for i, j in itertools.combinations(range(W.shape[1]), 2)]
-        return np.column_stack([W, *pairs]) if pairs else W
+        return np.column_stack([W, *_pairs(W)])
     if terms == "roots":
         return np.column_stack([W, np.sqrt(np.clip(W, 0.0, None))])
+    if terms == "roots_quadratic":
+        return np.column_stack([W, np.sqrt(np.clip(W, 0.0, None)), *_pairs(W)])
     raise ValueError(f"terms must be one of {', '.join(TERMS)}, got {terms!r}")
 
 
 def n_terms(k: int, terms: str) -> int:
-    return {"linear": k, "quadratic": k + k * (k - 1) // 2, "roots": 2 * k}[terms]
+    pairs = k * (k - 1) // 2
+    return {"linear": k, "quadratic": k + pairs, "roots": 2 * k, "roots_quadratic": 2 * k + pairs}[terms]
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic.alias_generators import to_camel
 
 from trainkit.mixture import prior as priors
-from trainkit.mixture.prior import Prior
+from trainkit.mixture.prior import NATURAL_TEMPERATURE, Prior
 from trainkit.spec.models import (
     MAX_RUN_NAME_LENGTH,
     MAX_SOURCES,
@@ -74,6 +74,15 @@ class DirichletSpec(SpecModel):
         "uniform",
         description="natural: centred on each source's share of the tokens (from its index.json), as RegMix samples",
     )
+    temperature: Annotated[
+        float,
+        Field(
+            gt=0,
+            le=1,
+            description="natural prior only: its centre is the token shares raised to this power and renormalised "
+            "(RegMix samples at 0.5, flattening a skewed corpus so small sources are explored too; 1: the shares)",
+        ),
+    ] = NATURAL_TEMPERATURE
 
 
 class MixturesSpec(SpecModel):
@@ -275,7 +284,7 @@ def sweep_prior(spec: TrainingSweepSpec, token_counts: Mapping[str, int] | None 
         return priors.uniform(names, d.alpha)
     if token_counts is None:
         raise ValueError("mixtures.dirichlet.prior natural needs each source's token count (its index.json)")
-    return priors.natural(token_counts, d.alpha, names)
+    return priors.natural(token_counts, d.alpha, names, d.temperature)
 
 
 def dirichlet_points(prior: Prior, spec: DirichletSpec) -> list[tuple[float, ...]]:
