@@ -205,14 +205,23 @@ class Capped:
 
     value: Any = None
     took: float = 0.0
-    peak_mib: float = 0.0  # the child's peak RSS above its RSS when it started
+    peak_mib: float = 0.0  # the child's peak RSS above its RSS when it started (or its private memory, if more)
     cpu: float = 0.0  # the child's CPU seconds (user + system)
     stopped: str | None = None  # "cpu cap", "time cap", "memory cap" or "died (signal N)"
 
 
-def _status_kib(field_name: str) -> int:
-    found = re.search(rf"^{field_name}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M)
+def _status_kib(field_name: str, where: str = "/proc/self/status") -> int:
+    found = re.search(rf"^{field_name}:\s+(\d+) kB", Path(where).read_text(), re.M)
     return int(found.group(1)) if found else 0
+
+
+def _private_kib() -> int:
+    """Memory this process does not share (its copies of the parent's pages included): what a forked case
+    used even where its pages were already resident before the fork, so that RSS did not grow."""
+    rollup = "/proc/self/smaps_rollup"
+    if not Path(rollup).exists():
+        return 0
+    return _status_kib("Private_Clean", rollup) + _status_kib("Private_Dirty", rollup)
 
 
 def run_capped(
@@ -232,7 +241,7 @@ def run_capped(
         code = 0
         try:
             os.close(read_end)
-            rss0 = _status_kib("VmRSS")
+            rss0, private0 = _status_kib("VmRSS"), _private_kib()
             cap = _status_kib("VmSize") * 1024 + (memory_mib << 20)
             resource.setrlimit(resource.RLIMIT_AS, (cap, resource.getrlimit(resource.RLIMIT_AS)[1]))
             cpu_cap = max(1, math.ceil(cpu_seconds))  # SIGXCPU at the soft limit, SIGKILL a second later
@@ -241,9 +250,9 @@ def run_capped(
                 doc = {"value": case()}
             except MemoryError:
                 doc = {"stopped": "memory cap"}
-            # some kernels (and sandboxes) update VmHWM lazily: what is resident now is a floor for the peak
-            peak = max(_status_kib("VmHWM"), _status_kib("VmRSS"))
-            doc["peak_mib"] = max(0, peak - rss0) / 1024
+            # RSS growth misses a case that wrote pages the fork shared (copy-on-write keeps RSS as it was):
+            # its private memory now is a floor for the peak
+            doc["peak_mib"] = max(_status_kib("VmHWM") - rss0, _private_kib() - private0, 0) / 1024
             usage = resource.getrusage(resource.RUSAGE_SELF)
             doc["cpu"] = usage.ru_utime + usage.ru_stime
             with os.fdopen(write_end, "wb") as out:
