@@ -21,6 +21,7 @@ from trainkit.artifacts import read_eval_summaries, read_validation
 from trainkit.cli import main
 from trainkit.data.prepare import run_prepare
 from trainkit.data.shards import read_index
+from trainkit.mixture.prior import natural_shares, tempered
 from trainkit.spec.load import load_sweep
 from trainkit.spec.search import RunOutcome, plan_sweep
 
@@ -116,8 +117,8 @@ def test_two_rounds_and_a_confirmation_run_train_evaluate_and_rank(sweep_file, c
     rec = report["recommendation"]
     assert rec["weights"] == pytest.approx(final) and rec["runsUsed"] == 6 and rec["model"] == plan.recommendation.model
     assert rec["prior"].startswith("67% natural Dirichlet") and rec["crossValidation"]
-    shares = {n: tokens[n] / sum(tokens.values()) for n in NAMES}
-    assert "centre " + ", ".join(f"{n} {shares[n]:.2f}" for n in NAMES) in rec["prior"]
+    centre = tempered(natural_shares(tokens), sweep.spec.mixtures.dirichlet.temperature)
+    assert "centre " + ", ".join(f"{n} {centre[n]:.2f}" for n in NAMES) in rec["prior"]
     conf = report["confirmation"]
     assert conf["run"] == target and conf["value"] == pytest.approx(validation[target])
     assert conf["predicted"] == pytest.approx(plan.recommendation.predict(weights_of(f"{base}/{target}")))
