@@ -84,9 +84,8 @@ def reconcile(kube: Kube, run: dict, config: OperatorConfig, now: str | None = N
     if spec is not None:
         if spec_error is None and decide.namespace_check_needed(config, rayjob):
             spec_error = decide.namespace_opt_in_error(ns, kube.namespace_labels(ns), config)
-        secret = builders.credentials_secret(spec, config)
-        if spec_error is None and decide.secret_check_needed(secret, rayjob):
-            spec_error = decide.secret_spec_error(secret, ns, kube.secret_state(ns, secret))
+        if spec_error is None:
+            spec_error = storage_secret_error(kube, ns, spec, config, rayjob)
         if spec_error is None:
             configmap = kube.get_configmap(ns, decide.applied_configmap_name(run, spec, rayjob))
     if waiting_for_data and rayjob is None:
@@ -141,12 +140,20 @@ def reconcile_packed(
     rayjob = kube.get_rayjob(ns, pack)
     spec = parsed_run.spec
     if spec is not None and parsed_run.error is None:
-        secret = builders.credentials_secret(spec, config)
-        if decide.secret_check_needed(secret, rayjob):
-            error = decide.secret_spec_error(secret, ns, kube.secret_state(ns, secret))
-            parsed_run = ParsedRun(spec, parsed_run.plan, error)
+        parsed_run = ParsedRun(spec, parsed_run.plan, storage_secret_error(kube, ns, spec, config, rayjob))
     decision = decide.packed_decision(run, rayjob, prev)
     return report(kube, run, config, now, prev, parsed_run, rayjob, decision, pack=pack)
+
+
+def storage_secret_error(
+    kube: Kube, ns: str, spec: TrainingRunSpec, config: OperatorConfig, rayjob: dict | None
+) -> str | None:
+    """The spec error of the run's storage Secret, checked only while its RayJob does not exist yet (None: usable,
+    or not checked now). One rule for a run and a packed run."""
+    secret = builders.credentials_secret(spec, config)
+    if not decide.secret_check_needed(secret, rayjob):
+        return None
+    return decide.secret_spec_error(secret, ns, kube.secret_state(ns, secret))
 
 
 @dataclass(frozen=True)
