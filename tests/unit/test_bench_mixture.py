@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from trainkit.bench.mixture import Figures, make_surface, measure, parse_configs, report_lines, true_optimum
+from trainkit.mixture.recommend import MAX_DISTANCE
 
 
 def test_the_bench_claims_hold_on_a_small_configuration():
@@ -16,7 +17,7 @@ def test_the_bench_claims_hold_on_a_small_configuration():
     assert max(f.spearman.values()) >= 0.95
     assert f.regret_new <= 1.0  # within the noise
     assert f.regret_old >= 10 * max(f.regret_new, 0.1)  # the old fit extrapolates to a poor corner
-    assert f.distance_new <= 0.25 + 1e-9 and f.distance_old > f.distance_new  # it stays where runs were
+    assert f.distance_new <= MAX_DISTANCE + 1e-9 and f.distance_old > f.distance_new  # it stays where runs were
     assert f.adaptive_runs is not None and f.adaptive_runs <= 32
 
 

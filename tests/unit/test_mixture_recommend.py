@@ -13,7 +13,7 @@ import pytest
 
 from trainkit.compare import recommend, run_result_from
 from trainkit.mixture import prior as priors
-from trainkit.mixture.recommend import Recommendation, Settings, fmt, recommend_mixture, top_k_average
+from trainkit.mixture.recommend import MAX_DISTANCE, Recommendation, Settings, fmt, recommend_mixture, top_k_average
 from trainkit.mixture.simplex import nearest, tv_distance
 
 SOURCES = ("manuals", "web", "edu")
@@ -39,7 +39,7 @@ def test_linear_truth_moves_toward_the_best_source_but_stays_within_the_bound():
     got = np.array([rec.weights[s] for s in SOURCES])
     best_run = W[np.argmin(y)]
     assert got[2] > best_run[2]  # more edu than the best run had
-    assert rec.nearest_distance <= 0.25 + 1e-9  # but never farther than the bound from a tried mixture
+    assert rec.nearest_distance <= MAX_DISTANCE + 1e-9  # but never farther than the bound from a tried mixture
     assert float(got @ TRUE_LOSS) < float(y.min())  # and better than every run, by the truth
     assert rec.predicted < y.min()
     assert sum(rec.weights.values()) == pytest.approx(1.0)
@@ -264,7 +264,7 @@ def test_printed_summary():
         "  predicted val.mean: 3.100 (bootstrap 5-95%: 3.000 to 3.200)",
         "  the average of the top 100 of 20006 candidates drawn from the sweep's prior "
         "(uniform Dirichlet, concentration 2, centre a 0.50, b 0.50)",
-        "  closest tried run: r3 (distance 0.12; bound 0.25)",
+        "  closest tried run: r3 (distance 0.12; bound 0.30)",
         "  note: n1",
         "  NOT TRUSTED: r1; r2",
     ]

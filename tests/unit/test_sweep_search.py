@@ -68,7 +68,7 @@ def run_to_the_end(sweep: TrainingSweep, fail: set[str] = frozenset(), tokens=No
 def test_spec_blocks_validate_and_bound_the_run_count():
     doc = searching(confirm={"model": {"preset": "gpt2-70m"}, "totalTokens": 409600})
     sweep = TrainingSweep.model_validate(doc)
-    assert sweep.spec.search.rounds == 3 and sweep.spec.recommend.max_distance == 0.25
+    assert sweep.spec.search.rounds == 3 and sweep.spec.recommend.max_distance == 0.30
     assert planned_runs_at_most(sweep.spec) == 6 + 2 * 3 + 1
     assert admit(training_sweep_schema(), doc)[1] == []  # the CRD takes it too
     doc["spec"]["maxRuns"] = 12

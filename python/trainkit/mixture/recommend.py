@@ -30,12 +30,12 @@ from trainkit.mixture.crossval import CvScore, cross_validate
 from trainkit.mixture.models import AUTO, MODELS, Predictor, eligible, model_label
 from trainkit.mixture.simplex import distinct_count, nearest, normalise, tv_distance
 
-TOP_K = 100
+TOP_K = 30
 CANDIDATES = 20_000
-REFINE_CONCENTRATIONS = (100.0, 300.0, 1000.0)  # each step's Dirichlet around the current average
+REFINE_CONCENTRATIONS = (100.0, 300.0, 1000.0, 3000.0)  # each step's Dirichlet around the current average
 REFINE_CANDIDATES = 4_000  # drawn per step
-REFINE_RADIUS = 0.15  # total variation from the prior candidates' average: refining fills gaps, never wanders
-MAX_DISTANCE = 0.25  # total-variation distance to the nearest tried mixture; 1.0: no bound
+REFINE_RADIUS = 0.25  # total variation from the prior candidates' average: refining fills gaps, never wanders
+MAX_DISTANCE = 0.30  # total-variation distance to the nearest tried mixture; 1.0: no bound
 MIN_SPEARMAN = 0.5  # cross-validated rank correlation below this: the weights explain too little to trust
 MAX_WEIGHT_SPREAD = 0.15  # bootstrap std of any source's recommended weight above this: not trusted
 N_BOOTSTRAP = 30
