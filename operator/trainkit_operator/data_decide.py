@@ -400,14 +400,21 @@ def recorded_resolution(datasets: Mapping[str, str], recorded: Mapping | None) -
 
 
 def apply_resolution(spec, resolution: Resolution):
-    """The run's spec with each `dataset:` source's uri and fingerprint filled in (what spec.json carries)."""
-    sources = [
-        s.model_copy(update={"uri": resolution.uris[s.name], "fingerprint": resolution.fingerprints.get(s.name)})
-        if s.dataset and s.name in resolution.uris
-        else s
-        for s in spec.data.sources
-    ]
-    return spec.model_copy(update={"data": spec.data.model_copy(update={"sources": sources})})
+    """The run's spec with each `dataset:` source's and validation target's uri and fingerprint filled in
+    (what spec.json carries). Names are unique across the two lists, so one resolution covers both."""
+
+    def resolved(refs):
+        return [
+            s.model_copy(update={"uri": resolution.uris[s.name], "fingerprint": resolution.fingerprints.get(s.name)})
+            if s.dataset and s.name in resolution.uris
+            else s
+            for s in refs
+        ]
+
+    data = spec.data.model_copy(
+        update={"sources": resolved(spec.data.sources), "validation_targets": resolved(spec.data.validation_targets)}
+    )
+    return spec.model_copy(update={"data": data})
 
 
 def with_data_status(status, datasets: Mapping[str, str], resolution: Resolution, now: str):

@@ -149,7 +149,7 @@ def resolve_run_datasets(kube: Kube, ns: str, spec, run_status: dict | None):
     """(spec with dataset sources resolved when all are Ready, {source: TrainingData name}, Resolution | None)."""
     from trainkit_operator.data_decide import apply_resolution, recorded_resolution, resolve_sources
 
-    named = {s.name: s.dataset for s in spec.data.sources if s.dataset}
+    named = {s.name: s.dataset for s in spec.data.held_out_sets() if s.dataset}
     if not named:
         return spec, named, None
     resolution = recorded_resolution(named, (run_status or {}).get("datasets"))

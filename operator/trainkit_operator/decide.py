@@ -103,7 +103,7 @@ def cluster_spec_error(spec: TrainingRunSpec) -> str | None:
     unshared folder in each Ray pod, and the operator could never read progress or eval results there.
     """
     where = [("spec.output.uri", spec.output.uri)]
-    where += [(f"spec.data.sources[{i}].uri", src.uri) for i, src in enumerate(spec.data.sources) if src.uri]
+    where += [(f"{field}.uri", src.uri) for field, src in spec.data.shard_fields("spec.data") if src.uri]
     local = [f"{field} {uri!r}" for field, uri in where if not is_remote(uri)]
     if not local:
         return None

@@ -216,8 +216,9 @@ class ValidationLine(TypedDict, total=False):
 
     step: int
     tokens: int  # training tokens seen at that step
-    sources: dict[str, SourceValidation]
-    mean: float  # every source counted once
+    sources: dict[str, SourceValidation]  # every held-out set measured: the run's sources and its targets
+    targets: list[str]  # the names in `sources` the run does not train on (data.validationTargets)
+    mean: float  # every source counted once (and the targets marked countInMean)
 
 
 class EvalSummaryDoc(TypedDict, total=False):
@@ -501,8 +502,11 @@ def validation_line(v: object) -> ValidationLine | None:
     if not isinstance(v, dict):
         return None
     sources = v.get("sources")
+    targets = v.get("targets", [])
     if (
-        not _is_int(v.get("step"))
+        not isinstance(targets, list)
+        or not all(isinstance(t, str) for t in targets)
+        or not _is_int(v.get("step"))
         or not isinstance(sources, dict)
         or not all(
             isinstance(s, dict) and _is_number(s.get("loss")) and _is_int(s.get("tokens")) for s in sources.values()

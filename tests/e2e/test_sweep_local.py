@@ -83,8 +83,10 @@ def test_two_rounds_and_a_confirmation_run_train_evaluate_and_rank(sweep_file, c
         summary = read_eval_summaries(run)[-1]
         assert set(summary["tasks"]) == {"tk_piqa", "tk_arc_challenge", "tk_winogrande"}
         lines = read_validation(run)
-        # every source the run trains on (a mixture may leave one out: a weight must be positive)
-        assert set(lines[-1]["sources"]) == set(weights_of(run)) and set(weights_of(run)) <= set(NAMES)
+        # every template source, also one the mixture leaves out (measured as a target counted in the mean)
+        assert set(lines[-1]["sources"]) == set(NAMES) and set(weights_of(run)) <= set(NAMES)
+        assert set(lines[-1].get("targets", [])) == set(NAMES) - set(weights_of(run))
+        assert lines[-1]["mean"] == pytest.approx(sum(v["loss"] for v in lines[-1]["sources"].values()) / len(NAMES))
         assert lines[-1]["step"] == (40 if name == target else 20)
         validation[name] = lines[-1]["mean"]
     target_spec = storage.read_json(f"{base}/{target}/spec.json")

@@ -119,6 +119,8 @@ def test_validation_loss_of_a_checkpoint_equals_transformers_on_the_same_tokens(
 
     out = f"{prepared['bucket']}/runs/val"
     steps = 6
+    # The run trains on the first source only; the second is a validation target, measured the same way.
+    (trained, trained_uri), (target, target_uri) = list(prepared["uris"].items())
     spec = parse_spec(
         {
             "model": {"preset": "tiny"},
@@ -126,7 +128,8 @@ def test_validation_loss_of_a_checkpoint_equals_transformers_on_the_same_tokens(
                 "seqLength": SEQ,
                 "totalTokens": steps * 4 * SEQ,
                 "whenExhausted": "repeat",
-                "sources": [{"name": n, "uri": u, "weight": 0.5} for n, u in prepared["uris"].items()],
+                "sources": [{"name": trained, "uri": trained_uri, "weight": 1.0}],
+                "validationTargets": [{"name": target, "uri": target_uri}],
             },
             "training": {
                 "microBatchSize": 2,
@@ -166,6 +169,7 @@ def test_validation_loss_of_a_checkpoint_equals_transformers_on_the_same_tokens(
         measured = lines[-1]["sources"][name]
         assert measured["tokens"] == (BUDGET // SEQ) * SEQ
         assert measured["loss"] == pytest.approx(losses[name], rel=1e-5)
-    assert lines[-1]["mean"] == pytest.approx(sum(losses.values()) / len(losses), rel=1e-5)
+    assert lines[-1]["targets"] == [target]
+    assert lines[-1]["mean"] == pytest.approx(losses[trained], rel=1e-5)  # a target is not in the mean
     # Training moved the model: held-out loss is below a uniform guess over the vocabulary.
     assert lines[-1]["mean"] < np.log(50257)

@@ -179,6 +179,34 @@ def test_run_sources_resolve_wait_and_fail():
     assert r.failed and "no 'text' column" in r.failed
 
 
+def test_a_validation_target_naming_a_training_data_is_resolved_like_a_source():
+    from trainkit.spec.models import DataSpec
+    from trainkit_operator.data_decide import Resolution, apply_resolution
+
+    class Spec:  # apply_resolution only needs `data` and model_copy
+        def __init__(self, data):
+            self.data = data
+
+        def model_copy(self, update):
+            return Spec(update["data"])
+
+    data = DataSpec.model_validate(
+        {
+            "totalTokens": 4096,
+            "sources": [{"name": "web", "dataset": "d1", "weight": 1.0}],
+            "validationTargets": [{"name": "law", "dataset": "d2"}, {"name": "code", "uri": "s3://shards/code/"}],
+        }
+    )
+    out = apply_resolution(
+        Spec(data), Resolution({"web": "s3://shards/w/", "law": "s3://shards/l/"}, {"law": "sha256:l"})
+    ).data
+    assert [s.shards_uri for s in out.sources] == ["s3://shards/w/"]
+    assert [(t.shards_uri, t.fingerprint) for t in out.validation_targets] == [
+        ("s3://shards/l/", "sha256:l"),
+        ("s3://shards/code/", None),
+    ]
+
+
 def test_a_source_needs_uri_or_dataset():
     assert SourceSpec.model_validate({"name": "a", "dataset": "finepdfs", "weight": 1.0}).uri is None
     with pytest.raises(ValidationError, match="set uri"):

@@ -159,6 +159,24 @@ def run_spec_rules() -> dict[tuple[str, ...], list[dict]]:
             },
             {"rule": "self.all(a, self.exists_one(b, b.name == a.name))", "message": "source names must be unique"},
         ],
+        ("data", "validationTargets"): [
+            {
+                "rule": "self.all(t, has(t.uri) || has(t.dataset))",
+                "message": "every validation target needs uri (prepared shards) or dataset (a TrainingData's name)",
+            },
+            {
+                "rule": "self.all(a, self.exists_one(b, b.name == a.name))",
+                "message": "validation target names must be unique",
+            },
+        ],
+        ("data",): [
+            {
+                "rule": "!has(self.validationTargets) || "
+                "self.validationTargets.all(t, !self.sources.exists(s, s.name == t.name))",
+                "message": "a validation target cannot have a source's name (val.<name> must be one set)",
+                "fieldPath": ".validationTargets",
+            }
+        ],
         ("scheduling",): [
             {
                 "rule": "!(has(self.suspend) && self.suspend && has(self.queueName))",
@@ -167,6 +185,7 @@ def run_spec_rules() -> dict[tuple[str, ...], list[dict]]:
             }
         ],
         ("data", "sources", "[]", "uri"): URI_RULES,
+        ("data", "validationTargets", "[]", "uri"): URI_RULES,
         ("output", "uri"): URI_RULES,
         ("training", "learningRate"): [
             {

@@ -136,7 +136,12 @@ class ModelSpec(SpecModel):
 MAX_SOURCES = 64
 
 
-class SourceSpec(SpecModel):
+MAX_VALIDATION_TARGETS = 16
+
+
+class ShardsRef(SpecModel):
+    """Prepared token shards by name: a uri, or a TrainingData the operator resolves to one."""
+
     name: Annotated[str, Field(min_length=1, max_length=63, pattern=SOURCE_NAME)]
     uri: (
         Annotated[
@@ -165,7 +170,6 @@ class SourceSpec(SpecModel):
     fingerprint: Annotated[str, Field(max_length=128)] | None = Field(
         None, description="Tokenizer fingerprint of the TrainingData's shards (recorded by the operator)"
     )
-    weight: Annotated[float, Field(gt=0, le=1e6, description="Token proportion, normalised over all sources")]
 
     @field_validator("uri")
     @classmethod
@@ -186,6 +190,21 @@ class SourceSpec(SpecModel):
         return self.uri
 
 
+class SourceSpec(ShardsRef):
+    weight: Annotated[float, Field(gt=0, le=1e6, description="Token proportion, normalised over all sources")]
+
+
+class ValidationTarget(ShardsRef):
+    """A prepared source the run does not train on, whose held-out split it still measures: a downstream
+    domain, or (in a sweep) a template source this mixture leaves out."""
+
+    count_in_mean: bool = Field(
+        False,
+        description="Count this target in validation `mean` as if it were a source (sweeps set it for template "
+        "sources a mixture leaves out, so every proxy's val.mean covers the same sources)",
+    )
+
+
 class DataSpec(SpecModel):
     seq_length: Annotated[int, Field(ge=8, le=131072)] = 1024
     total_tokens: Annotated[int, Field(ge=1, le=10**15)]
@@ -194,6 +213,12 @@ class DataSpec(SpecModel):
     when_exhausted: Literal["fail", "repeat"] = Field(
         "fail",
         description="A source with fewer tokens than its share: fail before training starts, or repeat it in a new permutation",
+    )
+
+    validation_targets: Annotated[list[ValidationTarget], Field(max_length=MAX_VALIDATION_TARGETS)] = Field(
+        [],
+        description="Prepared sources not trained on whose held-out loss is measured beside the sources' "
+        "(rankable as val.<name>)",
     )
 
     @field_validator("sources")
@@ -205,6 +230,28 @@ class DataSpec(SpecModel):
                 raise ValueError(f"duplicate source name '{s.name}'")
             seen.add(s.name)
         return sources
+
+    @model_validator(mode="after")
+    def targets_named_apart(self):
+        seen = {s.name for s in self.sources}
+        for t in self.validation_targets:
+            if t.name in seen:
+                raise ValueError(
+                    f"validationTargets: duplicate name '{t.name}' (a source or another target has it; "
+                    "val.<name> must name one set)"
+                )
+            seen.add(t.name)
+        return self
+
+    def held_out_sets(self) -> list[ShardsRef]:
+        """Every set whose held-out split a run measures: the sources, then the validation targets."""
+        return [*self.sources, *self.validation_targets]
+
+    def shard_fields(self, prefix: str) -> list[tuple[str, ShardsRef]]:
+        """(field path under `prefix`, ref) of every set a run reads shards of, for messages that name it."""
+        return [(f"{prefix}.sources[{i}]", s) for i, s in enumerate(self.sources)] + [
+            (f"{prefix}.validationTargets[{i}]", t) for i, t in enumerate(self.validation_targets)
+        ]
 
 
 # -------------------------------------------------------------------------------------- training

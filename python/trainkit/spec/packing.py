@@ -87,10 +87,10 @@ def packing_problems(template, runs_per_cluster: int) -> list[str]:
         problems.append(
             f"packing.runsPerCluster {k}: template.resources.cpusPerWorker {r.cpus_per_worker:g} is too small to share"
         )
-    for i, src in enumerate(template.data.sources):
+    for field, src in template.data.shard_fields("template.data"):
         if src.uri is None:
             problems.append(
-                f"template.data.sources[{i}] ({src.name}): a packed run needs shards by uri; sources naming a "
+                f"{field} ({src.name}): a packed run needs shards by uri; sources naming a "
                 "TrainingData (dataset) are resolved per run and cannot be packed"
             )
     if not problems:

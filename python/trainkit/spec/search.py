@@ -237,6 +237,20 @@ def round_runs(
     return runs
 
 
+def with_mixture(template_data: dict, weights: Mapping[str, float]) -> dict:
+    """A sweep run's `data`: the template's sources with these weights; a template source the mixture
+    leaves out (weight 0) is still measured, as a validation target counted in `mean`, so every run of
+    the sweep reports val.<source> for every template source and its val.mean over the same sources (pure)."""
+    data = copy.deepcopy(template_data)
+    kept = [s for s in data["sources"] if s["name"] in weights]
+    left_out = [s for s in data["sources"] if s["name"] not in weights]
+    data["sources"] = [{**s, "weight": weights[s["name"]]} for s in kept]
+    if left_out:
+        targets = [{k: v for k, v in s.items() if k != "weight"} | {"countInMean": True} for s in left_out]
+        data["validationTargets"] = [*data.get("validationTargets", []), *targets]
+    return data
+
+
 def confirmation_run(sweep: TrainingSweep, weights: Mapping[str, float]) -> dict:
     """The target TrainingRun: the template at full scale (confirm's model, tokens, resources; none of the
     proxies' overrides) with the recommended mixture, owned by the sweep like its proxies."""
@@ -247,9 +261,7 @@ def confirmation_run(sweep: TrainingSweep, weights: Mapping[str, float]) -> dict
     base = spec.template.model_dump(by_alias=True, exclude_none=True, mode="json")
     run_spec = copy.deepcopy(base)
     kept = {s: round(w, 6) for s, w in weights.items() if round(w, 6) > 0}
-    run_spec["data"]["sources"] = [
-        {**s, "weight": kept[s["name"]]} for s in base["data"]["sources"] if s["name"] in kept
-    ]
+    run_spec["data"] = with_mixture(base["data"], kept)
     run_spec["output"]["uri"] = base["output"]["uri"].rstrip("/") + f"/{name}/"
     if confirm.model is not None:
         run_spec["model"] = confirm.model.model_dump(by_alias=True, exclude_none=True, mode="json")

@@ -26,7 +26,7 @@ from trainkit.spec.models import (
     TrainingRunSpec,
 )
 from trainkit.spec.packing import MAX_PACKING_SWEEP_NAME_LENGTH, PackingSpec, packing_problems
-from trainkit.spec.search import CONFIRMATION_SUFFIX, ConfirmSpec, RecommenderSpec, SearchSpec
+from trainkit.spec.search import CONFIRMATION_SUFFIX, ConfirmSpec, RecommenderSpec, SearchSpec, with_mixture
 
 # Run names are "<sweep>-<index:03d>", so the sweep's own name leaves room for the suffix.
 MAX_SWEEP_NAME_LENGTH = MAX_RUN_NAME_LENGTH - 4
@@ -331,9 +331,7 @@ def run_manifest(sweep: TrainingSweep, index: int, weights: Mapping[str, float])
     base = spec.template.model_dump(by_alias=True, exclude_none=True, mode="json")
     name = run_name(sweep.metadata.name, index)
     run_spec = copy.deepcopy(base)
-    run_spec["data"]["sources"] = [
-        {**s, "weight": weights[s["name"]]} for s in base["data"]["sources"] if s["name"] in weights
-    ]
+    run_spec["data"] = with_mixture(base["data"], weights)
     run_spec["output"]["uri"] = base["output"]["uri"].rstrip("/") + f"/{name}/"
     o = spec.overrides
     if o.total_tokens is not None:

@@ -48,10 +48,10 @@ def check_shards(spec: TrainingRunSpec, plan: Plan, options: StorageOptions) -> 
     from trainkit.data.shards import INDEX_FILE  # the shard layout's owner (loaded only when a run starts)
 
     missing = []
-    for i, src in enumerate(spec.data.sources):
+    for field, src in spec.data.shard_fields("spec.data"):
         if src.uri is None:
             missing.append(
-                f"spec.data.sources[{i}].dataset ({src.name}): TrainingData {src.dataset!r} is resolved by the "
+                f"{field}.dataset ({src.name}): TrainingData {src.dataset!r} is resolved by the "
                 "operator; to train without it, give the source's uri (its shards)"
             )
             continue
@@ -59,10 +59,10 @@ def check_shards(spec: TrainingRunSpec, plan: Plan, options: StorageOptions) -> 
         try:
             ok = storage.exists(uri, options)
         except (storage.StorageError, OSError) as e:
-            raise PreflightError(f"spec.data.sources[{i}].uri ({src.name}): cannot read {uri}: {e}") from None
+            raise PreflightError(f"{field}.uri ({src.name}): cannot read {uri}: {e}") from None
         if not ok:
             missing.append(
-                f"spec.data.sources[{i}].uri ({src.name}): no token shards at {src.uri} "
+                f"{field}.uri ({src.name}): no token shards at {src.uri} "
                 f"({INDEX_FILE} not found; run `trainkit prepare` for this source)"
             )
     if missing:
@@ -329,7 +329,7 @@ def resolve_local_paths(spec: TrainingRunSpec, base: str) -> TrainingRunSpec:
 
     doc = spec_as_json(spec)
     doc["output"]["uri"] = absolute(doc["output"]["uri"])
-    for src in doc["data"]["sources"]:
+    for src in [*doc["data"]["sources"], *doc["data"].get("validationTargets", [])]:
         src["uri"] = absolute(src["uri"])
     if doc.get("tokenizer", "gpt2") != "gpt2":
         doc["tokenizer"] = absolute(doc["tokenizer"])

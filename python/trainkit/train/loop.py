@@ -444,16 +444,18 @@ class ValidationShell:
     """Held-out validation loss at eval steps and the end (trainkit.train.validation): every rank computes
     its share of the rows, rank 0 writes validation.jsonl. Inert when the run asks for none."""
 
-    def __init__(self, rows: dict, writer, batch_size: int, rank: int, world: int, device, autocast):
+    def __init__(self, rows: dict, writer, batch_size: int, rank: int, world: int, device, autocast,
+                 targets: tuple[str, ...] = (), in_mean: tuple[str, ...] | None = None):  # fmt: skip
         self.rows, self.writer, self.batch_size = rows, writer, batch_size
         self.rank, self.world, self.device, self.autocast = rank, world, device, autocast
+        self.targets, self.in_mean = targets, in_mean
 
     @classmethod
     def for_run(cls, spec: TrainingRunSpec, out: str, options, rank: int, world: int, device, autocast):
-        from trainkit.train.validation import ValidationWriter, read_validation_rows
+        from trainkit.train.validation import ValidationWriter, mean_sets, read_validation_rows
 
         budget = spec.eval.validation_tokens
-        sources = [(s.name, s.shards_uri) for s in spec.data.sources]
+        sources = [(s.name, s.shards_uri) for s in spec.data.held_out_sets()]
         rows = read_validation_rows(
             sources, spec.data.seq_length, budget, spec.model.architecture()["vocab_size"], options
         )
@@ -462,7 +464,10 @@ class ValidationShell:
                 "[trainkit] no source has a held-out split (re-run `trainkit prepare`): no validation loss", flush=True
             )
         writer = ValidationWriter(out, options) if rank == 0 and rows else None
-        return cls(rows, writer, spec.eval.batch_size, rank, world, device, autocast)
+        targets = tuple(t.name for t in spec.data.validation_targets)
+        return cls(
+            rows, writer, spec.eval.batch_size, rank, world, device, autocast, targets, tuple(mean_sets(spec.data))
+        )
 
     def resume(self, step: int) -> None:
         if self.writer:
@@ -483,7 +488,7 @@ class ValidationShell:
             world=self.world,
             autocast=self.autocast,
         )
-        line = summarise(step, tokens, sums)
+        line = summarise(step, tokens, sums, self.targets, self.in_mean)
         if self.writer:
             self.writer.write(line)
             shown = ", ".join(f"{k} {v['loss']:.4f}" for k, v in line["sources"].items())

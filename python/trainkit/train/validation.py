@@ -10,6 +10,10 @@ the training workers and the sums all-reduced.
 validation.jsonl (one line per measured step, the format owned by trainkit.artifacts):
   {"step": 200, "tokens": ..., "sources": {"web": {"loss": 3.91, "tokens": 16384}, ...}, "mean": 4.02}
 `mean` weighs every source equally (each source's held-out loss counts once, whatever the mixture).
+Validation targets (data.validationTargets: prepared sources the run does not train on) are measured the
+same way and stored beside the sources under their own names, listed in "targets"; `mean` leaves them
+out unless they are marked countInMean (a sweep marks the template sources a mixture leaves out, so
+every proxy's mean is over the same sets).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+from collections.abc import Collection
 
 import numpy as np
 import torch
@@ -55,15 +60,29 @@ def rank_slice(rows: int, rank: int, world: int, batch: int) -> tuple[list[int],
     return mine, passes
 
 
-def summarise(step: int, tokens: int, sums: dict[str, tuple[float, int]]) -> ValidationLine:
-    """The validation.jsonl line from each source's (summed token loss, token count)."""
+def summarise(
+    step: int, tokens: int, sums: dict[str, tuple[float, int]], targets: Collection[str] = (),
+    in_mean: Collection[str] | None = None,
+) -> ValidationLine:  # fmt: skip
+    """The validation.jsonl line from each held-out set's (summed token loss, token count). `targets`: the
+    names among them the run does not train on (listed in the line); `in_mean`: the names `mean` counts
+    (default: every set that is not a target)."""
     sources = {
         name: SourceValidation(loss=total / count, tokens=count) for name, (total, count) in sums.items() if count
     }
     line = ValidationLine(step=step, tokens=tokens, sources=sources)
-    if sources:
-        line["mean"] = sum(s["loss"] for s in sources.values()) / len(sources)
+    measured_targets = sorted(n for n in targets if n in sources)
+    if measured_targets:
+        line["targets"] = measured_targets
+    counted = [v["loss"] for n, v in sources.items() if (n not in targets if in_mean is None else n in in_mean)]
+    if counted:
+        line["mean"] = sum(counted) / len(counted)
     return line
+
+
+def mean_sets(spec_data) -> list[str]:
+    """The held-out sets validation `mean` counts: every source, and the targets marked countInMean (pure)."""
+    return [s.name for s in spec_data.sources] + [t.name for t in spec_data.validation_targets if t.count_in_mean]
 
 
 # ------------------------------------------------------------------------------------ I/O shells
