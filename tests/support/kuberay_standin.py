@@ -177,6 +177,10 @@ def process_tree(root: int) -> list[tuple[int, str]]:
     return out
 
 
+class StandInStopped(Exception):
+    """Raised instead of starting a process once the stand-in is exiting."""
+
+
 class PodConfigError(Exception):
     """What the kubelet reports as CreateContainerConfigError (a missing Secret/ConfigMap key)."""
 
@@ -211,8 +215,11 @@ class Submitter:
     log: Path
     cwd: Path
     attempts: list[subprocess.Popen] = field(default_factory=list)
+    stopped: threading.Event = field(default_factory=threading.Event)  # the stand-in's: set, nothing new starts
 
     def start(self) -> None:
+        if self.stopped.is_set():
+            return
         with self.log.open("ab") as out:
             self.attempts.append(
                 subprocess.Popen(
@@ -291,6 +298,7 @@ class KubeRayStandIn:
         self.jobs: dict[str, JobState] = {}
         self.deleting: list[Cluster] = []  # clusters whose pods got SIGTERM and are not all gone yet
         self.clusters_started: list[str] = []  # every cluster name ever started, in order (tests count retries)
+        self._every_cluster: list[Cluster] = []  # for the last sweep at exit, whatever the loop was doing
         self.timeline: list[tuple[float, str, str]] = []  # (seconds since start, RayJob, what happened)
         self._t0 = time.monotonic()
         self._lock = threading.RLock()  # the loop and a test's process look-ups share `jobs`
@@ -304,8 +312,10 @@ class KubeRayStandIn:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        # Once _stop is set no pod or submitter starts (`_start_pod`, `Submitter.start`), so a reconcile still
+        # running (a slow one under load outlives the join) cannot leave a cluster behind after the sweep below.
         self._stop.set()
-        self._thread.join(timeout=30)
+        self._thread.join(timeout=60)
         with self._lock:
             for state in self.jobs.values():
                 if state.cluster:
@@ -314,6 +324,11 @@ class KubeRayStandIn:
             for cluster in self.deleting:
                 cluster.grace_s = min(cluster.grace_s, 5.0)  # the test is over: no full grace period
                 self._delete_cluster(cluster)
+            for cluster in self._every_cluster:  # anything a reconcile started and lost track of
+                if any(p.poll() is None for p in cluster.processes()):
+                    cluster.grace_s = 0.0
+                    cluster.deleting_since = None
+                    self._delete_cluster(cluster)
         self.api_client.close()
 
     def _loop(self) -> None:
@@ -321,6 +336,8 @@ class KubeRayStandIn:
             try:
                 with self._lock:
                     self.reconcile_all()
+            except StandInStopped:
+                return
             except Exception as e:  # noqa: BLE001 - keep reconciling; tests read .errors
                 self.errors.append(repr(e))
             self._stop.wait(POLL_S)
@@ -535,6 +552,8 @@ class KubeRayStandIn:
     def _start_pod(
         self, cluster: Cluster, pod_name: str, group: str, pod_spec: dict, ray_args: list[str], tmp: str = ""
     ) -> Pod:
+        if self._stop.is_set():
+            raise StandInStopped(f"the stand-in is stopping: pod {pod_name} not started")
         container = self.with_token_auth_env(pod_spec["containers"][0], cluster.auth_secret)
         pod_dir = cluster.root / pod_name
         pod_dir.mkdir(parents=True, exist_ok=True)
@@ -577,6 +596,7 @@ class KubeRayStandIn:
         spec = rayjob["spec"]["rayClusterSpec"]
         root = Path(tempfile.mkdtemp(prefix=f"{cluster_name}-", dir=self.workdir))
         cluster = Cluster(cluster_name, root, free_port(), free_port(), rayjob=rayjob["metadata"]["name"])
+        self._every_cluster.append(cluster)
         grace = spec["headGroupSpec"]["template"]["spec"].get("terminationGracePeriodSeconds")
         if grace is not None:
             cluster.grace_s = float(grace)
@@ -758,7 +778,7 @@ class KubeRayStandIn:
                 "--",
                 k8s_job_command(status["dashboardURL"], status["jobId"], rayjob["spec"]["entrypoint"]),
             ]
-        cluster.submitter = Submitter(command, env, cluster.root / "submitter.log", cluster.root)
+        cluster.submitter = Submitter(command, env, cluster.root / "submitter.log", cluster.root, stopped=self._stop)
         cluster.submitter.start()
         self.note(rayjob["metadata"]["name"], f"submitter Job started for Ray job {status['jobId']}")
 
