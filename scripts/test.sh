@@ -6,4 +6,5 @@ cd "$(dirname "$0")/.."
 scripts/install.sh
 export PATH="$PWD/.venv/bin:$PATH"
 scripts/check.sh
-exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+# --durations: the slowest tests in every log, so a CI run shows where its time went
+exec .venv/bin/python -m pytest -q -p no:cacheprovider --durations=20 "$@"
