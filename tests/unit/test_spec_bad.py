@@ -50,6 +50,13 @@ BAD_SPECS = [
         "validationTargets: duplicate name 'finepdfs'",
         True,
     ),
+    ("source-named-mean", {"spec.data.sources[0].name": "mean"}, "'mean' is reserved", True),
+    (
+        "validation-target-named-mean",
+        {"spec.data.validationTargets": [{"name": "mean", "uri": "s3://bucket/x"}]},
+        "'mean' is reserved",
+        True,
+    ),
     (
         "validation-target-without-shards",
         {"spec.data.validationTargets": [{"name": "downstream"}]},

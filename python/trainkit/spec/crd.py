@@ -23,6 +23,7 @@ from trainkit.spec.models import (
     TrainingRunSpec,
 )
 from trainkit.spec.presets import MODEL_PRESETS
+from trainkit.spec.ranking import MEAN_NAME
 from trainkit.spec.status import TrainingRunStatus
 
 DROP_KEYS = {"title", "$schema", "examples"}
@@ -158,6 +159,10 @@ def run_spec_rules() -> dict[tuple[str, ...], list[dict]]:
                 "message": "every source needs uri (prepared shards) or dataset (a TrainingData's name)",
             },
             {"rule": "self.all(a, self.exists_one(b, b.name == a.name))", "message": "source names must be unique"},
+            {
+                "rule": f"self.all(s, s.name != '{MEAN_NAME}')",
+                "message": f"'{MEAN_NAME}' is reserved (val.{MEAN_NAME} is the mean over the sources)",
+            },
         ],
         ("data", "validationTargets"): [
             {
@@ -167,6 +172,10 @@ def run_spec_rules() -> dict[tuple[str, ...], list[dict]]:
             {
                 "rule": "self.all(a, self.exists_one(b, b.name == a.name))",
                 "message": "validation target names must be unique",
+            },
+            {
+                "rule": f"self.all(t, t.name != '{MEAN_NAME}')",
+                "message": f"'{MEAN_NAME}' is reserved (val.{MEAN_NAME} is the mean over the sources)",
             },
         ],
         ("data",): [

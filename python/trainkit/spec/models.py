@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic.alias_generators import to_camel
 
 from trainkit.spec.presets import MODEL_PRESETS, resolved_architecture
+from trainkit.spec.ranking import MEAN_NAME
 
 API_GROUP = "trainkit.dev"
 API_VERSION = "v1alpha1"
@@ -175,6 +176,13 @@ class ShardsRef(SpecModel):
     @classmethod
     def known_scheme(cls, v: str | None) -> str | None:
         return v if v is None else check_uri(v, "uri")
+
+    @field_validator("name")
+    @classmethod
+    def not_reserved(cls, v: str) -> str:
+        if v == MEAN_NAME:
+            raise ValueError(f"'{MEAN_NAME}' is reserved: val.{MEAN_NAME} is the mean over the sources")
+        return v
 
     @model_validator(mode="after")
     def uri_or_dataset(self):

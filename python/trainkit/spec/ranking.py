@@ -6,7 +6,8 @@ from __future__ import annotations
 import math
 
 
-VALIDATION_MEAN = "val.mean"  # held-out loss, every source counted once
+MEAN_NAME = "mean"  # validation.jsonl's key for the mean, so no source or target may be called this
+VALIDATION_MEAN = f"val.{MEAN_NAME}"  # held-out loss, every source counted once
 
 
 def metric_value(
