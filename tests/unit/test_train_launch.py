@@ -41,3 +41,25 @@ def test_json_exponents_are_numbers_not_yaml_strings(tmp_path):
     assert "1e-08" in (tmp_path / "spec.json").read_text()
     spec, name = load_spec_file(tmp_path / "spec.json")
     assert spec.training.optimizer.eps == 1e-8 and name == "gpt2-70m-50-30-20"
+
+
+def test_a_source_or_target_naming_a_training_data_is_left_for_preflight_to_name(tmp_path):
+    from trainkit.spec.plan import derive_plan
+    from trainkit.storage import StorageOptions
+    from trainkit.train.launch import PreflightError, check_shards
+
+    doc = yaml.safe_load(open("jobs/quickstart.yaml"))
+    doc["spec"]["data"]["sources"][0] = {"name": "manuals", "dataset": "manuals-data", "weight": 0.5}
+    doc["spec"]["data"]["validationTargets"] = [
+        {"name": "law", "dataset": "law-data"},
+        {"name": "code", "uri": "shards/code"},
+    ]
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    out = resolve_local_paths(load_run(str(path)).spec, str(tmp_path))  # no KeyError on the uri-less ones
+    assert [t.uri for t in out.data.validation_targets] == [None, f"{tmp_path}/shards/code"]
+    with pytest.raises(PreflightError) as e:
+        check_shards(out, derive_plan(out), StorageOptions())
+    assert "spec.data.sources[0].dataset (manuals): TrainingData 'manuals-data'" in str(e.value)
+    assert "spec.data.validationTargets[0].dataset (law): TrainingData 'law-data'" in str(e.value)
+    assert f"spec.data.validationTargets[1].uri (code): no token shards at {tmp_path}/shards/code" in str(e.value)

@@ -330,7 +330,8 @@ def resolve_local_paths(spec: TrainingRunSpec, base: str) -> TrainingRunSpec:
     doc = spec_as_json(spec)
     doc["output"]["uri"] = absolute(doc["output"]["uri"])
     for src in [*doc["data"]["sources"], *doc["data"].get("validationTargets", [])]:
-        src["uri"] = absolute(src["uri"])
+        if "uri" in src:  # one naming a TrainingData has none until the operator resolves it (check_shards says so)
+            src["uri"] = absolute(src["uri"])
     if doc.get("tokenizer", "gpt2") != "gpt2":
         doc["tokenizer"] = absolute(doc["tokenizer"])
     for task in doc.get("eval", {}).get("tasks", []):
