@@ -122,6 +122,21 @@ def _resolved(field: str, override: str) -> str:
     )
 
 
+def _shards_ref_rules(noun: str) -> list[dict]:
+    """The CEL rules of a list of ShardsRef (sources, validation targets): what its pydantic validators check."""
+    return [
+        {
+            "rule": "self.all(s, has(s.uri) || has(s.dataset))",
+            "message": f"every {noun} needs uri (prepared shards) or dataset (a TrainingData's name)",
+        },
+        {"rule": "self.all(a, self.exists_one(b, b.name == a.name))", "message": f"{noun} names must be unique"},
+        {
+            "rule": f"self.all(s, s.name != '{MEAN_NAME}')",
+            "message": f"'{MEAN_NAME}' is reserved (val.{MEAN_NAME} is the mean over the sources)",
+        },
+    ]
+
+
 def run_spec_rules() -> dict[tuple[str, ...], list[dict]]:
     """CEL rules of a TrainingRunSpec, keyed by the path (property names, "[]" for items) below the spec."""
     workers = "(has(self.resources) && has(self.resources.workers) ? self.resources.workers : 1)"
@@ -154,30 +169,9 @@ def run_spec_rules() -> dict[tuple[str, ...], list[dict]]:
         ],
         ("data", "sources"): [
             {"rule": "self.all(s, s.weight > 0.0)", "message": "every source weight must be > 0"},
-            {
-                "rule": "self.all(s, has(s.uri) || has(s.dataset))",
-                "message": "every source needs uri (prepared shards) or dataset (a TrainingData's name)",
-            },
-            {"rule": "self.all(a, self.exists_one(b, b.name == a.name))", "message": "source names must be unique"},
-            {
-                "rule": f"self.all(s, s.name != '{MEAN_NAME}')",
-                "message": f"'{MEAN_NAME}' is reserved (val.{MEAN_NAME} is the mean over the sources)",
-            },
+            *_shards_ref_rules("source"),
         ],
-        ("data", "validationTargets"): [
-            {
-                "rule": "self.all(t, has(t.uri) || has(t.dataset))",
-                "message": "every validation target needs uri (prepared shards) or dataset (a TrainingData's name)",
-            },
-            {
-                "rule": "self.all(a, self.exists_one(b, b.name == a.name))",
-                "message": "validation target names must be unique",
-            },
-            {
-                "rule": f"self.all(t, t.name != '{MEAN_NAME}')",
-                "message": f"'{MEAN_NAME}' is reserved (val.{MEAN_NAME} is the mean over the sources)",
-            },
-        ],
+        ("data", "validationTargets"): _shards_ref_rules("validation target"),
         ("data",): [
             {
                 "rule": "!has(self.validationTargets) || "
