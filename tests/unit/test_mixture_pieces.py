@@ -92,11 +92,13 @@ def test_loo_ridge_is_small_on_exact_data_and_larger_on_noise():
     assert np.allclose(fit.predict(np.eye(4)), [1, 2, 3, 4], atol=1e-3)
     noisy = scheffe.fit(W, np.random.default_rng(1).normal(0, 1, 30), "quadratic")
     assert noisy.ridge > 1e-3
-    assert scheffe.features([[0.25, 0.25, 0.5]], "roots").tolist() == [[0.25, 0.25, 0.5, 0.5, 0.5, 0.5**0.5]]
+    assert scheffe.features([[0.25, 0.25, 0.5]], "roots").tolist() == [
+        [0.25, 0.25, 0.5, 0.5, 0.5, 0.5**0.5, 0.25**0.25, 0.25**0.25, 0.5**0.25]
+    ]
     assert scheffe.features([[0.5, 0.3, 0.2]], "quadratic").round(6).tolist() == [[0.5, 0.3, 0.2, 0.15, 0.1, 0.06]]
-    assert [scheffe.n_terms(4, t) for t in ("linear", "quadratic", "roots", "roots_quadratic")] == [4, 10, 8, 14]
+    assert [scheffe.n_terms(4, t) for t in ("linear", "quadratic", "roots", "roots_quadratic")] == [4, 10, 12, 18]
     assert scheffe.features([[0.25, 0.75]], "roots_quadratic").round(6).tolist() == [
-        [0.25, 0.75, 0.5, round(0.75**0.5, 6), 0.1875]
+        [0.25, 0.75, 0.5, round(0.75**0.5, 6), round(0.25**0.25, 6), round(0.75**0.25, 6), 0.1875]
     ]
     with pytest.raises(ValueError, match="terms must be one of"):
         scheffe.features(W, "cubic")
@@ -123,11 +125,33 @@ def test_roots_quadratic_fits_diminishing_returns_with_interactions_better_than_
     assert cv["roots_quadratic"] > cv["roots"]
 
 
+def test_two_roots_learn_a_saturating_curve_that_one_root_cannot(monkeypatch):
+    # diminishing returns shaped like log(1 + w/0.1): steeper near 0 than √w, flatter beyond
+    rng = np.random.default_rng(0)
+    k = 5
+    a = rng.uniform(0.5, 1.5, k)
+
+    def surface(W):
+        return -np.log1p(W / 0.1) @ a
+
+    W, W_new = rng.dirichlet(np.ones(k), 200), rng.dirichlet(np.ones(k), 500)
+    y = surface(W) + rng.normal(0.0, 0.01, len(W))
+
+    def error() -> float:
+        return float(np.sqrt(np.mean((scheffe.fit(W, y, "roots").predict(W_new) - surface(W_new)) ** 2)))
+
+    two_roots = error()
+    monkeypatch.setattr(scheffe, "DIMINISHING_POWERS", (0.5,))
+    assert scheffe.n_terms(k, "roots") == 2 * k
+    assert two_roots < 0.5 * error()
+
+
 def test_eligible_models_by_runs():
     assert [m.name for m in eligible(5, 3)] == ["linear"]
-    assert [m.name for m in eligible(8, 3)] == ["linear", "quadratic", "roots"]
-    assert [m.name for m in eligible(10, 3)] == ["linear", "quadratic", "roots"]  # roots_quadratic: 9 terms + 2
-    assert [m.name for m in eligible(12, 3)] == ["linear", "quadratic", "roots", "roots_quadratic", "gbt"]
+    assert [m.name for m in eligible(8, 3)] == ["linear", "quadratic"]
+    assert [m.name for m in eligible(11, 3)] == ["linear", "quadratic", "roots"]  # roots: 9 terms + 2
+    assert [m.name for m in eligible(12, 3)] == ["linear", "quadratic", "roots", "gbt"]
+    assert [m.name for m in eligible(14, 3)] == ["linear", "quadratic", "roots", "roots_quadratic", "gbt"]
     assert [m.name for m in eligible(3, 3)] == ["linear"]  # too few for any: linear, reported as not trusted
     assert [m.name for m in eligible(3, 3, "gbt")] == ["gbt"]
 

@@ -117,7 +117,7 @@ def test_interior_optimum_is_found_and_the_model_is_chosen_by_cross_validation()
 
 
 def test_trees_win_where_the_response_is_a_step():
-    W = sweep(60, seed=11)
+    W = sweep(60, seed=12)
     y = np.where(W[:, 2] > 0.4, 3.0, 3.5) + np.where(W[:, 0] > 0.3, 0.2, 0.0)
     rec = recommend_mixture(W, y, SOURCES, priors.uniform(SOURCES), settings=Settings(candidates=2000, n_bootstrap=0))
     assert rec.model == "gbt", [(c.model, c.spearman) for c in rec.cv]

@@ -42,13 +42,13 @@ MODELS: dict[str, Model] = {
     ),
     "roots": Model(
         "roots",
-        "mixture regression with diminishing returns (w and √w terms, ridge)",
+        "mixture regression with diminishing returns (w, √w and ∜w terms, ridge)",
         lambda k: scheffe.n_terms(k, "roots") + 2,
         lambda W, y, seed: scheffe.fit(W, y, "roots"),
     ),
     "roots_quadratic": Model(
         "roots_quadratic",
-        "mixture regression with diminishing returns and interactions (w, √w and pairwise terms, ridge)",
+        "mixture regression with diminishing returns and interactions (w, √w, ∜w and pairwise terms, ridge)",
         lambda k: scheffe.n_terms(k, "roots_quadratic") + 2,
         lambda W, y, seed: scheffe.fit(W, y, "roots_quadratic"),
     ),

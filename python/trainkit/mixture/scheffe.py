@@ -3,9 +3,12 @@
 
 - linear: w_i (linear blending);
 - quadratic: w_i and the pairwise products w_i*w_j (interactions: synergy or redundancy of two sources);
-- roots: w_i and sqrt(w_i) (diminishing returns: the first tokens of a source help most, as data-mixing
-  laws find), fitted as a linear model in these terms;
-- roots_quadratic: w_i, sqrt(w_i) and the pairwise products w_i*w_j (diminishing returns AND interactions;
+- roots: w_i, w_i^(1/2) and w_i^(1/4) (diminishing returns: the first tokens of a source help most, as
+  data-mixing laws find), fitted as a linear model in these terms. Two fractional powers, not one: the
+  laws disagree on the curve (power law, log), and a blend of the two roots spans curves from gently
+  concave to nearly logarithmic near 0 (`DIMINISHING_POWERS`), so the fit learns the shape instead of
+  assuming it;
+- roots_quadratic: the roots terms and the pairwise products w_i*w_j (diminishing returns AND interactions;
   one ridge over all terms, so with few runs per term the leave-one-out choice shrinks it toward roots').
 
 Ridge on the terms with the metric centred (shrinks toward "every mixture scores the mean"); the ridge
@@ -22,10 +25,19 @@ import numpy as np
 
 TERMS = ("linear", "quadratic", "roots", "roots_quadratic")
 RIDGE_GRID = tuple(float(x) for x in np.logspace(-6, 2, 17))
+# The exponents of the diminishing-returns terms. √w alone left the recommendation 1.1 noise units from
+# the optimum at 17 sources x 512 runs (`trainkit bench mixture`), most of it the curve's shape; with ∜w
+# beside it 0.8 (docs/compare.md). A third, w^(1/8), gained nothing more.
+DIMINISHING_POWERS = (0.5, 0.25)
 
 
 def _pairs(W: np.ndarray) -> list[np.ndarray]:
     return [W[:, i] * W[:, j] for i, j in itertools.combinations(range(W.shape[1]), 2)]
+
+
+def _roots(W: np.ndarray) -> list[np.ndarray]:
+    Wc = np.clip(W, 0.0, None)
+    return [Wc**p for p in DIMINISHING_POWERS]
 
 
 def features(W, terms: str = "linear") -> np.ndarray:
@@ -35,15 +47,16 @@ def features(W, terms: str = "linear") -> np.ndarray:
     if terms == "quadratic":
         return np.column_stack([W, *_pairs(W)])
     if terms == "roots":
-        return np.column_stack([W, np.sqrt(np.clip(W, 0.0, None))])
+        return np.column_stack([W, *_roots(W)])
     if terms == "roots_quadratic":
-        return np.column_stack([W, np.sqrt(np.clip(W, 0.0, None)), *_pairs(W)])
+        return np.column_stack([W, *_roots(W), *_pairs(W)])
     raise ValueError(f"terms must be one of {', '.join(TERMS)}, got {terms!r}")
 
 
 def n_terms(k: int, terms: str) -> int:
     pairs = k * (k - 1) // 2
-    return {"linear": k, "quadratic": k + pairs, "roots": 2 * k, "roots_quadratic": 2 * k + pairs}[terms]
+    roots = (1 + len(DIMINISHING_POWERS)) * k
+    return {"linear": k, "quadratic": k + pairs, "roots": roots, "roots_quadratic": roots + pairs}[terms]
 
 
 @dataclass(frozen=True)
