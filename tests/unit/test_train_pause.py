@@ -21,6 +21,7 @@ def test_rank_0_waits_at_a_listed_step_until_released_and_never_again(tmp_path, 
     while not (tmp_path / "paused-3").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert (tmp_path / "paused-3").read_text().strip().isdigit()  # the pid of the waiting process
+    assert [p.name for p in tmp_path.iterdir()] == ["paused-3"]  # written whole and renamed: no partial left
     time.sleep(0.3)
     assert waiter.is_alive()
     (tmp_path / "resume-3").touch()

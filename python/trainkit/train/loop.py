@@ -201,7 +201,10 @@ def maybe_pause(step: int, rank: int) -> None:
     release = Path(folder) / f"resume-{step}"
     if release.exists():
         return
-    (Path(folder) / f"paused-{step}").write_text(f"{os.getpid()}\n")
+    # Written whole, then renamed into place: whoever waits for paused-<step> never reads it half-written.
+    partial = Path(folder) / f".paused-{step}.{os.getpid()}"
+    partial.write_text(f"{os.getpid()}\n")
+    os.replace(partial, Path(folder) / f"paused-{step}")
     print(f"[trainkit] paused at step {step} until {release} exists (TEST_PAUSE_AT_STEPS)", flush=True)
     deadline = time.monotonic() + PAUSE_TIMEOUT_S
     while not release.exists():
