@@ -30,7 +30,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from trainkit import artifacts
+from trainkit import artifacts, storage
 from trainkit.model import ModelConfig, build_model
 from trainkit.spec.models import TrainingRunSpec
 from trainkit.spec.plan import derive_plan
@@ -201,10 +201,8 @@ def maybe_pause(step: int, rank: int) -> None:
     release = Path(folder) / f"resume-{step}"
     if release.exists():
         return
-    # Written whole, then renamed into place: whoever waits for paused-<step> never reads it half-written.
-    partial = Path(folder) / f".paused-{step}.{os.getpid()}"
-    partial.write_text(f"{os.getpid()}\n")
-    os.replace(partial, Path(folder) / f"paused-{step}")
+    # Atomic: whoever waits for paused-<step> never reads it half-written.
+    storage.write_text_atomic(Path(folder) / f"paused-{step}", f"{os.getpid()}\n")
     print(f"[trainkit] paused at step {step} until {release} exists (TEST_PAUSE_AT_STEPS)", flush=True)
     deadline = time.monotonic() + PAUSE_TIMEOUT_S
     while not release.exists():
